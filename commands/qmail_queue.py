@@ -1,0 +1,67 @@
+"""qmail-queue: put one message (fd 0) with its envelope (fd 1) into the queue."""
+
+import os
+import _signal  # not `signal`: it imports enum, a third of our start-up budget
+
+from pyqmail.lib import control, envelope, fdio, queue
+from pyqmail.lib.exits import Exit
+from pyqmail.lib.program import main
+
+
+def become_queue_owner(home):
+    """As root, switch to the queue's owner (qmailq), as qmail's setuid qmail-queue runs."""
+    try:
+        st = os.stat(os.path.join(home, "queue"))
+    except OSError:
+        raise Exit(62)
+    if st.st_uid == 0:
+        return
+    os.setgroups([])
+    os.setgid(st.st_gid)
+    os.setuid(st.st_uid)
+
+
+def owns_queue(home):
+    """Return True when this process may write the queue itself (it owns queue/)."""
+    try:
+        return os.stat(os.path.join(home, "queue")).st_uid == os.geteuid()
+    except FileNotFoundError:
+        return True  # let enter_queue report the missing directory with qmail's code
+    except OSError:
+        raise Exit(61)
+
+
+def queue_directly(home, uid, pid):
+    """Write the message into the queue in qmail-queue's order."""
+    queue.enter_queue(home)
+    injection = queue.Injection(pid, uid)
+    fd, _ = injection.open_mess()
+    injection.write_message(fd, fdio.chunks(0))
+    try:
+        sender, recipients = envelope.read(fdio.FdStream(1))
+    except envelope.EnvelopeError as e:
+        injection.fail(e.code)
+    except Exit as e:
+        injection.fail(e.code)
+    injection.commit(sender, recipients)
+
+
+def body(argv):
+    """Queue the message directly, or through the maildrop for users who do not own the queue."""
+    _signal.signal(_signal.SIGALRM, lambda *_: os._exit(52))  # no clean-up: qmail-send's orphan rule owns it
+    _signal.alarm(queue.DEATH)
+    home = control.qmailhome()
+    uid, pid = os.getuid(), os.getpid()
+    if os.geteuid() == 0:
+        become_queue_owner(home)
+    if owns_queue(home):
+        queue_directly(home, uid, pid)
+    else:
+        from pyqmail.lib import maildrop
+        maildrop.drop(home, pid, fdio.chunks(0), fdio.FdStream(1))
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    main("qmail-queue", body, crash_code=81)

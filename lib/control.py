@@ -1,0 +1,68 @@
+"""qmail's control files and QMAILHOME (reference §0.1)."""
+
+import os
+
+DEFAULT_HOME = "/var/qmail"
+
+
+def qmailhome():
+    """Return the qmail tree's root: $QMAILHOME or /var/qmail."""
+    return os.environ.get("QMAILHOME") or DEFAULT_HOME
+
+
+def path(*parts):
+    """Return a path inside the qmail tree."""
+    return os.path.join(qmailhome(), *parts)
+
+
+def _read(name):
+    """Return the control file's bytes, or None if it does not exist (other errors raise OSError)."""
+    try:
+        with open(path("control", name), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def readline(name):
+    """Return the first line with trailing newline, spaces and tabs stripped, or None if absent."""
+    data = _read(name)
+    if data is None:
+        return None
+    return data.split(b"\n", 1)[0].rstrip(b" \t\r")
+
+
+def readint(name, default):
+    """Return the file's first line as an unsigned integer; absent or unparsable keeps default."""
+    line = readline(name)
+    if line is None or not line.isdigit() or not line.isascii():
+        return default
+    return int(line)
+
+
+def readlist(name, default=None):
+    """Return every line, trailing blanks stripped, blank and # lines skipped; absent → default or []."""
+    data = _read(name)
+    if data is None:
+        return list(default or [])
+    return parse_list(data)
+
+
+def parse_list(data):
+    """Return the meaningful lines of a list control file's bytes."""
+    lines = (line.rstrip(b" \t\r") for line in data.split(b"\n"))
+    return [line for line in lines if line and not line.startswith(b"#")]
+
+
+def me():
+    """Return control/me, or None."""
+    return readline("me")
+
+
+def rldef(name, default):
+    """Return the control's first line, else control/me, else the literal default."""
+    value = readline(name)
+    if value is not None:
+        return value
+    value = me()
+    return value if value is not None else default

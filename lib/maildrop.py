@@ -1,0 +1,112 @@
+"""The privilege boundary: users who do not own the queue drop mail into queue/maildrop.
+
+A drop file is the message, then its qmail-queue envelope, then one trailer line
+`pqmaildrop1 <pid> <envelope offset>\n`.  It is written as maildrop/t<random>,
+fsynced, and renamed to maildrop/<random>; qmail-pickup, running as the queue's
+owner, queues it with the file owner's uid in the `u` record.
+"""
+
+import os
+import re
+
+from pyqmail.lib import envelope, queue
+from pyqmail.lib.exits import Exit
+
+MAGIC = b"pqmaildrop1"
+TRAILER_MAX = 64
+TRAILER = re.compile(rb"pqmaildrop1 ([0-9]{1,10}) ([0-9]{1,20})\n\Z")
+ORPHAN_AGE = 129600  # unfinished drops older than qmail's OSSIFIED are removed
+
+
+def drop(home, pid, chunks, envelope_stream):
+    """Write one message into home/queue/maildrop and commit it; return the file's name."""
+    directory = os.path.join(home, "queue", "maildrop")
+    if not os.path.isdir(home):
+        raise Exit(61)
+    if not os.path.isdir(directory):
+        raise Exit(62)
+    name = os.urandom(16).hex()
+    tmp = os.path.join(directory, "t" + name)
+    os.umask(0o027)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+    except OSError:
+        raise Exit(63)
+    try:
+        size = 0
+        for chunk in chunks:
+            queue.write_all(fd, chunk)
+            size += len(chunk)
+        try:
+            sender, recipients = envelope.read(envelope_stream)
+        except envelope.EnvelopeError as e:
+            raise Exit(e.code)
+        queue.write_all(fd, envelope.encode(sender, recipients))
+        queue.write_all(fd, b"%s %d %d\n" % (MAGIC, pid, size))
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.rename(tmp, os.path.join(directory, name))
+        queue.fsync_dir(directory)
+    except BaseException as e:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise Exit(53)
+        raise
+    queue.pull_trigger(os.path.join(home, "queue", "lock", "pickup"))
+    return name
+
+
+def parse_trailer(tail):
+    """Return (pid, envelope offset) from the last bytes of a drop file, or None if it is not one."""
+    nl = tail.rfind(b"\n", 0, len(tail) - 1)
+    m = TRAILER.match(tail[nl + 1:])
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def open_drop(name):
+    """Open a finished drop file safely; return (fd, stat) or None for anything that is not one."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    # a hard link to someone else's file would be recorded under its owner's uid
+    if not (st.st_mode & 0o170000 == 0o100000 and st.st_nlink == 1):
+        os.close(fd)
+        return None
+    return fd, st
+
+
+def read_drop(fd, size):
+    """Return (pid, sender, recipients, message offset end) of an open drop file, or None if malformed."""
+    tail_len = min(size, TRAILER_MAX)
+    tail = os.pread(fd, tail_len, size - tail_len)
+    parsed = parse_trailer(tail)
+    if parsed is None:
+        return None
+    pid, offset = parsed
+    env_end = size - (len(tail) - tail.rfind(b"\n", 0, len(tail) - 1) - 1)
+    if offset > env_end:
+        return None
+    try:
+        sender, recipients = envelope.decode(os.pread(fd, env_end - offset, offset))
+    except envelope.EnvelopeError:
+        return None
+    return pid, sender, recipients, offset
+
+
+def file_chunks(fd, end):
+    """Yield bytes 0..end of fd."""
+    pos = 0
+    while pos < end:
+        data = os.pread(fd, min(65536, end - pos), pos)
+        if not data:
+            raise Exit(54)
+        pos += len(data)
+        yield data

@@ -1,0 +1,105 @@
+"""Netstrings (cr.yp.to/proto/netstrings.txt): strict encoding and bounded decoding."""
+
+MAX_DIGITS = 10
+
+
+class NetstringError(ValueError):
+    """A netstring broke the format: `kind` is "format" or "length"."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
+def encode(payload):
+    """Return payload as a netstring."""
+    return b"%d:%s," % (len(payload), payload)
+
+
+def parse_length(digits, limit):
+    """Return the length a netstring's length field states, refusing anything but plain digits."""
+    if not digits or len(digits) > MAX_DIGITS or not digits.isdigit() or not digits.isascii():
+        raise NetstringError("format", "netstring length is not plain digits")
+    if len(digits) > 1 and digits[:1] == b"0":
+        raise NetstringError("format", "netstring length has a leading zero")
+    length = int(digits)
+    if length > limit:
+        raise NetstringError("length", "netstring length exceeds storage limit")
+    return length
+
+
+def decode(data, limit=1 << 30):
+    """Split one netstring off the front of data; return (payload, rest)."""
+    colon = data.find(b":", 0, MAX_DIGITS + 1)
+    if colon < 0:
+        raise NetstringError("format", "netstring has no colon")
+    length = parse_length(data[:colon], limit)
+    end = colon + 1 + length
+    if len(data) <= end:
+        raise NetstringError("format", "netstring is truncated")
+    if data[end:end + 1] != b",":
+        raise NetstringError("format", "netstring has no comma")
+    return data[colon + 1:end], data[end + 1:]
+
+
+def decode_all(data, limit=1 << 30):
+    """Return the list of payloads of a concatenation of netstrings."""
+    items = []
+    while data:
+        item, data = decode(data, limit)
+        items.append(item)
+    return items
+
+
+class Reader:
+    """Reads netstrings from a binary stream, charging every byte against an optional budget."""
+
+    def __init__(self, stream, budget=None):
+        self.stream = stream
+        self.budget = budget
+
+    def _take(self, n):
+        """Read exactly n bytes or raise EOFError; over-running the budget is a format error."""
+        if self.budget is not None:
+            if n > self.budget:
+                raise NetstringError("format", "netstring overruns its enclosing netstring")
+            self.budget -= n
+        chunks = []
+        while n > 0:
+            chunk = self.stream.read(min(n, 65536))
+            if not chunk:
+                raise EOFError("connection closed")
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    def read_length(self, limit):
+        """Read a length field up to and including its colon."""
+        digits = b""
+        while True:
+            c = self._take(1)
+            if c == b":":
+                return parse_length(digits, limit)
+            if not (b"0" <= c <= b"9") or len(digits) >= MAX_DIGITS:
+                raise NetstringError("format", "netstring length is not plain digits")
+            digits += c
+            parse_length(digits, limit)
+
+    def read_comma(self):
+        """Read the comma that ends a netstring."""
+        if self._take(1) != b",":
+            raise NetstringError("format", "netstring has no comma")
+
+    def read(self, limit):
+        """Read one whole netstring whose payload may not exceed limit bytes."""
+        payload = self._take(self.read_length(limit))
+        self.read_comma()
+        return payload
+
+    def skip(self, length, sink=None):
+        """Consume length payload bytes, handing them to sink in chunks if given."""
+        while length > 0:
+            chunk = self._take(min(length, 65536))
+            if sink is not None:
+                sink(chunk)
+            length -= len(chunk)

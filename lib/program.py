@@ -1,0 +1,38 @@
+"""The one wrapper every program runs under: exceptions become exit codes, never tracebacks."""
+
+import os
+import sys
+
+from pyqmail.lib.exits import Exit
+
+
+def warn(program, text):
+    """Write one diagnostic line to fd 2, ignoring a closed or broken descriptor."""
+    try:
+        os.write(2, ("%s: %s\n" % (program, text)).encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass
+
+
+def main(program, body, crash_code=111, argv=None):
+    """Run body(argv) and exit with its code; Exit ends with a message, anything else with crash_code."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = body(argv)
+    except Exit as e:
+        if e.message:
+            warn(program, e.message)
+        code = e.code
+    except KeyboardInterrupt:
+        code = crash_code
+    except MemoryError:
+        warn(program, "out of memory")
+        code = crash_code
+    except Exception as e:  # the last line of defence: one clear line, no traceback
+        warn(program, "internal error: %s: %s" % (type(e).__name__, e))
+        code = crash_code
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    os._exit(code or 0)

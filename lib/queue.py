@@ -1,0 +1,175 @@
+"""Writing one message into qmail's queue, exactly in qmail-queue's order (reference §1.1, §2.3)."""
+
+import os
+import time
+
+from pyqmail.lib import envelope
+from pyqmail.lib.exits import Exit
+
+SPLIT = 23
+DEATH = 86400  # qmail-queue's whole-run alarm; the orphan rule (36 h) depends on it
+WHO_BY_NAME = {"alias": "by alias", "qmaild": "from network", "qmails": "for bounce"}
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def split_name(directory, n):
+    """Return the split path of message n in a split directory (mess, info, local, remote)."""
+    return "%s/%d/%d" % (directory, n % SPLIT, n)
+
+
+def date822(t):
+    """Return qmail's RFC 822 date: GMT, day not zero-padded, `-0000` zone."""
+    g = time.gmtime(t)
+    return "%d %s %d %02d:%02d:%02d -0000" % (
+        g.tm_mday, MONTHS[g.tm_mon - 1], g.tm_year, g.tm_hour, g.tm_min, g.tm_sec)
+
+
+def who_for_uid(uid):
+    """Return qmail-queue's `invoked ...` phrase for the injecting uid."""
+    import pwd
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = None
+    return WHO_BY_NAME.get(name, "by uid %d" % uid)
+
+
+def received_line(pid, uid, now):
+    """Return the Received line qmail-queue prepends."""
+    return b"Received: (qmail %d invoked %s); %s\n" % (pid, who_for_uid(uid).encode(), date822(now).encode())
+
+
+def write_all(fd, data):
+    """Write every byte of data to fd."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def fsync_dir(name):
+    """fsync a directory so that the entries the commit depends on survive a crash (Linux)."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Injection:
+    """One message being queued; files it made are removed if it fails before the commit."""
+
+    def __init__(self, pid, uid):
+        self.pid = pid
+        self.uid = uid
+        self.now = time.time()
+        self.created = []
+
+    def fail(self, code):
+        """Remove what was created (intd, then mess), and raise Exit(code)."""
+        for name in reversed(self.created):
+            try:
+                os.truncate(name, 0)
+                os.unlink(name)
+            except OSError:
+                pass
+        raise Exit(code)
+
+    def open_mess(self):
+        """Create the pid file, link it to mess/<inode>, and return (fd, inode)."""
+        fd = -1
+        for seq in range(1, 10):
+            pidfn = "pid/%d.%d.%d" % (os.getpid(), int(self.now), seq)
+            try:
+                fd = os.open(pidfn, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                break
+            except FileExistsError:
+                continue
+            except OSError:
+                raise Exit(63)
+        if fd < 0:
+            raise Exit(63)
+        n = os.fstat(fd).st_ino
+        self.messfn = split_name("mess", n)
+        try:
+            os.link(pidfn, self.messfn)
+        except OSError:
+            os.unlink(pidfn)
+            raise Exit(64)
+        self.created.append(self.messfn)
+        try:
+            os.unlink(pidfn)
+        except OSError:
+            self.fail(63)
+        self.number = n
+        return fd, n
+
+    def write_message(self, fd, chunks):
+        """Write the Received line and the message chunks to mess, fsync file and directory."""
+        try:
+            write_all(fd, received_line(self.pid, self.uid, self.now))
+        except OSError:
+            self.fail(53)
+        try:
+            for chunk in chunks:
+                write_all(fd, chunk)
+        except Exit as e:
+            self.fail(e.code)
+        except OSError:
+            self.fail(53)
+        try:
+            os.fsync(fd)
+            os.close(fd)
+            fsync_dir("mess/%d" % (self.number % SPLIT))
+        except OSError:
+            self.fail(53)
+
+    def commit(self, sender, recipients):
+        """Write intd/N, fsync, link it to todo/N, fsync todo/: after this the message is queued."""
+        intdfn = "intd/%d" % self.number
+        try:
+            fd = os.open(intdfn, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError:
+            self.fail(65)
+        self.created.append(intdfn)
+        try:
+            write_all(fd, envelope.todo_record(self.uid, self.pid, sender, recipients))
+            os.fsync(fd)
+            os.close(fd)
+        except OSError:
+            self.fail(53)
+        try:
+            os.link(intdfn, "todo/%d" % self.number)
+        except OSError:
+            self.fail(66)
+        try:
+            fsync_dir("todo")
+        except OSError:
+            pass  # todo/N exists: the message is queued; only its durability under power loss is weaker
+        pull_trigger()
+
+
+def pull_trigger(name="lock/trigger"):
+    """Wake qmail-send: write one byte to the trigger FIFO without blocking, ignoring errors."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        os.write(fd, b"\0")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def enter_queue(home):
+    """chdir to QMAILHOME/queue (exit 61/62) and set qmail-queue's umask."""
+    try:
+        os.chdir(home)
+    except OSError:
+        raise Exit(61)
+    try:
+        os.chdir("queue")
+    except OSError:
+        raise Exit(62)
+    os.umask(0o033)
