@@ -1,0 +1,90 @@
+"""qmail-setup: create (or complete) a qmail tree at DIR, as qmail's install and config-fast do.
+
+Usage:
+  qmail-setup [--single-user] [--user=ACCOUNT] [--me=HOST] [--mini=HUB]... DIR
+  qmail-setup (-h | --help)
+
+Options:
+  --single-user     Everything owned by one account (default when not run as root).
+  --user=ACCOUNT    The account that owns a single-user tree (default: whoever runs this).
+  --me=HOST         This host's name for control/me (default: the kernel's host name, no DNS).
+  --mini=HUB        Make a mini-qmail tree whose qmail-queue is qmail-qmqpc sending to HUB
+                    (an address, optionally :PORT or [v6]:PORT); repeat for failover order.
+"""
+
+import os
+import pwd
+import socket
+import sys
+from pathlib import Path
+
+from pyqmail.lib.exits import Exit
+from pyqmail.lib.program import main
+from pyqmail.lib import tree
+
+PROGRAMS = (
+    "qmail-queue", "qmail-pickup", "qmail-qmqpd", "qmail-qmqpc", "qmail-newqmqpclients",
+    "qmail-setup", "qmail-send", "qmail-start", "qmail-lspawn", "qmail-rspawn", "qmail-clean",
+    "qmail-local", "qmail-remote", "qmail-smtpd", "qmail-qmtpd", "qmail-inject", "sendmail",
+    "qmail-newu", "qmail-pw2u", "qmail-getpw", "qmail-qread", "qmail-qstat", "qmail-showctl",
+    "qmail-tcpto", "qmail-tcpok", "qmail-newmrh", "qmail-tcpserver", "mailsubj",
+    "bouncesaying", "condredirect", "except", "forward", "preline", "qreceipt", "qbiff",
+)
+
+
+def scripts_dir():
+    """Return the directory holding the installed console scripts (the interpreter's bin/)."""
+    return Path(sys.executable).parent
+
+
+def link_programs(root, owner, mini):
+    """Point bin/<program> at each installed console script; in mini-qmail, qmail-queue is qmail-qmqpc."""
+    bindir = root / "bin"
+    source = scripts_dir()
+    for name in PROGRAMS:
+        target = source / ("qmail-qmqpc" if mini and name == "qmail-queue" else name)
+        link = bindir / name
+        if not target.exists():
+            continue
+        if link.is_symlink() or link.exists():
+            if os.path.realpath(link) == os.path.realpath(target):
+                continue
+            link.unlink()
+        link.symlink_to(target)
+        tree.lchown(link, owner.root)
+
+
+def resolve_owners(single_user, account):
+    """Return the ownership plan: qmail's users and groups, or one account for everything."""
+    if os.geteuid() != 0 or single_user or account:
+        try:
+            pw = pwd.getpwnam(account) if account else pwd.getpwuid(os.geteuid())
+        except KeyError:
+            raise Exit(100, "no such account: %s" % account)
+        return tree.single_owner(pw.pw_uid, pw.pw_gid)
+    return None
+
+
+def body(argv):
+    """Create the tree, its users when root, control files, queue and bin links."""
+    from docopt import docopt
+    args = docopt(__doc__, argv=argv)
+    root = Path(os.path.abspath(args["DIR"]))
+    me = args["--me"] or socket.gethostname()
+    mini = args["--mini"]
+    owners = resolve_owners(args["--single-user"], args["--user"])
+    if owners is None:
+        owners = tree.qmail_owners(root)
+    tree.make_base(root, owners)
+    tree.install_controls(root, owners, me, mini)
+    if not mini:
+        tree.make_queue(root / "queue", owners)
+    link_programs(root, owners, mini)
+    print("qmail-setup: %s tree at %s (me = %s)" % (
+        "mini-qmail" if mini else ("single-user" if owners.single else "qmail"), root, me))
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    main("qmail-setup", body)

@@ -1,0 +1,130 @@
+"""The qmail tree's layout, owners and modes (reference §2.1; qmail's hier.c), created idempotently."""
+
+import grp
+import os
+import pwd
+import subprocess
+from collections import namedtuple
+from pathlib import Path
+
+SPLIT = 23
+Owners = namedtuple("Owners", "single root control alias queue send remote")
+QMAIL_USERS = (  # name, group: qmail's conf-users and conf-groups
+    ("alias", "nofiles"), ("qmaild", "nofiles"), ("qmaill", "nofiles"), ("qmailp", "nofiles"),
+    ("qmailq", "qmail"), ("qmailr", "qmail"), ("qmails", "qmail"),
+)
+
+
+def single_owner(uid, gid):
+    """Every file owned by one account (single-user mode)."""
+    ids = (uid, gid)
+    return Owners(True, ids, ids, ids, ids, ids, ids)
+
+
+def ensure_account(name, group, home):
+    """Create a qmail system account and its group unless they exist; return (uid, gid)."""
+    try:
+        grp.getgrnam(group)
+    except KeyError:
+        subprocess.run(["groupadd", "-r", group], check=True)
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        nologin = "/usr/sbin/nologin" if os.path.exists("/usr/sbin/nologin") else "/bin/false"
+        subprocess.run(["useradd", "-r", "-M", "-g", group, "-d", str(home), "-s", nologin, name],
+                       check=True)
+        pw = pwd.getpwnam(name)
+    return pw.pw_uid, pw.pw_gid
+
+
+def qmail_owners(root):
+    """Create or reuse qmail's users and groups (run as root); return the ownership plan."""
+    ids = {}
+    for name, group in QMAIL_USERS:
+        ids[name] = ensure_account(name, group, root / "alias" if name == "alias" else root)
+    gid_qmail = grp.getgrnam("qmail").gr_gid
+    return Owners(False, (0, 0), (0, gid_qmail), (ids["alias"][0], gid_qmail),
+                  (ids["qmailq"][0], gid_qmail), (ids["qmails"][0], gid_qmail),
+                  (ids["qmailr"][0], gid_qmail))
+
+
+def lchown(path, ids):
+    """Set owner and group, without following a symlink; a no-op when nothing would change."""
+    st = os.lstat(path)
+    if (st.st_uid, st.st_gid) != tuple(ids) and (os.geteuid() == 0 or st.st_uid == ids[0]):
+        os.lchown(path, *ids)
+
+
+def directory(path, ids, mode):
+    """Make a directory (if missing) with owner and mode; existing contents are left alone."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    lchown(path, ids)
+    os.chmod(path, mode)
+
+
+def new_file(path, ids, mode, data=b""):
+    """Create a file with data unless it exists."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    lchown(tmp, ids)
+    os.chmod(tmp, mode)
+    os.rename(tmp, path)
+
+
+def fifo(path, ids, mode):
+    """Create a named pipe unless it exists."""
+    path = Path(path)
+    if not path.exists():
+        os.mkfifo(path)
+    lchown(path, ids)
+    os.chmod(path, mode)
+
+
+def make_base(root, o):
+    """Create QMAILHOME and its top-level directories."""
+    directory(root, o.root, 0o755)
+    for name in ("bin", "control", "users"):
+        directory(root / name, o.control, 0o755)
+    directory(root / "alias", o.alias, 0o2755)
+
+
+def install_controls(root, o, me, mini):
+    """Install the default control files (never overwriting), and qmqpservers for mini-qmail."""
+    from pyqmail import control as defaults
+    template_dir = Path(defaults.__path__[0])
+    domain = me.split(".", 1)[1] if "." in me else me
+    for template in sorted(template_dir.iterdir()):
+        if template.name == "README" or not template.is_file():
+            continue
+        text = template.read_text().replace("@ME@", me).replace("@DOMAIN@", domain)
+        new_file(root / "control" / template.name, o.control, 0o644, text.encode())
+    if mini:
+        new_file(root / "control" / "qmqpservers", o.control, 0o644,
+                 "".join(hub + "\n" for hub in mini).encode())
+
+
+def make_queue(q, o):
+    """Create qmail 1.03's queue (split 23) plus our maildrop, with qmail's owners and modes."""
+    directory(q, o.queue, 0o750)
+    directory(q / "pid", o.queue, 0o700)
+    directory(q / "intd", o.queue, 0o700)
+    directory(q / "todo", o.queue, 0o750)
+    directory(q / "bounce", o.send, 0o700)
+    directory(q / "mess", o.queue, 0o750)
+    for name in ("info", "local", "remote"):
+        directory(q / name, o.send, 0o700)
+    for n in range(SPLIT):
+        directory(q / "mess" / str(n), o.queue, 0o750)
+        for name in ("info", "local", "remote"):
+            directory(q / name / str(n), o.send, 0o700)
+    # users outside the qmail group may create files here, but not list, read or remove others'
+    directory(q / "maildrop", o.queue, 0o3733 if not o.single else 0o700)
+    directory(q / "lock", o.queue, 0o750)
+    new_file(q / "lock" / "sendmutex", o.send, 0o600)
+    new_file(q / "lock" / "tcpto", o.remote, 0o644, bytes(1024))
+    fifo(q / "lock" / "trigger", o.send, 0o622)
+    fifo(q / "lock" / "pickup", o.queue, 0o622)

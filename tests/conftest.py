@@ -1,0 +1,141 @@
+"""Shared fixtures: private qmail trees, started processes (stopped by pid), loopback ports."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent  # the virtual environment's bin/, where the console scripts are
+
+
+def program(name):
+    """Return the path of an installed pyqmail program."""
+    return str(BIN / name)
+
+
+def need(*tools):
+    """Skip unless every external tool is on PATH (the test command installs them)."""
+    missing = [t for t in tools if not shutil.which(t)]
+    if missing:
+        pytest.skip("not installed: " + " ".join(missing))
+
+
+def free_port(host="127.0.0.1"):
+    """Return a TCP port that is free on host right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(host, port, timeout=10.0):
+    """Wait until host:port accepts connections."""
+    deadline = time.time() + timeout
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    while time.time() < deadline:
+        with socket.socket(family) as s:
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.02)
+    raise TimeoutError("nothing listening on %s:%d" % (host, port))
+
+
+@pytest.fixture
+def world_tmp():
+    """A temporary directory every user can traverse (pytest's own are 0700)."""
+    d = tempfile.mkdtemp(prefix="pyqmail-")
+    os.chmod(d, 0o755)
+    yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def make_tree(path, *options):
+    """Run the real qmail-setup on path and return it."""
+    subprocess.run([program("qmail-setup"), *options, str(path)], check=True,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return Path(path)
+
+
+@pytest.fixture
+def tree(world_tmp):
+    """A single-user qmail tree (QMAILHOME) owned by the user running the tests, `me` = test.example."""
+    return make_tree(world_tmp / "qmail", "--single-user", "--me", "test.example")
+
+
+def qenv(tree, **extra):
+    """Return an environment with QMAILHOME=tree and the venv's bin first on PATH."""
+    env = dict(os.environ, QMAILHOME=str(tree), PATH="%s:%s" % (BIN, os.environ.get("PATH", "")))
+    env.pop("QMAILQUEUE", None)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class Processes:
+    """Processes a test started; every one is stopped by its pid at the end of the test."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, argv, **kw):
+        """Start argv in its own session (so its children can be stopped too) and track it."""
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        p = subprocess.Popen(argv, start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, timeout=5):
+        """Stop one process and its process group by pid."""
+        for s in (sig, signal.SIGKILL):
+            try:
+                os.killpg(p.pid, s)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def stop_all(self):
+        """Stop everything started, newest first."""
+        for p in reversed(self.procs):
+            self.stop(p)
+
+
+@pytest.fixture
+def procs():
+    """Start processes that are stopped by pid when the test ends."""
+    group = Processes()
+    yield group
+    group.stop_all()
+
+
+def tcpserver(procs, tree, argv, host="127.0.0.1", rules_cdb=None, env=None, options=()):
+    """Run argv under ucspi-tcp's tcpserver on a free loopback port, no DNS; return the port."""
+    need("tcpserver")
+    port = free_port(host)
+    cmd = ["tcpserver", "-H", "-R", "-l", "0", *options]
+    if rules_cdb:
+        cmd += ["-x", str(rules_cdb)]
+    cmd += [host, str(port), *argv]
+    procs.start(cmd, env=env or qenv(tree), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_port(host, port)
+    return port
+
+
+def queued(tree):
+    """Return {message number: (mess bytes, todo bytes)} for every committed message in tree's queue."""
+    out = {}
+    todo = Path(tree) / "queue" / "todo"
+    for entry in todo.iterdir():
+        n = int(entry.name)
+        mess = Path(tree) / "queue" / "mess" / str(n % 23) / str(n)
+        out[n] = (mess.read_bytes(), entry.read_bytes())
+    return out
