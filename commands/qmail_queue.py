@@ -8,29 +8,6 @@ from pyqmail.lib.exits import Exit
 from pyqmail.lib.program import main
 
 
-def become_queue_owner(home):
-    """As root, switch to the queue's owner (qmailq), as qmail's setuid qmail-queue runs."""
-    try:
-        st = os.stat(os.path.join(home, "queue"))
-    except OSError:
-        raise Exit(62)
-    if st.st_uid == 0:
-        return
-    os.setgroups([])
-    os.setgid(st.st_gid)
-    os.setuid(st.st_uid)
-
-
-def owns_queue(home):
-    """Return True when this process may write the queue itself (it owns queue/)."""
-    try:
-        return os.stat(os.path.join(home, "queue")).st_uid == os.geteuid()
-    except FileNotFoundError:
-        return True  # let enter_queue report the missing directory with qmail's code
-    except OSError:
-        raise Exit(61)
-
-
 def queue_directly(home, uid, pid):
     """Write the message into the queue in qmail-queue's order."""
     queue.enter_queue(home)
@@ -53,8 +30,8 @@ def body(argv):
     home = control.qmailhome()
     uid, pid = os.getuid(), os.getpid()
     if os.geteuid() == 0:
-        become_queue_owner(home)
-    if owns_queue(home):
+        queue.become_queue_owner(home)
+    if queue.owns_queue(home):
         queue_directly(home, uid, pid)
     else:
         from pyqmail.lib import maildrop

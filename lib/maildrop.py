@@ -1,26 +1,25 @@
-"""The privilege boundary: users who do not own the queue drop mail into queue/maildrop.
+"""The privilege boundary: users who do not own the queue drop mail into QMAILHOME/maildrop.
 
 A drop file is the message, then its qmail-queue envelope, then one trailer line
 `pqmaildrop1 <pid> <envelope offset>\n`.  It is written as maildrop/t<random>,
 fsynced, and renamed to maildrop/<random>; qmail-pickup, running as the queue's
-owner, queues it with the file owner's uid in the `u` record.
+owner and woken by inotify, queues it with the file owner's uid in the `u` record.
 """
 
 import os
-import re
 
 from pyqmail.lib import envelope, queue
 from pyqmail.lib.exits import Exit
 
 MAGIC = b"pqmaildrop1"
 TRAILER_MAX = 64
-TRAILER = re.compile(rb"pqmaildrop1 ([0-9]{1,10}) ([0-9]{1,20})\n\Z")
+ENVELOPE_MAX = 64 << 20  # bytes of envelope pickup will read into memory
 ORPHAN_AGE = 129600  # unfinished drops older than qmail's OSSIFIED are removed
 
 
 def drop(home, pid, chunks, envelope_stream):
-    """Write one message into home/queue/maildrop and commit it; return the file's name."""
-    directory = os.path.join(home, "queue", "maildrop")
+    """Write one message into home/maildrop and commit it; return the file's name."""
+    directory = os.path.join(home, "maildrop")
     if not os.path.isdir(home):
         raise Exit(61)
     if not os.path.isdir(directory):
@@ -58,15 +57,18 @@ def drop(home, pid, chunks, envelope_stream):
         if isinstance(e, OSError):
             raise Exit(53)
         raise
-    queue.pull_trigger(os.path.join(home, "queue", "lock", "pickup"))
     return name
 
 
 def parse_trailer(tail):
-    """Return (pid, envelope offset) from the last bytes of a drop file, or None if it is not one."""
-    nl = tail.rfind(b"\n", 0, len(tail) - 1)
-    m = TRAILER.match(tail[nl + 1:])
-    return (int(m.group(1)), int(m.group(2))) if m else None
+    """Return (pid, envelope offset, trailer length) from a drop file's last bytes, or None."""
+    start = tail.rfind(MAGIC + b" ")
+    if start < 0 or not tail.endswith(b"\n"):
+        return None
+    fields = tail[start:-1].split(b" ")
+    if len(fields) != 3 or not all(f.isdigit() and f.isascii() and len(f) <= 20 for f in fields[1:]):
+        return None
+    return int(fields[1]), int(fields[2]), len(tail) - start
 
 
 def open_drop(name):
@@ -90,9 +92,9 @@ def read_drop(fd, size):
     parsed = parse_trailer(tail)
     if parsed is None:
         return None
-    pid, offset = parsed
-    env_end = size - (len(tail) - tail.rfind(b"\n", 0, len(tail) - 1) - 1)
-    if offset > env_end:
+    pid, offset, trailer_len = parsed
+    env_end = size - trailer_len
+    if offset > env_end or env_end - offset > ENVELOPE_MAX:
         return None
     try:
         sender, recipients = envelope.decode(os.pread(fd, env_end - offset, offset))

@@ -173,3 +173,26 @@ def enter_queue(home):
     except OSError:
         raise Exit(62)
     os.umask(0o033)
+
+
+def become_queue_owner(home):
+    """As root, switch to the queue's owner (qmailq), as qmail's setuid qmail-queue runs."""
+    try:
+        st = os.stat(os.path.join(home, "queue"))
+    except OSError:
+        raise Exit(62)
+    if st.st_uid == 0:
+        return
+    os.setgroups([])
+    os.setgid(st.st_gid)
+    os.setuid(st.st_uid)
+
+
+def owns_queue(home):
+    """Return True when this process may write the queue itself (it owns queue/)."""
+    try:
+        return os.stat(os.path.join(home, "queue")).st_uid == os.geteuid()
+    except FileNotFoundError:
+        return True  # let enter_queue report the missing directory with qmail's code
+    except OSError:
+        raise Exit(61)

@@ -90,6 +90,9 @@ def make_base(root, o):
     for name in ("bin", "control", "users"):
         directory(root / name, o.control, 0o755)
     directory(root / "alias", o.alias, 0o2755)
+    # outside queue/ (whose modes stay qmail's). Everyone may create and list (to fsync it) here;
+    # files are group qmail, mode 0640, and the sticky bit keeps others from renaming or removing them
+    directory(root / "maildrop", o.queue, 0o700 if o.single else 0o3777)
 
 
 def install_controls(root, o, me, mini):
@@ -108,7 +111,7 @@ def install_controls(root, o, me, mini):
 
 
 def make_queue(q, o):
-    """Create qmail 1.03's queue (split 23) plus our maildrop, with qmail's owners and modes."""
+    """Create qmail 1.03's queue (split 23) with qmail's owners and modes."""
     directory(q, o.queue, 0o750)
     directory(q / "pid", o.queue, 0o700)
     directory(q / "intd", o.queue, 0o700)
@@ -121,10 +124,7 @@ def make_queue(q, o):
         directory(q / "mess" / str(n), o.queue, 0o750)
         for name in ("info", "local", "remote"):
             directory(q / name / str(n), o.send, 0o700)
-    # users outside the qmail group may create files here, but not list, read or remove others'
-    directory(q / "maildrop", o.queue, 0o3733 if not o.single else 0o700)
     directory(q / "lock", o.queue, 0o750)
     new_file(q / "lock" / "sendmutex", o.send, 0o600)
     new_file(q / "lock" / "tcpto", o.remote, 0o644, bytes(1024))
     fifo(q / "lock" / "trigger", o.send, 0o622)
-    fifo(q / "lock" / "pickup", o.queue, 0o622)

@@ -1,0 +1,113 @@
+"""qmail-pickup: move mail that users dropped into QMAILHOME/maildrop into the queue, as its owner.
+
+Usage: qmail-pickup [-1]   (-1: one pass over maildrop, then exit)
+"""
+
+import os
+import signal
+import time
+
+from pyqmail.lib import control, maildrop, queue
+from pyqmail.lib.exits import Exit
+from pyqmail.lib.program import main, warn
+
+RESCAN = 60  # seconds between scans when inotify is silent (or unavailable)
+MAILDROP = "../maildrop/"
+stopping = []
+
+
+def log(text):
+    """One line on fd 2, the service's log."""
+    warn("qmail-pickup", text)
+
+
+def pick(name):
+    """Queue one finished drop file and remove it; a malformed one is set aside as bad.<name>."""
+    opened = maildrop.open_drop(MAILDROP + name)
+    if opened is None:
+        log("ignoring maildrop/%s: not a plain file with one link" % name)
+        os.rename(MAILDROP + name, MAILDROP + "bad." + name)
+        return
+    fd, st = opened
+    try:
+        parsed = maildrop.read_drop(fd, st.st_size)
+        if parsed is None:
+            log("malformed maildrop/%s from uid %d, set aside" % (name, st.st_uid))
+            os.rename(MAILDROP + name, MAILDROP + "bad." + name)
+            return
+        pid, sender, recipients, end = parsed
+        injection = queue.Injection(pid, st.st_uid)
+        mess_fd, number = injection.open_mess()
+        injection.write_message(mess_fd, maildrop.file_chunks(fd, end))
+        injection.commit(sender, recipients)
+    finally:
+        os.close(fd)
+    os.unlink(MAILDROP + name)
+    log("queued maildrop/%s: msg %d uid %d" % (name, number, st.st_uid))
+
+
+def sweep():
+    """One pass over maildrop: queue finished drops, remove abandoned unfinished ones."""
+    now = time.time()
+    for name in sorted(os.listdir(MAILDROP)):
+        if name.startswith("bad."):
+            continue
+        if name.startswith("t"):
+            try:
+                if now - os.lstat(MAILDROP + name).st_mtime > maildrop.ORPHAN_AGE:
+                    os.unlink(MAILDROP + name)
+            except OSError:
+                pass
+            continue
+        try:
+            pick(name)
+        except Exit as e:
+            log("deferring maildrop/%s: queueing failed with qmail-queue code %d" % (name, e.code))
+        except OSError as e:
+            log("deferring maildrop/%s: %s" % (name, e.strerror))
+
+
+class Watcher:
+    """Wakes the pass loop when a drop is renamed into maildrop (inotify), or after RESCAN seconds."""
+
+    def __init__(self):
+        try:
+            import pyinotify
+        except ImportError:
+            self.notifier = None
+            return
+        manager = pyinotify.WatchManager()
+        self.notifier = pyinotify.Notifier(manager, pyinotify.ProcessEvent())
+        manager.add_watch(MAILDROP, pyinotify.IN_MOVED_TO | pyinotify.IN_CLOSE_WRITE)
+
+    def wait(self, timeout):
+        """Sleep until something lands in maildrop or timeout seconds pass."""
+        if self.notifier is None:
+            time.sleep(timeout)
+        elif self.notifier.check_events(timeout * 1000):
+            self.notifier.read_events()
+            self.notifier.process_events()
+
+
+def body(argv):
+    """Run passes until TERM (or once with -1)."""
+    if argv not in ([], ["-1"]):
+        raise Exit(100, "usage: qmail-pickup [-1]")
+    home = control.qmailhome()
+    if os.geteuid() == 0:
+        queue.become_queue_owner(home)
+    queue.enter_queue(home)
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    watcher = None if argv else Watcher()
+    while True:
+        sweep()
+        if argv or stopping:
+            return 0
+        watcher.wait(RESCAN)
+        if stopping:
+            return 0
+
+
+def run():
+    """Console-script entry point."""
+    main("qmail-pickup", body)
