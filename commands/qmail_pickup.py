@@ -12,6 +12,7 @@ from pyqmail.lib.exits import Exit
 from pyqmail.lib.program import main, warn
 
 RESCAN = 60  # seconds between scans when inotify is silent (or unavailable)
+waiting = []
 MAILDROP = "../maildrop/"
 stopping = []
 
@@ -67,6 +68,17 @@ def sweep():
             log("deferring maildrop/%s: %s" % (name, e.strerror))
 
 
+class Stop(Exception):
+    """TERM arrived while idle."""
+
+
+def on_term(*_):
+    """Stop after the current drop; while idle, stop at once."""
+    stopping.append(1)
+    if waiting:
+        raise Stop()
+
+
 class Watcher:
     """Wakes the pass loop when a drop is renamed into maildrop (inotify), or after RESCAN seconds."""
 
@@ -97,15 +109,20 @@ def body(argv):
     if os.geteuid() == 0:
         queue.become_queue_owner(home)
     queue.enter_queue(home)
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    signal.signal(signal.SIGTERM, on_term)
     watcher = None if argv else Watcher()
-    while True:
+    while not stopping:
         sweep()
-        if argv or stopping:
-            return 0
-        watcher.wait(RESCAN)
-        if stopping:
-            return 0
+        if argv:
+            break
+        waiting.append(1)
+        try:
+            if not stopping:
+                watcher.wait(RESCAN)
+        except Stop:
+            pass
+        waiting.clear()
+    return 0
 
 
 def run():

@@ -177,6 +177,8 @@ def enter_queue(home):
 
 def become_queue_owner(home):
     """As root, switch to the queue's owner (qmailq), as qmail's setuid qmail-queue runs."""
+    if not os.path.isdir(home):
+        raise Exit(61)
     try:
         st = os.stat(os.path.join(home, "queue"))
     except OSError:

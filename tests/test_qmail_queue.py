@@ -1,0 +1,125 @@
+"""qmail-queue as a program: queue files byte for byte, exit codes, clean-up, trigger (reference §1.1, §2, §9)."""
+
+import os
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, HealthCheck, strategies as st
+
+from conftest import program, qenv, queued
+
+RECEIVED = re.compile(rb"Received: \(qmail (\d+) invoked by uid (\d+)\); "
+                      rb"(\d{1,2}) [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d -0000\n")
+
+
+def queue_message(tree, message, env_bytes, extra_env=None):
+    """Run the installed qmail-queue with message on fd 0 and env_bytes on fd 1; return its exit code."""
+    env_r, env_w = os.pipe()
+    proc = subprocess.Popen([program("qmail-queue")], stdin=subprocess.PIPE, stdout=env_r,
+                            env=qenv(tree, **(extra_env or {})))
+    os.close(env_r)
+    writer = threading.Thread(target=lambda: (os.write(env_w, env_bytes), os.close(env_w)))
+    writer.start()
+    proc.communicate(message)
+    writer.join()
+    return proc.returncode
+
+
+def leftovers(tree):
+    """Every file under the queue's working directories (pid, mess, intd, todo)."""
+    q = Path(tree) / "queue"
+    return [p for d in ("pid", "mess", "intd", "todo") for p in (q / d).rglob("*") if p.is_file()]
+
+
+def test_queue_files_are_qmails_bytes(tree):
+    message = b"Subject: hi\n\nbody\n"
+    assert queue_message(tree, message, b"Fa@b\0Tc@d\0Te@f\0\0") == 0
+    [(n, (mess, todo))] = queued(tree).items()
+    m = RECEIVED.match(mess)
+    assert m and int(m.group(2)) == os.getuid()
+    assert mess[m.end():] == message
+    pid = int(m.group(1))
+    assert todo == b"u%d\0p%d\0Fa@b\0Tc@d\0Te@f\0" % (os.getuid(), pid)
+    messfile = Path(tree) / "queue" / "mess" / str(n % 23) / str(n)
+    assert messfile.stat().st_ino == n
+    intd = Path(tree) / "queue" / "intd" / str(n)
+    assert intd.stat().st_ino == (Path(tree) / "queue" / "todo" / str(n)).stat().st_ino
+    assert not list((Path(tree) / "queue" / "pid").iterdir())
+
+
+def test_zero_recipients_and_empty_sender_are_queued(tree):
+    assert queue_message(tree, b"x\n", b"F\0\0") == 0
+    [(mess, todo)] = queued(tree).values()
+    assert todo.endswith(b"\0F\0")
+
+
+@pytest.mark.parametrize("env_bytes, code", [
+    (b"Fa@b\0Tc@d\0", 54),          # no final NUL: EOF before the envelope ended
+    (b"Fa@b\0Tc@d", 54),
+    (b"", 54),
+    (b"Xa@b\0\0", 91),               # first record is not F
+    (b"Fa@b\0Xc@d\0\0", 91),         # a record that is not T
+    (b"\0", 91),
+    (b"F" + b"a" * 1003 + b"\0\0", 11),
+    (b"Fa@b\0T" + b"c" * 1003 + b"\0\0", 11),
+])
+def test_bad_envelopes_queue_nothing(tree, env_bytes, code):
+    assert queue_message(tree, b"Subject: x\n\nbody\n", env_bytes) == code
+    assert leftovers(tree) == []
+
+
+def test_address_limit_is_1002_bytes(tree):
+    addr = b"c" * 1002
+    assert queue_message(tree, b"x\n", b"Fa@b\0T" + addr + b"\0\0") == 0
+    [(mess, todo)] = queued(tree).values()
+    assert todo.endswith(b"T" + addr + b"\0")
+
+
+def test_missing_home_and_queue(world_tmp, tree):
+    assert queue_message(world_tmp / "nonexistent", b"x\n", b"Fa\0\0") == 61
+    os.rename(Path(tree) / "queue", Path(tree) / "queue.moved")
+    assert queue_message(tree, b"x\n", b"Fa\0\0") == 62
+
+
+@pytest.mark.parametrize("part, code", [("pid", 63), ("intd", 65), ("todo", 66)])
+def test_broken_queue_part_gives_its_code_and_cleans_up(tree, part, code):
+    broken = Path(tree) / "queue" / part
+    broken.rmdir()
+    broken.write_bytes(b"")  # a file where the directory should be: fails even for root
+    assert queue_message(tree, b"x\n", b"Fa\0Tb\0\0") == code
+    broken.unlink()
+    broken.mkdir()
+    assert leftovers(tree) == []
+
+
+def test_trigger_is_pulled(tree):
+    fifo = os.open(Path(tree) / "queue" / "lock" / "trigger", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert queue_message(tree, b"x\n", b"Fa\0Tb\0\0") == 0
+        assert os.read(fifo, 16) == b"\0"
+    finally:
+        os.close(fifo)
+
+
+def test_large_message_is_intact(tree):
+    message = bytes(range(256)) * 8192  # 2 MiB, every byte value
+    assert queue_message(tree, message, b"Fa\0Tb\0\0") == 0
+    [(mess, _)] = queued(tree).values()
+    assert mess[RECEIVED.match(mess).end():] == message
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=st.binary(max_size=3000),
+       sender=st.binary(max_size=40).filter(lambda b: b"\0" not in b),
+       rcpts=st.lists(st.binary(min_size=1, max_size=40).filter(lambda b: b"\0" not in b), max_size=4))
+def test_any_message_and_envelope_round_trip(tree, message, sender, rcpts):
+    for f in (Path(tree) / "queue" / "todo").iterdir():
+        f.unlink()
+    envelope = b"F" + sender + b"\0" + b"".join(b"T" + r + b"\0" for r in rcpts) + b"\0"
+    assert queue_message(tree, message, envelope) == 0
+    [(mess, todo)] = queued(tree).values()
+    assert mess[RECEIVED.match(mess).end():] == message
+    assert todo.split(b"\0", 2)[2] == envelope[:-1]
