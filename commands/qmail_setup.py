@@ -81,7 +81,8 @@ def body(argv):
         tree.make_queue(root / "queue", owners)
     link_programs(root, owners, mini)
     print("qmail-setup: %s tree at %s (me = %s)" % (
-        "mini-qmail" if mini else ("single-user" if owners.single else "qmail"), root, me))
+        "mini-qmail" if mini else ("single-user" if owners.single else "qmail"), root,
+        (root / "control" / "me").read_text().strip()))
     return 0
 
 

@@ -1,0 +1,67 @@
+"""qmail-setup: the tree's layout, control defaults, idempotence, mini-qmail (issue 2 §1)."""
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+from conftest import make_tree, program, qenv, queued
+
+
+def test_single_user_tree_layout(tree):
+    q = tree / "queue"
+    for d in ("pid", "intd", "todo", "bounce", "lock"):
+        assert (q / d).is_dir()
+    for d in ("mess", "info", "local", "remote"):
+        assert sorted(int(p.name) for p in (q / d).iterdir()) == list(range(23))
+    assert stat.S_ISFIFO(os.stat(q / "lock" / "trigger").st_mode)
+    assert (q / "lock" / "tcpto").read_bytes() == bytes(1024)
+    assert (q / "lock" / "sendmutex").read_bytes() == b""
+    assert all(p.lstat().st_uid == os.geteuid() for p in tree.rglob("*"))
+    for d in ("users", "alias", "maildrop", "control", "bin"):
+        assert (tree / d).is_dir()
+
+
+def test_control_defaults_like_config_fast(world_tmp):
+    root = make_tree(world_tmp / "q", "--single-user", "--me", "mail.example.org")
+    control = root / "control"
+    assert (control / "me").read_text() == "mail.example.org\n"
+    assert (control / "defaultdomain").read_text() == "example.org\n"
+    assert (control / "plusdomain").read_text() == "example.org\n"
+    assert (control / "rcpthosts").read_text() == "mail.example.org\n"
+    assert "mail.example.org" in (control / "locals").read_text().split()
+    assert not (control / "README").exists()
+
+
+def test_bin_links_point_at_the_installed_programs(tree):
+    link = tree / "bin" / "qmail-queue"
+    assert link.is_symlink() and os.path.samefile(link, program("qmail-queue"))
+
+
+def test_idempotent_and_never_clobbers(tree):
+    (tree / "control" / "me").write_text("changed.example\n")
+    r, w = os.pipe()
+    os.write(w, b"Fa\0Tb\0\0")
+    os.close(w)
+    subprocess.run([str(tree / "bin" / "qmail-queue")], input=b"keep me\n", stdout=r, env=qenv(tree), check=True)
+    os.close(r)
+    before = queued(tree)
+    make_tree(tree, "--single-user", "--me", "test.example")
+    assert queued(tree) == before and len(before) == 1
+    assert (tree / "control" / "me").read_text() == "changed.example\n"
+
+
+def test_mini_qmail_tree(world_tmp):
+    root = make_tree(world_tmp / "mini", "--single-user", "--me", "leaf.example",
+                     "--mini", "127.0.0.1", "--mini", "[::1]:6628")
+    assert os.path.realpath(root / "bin" / "qmail-queue") == os.path.realpath(program("qmail-qmqpc"))
+    assert (root / "control" / "qmqpservers").read_text() == "127.0.0.1\n[::1]:6628\n"
+    assert not (root / "queue").exists()
+
+
+def test_usage_errors_exit_nonzero(world_tmp):
+    done = subprocess.run([program("qmail-setup")], capture_output=True)
+    assert done.returncode != 0 and b"Usage" in done.stdout + done.stderr
+    done = subprocess.run([program("qmail-setup"), "--user", "no-such-user-xyz", str(world_tmp / "x")],
+                          capture_output=True)
+    assert done.returncode == 100 and b"no such account" in done.stderr
