@@ -1,0 +1,76 @@
+"""qmail-qread: list every preprocessed message in the queue with its recipients (reference §4.1)."""
+
+import os
+import sys
+
+from pyqmail.lib import control, qreport
+from pyqmail.lib.exits import Exit
+from pyqmail.lib.program import main
+from pyqmail.lib.queue import SPLIT, split_name
+
+
+def say(text):
+    """Write bytes to stdout (qmail-qread reports even its problems there)."""
+    sys.stdout.buffer.write(text)
+
+
+def trouble(n, error):
+    """Report a message that cannot be read, and go on."""
+    say(b"warning: trouble with #%d: %s\n" % (n, qreport.error_str(error.errno).encode()))
+
+
+def die(what, error):
+    """Report a fatal problem on stdout and exit 111."""
+    say(b"fatal: %s: %s\n" % (what.encode(), qreport.error_str(error.errno).encode()))
+    raise Exit(111)
+
+
+def read_info(n):
+    """Return (info bytes, mtime) of info/n."""
+    with open(split_name("info", n), "rb") as f:
+        return f.read(), os.fstat(f.fileno()).st_mtime
+
+
+def show(n):
+    """Print message n: its header line, then its local and remote recipients."""
+    try:
+        size = os.stat(split_name("mess", n)).st_size
+    except OSError as e:
+        return trouble(n, e)
+    bouncing = os.path.exists("bounce/%d" % n)
+    try:
+        info, mtime = read_info(n)
+    except OSError as e:
+        return trouble(n, e)
+    say(qreport.header_line(int(mtime), n, size, info, bouncing))
+    for channel in (b"local", b"remote"):
+        try:
+            with open(split_name(channel.decode(), n), "rb") as f:
+                say(qreport.recipient_lines(channel, f.read()))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            trouble(n, e)
+
+
+def body(argv):
+    """Walk info/0..22 and show each message."""
+    try:
+        os.chdir(control.qmailhome())
+        os.chdir("queue")
+    except OSError as e:
+        die("unable to chdir", e)
+    for split in range(SPLIT):
+        directory = "info/%d" % split
+        try:
+            names = os.listdir(directory)
+        except OSError as e:
+            die("unable to opendir " + directory, e)
+        for n in qreport.message_numbers(names):
+            show(n)
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    main("qmail-qread", body)

@@ -1,0 +1,35 @@
+"""qmail-qstat: count the messages in the queue and those not yet preprocessed (reference §4.2)."""
+
+import os
+import sys
+
+from pyqmail.lib import control, qreport
+from pyqmail.lib.exits import Exit
+from pyqmail.lib.program import main
+
+
+def count_below(directory):
+    """Count every entry below directory, at any depth, as `find dir | wc` minus the directory itself."""
+    total = 0
+    for entry in os.scandir(directory):
+        total += 1
+        if entry.is_dir(follow_symlinks=False):
+            total += count_below(entry.path)
+    return total
+
+
+def body(argv):
+    """Print the two counts."""
+    try:
+        os.chdir(control.qmailhome())
+        in_queue = sum(count_below(d.path) for d in os.scandir("queue/mess") if d.is_dir(follow_symlinks=False))
+        not_preprocessed = count_below("queue/todo")
+    except OSError as e:
+        raise Exit(111, "fatal: unable to read the queue: %s" % (e.strerror or e))
+    sys.stdout.buffer.write(qreport.qstat_lines(in_queue, not_preprocessed))
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    main("qmail-qstat", body)

@@ -1,0 +1,67 @@
+"""qmail-qread's and qmail-qstat's views of the queue (reference §4.1, §4.2, §2.1-§2.3), as pure functions."""
+
+import errno
+
+from pyqmail.lib.queue import date822
+
+# djb's error_str texts, which qmail-qread prints after "trouble with #<n>: "
+ERROR_TEXT = {
+    errno.EINTR: "interrupted system call", errno.ENOMEM: "out of memory",
+    errno.ENOENT: "file does not exist", errno.ETXTBSY: "text busy", errno.EIO: "input/output error",
+    errno.EEXIST: "file already exists", errno.ETIMEDOUT: "timed out", errno.EAGAIN: "temporary failure",
+    errno.EPIPE: "broken pipe", errno.EPERM: "permission denied", errno.EACCES: "access denied",
+    errno.EBADF: "file descriptor not open", errno.ENOTDIR: "not a directory", errno.EISDIR: "is a directory",
+    errno.EINVAL: "invalid argument", errno.ENFILE: "system cannot open more files",
+    errno.EMFILE: "process cannot open more files", errno.ELOOP: "symbolic link loop",
+    errno.ENAMETOOLONG: "file name too long", errno.ESTALE: "stale NFS file handle",
+    errno.EROFS: "read-only file system", errno.ENOSPC: "out of disk space",
+}
+
+
+def error_str(code):
+    """Return djb's error_str text for an errno value."""
+    return ERROR_TEXT.get(code, "unknown error")
+
+
+def printable(data, replacement=b"_"):
+    """Replace every byte outside 32..126 (qmail-qread's out())."""
+    return bytes(b if 32 <= b <= 126 else replacement[0] for b in data)
+
+
+def first_record(data):
+    """Return the bytes up to the first NUL (a C string)."""
+    return data.split(b"\0", 1)[0]
+
+
+def header_line(mtime, n, size, info, bouncing):
+    """Return a message's header line: date, number, size, sender, and ` bouncing` if bounce/n exists."""
+    sender = first_record(info)[1:]
+    date = date822(mtime)[:-len(" -0000")]
+    line = b"%s GMT  #%d  %d  <%s> " % (date.encode(), n, size, sender)
+    if bouncing:
+        line += b" bouncing"
+    return printable(line) + b"\n"
+
+
+def recipient_lines(channel, data):
+    """Return the lines for a local/n or remote/n file: `\\t<channel>\\t<addr>`, `  done` before delivered ones."""
+    out = []
+    records = data.split(b"\0")[:-1]  # a record without its NUL is unfinished: ignored
+    for record in records:
+        kind = record[:1]
+        if kind not in (b"T", b"D"):
+            continue
+        prefix = b"  done" if kind == b"D" else b""
+        out.append(b"%s\t%s\t%s\n" % (prefix, channel, printable(record[1:])))
+    return b"".join(out)
+
+
+def message_numbers(names):
+    """Return the message numbers among directory entry names, in ascending order (non-numeric names skipped)."""
+    return sorted(int(name) for name in names if name.isdigit() and name.isascii())
+
+
+def qstat_lines(in_queue, not_preprocessed):
+    """Return qmail-qstat's two lines."""
+    return (b"messages in queue: %d\n"
+            b"messages in queue but not yet preprocessed: %d\n" % (in_queue, not_preprocessed))
