@@ -186,3 +186,33 @@ def test_pw2u_into_newu_into_lookup(pwhome):
     assert users.lookup(str(pwhome), b"Joe-x") == A(b"joe", 1001, 100, b"/j", b"-", b"x")
     assert users.lookup(str(pwhome), b"joe") == A(b"joe", 1001, 100, b"/j", b"", b"")
     assert users.lookup(str(pwhome), b"fred") == A(b"alias", 7790, 2108, b"/a", b"-", b"fred")
+
+
+# --- property test of the passwd-line conversion, through qmail-users(5) and the lookup -----------
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from pyqmail.commands import qmail_pw2u  # noqa: E402
+
+login = st.text("abcdefgh.", min_size=1, max_size=6).map(str.encode)
+path = st.text("abc/", min_size=1, max_size=6).map(lambda s: b"/" + s.encode())
+
+
+@given(login, st.integers(1, 60000), st.integers(0, 60000), path, st.text("abc-", max_size=5).map(str.encode))
+def test_account_line_round_trips_to_lookup(user, uid, gid, home, ext):
+    settings_ = qmail_pw2u.Settings(["-H"])
+    line = b"%s:x:%d:%d:gecos:%s:/bin/sh" % (user, uid, gid, home)
+    out = qmail_pw2u.account_lines(line, settings_, None, None, {}, {})
+    assert out == [b"=%s:%s:%d:%d:%s:::\n" % (user, user, uid, gid, home),
+                   b"+%s-:%s:%d:%d:%s:-::\n" % (user, user, uid, gid, home)]
+    table = {}
+    for key, value in users.cdb_records(users.parse_assign(b"".join(out) + b".\n")):
+        table.setdefault(key, value)
+    assert users.search(table.get, user.upper()) == users.Assignment(user, uid, gid, home, b"", b"")
+    assert users.search(table.get, user + b"-" + ext) == users.Assignment(user, uid, gid, home, b"-", ext)
+
+
+@given(st.binary(max_size=40))
+def test_any_passwd_line_gives_parseable_assignments(line):
+    out = qmail_pw2u.account_lines(line.replace(b"\n", b""), qmail_pw2u.Settings(["-H", "-u"]), None, None, {}, {})
+    assert len(users.parse_assign(b"".join(out) + b".\n")) == len(out)  # AssignError would fail the test
