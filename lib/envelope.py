@@ -42,6 +42,9 @@ def read(stream, limit=ADDR_MAX):
     while True:
         nul = buf.find(b"\0")
         while nul < 0:
+            if buf and buf[:1] != (b"T" if records else b"F"):
+                # qmail-queue checks the type byte first: a bad record is 91 even if it never ends
+                raise EnvelopeError(91, "envelope record has the wrong type")
             if len(buf) > limit:
                 raise EnvelopeError(11, "envelope address too long")
             chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096)
