@@ -1,0 +1,116 @@
+"""lib/control: QMAILHOME and qmail's control-file reading rules (reference §0.1)."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from pyqmail.lib import control
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A tree with an empty control/ and QMAILHOME pointing at it."""
+    (tmp_path / "control").mkdir()
+    monkeypatch.setenv("QMAILHOME", str(tmp_path))
+    return tmp_path
+
+
+def put(home, name, data):
+    """Write control/name."""
+    (home / "control" / name).write_bytes(data)
+
+
+def test_qmailhome_default_and_override(monkeypatch):
+    monkeypatch.delenv("QMAILHOME", raising=False)
+    assert control.qmailhome() == "/var/qmail"
+    monkeypatch.setenv("QMAILHOME", "")
+    assert control.qmailhome() == "/var/qmail"
+    monkeypatch.setenv("QMAILHOME", "/srv/q")
+    assert control.path("control", "me") == "/srv/q/control/me"
+
+
+@pytest.mark.parametrize("data,line", [
+    (b"mail.example.org\n", b"mail.example.org"),
+    (b"mail.example.org", b"mail.example.org"),
+    (b"mail.example.org \t \n", b"mail.example.org"),
+    (b"first\nsecond\n", b"first"),
+    (b"  leading kept\n", b"  leading kept"),
+    (b"\n", b""), (b"", b""),
+    (b"# not a comment here\n", b"# not a comment here"),
+])
+def test_readline_first_line_trailing_blanks_stripped(home, data, line):
+    put(home, "me", data)
+    assert control.readline("me") == line
+    assert control.me() == line
+
+
+def test_readline_absent_is_none(home):
+    assert control.readline("me") is None
+    assert control.me() is None
+
+
+def test_readline_other_errors_are_not_absence(home):
+    (home / "control" / "me").mkdir()
+    with pytest.raises(OSError):
+        control.readline("me")
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # each example rewrites the file
+@given(st.binary(max_size=40).filter(lambda b: b"\n" not in b), st.text(" \t", max_size=4), st.binary(max_size=20))
+def test_readline_property(home, first, blanks, rest):
+    put(home, "x", first + blanks.encode() + b"\n" + rest)
+    assert control.readline("x") == first.rstrip(b" \t\r")
+
+
+@pytest.mark.parametrize("data,value", [
+    (b"60\n", 60), (b"0\n", 0), (b"1200 \t\n", 1200), (b"007\n", 7), (b"99999999999999999999\n", 99999999999999999999),
+])
+def test_readint(home, data, value):
+    put(home, "timeoutconnect", data)
+    assert control.readint("timeoutconnect", 60) == value
+
+
+@pytest.mark.parametrize("data", [b"", b"\n", b"abc\n", b"-5\n", b"+5\n", b" 5\n", b"1_000\n", b"\xd9\xa1\n",
+                                  b"5.0\n"])
+def test_readint_unparsable_keeps_default(home, data):
+    put(home, "timeoutconnect", data)
+    assert control.readint("timeoutconnect", 60) == 60
+
+
+def test_readint_absent_keeps_default(home):
+    assert control.readint("timeoutconnect", 60) == 60
+
+
+def test_readlist_rules(home):
+    put(home, "rcpthosts", b"# comment\nexample.org \t\n\n   \n#another\n  # indented is a line\nexample.net")
+    assert control.readlist("rcpthosts") == [b"example.org", b"  # indented is a line", b"example.net"]
+
+
+def test_readlist_absent(home):
+    assert control.readlist("locals") == []
+    assert control.readlist("locals", [b"test.example"]) == [b"test.example"]
+
+
+def test_readlist_empty_file_is_not_absent(home):
+    put(home, "locals", b"")
+    assert control.readlist("locals", [b"test.example"]) == []
+
+
+lines = st.lists(st.binary(max_size=20).filter(lambda b: b"\n" not in b), max_size=10)
+
+
+@given(lines)
+def test_parse_list_property(raw_lines):
+    data = b"\n".join(raw_lines)
+    got = control.parse_list(data)
+    stripped = [line.rstrip(b" \t\r") for line in raw_lines]
+    assert got == [line for line in stripped if line and not line.startswith(b"#")]
+    for line in got:
+        assert line and line[:1] != b"#" and line[-1:] not in (b" ", b"\t")
+
+
+def test_rldef(home):
+    assert control.rldef("bouncehost", b"bouncehost") == b"bouncehost"
+    put(home, "me", b"me.example\n")
+    assert control.rldef("bouncehost", b"bouncehost") == b"me.example"
+    put(home, "bouncehost", b"bounce.example\n")
+    assert control.rldef("bouncehost", b"bouncehost") == b"bounce.example"
