@@ -1,0 +1,37 @@
+"""qmail's address quoting (quote.c): quote the box part only when RFC 821/822 need it."""
+
+# bytes that may stand unquoted in a box part (qmail's `ok` table)
+_ATOM_SAFE = frozenset(
+    b"!#$%&'*+-./0123456789=?ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~")
+
+
+def quote_need(box):
+    """Return True if the box part must be put in double quotes."""
+    if not box:
+        return True
+    if any(c not in _ATOM_SAFE for c in box):
+        return True
+    return box[:1] == b"." or box[-1:] == b"." or b".." in box
+
+
+def quote(box):
+    """Return the box part, double-quoted with backslashes before CR, LF, `"` and `\\` if needed."""
+    if not quote_need(box):
+        return box
+    out = bytearray(b'"')
+    for c in box:
+        if c in b'\r\n"\\':
+            out += b"\\"
+        out.append(c)
+    out += b'"'
+    return bytes(out)
+
+
+def quote2(address):
+    """Return address with the part before its last `@` quoted; an empty address stays empty."""
+    if not address:
+        return address
+    at = address.rfind(b"@")
+    if at < 0:
+        return quote(address)
+    return quote(address[:at]) + address[at:]
