@@ -1,0 +1,85 @@
+"""preline: feed a command the message preceded by $UFLINE, $RPLINE and $DTLINE."""
+
+import os
+
+from pyqmail.lib.errstr import error_str, is_temp
+from pyqmail.lib.program import main
+from pyqmail.lib.runchild import fatal, say_exit, wait_code
+
+USAGE = "preline: usage: preline cmd [ arg ... ]"
+FLAGS = {"f": ("ufline", False), "r": ("rpline", False), "d": ("dtline", False),
+         "F": ("ufline", True), "R": ("rpline", True), "D": ("dtline", True)}
+
+
+def parse_args(argv):
+    """Return ({line: wanted?}, command argv) from `[-frdFRD] cmd [arg ...]`."""
+    wanted = {"ufline": True, "rpline": True, "dtline": True}
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+        i += 1
+        if argv[i - 1] == "--":
+            break
+        for flag in argv[i - 1][1:]:
+            if flag not in FLAGS:
+                raise say_exit(100, USAGE)
+            wanted[FLAGS[flag][0]] = FLAGS[flag][1]
+    if i >= len(argv):
+        raise say_exit(100, USAGE)
+    return wanted, [os.fsencode(a) for a in argv[i:]]
+
+
+def start(command):
+    """Start command reading from a new pipe; return (pid, write end)."""
+    r, w = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        raise fatal("preline", 111, "unable to fork: " + error_str(e.errno))
+    if pid == 0:
+        try:
+            import _signal
+            os.close(w)
+            os.dup2(r, 0)
+            _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+            os.execvp(command[0], command)
+        except OSError as e:
+            text = "preline: fatal: unable to run %s: %s\n" % (os.fsdecode(command[0]), error_str(e.errno))
+            os.write(2, text.encode("utf-8", "surrogateescape"))
+            os._exit(111 if is_temp(e.errno) else 100)
+        finally:
+            os._exit(111)
+    os.close(r)
+    return pid, w
+
+
+def copy(w, head):
+    """Write head, then fd 0 to its end, to w."""
+    data = head
+    while True:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(w, view):]
+        data = os.read(0, 65536)
+        if not data:
+            return
+
+
+def body(argv):
+    """Pipe the chosen lines and the message into the command; exit with its exit code."""
+    env = os.environb
+    if not all(k in env for k in (b"UFLINE", b"RPLINE", b"DTLINE")):
+        raise say_exit(100, USAGE)
+    wanted, command = parse_args(argv)
+    head = b"".join(env[k.upper().encode()] for k in ("ufline", "rpline", "dtline") if wanted[k])
+    pid, w = start(command)
+    try:
+        copy(w, head)
+    except OSError as e:
+        raise fatal("preline", 111, "unable to copy input: " + error_str(e.errno))
+    os.close(w)
+    return wait_code("preline", pid)
+
+
+def run():
+    """Console-script entry point."""
+    main("preline", body, crash_code=111)

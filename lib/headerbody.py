@@ -1,0 +1,76 @@
+"""Reading a message as header fields then body lines (qmail's headerbody), with bounded memory."""
+
+import os
+
+FIELD_MAX = 1 << 20  # bytes kept of one header field; the rest of an oversized field is dropped
+
+
+def is_field_start(line):
+    """Return True if line starts a header field: a name of printable non-blank bytes, then `:`."""
+    colon = line.find(b":")
+    if colon <= 0:
+        return False
+    name = line[:colon].rstrip(b" \t")
+    return bool(name) and all(33 <= c <= 126 for c in name)
+
+
+def field_name(field):
+    """Return the field's name, lower-cased, without trailing blanks."""
+    return field.split(b":", 1)[0].rstrip(b" \t").lower()
+
+
+def field_value_start(field):
+    """Return the offset of the field's value: after the colon and any spaces or tabs (hfield_skipname)."""
+    i = field.find(b":")
+    i = len(field) if i < 0 else i + 1
+    while i < len(field) and field[i:i + 1] in (b" ", b"\t"):
+        i += 1
+    return i
+
+
+def lines(fd, limit=FIELD_MAX):
+    """Yield the lines of fd (each with its `\\n` if it had one), each cut to limit bytes."""
+    buf = b""
+    dropping = False
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            if buf and not dropping:
+                yield buf
+            return
+        buf += data
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                if len(buf) > limit:
+                    if not dropping:
+                        yield buf[:limit]
+                    dropping, buf = True, b""
+                break
+            if not dropping:
+                yield buf[:nl + 1]
+            dropping, buf = False, buf[nl + 1:]
+
+
+def split(line_source):
+    """Yield ("field", bytes) for each header field, then ("body", line) for each body line."""
+    field = None
+    in_header = True
+    for line in line_source:
+        if in_header:
+            if field is not None and line[:1] in (b" ", b"\t"):
+                if len(field) < FIELD_MAX:
+                    field += line
+                continue
+            if field is not None:
+                yield "field", field
+                field = None
+            if is_field_start(line):
+                field = line
+                continue
+            in_header = False
+            if line in (b"\n", b"\r\n"):
+                continue
+        yield "body", line
+    if field is not None:
+        yield "field", field
