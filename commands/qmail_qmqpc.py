@@ -15,8 +15,7 @@ CONNECT_TIMEOUT = 10
 IO_TIMEOUT = 60
 MEMORY_SPOOL = 1 << 20  # larger messages go to an unlinked temporary file, not into memory
 ENVELOPE_MAX = 16 << 20
-REPLY_SKIP_MAX = 1 << 16  # qmail skips junk before the verdict letter forever; we give up after this
-REPLY_TEXT_MAX = 1 << 16
+REPLY_MAX = 1 << 16  # qmail skips junk before the verdict letter forever; we give up after this
 CHUNK = 65536
 VERDICTS = {0x4B: QUEUED, 0x5A: TEMP_REFUSED, 0x44: PERM_REFUSED}  # K, Z, D
 
@@ -28,19 +27,18 @@ class Spool:
         self.parts, self.size, self.file = [], 0, None
 
     def add(self, data):
-        """Append message bytes, spilling to a temporary file once memory's share is used."""
+        """Append message bytes, moving everything to a temporary file once memory's share is used."""
         self.size += len(data)
-        if self.file is None and self.size > MEMORY_SPOOL:
-            import tempfile
-            try:
-                self.file = tempfile.TemporaryFile()
-                self.file.write(b"".join(self.parts))
-            except OSError:
-                raise Exit(WRITE_ERROR)
-            self.parts = None
         if self.file is None:
             self.parts.append(data)
-            return
+            if self.size <= MEMORY_SPOOL:
+                return
+            import tempfile
+            data, self.parts = b"".join(self.parts), None
+            try:
+                self.file = tempfile.TemporaryFile()
+            except OSError:
+                raise Exit(WRITE_ERROR)
         try:
             self.file.write(data)
         except OSError:
@@ -95,11 +93,11 @@ def read_servers():
 
 def timeout(name, default):
     """Return a timeout in seconds; the environment override exists for the test suite only."""
-    value = os.environ.get(name, "")
     try:
-        return float(value) if value else default
+        value = float(os.environ.get(name) or default)
     except ValueError:
         return default
+    return value if 0 < value < 86400 else default  # 0 would make the socket non-blocking
 
 
 def connect(host, port, seconds):
@@ -137,7 +135,7 @@ def request_chunks(spool, sender, recipients):
 def read_verdict(sock):
     """Skip to the first K, Z or D of the reply; return (letter, bytes before it, bytes from it on)."""
     seen = b""
-    while len(seen) < REPLY_SKIP_MAX:
+    while len(seen) < REPLY_MAX:
         data = sock.recv(4096)
         if not data:
             raise OSError("connection closed before a reply")
@@ -153,7 +151,7 @@ def custom_text(sock, before, rest):
     if before[-1:] != b":":
         return b""
     try:
-        length = min(netstring.parse_length(before[:-1], REPLY_TEXT_MAX), CUSTOM_MAX)
+        length = min(netstring.parse_length(before[:-1], REPLY_MAX), CUSTOM_MAX)
         while len(rest) < length:
             data = sock.recv(CUSTOM_MAX)
             if not data:
