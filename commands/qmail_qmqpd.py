@@ -34,6 +34,10 @@ class Session:
             write_all(1, qmqp.reply(text))
         except OSError:
             self.log("lost connection from %s while sending reply" % self.who)
+            return 0
+        if not text.startswith("K"):  # the client may still be sending: do not let close() reset it
+            from pyqmail.lib.timedio import linger
+            linger()
         return 0
 
     def authorized(self):

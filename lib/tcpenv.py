@@ -12,7 +12,8 @@ class Peer:
 
     def name(self, with_port=False):
         """Return Postfix's `host[addr]` (with `:port` if asked) for logs and replies."""
-        text = b"%s[%s]" % (self.remotehost or b"unknown", self.remoteip or b"unknown")
+        from pyqmail.lib.received import safeput  # a PTR name may hold anything; it goes into replies
+        text = b"%s[%s]" % (safeput(self.remotehost or b"unknown"), safeput(self.remoteip or b"unknown"))
         if with_port and self.remoteport:
             text += b":" + self.remoteport
         return text.decode("latin-1")

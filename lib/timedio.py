@@ -27,3 +27,36 @@ class TimedInput:
                 return b""
         data, self.buffer = self.buffer[:n], self.buffer[n:]
         return data
+
+
+def linger(fd_in=0, fd_out=1, seconds=2.0, limit=1 << 20):
+    """After replying: send FIN, then drain what the client still sends (bounded), so that
+    closing with unread input does not reset the connection and destroy the reply in flight."""
+    import _socket
+    try:
+        sock = _socket.socket(fileno=fd_out)
+    except (OSError, ValueError):
+        sock = None  # a pipe: nothing to reset
+    if sock is not None:
+        try:
+            sock.shutdown(_socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            sock.detach()
+    import time
+    deadline = time.monotonic() + seconds
+    poller = select.poll()
+    poller.register(fd_in, select.POLLIN)
+    drained = 0
+    while drained < limit:
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(int(left * 1000) + 1):
+            return
+        try:
+            data = os.read(fd_in, CHUNK)
+        except OSError:
+            return
+        if not data:
+            return
+        drained += len(data)
