@@ -70,7 +70,7 @@ def make_maildir(path):
 
 
 def local(home, tmp_path, ext="", dash=None, sender="s@example.org", dd="./Mailbox", msg=MSG,
-          opts=(), tree=None, as_user=True, localpart=None):
+          opts=(), tree=None, as_user=True, localpart=None, extra_env=None):
     """Run qmail-local for joe[-ext]@test.example; return the CompletedProcess."""
     dash = ("-" if ext else "") if dash is None else dash
     localpart = localpart or ("joe" + dash + ext)
@@ -79,10 +79,11 @@ def local(home, tmp_path, ext="", dash=None, sender="s@example.org", dd="./Mailb
     kw = {}
     if ROOT and as_user:
         kw = dict(user=ids()[0], group=ids()[1], extra_groups=[])
+    env = qenv(tree, **(extra_env or {})) if tree else dict(os.environ)
     with open(f, "rb") as stdin:
         return subprocess.run(
             [program("qmail-local"), *opts, "--", "joe", str(home), localpart, dash, ext, "test.example",
-             sender, dd], stdin=stdin, capture_output=True, env=qenv(tree) if tree else dict(os.environ),
+             sender, dd], stdin=stdin, capture_output=True, env=env,
             timeout=60, **kw)
 
 
@@ -158,8 +159,8 @@ def test_program_environment_and_stdin(home, tmp_path):
 
 
 def test_default_is_unset_without_default_file(home, tmp_path):
-    dotqmail(home, ".qmail-x", 'echo "D=${DEFAULT-unset}"\n'.replace("echo", "|echo"))
-    r = local(home, tmp_path, ext="x", tree=None)
+    dotqmail(home, ".qmail-x", '|echo "D=${DEFAULT-unset}"\n')
+    r = local(home, tmp_path, ext="x")
     assert r.stdout == b"D=unset\ndid 0+0+1\n"
 
 
@@ -200,6 +201,14 @@ def test_forward_queued_with_dtline_and_envelope(home, tmp_path, dtree):
     assert re.fullmatch(rb"Received: \(qmail \d+ invoked by uid \d+\); .*\n" + re.escape(DT + MSG), mess)
     assert todo.endswith(b"\0Fs@example.org\0Ta@example.net\0Tb@example.com\0")
     assert b"p" + m.group(1) + b"\0" in todo  # the qp is qmail-queue's pid
+
+
+@pytest.mark.parametrize("qq,code,text", [("/bin/false", 111, b"qq temporary problem (#4.3.0)"),
+                                          ("/nonexistent", 111, b"unable to exec qq (#4.3.0)")])
+def test_forward_failure_reported(home, tmp_path, dtree, qq, code, text):
+    dotqmail(home, ".qmail", "&a@example.net\n")
+    r = local(home, tmp_path, tree=dtree, extra_env={"QMAILQUEUE": qq})
+    assert (r.returncode, r.stdout, r.stderr) == (code, b"", b"Unable to forward message: " + text + b".\n")
 
 
 @pytest.mark.parametrize("files,sender", [((".qmail-owner",), b"joe-owner@test.example"),
