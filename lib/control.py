@@ -24,20 +24,28 @@ def _read(name):
         return None
 
 
+def first_line(data):
+    """Return a control file's first line without its newline and trailing spaces and tabs."""
+    return data.split(b"\n", 1)[0].rstrip(b" \t")
+
+
+def scan_ulong(line):
+    """Return the value of the line's leading decimal digits (qmail's scan_ulong), or None if none."""
+    digits = len(line) - len(line.lstrip(b"0123456789"))
+    return int(line[:digits]) if digits else None
+
+
 def readline(name):
     """Return the first line with trailing newline, spaces and tabs stripped, or None if absent."""
     data = _read(name)
-    if data is None:
-        return None
-    return data.split(b"\n", 1)[0].rstrip(b" \t\r")
+    return None if data is None else first_line(data)
 
 
 def readint(name, default):
-    """Return the file's first line as an unsigned integer; absent or unparsable keeps default."""
+    """Return the leading decimal digits of the first line (qmail's scan_ulong); none → default."""
     line = readline(name)
-    if line is None or not line.isdigit() or not line.isascii():
-        return default
-    return int(line)
+    value = None if line is None else scan_ulong(line)
+    return default if value is None else value
 
 
 def readlist(name, default=None):
@@ -50,7 +58,7 @@ def readlist(name, default=None):
 
 def parse_list(data):
     """Return the meaningful lines of a list control file's bytes."""
-    lines = (line.rstrip(b" \t\r") for line in data.split(b"\n"))
+    lines = (line.rstrip(b" \t") for line in data.split(b"\n"))
     return [line for line in lines if line and not line.startswith(b"#")]
 
 

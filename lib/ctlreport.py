@@ -4,6 +4,8 @@ Each function takes the file's bytes, or None when it does not exist, and return
 starting with the blank line and `<name>: ` that precede every entry.
 """
 
+from pyqmail.lib.control import first_line, parse_list as lines, scan_ulong
+
 # (kind, name, default, pre, post): qmail-showctl's order and texts; "str-me" defaults to control/me
 ENTRIES = (
     ("list", "badmailfrom", "Any MAIL FROM is allowed.", "", " not accepted in MAIL FROM."),
@@ -48,23 +50,12 @@ def safe(data):
     return bytes(b if 32 <= b <= 126 else 63 for b in data)
 
 
-def first_line(data):
-    """Return control_readline's value: the first line without trailing newline, spaces and tabs."""
-    return data.split(b"\n", 1)[0].rstrip(b" \t")
-
-
-def lines(data):
-    """Return control_readfile's lines: trailing spaces and tabs stripped, empty and # lines dropped."""
-    stripped = (line.rstrip(b" \t") for line in data.split(b"\n"))
-    return [line for line in stripped if line and not line.startswith(b"#")]
-
-
 def scan_uint(line):
     """Return control_readint's value (leading digits, as a C int clamped at 0), or None to use the default."""
-    digits = len(line) - len(line.lstrip(b"0123456789"))
-    if not digits:
+    value = scan_ulong(line)
+    if value is None:
         return None
-    value = int(line[:digits]) & 0xFFFFFFFF
+    value &= 0xFFFFFFFF
     return 0 if value >= 1 << 31 else value
 
 
