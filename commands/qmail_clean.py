@@ -1,0 +1,98 @@
+"""qmail-clean: remove a message's queue files when qmail-send says so (reference §1.10, §2.3)."""
+
+import os
+import time
+
+from pyqmail.lib import control, spawnproto
+from pyqmail.lib.exits import Exit
+from pyqmail.lib.program import main
+
+SPLIT = 23
+OSSIFIED = 129600  # 36 hours: older than qmail-queue's 24-hour limit, so no live injection owns it
+CLEANUP_EVERY = 30
+LINE_MAX = 100  # longer commands are answered `x` and their bytes dropped, never stored
+
+
+def clean_pid_dir(now):
+    """Remove the files in pid/ not accessed for 36 hours (an injection that died)."""
+    try:
+        names = os.listdir("pid")
+    except OSError:
+        return
+    for name in names:
+        path = "pid/" + name
+        try:
+            if now >= os.stat(path).st_atime + OSSIFIED:
+                os.unlink(path)
+        except OSError:
+            continue
+
+
+def unlink_all(paths):
+    """Unlink each path in order, a missing one is fine; return False at the first other error."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+    return True
+
+
+def answer(line):
+    """Carry out one command (without its NUL) and return the byte to answer: `+`, `!` or `x`."""
+    command = spawnproto.clean_command(line)
+    if command is None:
+        return b"x"
+    kind, n = command
+    if kind == "foop":
+        paths = ("intd/%d" % n, "mess/%d/%d" % (n % SPLIT, n))
+    else:
+        paths = ("intd/%d" % n, "todo/%d" % n)
+    return b"+" if unlink_all(paths) else b"!"
+
+
+def commands(fd):
+    """Yield each NUL-terminated command read from fd; an over-long one is yielded cut short (and refused)."""
+    line = bytearray()
+    while True:
+        data = os.read(fd, 1024)
+        if not data:
+            return
+        start = 0
+        while True:
+            nul = data.find(b"\0", start)
+            chunk = data[start:] if nul < 0 else data[start:nul]
+            line += chunk[:max(0, LINE_MAX + 1 - len(line))]
+            if nul < 0:
+                break
+            yield bytes(line)
+            line.clear()
+            start = nul + 1
+
+
+def body(argv):
+    """Answer qmail-send's clean-up commands on fd 0 until it closes it."""
+    try:
+        os.chdir(os.path.join(control.qmailhome(), "queue"))
+    except OSError:
+        raise Exit(111)
+    clean_pid_dir(time.time())
+    countdown = CLEANUP_EVERY
+    for line in commands(0):
+        try:
+            os.write(1, answer(line))
+        except OSError:
+            return 100
+        if countdown:
+            countdown -= 1
+        else:
+            clean_pid_dir(time.time())  # before the next command, every 31 as qmail-clean's loop does
+            countdown = CLEANUP_EVERY
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    main("qmail-clean", body, crash_code=111)

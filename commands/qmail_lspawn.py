@@ -1,0 +1,120 @@
+"""qmail-lspawn: run qmail-local for each local delivery qmail-send asks for (reference §1.5, §1.6)."""
+
+import os
+
+from pyqmail.lib import control, spawnproto, users
+from pyqmail.lib.errstr import is_temp
+from pyqmail.lib.exits import Exit
+from pyqmail.lib.program import main
+
+QLX_USAGE = 112
+QLX_ROOT = 113
+QLX_CDB = 117
+QLX_SYS = 118
+QLX_NOMEM = 119
+QLX_EXECSOFT = 120
+QLX_EXECHARD = 126
+OVERRIDE = "QMAILLOCAL"  # a qmail-local program to exec instead of the pre-loaded one
+
+
+def preload():
+    """Import what deliveries use, once, so that forked children start with it in memory."""
+    import cdbx  # noqa: F401  (users/cdb)
+    from pyqmail.commands import qmail_getpw, qmail_local  # noqa: F401
+    from pyqmail.lib import delivery_env, dotqmail, inject, maildir, mbox, qmailfile  # noqa: F401
+
+
+def getpw_assignment(local):
+    """Return qmail-getpw's answer for local as an Assignment (its exit codes raise Exit)."""
+    from pyqmail.commands import qmail_getpw
+    found = qmail_getpw.user_ext(local)
+    if found is None:
+        found = qmail_getpw.getpwnam(users.ALIAS.encode()), b"-", local
+    pw, dash, ext = found
+    if pw is None:
+        raise Exit(qmail_getpw.QLX_NOALIAS)
+    return users.Assignment(os.fsencode(pw.pw_name), pw.pw_uid, pw.pw_gid, os.fsencode(pw.pw_dir), dash, ext)
+
+
+def assignment(home, local):
+    """Find who receives local: users/cdb first, then the passwd rules of qmail-getpw."""
+    try:
+        found = users.lookup(home, local)
+    except users.UsersCdbError as e:
+        raise Exit(e.code)
+    return found if found is not None else getpw_assignment(local)
+
+
+def become(uid, gid):
+    """Drop to the recipient's uid and gid with no other groups (only root can; others deliver as themselves)."""
+    if os.geteuid() == 0:
+        try:
+            os.setgroups([gid])
+            os.setgid(gid)
+            os.setuid(uid)
+        except OSError:
+            raise Exit(QLX_USAGE)
+    if uid == 0 or os.getuid() == 0 or os.geteuid() == 0:
+        raise Exit(QLX_ROOT)
+
+
+def local_argv(a, local, domain, sender, aliasempty):
+    """Return qmail-local's operands: `--` first, so no field can be taken for an option."""
+    return [b"--", a.user, a.homedir, local, a.dash, a.ext, domain, sender, aliasempty]
+
+
+def run_local(argv):
+    """Run qmail-local with argv: exec $QMAILLOCAL if set, else call the pre-loaded one in this process."""
+    override = os.environb.get(OVERRIDE.encode())
+    if override:
+        try:
+            os.execv(override, [override] + argv)
+        except OSError as e:
+            return QLX_EXECSOFT if is_temp(e.errno) else QLX_EXECHARD
+    from pyqmail.commands import qmail_local
+    main("qmail-local", qmail_local.body, 111, argv=[os.fsdecode(a) for a in argv])
+    return QLX_SYS  # not reached: main exits
+
+
+def delivery_child(home, aliasempty):
+    """Return the child body: look the user up, switch to them, run qmail-local; returns an exit code."""
+    def child(sender, recipient):
+        local, domain = spawnproto.split_recipient(recipient)
+        if not local:
+            return 0  # the trash address <@host>
+        try:
+            os.chdir(home)
+        except OSError:
+            return QLX_USAGE
+        try:
+            a = assignment(home, local)
+            become(a.uid, a.gid)
+        except Exit as e:
+            return e.code
+        except MemoryError:
+            return QLX_NOMEM
+        return run_local(local_argv(a, local, domain, sender, aliasempty))
+    return child
+
+
+def body(argv):
+    """Serve qmail-send on fds 0 and 1 until it closes fd 0 and every delivery is reported."""
+    if not argv:
+        raise Exit(100)
+    aliasempty = os.fsencode(argv[0])
+    from pyqmail.lib.spawner import Spawner
+    home = os.path.abspath(control.qmailhome())
+    os.environ["QMAILHOME"] = home  # children chdir elsewhere; forwards must still find the tree
+    try:
+        os.chdir(os.path.join(home, "queue", "mess"))
+    except OSError:
+        raise Exit(111)
+    preload()
+    owner = os.stat(".").st_uid  # qmailq, or a single-user tree's one account
+    return Spawner(delivery_child(home, aliasempty), spawnproto.local_report, spawnproto.LOCAL_TRUNC, owner,
+                   child_crash=QLX_SYS).serve()
+
+
+def run():
+    """Console-script entry point."""
+    main("qmail-lspawn", body, crash_code=111)

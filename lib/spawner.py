@@ -1,0 +1,175 @@
+"""The select loop qmail-lspawn and qmail-rspawn share (qmail's spawn.c; reference §1.5)."""
+
+import errno
+import os
+import select
+import signal
+
+from pyqmail.lib import spawnproto
+from pyqmail.lib.spawnproto import encode_report
+
+
+class Delivery:
+    """One running child: the read end of its output pipe, our copy of the write end, its status and output."""
+
+    def __init__(self, pid, fdin, fdout):
+        self.pid = pid
+        self.fdin = fdin
+        self.fdout = fdout  # held open until the child is reaped, so EOF means "dead and done"
+        self.wstat = None
+        self.output = bytearray()
+
+
+class Spawner:
+    """Reads requests on fd 0, forks one child per delivery, writes reports on fd 1 as they finish."""
+
+    def __init__(self, child, report, trunc, owner_uid, limit=spawnproto.SPAWN_LIMIT, child_crash=111):
+        self.child = child  # child(sender, recipient) -> exit code; runs with fd 0 = message, fds 1, 2 = pipe
+        self.report = report  # report(wstat, output) -> report text
+        self.trunc = trunc
+        self.owner_uid = owner_uid
+        self.limit = limit
+        self.child_crash = child_crash
+        self.running = {}
+        self.writing = True
+
+    def write(self, data):
+        """Write to qmail-send; after a failure, stop writing for good (spawn.c's okwrite)."""
+        view = memoryview(data)
+        while view and self.writing:
+            try:
+                view = view[os.write(1, view):]
+            except InterruptedError:
+                continue
+            except OSError:
+                self.writing = False
+
+    def refuse(self, delnum, text):
+        """Answer a request at once with a report."""
+        self.write(encode_report(delnum, text))
+
+    def start(self, req):
+        """Validate a request, open its message and fork its child; refusals are reported at once."""
+        text = spawnproto.request_error(req, self.limit, self.running)
+        if text:
+            return self.refuse(req.delnum, text)
+        try:
+            fdmess = os.open(req.messid, os.O_RDONLY)
+        except OSError:
+            return self.refuse(req.delnum, b"Zqmail-spawn unable to open message. (#4.3.0)\n")
+        try:
+            text = self.check_message(fdmess)
+            if text:
+                return self.refuse(req.delnum, text)
+            try:
+                fdin, fdout = os.pipe()
+            except OSError:
+                return self.refuse(req.delnum, b"Zqmail-spawn unable to create pipe. (#4.3.0)\n")
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(fdin)
+                os.close(fdout)
+                return self.refuse(req.delnum, b"Zqmail-spawn unable to fork. (#4.3.0)\n")
+            if pid == 0:
+                self.in_child(fdmess, fdout, req.sender, req.recipient)
+            self.running[req.delnum] = Delivery(pid, fdin, fdout)
+        finally:
+            os.close(fdmess)
+
+    def check_message(self, fd):
+        """Return spawn.c's refusal for a message that is not a regular file of the queue's owner, or None."""
+        import stat
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            return b"Zqmail-spawn unable to fstat message. (#4.3.0)\n"
+        if not stat.S_ISREG(st.st_mode):
+            return b"ZSorry, message has wrong type. (#4.3.5)\n"
+        if st.st_uid != self.owner_uid:
+            return b"ZSorry, message has wrong owner. (#4.3.5)\n"
+        return None
+
+    def in_child(self, fdmess, fdout, sender, recipient):
+        """In the forked child: become a plain process with the message on 0 and the pipe on 1 and 2; never return."""
+        code = self.child_crash
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.dup2(fdmess, 0)
+            os.dup2(fdout, 1)
+            os.dup2(1, 2)
+            os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
+            code = self.child(sender, recipient)
+        except BaseException:
+            pass
+        finally:
+            os._exit(code if isinstance(code, int) else self.child_crash)
+
+    def reap(self):
+        """Collect every dead child's status and close our copy of its pipe."""
+        by_pid = {d.pid: d for d in self.running.values() if d.wstat is None}
+        while by_pid:
+            try:
+                pid, wstat = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            d = by_pid.pop(pid, None)
+            if d is not None:
+                d.wstat = wstat
+                os.close(d.fdout)
+                d.fdout = -1
+
+    def collect(self, delnum):
+        """Read a child's output; at EOF (it is dead: we closed our end on reaping) send its report."""
+        d = self.running[delnum]
+        try:
+            data = os.read(d.fdin, 4096)
+        except OSError:
+            return
+        if data:
+            spawnproto.append_output(d.output, data, self.trunc)
+            return
+        os.close(d.fdin)
+        del self.running[delnum]
+        self.write(encode_report(delnum, self.report(d.wstat, d.output)))
+
+    def serve(self):
+        """Announce the concurrency limit, then run until fd 0 ends and every delivery has been reported."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_w)
+        self.write(bytes([self.limit]))
+        reader = spawnproto.RequestReader()
+        reading = True
+        while reading or self.running:
+            self.reap()
+            fds = [wake_r] + [d.fdin for d in self.running.values()] + ([0] if reading else [])
+            try:
+                ready, _, _ = select.select(fds, [], [])
+            except InterruptedError:
+                continue
+            if wake_r in ready:
+                try:
+                    os.read(wake_r, 512)
+                except BlockingIOError:
+                    pass
+            self.reap()
+            if 0 in ready:
+                try:
+                    data = os.read(0, 1024)
+                except OSError as e:
+                    data = b"" if e.errno != errno.EINTR else None
+                if data == b"":
+                    reading = False
+                for req in reader.feed(data or b""):
+                    self.start(req)
+            for delnum, d in list(self.running.items()):
+                if d.fdin in ready:
+                    self.collect(delnum)
+        return 0
