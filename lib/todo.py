@@ -1,0 +1,177 @@
+"""qmail-send's todo preprocessing: todo/N → info/N, local/N, remote/N (reference §2.3.2, §2.4)."""
+
+import os
+from collections import namedtuple
+
+from pyqmail.lib import sendlog
+from pyqmail.lib.channel import CHANNELS
+from pyqmail.lib.queue import split_name
+
+Plan = namedtuple("Plan", "info chan log failure")
+Plan.__doc__ = ("Bytes for info/N and {channel: bytes}, log lines, and the failing warning or None. "
+                "chan holds a channel only if a T record went to it (its file is created O_EXCL then).")
+Result = namedtuple("Result", "ok log channels")
+Result.__doc__ = "Whether todo/N may be handed to qmail-clean, the log lines, the channels that got a file."
+
+FILE_MODE = 0o600  # qmail opens with 0644 under qmail-send's umask 077
+
+
+def scan_ulong(value):
+    """Return the leading decimal digits of value as a number (0 if none), as qmail's scan_ulong."""
+    digits = len(value) - len(value.lstrip(b"0123456789"))
+    return int(value[:digits]) if digits else 0
+
+
+def plan(n, todo_data, mess_size, rewriter):
+    """Return the Plan for todo/N's bytes: a trailing record without its NUL is ignored, as qmail does."""
+    info, chan, log = b"", {}, []
+    uid = pid = 0
+    for record in todo_data.split(b"\0")[:-1]:
+        kind, value = record[:1], record[1:]
+        if kind == b"u":
+            uid = scan_ulong(value)
+        elif kind == b"p":
+            pid = scan_ulong(value)
+        elif kind == b"F":
+            info += record + b"\0"
+            log.append(sendlog.info_msg(n, mess_size, value, pid, uid))
+        elif kind == b"T":
+            channel, addr = rewriter.rewrite(value)
+            chan[channel] = chan.get(channel, b"") + b"T" + addr + b"\0"
+        else:
+            return Plan(info, chan, log, sendlog.warning("unknown_todo", sendlog.flat_fn("todo", n)))
+    return Plan(info, chan, log, None)
+
+
+def unlink_stale(name):
+    """Remove name; True if it is gone (ENOENT is fine)."""
+    try:
+        os.unlink(name)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
+def write_all(fd, data):
+    """Write every byte of data to fd."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_new(name, data):
+    """Create name O_EXCL, write data, fsync; return None or the WARNINGS key of the failed step."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except OSError:
+        return "create"
+    try:
+        write_all(fd, data)
+    except OSError:
+        return "write"
+    else:
+        try:
+            os.fsync(fd)
+        except OSError:
+            return "fsync"
+    finally:
+        os.close(fd)
+    return None
+
+
+def failed(log, what, fn):
+    """Return a failed Result: the log so far plus one warning."""
+    return Result(False, log + [sendlog.warning(what, fn)], ())
+
+
+def preprocess(n, rewriter, queue="."):
+    """Preprocess todo/N in the queue directory as qmail-send does; todo/N and intd/N are left alone."""
+    def split(directory):
+        return os.path.join(queue, split_name(directory, n))
+    try:
+        todo = open(os.path.join(queue, "todo", str(n)), "rb")
+    except OSError:
+        return failed([], "open", sendlog.flat_fn("todo", n))
+    with todo:
+        try:
+            size = os.stat(split("mess")).st_size  # only for the log line
+        except OSError:
+            return failed([], "stat", sendlog.split_fn("mess", n))
+        # never trust info/local/remote while todo/N exists: a crash may have left them half-written
+        for directory in (*CHANNELS, "info"):
+            if not unlink_stale(split(directory)):
+                return failed([], "unlink", sendlog.split_fn(directory, n))
+        try:
+            info_fd = os.open(split("info"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except OSError:
+            return failed([], "create", sendlog.split_fn("info", n))
+        try:
+            return fill(n, todo, size, rewriter, info_fd, split)
+        finally:
+            os.close(info_fd)
+
+
+def fill(n, todo, size, rewriter, info_fd, split):
+    """Read todo/N, write info/N and the channel files, fsync them; return the Result."""
+    log = [sendlog.new_msg(n)]
+    try:
+        data = todo.read()
+    except OSError:
+        return failed(log, "read", sendlog.flat_fn("todo", n))
+    p = plan(n, data, size, rewriter)
+    log += p.log
+    try:
+        write_all(info_fd, p.info)
+    except OSError:
+        return failed(log, "write", sendlog.split_fn("info", n))
+    if p.failure:
+        # qmail stops here too; what it wrote is debris the next preprocessing unlinks
+        return Result(False, log + [p.failure], ())
+    try:
+        os.fsync(info_fd)
+    except OSError:
+        return failed(log, "fsync", sendlog.split_fn("info", n))
+    for channel in CHANNELS:
+        if channel in p.chan:
+            what = write_new(split(channel), p.chan[channel])
+            if what:
+                return failed(log, what, sendlog.split_fn(channel, n))
+    return Result(True, log, tuple(c for c in CHANNELS if c in p.chan))
+
+
+Start = namedtuple("Start", "state times log")
+Start.__doc__ = ("How a message found in info/ is scheduled when qmail-send starts: state 'skip' (no info/N, "
+                 "or todo/N exists), 'chan' with {channel: mtime}, 'done' (no channel file), 'retry' (stat failed).")
+
+
+def exists(name):
+    """Return True/False for name's existence; raise OSError for anything but ENOENT."""
+    try:
+        os.stat(name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def schedule_at_start(n, queue="."):
+    """Return the Start for message n, as qmail-send's pqadd: a todo/N means info/local/remote are not trusted."""
+    name = os.path.join(queue, split_name("info", n))
+    logged = sendlog.split_fn("info", n)
+    try:
+        if not exists(name):
+            return Start("skip", {}, [])
+        name, logged = os.path.join(queue, "todo", str(n)), sendlog.flat_fn("todo", n)
+        if exists(name):
+            return Start("skip", {}, [])  # preprocessing never finished: the todo scan redoes it
+        times = {}
+        for channel in CHANNELS:
+            name, logged = os.path.join(queue, split_name(channel, n)), sendlog.split_fn(channel, n)
+            try:
+                times[channel] = int(os.stat(name).st_mtime)
+            except FileNotFoundError:
+                pass
+    except OSError:
+        return Start("retry", {}, [sendlog.warning("stat_later", logged)])
+    return Start("chan", times, []) if times else Start("done", {}, [])
