@@ -4,6 +4,7 @@ import errno
 import os
 import select
 import signal
+import stat
 
 from pyqmail.lib import spawnproto
 from pyqmail.lib.spawnproto import encode_report
@@ -79,7 +80,6 @@ class Spawner:
 
     def check_message(self, fd):
         """Return spawn.c's refusal for a message that is not a regular file of the queue's owner, or None."""
-        import stat
         try:
             st = os.fstat(fd)
         except OSError:
@@ -101,7 +101,7 @@ class Spawner:
             os.dup2(1, 2)
             os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
             code = self.child(sender, recipient)
-        except BaseException:
+        except BaseException:  # whatever went wrong, this process must not run on as a second spawner
             pass
         finally:
             os._exit(code if isinstance(code, int) else self.child_crash)

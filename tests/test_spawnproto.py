@@ -114,7 +114,8 @@ def test_remote_report_spec_example():
     (b"h550 no.\n\0KAccepted.\n\0", b"D550 no.\n"),  # a message result better than the letter adds nothing
     (b"ZSorry, I couldn't find any host by that name. (#4.1.2)\n\0",
      b"ZSorry, I couldn't find any host by that name. (#4.1.2)\n"),
-    (b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0", b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n"),
+    (b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0",
+     b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n"),
     (b"no nul at all", b"D"),
 ])
 def test_remote_report_letters(out, rep):
@@ -159,3 +160,15 @@ def test_clean_command_accepts_only_its_two_forms(line):
     if cmd is not None:
         assert line == cmd[0].encode() + b"/" + str(cmd[1]).encode() or line[5:].lstrip(b"0") != line[5:]
         assert 7 <= len(line) + 1 <= 100
+
+
+@given(st.lists(st.binary(max_size=300).map(lambda b: b.replace(b"\0", b"")), max_size=30))
+def test_clean_reads_nul_ended_commands_with_a_bound(lines):
+    import tempfile
+    from pyqmail.commands.qmail_clean import LINE_MAX, commands
+    with tempfile.TemporaryFile() as f:
+        f.write(b"".join(line + b"\0" for line in lines))
+        f.seek(0)
+        got = list(commands(f.fileno()))
+    assert got == [line[:LINE_MAX + 1] for line in lines]
+    assert [sp.clean_command(g) for g in got] == [sp.clean_command(line) for line in lines]
