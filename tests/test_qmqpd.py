@@ -361,3 +361,16 @@ def test_debug_peer_and_port_logging(procs, qtree):
     _, _, log = session(procs, qtree, HI, TCPREMOTEIP="::1")
     assert "debug:" not in log
     assert all(len(line) < 200 for line in log.splitlines())
+
+
+def test_closed_stderr_logs_to_syslog_and_still_replies(procs, qtree):
+    import os
+    ours, theirs = socket.socketpair()
+    p = procs.start([program("qmail-qmqpd")], stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL,
+                    env=qenv(qtree, TCPREMOTEIP="127.0.0.1"), preexec_fn=lambda: os.close(2))
+    theirs.close()
+    with ours:
+        ours.sendall(HI)
+        assert K_REPLY.match(read_all(ours))
+    assert p.wait(10) == 0
+    assert len(queued(qtree)) == 1
