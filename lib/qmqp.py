@@ -49,9 +49,7 @@ class Request:
             return BAD_ADDRESS
         if self.too_many_recipients:
             return "DError: too many recipients"
-        if not self.recipients:
-            return "DError: no recipients specified"
-        return ""
+        return ""  # zero recipients is queued, as qmail-qmqpd does (Postfix refuses it)
 
 
 def _address(reader, request):

@@ -51,7 +51,7 @@ def cpu_per_run(argv, env, make_stdin, make_stdout, runs):
     before = children_cpu()
     for _ in range(runs):
         stdin, stdout = make_stdin(), make_stdout()
-        subprocess.run(argv, stdin=stdin, stdout=stdout, env=env, check=True)
+        subprocess.run(argv, stdin=stdin, stdout=stdout, stderr=subprocess.DEVNULL, env=env, check=True)
         for f in (stdin, stdout):
             if hasattr(f, "close"):
                 f.close()

@@ -125,7 +125,10 @@ def tcpserver(procs, tree, argv, host="127.0.0.1", rules_cdb=None, env=None, opt
     if rules_cdb:
         cmd += ["-x", str(rules_cdb)]
     cmd += [host, str(port), *argv]
-    procs.start(cmd, env=env or qenv(tree), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # the server's log goes to a file: a pipe nobody reads would block it after 64 KB
+    log = open(Path(tree) / ("tcpserver-%d.log" % port), "ab")
+    procs.start(cmd, env=env or qenv(tree), stdout=subprocess.DEVNULL, stderr=log)
+    log.close()
     wait_port(host, port)
     return port
 

@@ -159,10 +159,11 @@ def test_client_disconnecting_mid_request_queues_nothing(procs, qtree, cut):
     assert_nothing_queued(qtree)
 
 
-def test_zero_recipients_are_refused(procs, qtree):
+def test_zero_recipients_are_queued_as_qmail_does(procs, qtree):
     reply, _, _ = session(procs, qtree, b"12:3:hi\n,3:a@b,,")
-    assert reply == b"31:DError: no recipients specified,"
-    assert_nothing_queued(qtree)
+    assert reply.split(b":", 1)[1].startswith(b"Kok ")
+    [(mess, todo)] = queued(qtree).values()
+    assert todo.endswith(b"\0Fa@b\0") and mess.endswith(b"\nhi\n")
 
 
 def test_message_size_limit_reads_to_the_end_then_refuses(procs, qtree):
