@@ -48,9 +48,9 @@ def parse_line(line, default_port=QMQP_PORT):
     """Return (host, port) for one qmqpservers line, or None if the line is not an address.
 
     Forms: `1.2.3.4`, `1.2.3.4:6628`, `::1`, `[::1]`, `[::1]:6628`. Anything after the address
-    and a space or tab is ignored, as qmail ignores what follows a dotted quad.
+    and a space, tab or CR is ignored, as qmail ignores what follows a dotted quad.
     """
-    line = line.strip(_BLANKS).replace(b"\t", b" ").split(b" ", 1)[0]
+    line = line.strip(_BLANKS).replace(b"\t", b" ").replace(b"\r", b" ").split(b" ", 1)[0]
     if line[:1] == b"[":
         close = line.find(b"]")
         if close < 0:
