@@ -1,26 +1,7 @@
 """qmail-qread's and qmail-qstat's views of the queue (reference §4.1, §4.2, §2.1-§2.3), as pure functions."""
 
-import errno
-
+from pyqmail.lib.errstr import error_str  # noqa: F401 (qmail-qread prints these texts)
 from pyqmail.lib.queue import date822
-
-# djb's error_str texts, which qmail-qread prints after "trouble with #<n>: "
-ERROR_TEXT = {
-    errno.EINTR: "interrupted system call", errno.ENOMEM: "out of memory",
-    errno.ENOENT: "file does not exist", errno.ETXTBSY: "text busy", errno.EIO: "input/output error",
-    errno.EEXIST: "file already exists", errno.ETIMEDOUT: "timed out", errno.EAGAIN: "temporary failure",
-    errno.EPIPE: "broken pipe", errno.EPERM: "permission denied", errno.EACCES: "access denied",
-    errno.EBADF: "file descriptor not open", errno.ENOTDIR: "not a directory", errno.EISDIR: "is a directory",
-    errno.EINVAL: "invalid argument", errno.ENFILE: "system cannot open more files",
-    errno.EMFILE: "process cannot open more files", errno.ELOOP: "symbolic link loop",
-    errno.ENAMETOOLONG: "file name too long", errno.ESTALE: "stale NFS file handle",
-    errno.EROFS: "read-only file system", errno.ENOSPC: "out of disk space",
-}
-
-
-def error_str(code):
-    """Return djb's error_str text for an errno value."""
-    return ERROR_TEXT.get(code, "unknown error")
 
 
 def printable(data, replacement=b"_"):
