@@ -3,7 +3,7 @@
 import os
 
 from pyqmail.lib.errstr import error_str, is_temp
-from pyqmail.lib.program import main
+from pyqmail.lib.program import main, split_options
 from pyqmail.lib.runchild import fatal, say_exit, wait_code
 
 USAGE = "preline: usage: preline cmd [ arg ... ]"
@@ -14,18 +14,12 @@ FLAGS = {"f": ("ufline", False), "r": ("rpline", False), "d": ("dtline", False),
 def parse_args(argv):
     """Return ({line: wanted?}, command argv) from `[-frdFRD] cmd [arg ...]`."""
     wanted = {"ufline": True, "rpline": True, "dtline": True}
-    i = 0
-    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
-        i += 1
-        if argv[i - 1] == "--":
-            break
-        for flag in argv[i - 1][1:]:
-            if flag not in FLAGS:
-                raise say_exit(100, USAGE)
-            wanted[FLAGS[flag][0]] = FLAGS[flag][1]
-    if i >= len(argv):
+    split = split_options(argv, FLAGS)
+    if split is None or not split[1]:
         raise say_exit(100, USAGE)
-    return wanted, [os.fsencode(a) for a in argv[i:]]
+    for flag in split[0]:
+        wanted[FLAGS[flag][0]] = FLAGS[flag][1]
+    return wanted, [os.fsencode(a) for a in split[1]]
 
 
 def start(command):

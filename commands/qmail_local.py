@@ -8,7 +8,7 @@ from pyqmail.lib.qmailfile import exists, find_qmail, read_qmail
 from pyqmail.lib.delivery_env import Delivery
 from pyqmail.lib.errstr import error_str
 from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
+from pyqmail.lib.program import main, split_options
 
 USAGE = "qmail-local: usage: qmail-local [ -nN ] user homedir local dash ext domain sender aliasempty"
 PATRN = 0o002  # conf-patrn: a world-writable home or .qmail is refused
@@ -18,17 +18,12 @@ HARD_EXITS = frozenset((100, 64, 65, 70, 76, 77, 78, 112))
 
 def parse_args(argv):
     """Return (deliver?, [8 operands as bytes]) from `[-nN] user homedir local dash ext domain sender dd`."""
-    doit = True
-    i = 0
-    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
-        i += 1
-        if argv[i - 1] == "--":
-            break
-        for flag in argv[i - 1][1:]:
-            if flag not in "nN":
-                raise Exit(100, USAGE)
-            doit = flag == "N"
-    operands = [os.fsencode(a) for a in argv[i:]]
+    split = split_options(argv, "nN")
+    if split is None:
+        raise Exit(100, USAGE)
+    flags, rest = split
+    doit = not flags or flags[-1] == "N"
+    operands = [os.fsencode(a) for a in rest]
     if len(operands) != 8 or not operands[1].startswith(b"/"):
         raise Exit(100, USAGE)
     return doit, operands

@@ -2,7 +2,7 @@
 
 import os
 
-from pyqmail.lib import control, spawnproto, users
+from pyqmail.lib import spawnproto, users
 from pyqmail.lib.errstr import is_temp
 from pyqmail.lib.exits import Exit
 from pyqmail.lib.program import main
@@ -102,15 +102,9 @@ def body(argv):
     if not argv:
         raise Exit(100)
     aliasempty = os.fsencode(argv[0])
-    from pyqmail.lib.spawner import Spawner
-    home = os.path.abspath(control.qmailhome())
-    os.environ["QMAILHOME"] = home  # children chdir elsewhere; forwards must still find the tree
-    try:
-        os.chdir(os.path.join(home, "queue", "mess"))
-    except OSError:
-        raise Exit(111)
+    from pyqmail.lib.spawner import Spawner, enter_mess
+    home, owner = enter_mess()
     preload()
-    owner = os.stat(".").st_uid  # qmailq, or a single-user tree's one account
     return Spawner(delivery_child(home, aliasempty), spawnproto.local_report, spawnproto.LOCAL_TRUNC, owner,
                    child_crash=QLX_SYS).serve()
 

@@ -4,6 +4,7 @@ import os
 import sys
 
 from pyqmail.lib import control, qreport
+from pyqmail.lib.errstr import error_str
 from pyqmail.lib.exits import Exit
 from pyqmail.lib.program import main
 from pyqmail.lib.queue import SPLIT, split_name
@@ -16,12 +17,12 @@ def say(text):
 
 def trouble(n, error):
     """Report a message that cannot be read, and go on."""
-    say(b"warning: trouble with #%d: %s\n" % (n, qreport.error_str(error.errno).encode()))
+    say(b"warning: trouble with #%d: %s\n" % (n, error_str(error.errno).encode()))
 
 
 def die(what, error):
     """Report a fatal problem on stdout and exit 111."""
-    say(b"fatal: %s: %s\n" % (what.encode(), qreport.error_str(error.errno).encode()))
+    say(b"fatal: %s: %s\n" % (what.encode(), error_str(error.errno).encode()))
     raise Exit(111)
 
 

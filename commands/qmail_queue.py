@@ -16,9 +16,7 @@ def queue_directly(home, uid, pid):
     injection.write_message(fd, fdio.chunks(0))
     try:
         sender, recipients = envelope.read(fdio.FdStream(1))
-    except envelope.EnvelopeError as e:
-        injection.fail(e.code)
-    except Exit as e:
+    except (envelope.EnvelopeError, Exit) as e:
         injection.fail(e.code)
     injection.commit(sender, recipients)
 

@@ -2,9 +2,8 @@
 
 import os
 
-from pyqmail.lib import control, spawnproto
+from pyqmail.lib import spawnproto
 from pyqmail.lib.errstr import error_str
-from pyqmail.lib.exits import Exit
 from pyqmail.lib.program import main
 
 OVERRIDE = "QMAILREMOTE"
@@ -47,15 +46,9 @@ def remote_child(program):
 
 def body(argv):
     """Serve qmail-send on fds 0 and 1 until it closes fd 0 and every delivery is reported."""
-    from pyqmail.lib.spawner import Spawner
-    home = os.path.abspath(control.qmailhome())
-    os.environ["QMAILHOME"] = home  # children run in queue/mess; qmail-remote must still find the tree
-    try:
-        os.chdir(os.path.join(home, "queue", "mess"))
-    except OSError:
-        raise Exit(111)
+    from pyqmail.lib.spawner import Spawner, enter_mess
+    _, owner = enter_mess()
     clear_tcpto()
-    owner = os.stat(".").st_uid  # qmailq, or a single-user tree's one account
     return Spawner(remote_child(remote_program()), spawnproto.remote_report, spawnproto.REMOTE_OUTPUT_MAX,
                    owner).serve()
 

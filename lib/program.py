@@ -14,6 +14,20 @@ def warn(program, text):
         pass
 
 
+def split_options(argv, allowed):
+    """Split qmail's getopt-style `-abc` flags from the operands; None if a flag is not in allowed."""
+    i = 0
+    flags = ""
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+        i += 1
+        if argv[i - 1] == "--":
+            break
+        flags += argv[i - 1][1:]
+    if any(flag not in allowed for flag in flags):
+        return None
+    return flags, argv[i:]
+
+
 def main(program, body, crash_code=111, argv=None):
     """Run body(argv) and exit with its code; Exit ends with a message, anything else with crash_code."""
     argv = sys.argv[1:] if argv is None else argv

@@ -1,6 +1,5 @@
 """qmail-qread's and qmail-qstat's views of the queue (reference §4.1, §4.2, §2.1-§2.3), as pure functions."""
 
-from pyqmail.lib.errstr import error_str  # noqa: F401 (qmail-qread prints these texts)
 from pyqmail.lib.queue import date822
 
 

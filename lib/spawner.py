@@ -6,8 +6,20 @@ import select
 import signal
 import stat
 
-from pyqmail.lib import spawnproto
+from pyqmail.lib import control, spawnproto
+from pyqmail.lib.exits import Exit
 from pyqmail.lib.spawnproto import encode_report
+
+
+def enter_mess():
+    """chdir to QMAILHOME/queue/mess (exit 111 if impossible); return (absolute QMAILHOME, owner of mess/)."""
+    home = os.path.abspath(control.qmailhome())
+    os.environ["QMAILHOME"] = home  # children run elsewhere; forwards and qmail-remote must still find the tree
+    try:
+        os.chdir(os.path.join(home, "queue", "mess"))
+    except OSError:
+        raise Exit(111)
+    return home, os.stat(".").st_uid  # qmailq, or a single-user tree's one account
 
 
 class Delivery:

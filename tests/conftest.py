@@ -142,3 +142,24 @@ def queued(tree):
         mess = Path(tree) / "queue" / "mess" / str(n % 23) / str(n)
         out[n] = (mess.read_bytes(), entry.read_bytes())
     return out
+
+
+def run_queue_program(name, tree, message, envelope, extra_env=None, **kw):
+    """Run a qmail-queue-compatible program with message on fd 0 and envelope on fd 1; return it, finished."""
+    import threading
+    env_r, env_w = os.pipe()
+    kw.setdefault("stderr", subprocess.PIPE)
+    proc = subprocess.Popen([program(name)], stdin=subprocess.PIPE, stdout=env_r,
+                            env=qenv(tree, **(extra_env or {})), **kw)
+    os.close(env_r)
+    # a thread, so that an envelope larger than a pipe buffer cannot deadlock against the message
+    writer = threading.Thread(target=lambda: (os.write(env_w, envelope), os.close(env_w)))
+    writer.start()
+    proc.stderr_bytes = proc.communicate(message)[1]
+    writer.join()
+    return proc
+
+
+def queue_message(tree, message, envelope, extra_env=None):
+    """Queue a message through the real installed qmail-queue; return its exit code."""
+    return run_queue_program("qmail-queue", tree, message, envelope, extra_env).returncode

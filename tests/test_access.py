@@ -1,7 +1,6 @@
 """lib/access.py patterns and lookups, and qmail-newqmqpclients against tinycdb's `cdb`."""
 
 import ipaddress
-import os
 import subprocess
 
 import pytest

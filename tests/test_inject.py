@@ -1,7 +1,5 @@
 """lib.inject.QmailQueue: the one qmail-queue client; $QMAILQUEUE, fd 6 on exit 82, qmail.c's texts (§0.3)."""
 
-import os
-import stat
 
 import pytest
 

@@ -4,7 +4,6 @@ import mailbox
 import os
 import pwd
 import re
-import shutil
 import subprocess
 
 import pytest

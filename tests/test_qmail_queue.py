@@ -2,30 +2,15 @@
 
 import os
 import re
-import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, HealthCheck, strategies as st
 
-from conftest import program, qenv, queued
+from conftest import queue_message, queued
 
 RECEIVED = re.compile(rb"Received: \(qmail (\d+) invoked by uid (\d+)\); "
                       rb"(\d{1,2}) [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d -0000\n")
-
-
-def queue_message(tree, message, env_bytes, extra_env=None):
-    """Run the installed qmail-queue with message on fd 0 and env_bytes on fd 1; return its exit code."""
-    env_r, env_w = os.pipe()
-    proc = subprocess.Popen([program("qmail-queue")], stdin=subprocess.PIPE, stdout=env_r,
-                            env=qenv(tree, **(extra_env or {})))
-    os.close(env_r)
-    writer = threading.Thread(target=lambda: (os.write(env_w, env_bytes), os.close(env_w)))
-    writer.start()
-    proc.communicate(message)
-    writer.join()
-    return proc.returncode
 
 
 def leftovers(tree):

@@ -1,11 +1,10 @@
 """mini-qmail end to end: our qmail-qmqpc → tcpserver → our qmail-qmqpd → qmail-queue in the hub's tree."""
 
 import os
-import subprocess
 
 import pytest
 
-from conftest import free_port, make_tree, program, qenv, queued, tcpserver
+from conftest import free_port, make_tree, program, qenv, queued, run_queue_program, tcpserver
 from pyqmail.lib import envelope
 from pyqmail.lib.inject import QmailQueue
 
@@ -35,14 +34,7 @@ def set_servers(client, *lines):
 
 def run_qmqpc(client, message=MESSAGE, sender=SENDER, recipients=RECIPIENTS):
     """Run the installed qmail-qmqpc with the message on fd 0 and the envelope on fd 1; return its exit code."""
-    env_r, env_w = os.pipe()
-    os.write(env_w, envelope.encode(sender, recipients))
-    os.close(env_w)
-    try:
-        return subprocess.run([program("qmail-qmqpc")], input=message, stdout=env_r, stderr=subprocess.PIPE,
-                              env=qenv(client), timeout=60).returncode
-    finally:
-        os.close(env_r)
+    return run_queue_program("qmail-qmqpc", client, message, envelope.encode(sender, recipients)).returncode
 
 
 def only_message(tree):

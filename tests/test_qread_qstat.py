@@ -2,12 +2,11 @@
 
 import os
 import subprocess
-import threading
 from pathlib import Path
 
 from hypothesis import given, strategies as st
 
-from conftest import program, qenv, queued
+from conftest import program, qenv, queue_message, queued
 from pyqmail.lib import qreport
 
 BIRTH = 812090814  # 26 Sep 1995 04:46:54 GMT
@@ -82,18 +81,6 @@ def test_qstat_counts(tree):
     put(tree, "todo", 46, b"u0\0p1\0Fa@b\0", split=False)
     assert run("qmail-qstat", tree)[1] == (b"messages in queue: 3\n"
                                            b"messages in queue but not yet preprocessed: 1\n")
-
-
-def queue_message(tree, message, envelope):
-    """Queue a message through the real installed qmail-queue; return its exit code."""
-    env_r, env_w = os.pipe()
-    proc = subprocess.Popen([program("qmail-queue")], stdin=subprocess.PIPE, stdout=env_r, env=qenv(tree))
-    os.close(env_r)
-    writer = threading.Thread(target=lambda: (os.write(env_w, envelope), os.close(env_w)))
-    writer.start()
-    proc.communicate(message)
-    writer.join()
-    return proc.returncode
 
 
 def preprocess_like_qmail_send(tree, n, todo):

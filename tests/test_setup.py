@@ -3,7 +3,6 @@
 import os
 import stat
 import subprocess
-from pathlib import Path
 
 from conftest import make_tree, program, qenv, queued
 

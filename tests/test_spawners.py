@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import program, qenv, queued
+from conftest import program, qenv, queued, queue_message as conftest_queue_message
 from pyqmail.lib.spawnproto import encode_request
 
 ROOT = os.geteuid() == 0
@@ -24,12 +24,7 @@ def ids():
 
 def queue_message(tree, sender=b"s@example.org", rcpt=b"joe@test.example"):
     """Queue MSG with the real qmail-queue; return (messid, message number)."""
-    r, w = os.pipe()
-    os.write(w, b"F" + sender + b"\0T" + rcpt + b"\0\0")
-    os.close(w)
-    done = subprocess.run([program("qmail-queue")], input=MSG, stdout=r, env=qenv(tree))
-    os.close(r)
-    assert done.returncode == 0
+    assert conftest_queue_message(tree, MSG, b"F" + sender + b"\0T" + rcpt + b"\0\0") == 0
     n = max(queued(tree))
     return b"%d/%d" % (n % 23, n), n
 

@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 
 from pyqmail.lib import envelope, todo
 from pyqmail.lib.rewrite import Rewriter
-from test_qmail_queue import queue_message
+from conftest import queue_message
 
 REWRITER = Rewriter(b"test.example", [b"test.example"], [b"relay.example"], [b"virt.example:vprep"])
 UID = os.getuid()

@@ -1,6 +1,5 @@
 """qmail-users(5): the assign parser, qmail-newu's users/cdb (read back with tinycdb), lspawn's lookup."""
 
-import os
 import subprocess
 
 import pytest
