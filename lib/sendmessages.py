@@ -1,0 +1,231 @@
+"""qmail-send's message life outside the channels: todo scans, qmail-clean, bounces, end of message, clean-up."""
+
+import os
+import time
+
+from pyqmail.lib import bounce, sendlog, todo
+from pyqmail.lib.channel import CHANNELS
+from pyqmail.lib.inject import QmailQueue
+from pyqmail.lib.queue import SPLIT, split_name
+
+SLEEP_TODO = 1500
+SLEEP_CLEANUP = 76431
+SLEEP_SYSFAIL = 123
+OSSIFIED = 129600  # 36 hours: longer than qmail-queue's 24-hour limit, so no injection still owns it
+TRIGGER = "lock/trigger"
+
+
+def read_info(id):
+    """Return (birth, sender) from info/N: its mtime and its F record; OSError if unusable."""
+    with open(split_name("info", id), "rb") as f:
+        birth = int(os.fstat(f.fileno()).st_mtime)
+        data = f.read()
+    nul = data.find(b"\0")
+    if nul < 0 or data[:1] != b"F":
+        raise OSError("info has no sender")
+    return birth, data[1:nul]
+
+
+def numeric_names(directory):
+    """Yield the numeric entries of one directory as ints, lazily (anything else is ignored)."""
+    try:
+        entries = os.scandir(directory)
+    except OSError:
+        return
+    with entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                yield int(entry.name)
+
+
+def split_names(directory):
+    """Yield the numeric entries of directory/0 … directory/22, in qmail's order."""
+    for i in range(SPLIT):
+        yield from numeric_names("%s/%d" % (directory, i))
+
+
+class Clean:
+    """The qmail-clean pipe: one command, one answer byte."""
+
+    def __init__(self, send, fd_out, fd_in):
+        self.send, self.fd_out, self.fd_in = send, fd_out, fd_in
+
+    def ask(self, name):
+        """Ask qmail-clean to remove name (todo/N or foop/N); True if it answered `+`."""
+        try:
+            os.write(self.fd_out, name.encode() + b"\0")
+            answer = os.read(self.fd_in, 1)
+        except OSError:
+            answer = b""
+        if not answer:
+            self.send.log(sendlog.alert("lost_clean"))
+            self.send.exitasap = True
+            return False
+        if answer != b"+":
+            self.send.log(sendlog.warning("clean", name.encode()))
+            return False
+        return True
+
+
+class Todo:
+    """The todo scan: on a trigger or every SLEEP_TODO seconds, one todo entry per round."""
+
+    def __init__(self, send):
+        self.send = send
+        self.trigger = -1
+        self.scan = None
+        self.next_run = 0  # scan at once when starting
+        self.reopen_trigger()
+
+    def reopen_trigger(self):
+        """Close and reopen lock/trigger, so that it selects readable only after the next pull."""
+        if self.trigger >= 0:
+            os.close(self.trigger)
+        try:
+            self.trigger = os.open(TRIGGER, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            self.trigger = -1
+
+    def wakeup(self, wake):
+        """Return the earliest time the todo scan needs the loop (0 while scanning)."""
+        return 0 if self.scan is not None else min(wake, self.next_run)
+
+    def step(self, pulled, recent):
+        """Preprocess at most one todo entry; start a scan when it is due."""
+        send = self.send
+        if self.scan is None:
+            if not pulled and recent < self.next_run:
+                return
+            self.reopen_trigger()
+            self.scan = numeric_names("todo")
+            self.next_run = recent + SLEEP_TODO
+        id = next(self.scan, None)
+        if id is None:
+            self.scan = None
+            return
+        result = todo.preprocess(id, send.rewriter)
+        send.log(b"".join(result.log))
+        if not result.ok or not send.clean.ask("todo/%d" % id):
+            return
+        for name in result.channels:
+            send.channels[name].schedule.add(id, recent)
+        if not result.channels:
+            send.pqdone.add(id, recent)
+
+
+def inject_bounce(send, id):
+    """Queue the bounce for bounce/N if there is one and remove it; False means try again later."""
+    name = "bounce/%d" % id
+    try:
+        os.stat(name)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        send.log(sendlog.warning("stat", sendlog.flat_fn("bounce", id)))
+        return False
+    try:
+        _, sender = read_info(id)
+    except OSError:
+        return False
+    plan = bounce.plan(sender, send.bounce_controls)
+    if plan.kind == bounce.TRIPLE:
+        send.log(sendlog.triple_bounce(id))
+    else:
+        try:
+            qq = QmailQueue(send.home)
+        except OSError:
+            send.log(sendlog.fixed_warning("start_qq"))
+            return False
+        try:
+            with open(name, "rb") as text, open(split_name("mess", id), "rb") as mess:
+                qq.put(bounce.message(plan, send.bounce_controls, time.time(), text.read(), b""))
+                for chunk in iter(lambda: mess.read(65536), b""):
+                    qq.put(chunk)
+        except OSError:
+            qq.fail()
+        if qq.close(plan.sender, [plan.recipient]):
+            send.log(sendlog.fixed_warning("inject"))
+            return False
+        send.log(sendlog.bounce_msg(id, qq.pid))
+    try:
+        os.unlink(name)
+    except OSError:
+        send.log(sendlog.warning("unlink", sendlog.flat_fn("bounce", id)))
+        return False
+    return True
+
+
+def still_there(send, names):
+    """Return True if any of names exists, None after logging a stat failure, False if all are gone."""
+    for directory, id, logged in names:
+        try:
+            os.stat(directory)
+            return True
+        except FileNotFoundError:
+            continue
+        except OSError:
+            send.log(sendlog.warning("stat_later", logged))
+            return None
+    return False
+
+
+def message_done(send, id):
+    """The message has no channel work left: bounce, log `end msg`, remove info/N, have mess/N removed."""
+    names = [(split_name(c, id), id, sendlog.split_fn(c, id)) for c in CHANNELS]
+    names.append(("todo/%d" % id, id, sendlog.flat_fn("todo", id)))
+    busy = still_there(send, names)
+    if busy is None:
+        return send.pqdone.add(id, int(time.time()) + SLEEP_SYSFAIL)
+    if busy:
+        return  # a false alarm: work remains
+    info = still_there(send, [(split_name("info", id), id, sendlog.split_fn("info", id))])
+    if info is None or (info and not inject_bounce(send, id)):
+        return send.pqdone.add(id, int(time.time()) + SLEEP_SYSFAIL)
+    if not info:
+        return
+    send.log(sendlog.end_msg(id))
+    try:
+        os.unlink(split_name("info", id))
+    except OSError:
+        send.log(sendlog.warning("unlink_later", sendlog.split_fn("info", id)))
+        return send.pqdone.add(id, int(time.time()) + SLEEP_SYSFAIL)
+    send.clean.ask("foop/%d" % id)
+
+
+class Cleanup:
+    """Every SLEEP_CLEANUP seconds walk mess/, one entry per round, and remove debris of dead injections."""
+
+    def __init__(self, send):
+        self.send = send
+        self.scan = None
+        self.next_run = 0
+
+    def wakeup(self, wake):
+        """Return the earliest time the clean-up needs the loop."""
+        return min(wake, self.next_run) if self.scan is None else 0
+
+    def step(self, recent):
+        """Look at one mess/ entry: old, with neither info/N nor todo/N, means an injection died."""
+        if self.scan is None:
+            if recent < self.next_run:
+                return
+            self.scan = split_names("mess")
+        id = next(self.scan, None)
+        if id is None:
+            self.scan = None
+            self.next_run = recent + SLEEP_CLEANUP
+            return
+        try:
+            if recent <= os.stat(split_name("mess", id)).st_atime + OSSIFIED:
+                return
+        except OSError:
+            return
+        for name in (split_name("info", id), "todo/%d" % id):
+            try:
+                os.stat(name)
+                return
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return
+        self.send.clean.ask("foop/%d" % id)
