@@ -4,53 +4,20 @@ Descriptors, set up by qmail-start: 0 log output, 1 → qmail-lspawn, 2 ← qmai
 3 → qmail-rspawn, 4 ← qmail-rspawn, 5 → qmail-clean, 6 ← qmail-clean.
 """
 
-import fcntl
 import os
 import select
 import signal
 import time
 
-from pyqmail.lib import bounce, control, sendlog, todo
+from pyqmail.lib import sendlog, todo
 from pyqmail.lib.channel import LOCAL, REMOTE
-from pyqmail.lib.rewrite import Rewriter
 from pyqmail.lib.sendchannel import Channel
 from pyqmail.lib.sendmessages import SLEEP_SYSFAIL, Cleanup, Clean, Todo, message_done, read_info, split_names
+from pyqmail.lib.sendstart import FDS, Stop, log, reread, start
 from pyqmail.lib.timequeue import TimeQueue
 
 SLEEP_FOREVER = 86400
 SLEEP_FUZZ = 1
-SLEEP_ALERT = 10
-FDS = {LOCAL: (1, 2), REMOTE: (3, 4)}
-DEFAULT_CONCURRENCY = {LOCAL: 10, REMOTE: 20}
-
-
-class Stop(Exception):
-    """qmail-send cannot start: the alert has been logged; exit 111."""
-
-
-def log(line):
-    """Write one log line to fd 0 in one write; a dead logger must not stop deliveries."""
-    try:
-        os.write(0, line)
-    except OSError:
-        pass
-
-
-def read_controls():
-    """Read qmail-send's controls from QMAILHOME/control; return (settings dict, Rewriter, BounceControls)."""
-    def raw(name):
-        try:
-            with open("control/" + name, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
-    me = control.readline("me")
-    settings = {"lifetime": control.readint("queuelifetime", 604800),
-                LOCAL: control.readint("concurrencylocal", DEFAULT_CONCURRENCY[LOCAL]),
-                REMOTE: control.readint("concurrencyremote", DEFAULT_CONCURRENCY[REMOTE])}
-    envnoathost = control.rldef("envnoathost", b"envnoathost")
-    rewriter = Rewriter.from_controls(envnoathost, raw("locals"), me, raw("percenthack"), raw("virtualdomains"))
-    return settings, rewriter, bounce.controls_from(control.readline, me)
 
 
 class Send:
@@ -106,40 +73,6 @@ class Send:
         elif start.state == "retry":
             self.pqfail.add(id, int(time.time()) + SLEEP_SYSFAIL)
 
-    def reread(self):
-        """SIGHUP: reread locals and virtualdomains only."""
-        try:
-            os.chdir(self.home)
-        except OSError:
-            return log(sendlog.alert("reread_home"))
-        try:
-            try:
-                with open("control/locals", "rb") as f:
-                    locals_data = f.read()
-            except FileNotFoundError:
-                locals_data = None
-            me = control.readline("me")
-            if locals_data is None and me is None:
-                locals_data = b""  # qmail then knows no local domains at all
-        except OSError:
-            log(sendlog.alert("reread_locals"))
-        else:
-            try:
-                try:
-                    with open("control/virtualdomains", "rb") as f:
-                        vdoms = f.read()
-                except FileNotFoundError:
-                    vdoms = None
-                self.rewriter = self.rewriter.reloaded(locals_data, me, vdoms)
-            except OSError:
-                log(sendlog.alert("reread_virtualdomains"))
-        while True:
-            try:
-                return os.chdir("queue")
-            except OSError:
-                log(sendlog.alert("back_to_queue"))
-                time.sleep(SLEEP_ALERT)
-
     def can_exit(self):
         """True when terminating and no live spawner has a delivery running."""
         return self.exitasap and not any(c.alive and c.used for c in self.channels.values())
@@ -151,7 +84,7 @@ class Send:
             for c in self.channels.values():
                 c.schedule.run_all_now(recent)
         if flags.pop("hup", None):
-            self.reread()
+            self.rewriter = reread(self.home, self.rewriter)
         wake = recent + SLEEP_FOREVER
         rfds, wfds = [wake_r], []
         for c in self.channels.values():
@@ -199,49 +132,6 @@ class Send:
         if not self.exitasap:
             self.cleanup.step(recent)
 
-def spawn_limits():
-    """Read the one byte each spawner sends first: its concurrency limit."""
-    limits = {}
-    for name, (_, fd_in) in FDS.items():
-        try:
-            byte = os.read(fd_in, 1)
-        except OSError:
-            byte = b""
-        if not byte:
-            raise Stop(sendlog.cannot_start("spawn"))
-        limits[name] = byte[0]
-    return limits
-
-
-def start():
-    """Start as qmail-send does: home, controls, queue, signals, umask, mutex, spawner limits."""
-    home = os.path.abspath(control.qmailhome())
-    try:
-        os.chdir(home)
-    except OSError:
-        raise Stop(sendlog.cannot_start("home"))
-    try:
-        settings, rewriter, bounce_controls = read_controls()
-    except (OSError, ValueError):
-        raise Stop(sendlog.cannot_start("controls"))
-    try:
-        os.chdir("queue")
-    except OSError:
-        raise Stop(sendlog.cannot_start("queue"))
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    os.umask(0o077)
-    try:
-        mutex = os.open("lock/sendmutex", os.O_WRONLY)
-    except OSError:
-        raise Stop(sendlog.cannot_start("mutex"))
-    try:
-        fcntl.flock(mutex, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise Stop(sendlog.cannot_start("running"))
-    return Send(home, settings, rewriter, bounce_controls, spawn_limits())
-
-
 def serve(send):
     """Run the loop until TERM has been handled, then persist retry times and say so."""
     flags = {}
@@ -268,7 +158,7 @@ def serve(send):
 def run():
     """Console-script entry point: alerts go to the log (fd 0), never a traceback."""
     try:
-        code = serve(start())
+        code = serve(Send(*start()))
     except Stop as e:
         log(e.args[0])
         code = 111
