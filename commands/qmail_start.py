@@ -1,0 +1,188 @@
+"""qmail-start: start qmail-send with its helpers wired to qmail's descriptors (reference §1.11).
+
+Usage: qmail-start [defaultdelivery [logger arg ...]]
+"""
+
+import fcntl
+import grp
+import os
+import pwd
+import signal
+import subprocess
+import time
+from collections import namedtuple
+
+from pyqmail.lib import control
+from pyqmail.lib.exits import Exit
+from pyqmail.lib.program import main
+
+DEFAULT_DELIVERY = "./Mailbox"
+POLL = 1.0  # seconds between the pickup guard's checks that qmail-send still runs
+RESTART_DELAY = 60
+children = []
+Ids = namedtuple("Ids", "uid gid groups")  # uid None: keep ours
+Roles = namedtuple("Roles", "logger lspawn rspawn clean send pickup")
+
+
+def qmail_roles():
+    """Return qmail's accounts for each process (qmail-start.c with conf-users and conf-groups)."""
+    qmail, nofiles = grp.getgrnam("qmail").gr_gid, grp.getgrnam("nofiles").gr_gid
+
+    def uid(name):
+        """The uid of one of qmail's accounts."""
+        return pwd.getpwnam(name).pw_uid
+    queue = Ids(uid("qmailq"), qmail, [qmail])
+    return Roles(Ids(uid("qmaill"), nofiles, [nofiles]), Ids(None, qmail, [qmail]),
+                 Ids(uid("qmailr"), qmail, [qmail]), queue, Ids(uid("qmails"), qmail, [qmail]),
+                 Ids(queue.uid, qmail, []))
+
+
+def roles(home):
+    """Decide who runs what: qmail's accounts for a root-started qmail tree, else the queue's owner or us."""
+    st = os.stat(os.path.join(home, "queue"))
+    if os.geteuid() != 0 or st.st_uid == 0:
+        return Roles(*[None] * 6)
+    if pwd.getpwuid(st.st_uid).pw_name == "qmailq":
+        return qmail_roles()
+    one = Ids(st.st_uid, st.st_gid, [])  # a single-user tree of another account: everything as that account
+    return Roles(*[one] * 6)
+
+
+def credentials(ids):
+    """Return Popen's keyword arguments that switch a child to ids (none when ids is None)."""
+    if ids is None:
+        return {}
+    kw = {"group": ids.gid, "extra_groups": ids.groups}
+    if ids.uid is not None:
+        kw["user"] = ids.uid
+    return kw
+
+
+def become(ids):
+    """Switch this process to ids before it becomes qmail-send."""
+    if ids is None:
+        return
+    os.setgroups(ids.groups)
+    os.setgid(ids.gid)
+    if ids.uid is not None:
+        os.setuid(ids.uid)
+
+
+def start(argv, stdin, stdout, stderr, ids):
+    """Start argv, found through PATH, with descriptors 0, 1, 2 and ids; Exit(111) if it cannot run."""
+    try:
+        child = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, close_fds=True,
+                                 **credentials(ids))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        raise Exit(111)
+    children.append(child)  # kept, so that the subprocess module never reaps it behind qmail-send's back
+    return child
+
+
+def watch_pickup(log, ids, ready):
+    """Run qmail-pickup (restarting it if it dies) until our parent, qmail-send, is gone or TERM comes."""
+    parent = os.getppid()
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    become(ids)
+    child = start(["qmail-pickup"], subprocess.DEVNULL, log, log, None)
+    os.write(ready, b"+")
+    os.close(ready)
+    restart_at = 0
+    while not stop and os.getppid() == parent:
+        time.sleep(POLL)
+        if child is not None and child.poll() is not None:
+            os.write(log, b"warning: qmail-pickup exited with status %d; restarting it in %d seconds\n"
+                     % (child.returncode, RESTART_DELAY))
+            child, restart_at = None, time.time() + RESTART_DELAY
+        elif child is None and time.time() >= restart_at:
+            try:
+                child = start(["qmail-pickup"], subprocess.DEVNULL, log, log, None)
+            except Exit:
+                restart_at = time.time() + RESTART_DELAY
+    if child is not None:
+        child.terminate()
+        child.wait()
+    return 0
+
+
+def guard_pickup(log, ids):
+    """Fork the guard that runs qmail-pickup; return when qmail-pickup has started, Exit(111) if it cannot."""
+    ready_r, ready_w = os.pipe()
+    if os.fork() == 0:
+        code = 111
+        try:
+            os.close(ready_r)
+            code = watch_pickup(log, ids, ready_w)
+        except BaseException:
+            pass
+        os._exit(code)
+    os.close(ready_w)
+    started = os.read(ready_r, 1)
+    os.close(ready_r)
+    if not started:
+        raise Exit(111)
+
+
+def place(fds):
+    """Make fds[i] descriptor i (inheritable) for every i, whatever numbers they have now."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
+    for number, fd in enumerate(high):
+        os.dup2(fd, number)
+        os.close(fd)
+
+
+def environment(home):
+    """Make QMAILHOME absolute and put QMAILHOME/bin first on PATH, for us and everything we start."""
+    home = os.path.abspath(home)
+    os.environ["QMAILHOME"] = home
+    path = os.environ.get("PATH", os.defpath)
+    bindir = os.path.join(home, "bin")
+    if path.split(":")[0] != bindir:
+        os.environ["PATH"] = bindir + ":" + path
+    return home
+
+
+def body(argv):
+    """Start the logger, qmail-lspawn, qmail-rspawn, qmail-clean and qmail-pickup, then become qmail-send."""
+    delivery = argv[0] if argv else DEFAULT_DELIVERY
+    logger = argv[1:]
+    try:
+        home = environment(control.qmailhome())
+        who = roles(home)
+        os.chdir("/")
+    except (OSError, KeyError):
+        raise Exit(111)
+    os.umask(0o077)
+    if logger:
+        log_r, log = os.pipe()
+        start(logger, log_r, None, None, who.logger)
+        os.close(log_r)
+    else:
+        log = os.dup(1)  # EBADF when fd 1 is closed: nowhere to log
+    guard_pickup(log, who.pickup)  # before the other pipes exist, so that it holds none of them open
+    l_in, l_in_w = os.pipe()
+    l_out_r, l_out = os.pipe()
+    r_in, r_in_w = os.pipe()
+    r_out_r, r_out = os.pipe()
+    c_in, c_in_w = os.pipe()
+    c_out_r, c_out = os.pipe()
+    # unlike qmail (which closes their fd 2), the helpers' diagnostics go to the log
+    start(["qmail-lspawn", delivery], l_in, l_out, log, who.lspawn)
+    start(["qmail-rspawn"], r_in, r_out, log, who.rspawn)
+    start(["qmail-clean"], c_in, c_out, log, who.clean)
+    for fd in (l_in, l_out, r_in, r_out, c_in, c_out):
+        os.close(fd)
+    try:
+        place([log, l_in_w, l_out_r, r_in_w, r_out_r, c_in_w, c_out_r])
+        become(who.send)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.execvp("qmail-send", ["qmail-send"])
+    except OSError:
+        pass
+    raise Exit(111)
+
+
+def run():
+    """Console-script entry point."""
+    main("qmail-start", body, crash_code=111)
