@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
+from pyqmail.lib.program import main, warn
 from pyqmail.lib import tree
 
 PROGRAMS = (
@@ -79,6 +79,11 @@ def body(argv):
     tree.install_controls(root, owners, me, mini)
     if not mini:
         tree.make_queue(root / "queue", owners)
+        tree.make_delivery(root, owners)
+        if not owners.single:
+            warning = tree.alias_home_warning(root)
+            if warning:
+                warn("qmail-setup", "warning: " + warning)
     link_programs(root, owners, mini)
     print("qmail-setup: %s tree at %s (me = %s)" % (
         "mini-qmail" if mini else ("single-user" if owners.single else "qmail"), root,

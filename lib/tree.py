@@ -3,12 +3,13 @@
 import grp
 import os
 import pwd
+import shlex
 import subprocess
 from collections import namedtuple
 from pathlib import Path
 
 SPLIT = 23
-Owners = namedtuple("Owners", "single root control alias queue send remote")
+Owners = namedtuple("Owners", "single root control alias queue send remote log")
 QMAIL_USERS = (  # name, group: qmail's conf-users and conf-groups
     ("alias", "nofiles"), ("qmaild", "nofiles"), ("qmaill", "nofiles"), ("qmailp", "nofiles"),
     ("qmailq", "qmail"), ("qmailr", "qmail"), ("qmails", "qmail"),
@@ -18,7 +19,7 @@ QMAIL_USERS = (  # name, group: qmail's conf-users and conf-groups
 def single_owner(uid, gid):
     """Every file owned by one account (single-user mode)."""
     ids = (uid, gid)
-    return Owners(True, ids, ids, ids, ids, ids, ids)
+    return Owners(True, ids, ids, ids, ids, ids, ids, ids)
 
 
 def ensure_account(name, group, home):
@@ -45,7 +46,7 @@ def qmail_owners(root):
     gid_qmail = grp.getgrnam("qmail").gr_gid
     return Owners(False, (0, 0), (0, gid_qmail), (ids["alias"][0], gid_qmail),
                   (ids["qmailq"][0], gid_qmail), (ids["qmails"][0], gid_qmail),
-                  (ids["qmailr"][0], gid_qmail))
+                  (ids["qmailr"][0], gid_qmail), ids["qmaill"])
 
 
 def lchown(path, ids):
@@ -128,3 +129,54 @@ def make_queue(q, o):
     new_file(q / "lock" / "sendmutex", o.send, 0o600)
     new_file(q / "lock" / "tcpto", o.remote, 0o644, bytes(1024))
     fifo(q / "lock" / "trigger", o.send, 0o622)
+
+
+ALIASES = (".qmail-postmaster", ".qmail-mailer-daemon", ".qmail-root")  # qmail's INSTALL.alias
+DEFAULT_DELIVERY = b"./Maildir/\n"
+
+
+def rc_script(root):
+    """Return QMAILHOME/rc, qmail's /var/qmail/rc for this tree (logging with multilog when it is installed)."""
+    return """#!/bin/sh
+# Start mail delivery on this qmail tree: qmail-start(8) with qmail-send and its helpers.
+# Written by qmail-setup, which never overwrites it: edit freely.
+# Usage: rc [logger arg...]
+# Deliveries default to control/defaultdelivery. Without arguments the log goes to
+# multilog (daemontools) into log/qmail-send/ when multilog is installed, else it is
+# appended to log/qmail-send.log.
+QMAILHOME=%s
+dd=`cat "$QMAILHOME/control/defaultdelivery" 2>/dev/null`
+[ -n "$dd" ] || dd=./Maildir/
+if [ $# -eq 0 ]; then
+  if command -v multilog >/dev/null 2>&1; then
+    set -- multilog t "$QMAILHOME/log/qmail-send"
+  else
+    exec >>"$QMAILHOME/log/qmail-send.log" 2>&1 || exit 111
+  fi
+fi
+exec env - PATH="$QMAILHOME/bin:$PATH" QMAILHOME="$QMAILHOME" qmail-start "$dd" "$@"
+""" % shlex.quote(str(root))
+
+
+def make_delivery(root, o):
+    """Add what delivery needs: control/defaultdelivery, rc, log/, and the alias user's .qmail files and Maildir."""
+    new_file(root / "control" / "defaultdelivery", o.control, 0o644, DEFAULT_DELIVERY)
+    new_file(root / "rc", o.root, 0o755, rc_script(root).encode())
+    directory(root / "log", o.root, 0o755)
+    directory(root / "log" / "qmail-send", o.log, 0o755)
+    for name in ALIASES:
+        new_file(root / "alias" / name, o.alias, 0o644)
+    for sub in ("", "/tmp", "/new", "/cur"):
+        directory(str(root / "alias" / "Maildir") + sub, o.alias, 0o700)
+
+
+def alias_home_warning(root):
+    """Return a warning when the alias account's passwd home is not this tree's alias/ (its mail goes there)."""
+    try:
+        home = pwd.getpwnam("alias").pw_dir
+    except KeyError:
+        return None
+    if os.path.realpath(home) != os.path.realpath(root / "alias"):
+        return ("the alias account's home is %s, not %s: mail for postmaster, root and unknown local "
+                "parts goes there unless users/assign says otherwise" % (home, root / "alias"))
+    return None

@@ -1,8 +1,11 @@
 """qmail-setup: the tree's layout, control defaults, idempotence, mini-qmail (issue 2 §1)."""
 
 import os
+import pwd
 import stat
 import subprocess
+
+import pytest
 
 from conftest import make_tree, program, qenv, queued
 
@@ -64,3 +67,36 @@ def test_usage_errors_exit_nonzero(world_tmp):
     done = subprocess.run([program("qmail-setup"), "--user", "no-such-user-xyz", str(world_tmp / "x")],
                           capture_output=True)
     assert done.returncode == 100 and b"no such account" in done.stderr
+
+
+def test_delivery_pieces_rc_defaultdelivery_log_and_aliases(tree):
+    assert (tree / "control" / "defaultdelivery").read_text() == "./Maildir/\n"
+    rc = (tree / "rc").read_text()
+    assert rc.startswith("#!/bin/sh\n") and os.access(tree / "rc", os.X_OK)
+    assert "QMAILHOME=%s\n" % tree in rc
+    assert 'exec env - PATH="$QMAILHOME/bin:$PATH" QMAILHOME="$QMAILHOME" qmail-start "$dd" "$@"' in rc
+    assert (tree / "log" / "qmail-send").is_dir()
+    for name in (".qmail-postmaster", ".qmail-mailer-daemon", ".qmail-root"):
+        path = tree / "alias" / name
+        assert path.read_bytes() == b"" and stat.S_IMODE(path.stat().st_mode) == 0o644
+    for d in ("", "new", "cur", "tmp"):
+        assert stat.S_IMODE((tree / "alias" / "Maildir" / d).stat().st_mode) == 0o700
+
+
+def test_delivery_pieces_are_never_overwritten(tree):
+    (tree / "rc").write_text("#!/bin/sh\n# mine\n")
+    (tree / "control" / "defaultdelivery").write_text("./Mailbox\n")
+    (tree / "alias" / ".qmail-root").write_text("&someone@example.org\n")
+    make_tree(tree, "--single-user", "--me", "test.example")
+    assert (tree / "rc").read_text() == "#!/bin/sh\n# mine\n"
+    assert (tree / "control" / "defaultdelivery").read_text() == "./Mailbox\n"
+    assert (tree / "alias" / ".qmail-root").read_text() == "&someone@example.org\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for qmail's accounts")
+def test_root_tree_delivery_pieces_belong_to_the_logger_and_alias(world_tmp):
+    root = make_tree(world_tmp / "q", "--me", "test.example")
+    owner = lambda p: pwd.getpwuid(p.stat().st_uid).pw_name  # noqa: E731
+    assert owner(root / "log" / "qmail-send") == "qmaill"
+    assert owner(root / "rc") == "root"
+    assert {owner(p) for p in (root / "alias").iterdir()} == {"alias"}
