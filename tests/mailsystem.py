@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import qenv
+from conftest import make_tree, qenv
 
 ROOT = os.geteuid() == 0
 
@@ -15,6 +15,11 @@ ROOT = os.geteuid() == 0
 def delivery_account():
     """Return the passwd entry deliveries run as: ours, or nobody's when the tests run as root."""
     return pwd.getpwnam("nobody") if ROOT else pwd.getpwuid(os.getuid())
+
+
+def make_system_tree(path, me="test.example"):
+    """Set up a tree as an installation runs it: qmail's accounts, owners and modes as root, else single-user."""
+    return make_tree(path, "--me", me) if ROOT else make_tree(path, "--single-user", "--me", me)
 
 
 def make_home(base, name="home"):
