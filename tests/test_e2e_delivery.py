@@ -136,13 +136,18 @@ def test_qmqp_source_to_maildir_read_back_with_mutt(procs, mtree, world_tmp):
     homes = users(mtree, world_tmp, "joe")
     system = start(procs, mtree)
     (mtree / "control" / "qmqpderrordelay").write_text("0\n")
-    port = tcpserver(procs, mtree, [program("qmail-qmqpd")])
+    # as installed: qmail-qmqpd runs as qmaild (whose mail goes through the maildrop and qmail-pickup)
+    daemon = pwd.getpwnam("qmaild") if ROOT else pwd.getpwuid(os.getuid())
+    options = ("-u", str(daemon.pw_uid), "-g", str(daemon.pw_gid)) if ROOT else ()
+    port = tcpserver(procs, mtree, [program("qmail-qmqpd")], options=options)
     count, length = 20, 400
     result = subprocess.run(["qmqp-source", "-s", "4", "-m", str(count), "-l", str(length), "-f", "qs@example.org",
                              "-t", "joe@test.example", "127.0.0.1:%d" % port], capture_output=True, timeout=120)
     assert result.returncode == 0, result.stderr
     log = system.wait_log(b"end msg ", count)
     assert log.count(b"to local joe@test.example\n") == count
+    assert len(re.findall(rb"^info msg \d+: bytes \d+ from <qs@example\.org> qp \d+ uid %d$" % daemon.pw_uid,
+                          log, re.M)) == count
     assert len(re.findall(rb"^delivery \d+: success: did_1\+0\+0/$", log, re.M)) == count
     assert system.stop() == 0
     assert queue_is_empty(mtree)
@@ -150,9 +155,11 @@ def test_qmqp_source_to_maildir_read_back_with_mutt(procs, mtree, world_tmp):
     read = mutt_read(procs, homes["joe"] / "Maildir", world_tmp / "mutt")
     assert len(read) == count
     assert sorted(read) == maildir(homes["joe"])  # mutt saw exactly the delivered bytes
+    network = (rb"Received: \(qmail \d+ invoked %s\); " % (b"from network" if ROOT else b"by uid %d" % daemon.pw_uid)
+               + DATE + rb"\n")
     for message in read:
-        head = re.match(rb"Return-Path: <qs@example\.org>\nDelivered-To: joe@test\.example\n" + QUEUED + QMQP_RECEIVED,
-                        message)
+        head = re.match(rb"Return-Path: <qs@example\.org>\nDelivered-To: joe@test\.example\n" + network
+                        + QMQP_RECEIVED, message)
         assert head, message[:300]
         m = re.fullmatch(QMQP_PAYLOAD, message[head.end():])
         assert m, message[:600]
