@@ -1,0 +1,99 @@
+"""Per-message programs import only what their code path needs (issue 4: start-up cost).
+
+Each program is run for real, on a real message, under `python -X importtime`; the modules it imported are read
+from that report and checked against a deny-list of heavy modules.
+"""
+
+import os
+import pwd
+import subprocess
+import sys
+
+import pytest
+
+from conftest import program, qenv, tcpserver
+
+ROOT = os.geteuid() == 0
+HEAVY = {"asyncio", "email", "ssl", "logging", "dns", "re", "typing", "subprocess", "argparse", "docopt",
+         "hypothesis", "json", "http", "urllib", "threading", "pathlib", "locale", "tempfile", "shutil"}
+
+
+def imported(stderr):
+    """Return the top-level package names of every module in a -X importtime report."""
+    names = set()
+    for line in stderr.decode(errors="replace").splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name and name != "imported package":
+                names.add(name.split(".")[0])
+    return names
+
+
+def run_timed(name, tree, stdin=b"", argv=(), fds=None, preexec=None, env=None):
+    """Run an installed program's launcher under -X importtime; return (exit code, top-level modules)."""
+    launcher = program(name)
+    e = qenv(tree, **(env or {}))
+    proc = subprocess.run([sys.executable, "-X", "importtime", launcher, *argv], input=stdin, env=e,
+                          stdout=fds if fds is not None else subprocess.PIPE, stderr=subprocess.PIPE,
+                          preexec_fn=preexec)
+    return proc.returncode, imported(proc.stderr)
+
+
+def test_qmail_queue_imports_nothing_heavy(tree):
+    r, w = os.pipe()
+    os.write(w, b"Fa@b.example\0Tc@d.example\0\0")
+    os.close(w)
+    code, mods = run_timed("qmail-queue", tree, b"Subject: x\n\nbody\n", fds=r)
+    os.close(r)
+    assert code == 0
+    assert not mods & HEAVY, sorted(mods & HEAVY)
+
+
+def test_qmail_qmqpd_imports_nothing_heavy(tree):
+    body = b"".join(b"%d:%s," % (len(f), f) for f in (b"Subject: x\n\nbody\n", b"a@b.example", b"c@d.example"))
+    request = b"%d:%s," % (len(body), body)
+    code, mods = run_timed("qmail-qmqpd", tree, request, env={"TCPREMOTEIP": "127.0.0.1", "TCPLOCALPORT": "628"})
+    assert code == 0
+    assert not mods & HEAVY, sorted(mods & HEAVY)
+
+
+def test_qmail_qmqpd_under_tcpserver_imports_nothing_heavy(procs, tree):
+    """The same through a real socket (fd 0 is a TCP connection; the peer comes from tcpserver's variables)."""
+    port = tcpserver(procs, tree, [sys.executable, "-X", "importtime", program("qmail-qmqpd")])
+    import socket
+    body = b"".join(b"%d:%s," % (len(f), f) for f in (b"Subject: x\n\nbody\n", b"a@b.example", b"c@d.example"))
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"%d:%s," % (len(body), body))
+        reply = s.recv(100)
+    assert b":K" in reply
+    log = (tree / ("tcpserver-%d.log" % port)).read_bytes()
+    mods = imported(log)
+    assert "pyqmail" in mods
+    assert not mods & HEAVY, sorted(mods & HEAVY)
+
+
+@pytest.fixture
+def home(world_tmp):
+    """A home with a Maildir, owned by the delivery account (nobody when root)."""
+    pw = pwd.getpwnam("nobody") if ROOT else pwd.getpwuid(os.getuid())
+    h = world_tmp / "home"
+    for d in (h, h / "Maildir", h / "Maildir/new", h / "Maildir/cur", h / "Maildir/tmp"):
+        d.mkdir()
+        os.chmod(d, 0o755)
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+    return h, pw
+
+
+def test_qmail_local_maildir_delivery_imports_nothing_heavy(tree, home):
+    h, pw = home
+    preexec = (lambda: (os.setgid(pw.pw_gid), os.setgroups([]), os.setuid(pw.pw_uid))) if ROOT else None
+    argv = ["--", pw.pw_name, str(h), "joe", "", "", "test.example", "a@b.example", "./Maildir/"]
+    msgfile = h / "msg"
+    msgfile.write_bytes(b"Subject: x\n\nbody\n")
+    with open(msgfile, "rb") as msg:
+        proc = subprocess.run([sys.executable, "-X", "importtime", program("qmail-local"), *argv], stdin=msg,
+                              env=qenv(tree), stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec)
+    assert proc.returncode == 0, proc.stdout
+    assert len(os.listdir(h / "Maildir/new")) == 1
+    mods = imported(proc.stderr)
+    assert not mods & HEAVY, sorted(mods & HEAVY)
