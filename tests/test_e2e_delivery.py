@@ -19,6 +19,10 @@ from mailsystem import ROOT, MailSystem, delivery_account, make_home, make_syste
 MSG = b"Subject: e2e\nMessage-ID: <e2e@x>\n\nFrom the start\n>From quoted\n>>From twice\nFromage\nlast line"
 DATE = rb"\d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d -0000"
 QUEUED = rb"Received: \(qmail (\d+) invoked by uid (\d+)\); " + DATE + rb"\n"
+LOG_LINE = (rb"status: local \d+/\d+ remote \d+/\d+( exitasap)?|status: exiting|new msg \d+|end msg \d+"
+            rb"|info msg \d+: bytes \d+ from <[^>\s]*> qp \d+ uid \d+|bounce msg \d+ qp \d+"
+            rb"|starting delivery \d+: msg \d+ to (local|remote) \S+|delivery \d+: (success|failure|deferral): \S*"
+            rb"|qmail-pickup: queued maildrop/[0-9a-f]+: msg \d+ uid \d+")  # qmail-pickup(8) logs here too
 FAKE_REMOTE = "fake-qmail-remote"
 REMOTE = b"Zno remote deliveries in these tests.\n"
 
@@ -36,6 +40,14 @@ def mtree(world_tmp):
 def start(procs, tree, **env):
     """Start qmail-start on tree with ./Maildir/ as the default delivery; return the MailSystem."""
     return MailSystem(procs, tree, "./Maildir/", env=dict(env, QMAILREMOTE=tree.parent / FAKE_REMOTE))
+
+
+def stop(system):
+    """TERM the system (checking its helpers go too); return qmail-send's exit code after checking the log is clean."""
+    code = system.stop()
+    trouble = [line for line in system.log().splitlines() if not re.fullmatch(LOG_LINE, line)]
+    assert not trouble, system.log().decode(errors="replace")  # alerts, warnings, helpers' complaints
+    return code
 
 
 def write_assign(tree, entries):
@@ -146,7 +158,7 @@ def test_qmqp_source_to_maildir_read_back_with_mutt(procs, mtree, world_tmp):
     assert len(re.findall(rb"^info msg \d+: bytes \d+ from <qs@example\.org> qp \d+ uid %d$" % daemon.pw_uid,
                           log, re.M)) == count
     assert len(re.findall(rb"^delivery \d+: success: did_1\+0\+0/$", log, re.M)) == count
-    assert system.stop() == 0
+    assert stop(system) == 0
     assert queue_is_empty(mtree)
 
     read = mutt_read(procs, homes["joe"] / "Maildir", world_tmp / "mutt")
@@ -184,7 +196,7 @@ def test_mbox_delivery_from_lines_quoting_and_mutt(procs, mtree, world_tmp):
     send(mtree, [b"joe-mbox@test.example"])
     log = system.wait_log(b"end msg ", 2)
     assert len(re.findall(rb"^delivery \d: success: did_1\+0\+0/$", log, re.M)) == 2
-    assert system.stop() == 0
+    assert stop(system) == 0
 
     box = (homes["joe"] / "Mailbox").read_bytes()
     entry = (FROM_ + rb"Return-Path: <s@example\.org>\nDelivered-To: joe-mbox@test\.example\n" + QUEUED
@@ -208,7 +220,7 @@ def test_program_delivery_gets_qmail_command_environment_and_the_recipients_uid(
     send(mtree, [b"joe-prog-a-b@test.example"])
     log = system.wait_log(b"end msg ", 1)
     assert re.search(rb"^delivery 1: success: prog_ran/did_0\+0\+1/$", log, re.M), log
-    assert system.stop() == 0
+    assert stop(system) == 0
 
     pw = delivery_account()
     values = [pw.pw_name, str(home), "joe-prog-a-b", "test.example", "joe-prog-a-b@test.example", "s@example.org",
@@ -237,7 +249,7 @@ def test_forward_to_another_local_user(procs, mtree, world_tmp):
     assert int(info.group(2)) == delivery_account().pw_uid  # the forwarder's uid, as qmail-queue records it
     assert re.search(rb"^starting delivery 2: msg %d to local sam@test\.example$" % second, log, re.M)
     assert re.search(rb"^delivery 2: success: did_1\+0\+0/$", log, re.M)
-    assert system.stop() == 0
+    assert stop(system) == 0
 
     assert maildir(homes["joe"]) == []
     [delivered] = mutt_read(procs, homes["sam"] / "Maildir", world_tmp / "mutt")
@@ -267,7 +279,7 @@ def test_bounce_to_a_local_sender_is_byte_exact(procs, mtree, world_tmp):
     assert re.search(rb"^info msg %d: bytes \d+ from <> qp %s uid %d$" % (bounce, bounce_qp.group(1), qmails), log, re.M)
     assert re.search(rb"^starting delivery 2: msg %d to local joe@test\.example$" % bounce, log, re.M)
     assert re.search(rb"^delivery 2: success: did_1\+0\+0/$", log, re.M)
-    assert system.stop() == 0
+    assert stop(system) == 0
 
     [delivered] = maildir(homes["joe"])
     expected = (b"Return-Path: <>\n"
@@ -309,7 +321,7 @@ def test_temporary_failure_is_retried_at_qmails_time_and_on_alrm(procs, mtree, w
     log = system.wait_log(b"delivery 1: deferral: not_yet/\n")
     after = math.ceil(time.time())
     [n] = msg_numbers(log)
-    assert system.stop() == 0
+    assert stop(system) == 0
     assert system.log().endswith(b"status: exiting\n")
 
     birth = int((mtree / "queue" / "info" / str(n % 23) / str(n)).stat().st_mtime)
@@ -328,7 +340,7 @@ def test_temporary_failure_is_retried_at_qmails_time_and_on_alrm(procs, mtree, w
     log = again.wait_log(b"end msg %d\n" % n)
     assert re.search(rb"^starting delivery 1: msg %d to local joe-retry@test\.example\n" % n, log, re.M)
     assert re.search(rb"^delivery 1: success: delivered_on_retry/did_1\+0\+1/$", log, re.M), log
-    assert again.stop() == 0
+    assert stop(again) == 0
     [delivered] = maildir(home)
     assert re.fullmatch(rb"Return-Path: <s@example\.org>\nDelivered-To: joe-retry@test\.example\n" + QUEUED
                         + re.escape(MSG), delivered)
@@ -358,7 +370,7 @@ def test_hup_rereads_locals_and_virtualdomains(procs, mtree, world_tmp):
     assert re.search(rb"^starting delivery \d: msg %d to local joe@other\.example$" % second, log, re.M), log
     assert re.search(rb"^starting delivery \d: msg %d to local joe-box@virt\.example$" % second, log, re.M), log
     assert b"alert:" not in log
-    assert system.stop() == 0
+    assert stop(system) == 0
     delivered = [re.match(rb"Return-Path: <s@example\.org>\n(Delivered-To: [^\n]+\n)", m).group(1)
                  for m in maildir(home)]
     assert sorted(delivered) == [b"Delivered-To: joe-box@virt.example\n", b"Delivered-To: joe@other.example\n"]
@@ -381,7 +393,7 @@ def test_term_waits_for_a_running_delivery_then_exits_0(procs, mtree, world_tmp)
     assert system.proc.poll() is None  # still waiting for the delivery
     (home / "go").write_text("")
     log = system.wait_log(b"status: exiting\n")
-    assert system.stop() == 0  # already gone: returns its exit code and checks the helpers left too
+    assert stop(system) == 0  # already gone: returns its exit code and checks the helpers left too
     success = log.index(b"delivery 1: success: slow_done/did_1+0+1/\n")
     assert re.search(rb"^status: local 0/10 remote 0/20 exitasap$", log[success:], re.M), log
     assert log.endswith(b"status: exiting\n")
@@ -400,6 +412,6 @@ def test_account_with_uid_0_is_refused_through_the_whole_system(procs, mtree, wo
     [n] = msg_numbers(log)
     assert re.search(rb"^starting delivery 1: msg %d to local rootly@test\.example$" % n, log, re.M)
     assert re.search(rb"^delivery 1: deferral: Not_allowed_to_perform_deliveries_as_root./$", log, re.M), log
-    assert system.stop() == 0
+    assert stop(system) == 0
     assert maildir(home) == [] and not (home / "ran").exists()
     assert (mtree / "queue" / "local" / str(n % 23) / str(n)).read_bytes() == b"Trootly@test.example\0"
