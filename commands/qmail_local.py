@@ -83,10 +83,10 @@ def run_program(command, env):
 
 def forward(dtline, sender, recipients):
     """Queue DTLINE + message to every forward recipient in one qmail-queue run; return its pid."""
-    from pyqmail.lib.inject import QmailQueue
+    from pyqmail.lib.queuehere import open_queue
     msgfd.rewind(0)
     try:
-        qq = QmailQueue()
+        qq = open_queue()
     except OSError as e:
         raise Exit(111, "Unable to fork: %s. (#4.3.0)" % error_str(e.errno))
     qq.put(dtline)

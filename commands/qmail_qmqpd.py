@@ -70,10 +70,10 @@ class Spool:
 
     def begin(self, length):
         """Start qmail-queue with our Received line; return the sink for the message bytes."""
-        from pyqmail.lib.inject import QmailQueue
+        from pyqmail.lib.queuehere import open_queue
         from pyqmail.lib.received import received
         peer = self.session.peer
-        self.qq = QmailQueue()
+        self.qq = open_queue()
         self.qq.put(received(b"QMQP", peer.localhost or peer.localip or b"unknown", peer.remoteip or b"unknown",
                              peer.remotehost or b"unknown", peer.remoteinfo))
         if self.session.debug:

@@ -63,9 +63,9 @@ def bytes_argv(argv):
 
 def queue_message(program, head, sender, recipients, fd=0):
     """Queue head + the rest of fd through qmail-queue; return (its pid, its D/Z text or "")."""
-    from pyqmail.lib.inject import QmailQueue
+    from pyqmail.lib.queuehere import open_queue
     try:
-        qq = QmailQueue()
+        qq = open_queue()
     except OSError as e:
         raise fatal(program, 111, "unable to fork: " + error_str(e.errno))
     qq.put(head)

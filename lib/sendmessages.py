@@ -5,7 +5,7 @@ import time
 
 from pyqmail.lib import bounce, sendlog, todo
 from pyqmail.lib.channel import CHANNELS
-from pyqmail.lib.inject import QmailQueue
+from pyqmail.lib.queuehere import open_queue
 from pyqmail.lib.queue import SPLIT, split_name
 
 SLEEP_TODO = 1500
@@ -132,7 +132,7 @@ def inject_bounce(send, id):
         send.log(sendlog.triple_bounce(id))
     else:
         try:
-            qq = QmailQueue(send.home)
+            qq = open_queue(send.home)
         except OSError:
             send.log(sendlog.fixed_warning("start_qq"))
             return False

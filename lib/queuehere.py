@@ -1,0 +1,127 @@
+"""qmail-queue's work done inside the calling program, when that is exactly what qmail-queue would do.
+
+Starting qmail-queue costs a Python interpreter start per message. A program that owns the queue (a
+single-user tree, or qmail-send/qmqpd running as the queue owner) and would run our own qmail-queue
+writes the queue itself, with the same files, order, fsyncs and result texts (lib/queue.Injection).
+$QMAILQUEUE, a foreign bin/qmail-queue, root, or not owning the queue: the caller execs qmail-queue.
+"""
+
+import os
+import sys
+
+from pyqmail.lib import envelope, queue
+from pyqmail.lib.exits import Exit, qq_text
+
+
+def our_qmail_queue(home):
+    """True if QMAILHOME/bin/qmail-queue is the qmail-queue installed beside this interpreter."""
+    ours = os.path.join(os.path.dirname(sys.executable), "qmail-queue")
+    try:
+        return os.path.samefile(os.path.join(home, "bin", "qmail-queue"), ours)
+    except OSError:
+        return False
+
+
+def possible(home):
+    """True if this process may queue a message itself instead of running qmail-queue."""
+    if os.environ.get("QMAILQUEUE") or os.geteuid() == 0:
+        return False
+    try:
+        return queue.owns_queue(home) and our_qmail_queue(home)
+    except Exit:
+        return False
+
+
+class QueueHere:
+    """QmailQueue's interface (put, fail, close, abort, pid) writing the queue from this process."""
+
+    def __init__(self, home):
+        self.pid = os.getpid()
+        self.home = home
+        self.code = 0
+        self.fd = -1
+        self.injection = queue.Injection(self.pid, os.getuid())
+        try:
+            self.in_queue(self.open)
+        except Exit as e:
+            self.code = e.code
+
+    def in_queue(self, action, *args):
+        """Run action inside QMAILHOME/queue with qmail-queue's umask, then come back."""
+        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        mask = os.umask(0o033)
+        try:
+            queue.enter_queue(self.home)
+            return action(*args)
+        finally:
+            os.umask(mask)
+            os.fchdir(here)
+            os.close(here)
+
+    def open(self):
+        """Create mess/N and write the Received line qmail-queue adds."""
+        self.fd, _ = self.injection.open_mess()
+        self.write(queue.received_line(self.pid, self.injection.uid, self.injection.now))
+
+    def write(self, data):
+        """Write to mess/N; a failure is remembered (53) and reported at close."""
+        try:
+            queue.write_all(self.fd, data)
+        except OSError:
+            self.code = self.code or 53
+
+    def put(self, data):
+        """Append message bytes."""
+        if not self.code and data:
+            self.write(data)
+
+    def fail(self):
+        """Make sure nothing is queued."""
+        self.code = self.code or 54  # what qmail-queue sees: the message ends before the envelope is read
+
+    def close(self, sender, recipients):
+        """Fsync the message, commit the envelope; return qmail.c's result text ("" when queued)."""
+        try:
+            self.in_queue(self.finish, sender, recipients)
+        except Exit as e:
+            return qq_text(e.code)
+        return ""
+
+    def finish(self, sender, recipients):
+        """Inside the queue: fsync mess and its directory, then write intd/N and link todo/N."""
+        injection = self.injection
+        if self.fd >= 0:
+            try:
+                if not self.code:
+                    os.fsync(self.fd)
+                os.close(self.fd)
+                self.fd = -1
+                if not self.code:
+                    queue.fsync_dir("mess/%d" % (injection.number % queue.SPLIT))
+            except OSError:
+                self.code = 53
+        if not self.code:
+            try:  # exactly what qmail-queue would make of these bytes (a NUL inside an address, a long one)
+                sender, recipients = envelope.decode(envelope.encode(sender, recipients))
+            except envelope.EnvelopeError as e:
+                self.code = e.code
+        if self.code:
+            if injection.created:
+                injection.fail(self.code)
+            raise Exit(self.code)
+        injection.commit(sender, recipients)
+
+    def abort(self):
+        """Give up on this message: remove what was made."""
+        self.fail()
+        return self.close(b"", [])
+
+
+def open_queue(home=None):
+    """Return a QueueHere when this process may queue by itself, else a running qmail-queue (QmailQueue)."""
+    from pyqmail.lib import control
+    home = os.path.abspath(home or control.qmailhome())
+    if possible(home):
+        return QueueHere(home)
+    from pyqmail.lib.inject import QmailQueue
+    return QmailQueue(home)
