@@ -59,7 +59,7 @@ def credentials(ids):
 
 
 def become(ids):
-    """Switch this process to ids before it becomes qmail-send."""
+    """Switch this process (the pickup guard, or qmail-start about to become qmail-send) to ids."""
     if ids is None:
         return
     os.setgroups(ids.groups)

@@ -227,6 +227,14 @@ def test_exit_111_and_nothing_left_when_a_program_is_missing(procs, system, miss
     assert wait_gone(tree_processes(tree)) == []
 
 
+def test_exit_111_and_nothing_left_when_the_logger_is_missing(procs, system):
+    tree, _ = system
+    p = procs.start([program("qmail-start"), "./Maildir/", "no-such-logger-here"], env=qenv(tree),
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.communicate(timeout=30) == (b"", b"") and p.returncode == 111
+    assert wait_gone(tree_processes(tree)) == []
+
+
 def test_exit_111_without_a_queue(procs, world_tmp):
     p = procs.start([program("qmail-start")], env=qenv(world_tmp / "nothing"),
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
