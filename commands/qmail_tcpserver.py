@@ -1,0 +1,194 @@
+"""qmail-tcpserver: tcpserver's interface and log; pyqmail's own programs run in pre-loaded forked children."""
+
+import os
+import select
+import signal
+import socket
+import sys
+
+from pyqmail.lib import inprocess, tcprules, tcpserve
+from pyqmail.lib.errstr import error_str
+from pyqmail.lib.exits import Exit
+from pyqmail.lib.program import main
+
+HANDLED = (signal.SIGCHLD, signal.SIGTERM)
+
+
+class Drop(Exception):
+    """This connection cannot be served: tcpserver's `dropping connection` warning, exit 111."""
+
+
+def say(line):
+    """Write one log line to fd 2, ignoring a closed descriptor."""
+    try:
+        os.write(2, (line + "\n").encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass
+
+
+class Listener:
+    """The accept loop: at most limit children, reaped and logged as tcpserver does."""
+
+    def __init__(self, o, sock, entry):
+        self.o, self.sock, self.entry = o, sock, entry
+        self.children = 0
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def status(self):
+        """Log the number of children at -v."""
+        if self.o.verbosity >= 2:
+            say(tcpserve.status_line(self.children, self.o.limit))
+
+    def run(self):
+        """Accept and serve connections until TERM."""
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # only to wake poll through the pipe
+        signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))  # children go on, as with tcpserver
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        self.sock.setblocking(False)
+        self.status()
+        poller = select.poll()
+        poller.register(self.wake_r, select.POLLIN)
+        accepting = False
+        while True:
+            if accepting != (self.children < self.o.limit):  # over the limit, wait as tcpserver does
+                accepting = not accepting
+                poller.register(self.sock, select.POLLIN) if accepting else poller.unregister(self.sock)
+            ready = {fd for fd, _ in poller.poll()}
+            if self.wake_r in ready:
+                while True:
+                    try:
+                        if not os.read(self.wake_r, 512):
+                            break
+                    except BlockingIOError:
+                        break
+                self.reap()
+            if self.sock.fileno() in ready and self.children < self.o.limit:
+                self.accept()
+
+    def reap(self):
+        """Collect finished children and log them."""
+        while True:
+            try:
+                pid, wstat = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            lines = tcpserve.end_lines(pid, wstat)
+            for line in lines if self.o.verbosity >= 2 else lines[1:] if self.o.verbosity else ():
+                say(line)
+            self.children = max(0, self.children - 1)
+            self.status()
+
+    def accept(self):
+        """Accept one connection and fork its child."""
+        try:
+            conn, remote = self.sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError as e:  # out of descriptors: let children finish instead of spinning
+            say("tcpserver: warning: unable to accept: %s" % error_str(e.errno))
+            select.select([], [], [], 0.1)
+            return
+        self.children += 1
+        self.status()
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        try:
+            pid = os.fork()
+        except OSError as e:
+            say("tcpserver: warning: dropping connection, unable to fork: %s" % error_str(e.errno))
+            self.children -= 1
+            self.status()
+            pid = -1
+        if pid == 0:
+            self.child(conn, remote)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+        conn.close()
+
+    def child(self, conn, remote):
+        """Become the connection's process: never returns."""
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in HANDLED:
+                signal.signal(signum, signal.SIG_DFL)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            self.sock.close()
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            code = self.serve(conn, remote)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 111
+        except (Drop, tcprules.Unreadable) as e:
+            say("tcpserver: warning: dropping connection, %s" % e)
+            code = 111
+        except BaseException as e:  # one clear line, never a traceback
+            say("tcpserver: warning: dropping connection, internal error: %s: %s" % (type(e).__name__, e))
+            code = 111
+        os._exit(code or 0)
+
+    def serve(self, conn, remote):
+        """tcpserver's doit(): log, banner, environment, rules, descriptors, then the program."""
+        o, pid = self.o, os.getpid()
+        env = tcpserve.environment(conn.getsockname(), remote, o.localname)
+        if o.verbosity >= 2:
+            say(tcpserve.pid_line(pid, env["TCPREMOTEIP"]))
+        if o.kill_ipoptions and conn.family == socket.AF_INET:
+            conn.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+        if o.nodelay:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if o.banner:
+            try:
+                conn.sendall(o.banner)
+            except OSError as e:
+                raise Drop("unable to print banner: %s" % error_str(e.errno))
+        for name, value in env.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+        rule = tcprules.read(o.rules, env["TCPREMOTEIP"], o.rules_optional) if o.rules else None
+        for name, value in rule.env if rule else ():
+            if tcprules.settable(name):
+                os.environb[name] = value
+        deny = bool(rule and rule.deny)
+        if o.verbosity >= 2:
+            say(tcpserve.verdict_line(deny, pid, env))
+        if deny:
+            return 100
+        fd = conn.detach()
+        os.dup2(fd, 0)
+        os.dup2(0, 1)
+        if fd > 1:
+            os.close(fd)
+        sys.argv = list(o.argv)
+        if self.entry is not None:
+            self.entry()  # ends with os._exit; a return means success
+            return 0
+        for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; an exec'd program must not
+            signal.signal(signum, signal.SIG_DFL)
+        try:
+            os.execvp(o.argv[0], o.argv)
+        except OSError as e:
+            raise Drop("unable to run %s: %s" % (o.argv[0], error_str(e.errno)))
+
+
+def body(argv):
+    """Parse tcpserver's options, bind, pre-load our program if it is one, and serve."""
+    try:
+        o = tcpserve.parse(argv, os.environ)
+    except tcpserve.UsageError as e:
+        raise Exit(100, "%s\ntcpserver: %s" % (e, tcpserve.USAGE))
+    tcpserve.uncoerce_locale(os.environ)
+    sock = tcpserve.listen(o)
+    tcpserve.drop_privileges(o)
+    module = inprocess.recognise(o.argv[0])
+    entry = inprocess.load(module) if module else None
+    if entry is not None:
+        inprocess.preload(module)
+        if o.verbosity >= 2:
+            say("tcpserver: info: running %s in forked children of this process (%s)" % (o.argv[0], module))
+    if o.rules:
+        import cdbx  # noqa: F401 -- imported once here, not in every child
+    Listener(o, sock, entry).run()
+
+
+def run():
+    """Entry point."""
+    main("tcpserver", body, crash_code=111)

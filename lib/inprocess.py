@@ -1,0 +1,73 @@
+"""Which programs qmail-tcpserver runs in a pre-loaded forked child instead of exec'ing them.
+
+A program is recognised when its real path (symlinks resolved) is the real path of
+`<bin>/<name>` for a name in PROGRAMS, where `<bin>` is the bin/ of the interpreter running the
+listener (the virtual environment pyqmail is installed in). QMAILHOME/bin/<name> links made by
+qmail-setup point there, so they are recognised too. The child then calls the module's `run()`,
+which is what the installed launcher does after a fresh interpreter has started.
+"""
+
+import os
+import sys
+
+# per-connection programs that read the connection on fds 0/1 and end with os._exit
+PROGRAMS = {
+    "qmail-qmqpd": "pyqmail.commands.qmail_qmqpd",
+    "qmail-qmtpd": "pyqmail.commands.qmail_qmtpd",
+    "qmail-smtpd": "pyqmail.commands.qmail_smtpd",
+}
+
+
+def bindirs():
+    """Return the directories our installed programs live in."""
+    dirs = [os.path.dirname(sys.executable), os.path.join(sys.prefix, "bin")]
+    return list(dict.fromkeys(d for d in dirs if d))
+
+
+def which(program, path):
+    """Return the file execvp would run for program with PATH=path, or None (no shell involved)."""
+    if "/" in program:
+        return program
+    for d in (path or "").split(":"):
+        candidate = os.path.join(d or ".", program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def recognise(program, path=None, dirs=None):
+    """Return the module name serving program in-process, or None when it must be exec'd."""
+    found = which(program, os.environ.get("PATH", "") if path is None else path)
+    if found is None:
+        return None
+    real = os.path.realpath(found)
+    for d in bindirs() if dirs is None else dirs:
+        for name, module in PROGRAMS.items():
+            if os.path.realpath(os.path.join(d, name)) == real and os.path.isfile(real):
+                return module
+    return None
+
+
+# what a program imports only on its per-connection path, imported once in the listener instead
+PRELOAD = {
+    "pyqmail.commands.qmail_qmqpd": ("pyqmail.lib.inject", "pyqmail.lib.received", "pyqmail.lib.timedio"),
+}
+
+
+def preload(module):
+    """Import the modules a program would import lazily for every connection; missing ones are skipped."""
+    import importlib
+    for name in PRELOAD.get(module, ()):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
+def load(module):
+    """Import a program's module and return its entry function, or None if this install lacks it."""
+    import importlib
+    try:
+        return importlib.import_module(module).run
+    except ImportError:
+        return None
