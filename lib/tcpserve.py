@@ -2,6 +2,7 @@
 
 import getopt
 import os
+import signal
 import socket
 
 from pyqmail.lib.errstr import error_str
@@ -112,7 +113,7 @@ def verdict_line(deny, pid, env):
 def end_lines(pid, wstat):
     """Return tcpserver's `end N status W` line, plus a plain warning when a signal killed the child."""
     lines = ["tcpserver: end %d status %d" % (pid, wstat)]
-    if wstat & 0x7F and wstat & 0x7F != 0x7F:
+    if wstat & 0x7F and wstat & 0x7F not in (0x7F, signal.SIGPIPE):  # SIGPIPE: the client left first
         lines.append("tcpserver: warning: child %d crashed: killed by signal %d%s"
                      % (pid, wstat & 0x7F, " (core dumped)" if wstat & 0x80 else ""))
     return lines
