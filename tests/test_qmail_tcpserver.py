@@ -64,12 +64,8 @@ def talk(port, source="127.0.0.1", send=b"", host="127.0.0.1", timeout=20):
         s.connect((host, port))
         s.sendall(send)
         s.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
+        with s.makefile("rb") as f:
+            return f.read()
 
 
 def wait_log(log, pattern, timeout=10):
