@@ -85,8 +85,9 @@ class PyQmail:
 
     name = "pyqmail"
 
-    def __init__(self, work, procs, qmaild=False):
+    def __init__(self, work, procs, qmaild=False, listener="tcpserver", queue_owner=False):
         self.work, self.procs, self.qmaild = Path(work), procs, qmaild
+        self.listener, self.queue_owner = listener, queue_owner
         self.tree = self.work / "qmail"
         self.server = self.mail = self.port = None
 
@@ -102,8 +103,12 @@ class PyQmail:
         ids = []
         if self.qmaild:  # qmail-queue then drops the message into maildrop/ for qmail-pickup
             ids = ["-u", str(pwd.getpwnam("qmaild").pw_uid), "-g", str(grp.getgrnam("nofiles").gr_gid)]
+        elif self.queue_owner:  # qmail-qmqpd may then write the queue itself (lib/queuehere)
+            st = (self.tree / "queue").stat()
+            ids = ["-u", str(st.st_uid), "-g", str(st.st_gid)]
+        server = self.listener if self.listener == "tcpserver" else str(BIN / self.listener)
         self.port = tcpserver(self.procs, self.tree, [str(self.tree / "bin" / "qmail-qmqpd")],
-                              options=["-c", "100", *ids])
+                              options=["-c", "100", *ids], server=server)
         self.server = self.procs.procs[-1]
 
     def start_delivery(self):
@@ -410,10 +415,14 @@ def main():
     parser.add_argument("--qmaild", action="store_true",
                         help="(root) run qmail-qmqpd as qmaild, as scripts/run does: messages reach the queue"
                              " through maildrop/ and qmail-pickup")
+    parser.add_argument("--listener", default="tcpserver", choices=("tcpserver", "qmail-tcpserver"),
+                        help="what runs qmail-qmqpd per connection (default %(default)s)")
+    parser.add_argument("--queue-owner", action="store_true",
+                        help="(root) run qmail-qmqpd as the queue's owner, so that it queues in its own process")
     parser.add_argument("--out", default="docs/benchmarks-e2e.txt")
     args = parser.parse_args()
-    if args.qmaild and not ROOT:
-        parser.error("--qmaild needs root")
+    if (args.qmaild or args.queue_owner) and not ROOT:
+        parser.error("--qmaild and --queue-owner need root")
     for tool in ("tcpserver", "qmqp-source"):
         if not shutil.which(tool):
             sys.exit("bench_e2e: %s is not installed (run scripts/bench-e2e)" % tool)
@@ -440,7 +449,9 @@ def main():
         shutil.rmtree(fs)
         biggest = max(plan, key=lambda sm: sm[1] * sm[0])
         for name in args.systems.split(","):
-            make = functools.partial(SYSTEMS[name], **({"qmaild": True} if args.qmaild else {}))
+            make = functools.partial(SYSTEMS[name], **({"qmaild": True} if args.qmaild else {}),
+                                     **({"listener": args.listener, "queue_owner": args.queue_owner}
+                                        if name == "pyqmail" else {}))
             for k, (sessions, messages) in enumerate(plan):
                 work = base / ("%s-%d" % (name, k))
                 work.mkdir()

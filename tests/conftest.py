@@ -117,11 +117,11 @@ def procs():
     group.stop_all()
 
 
-def tcpserver(procs, tree, argv, host="127.0.0.1", rules_cdb=None, env=None, options=()):
-    """Run argv under ucspi-tcp's tcpserver on a free loopback port, no DNS; return the port."""
-    need("tcpserver")
+def tcpserver(procs, tree, argv, host="127.0.0.1", rules_cdb=None, env=None, options=(), server="tcpserver"):
+    """Run argv under ucspi-tcp's tcpserver (or a compatible server) on a free loopback port, no DNS."""
+    need(server)
     port = free_port(host)
-    cmd = ["tcpserver", "-H", "-R", "-l", "0", *options]
+    cmd = [server, "-H", "-R", "-l", "0", *options]
     if rules_cdb:
         cmd += ["-x", str(rules_cdb)]
     cmd += [host, str(port), *argv]
