@@ -92,6 +92,8 @@ class Send:
                 wfds.append(c.fd_out)
             if c.alive:
                 rfds.append(c.fd_in)
+        if self.clean.waiting:
+            rfds.append(self.clean.fd_in)
         if not self.exitasap:
             if any(c.busy() for c in self.channels.values()):
                 wake = 0
@@ -119,6 +121,8 @@ class Send:
                 c.write_pending()
             if c.fd_in in ready_r:
                 c.read_reports()
+        if self.clean.fd_in in ready_r:
+            self.clean.read_answers()
         if not self.exitasap:
             self.todo.step(self.todo.trigger in ready_r, recent)
         for c in self.channels.values():

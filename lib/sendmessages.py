@@ -2,6 +2,7 @@
 
 import os
 import time
+from collections import deque
 
 from pyqmail.lib import bounce, sendlog, todo
 from pyqmail.lib.channel import CHANNELS
@@ -45,26 +46,47 @@ def split_names(directory):
 
 
 class Clean:
-    """The qmail-clean pipe: one command, one answer byte."""
+    """The qmail-clean pipe: commands go out at once, answers (one byte each, in order) are read in the loop."""
 
     def __init__(self, send, fd_out, fd_in):
         self.send, self.fd_out, self.fd_in = send, fd_out, fd_in
+        self.waiting = deque()  # (name, what to do on `+`) for each command not answered yet
+        self.alive = True
 
-    def ask(self, name):
-        """Ask qmail-clean to remove name (todo/N or foop/N); True if it answered `+`."""
-        try:
-            os.write(self.fd_out, name.encode() + b"\0")
-            answer = os.read(self.fd_in, 1)
-        except OSError:
-            answer = b""
-        if not answer:
+    def died(self):
+        """qmail-clean is gone: wind down (what it did not answer stays in todo/ or mess/ for next time)."""
+        if self.alive:
+            self.alive = False
+            self.waiting.clear()
             self.send.log(sendlog.alert("lost_clean"))
             self.send.exitasap = True
-            return False
-        if answer != b"+":
-            self.send.log(sendlog.warning("clean", name.encode()))
-            return False
-        return True
+
+    def ask(self, name, then=None):
+        """Ask qmail-clean to remove name (todo/N or foop/N); call then(answered `+`) when it answers."""
+        if not self.alive:
+            return
+        try:
+            os.write(self.fd_out, name.encode() + b"\0")
+        except OSError:
+            return self.died()
+        self.waiting.append((name, then))
+
+    def read_answers(self):
+        """Read qmail-clean's answers and act on each, in the order the commands were sent."""
+        try:
+            data = os.read(self.fd_in, 4096)
+        except OSError:
+            return
+        if not data:
+            return self.died()
+        for answer in data:
+            if not self.waiting:
+                break
+            name, then = self.waiting.popleft()
+            if answer != 0x2B:  # `+`
+                self.send.log(sendlog.warning("clean", name.encode()))
+            if then is not None:
+                then(answer == 0x2B)
 
 
 class Todo:
@@ -73,6 +95,8 @@ class Todo:
     def __init__(self, send):
         self.send = send
         self.trigger = -1
+        self.cleaning = set()  # preprocessed; qmail-clean has not answered for todo/N yet
+        self.gone = set()  # todo/N removed while this scan's directory listing may still name it
         self.scan = None
         self.next_run = 0  # scan at once when starting
         self.reopen_trigger()
@@ -97,20 +121,32 @@ class Todo:
             if not pulled and recent < self.next_run:
                 return
             self.reopen_trigger()
+            self.gone = set()
             self.scan = numeric_names("todo")
             self.next_run = recent + SLEEP_TODO
         id = next(self.scan, None)
         if id is None:
             self.scan = None
             return
+        if id in self.cleaning or id in self.gone:
+            return  # preprocessed already: qmail-clean has not answered for its todo/N yet, or removed it
         result = todo.preprocess(id, send.rewriter)
         send.log(b"".join(result.log))
-        if not result.ok or not send.clean.ask("todo/%d" % id):
-            return
-        for name in result.channels:
-            send.channels[name].schedule.add(id, recent)
-        if not result.channels:
-            send.pqdone.add(id, recent)
+        if result.ok:
+            self.cleaning.add(id)
+            send.clean.ask("todo/%d" % id, lambda ok: self.cleaned(id, result.channels, ok))
+
+    def cleaned(self, id, channels, ok):
+        """qmail-clean answered for todo/N: if it is gone, the message's channels may start at once."""
+        self.cleaning.discard(id)
+        if not ok:
+            return  # todo/N stays; the next scan preprocesses it again
+        self.gone.add(id)
+        now = int(time.time())
+        for name in channels:
+            self.send.channels[name].schedule.add(id, now)
+        if not channels:
+            self.send.pqdone.add(id, now)
 
 
 def inject_bounce(send, id):
