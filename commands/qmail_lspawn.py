@@ -21,7 +21,7 @@ def preload():
     """Import what deliveries use, once, so that forked children start with it in memory."""
     import cdbx  # noqa: F401  (users/cdb)
     from pyqmail.commands import qmail_getpw, qmail_local  # noqa: F401
-    from pyqmail.lib import delivery_env, dotqmail, inject, maildir, mbox, qmailfile  # noqa: F401
+    from pyqmail.lib import delivery_env, dotqmail, inject, maildir, mbox, qmailfile, queuehere  # noqa: F401
 
 
 def getpw_assignment(local):

@@ -87,7 +87,7 @@ def account_lines(line, s, include, exclude, mailnames, allusers):
     if b"\0" in line or len(fields) < 7:
         return []
     user, uidstr, gidstr, home = fields[0], fields[2], fields[3], fields[5]
-    uid = users.scan_ulong(uidstr)
+    uid = control.scan_ulong(uidstr, 0)
     if uid == 0 or (s.no_upper and user != user.lower()):
         return []
     if include is not None and users.lower(user) not in include:

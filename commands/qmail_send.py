@@ -12,7 +12,7 @@ import time
 from pyqmail.lib import sendlog, todo
 from pyqmail.lib.channel import LOCAL, REMOTE
 from pyqmail.lib.sendchannel import Channel
-from pyqmail.lib.sendmessages import SLEEP_SYSFAIL, Cleanup, Clean, Todo, message_done, read_info, split_names
+from pyqmail.lib.sendmessages import SLEEP_SYSFAIL, Cleanup, Clean, Todo, message_done, split_names
 from pyqmail.lib.sendstart import FDS, Stop, log, reread, start
 from pyqmail.lib.timequeue import TimeQueue
 
@@ -39,7 +39,6 @@ class Send:
         self.clean = Clean(self, 5, 6)
         self.todo = Todo(self)
         self.cleanup = Cleanup(self)
-        self.read_info = read_info
 
     def next_delid(self):
         """Return the next delivery number (1, 2, 3, … per run)."""

@@ -170,20 +170,31 @@ def is_loopback(address):
     return any(family == f and value >> (BITS[f] - bits) == net >> (BITS[f] - bits) for f, net, bits in LOOPBACK)
 
 
-def open_table(filename):
-    """Return an open cdb, or None if the file does not exist; other trouble raises TableError."""
+class NotCdb(Exception):
+    """The file opened but is not a cdb."""
+
+
+def open_cdb(filename):
+    """Return an open cdbx.CDB; OSError if the file cannot be opened, NotCdb if it is no cdb."""
     import os
-    try:
-        fd = os.open(filename, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise TableError("cannot open %s: %s" % (filename, e.strerror))
+    fd = os.open(filename, os.O_RDONLY)
     try:
         import cdbx
         return cdbx.CDB(fd, close=True)
     except Exception as e:  # cdbx reports a corrupt file as OSError("Format Error")
         os.close(fd)
+        raise NotCdb(str(e))
+
+
+def open_table(filename):
+    """Return an open cdb, or None if the file does not exist; other trouble raises TableError."""
+    try:
+        return open_cdb(filename)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise TableError("cannot open %s: %s" % (filename, e.strerror))
+    except NotCdb as e:
         raise TableError("cannot read %s: %s" % (filename, e))
 
 

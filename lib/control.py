@@ -15,7 +15,7 @@ def path(*parts):
     return os.path.join(qmailhome(), *parts)
 
 
-def _read(name):
+def read_file(name):
     """Return the control file's bytes, or None if it does not exist (other errors raise OSError)."""
     try:
         with open(path("control", name), "rb") as f:
@@ -29,15 +29,15 @@ def first_line(data):
     return data.split(b"\n", 1)[0].rstrip(b" \t")
 
 
-def scan_ulong(line):
-    """Return the value of the line's leading decimal digits (qmail's scan_ulong), or None if none."""
+def scan_ulong(line, default=None):
+    """Return the value of the line's leading decimal digits (qmail's scan_ulong), or default if none."""
     digits = len(line) - len(line.lstrip(b"0123456789"))
-    return int(line[:digits]) if digits else None
+    return int(line[:digits]) if digits else default
 
 
 def readline(name):
     """Return the first line with trailing newline, spaces and tabs stripped, or None if absent."""
-    data = _read(name)
+    data = read_file(name)
     return None if data is None else first_line(data)
 
 
@@ -50,7 +50,7 @@ def readint(name, default):
 
 def readlist(name, default=None):
     """Return every line, trailing blanks stripped, blank and # lines skipped; absent → default or []."""
-    data = _read(name)
+    data = read_file(name)
     if data is None:
         return list(default or [])
     return parse_list(data)

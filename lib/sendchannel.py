@@ -6,12 +6,11 @@ import time
 
 from pyqmail.lib import bounce, retry, sendlog, verp
 from pyqmail.lib.channel import CHANNELS
-from pyqmail.lib.queue import SPLIT, split_name
+from pyqmail.lib.queue import SPLIT, split_name, write_all
+from pyqmail.lib.sendmessages import SLEEP_ALERT, SLEEP_SYSFAIL, read_info
 from pyqmail.lib.spawnproto import encode_request
 
 REPORTMAX = 10000  # qmail-send keeps at most this much of a report, whatever the spawner sends
-SLEEP_SYSFAIL = 123
-SLEEP_ALERT = 10
 
 
 class Job:
@@ -59,9 +58,7 @@ def append_bounce(name, text, log):
         try:
             fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600)
             try:
-                view = memoryview(text)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, text)
                 os.fsync(fd)  # qmail does not; we keep the bounce before the record is marked D
             finally:
                 os.close(fd)
@@ -212,7 +209,7 @@ class Channel:
         try:
             with open(self.fn(id), "rb") as f:
                 records = f.read()
-            birth, sender = send.read_info(id)
+            birth, sender = read_info(id)
         except OSError:
             send.log(sendlog.warning("open_later", sendlog.split_fn(self.name, id)))
             self.schedule.add(id, recent + SLEEP_SYSFAIL)

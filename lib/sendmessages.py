@@ -11,7 +11,8 @@ from pyqmail.lib.queue import SPLIT, split_name
 
 SLEEP_TODO = 1500
 SLEEP_CLEANUP = 76431
-SLEEP_SYSFAIL = 123
+SLEEP_SYSFAIL = 123  # retry after trouble with a file
+SLEEP_ALERT = 10  # pause after an alert that needs the administrator
 OSSIFIED = 129600  # 36 hours: longer than qmail-queue's 24-hour limit, so no injection still owns it
 TRIGGER = "lock/trigger"
 
@@ -27,16 +28,21 @@ def read_info(id):
     return birth, data[1:nul]
 
 
-def numeric_names(directory):
-    """Yield the numeric entries of one directory as ints, lazily (anything else is ignored)."""
-    try:
-        entries = os.scandir(directory)
-    except OSError:
-        return
+def numeric_entries(entries):
+    """Yield the numeric names of an open os.scandir iterator as ints, lazily, and close it."""
     with entries:
         for entry in entries:
             if entry.name.isdigit():
                 yield int(entry.name)
+
+
+def numeric_names(directory):
+    """Yield the numeric entries of one directory as ints (none if it cannot be read)."""
+    try:
+        entries = os.scandir(directory)
+    except OSError:
+        return
+    yield from numeric_entries(entries)
 
 
 def split_names(directory):
@@ -121,8 +127,14 @@ class Todo:
             if not pulled and recent < self.next_run:
                 return
             self.reopen_trigger()
+            try:
+                entries = os.scandir("todo")
+            except OSError:
+                send.log(sendlog.unable_to_opendir("todo"))
+                time.sleep(SLEEP_ALERT)  # qmail's pausedir; the scan is tried again next round
+                return
             self.gone = set()
-            self.scan = numeric_names("todo")
+            self.scan = numeric_entries(entries)
             self.next_run = recent + SLEEP_TODO
         id = next(self.scan, None)
         if id is None:

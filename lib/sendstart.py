@@ -6,12 +6,13 @@ import signal
 import time
 
 from pyqmail.lib import bounce, control, sendlog
+from pyqmail.lib.retry import QUEUELIFETIME
 from pyqmail.lib.channel import LOCAL, REMOTE
 from pyqmail.lib.rewrite import Rewriter
+from pyqmail.lib.sendmessages import SLEEP_ALERT
 
 FDS = {LOCAL: (1, 2), REMOTE: (3, 4)}  # channel: (to its spawner, from its spawner)
 DEFAULT_CONCURRENCY = {LOCAL: 10, REMOTE: 20}
-SLEEP_ALERT = 10
 
 
 class Stop(Exception):
@@ -29,12 +30,12 @@ def log(line):
 def read_controls():
     """Read qmail-send's controls from QMAILHOME/control; return (settings dict, Rewriter, BounceControls)."""
     me = control.readline("me")
-    settings = {"lifetime": control.readint("queuelifetime", 604800),
+    settings = {"lifetime": control.readint("queuelifetime", QUEUELIFETIME),
                 LOCAL: control.readint("concurrencylocal", DEFAULT_CONCURRENCY[LOCAL]),
                 REMOTE: control.readint("concurrencyremote", DEFAULT_CONCURRENCY[REMOTE])}
     envnoathost = control.rldef("envnoathost", b"envnoathost")
-    rewriter = Rewriter.from_controls(envnoathost, read_optional("locals"), me,
-                                      read_optional("percenthack"), read_optional("virtualdomains"))
+    rewriter = Rewriter.from_controls(envnoathost, control.read_file("locals"), me,
+                                      control.read_file("percenthack"), control.read_file("virtualdomains"))
     return settings, rewriter, bounce.controls_from(control.readline, me)
 
 
@@ -84,15 +85,6 @@ def start():
 
 
 
-def read_optional(name):
-    """Return control/name's bytes, or None if it does not exist (relative to QMAILHOME)."""
-    try:
-        with open("control/" + name, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
 def reread(home, rewriter):
     """SIGHUP: return the Rewriter with locals and virtualdomains reread (the old one if that fails)."""
     try:
@@ -102,14 +94,14 @@ def reread(home, rewriter):
         return rewriter
     try:
         try:
-            locals_data, me = read_optional("locals"), control.readline("me")
+            locals_data, me = control.read_file("locals"), control.readline("me")
         except OSError:
             log(sendlog.alert("reread_locals"))
             return rewriter
         if locals_data is None and me is None:
             locals_data = b""  # qmail then knows no local domains at all
         try:
-            return rewriter.reloaded(locals_data, me, read_optional("virtualdomains"))
+            return rewriter.reloaded(locals_data, me, control.read_file("virtualdomains"))
         except OSError:
             log(sendlog.alert("reread_virtualdomains"))
             return rewriter

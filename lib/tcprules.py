@@ -8,7 +8,8 @@ bytes after the last NUL, are ignored as tcpserver ignores them.
 """
 
 import errno
-import os
+
+from pyqmail.lib.access import NotCdb, open_cdb
 
 DENY = b"D"
 SET = b"+"
@@ -87,16 +88,12 @@ def read(filename, ip, optional=False):
     """Return the Rule for ip from a rules.cdb, None without a match (or file, if optional); else Unreadable."""
     from pyqmail.lib.errstr import error_str
     try:
-        fd = os.open(filename, os.O_RDONLY)
+        table = open_cdb(filename)
     except OSError as e:
         if e.errno == errno.ENOENT and optional:
             return None
         raise Unreadable("unable to read %s: %s" % (filename, error_str(e.errno)))
-    try:
-        import cdbx
-        table = cdbx.CDB(fd, close=True)
-    except Exception:  # cdbx says OSError("Format Error") for a corrupt file
-        os.close(fd)
+    except NotCdb:
         raise Unreadable("unable to read %s: format error" % filename)
     try:
         return lookup(table.get, ip.encode("ascii"))

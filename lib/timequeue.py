@@ -13,14 +13,9 @@ class TimeQueue:
     def __init__(self):
         self.heap = []
 
-    def __len__(self):
-        return len(self.heap)
-
     def add(self, id, due):
         """Schedule message id at time due."""
         heapq.heappush(self.heap, (due, id))
-
-    reschedule = add
 
     def next_due(self):
         """Return the earliest due time, or None when empty."""

@@ -5,7 +5,8 @@ from collections import namedtuple
 
 from pyqmail.lib import sendlog
 from pyqmail.lib.channel import CHANNELS
-from pyqmail.lib.queue import split_name
+from pyqmail.lib.control import scan_ulong
+from pyqmail.lib.queue import split_name, write_all
 
 Plan = namedtuple("Plan", "info chan log failure")
 Plan.__doc__ = ("Bytes for info/N and {channel: bytes}, log lines, and the failing warning or None. "
@@ -16,12 +17,6 @@ Result.__doc__ = "Whether todo/N may be handed to qmail-clean, the log lines, th
 FILE_MODE = 0o600  # qmail opens with 0644 under qmail-send's umask 077
 
 
-def scan_ulong(value):
-    """Return the leading decimal digits of value as a number (0 if none), as qmail's scan_ulong."""
-    digits = len(value) - len(value.lstrip(b"0123456789"))
-    return int(value[:digits]) if digits else 0
-
-
 def plan(n, todo_data, mess_size, rewriter):
     """Return the Plan for todo/N's bytes: a trailing record without its NUL is ignored, as qmail does."""
     info, chan, log = b"", {}, []
@@ -29,9 +24,9 @@ def plan(n, todo_data, mess_size, rewriter):
     for record in todo_data.split(b"\0")[:-1]:
         kind, value = record[:1], record[1:]
         if kind == b"u":
-            uid = scan_ulong(value)
+            uid = scan_ulong(value, 0)
         elif kind == b"p":
-            pid = scan_ulong(value)
+            pid = scan_ulong(value, 0)
         elif kind == b"F":
             info += record + b"\0"
             log.append(sendlog.info_msg(n, mess_size, value, pid, uid))
@@ -52,13 +47,6 @@ def unlink_stale(name):
     except OSError:
         return False
     return True
-
-
-def write_all(fd, data):
-    """Write every byte of data to fd."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def write_new(name, data):

@@ -3,6 +3,8 @@
 import os
 from collections import namedtuple
 
+from pyqmail.lib.control import scan_ulong
+
 BREAK = b"-"  # conf-break: the user-extension delimiter
 ALIAS = "alias"  # conf-users' first account: the catch-all for local parts without a user
 WILDCHARS_KEY = b""
@@ -26,16 +28,6 @@ class UsersCdbError(Exception):
 def lower(data):
     """Lowercase ASCII letters only, as qmail's case_lowerb."""
     return data.lower()  # bytes.lower touches A-Z only
-
-
-def scan_ulong(data):
-    """Return the value of the leading decimal digits (0 if none), as qmail's scan_ulong."""
-    value = 0
-    for byte in data:
-        if not 48 <= byte <= 57:
-            break
-        value = value * 10 + byte - 48
-    return value
 
 
 def parse_line(line):
@@ -94,7 +86,7 @@ def split_assignment(data):
     if len(fields) < 6:
         raise UsersCdbError("users/cdb record has fewer than six fields", code=112)
     user, uid, gid, homedir, dash, ext = fields
-    return Assignment(user, scan_ulong(uid), scan_ulong(gid), homedir, dash, ext.split(b"\0", 1)[0])
+    return Assignment(user, scan_ulong(uid, 0), scan_ulong(gid, 0), homedir, dash, ext.split(b"\0", 1)[0])
 
 
 def search(get, local):

@@ -243,3 +243,20 @@ def test_timequeue_pops_due_ids_in_time_order(entries, recent):
     assert popped == [id for due, id in sorted((d, i) for i, d in entries) if due <= recent]
     assert q.next_due() is None or q.next_due() > recent
 
+
+
+def test_an_unreadable_todo_directory_is_an_alert_and_a_pause(procs, tree):
+    proc, log = start_send(procs, tree, lspawn=scripted("#Kok\\0"))
+    wait_for(log, b"status: local 0/10 remote 0/20\n")
+    os.rename(tree / "queue" / "todo", tree / "queue" / "todo.away")
+    try:
+        pull = os.open(tree / "queue" / "lock" / "trigger", os.O_WRONLY | os.O_NONBLOCK)
+        os.write(pull, b"\0")
+        os.close(pull)
+        wait_for(log, b"alert: unable to opendir todo, sleeping...\n")
+    finally:
+        os.rename(tree / "queue" / "todo.away", tree / "queue" / "todo")
+    assert queue_message(tree, b"\n", ENVELOPE) == 0
+    wait_for(log, b"end msg ", timeout=40)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0

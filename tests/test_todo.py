@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from pyqmail.lib import envelope, todo
+from pyqmail.lib.control import scan_ulong
 from pyqmail.lib.rewrite import Rewriter
 from conftest import queue_message
 
@@ -144,4 +145,4 @@ def test_plan_rejects_unknown_and_empty_records(data):
 
 @pytest.mark.parametrize("value, number", [(b"123", 123), (b"12x3", 12), (b"", 0), (b"x", 0)])
 def test_scan_ulong(value, number):
-    assert todo.scan_ulong(value) == number
+    assert scan_ulong(value, 0) == number
