@@ -1,0 +1,85 @@
+"""qmail-qmtpd's settings: rcpthosts and morercpthosts.cdb (qmail's rcpthosts.c), RELAYCLIENT, databytes."""
+
+import os
+
+from pyqmail.lib import control
+
+TIMEOUT_DEFAULT = 1200  # seconds of silence per read, as qmail-smtpd's timeoutsmtpd
+DEADLINE = 3600  # qmail-qmtpd's whole-session alarm
+
+
+class RcptHostsError(Exception):
+    """morercpthosts.cdb could not be read: the caller gives up (qmail's exit 111)."""
+
+
+class RcptHosts:
+    """Which recipient domains are accepted: control/rcpthosts, then control/morercpthosts.cdb."""
+
+    def __init__(self, hosts, more=None):
+        self.hosts = None if hosts is None else {h.lower() for h in hosts}
+        self.more = more
+
+    def allowed(self, address):
+        """Return True if address may be accepted (qmail's rcpthosts(): any domain when rcpthosts is absent)."""
+        if self.hosts is None:
+            return True
+        at = address.rfind(b"@")
+        if at < 0:
+            return True  # no domain: qmail-send will add envnoathost
+        domain = address[at + 1:].lower()
+        keys = [domain] + [domain[i:] for i in range(1, len(domain)) if domain[i:i + 1] == b"."]
+        if any(key in self.hosts for key in keys):
+            return True
+        if self.more is not None:
+            try:
+                return any(self.more.get(key) is not None for key in keys)
+            except OSError as e:
+                raise RcptHostsError("cannot read morercpthosts.cdb: %s" % e)
+        return False
+
+
+def load_rcpthosts():
+    """Read control/rcpthosts and open control/morercpthosts.cdb; OSError if either is unreadable."""
+    data = control.read_file("rcpthosts")
+    if data is None:
+        return RcptHosts(None)  # qmail ignores morercpthosts.cdb without rcpthosts
+    more = None
+    try:
+        from pyqmail.lib.access import NotCdb, open_cdb
+        more = open_cdb(control.path("control", "morercpthosts.cdb"))
+    except FileNotFoundError:
+        pass
+    except NotCdb as e:
+        raise OSError("morercpthosts.cdb is no cdb: %s" % e)
+    return RcptHosts(control.parse_list(data), more)
+
+
+def databytes():
+    """Return the message size limit: $DATABYTES, else control/databytes; 0 means none (qmail)."""
+    value = os.environb.get(b"DATABYTES")
+    if value is not None:
+        return control.scan_ulong(value, 0)
+    return control.readint("databytes", 0)
+
+
+class Policy:
+    """Everything one session decides with."""
+
+    def __init__(self):
+        self.rcpthosts = load_rcpthosts()
+        self.relayclient = os.environb.get(b"RELAYCLIENT")
+        self.databytes = databytes()
+        timeout = control.readint("timeoutqmtpd", TIMEOUT_DEFAULT)
+        self.timeout = timeout if timeout > 0 else 1
+
+    def recipient(self, address):
+        """Return (verdict letter or "", envelope address) for one recipient, in qmail-qmtpd's order."""
+        from pyqmail.lib import qmtp
+        if address is None:
+            return qmtp.TOO_LONG, None
+        verdict = qmtp.HAS_NUL if b"\0" in address else ""
+        if self.relayclient is not None:
+            return verdict, address + self.relayclient
+        if not self.rcpthosts.allowed(address):
+            verdict = qmtp.NOT_RCPTHOST  # qmail checks rcpthosts even after seeing a NUL, and this wins
+        return verdict, address
