@@ -1,0 +1,46 @@
+"""qmail's getopt (sgetopt/subgetopt): `-abc` clusters, `-fARG` or `-f ARG`, `--` ends the options, `-` is an operand."""
+
+
+class BadOption(Exception):
+    """An unknown option letter, or one missing its argument; str() is sgetopt's complaint."""
+
+    def __init__(self, program, letter, missing):
+        why = "option requires an argument" if missing else "illegal option"
+        super().__init__("%s: %s -- %s" % (program, why, letter))
+
+
+def getopt(argv, spec, program, rest=""):
+    """Yield (letter, argument or None) for each option of argv (without its program name), then (None, operands).
+
+    spec is getopt's string (`f:` takes an argument); letters in rest take the rest of their word, if any,
+    as an optional argument (sendmail's -E and -J). Raises BadOption when it gets to a bad one."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word[:1] != "-" or word == "-":
+            break
+        i += 1
+        if word[1] == "-":
+            break
+        pos = 1
+        while pos < len(word):
+            letter = word[pos]
+            pos += 1
+            at = spec.find(letter)
+            if letter == ":" or at < 0:
+                raise BadOption(program, letter, False)
+            if letter in rest:
+                yield letter, word[pos:]
+                break
+            if spec[at + 1:at + 2] != ":":
+                yield letter, None
+                continue
+            if pos < len(word):
+                yield letter, word[pos:]
+            elif i < len(argv):
+                yield letter, argv[i]
+                i += 1
+            else:
+                raise BadOption(program, letter, True)
+            break
+    yield None, argv[i:]

@@ -1,0 +1,238 @@
+"""RFC 822 header tokens as qmail-inject sees them (qmail's token822): parse, print, unquote, address lists.
+
+A token is (kind, text). Kinds: ATOM, QUOTE, LITERAL, COMMENT carry their unescaped text; the specials
+`. , @ < > : ;` are their own kind with empty text.
+"""
+
+ATOM, QUOTE, LITERAL, COMMENT = "atom", "quote", "literal", "comment"
+DOT, COMMA, AT, LEFT, RIGHT, COLON, SEMI = ".", ",", "@", "<", ">", ":", ";"
+WORDS = (ATOM, QUOTE, LITERAL, COMMENT)
+_SPECIALS = {ord(c): c for c in ".,@<>:;"}
+_BLANKS = frozenset(b" \t\r\n")
+_ATOM_END = frozenset(b" \t\r\n([\"<>;:@,.")
+_QUOTE_IF = frozenset(b")]\\") | frozenset(range(32)) | frozenset(range(127, 256))
+_ESCAPE = frozenset(b"\"[]()\\\r\n")
+_ENCLOSE = {QUOTE: (b'"', b'"'), LITERAL: (b"[", b"]"), COMMENT: (b"(", b")"), ATOM: (b"", b"")}
+_CLOSERS = {ord('"'): (QUOTE, ord('"'), None), ord("["): (LITERAL, ord("]"), None), ord("("): (COMMENT, ord(")"), ord("("))}
+
+
+def parse(data):
+    """Return the tokens of data, or None if it has an unbalanced `)` or `]` or an unfinished (, " or [."""
+    tokens = []
+    i, n = 0, len(data)
+    while i < n:
+        c = data[i]
+        if c in _SPECIALS:
+            tokens.append((_SPECIALS[c], b""))
+            i += 1
+        elif c in _BLANKS:
+            i += 1
+        elif c == 0x29 or c == 0x5D:  # `)` `]` cannot start a token
+            return None
+        elif c in _CLOSERS:
+            kind, close, nest = _CLOSERS[c]
+            text, i = _enclosed(data, i + 1, close, nest)
+            if text is None:
+                return None
+            tokens.append((kind, text))
+        else:
+            text, i = _atom(data, i)
+            quote = any(ch in _QUOTE_IF for ch in text)
+            tokens.append((QUOTE if quote else ATOM, text))
+    return tokens
+
+
+def _enclosed(data, i, close, nest):
+    """Return (text, index after close) from just inside a comment, quoted string or domain literal.
+
+    Backslash escapes are resolved; in comments the nested parentheses themselves are dropped (as qmail)."""
+    out = bytearray()
+    depth, n = 1, len(data)
+    while True:
+        if i >= n:
+            return None, i
+        c = data[i]
+        if c == nest:
+            depth += 1
+        elif c == close:
+            depth -= 1
+            if not depth:
+                return bytes(out), i + 1
+        else:
+            if c == 0x5C:
+                i += 1
+                if i >= n:
+                    return None, i
+            out.append(data[i])
+        i += 1
+
+
+def _atom(data, i):
+    """Return (text, index after the atom): bytes up to a blank or special, `\\` escaping the next byte."""
+    out = bytearray()
+    n = len(data)
+    while True:
+        if data[i] == 0x5C:
+            i += 1
+            if i >= n:
+                return bytes(out), i
+        out.append(data[i])
+        i += 1
+        if i >= n or data[i] in _ATOM_END:
+            return bytes(out), i
+
+
+def _needspace(last, kind):
+    """True if printing puts a space between tokens of kinds last and kind."""
+    if last is None:
+        return False
+    if last in (COLON, COMMA) or kind == LEFT:
+        return True
+    return last in WORDS and kind in WORDS
+
+
+def _escaped(text):
+    """Return text with a backslash before each byte that token822 escapes."""
+    if not any(c in _ESCAPE for c in text):
+        return text
+    out = bytearray()
+    for c in text:
+        if c in _ESCAPE:
+            out.append(0x5C)
+        out.append(c)
+    return bytes(out)
+
+
+def unparse(tokens, linelen=80):
+    """Print tokens as a header field ending in `\\n`, folding after commas at linelen (0: never)."""
+    segments, kept = [], []
+    current = []
+    pending, line, since = False, 0, 0
+    last = None
+    for kind, text in tokens:
+        piece = b" " if _needspace(last, kind) else b""
+        last = kind
+        if kind in _ENCLOSE:
+            opening, closing = _ENCLOSE[kind]
+            piece += opening + _escaped(text) + closing
+        else:
+            piece += kind.encode()
+        current.append(piece)
+        line += len(piece)
+        since += len(piece)
+        if kind == COMMA:
+            pending, line = _fold(kept, pending, line, since, linelen)
+            segments.append(b"".join(current))
+            current, since = [], 0
+    _fold(kept, pending, line, since, linelen)
+    segments.append(b"".join(current))
+    out = [segments[0]]
+    for keep, segment in zip(kept, segments[1:]):
+        out.append(b"\n " + segment if keep else segment)
+    out.append(b"\n")
+    return b"".join(out)
+
+
+def _fold(kept, pending, line, since, linelen):
+    """Decide the previous tentative line break at a fold point; return (pending, line length so far)."""
+    if not pending:
+        return True, line + 2
+    if not linelen or line <= linelen:
+        kept.append(False)
+        return True, line
+    kept.append(True)
+    return True, since + 3
+
+
+def unquote(tokens):
+    """Return the plain address of tokens: texts without quotes, literals in brackets, no comments."""
+    out = []
+    for kind, text in tokens:
+        if kind == LITERAL:
+            out.append(b"[" + text + b"]")
+        elif kind in (ATOM, QUOTE):
+            out.append(text)
+        elif kind != COMMENT:
+            out.append(kind.encode())
+    return b"".join(out)
+
+
+_PHRASE = (COMMENT, ATOM, QUOTE, AT, DOT)
+_COMMA_TOKEN = (COMMA, b"")
+
+
+def addrlist(tokens, rewrite):
+    """Rewrite each address of a field's tokens (name and colon first) with rewrite(tokens) -> tokens.
+
+    Walks right to left as qmail does (so rewrite sees the last address first), inserts commas between
+    addresses separated only by blanks; returns the new token list, or None if the list is malformed."""
+    out, addr = [], []
+    ingroup, wordok = False, True
+    i = len(tokens) - 1
+
+    def flush(comma=False):
+        if addr:
+            out.extend(reversed(rewrite(addr[::-1])))
+            addr.clear()
+            if comma:
+                out.append(_COMMA_TOKEN)
+
+    while i >= 2:
+        token = tokens[i]
+        kind = token[0]
+        if kind == SEMI:
+            flush(True)
+            if ingroup:
+                return None
+            ingroup, wordok = True, True
+        elif kind == COLON:
+            flush()
+            if not ingroup:
+                return None
+            ingroup, wordok = False, True
+            while i >= 2 and tokens[i][0] != COMMA:
+                out.append(tokens[i])
+                i -= 1
+            if i >= 2:
+                out.append(tokens[i])
+                i -= 1
+            continue
+        elif kind == RIGHT:
+            flush(True)
+            out.append(token)
+            i -= 1
+            while i >= 2 and tokens[i][0] != LEFT:
+                addr.append(tokens[i])
+                i -= 1
+            out.extend(reversed(rewrite(addr[::-1])))  # even when empty: <>
+            addr.clear()
+            if i < 2:
+                return None
+            out.append(tokens[i])
+            i -= 1
+            while i >= 2 and tokens[i][0] in _PHRASE:
+                out.append(tokens[i])
+                i -= 1
+            wordok = False
+            continue
+        elif kind in (ATOM, QUOTE, LITERAL):
+            if not wordok:
+                flush(True)
+            wordok = False
+            addr.append(token)
+            i -= 1
+            continue
+        elif kind == COMMA:
+            flush()
+            wordok = True
+        elif kind != COMMENT:
+            wordok = True
+            addr.append(token)
+            i -= 1
+            continue
+        out.append(token)
+        i -= 1
+    flush()
+    out.extend(reversed(tokens[:2]))
+    out.reverse()
+    return out
