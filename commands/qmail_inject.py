@@ -9,6 +9,7 @@ from pyqmail.lib.injecthdr import Header, default_from, default_sender, die, unp
 from pyqmail.lib.injectinput import Input, header
 from pyqmail.lib.injectrw import Rewriter
 from pyqmail.lib.program import main
+from pyqmail.lib.queue import write_all
 from pyqmail.lib.quote import quote2
 from pyqmail.lib.sgetopt import BadOption, getopt
 
@@ -105,8 +106,7 @@ class Output:
             self.qq.put(data)
             return
         try:
-            while data:
-                data = data[os.write(1, data):]
+            write_all(1, data)
         except OSError:
             raise die(111, b"unable to write output\n")
 
