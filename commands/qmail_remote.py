@@ -1,0 +1,169 @@
+"""qmail-remote: send the message on fd 0 by SMTP to a host's mail exchangers; reports on fd 1 (reference §1.8)."""
+
+import os
+
+from pyqmail.lib import smtpclient
+from pyqmail.lib.program import main
+from pyqmail.lib.remotesession import Connection, Finish, Session
+
+USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n"
+NOCONN = b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"
+TEMP_DNS = b"ZSorry, I couldn't find any host by that name. (#4.1.2)\n"
+NOMX = b"DSorry, I couldn't find a mail exchanger or IP address. (#5.4.4)\n"
+AMBIGMX = (b"DSorry. Although I'm listed as a best-preference MX or A for that host,\n"
+           b"it isn't in my control/locals file, so I don't treat it as local. (#5.4.6)\n")
+CONTROL = b"ZUnable to read control files. (#4.3.0)\n"
+CHDIR = b"ZUnable to switch to home directory. (#4.3.0)\n"
+AUTH_EXPOSED = b"ZSorry, control/remoteauth can be read by others; I won't use its passwords. (#4.3.0)\n"
+BAD_SENDER = b"DSorry, a sender address with a CR or LF in it can't be sent in SMTP. (#5.1.7)\n"
+ROUTED_PREF = 300000  # with a route, qmail disables the "an MX is me" check
+
+
+def write_all(data):
+    """Write data to fd 1; if that fails there is nobody to tell."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(1, view):]
+        except OSError:
+            return
+
+
+def perm_dns(host):
+    """Return qmail's permanent DNS failure text for host (unprintables shown as `?`)."""
+    return b"DSorry, I couldn't find any host named " + smtpclient.outsafe(host) + b". (#5.1.2)\n"
+
+
+def find_targets(config, route, host):
+    """Return the Targets to try, in order, for a route or the host's MX; DNS failures raise Finish."""
+    from pyqmail.lib.dnsmx import Target
+    from pyqmail.lib.remoteroute import literal_ip
+    name = route.relay if route.relay is not None else host
+    ip = literal_ip(name) if route.relay is not None or host.startswith(b"[") else None
+    if ip is not None:
+        return [Target(0, ip, ip.encode())]
+    from pyqmail.lib import dnsmx
+    try:
+        resolver = dnsmx.make_resolver(dnsmx.server_list(config.dnsservers))
+        if route.relay is not None:
+            return dnsmx.host_targets(resolver, name)
+        return dnsmx.mx_targets(resolver, name)
+    except dnsmx.DnsSoft:
+        raise Finish(TEMP_DNS)
+    except dnsmx.DnsHard:
+        raise Finish(perm_dns(name))
+
+
+def usable(targets, routed):
+    """Return the targets qmail may try: with no route, only MXes better than the best one that is this host."""
+    if not targets:
+        raise Finish(NOMX)
+    prefme = ROUTED_PREF
+    if not routed:
+        from pyqmail.lib.remoteipme import addresses
+        mine = addresses()
+        prefme = min([t.pref for t in targets if t.ip in mine] + [100000])
+    allowed = [t for t in targets if t.pref < prefme]
+    if not allowed:
+        raise Finish(AMBIGMX)
+    return allowed
+
+
+def connect(ip, port, timeout):
+    """Return a socket connected to ip:port within timeout seconds (OSError, TimeoutError otherwise)."""
+    import _socket
+    sock = _socket.socket(_socket.AF_INET6 if ":" in ip else _socket.AF_INET, _socket.SOCK_STREAM)
+    sock.settimeout(max(timeout, 1))
+    try:
+        sock.connect((ip, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def features_for(config, route, host, target):
+    """Return the Features for one connection: TLS policy of the domain, AUTH for the relay."""
+    from pyqmail.lib import control, remoteconf
+    from pyqmail.lib.remotefeatures import Features
+    auth = None
+    if route.relay is not None:
+        try:
+            auth = remoteconf.auth_for(route.relay)
+        except remoteconf.AuthFileExposed:
+            raise Finish(AUTH_EXPOSED)
+        except remoteconf.ControlError:
+            raise Finish(CONTROL)
+    cafile = control.path("control", "tlscafile")
+    return Features(config.tls_policy(host), target.name.decode("utf-8", "replace"), auth,
+                    cafile=cafile if os.path.exists(cafile) else None,
+                    loopback=target.ip.startswith("127.") or target.ip == "::1")
+
+
+def attempt(config, route, host, target, sock, sender, recipients, out):
+    """Run the SMTP session on a connected socket; opportunistic TLS trouble means one plain retry."""
+    from pyqmail.lib.remotefeatures import RetryPlain
+    features = features_for(config, route, host, target)
+    conn = Connection(sock, config.timeout)
+    try:
+        Session(conn, target.ip, config.helohost, sender, recipients, out, features).run(0)
+    except RetryPlain:
+        conn.close()
+        try:
+            sock = connect(target.ip, route.port, config.timeoutconnect)
+        except OSError:
+            raise Finish(NOCONN)
+        features.try_tls = False
+        Session(Connection(sock, config.timeout), target.ip, config.helohost, sender, recipients, out,
+                features).run(0)
+
+
+def deliver(host, sender, recipients, out):
+    """Everything after argv: controls, route, lookups, connections; ends by raising Finish."""
+    from pyqmail.lib import control, remoteconf, tcpto
+    from pyqmail.lib.remoteroute import find_route
+    try:
+        os.chdir(control.qmailhome())
+    except OSError:
+        raise Finish(CHDIR)
+    try:
+        config = remoteconf.Config()
+    except remoteconf.ControlError:
+        raise Finish(CONTROL)
+    if smtpclient.has_line_break(sender):
+        raise Finish(BAD_SENDER)
+    route = find_route(config.routes, host)
+    targets = usable(find_targets(config, route, host), route.relay is not None)
+    table = tcpto.Table()
+    for target in targets:
+        if table.skip(target.ip):
+            continue
+        try:
+            sock = connect(target.ip, route.port, config.timeoutconnect)
+        except OSError as e:
+            import errno
+            table.note(target.ip, isinstance(e, TimeoutError) or e.errno == errno.ETIMEDOUT)
+            continue
+        table.note(target.ip, False)
+        attempt(config, route, host, target, sock, sender, recipients, out)
+    raise Finish(NOCONN)
+
+
+def body(argv):
+    """qmail-remote host sender recip...: write the recipient reports and the message report; exit 0."""
+    argv = [os.fsencode(a) for a in argv]
+    out = []
+    if len(argv) < 3:
+        report = USAGE
+    else:
+        try:
+            deliver(argv[0], argv[1], argv[2:], out)
+        except Finish as f:
+            report = f.report
+    write_all(b"".join(out) + report + b"\0")
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    main("qmail-remote", body, crash_code=111)

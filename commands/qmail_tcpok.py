@@ -1,0 +1,47 @@
+"""qmail-tcpok: forget every remembered connection timeout (1024 NUL bytes over queue/lock/tcpto; §1.23)."""
+
+import os
+
+from pyqmail.lib import control, tcpto
+from pyqmail.lib.errstr import error_str
+from pyqmail.lib.exits import Exit
+from pyqmail.lib.program import main
+
+
+def fatal(what, e):
+    """End with `qmail-tcpok: fatal: <what>: <error>` on fd 2 and exit 111."""
+    raise Exit(111, "fatal: %s: %s" % (what, error_str(e.errno)))
+
+
+def body(argv):
+    """Clear the table under its lock."""
+    home = control.qmailhome()
+    try:
+        os.chdir(home)
+    except OSError as e:
+        fatal("unable to chdir to %s" % home, e)
+    try:
+        os.chdir("queue/lock")
+    except OSError as e:
+        fatal("unable to chdir to %s/queue/lock" % home, e)
+    try:
+        fd = os.open("tcpto", os.O_WRONLY)
+    except OSError as e:
+        fatal("unable to write %s/queue/lock/tcpto" % home, e)
+    import fcntl
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as e:
+        fatal("unable to lock %s/queue/lock/tcpto" % home, e)
+    try:
+        data = bytes(tcpto.SIZE)
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError as e:
+        fatal("unable to clear %s/queue/lock/tcpto" % home, e)
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    main("qmail-tcpok", body, crash_code=111)

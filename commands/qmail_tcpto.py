@@ -1,0 +1,49 @@
+"""qmail-tcpto: print the TCP timeout table queue/lock/tcpto (reference §1.23)."""
+
+import os
+import time
+
+from pyqmail.lib import control, tcpto
+from pyqmail.lib.errstr import error_str
+from pyqmail.lib.exits import Exit
+from pyqmail.lib.program import main
+
+
+def fatal(what, e):
+    """End with qmail-tcpto's `fatal: ...: <error>` line on fd 1 and exit 111."""
+    os.write(1, b"fatal: %s: %s\n" % (what.encode(), error_str(e.errno).encode()))
+    raise Exit(111)
+
+
+def body(argv):
+    """Read the table under its lock and print one line per address with recent timeouts."""
+    try:
+        os.chdir(control.qmailhome())
+        os.chdir("queue/lock")
+    except OSError as e:
+        fatal("unable to chdir", e)
+    try:
+        fdlock = os.open("tcpto", os.O_WRONLY)
+        fd = os.open("tcpto", os.O_RDONLY)
+    except OSError as e:
+        fatal("unable to open tcpto", e)
+    import fcntl
+    try:
+        fcntl.flock(fdlock, fcntl.LOCK_EX)
+    except OSError as e:
+        fatal("unable to lock tcpto", e)
+    try:
+        table = os.read(fd, tcpto.SIZE)
+    except OSError as e:
+        fatal("unable to read tcpto", e)
+    os.close(fd)
+    os.close(fdlock)
+    out = tcpto.report_lines(table, int(time.time()))
+    while out:
+        out = out[os.write(1, out):]
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    main("qmail-tcpto", body, crash_code=111)

@@ -1,0 +1,81 @@
+"""qmail-remote's control/smtproutes and address literals (reference §1.8)."""
+
+PORT_SMTP = 25
+
+
+class Route:
+    """Where to send: a relay (name or literal) and port; relay None means "look up the MX"."""
+
+    def __init__(self, relay, port=PORT_SMTP, key=None):
+        self.relay = relay
+        self.port = port
+        self.key = key  # the smtproutes key that matched (None: no route)
+
+    def __repr__(self):
+        return "Route(%r, %d)" % (self.relay, self.port)
+
+
+def parse_routes(lines):
+    """Return {lowercased domain key: value} from smtproutes lines `domain:value`; the first entry wins."""
+    table = {}
+    for line in lines:
+        colon = line.find(b":")
+        key, value = (line, b"") if colon < 0 else (line[:colon], line[colon + 1:])
+        table.setdefault(key.lower(), value)
+    return table
+
+
+def route_keys(host):
+    """Return the keys qmail tries for host: the host, each `.suffix` (longest first), then the empty key."""
+    keys = [host]
+    keys += [host[i:] for i in range(1, len(host)) if host[i:i + 1] == b"."]
+    keys.append(b"")
+    return keys
+
+
+def parse_relay(value):
+    """Split a route's value into (relay or None, port): `relay[:port]`, `[literal][:port]`, `:port`."""
+    if value.startswith(b"["):
+        end = value.find(b"]")
+        if end > 0:
+            relay, rest = value[:end + 1], value[end + 1:]
+            return relay, port_of(rest[1:]) if rest.startswith(b":") else PORT_SMTP
+    colon = value.find(b":")
+    relay, port = (value, PORT_SMTP) if colon < 0 else (value[:colon], port_of(value[colon + 1:]))
+    return relay or None, port
+
+
+def port_of(text):
+    """Return the port in text as qmail's scan_ulong reads it (leading digits; none → 0, as qmail)."""
+    digits = len(text) - len(text.lstrip(b"0123456789"))
+    return int(text[:digits]) & 0xFFFF if digits else 0
+
+
+def find_route(table, host):
+    """Return the Route for host: the first matching key; no match → MX lookup on port 25."""
+    for key in route_keys(host.lower()):
+        if key in table:
+            relay, port = parse_relay(table[key])
+            return Route(relay, port, key)
+    return Route(None)
+
+
+def literal_ip(text):
+    """Return the address in `[1.2.3.4]`, `[IPv6:..]`, `[::1]` or a bare IPv4 address as text, else None."""
+    import _socket
+    inner = text[1:-1] if text.startswith(b"[") and text.endswith(b"]") else text
+    if inner[:5].lower() == b"ipv6:":
+        inner = inner[5:]
+    try:
+        name = inner.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    for family in (_socket.AF_INET, _socket.AF_INET6):
+        try:
+            packed = _socket.inet_pton(family, name)
+        except (OSError, ValueError):
+            continue
+        if family == _socket.AF_INET6 and not text.startswith(b"["):
+            return None  # a bare IPv6 address would be ambiguous with `relay:port`
+        return _socket.inet_ntop(family, packed)
+    return None

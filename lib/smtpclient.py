@@ -1,0 +1,141 @@
+"""SMTP client codecs for qmail-remote: DATA transparency, bounded reply parsing, report texts (reference §1.8)."""
+
+SMTPTEXT_MAX = 5000  # qmail's HUGESMTPTEXT: how much reply text a report quotes
+REPLY_BYTES_MAX = 65536  # our bound on one reply (all its lines); more and the peer counts as gone
+REPLY_LINES_MAX = 200  # our bound on the lines of one reply
+MALFORMED_CODE = 400  # a reply not starting with three digits counts as a temporary refusal
+
+
+class ReplyTooLong(Exception):
+    """The peer sent a reply over our bounds."""
+
+
+class DataEncoder:
+    """Turn queued message bytes into the DATA stream, chunk by chunk.
+
+    CRLF, a lone LF and a lone CR each become one CRLF line break; every line starting with `.` gets a second
+    `.`; a partial last line is completed. So no byte sequence in a message can end DATA early.
+    """
+
+    def __init__(self):
+        self.at_line_start = True
+        self.held_cr = False  # a chunk ended in CR: it may be half of a CRLF
+
+    def feed(self, data):
+        """Return the wire bytes for the next chunk of the message."""
+        if self.held_cr:
+            data = b"\r" + data
+            self.held_cr = False
+        if data.endswith(b"\r"):
+            data = data[:-1]
+            self.held_cr = True
+        if not data:
+            return b""
+        text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if self.at_line_start and text[:1] == b".":
+            text = b"." + text
+        text = text.replace(b"\n.", b"\n..")
+        self.at_line_start = text.endswith(b"\n")
+        return text.replace(b"\n", b"\r\n")
+
+    def end(self):
+        """Return the bytes that finish DATA: a held CR as a line break, a completed last line, `.` CRLF."""
+        out = b""
+        if self.held_cr:
+            out = b"\r\n"
+            self.held_cr = False
+            self.at_line_start = True
+        if not self.at_line_start:
+            out += b"\r\n"
+        return out + b".\r\n"
+
+
+def encode_message(data):
+    """Return the whole DATA stream (after the DATA command) for a message."""
+    e = DataEncoder()
+    return e.feed(data) + e.end()
+
+
+class Reply:
+    """One SMTP reply: its code (from the first line) and its text as qmail keeps it (CRs removed, ≤5000)."""
+
+    def __init__(self, code, text, lines):
+        self.code = code
+        self.text = text
+        self.lines = lines  # the lines without CR LF, for EHLO keywords
+
+    def __repr__(self):
+        return "Reply(%d, %r)" % (self.code, self.text)
+
+
+def reply_code(line):
+    """Return the code of a reply line: its three leading digits, else MALFORMED_CODE."""
+    head = line[:3]
+    if len(head) == 3 and head.isdigit() and head.isascii():
+        return int(head)
+    return MALFORMED_CODE
+
+
+class ReplyParser:
+    """Collect reply lines fed as bytes until a line whose fourth byte is not `-`; bounded."""
+
+    def __init__(self):
+        self.buffer = bytearray()
+        self.lines = []
+        self.size = 0
+
+    def feed(self, data):
+        """Consume data; return (Reply, leftover bytes) once complete, else None. Raises ReplyTooLong."""
+        self.buffer += data
+        while True:
+            nl = self.buffer.find(b"\n")
+            if nl < 0:
+                if self.size + len(self.buffer) > REPLY_BYTES_MAX:
+                    raise ReplyTooLong()
+                return None
+            line = bytes(self.buffer[:nl + 1])
+            del self.buffer[:nl + 1]
+            self.size += len(line)
+            self.lines.append(line)
+            if self.size > REPLY_BYTES_MAX or len(self.lines) > REPLY_LINES_MAX:
+                raise ReplyTooLong()
+            if line[3:4] != b"-":
+                return self.reply(), bytes(self.buffer)
+
+    def reply(self):
+        """Return the Reply for the collected lines."""
+        text = b"".join(self.lines).replace(b"\r", b"")[:SMTPTEXT_MAX]
+        bare = [line.rstrip(b"\n").replace(b"\r", b"") for line in self.lines]
+        return Reply(reply_code(self.lines[0]), text, bare)
+
+
+def parse_reply(data):
+    """Return (Reply, leftover) for bytes holding a whole reply, or None if incomplete."""
+    return ReplyParser().feed(data)
+
+
+def ehlo_keywords(reply):
+    """Return {KEYWORD: parameters} from an EHLO reply's lines after the first."""
+    found = {}
+    for line in reply.lines[1:]:
+        words = line[4:].split()
+        if words:
+            found[words[0].upper()] = words[1:]
+    return found
+
+
+def remote_said(text):
+    """Return qmail's `Remote host said: ` quotation of reply text (NUL shown as `?`), or b"" if none."""
+    if not text:
+        return b""
+    return b"Remote host said: " + text.replace(b"\0", b"?")
+
+
+def outsafe(data):
+    """Return data with bytes below 33 or above 126 shown as `?` (qmail's outsafe)."""
+    return bytes(c if 33 <= c <= 126 else 63 for c in data)
+
+
+def has_line_break(address):
+    """True if an address holds CR or LF: sent in a command, it would end that command early."""
+    return b"\r" in address or b"\n" in address
