@@ -18,15 +18,16 @@ OK = b"K127.0.0.2 accepted message.\nRemote host said: 250 2.0.0 Ok\n\0"
 NOCONN = b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n\0"
 
 
-def start_sink(procs, world_tmp, options=(), host=SINK_IP):
+def start_sink(procs, world_tmp, options=(), host=SINK_IP, port=None):
     """Run smtp-sink on a free port of host, dumping each message to its own file; return (port, dump dir)."""
     need("smtp-sink")
     dump = world_tmp / ("dump-%d" % time.monotonic_ns())
     dump.mkdir()
     os.chmod(dump, 0o777)
-    port = free_port(host)
+    port = port or free_port(host)
     user = ["-u", "nobody"] if ROOT else []
-    procs.start(["smtp-sink", *user, "-d", str(dump) + "/m.", *options, "%s:%d" % (host, port), "10"],
+    address = ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+    procs.start(["smtp-sink", *user, "-d", str(dump) + "/m.", *options, address, "10"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(host, port)
     return port, dump
