@@ -29,10 +29,47 @@ def remote_program():
     return os.environb.get(OVERRIDE.encode()) or b"qmail-remote"
 
 
-def remote_child(program):
-    """Return the child body: exec `program host sender recipient` (no shell, fixed argv)."""
+def is_ours(program, path=None, dirs=None):
+    """True if program, found as execvp would find it, is our installed qmail-remote (symlinks resolved)."""
+    from pyqmail.lib import inprocess
+    found = inprocess.which(os.fsdecode(program), os.environ.get("PATH", "") if path is None else path)
+    if found is None:
+        return False
+    real = os.path.realpath(found)
+    return os.path.isfile(real) and any(os.path.realpath(os.path.join(d, "qmail-remote")) == real
+                                        for d in (inprocess.bindirs() if dirs is None else dirs))
+
+
+def preload():
+    """Import what qmail-remote uses, DNS and TLS included, once: forked children start with it in memory."""
+    from pyqmail.commands import qmail_remote  # noqa: F401
+    from pyqmail.lib import (dnsmx, remoteconf, remotefeatures, remoteipme, remoteroute,  # noqa: F401
+                             remotesession, smtpclient, tcpto)
+    import binascii, errno, fcntl, socket, ssl  # noqa: F401,E401
+    try:
+        import dns.rdata
+        import dns.rdataclass
+        import dns.rdatatype
+        import dns.resolver  # noqa: F401
+        for rdtype in (dns.rdatatype.MX, dns.rdatatype.A, dns.rdatatype.AAAA):
+            dns.rdata.get_rdata_class(dns.rdataclass.IN, rdtype)
+    except ImportError:
+        pass
+
+
+def run_preloaded(host, sender, recipient):
+    """Run the pre-loaded qmail-remote in this (forked) process; it ends the process."""
+    from pyqmail.commands import qmail_remote
+    main("qmail-remote", qmail_remote.body, 111, argv=[os.fsdecode(a) for a in (host, sender, recipient)])
+    return 111  # not reached: main exits
+
+
+def remote_child(program, preloaded=False):
+    """Return the child body: our pre-loaded qmail-remote, or exec `program host sender recipient` (no shell)."""
     def child(sender, recipient):
         _, host = spawnproto.split_recipient(recipient)
+        if preloaded:
+            return run_preloaded(host, sender, recipient)
         try:
             os.execvp(program, [program, host, sender, recipient])
         except OSError as e:
@@ -49,7 +86,11 @@ def body(argv):
     from pyqmail.lib.spawner import Spawner, enter_mess
     _, owner = enter_mess()
     clear_tcpto()
-    return Spawner(remote_child(remote_program()), spawnproto.remote_report, spawnproto.REMOTE_OUTPUT_MAX,
+    program = remote_program()
+    preloaded = is_ours(program)
+    if preloaded:
+        preload()
+    return Spawner(remote_child(program, preloaded), spawnproto.remote_report, spawnproto.REMOTE_OUTPUT_MAX,
                    owner).serve()
 
 
