@@ -97,3 +97,19 @@ def test_qmail_local_maildir_delivery_imports_nothing_heavy(tree, home):
     assert len(os.listdir(h / "Maildir/new")) == 1
     mods = imported(proc.stderr)
     assert not mods & HEAVY, sorted(mods & HEAVY)
+
+
+def test_qmail_remote_routed_delivery_imports_nothing_heavy(procs, tree, world_tmp):
+    """qmail-remote to an smtproutes IP literal (smtp-sink offers no STARTTLS): no dns, no ssl, no re."""
+    from test_qmail_remote import OK, route, start_sink
+    port, _ = start_sink(procs, world_tmp)
+    route(tree, b":[127.0.0.2]:%d" % port)
+    msg = world_tmp / "msg"
+    msg.write_bytes(b"Subject: x\n\nbody\n")
+    with open(msg, "rb") as f:
+        proc = subprocess.run([sys.executable, "-X", "importtime", program("qmail-remote"), "x.example", "a@b",
+                               "c@x.example"], stdin=f, env=qenv(tree), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout == b"r\0" + OK
+    mods = imported(proc.stderr)
+    assert "pyqmail" in mods
+    assert not mods & HEAVY, sorted(mods & HEAVY)
