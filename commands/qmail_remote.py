@@ -82,28 +82,33 @@ def connect(ip, port, timeout):
     return sock
 
 
-def features_for(config, route, host, target):
+def relay_auth(route):
+    """Return (user, password) for the route's relay from control/remoteauth, or None."""
+    if route.relay is None:
+        return None
+    from pyqmail.lib import remoteconf
+    try:
+        return remoteconf.auth_for(route.relay)
+    except remoteconf.AuthFileExposed:
+        raise Finish(AUTH_EXPOSED)
+    except remoteconf.ControlError:
+        raise Finish(CONTROL)
+
+
+def features_for(config, host, target, auth):
     """Return the Features for one connection: TLS policy of the domain, AUTH for the relay."""
-    from pyqmail.lib import control, remoteconf
+    from pyqmail.lib import control
     from pyqmail.lib.remotefeatures import Features
-    auth = None
-    if route.relay is not None:
-        try:
-            auth = remoteconf.auth_for(route.relay)
-        except remoteconf.AuthFileExposed:
-            raise Finish(AUTH_EXPOSED)
-        except remoteconf.ControlError:
-            raise Finish(CONTROL)
     cafile = control.path("control", "tlscafile")
     return Features(config.tls_policy(host), target.name.decode("utf-8", "replace"), auth,
                     cafile=cafile if os.path.exists(cafile) else None,
                     loopback=target.ip.startswith("127.") or target.ip == "::1")
 
 
-def attempt(config, route, host, target, sock, sender, recipients, out):
+def attempt(config, route, host, target, sock, sender, recipients, out, auth):
     """Run the SMTP session on a connected socket; opportunistic TLS trouble means one plain retry."""
     from pyqmail.lib.remotefeatures import RetryPlain
-    features = features_for(config, route, host, target)
+    features = features_for(config, host, target, auth)
     conn = Connection(sock, config.timeout)
     try:
         Session(conn, target.ip, config.helohost, sender, recipients, out, features).run(0)
@@ -133,6 +138,7 @@ def deliver(host, sender, recipients, out):
     if smtpclient.has_line_break(sender):
         raise Finish(BAD_SENDER)
     route = find_route(config.routes, host)
+    auth = relay_auth(route)
     targets = usable(find_targets(config, route, host), route.relay is not None)
     table = tcpto.Table()
     for target in targets:
@@ -145,7 +151,7 @@ def deliver(host, sender, recipients, out):
             table.note(target.ip, isinstance(e, TimeoutError) or e.errno == errno.ETIMEDOUT)
             continue
         table.note(target.ip, False)
-        attempt(config, route, host, target, sock, sender, recipients, out)
+        attempt(config, route, host, target, sock, sender, recipients, out, auth)
     raise Finish(NOCONN)
 
 
