@@ -1,0 +1,126 @@
+"""Reporting for the end-to-end benchmark: per-run details, the summary table with ratios, the PNG chart."""
+
+import os
+
+# Issue 4's figures for notqmail 1.09 under tcpserver (quiet period, this machine kind). notqmail is in
+# no package registry reachable here, so it is never run: a reference line, not a measurement.
+NOTQMAIL = {1: 315, 5: 350, 20: 350}
+NOTQMAIL_CPU_MS = 4.3
+NOTQMAIL_LABEL = "notqmail 1.09 (issue 4's figure, NOT measured in this run)"
+POSTFIX = "postfix"
+LEGEND = {POSTFIX: "Postfix 3.7, private instance (measured)",
+          "pyqmail/tcpserver": "pyqmail, qmail-qmqpd under tcpserver (measured)",
+          "pyqmail/qmail-tcpserver": "pyqmail, qmail-qmqpd under qmail-tcpserver (measured)"}
+COLORS = {POSTFIX: "tab:blue", "pyqmail/tcpserver": "tab:green", "pyqmail/qmail-tcpserver": "tab:orange"}
+
+
+def mb(kb):
+    """kB as MB with one decimal."""
+    return "%.1f" % (kb / 1024)
+
+
+def ms(value):
+    """Milliseconds with one decimal, or '-'."""
+    return "-" if value is None else "%.1f" % value
+
+
+def report_run(r, report):
+    """Report lines for one run."""
+    n = r["messages"]
+    report("%s, qmqp-source -c -s %d -m %d -l 2048%s: %d delivered" % (
+        r["label"], r["sessions"], n, ", delivery started after all were queued" if r["drain"] else "",
+        r["delivered"]))
+    report("  accepted:   %6.1f msg/s (qmqp-source %.1f s%s)" % (
+        r["accept_rate"], r["accept_s"], ", nothing delivering" if r["drain"] else ""))
+    if r["drain"]:
+        report("  delivered:  %6.1f msg/s (%d messages, first to last Maildir file; the first %.2f s and the"
+               " last %.1f s after starting the delivery side)"
+               % (r["e2e_rate"], r["delivered"], r["first_delivery_s"], r["e2e_s"]))
+    else:
+        report("  end to end: %6.1f msg/s (%d messages, start of qmqp-source to last Maildir file %.1f s;"
+               " first after %.2f s)" % (r["e2e_rate"], r["delivered"], r["e2e_s"], r["first_delivery_s"]))
+    lat = r.get("latency")
+    if lat:
+        report("  acceptance latency (probe, connect to reply): p50 %s ms, p99 %s ms, max %s ms over %d probes%s"
+               % (ms(lat["p50_ms"]), ms(lat["p99_ms"]), ms(lat["max_ms"]), lat["accepted"],
+                  "; %d FAILED: %s" % (lat["failed"], lat["errors"]) if lat["failed"] else ""))
+    total = sum(r["cpu"].values())
+    report("  CPU per message: %.1f ms in all%s (%.0f%% of %d cores over that time)%s" % (
+        1000 * total / n, " delivering" if r["drain"] else "", 100 * total / r["e2e_s"] / os.cpu_count(),
+        os.cpu_count(), "" if r["drain"] else "; qmqp-source itself %.1f ms" % (1000 * r["client_cpu"] / n)))
+    for kind, seconds in sorted(r["cpu"].items(), key=lambda kv: -kv[1]):
+        report("    %-30s %5.2f ms  (%4.1f%%)" % (kind, 1000 * seconds / n, 100 * seconds / max(total, 1e-9)))
+    m = r["memory"]
+    report("  peak memory: sum of Pss %s MB, sum of VmRSS %s MB (sampled every 0.5 / 0.1 s);"
+           " largest VmHWM %s MB (%s)" % (mb(m["pss_sum"]), mb(m["rss_sum"]), mb(m["hwm_max"]), m["hwm_kind"]))
+    report("  %s: %s" % (r["log_name"], ", ".join("%s %d" % kv for kv in sorted(r["log"].items()))))
+    for line in r["profile"]:
+        report("  " + line)
+
+
+def ratio(a, b):
+    """a/b as '0.42x', or '-'."""
+    return "%.2fx" % (a / b) if a and b else "-"
+
+
+def summary(results, report):
+    """The summary table (markdown) of the load runs, with the ratios to Postfix and to notqmail's figures."""
+    runs = [r for r in results if not r["drain"]]
+    postfix = {r["sessions"]: r for r in runs if r["label"] == POSTFIX}
+    report("")
+    report("| system | -s | accepted msg/s | end to end msg/s | accept latency p50 / p99 ms | CPU ms/msg |"
+           " peak Pss sum / RSS sum / largest HWM MB | ÷ Postfix: accepted / end to end |"
+           " end to end ÷ notqmail's figure |")
+    report("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in runs:
+        pf, lat, m = postfix.get(r["sessions"]), r["latency"], r["memory"]
+        vs_pf = "-" if pf is None or r is pf else "%s / %s" % (ratio(r["accept_rate"], pf["accept_rate"]),
+                                                               ratio(r["e2e_rate"], pf["e2e_rate"]))
+        report("| %s | %d | %.0f | **%.0f** | %s / %s | %.2f | %s / %s / %s | %s | %s |" % (
+            r["label"], r["sessions"], r["accept_rate"], r["e2e_rate"], ms(lat["p50_ms"]), ms(lat["p99_ms"]),
+            1000 * sum(r["cpu"].values()) / r["messages"], mb(m["pss_sum"]), mb(m["rss_sum"]),
+            mb(m["hwm_max"]), vs_pf, ratio(r["e2e_rate"], NOTQMAIL.get(r["sessions"]))))
+    for s in sorted({r["sessions"] for r in runs}):
+        if s in NOTQMAIL:
+            report("| %s | %d | - | ~%d | - | ~%.1f | - | - | (reference) |" % (
+                NOTQMAIL_LABEL, s, NOTQMAIL[s], NOTQMAIL_CPU_MS))
+    drains = [r for r in results if r["drain"]]
+    if drains:
+        report("")
+        report("Delivery alone (drain): " + "; ".join(
+            "%s %.0f msg/s at %.2f ms CPU per message" % (r["label"], r["e2e_rate"],
+                                                        1000 * sum(r["cpu"].values()) / r["messages"])
+            for r in drains))
+
+
+def chart(results, path, title):
+    """Write a PNG: grouped bars of end-to-end msg/s per -s for each system, and notqmail's figure."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in results if not r["drain"]]
+    sessions = sorted({r["sessions"] for r in runs})
+    present = {r["label"] for r in runs}
+    labels = [label for label in LEGEND if label in present] + sorted(present - set(LEGEND))
+    series = [(LEGEND.get(label, label),
+               [next((r["e2e_rate"] for r in runs if r["label"] == label and r["sessions"] == s), 0)
+                for s in sessions], {"color": COLORS.get(label)}) for label in labels]
+    series.append((NOTQMAIL_LABEL, [NOTQMAIL.get(s, 0) for s in sessions],
+                   {"color": "white", "edgecolor": "dimgray", "hatch": "//"}))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=100)
+    for k, (label, values, style) in enumerate(series):
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(sessions))]
+        bars = ax.bar(xs, values, width * 0.95, label=label, **style)
+        ax.bar_label(bars, labels=["%.0f" % v if v else "" for v in values], fontsize=8, padding=2)
+    ax.set_xticks(range(len(sessions)))
+    ax.set_xticklabels(["qmqp-source -s %d" % s for s in sessions])
+    ax.set_ylabel("messages per second, QMQP in to Maildir file (end to end)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_ylim(0, max(max(v) for _, v, _ in series) * 1.25)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
