@@ -92,6 +92,8 @@ class Features:
 
     def authenticate(self, session, mechanisms):
         """AUTH PLAIN (else LOGIN) with this relay's credentials; only over TLS or to a loopback address."""
+        if b"PLAIN" not in mechanisms and b"LOGIN" not in mechanisms:
+            return
         if not (self.tls or self.loopback):
             session.quit(b"ZConnected to ", b" but I don't send a password without TLS")
         user, password = self.auth
@@ -102,8 +104,6 @@ class Features:
             for answer in (user, password):
                 if code == 334:
                     code = session.code(b64(answer))
-        else:
-            return
         if code != 235:
             session.quit(b"ZConnected to ", b" but my authentication was rejected")
 

@@ -25,7 +25,7 @@ class Connection:
 
     def __init__(self, sock, timeout):
         self.sock = sock
-        self.sock.settimeout(timeout)
+        self.sock.settimeout(max(timeout, 1))  # 0 would make the socket non-blocking
         self.leftover = b""
 
     def send(self, data):

@@ -282,3 +282,39 @@ def test_qmail_tcpto_and_tcpok_errors(tree):
     assert p.returncode == 111
     assert p.stderr == b"qmail-tcpok: fatal: unable to write %s/queue/lock/tcpto: file does not exist\n" % (
         str(tree).encode())
+
+
+def silent_or_chatty_server(payload):
+    """A listener on 127.0.0.7 that accepts one connection, sends payload (maybe nothing) and holds it open."""
+    import threading
+    server = socket.socket()
+    server.bind(("127.0.0.7", 0))
+    server.listen(1)
+    held = []
+
+    def serve():
+        conn, _ = server.accept()
+        held.append(conn)
+        try:
+            conn.sendall(payload)
+        except OSError:
+            pass
+    threading.Thread(target=serve, daemon=True).start()
+    return server, held
+
+
+@pytest.mark.parametrize("payload", [b"", b"220-" + b"x" * 70000, b"220-x\r\n" * 300 + b"220 x\r\n"])
+def test_silent_and_endless_servers_count_as_dropped(tree, world_tmp, payload):
+    """A server that never greets (timeoutremote) or greets without end (our reply bounds): the connection died;
+    it connected, so nothing goes into the timeout table."""
+    server, held = silent_or_chatty_server(payload)
+    (tree / "control" / "timeoutremote").write_bytes(b"1\n")
+    route(tree, b":[127.0.0.7]:%d" % server.getsockname()[1])
+    start = time.time()
+    assert remote(tree, world_tmp, ["x", "a@b", "c@x"]) == (
+        0, b"ZConnected to 127.0.0.7 but connection died. (#4.4.2)\n\0")
+    assert time.time() - start < 10
+    assert tcpto_table(tree) == bytes(1024)
+    server.close()
+    for c in held:
+        c.close()
