@@ -113,3 +113,13 @@ def test_qmail_remote_routed_delivery_imports_nothing_heavy(procs, tree, world_t
     mods = imported(proc.stderr)
     assert "pyqmail" in mods
     assert not mods & HEAVY, sorted(mods & HEAVY)
+
+
+def test_qmail_inject_imports_nothing_heavy(tree):
+    """qmail-inject's plain path: header rewriting, added fields, queueing (in process or through qmail-queue)."""
+    message = b"To: a@b.example, Joe <joe>\nCc: (x) c\nSubject: x\n\nbody\n"
+    for argv in ([], ["-n", "-f", "s@x.example", "r@y.example"]):
+        code, mods = run_timed("qmail-inject", tree, message, argv=argv, env={"USER": "joe", "NAME": "Joe"})
+        assert code == 0
+        assert "pyqmail" in mods
+        assert not mods & HEAVY, sorted(mods & HEAVY)
