@@ -373,6 +373,12 @@ def parse_args():
     return args
 
 
+def code_version():
+    """The commit measured: git's description of this checkout, else $PYQMAIL_COMMIT (an exported tree)."""
+    r = subprocess.run(["git", "-C", HERE, "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else os.environ.get("PYQMAIL_COMMIT", "unknown")
+
+
 def workdir(base, name):
     """A fresh directory every user can traverse (the delivery account must reach its home inside)."""
     work = base / name.replace("/", "-")
@@ -406,7 +412,7 @@ def main():
             % ("qmaild, through maildrop and qmail-pickup" if args.qmaild else
                "the queue's owner, queueing in its own process" if args.queue_owner else
                "root, running qmail-queue")))
-        report("# command: scripts/bench-e2e " + " ".join(sys.argv[1:]))
+        report("# command: scripts/bench-e2e %s; code: %s" % (" ".join(sys.argv[1:]), code_version()))
         fs = workdir(base, "fsync")
         report("create+write(2 KB)+fsync+rename, 1 writer:   %7.0f files/s" % fsync_rate(fs, 1, 300))
         report("create+write(2 KB)+fsync+rename, 10 writers: %7.0f files/s" % fsync_rate(fs, 10, 100))
