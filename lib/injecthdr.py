@@ -1,10 +1,12 @@
 """qmail-inject's header work (qmail-header(5)): rewrite address fields, collect recipients and the
 envelope sender, drop Bcc/Return-Path/Content-Length, and make the Date, Message-ID, From and Cc it adds."""
 
+import os
 import time
 
-from pyqmail.lib import token822
+from pyqmail.lib import token822, token822list
 from pyqmail.lib.exits import Exit
+from pyqmail.lib.headerbody import is_field_start
 from pyqmail.lib.injectrw import known
 from pyqmail.lib.quote import quote2, quote_need
 from pyqmail.lib.queue import date822
@@ -24,7 +26,6 @@ _DELETE_FLAG = {"f": b"from", "i": b"message-id", "s": b"return-path"}
 
 def die(code, text):
     """Return Exit(code) after writing `qmail-inject: fatal: <text>` (bytes, no newline added) to fd 2."""
-    import os
     try:
         os.write(2, b"qmail-inject: fatal: " + text)
     except OSError:
@@ -57,10 +58,8 @@ class Header:
             return
         if name:
             self.seen.add(name)
-        else:
-            from pyqmail.lib.headerbody import is_field_start
-            if not is_field_start(field):
-                raise die(100, b"invalid header field: " + field)
+        elif not is_field_start(field):
+            raise die(100, b"invalid header field: " + field)
         if name in RECIPIENT_FIELDS:
             field = self._recipients(field, RECIPIENT_FIELDS[name])
         elif name == b"return-path":
@@ -139,7 +138,7 @@ class Header:
 def rewritten(field, rewrite):
     """Return the field printed again with each address rewritten, or None if it does not parse."""
     tokens = token822.parse(field)
-    out = None if tokens is None else token822.addrlist(tokens, rewrite)
+    out = None if tokens is None else token822list.addrlist(tokens, rewrite)
     return None if out is None else token822.unparse(out, LINELEN)
 
 
@@ -154,7 +153,7 @@ def _reparse(tokens, rewrite):
     """Print tokens as a field, parse that again and rewrite its addresses (as qmail does); return the tokens."""
     line = token822.unparse(tokens, LINELEN)
     parsed = token822.parse(line)
-    out = None if parsed is None else token822.addrlist(parsed, rewrite)
+    out = None if parsed is None else token822list.addrlist(parsed, rewrite)
     if out is None:
         raise unparsable(line)
     return out

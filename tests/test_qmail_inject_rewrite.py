@@ -2,7 +2,6 @@
 keeps, Resent- mode, From styles and the QMAILINJECT letters. Expected outputs are derived from the rules in
 qmail-inject(8) and qmail-header(5) (default host silverton, default and plus domain berkeley.edu, as there)."""
 
-import os
 import re
 import subprocess
 import time

@@ -6,7 +6,7 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pyqmail.lib import token822
+from pyqmail.lib import token822, token822list
 from pyqmail.lib.injectinput import Input, header
 from pyqmail.lib.injectrw import Rewriter, known
 from pyqmail.lib.sgetopt import BadOption, getopt
@@ -117,14 +117,14 @@ def test_address_lists_never_crash_and_rewritten_lists_parse_again(data):
     def rewrite(address):
         seen.append(address)
         return RW.address(address)
-    out = token822.addrlist(tokens, rewrite)
+    out = token822list.addrlist(tokens, rewrite)
     if out is None or not atoms_print_back(tokens):
         return
     printed = token822.unparse(out, 80)
     again = token822.parse(printed)
     assert again is not None
     # a valid address list again (not always a fixed point: `x@.@` -> `x@.` -> `x@host`, one pass per rule as qmail)
-    assert token822.addrlist(again, RW.address) is not None
+    assert token822list.addrlist(again, RW.address) is not None
     for address in seen:
         assert all(kind != COMMA or address for kind, _ in address)
 
@@ -244,7 +244,7 @@ def test_qmail_getopt_complaints(argv, message):
 
 def test_addrlist_calls_rewrite_right_to_left_and_inserts_commas():
     seen = []
-    out = token822.addrlist(field_tokens(b"a b, c"), lambda t: seen.append(token822.unquote(t)) or t)
+    out = token822list.addrlist(field_tokens(b"a b, c"), lambda t: seen.append(token822.unquote(t)) or t)
     assert seen == [b"c", b"b", b"a"]
     assert token822.unparse(out) == b"To: a, b, c\n"
 
