@@ -7,7 +7,7 @@ import _signal  # not `signal`: it imports enum
 from pyqmail.lib import access, qmqp, qmqpd_policy, tcpenv
 from pyqmail.lib.exits import Exit
 from pyqmail.lib.netlog import Log
-from pyqmail.lib.program import main
+from pyqmail.lib.program import call
 from pyqmail.lib.queue import write_all
 
 CONFIG_ERROR = "ZError: server configuration error"
@@ -160,6 +160,11 @@ def body(argv):
     return receive(session)
 
 
+def connection():
+    """Serve the connection on fds 0 and 1 and return the exit code (qmail-tcpserver reuses its workers)."""
+    return call("qmail-qmqpd", body, crash_code=111)
+
+
 def run():
     """Entry point."""
-    main("qmail-qmqpd", body, crash_code=111)
+    os._exit(connection())

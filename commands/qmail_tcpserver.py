@@ -6,7 +6,7 @@ import signal
 import socket
 import sys
 
-from pyqmail.lib import inprocess, tcprules, tcpserve
+from pyqmail.lib import inprocess, tcppool, tcprules, tcpserve
 from pyqmail.lib.errstr import error_str
 from pyqmail.lib.exits import Exit
 from pyqmail.lib.program import main
@@ -29,31 +29,36 @@ def say(line):
 class Listener:
     """The accept loop: at most limit children, reaped and logged as tcpserver does."""
 
-    def __init__(self, o, sock, entry):
+    def __init__(self, o, sock, entry, reuse=False):
         self.o, self.sock, self.entry = o, sock, entry
         self.children = 0
+        self.pool = tcppool.Pool() if reuse else None  # workers serving many connections each
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def status(self):
         """Log the number of children at -v."""
         if self.o.verbosity >= 2:
-            say(tcpserve.status_line(self.children, self.o.limit))
+            say(tcpserve.status_line(self.pool.serving() if self.pool else self.children, self.o.limit))
 
     def run(self):
         """Accept and serve connections until TERM."""
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # only to wake poll through the pipe
-        signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))  # children go on, as with tcpserver
+        signal.signal(signal.SIGTERM, self.terminate)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         self.sock.setblocking(False)
         self.status()
         poller = select.poll()
         poller.register(self.wake_r, select.POLLIN)
+        if self.pool:
+            poller.register(self.pool.status_r, select.POLLIN)
         accepting = False
         while True:
-            if accepting != (self.children < self.o.limit):  # over the limit, wait as tcpserver does
+            if accepting != self.room():  # over the limit, wait as tcpserver does
                 accepting = not accepting
                 poller.register(self.sock, select.POLLIN) if accepting else poller.unregister(self.sock)
             ready = {fd for fd, _ in poller.poll()}
+            if self.pool and self.pool.status_r in ready and self.pool.read():
+                self.status()
             if self.wake_r in ready:
                 while True:
                     try:
@@ -62,8 +67,20 @@ class Listener:
                     except BlockingIOError:
                         break
                 self.reap()
-            if self.sock.fileno() in ready and self.children < self.o.limit:
-                self.accept()
+            if self.sock.fileno() in ready and self.room():
+                self.fork_worker() if self.pool else self.accept()
+
+    def room(self):
+        """True if a waiting connection should be taken now: below the limit (and, with workers, none idle)."""
+        if self.pool:
+            return self.pool.idle() == 0 and len(self.pool.busy) < self.o.limit
+        return self.children < self.o.limit
+
+    def terminate(self, signum, frame):
+        """TERM: stop listening; children (and busy workers) finish their connections, as with tcpserver."""
+        if self.pool:
+            self.pool.stop()
+        os._exit(0)
 
     def reap(self):
         """Collect finished children and log them."""
@@ -74,6 +91,8 @@ class Listener:
                 return
             if not pid:
                 return
+            if self.pool and not self.pool.ended(pid):
+                continue  # an idle worker ended: no connection ended with it
             lines = tcpserve.end_lines(pid, wstat)
             for line in lines if self.o.verbosity >= 2 else lines[1:] if self.o.verbosity else ():
                 say(line)
@@ -105,26 +124,62 @@ class Listener:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
         conn.close()
 
+    def forked(self):
+        """In a new child: start clean, as an exec'd program would, without the listener's descriptors."""
+        signal.set_wakeup_fd(-1)
+        for signum in HANDLED:
+            signal.signal(signum, signal.SIG_DFL)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
     def child(self, conn, remote):
         """Become the connection's process: never returns."""
         try:
-            signal.set_wakeup_fd(-1)
-            for signum in HANDLED:
-                signal.signal(signum, signal.SIG_DFL)
-            os.close(self.wake_r)
-            os.close(self.wake_w)
+            self.forked()
             self.sock.close()
-            signal.pthread_sigmask(signal.SIG_SETMASK, [])
-            code = self.serve(conn, remote)
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 111
-        except (Drop, tcprules.Unreadable) as e:
-            say("tcpserver: warning: dropping connection, %s" % e)
-            code = 111
-        except BaseException as e:  # one clear line, never a traceback
-            say("tcpserver: warning: dropping connection, internal error: %s: %s" % (type(e).__name__, e))
+            code = self.serve_safely(conn, remote)
+        except BaseException:
             code = 111
         os._exit(code or 0)
+
+    def fork_worker(self):
+        """Fork a worker that accepts and serves connections itself (lib/tcppool)."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        listener = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            say("tcpserver: warning: unable to fork: %s" % error_str(e.errno))
+            select.select([], [], [], 0.1)
+            pid = -1
+        if pid == 0:
+            try:
+                self.forked()
+                worker = tcppool.Worker(self.sock.detach(), self.pool.status_w, self.serve_safely, self.say_end)
+                worker.run(listener)
+            finally:
+                os._exit(111)
+        if pid > 0:
+            self.pool.added(pid)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+
+    def say_end(self, pid, wstat):
+        """A worker finished a connection: tcpserver's `end` line at -v."""
+        if self.o.verbosity >= 2:
+            say(tcpserve.end_lines(pid, wstat)[0])
+
+    def serve_safely(self, conn, remote):
+        """Serve one connection; return its exit code, with one warning line instead of any traceback."""
+        try:
+            return self.serve(conn, remote)
+        except SystemExit as e:
+            return e.code if isinstance(e.code, int) else 111
+        except (Drop, tcprules.Unreadable) as e:
+            say("tcpserver: warning: dropping connection, %s" % e)
+        except BaseException as e:  # one clear line, never a traceback
+            say("tcpserver: warning: dropping connection, internal error: %s: %s" % (type(e).__name__, e))
+        return 111
 
     def serve(self, conn, remote):
         """tcpserver's doit(): log, banner, environment, rules, descriptors, then the program."""
@@ -159,8 +214,7 @@ class Listener:
             os.close(fd)
         sys.argv = list(o.argv)
         if self.entry is not None:
-            self.entry()  # ends with os._exit; a return means success
-            return 0
+            return self.entry() or 0  # run() ends with os._exit; connection() returns the exit code
         for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; an exec'd program must not
             signal.signal(signum, signal.SIG_DFL)
         try:
@@ -179,14 +233,17 @@ def body(argv):
     sock = tcpserve.listen(o)
     tcpserve.drop_privileges(o)
     module = inprocess.recognise(o.argv[0])
-    entry = inprocess.load(module) if module else None
+    loaded = inprocess.load(module) if module else None
+    entry = getattr(loaded, "connection", None) or getattr(loaded, "run", None)
     if entry is not None:
         inprocess.preload(module)
         if o.verbosity >= 2:
             say("tcpserver: info: running %s in forked children of this process (%s)" % (o.argv[0], module))
     if o.rules:
         import cdbx  # noqa: F401 -- imported once here, not in every child
-    Listener(o, sock, entry).run()
+    if hasattr(loaded, "connection"):
+        import ctypes  # noqa: F401 -- for the workers' prctl, imported once here
+    Listener(o, sock, entry, reuse=hasattr(loaded, "connection")).run()
 
 
 def run():

@@ -65,9 +65,12 @@ def preload(module):
 
 
 def load(module):
-    """Import a program's module and return its entry function, or None if this install lacks it."""
+    """Import a program's module and return it, or None if this install lacks it.
+
+    Its `run()` serves one connection and exits; a module that also has `connection()` (serve one
+    connection, return the exit code, leave no state behind) is run in reused workers (lib/tcppool)."""
     import importlib
     try:
-        return importlib.import_module(module).run
+        return importlib.import_module(module)
     except ImportError:
         return None

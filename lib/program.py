@@ -28,8 +28,8 @@ def split_options(argv, allowed):
     return flags, argv[i:]
 
 
-def main(program, body, crash_code=111, argv=None):
-    """Run body(argv) and exit with its code; Exit ends with a message, anything else with crash_code."""
+def call(program, body, crash_code=111, argv=None):
+    """Run body(argv) and return its exit code; Exit gives its code and message, anything else crash_code."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         code = body(argv)
@@ -49,4 +49,9 @@ def main(program, body, crash_code=111, argv=None):
         sys.stdout.flush()
     except Exception:
         pass
-    os._exit(code or 0)
+    return code or 0
+
+
+def main(program, body, crash_code=111, argv=None):
+    """Run body(argv) and exit with its code (see call)."""
+    os._exit(call(program, body, crash_code, argv))

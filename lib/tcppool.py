@@ -1,0 +1,160 @@
+"""qmail-tcpserver's reused workers: one process serves many connections in turn, as Postfix's servers do.
+
+A fork costs a Python process 2-3 ms of CPU, mostly copying the pages that reference counts write to:
+more than the rest of a QMQP transaction. So for pyqmail's own servers the listener forks workers only
+when every worker is busy, and each worker accepts and serves up to MAX_USE connections one at a time.
+Workers tell the listener when they become busy or idle through a pipe, in RECORD-byte records.
+"""
+
+import os
+import signal
+import sys
+
+MAX_USE = 100  # connections per worker (Postfix's max_use)
+MAX_IDLE = 100  # seconds an idle worker waits for a connection before it exits (Postfix's max_idle)
+RECORD = 9  # the worker's pid in 8 hex digits, then B (busy) or I (idle)
+KEEP_FD = 900  # a worker's own descriptors are moved here; 3 up to this are closed after each connection
+
+
+class Pool:
+    """The listener's view of its workers: which exist and which are serving a connection."""
+
+    def __init__(self):
+        self.busy = {}  # pid: True while it serves a connection
+        self.status_r, self.status_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.partial = b""
+
+    def idle(self):
+        """Number of workers waiting for a connection."""
+        return sum(1 for b in self.busy.values() if not b)
+
+    def serving(self):
+        """Number of connections being served."""
+        return sum(self.busy.values())
+
+    def added(self, pid):
+        """A worker was forked; it starts idle."""
+        self.busy[pid] = False
+
+    def read(self):
+        """Read the workers' records; return True if any arrived."""
+        data = self.partial
+        while True:
+            try:
+                chunk = os.read(self.status_r, 4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        whole = len(data) - len(data) % RECORD
+        for i in range(0, whole, RECORD):
+            pid = int(data[i:i + 8], 16)
+            if pid in self.busy:  # a record of a worker reaped already is stale
+                self.busy[pid] = data[i + 8:i + 9] == b"B"
+        self.partial = data[whole:]
+        return whole > 0
+
+    def ended(self, pid):
+        """A child ended: True if it was a worker serving a connection, False if idle, None if no worker."""
+        self.read()  # its last record is in the pipe before it can be reaped
+        return self.busy.pop(pid, None)
+
+    def stop(self):
+        """Ask every worker to exit: idle ones at once, busy ones after their connection."""
+        for pid in self.busy:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+
+
+def die_with_parent():
+    """Have the kernel TERM this worker when the listener dies (Linux prctl; nothing elsewhere)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError, ImportError):
+        pass
+
+
+class Worker:
+    """The worker's loop: accept, serve in this process, clean up, say idle; exit after MAX_USE."""
+
+    def __init__(self, listen_fd, status_w, serve, say_end):
+        self.serve, self.say_end = serve, say_end
+        self.busy = self.stopping = False
+        self.base = max(3, min(KEEP_FD, os.sysconf("SC_OPEN_MAX") - 8))
+        self.status_w = self.keep(status_w, 0)
+        self.listen_fd = self.keep(listen_fd, 1)
+        null = os.open(os.devnull, os.O_RDWR)
+        self.null = self.keep(null, 2)
+        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        self.cwd = self.keep(here, 3)
+        os.closerange(3, self.base)  # the listener's socket object, pipes and anything else it had open
+        self.environ, self.argv = dict(os.environ), list(sys.argv)
+        self.umask = os.umask(0o022)
+        os.umask(self.umask)
+
+    def keep(self, fd, slot):
+        """Move fd to base+slot, where clean_up leaves it alone, not inherited by programs run later."""
+        return os.dup2(fd, self.base + slot, inheritable=False)
+
+    def tell(self, state):
+        """Tell the listener this worker is now busy (B) or idle (I)."""
+        os.write(self.status_w, b"%08x%s" % (os.getpid(), state))
+
+    def on_term(self, signum, frame):
+        """TERM: an idle worker exits at once, a busy one after its connection."""
+        if not self.busy:
+            os._exit(0)
+        self.stopping = True
+
+    def on_alarm(self, signum, frame):
+        """No connection for MAX_IDLE seconds: exit (the listener forks anew when it needs to)."""
+        if not self.busy:
+            os._exit(0)
+
+    def run(self, listener_pid):
+        """Serve up to MAX_USE connections; never returns."""
+        import socket
+        die_with_parent()
+        if os.getppid() != listener_pid:
+            os._exit(0)
+        signal.signal(signal.SIGTERM, self.on_term)
+        os.set_blocking(self.listen_fd, True)  # the listener itself never accepts in this mode
+        sock = socket.socket(fileno=self.listen_fd)
+        for _ in range(MAX_USE):
+            signal.signal(signal.SIGALRM, self.on_alarm)
+            signal.alarm(MAX_IDLE)
+            try:
+                conn, remote = sock.accept()
+            except OSError:
+                continue
+            self.busy = True
+            signal.alarm(0)
+            self.tell(b"B")
+            code = self.serve(conn, remote)
+            conn.close()  # if serve did not take its descriptor: closed now, never later by the collector
+            del conn
+            self.say_end(os.getpid(), (code & 0xFF) << 8)
+            self.clean_up()
+            self.busy = False
+            self.tell(b"I")
+            if self.stopping:
+                break
+        os._exit(0)
+
+    def clean_up(self):
+        """Leave the process as it was before the connection: descriptors, alarm, environment, cwd, umask."""
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        os.dup2(self.null, 0)
+        os.dup2(self.null, 1)
+        os.closerange(3, self.base)
+        if os.environ != self.environ:
+            os.environ.clear()
+            os.environ.update(self.environ)
+        sys.argv = list(self.argv)
+        os.fchdir(self.cwd)
+        os.umask(self.umask)
