@@ -13,6 +13,8 @@ SLEEP_TODO = 1500
 SLEEP_CLEANUP = 76431
 SLEEP_SYSFAIL = 123  # retry after trouble with a file
 SLEEP_ALERT = 10  # pause after an alert that needs the administrator
+TODO_BATCH = 16  # todo entries preprocessed per round, their fsyncs overlapped (qmail: one, fsynced in turn)
+FSYNC_THREADS = 8
 OSSIFIED = 129600  # 36 hours: longer than qmail-queue's 24-hour limit, so no injection still owns it
 TRIGGER = "lock/trigger"
 
@@ -96,7 +98,7 @@ class Clean:
 
 
 class Todo:
-    """The todo scan: on a trigger or every SLEEP_TODO seconds, one todo entry per round."""
+    """The todo scan: on a trigger or every SLEEP_TODO seconds, up to TODO_BATCH todo entries per round."""
 
     def __init__(self, send):
         self.send = send
@@ -105,6 +107,7 @@ class Todo:
         self.gone = set()  # todo/N removed while this scan's directory listing may still name it
         self.scan = None
         self.next_run = 0  # scan at once when starting
+        self.fsyncer = None  # threads for fsync_all, started at the first batch
         self.reopen_trigger()
 
     def reopen_trigger(self):
@@ -121,7 +124,7 @@ class Todo:
         return 0 if self.scan is not None else min(wake, self.next_run)
 
     def step(self, pulled, recent):
-        """Preprocess at most one todo entry; start a scan when it is due."""
+        """Preprocess up to TODO_BATCH todo entries; start a scan when it is due."""
         send = self.send
         if self.scan is None:
             if not pulled and recent < self.next_run:
@@ -136,17 +139,30 @@ class Todo:
             self.gone = set()
             self.scan = numeric_entries(entries)
             self.next_run = recent + SLEEP_TODO
-        id = next(self.scan, None)
-        if id is None:
-            self.scan = None
-            return
-        if id in self.cleaning or id in self.gone:
-            return  # preprocessed already: qmail-clean has not answered for its todo/N yet, or removed it
-        result = todo.preprocess(id, send.rewriter)
-        send.log(b"".join(result.log))
-        if result.ok:
-            self.cleaning.add(id)
-            send.clean.ask("todo/%d" % id, lambda ok: self.cleaned(id, result.channels, ok))
+        ids = []
+        while len(ids) < TODO_BATCH:
+            id = next(self.scan, None)
+            if id is None:
+                self.scan = None
+                break
+            if id not in self.cleaning and id not in self.gone:  # else qmail-clean has not answered yet
+                ids.append(id)
+        results = todo.preprocess_many(ids, send.rewriter, fsync_all=self.fsync_all) if ids else {}
+        for id in ids:
+            result = results[id]
+            send.log(b"".join(result.log))
+            if result.ok:
+                self.cleaning.add(id)
+                send.clean.ask("todo/%d" % id, lambda ok, id=id, result=result: self.cleaned(id, result.channels, ok))
+
+    def fsync_all(self, fds):
+        """fsync the batch's files from several threads at once, so that one journal commit serves many."""
+        if len(fds) < 2:
+            return todo.fsync_each(fds)
+        if self.fsyncer is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self.fsyncer = ThreadPoolExecutor(FSYNC_THREADS)
+        return set().union(*self.fsyncer.map(todo.fsync_each, [[fd] for fd in fds]))
 
     def cleaned(self, id, channels, ok):
         """qmail-clean answered for todo/N: if it is gone, the message's channels may start at once."""

@@ -49,33 +49,25 @@ def unlink_stale(name):
     return True
 
 
-def write_new(name, data):
-    """Create name O_EXCL, write data, fsync; return None or the WARNINGS key of the failed step."""
-    try:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    except OSError:
-        return "create"
-    try:
-        write_all(fd, data)
-    except OSError:
-        return "write"
-    else:
-        try:
-            os.fsync(fd)
-        except OSError:
-            return "fsync"
-    finally:
+Written = namedtuple("Written", "n log channels files")
+Written.__doc__ = ("todo/N's files written but not yet fsynced: the log so far, the channels that got a file, "
+                   "and [(open descriptor, name for the log)] in qmail's order, info first.")
+
+
+def create(name):
+    """Create name O_EXCL with qmail-send's mode; return its descriptor."""
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+
+
+def failed(log, what, fn, files=()):
+    """Close what was opened; return a failed Result: the log so far plus one warning."""
+    for fd, _ in files:
         os.close(fd)
-    return None
-
-
-def failed(log, what, fn):
-    """Return a failed Result: the log so far plus one warning."""
     return Result(False, log + [sendlog.warning(what, fn)], ())
 
 
-def preprocess(n, rewriter, queue="."):
-    """Preprocess todo/N in the queue directory as qmail-send does; todo/N and intd/N are left alone."""
+def prepare(n, rewriter, queue="."):
+    """Preprocess todo/N up to the fsyncs: a Written, or a failed Result. todo/N and intd/N are left alone."""
     def split(directory):
         return os.path.join(queue, split_name(directory, n))
     try:
@@ -92,41 +84,86 @@ def preprocess(n, rewriter, queue="."):
             if not unlink_stale(split(directory)):
                 return failed([], "unlink", sendlog.split_fn(directory, n))
         try:
-            info_fd = os.open(split("info"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            files = [(create(split("info")), sendlog.split_fn("info", n))]
         except OSError:
             return failed([], "create", sendlog.split_fn("info", n))
+        log = [sendlog.new_msg(n)]
         try:
-            return fill(n, todo, size, rewriter, info_fd, split)
-        finally:
-            os.close(info_fd)
+            data = todo.read()
+        except OSError:
+            return failed(log, "read", sendlog.flat_fn("todo", n), files)
+    return fill(n, plan(n, data, size, rewriter), log, files, split)
 
 
-def fill(n, todo, size, rewriter, info_fd, split):
-    """Read todo/N, write info/N and the channel files, fsync them; return the Result."""
-    log = [sendlog.new_msg(n)]
-    try:
-        data = todo.read()
-    except OSError:
-        return failed(log, "read", sendlog.flat_fn("todo", n))
-    p = plan(n, data, size, rewriter)
+def fill(n, p, log, files, split):
+    """Write info/N and the channel files of the plan p; return the Written or a failed Result."""
     log += p.log
     try:
-        write_all(info_fd, p.info)
+        write_all(files[0][0], p.info)
     except OSError:
-        return failed(log, "write", sendlog.split_fn("info", n))
+        return failed(log, "write", files[0][1], files)
     if p.failure:
         # qmail stops here too; what it wrote is debris the next preprocessing unlinks
+        for fd, _ in files:
+            os.close(fd)
         return Result(False, log + [p.failure], ())
-    try:
-        os.fsync(info_fd)
-    except OSError:
-        return failed(log, "fsync", sendlog.split_fn("info", n))
     for channel in CHANNELS:
         if channel in p.chan:
-            what = write_new(split(channel), p.chan[channel])
-            if what:
-                return failed(log, what, sendlog.split_fn(channel, n))
-    return Result(True, log, tuple(c for c in CHANNELS if c in p.chan))
+            logged = sendlog.split_fn(channel, n)
+            try:
+                fd = create(split(channel))
+            except OSError:
+                return failed(log, "create", logged, files)
+            files.append((fd, logged))
+            try:
+                write_all(fd, p.chan[channel])
+            except OSError:
+                return failed(log, "write", logged, files)
+    return Written(n, log, tuple(c for c in CHANNELS if c in p.chan), files)
+
+
+def fsync_each(fds):
+    """fsync each descriptor in turn; return the set of those that failed."""
+    bad = set()
+    for fd in fds:
+        try:
+            os.fsync(fd)
+        except OSError:
+            bad.add(fd)
+    return bad
+
+
+def complete(written, bad):
+    """Close a Written's files; return its Result, failed if one of them (in bad) could not be fsynced."""
+    for fd, _ in written.files:
+        os.close(fd)
+    for fd, logged in written.files:
+        if fd in bad:
+            return Result(False, written.log + [sendlog.warning("fsync", logged)], ())
+    return Result(True, written.log, written.channels)
+
+
+def preprocess_many(ids, rewriter, queue=".", fsync_all=fsync_each):
+    """Preprocess several todo entries, their fsyncs handed to fsync_all together so they can overlap.
+
+    Returns {N: Result}. As in qmail, todo/N may be removed only once its Result is ok: every file is
+    fsynced by then."""
+    results, written = {}, []
+    for n in ids:
+        w = prepare(n, rewriter, queue)
+        if isinstance(w, Result):
+            results[n] = w
+        else:
+            written.append(w)
+    bad = fsync_all([fd for w in written for fd, _ in w.files]) if written else set()
+    for w in written:
+        results[w.n] = complete(w, bad)
+    return results
+
+
+def preprocess(n, rewriter, queue="."):
+    """Preprocess todo/N in the queue directory as qmail-send does; todo/N and intd/N are left alone."""
+    return preprocess_many([n], rewriter, queue)[n]
 
 
 Start = namedtuple("Start", "state times log")

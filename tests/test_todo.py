@@ -146,3 +146,31 @@ def test_plan_rejects_unknown_and_empty_records(data):
 @pytest.mark.parametrize("value, number", [(b"123", 123), (b"12x3", 12), (b"", 0), (b"x", 0)])
 def test_scan_ulong(value, number):
     assert scan_ulong(value, 0) == number
+
+
+def test_a_batch_hands_every_file_to_one_fsync_call_and_a_failed_fsync_fails_only_its_message(tree):
+    q = str(Path(tree) / "queue")
+    ids = []
+    for i in range(3):
+        n, _ = queue_one(tree, b"Subject: %d\n\nbody\n" % i, b"joe@a.example", [b"me@test.example", b"far@b.example"])
+        os.rename(Path(q) / "todo" / str(n), Path(q) / ("todo-%d" % n))  # queue_one expects one todo entry
+        ids.append(n)
+    for n in ids:
+        os.rename(Path(q) / ("todo-%d" % n), Path(q) / "todo" / str(n))
+    calls = []
+
+    def fsync_all(fds):
+        """Record the call; the second message's local file cannot be fsynced."""
+        calls.append(list(fds))
+        for fd in fds:
+            os.fsync(fd)
+        return {fds[4]}
+
+    results = todo.preprocess_many(ids, REWRITER, q, fsync_all)
+    assert len(calls) == 1 and len(calls[0]) == 9  # info, local and remote of all three, at once
+    assert [results[n].ok for n in ids] == [True, False, True]
+    assert results[ids[1]].log[-1] == b"warning: trouble fsyncing local/%d/%d\n" % (ids[1] % 23, ids[1])
+    assert results[ids[0]] == todo.preprocess(ids[0], REWRITER, q)  # the same as one at a time
+    for fd in calls[0]:
+        with pytest.raises(OSError):
+            os.fstat(fd)  # every descriptor closed
