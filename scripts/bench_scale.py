@@ -1,0 +1,162 @@
+"""Scale check (issue 4): qmail-send with 100,000 messages queued: its memory, and its delivery rate
+against the same system draining a small queue.
+
+Usage: python scripts/bench_scale.py [--messages 100000] [--baseline 3000] [--out docs/benchmarks-scale.txt]
+Run through scripts/bench-scale, which installs everything first.
+
+For each size (baseline first), a fresh tree is filled with that many 2 KB messages to one local
+Maildir recipient, written by the real queueing code (lib/queuehere) from 4 processes running as the
+queue's owner. The filling skips fsync: it is set-up, not what is measured. Then qmail-start starts
+the delivery side on the full todo/ (nothing preprocessed yet), and every second the number of
+files in Maildir/new and qmail-send's VmRSS/VmHWM are sampled until all are delivered.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
+from conftest import Processes  # noqa: E402
+from mailsystem import MailSystem, assign_users, make_home, make_system_tree  # noqa: E402
+
+FILLERS = 4
+MESSAGE = b"From: sender@bench.example\nTo: bench@bench.example\nSubject: scale\n\n" + b"x" * 70 + b"\n"
+MESSAGE += (b"y" * 79 + b"\n") * ((2048 - len(MESSAGE)) // 80)
+
+
+def fill(tree, count, part):
+    """In a child: become the queue's owner and queue count messages the way qmail-queue does, unsynced."""
+    from pyqmail.lib import queue
+    from pyqmail.lib.queuehere import QueueHere
+    st = os.stat(os.path.join(tree, "queue"))
+    if os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(st.st_gid)
+        os.setuid(st.st_uid)
+    os.fsync = lambda fd: None  # set-up only: the measured delivery side fsyncs as always
+    queue.fsync_dir = lambda name: None
+    for i in range(count):
+        qq = QueueHere(tree)
+        qq.put(MESSAGE)
+        if qq.close(b"sender@bench.example", [b"bench@bench.example"]):
+            os._exit(1)
+    os._exit(0)
+
+
+def queue_messages(tree, count):
+    """Queue count messages from FILLERS processes; return the seconds it took."""
+    t0 = time.time()
+    pids = []
+    for part in range(FILLERS):
+        share = count // FILLERS + (1 if part < count % FILLERS else 0)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                fill(str(tree), share, part)
+            finally:
+                os._exit(1)
+        pids.append(pid)
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        if status:
+            raise RuntimeError("a filler failed (status %d)" % status)
+    return time.time() - t0
+
+
+def memory(pid):
+    """Return (VmRSS, VmHWM) of a process in MB."""
+    values = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                values[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
+def count_new(directory):
+    """Number of files in a Maildir/new."""
+    with os.scandir(directory) as it:
+        return sum(1 for _ in it)
+
+
+def run(work, count, report):
+    """Fill a fresh tree with count messages, deliver them all, report rate and qmail-send's memory."""
+    os.makedirs(work)
+    os.chmod(work, 0o755)
+    tree = make_system_tree(os.path.join(work, "qmail"), "bench.example")
+    home = make_home(work)
+    assign_users(tree, [("=", "bench", str(home), "", "")])
+    seconds = queue_messages(tree, count)
+    report("%d messages queued in %.0f s (unsynced set-up); delivering..." % (count, seconds))
+    procs = Processes()
+    new = home / "Maildir" / "new"
+    samples = []
+    try:
+        mail = MailSystem(procs, tree, "./Maildir/")
+        t0 = time.time()
+        while True:
+            time.sleep(1)
+            done = count_new(new)
+            rss, hwm = memory(mail.pid)
+            samples.append((time.time() - t0, done, rss, hwm))
+            print("\r  %6.0fs  delivered %d/%d  qmail-send RSS %.1f MB (peak %.1f)"
+                  % (samples[-1][0], done, count, rss, hwm), end="", file=sys.stderr, flush=True)
+            if done >= count:
+                break
+            if len(samples) > 60 and samples[-60][1] == done:
+                raise RuntimeError("no delivery for 60 s at %d/%d" % (done, count))
+        print(file=sys.stderr)
+        log = mail.log()
+        mail.stop()
+    finally:
+        procs.stop_all()
+    elapsed = samples[-1][0]
+    peak = max(s[3] for s in samples)
+    report("%d messages: all delivered in %.0f s = %.1f msg/s; qmail-send peak RSS (VmHWM) %.1f MB, "
+           "RSS at the end %.1f MB; log: %d success, %d warning, %d alert"
+           % (count, elapsed, count / elapsed, peak, samples[-1][2], log.count(b": success:"),
+              log.count(b"\nwarning:"), log.count(b"\nalert:")))
+    for frac in (0.1, 0.5, 0.9):  # the rate between successive tenths: does it fall as the queue empties?
+        lo = next(s for s in samples if s[1] >= count * (frac - 0.1))
+        hi = next(s for s in samples if s[1] >= count * frac)
+        if hi[0] > lo[0]:
+            report("  %3.0f%%-%3.0f%% delivered: %.1f msg/s" % (100 * (frac - 0.1), 100 * frac,
+                                                            (hi[1] - lo[1]) / (hi[0] - lo[0])))
+    return count / elapsed, peak
+
+
+def main():
+    """Baseline, then the big queue; write the report."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=100000)
+    parser.add_argument("--baseline", type=int, default=3000)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "docs", "benchmarks-scale.txt"))
+    args = parser.parse_args()
+    import tempfile
+    lines = []
+
+    def report(line):
+        """Print a result line and keep it for the file."""
+        print(line, file=sys.stderr, flush=True)
+        lines.append(line)
+    report("# qmail-send scale check, %s, %d cores, load average %.1f, %s" % (
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(), os.getloadavg()[0],
+        "as root (qmail's accounts; deliveries as nobody)" if os.geteuid() == 0 else "single-user tree"))
+    base = tempfile.mkdtemp(prefix="pyqmail-scale-")
+    os.chmod(base, 0o755)  # the queue owner and the recipient must reach the trees
+    small = run(os.path.join(base, "small"), args.baseline, report)
+    big = run(os.path.join(base, "big"), args.messages, report)
+    report("rate with %d queued / with %d queued: %.2f; qmail-send peak RSS %.1f MB with %d queued "
+           "(limit 200 MB)" % (args.messages, args.baseline, big[0] / small[0], big[1], args.messages))
+    report("# load average at the end: %.1f" % os.getloadavg()[0])
+    import shutil
+    shutil.rmtree(base, ignore_errors=True)
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("written to %s" % args.out, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
