@@ -97,6 +97,41 @@ def delivery_child(home, aliasempty):
     return child
 
 
+def worker_launch(home, aliasempty, workers):
+    """Return the Spawner's launch for reused workers: look the user up here, deliver in their worker."""
+    def launch(req, fdmess, fdout):
+        local, domain = spawnproto.split_recipient(req.recipient)
+        if not local:
+            return 0, 0  # the trash address <@host>
+        try:
+            a = assignment(home, local)
+        except Exit as e:
+            return 0, (e.code & 0xFF) << 8
+        except MemoryError:
+            return 0, QLX_NOMEM << 8
+        if a.uid == 0:
+            return 0, QLX_ROOT << 8
+        argv = local_argv(a, local, domain, req.sender, aliasempty)
+        return workers.launch((a.uid, a.gid), argv, fdmess, fdout), None
+    return launch
+
+
+def become_code(uid, gid):
+    """become() for a worker: 0, or the exit code that refuses the delivery."""
+    try:
+        become(uid, gid)
+    except Exit as e:
+        return e.code
+    return 0
+
+
+def serve_local(argv):
+    """In a worker: run the pre-loaded qmail-local on one delivery; return its exit code."""
+    from pyqmail.commands import qmail_local
+    from pyqmail.lib.program import call
+    return call("qmail-local", qmail_local.body, 111, argv=[os.fsdecode(a) for a in argv])
+
+
 def body(argv):
     """Serve qmail-send on fds 0 and 1 until it closes fd 0 and every delivery is reported."""
     if not argv:
@@ -105,8 +140,13 @@ def body(argv):
     from pyqmail.lib.spawner import Spawner, enter_mess
     home, owner = enter_mess()
     preload()
+    launch = workers = None
+    if not os.environb.get(OVERRIDE.encode()):  # $QMAILLOCAL is exec'd in a child per delivery, as before
+        from pyqmail.lib.localworkers import LocalWorkers
+        workers = LocalWorkers(become_code, serve_local)
+        launch = worker_launch(home, aliasempty, workers)
     return Spawner(delivery_child(home, aliasempty), spawnproto.local_report, spawnproto.LOCAL_TRUNC, owner,
-                   child_crash=QLX_SYS).serve()
+                   child_crash=QLX_SYS, launch=launch, workers=workers).serve()
 
 
 def run():

@@ -36,8 +36,11 @@ class Delivery:
 class Spawner:
     """Reads requests on fd 0, forks one child per delivery, writes reports on fd 1 as they finish."""
 
-    def __init__(self, child, report, trunc, owner_uid, limit=spawnproto.SPAWN_LIMIT, child_crash=111):
+    def __init__(self, child, report, trunc, owner_uid, limit=spawnproto.SPAWN_LIMIT, child_crash=111,
+                 launch=None, workers=None):
         self.child = child  # child(sender, recipient) -> exit code; runs with fd 0 = message, fds 1, 2 = pipe
+        self.launch = launch or self.fork_child  # launch(req, fdmess, fdout) -> (pid, wait status if done)
+        self.workers = workers  # reused delivery workers (lib/localworkers), if launch uses them
         self.report = report  # report(wstat, output) -> report text
         self.trunc = trunc
         self.owner_uid = owner_uid
@@ -79,16 +82,29 @@ class Spawner:
             except OSError:
                 return self.refuse(req.delnum, b"Zqmail-spawn unable to create pipe. (#4.3.0)\n")
             try:
-                pid = os.fork()
+                pid, wstat = self.launch(req, fdmess, fdout)
             except OSError:
                 os.close(fdin)
                 os.close(fdout)
                 return self.refuse(req.delnum, b"Zqmail-spawn unable to fork. (#4.3.0)\n")
-            if pid == 0:
-                self.in_child(fdmess, fdout, req.sender, req.recipient)
-            self.running[req.delnum] = Delivery(pid, fdin, fdout)
+            d = self.running[req.delnum] = Delivery(pid, fdin, fdout)
+            if wstat is not None:  # answered without a process: the status is known now
+                self.finished(d, wstat)
         finally:
             os.close(fdmess)
+
+    def fork_child(self, req, fdmess, fdout):
+        """Fork a child for the delivery; return (its pid, None)."""
+        pid = os.fork()
+        if pid == 0:
+            self.in_child(fdmess, fdout, req.sender, req.recipient)
+        return pid, None
+
+    def finished(self, d, wstat):
+        """A delivery's process is done (or its worker answered): keep the status, close our pipe end."""
+        d.wstat = wstat
+        os.close(d.fdout)
+        d.fdout = -1
 
     def check_message(self, fd):
         """Return spawn.c's refusal for a message that is not a regular file of the queue's owner, or None."""
@@ -121,18 +137,27 @@ class Spawner:
     def reap(self):
         """Collect every dead child's status and close our copy of its pipe."""
         by_pid = {d.pid: d for d in self.running.values() if d.wstat is None}
-        while by_pid:
+        while True:
             try:
                 pid, wstat = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if self.workers is not None:
+                self.workers.ended(pid)
             d = by_pid.pop(pid, None)
             if d is not None:
-                d.wstat = wstat
-                os.close(d.fdout)
-                d.fdout = -1
+                self.finished(d, wstat)
+
+    def answered(self, w):
+        """A worker answered for its delivery (or its socket ended: reaping gives the status then)."""
+        wstat = self.workers.answer(w)
+        if wstat is None:
+            return
+        for d in self.running.values():
+            if d.pid == w.pid and d.wstat is None:
+                return self.finished(d, wstat)
 
     def collect(self, delnum):
         """Read a child's output; at EOF (it is dead: we closed our end on reaping) send its report."""
@@ -161,7 +186,8 @@ class Spawner:
         reading = True
         while reading or self.running:
             self.reap()
-            fds = [wake_r] + [d.fdin for d in self.running.values()] + ([0] if reading else [])
+            socks = self.workers.busy_socks() if self.workers is not None else {}
+            fds = [wake_r] + [d.fdin for d in self.running.values()] + ([0] if reading else []) + list(socks)
             try:
                 ready, _, _ = select.select(fds, [], [])
             except InterruptedError:
@@ -181,6 +207,9 @@ class Spawner:
                     reading = False
                 for req in reader.feed(data or b""):
                     self.start(req)
+            for fd, w in socks.items():
+                if fd in ready:
+                    self.answered(w)
             for delnum, d in list(self.running.items()):
                 if d.fdin in ready:
                     self.collect(delnum)

@@ -3,8 +3,10 @@
 import os
 import pwd
 import select
+import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -283,3 +285,50 @@ def test_rspawn_clears_the_tcp_timeout_table(procs, tree, fake_remote):
     s = rspawn(procs, tree, QMAILREMOTE=fake_remote)
     assert tcpto.read_bytes() == b"\0" * 1024
     assert s.finish()[0] == 0
+
+
+def program_parent(home, name):
+    """Return the pid of the qmail-local process that ran a `|echo $PPID` line (written into home/name)."""
+    return int((home / name).read_text())
+
+
+def test_lspawn_reuses_one_worker_per_user_and_each_delivery_starts_clean(procs, users, home):
+    from pyqmail.lib import localworkers
+    dotqmail(home, "ppid", "|echo $PPID > %s/ppid-$(cat %s/n); ls /proc/self/fd | wc -l > %s/fds-$(cat %s/n);"
+             " echo \"${LEAK-unset}\" > %s/leak-$(cat %s/n)\n" % ((home,) * 6))
+    messid, _ = queue_message(users)
+    s = lspawn(procs, users)
+    for n in range(3):
+        (home / "n").write_text(str(n))
+        s.send(n, messid, b"s@example.org", b"joe-ppid@test.example")
+        assert s.report() == (n, b"Kdid 0+0+1\n")
+    parents = {program_parent(home, "ppid-%d" % n) for n in range(3)}
+    assert len(parents) == 1  # one qmail-local process served all three
+    assert len({(home / ("fds-%d" % n)).read_text() for n in range(3)}) == 1  # no descriptor left behind
+    [worker] = parents
+    assert (Path("/proc/%d/status" % worker).read_text().split("Uid:")[1].split()[0] == str(ids()[1]))
+    os.kill(worker, signal.SIGKILL)  # a worker dying between deliveries costs nothing
+    for _ in range(100):
+        if not Path("/proc/%d/cmdline" % worker).exists() or not Path("/proc/%d/cmdline" % worker).read_bytes():
+            break
+        time.sleep(0.02)
+    (home / "n").write_text("3")
+    s.send(3, messid, b"s@example.org", b"joe-ppid@test.example")
+    assert s.report() == (3, b"Kdid 0+0+1\n")
+    assert program_parent(home, "ppid-3") != worker
+    assert localworkers.MAX_USE > 3
+
+
+def test_lspawn_reports_a_worker_killed_mid_delivery_as_a_crash_and_goes_on(procs, users, home):
+    dotqmail(home, "hang", "|echo $PPID > %s/hung; exec sleep 30 </dev/null >/dev/null 2>&1\n" % home)
+    messid, _ = queue_message(users)
+    s = lspawn(procs, users)
+    s.send(7, messid, b"s@example.org", b"joe-hang@test.example")
+    for _ in range(250):
+        if (home / "hung").exists() and (home / "hung").read_text().strip():
+            break
+        time.sleep(0.02)
+    os.kill(program_parent(home, "hung"), signal.SIGKILL)
+    assert s.report() == (7, b"Zqmail-local crashed.\n")
+    s.send(8, messid, b"s@example.org", b"joe@test.example")
+    assert s.report() == (8, b"Kdid 1+0+0\n")
