@@ -266,3 +266,19 @@ def test_failed_opportunistic_tls_retries_in_plain_text(tree, world_tmp):
     s.thread.join(10)
     assert s.commands.count(b"STARTTLS\r\n") == 1
     assert s.commands[-1] == b"QUIT\r\n"
+
+
+SMUGGLED = b"MAIL FROM:<evil@x.example>\r\nRCPT TO:<box@sink.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n"
+
+
+@pytest.mark.parametrize("end", [b"\r\n.\r\n", b"\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r", b"\r\n.\n", b"\r.\n"])
+def test_no_smuggling_into_postfix(tree, world_tmp, postfix, end):
+    """Every end-of-data look-alike inside a message: Postfix stores one message, holding the would-be commands."""
+    message = b"Subject: carrier\n\nbefore" + end + SMUGGLED + b".\r\nafter\n"
+    out = remote(tree, world_tmp, ["sink.test", "a@b", "box@sink.test"], message)[1]
+    assert out.startswith(b"r\0K127.0.0.4 accepted message.")
+    time.sleep(0.5)
+    [stored] = delivered(postfix)
+    want = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    assert stored.split(b"\n\n", 1)[1] == want.split(b"\n\n", 1)[1]
+    assert b"MAIL FROM:<evil@x.example>\n" in stored
