@@ -98,7 +98,7 @@ class Session:
         self.peer = peer
         self.policy = policy
         self.who = peer.name()
-        self.deadline = Deadline(qmtppolicy.DEADLINE)
+        self.deadline = Deadline(policy.deadline)
         self.output = Output(1, policy.timeout, self.deadline)
         self.reader = Reader(Input(0, policy.timeout, self.output, self.deadline))
 

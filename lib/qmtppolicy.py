@@ -5,7 +5,7 @@ import os
 from pyqmail.lib import control
 
 TIMEOUT_DEFAULT = 1200  # seconds of silence per read, as qmail-smtpd's timeoutsmtpd
-DEADLINE = 3600  # qmail-qmtpd's whole-session alarm
+DEADLINE_DEFAULT = 3600  # qmail-qmtpd's whole-session alarm
 
 
 class RcptHostsError(Exception):
@@ -71,6 +71,7 @@ class Policy:
         self.databytes = databytes()
         timeout = control.readint("timeoutqmtpd", TIMEOUT_DEFAULT)
         self.timeout = timeout if timeout > 0 else 1
+        self.deadline = max(control.readint("qmtpddeadline", DEADLINE_DEFAULT), 1)
 
     def recipient(self, address):
         """Return (verdict letter or "", envelope address) for one recipient, in qmail-qmtpd's order."""
