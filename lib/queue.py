@@ -104,7 +104,7 @@ class Injection:
         return fd, n
 
     def write_message(self, fd, chunks):
-        """Write the Received line and the message chunks to mess, fsync file and directory."""
+        """Write the Received line and the message chunks to mess, fsync it (with its name: qmail-queue(8))."""
         try:
             write_all(fd, received_line(self.pid, self.uid, self.now))
         except OSError:
@@ -119,7 +119,6 @@ class Injection:
         try:
             os.fsync(fd)
             os.close(fd)
-            fsync_dir("mess/%d" % (self.number % SPLIT))
         except OSError:
             self.fail(53)
 

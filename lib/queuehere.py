@@ -88,7 +88,7 @@ class QueueHere:
         return ""
 
     def finish(self, sender, recipients):
-        """Inside the queue: fsync mess and its directory, then write intd/N and link todo/N."""
+        """Inside the queue: fsync mess, then write intd/N and link todo/N."""
         injection = self.injection
         if self.fd >= 0:
             try:
@@ -96,8 +96,6 @@ class QueueHere:
                     os.fsync(self.fd)
                 os.close(self.fd)
                 self.fd = -1
-                if not self.code:
-                    queue.fsync_dir("mess/%d" % (injection.number % queue.SPLIT))
             except OSError:
                 self.code = 53
         if not self.code:
