@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import need, program, qenv, queued
+from test_qmqpd import assert_nothing_queued, read_all
 
 # ---- a QMTP client written from cr.yp.to/proto/qmtp.txt, independent of lib/qmtp ----
 
@@ -53,17 +54,6 @@ def read_responses(sock, count, timeout=20):
             break
         buf += chunk
     return out, buf
-
-
-def read_all(sock, timeout=20):
-    """Read until the peer closes."""
-    sock.settimeout(timeout)
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
 
 
 def responses(data):
@@ -110,28 +100,24 @@ def start(procs, tree, conn, preexec=None, **env):
                        preexec_fn=preexec)
 
 
+def talk(sock, data, timeout=20):
+    """Send data and half-close (the server may have hung up already); return all the server sends."""
+    with sock:
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        return read_all(sock, timeout)
+
+
 def session(procs, tree, data, **env):
     """Send data over a socketpair, half-close; return (responses, exit code, log)."""
     ours, theirs = socket.socketpair()
     p = start(procs, tree, theirs, **env)
     theirs.close()
-    with ours:
-        try:
-            ours.sendall(data)
-            ours.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the server may have answered and closed early
-        out = read_all(ours)
-    log = p.stderr.read().decode()
-    return responses(out), p.wait(20), log
-
-
-def assert_nothing_queued(tree):
-    """No message made it into the queue, and none is half-made."""
-    q = tree / "queue"
-    assert queued(tree) == {}
-    assert [f for d in ("intd", "pid") for f in (q / d).iterdir()] == []
-    assert [f for f in (q / "mess").rglob("*") if f.is_file()] == []
+    out = responses(talk(ours, data))
+    return out, p.wait(20), p.stderr.read().decode()
 
 
 def payloads(tree):
