@@ -44,13 +44,15 @@ def load_rcpthosts():
     if data is None:
         return RcptHosts(None)  # qmail ignores morercpthosts.cdb without rcpthosts
     more = None
-    try:
+    cdb = control.path("control", "morercpthosts.cdb")
+    if os.path.exists(cdb):  # most sites have none: then the cdb code is not even imported
         from pyqmail.lib.access import NotCdb, open_cdb
-        more = open_cdb(control.path("control", "morercpthosts.cdb"))
-    except FileNotFoundError:
-        pass
-    except NotCdb as e:
-        raise OSError("morercpthosts.cdb is no cdb: %s" % e)
+        try:
+            more = open_cdb(cdb)
+        except FileNotFoundError:
+            pass
+        except NotCdb as e:
+            raise OSError("morercpthosts.cdb is no cdb: %s" % e)
     return RcptHosts(control.parse_list(data), more)
 
 

@@ -123,3 +123,18 @@ def test_qmail_inject_imports_nothing_heavy(tree):
         assert code == 0
         assert "pyqmail" in mods
         assert not mods & HEAVY, sorted(mods & HEAVY)
+
+
+def test_qmail_qmtpd_imports_nothing_heavy(tree):
+    """Two pipelined packages (LF and CRLF encoding), rcpthosts and morercpthosts.cdb consulted."""
+    import cdbx
+    cdbx.CDB.make(str(tree / "control" / "morercpthosts.cdb")).commit()  # an empty table: looked up, no match
+    packages = b""
+    for first, sep in ((b"\n", b"\n"), (b"\r", b"\r\n")):
+        message = first + sep.join([b"Subject: x", b"", b"body", b""])
+        rcpts = b"14:c@test.example,11:d@elsewhere,"
+        packages += b"%d:%s,11:a@b.example,%d:%s," % (len(message), message, len(rcpts), rcpts)
+    code, mods = run_timed("qmail-qmtpd", tree, packages, env={"TCPREMOTEIP": "127.0.0.1", "TCPLOCALPORT": "209"})
+    assert code == 0
+    assert "pyqmail" in mods and "cdbx" in mods
+    assert not mods & HEAVY, sorted(mods & HEAVY)
