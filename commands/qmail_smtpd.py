@@ -204,6 +204,7 @@ def body(argv):
     except MemoryError:
         io.out(b"421 out of memory (#4.3.0)\r\n")
         code = 1
+    io.deadline = None  # the last reply gets the per-read timeout even after the session deadline
     try:
         io.flush()
     except (Gone, TimeoutError):
