@@ -1,11 +1,12 @@
 """qmail-qmtpd: receive mail via QMTP, package after package, one response per recipient (reference §1.13, §6.3)."""
 
+import os
 import time
 
 from pyqmail.lib import qmtp, qmtppolicy, tcpenv
 from pyqmail.lib.netlog import Log
 from pyqmail.lib.netstring import Reader
-from pyqmail.lib.program import main
+from pyqmail.lib.program import call
 from pyqmail.lib.qmtpio import ClientGone, Deadline, DeadlineReached, Input, Output
 
 BATCH = 1000  # overflow responses are written this many at a time
@@ -161,13 +162,21 @@ def body(argv):
     except OSError as e:
         log("cannot read control files: %s" % e)
         return 111
-    session = Session(log, tcpenv.peer(), policy)
-    while True:
-        code = session.package()
-        if code is not None:
-            return code
+    try:
+        session = Session(log, tcpenv.peer(), policy)
+        while True:
+            code = session.package()
+            if code is not None:
+                return code
+    finally:
+        policy.close()  # a reused worker closes its descriptors by number: no object may hold one after us
+
+
+def connection():
+    """Serve the connection on fds 0 and 1 and return the exit code (qmail-tcpserver reuses its workers)."""
+    return call("qmail-qmtpd", body, crash_code=111)
 
 
 def run():
     """Entry point."""
-    main("qmail-qmtpd", body, crash_code=111)
+    os._exit(connection())

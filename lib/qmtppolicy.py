@@ -75,6 +75,12 @@ class Policy:
         self.timeout = timeout if timeout > 0 else 1
         self.deadline = max(control.readint("qmtpddeadline", DEADLINE_DEFAULT), 1)
 
+    def close(self):
+        """Close morercpthosts.cdb."""
+        if self.rcpthosts.more is not None:
+            self.rcpthosts.more.close()
+            self.rcpthosts.more = None
+
     def recipient(self, address):
         """Return (verdict letter or "", envelope address) for one recipient, in qmail-qmtpd's order."""
         from pyqmail.lib import qmtp
