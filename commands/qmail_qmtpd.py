@@ -52,10 +52,10 @@ class Spool:
             qq.abort()
 
     def close(self, package, accepted):
-        """Queue the message for the accepted recipients; return the K/Z/D text they all get."""
+        """Queue the message for the accepted recipients; return the K/Z/D text they all get ("" for none)."""
         if not accepted or not package.sender_ok or self.too_big:
             self.abort()
-            result = "Zno recipient accepted (#4.3.0)"
+            result = ""
         else:
             result = self.qq.close(package.sender, accepted) or "Kok %d qp %d" % (int(time.time()), self.pid)
             self.qq = None
@@ -86,9 +86,9 @@ def answer(session, package, spool):
         n = min(left, BATCH)
         session.output.add(qmtp.reply(qmtp.REPLIES[qmtp.TOO_MANY]) * n)
         left -= n
-    session.log("%s qp %s size %d rcpts %d/%d from %s" % (
-        "queued" if result.startswith("K") else "refused (%s)" % result, spool.pid,
-        spool.size, len(accepted), len(verdicts) + package.overflow, session.who))
+    outcome = "queued" if result.startswith("K") else "not queued (%s)" % (result or "no recipient accepted")
+    session.log("%s qp %d size %d rcpts %d/%d from %s" % (
+        outcome, spool.pid, spool.size, len(accepted), len(verdicts) + package.overflow, session.who))
 
 
 class Session:

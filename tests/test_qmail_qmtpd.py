@@ -210,6 +210,11 @@ def test_morercpthosts_cdb_is_ignored_without_rcpthosts(procs, tree):
     more_rcpthosts(tree, ["more.example"])
     out, _, _ = session(procs, tree, package([b"x"], b"", [b"a@anywhere.example"]))
     assert K.fullmatch(out[0])
+    control(tree, rcpthosts="test.example")
+    out, _, log = session(procs, tree, package([b"x"], b"", [b"a@anywhere.example", b"b@more.example"]))
+    assert out == [RCPTHOSTS_D, K.fullmatch(out[1]).group(0)]
+    out, _, log = session(procs, tree, package([b"x"], b"", [b"a@anywhere.example"]))
+    assert out == [RCPTHOSTS_D] and "not queued (no recipient accepted) qp" in log
 
 
 def test_corrupt_morercpthosts_cdb_exits_111_without_a_reply(procs, tree):
@@ -229,8 +234,9 @@ def test_relayclient_skips_rcpthosts_and_is_appended(procs, tree):
 
 @pytest.mark.parametrize("sender", [b"a" * 1000, b"a\0b", b"x" * 300000])
 def test_unacceptable_sender(procs, tree, sender):
-    out, code, _ = session(procs, tree, package([b"x"], sender, [b"a@test.example", b"b@other.example"]))
+    out, code, log = session(procs, tree, package([b"x"], sender, [b"a@test.example", b"b@other.example"]))
     assert out == [BAD_SENDER, RCPTHOSTS_D] and code == 0
+    assert re.search(r"not queued \(Dunacceptable sender \(#5\.1\.7\)\) qp \d+ size 1 rcpts 1/2 from ", log), log
     assert_nothing_queued(tree)
 
 

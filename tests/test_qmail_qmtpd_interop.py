@@ -1,7 +1,6 @@
 """qmail-qmtpd under the real tcpserver and under qmail-tcpserver, queueing in-process, delivering into a Maildir."""
 
 import os
-import pwd
 import re
 import socket
 import subprocess
@@ -14,6 +13,7 @@ from conftest import free_port, make_tree, need, program, qenv, queued, tcpserve
 from mailsystem import ROOT, MailSystem, assign_users, make_home, make_system_tree
 from test_qmail_qmtpd import K, RCPTHOSTS_D, lines, package, payloads, read_responses
 from test_qmail_tcpserver import tcprules_cdb
+from test_queuehere import owner
 
 pytestmark = pytest.mark.interop
 
@@ -87,11 +87,6 @@ def test_qmail_tcpserver_runs_it_in_process(procs, tree, world_tmp):
 
 
 # ---- queueing in qmail-qmtpd's own process ----
-
-
-def owner():
-    """The account that owns the tree and runs qmail-qmtpd: nobody when the tests run as root."""
-    return pwd.getpwnam("nobody") if ROOT else pwd.getpwuid(os.getuid())
 
 
 @pytest.fixture
