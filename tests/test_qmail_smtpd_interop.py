@@ -1,0 +1,153 @@
+"""qmail-smtpd with real peers on loopback: swaks (plain, pipelined, STARTTLS, AUTH) and Postfix's smtp-source,
+under ucspi-tcp's tcpserver and under qmail-tcpserver (in-process, as the queue's owner)."""
+
+import os
+import pwd
+import re
+import socket
+import ssl
+import subprocess
+
+import pytest
+
+from conftest import need, program, qenv, queued, tcpserver
+from mailsystem import ROOT, make_system_tree
+from test_qmail_smtpd import control, messages
+
+pytestmark = pytest.mark.interop
+CHECKPASSWORD = """#!/usr/bin/python3
+import os, sys
+data = os.read(3, 513)
+open(%r, "ab").write(data + b"|")
+user, password = data.split(b"\\0")[:2]
+if (user, password) != (b"joe", b"s3cret"):
+    sys.exit(1)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def swaks(port, *options, to="c@test.example"):
+    """Run swaks against 127.0.0.1:port; return (exit code, transcript)."""
+    need("swaks")
+    p = subprocess.run(["swaks", "--server", "127.0.0.1", "--port", str(port), "--from", "a@b.example", "--to", to,
+                        "--helo", "client.example", *options], capture_output=True, timeout=60)
+    return p.returncode, p.stdout.decode(errors="replace")
+
+
+def serve(procs, tree, server="tcpserver", options=(), **env):
+    """Run qmail-smtpd on a free loopback port under server; return the port."""
+    return tcpserver(procs, tree, [program("qmail-smtpd")], env=qenv(tree, **env), options=options,
+                     server=server if server == "tcpserver" else program(server))
+
+
+def test_swaks_plain_and_pipelined_under_tcpserver(procs, tree):
+    port = serve(procs, tree)
+    assert swaks(port, "--header", "Subject: plain")[0] == 0
+    assert swaks(port, "--pipeline", "--header", "Subject: pipelined")[0] == 0
+    got = messages(tree)
+    assert len(got) == 2
+    for body, sender, rcpts in got:
+        assert (sender, rcpts) == (b"a@b.example", [b"c@test.example"])
+        assert re.match(rb"Received: from unknown \(HELO client\.example\) \(127\.0\.0\.1\)\n  by 0 with SMTP;",
+                        body)
+        assert b"\r" not in body and b"\nSubject: " in body
+
+
+def test_smtp_source_500_messages_in_20_sessions_all_queued_intact(procs, tree):
+    need("smtp-source")
+    port = serve(procs, tree)
+    r = subprocess.run(["smtp-source", "-s", "20", "-m", "500", "-l", "600", "-f", "ss@x.example", "-t",
+                        "c@test.example", "127.0.0.1:%d" % port], capture_output=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    got = messages(tree)
+    assert len(got) == 500
+    for body, sender, rcpts in got:
+        assert (sender, rcpts) == (b"ss@x.example", [b"c@test.example"])
+        assert body.count(b"\n") > 5 and b"\r" not in body
+
+
+def queue_owner_tree(world_tmp):
+    """A tree whose queue belongs to qmailq when root (else to us), and the -u/-g options to run as its owner."""
+    tree = make_system_tree(world_tmp / "sys")
+    st = os.stat(tree / "queue")
+    return tree, (["-u", str(st.st_uid), "-g", str(st.st_gid)] if ROOT else [])
+
+
+def test_qmail_tcpserver_runs_it_in_process_and_queues_without_qmail_queue(procs, world_tmp):
+    tree, options = queue_owner_tree(world_tmp)
+    port = serve(procs, tree, "qmail-tcpserver", options + ["-v"])
+    for n in range(3):
+        assert swaks(port, "--pipeline", "--header", "Subject: n%d" % n)[0] == 0
+    owner = os.stat(tree / "queue").st_uid
+    got = queued(tree)
+    assert len(got) == 3
+    for mess, todo in got.values():
+        qq = re.match(rb"Received: \(qmail (\d+) invoked by uid (\d+)\)", mess)
+        if ROOT or pwd.getpwuid(owner).pw_name not in ("alias", "qmaild", "qmails"):
+            assert qq and int(qq.group(2)) == owner
+        assert todo.startswith(b"u%d\0p%s\0" % (owner, qq.group(1)))
+    log = next(tree.glob("tcpserver-*.log")).read_text()
+    assert "in forked children" in log
+    children = set(re.findall(r"^tcpserver: ok (\d+) ", log, re.M))
+    qps = set(re.match(rb"Received: \(qmail (\d+) ", mess).group(1).decode() for mess, _ in got.values())
+    assert qps <= children  # queued by the connection's own process: no qmail-queue was run
+
+
+@pytest.fixture
+def tls_tree(tree, world_tmp):
+    """A tree with control/servercert.pem (self-signed, made by openssl) and a checkpassword for joe/s3cret."""
+    need("openssl")
+    key, cert = world_tmp / "key.pem", world_tmp / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=test.example"], check=True, capture_output=True)
+    (tree / "control" / "servercert.pem").write_bytes(cert.read_bytes() + key.read_bytes())
+    checker = world_tmp / "checkpassword"
+    checker.write_text(CHECKPASSWORD % str(world_tmp / "seen"))
+    checker.chmod(0o755)
+    (tree / "control" / "smtpcheckpassword").write_text("%s\n/bin/true\n" % checker)
+    control(tree, rcpthosts="test.example")
+    return tree
+
+
+def test_swaks_starttls_and_auth_plain_and_login_relay_only_when_authenticated(procs, tls_tree, world_tmp):
+    port = serve(procs, tls_tree)
+    code, out = swaks(port, "--tls", to="far@away.example")
+    assert code != 0 and "553 sorry, that domain isn't in my list of allowed rcpthosts" in out
+    assert "250-STARTTLS" in out and "250-AUTH LOGIN PLAIN" in out  # AUTH offered only after STARTTLS
+    for mech in ("PLAIN", "LOGIN"):
+        code, out = swaks(port, "--tls", "--auth", mech, "--auth-user", "joe", "--auth-password", "s3cret",
+                          to="far@away.example")
+        assert code == 0, out
+        assert "235 ok, go ahead (#2.0.0)" in out
+    code, out = swaks(port, "--tls", "--auth", "PLAIN", "--auth-user", "joe", "--auth-password", "wrong")
+    assert code != 0 and "535 authentication failed (#5.7.8)" in out
+    code, out = swaks(port, "--auth", "PLAIN", "--auth-user", "joe", "--auth-password", "s3cret")
+    assert code != 0  # no AUTH without TLS
+    got = messages(tls_tree)
+    assert len(got) == 2 and all(rcpts == [b"far@away.example"] for _, _, rcpts in got)
+    assert all(b" with ESMTPSA; " in body.split(b"\n", 2)[1] for body, _, _ in got)
+    seen = (world_tmp / "seen").read_bytes().split(b"|")
+    assert re.fullmatch(rb"joe\0s3cret\0<\d+\.\d+@test\.example>\0", seen[0])
+
+
+def test_plaintext_pipelined_after_starttls_is_discarded(procs, tls_tree):
+    port = serve(procs, tls_tree)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        f = s.makefile("rb")
+        assert f.readline() == b"220 test.example ESMTP\r\n"
+        s.sendall(b"EHLO x\r\nSTARTTLS\r\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<c@test.example>\r\n")
+        lines = [f.readline() for _ in range(5)]
+        assert lines[-2:] == [b"250 8BITMIME\r\n", b"220 ready for tls\r\n"], lines
+        with ctx.wrap_socket(s) as t:
+            t.sendall(b"RCPT TO:<c@test.example>\r\nNOOP\r\nEHLO y\r\nQUIT\r\n")
+            data = b""
+            while True:
+                chunk = t.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    assert data.startswith(b"503 MAIL first (#5.5.1)\r\n250 ok\r\n250-test.example\r\n250-PIPELINING\r\n")
+    assert b"STARTTLS" not in data and b"250-AUTH LOGIN PLAIN\r\n" in data and data.endswith(b"221 test.example\r\n")
+    assert queued(tls_tree) == {}
