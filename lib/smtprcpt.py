@@ -29,10 +29,10 @@ def assignment(local):
 def has_dotqmail(homedir, dash, ext):
     """True when one of qmail-local's candidate .qmail files for ext exists in homedir (or it cannot be read)."""
     try:
-        names = set(os.listdir(homedir))
+        names = set(os.listdir(os.fsencode(homedir)))
     except OSError:
         return True
-    return any(os.fsdecode(name) in names for name, _ in dotqmail.candidates(dash, ext))
+    return any(name in names for name, _ in dotqmail.candidates(dash, ext))
 
 
 def check(address):

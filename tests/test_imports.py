@@ -138,3 +138,12 @@ def test_qmail_qmtpd_imports_nothing_heavy(tree):
     assert code == 0
     assert "pyqmail" in mods and "cdbx" in mods
     assert not mods & HEAVY, sorted(mods & HEAVY)
+
+
+def test_qmail_smtpd_imports_nothing_heavy(tree):
+    """A whole plain session (EHLO, MAIL, RCPT, DATA, QUIT) queues a message without ssl, re, email ..."""
+    script = b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@test.example>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n"
+    code, mods = run_timed("qmail-smtpd", tree, script, env={"TCPREMOTEIP": "127.0.0.1"})
+    assert code == 0
+    assert "pyqmail" in mods
+    assert not mods & HEAVY, sorted(mods & HEAVY)
