@@ -172,7 +172,7 @@ def test_size_and_8bitmime(procs, tree, world_tmp, sink):
     assert body == message
 
 
-MESSAGE = st.lists(st.sampled_from([b"\r", b"\n", b".", b"\r\n", b"\n.", b"\r.", b".\r\n", b"a", b"\xff", b" ",
+MESSAGE = st.lists(st.sampled_from([b"\r", b"\n", b".", b"\r\n", b"\n.", b"\r.", b".\r\n", b"a", b"\xff", b"\0", b" ",
                                     b"\r\n.\r\n", b"\n.\n", b"\n.\r\n", b"MAIL FROM:<x@y>\r\n"]),
                    max_size=40).map(b"".join)
 
