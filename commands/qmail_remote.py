@@ -16,6 +16,7 @@ CONTROL = b"ZUnable to read control files. (#4.3.0)\n"
 CHDIR = b"ZUnable to switch to home directory. (#4.3.0)\n"
 AUTH_EXPOSED = b"ZSorry, control/remoteauth can be read by others; I won't use its passwords. (#4.3.0)\n"
 BAD_SENDER = b"DSorry, a sender address with a CR or LF in it can't be sent in SMTP. (#5.1.7)\n"
+OSERR = b"ZSystem resources temporarily unavailable. (#4.3.0)\n"
 ROUTED_PREF = 300000  # with a route, qmail disables the "an MX is me" check
 
 
@@ -60,8 +61,11 @@ def usable(targets, routed):
         raise Finish(NOMX)
     prefme = ROUTED_PREF
     if not routed:
-        from pyqmail.lib.remoteipme import addresses
-        mine = addresses()
+        from pyqmail.lib.smtpipme import ipv4_addresses, ipv6_addresses
+        try:
+            mine = ipv4_addresses() | ipv6_addresses()
+        except OSError:
+            raise Finish(OSERR)
         prefme = min([t.pref for t in targets if t.ip in mine] + [100000])
     allowed = [t for t in targets if t.pref < prefme]
     if not allowed:

@@ -43,7 +43,7 @@ def is_ours(program, path=None, dirs=None):
 def preload():
     """Import what qmail-remote uses, DNS and TLS included, once: forked children start with it in memory."""
     from pyqmail.commands import qmail_remote  # noqa: F401
-    from pyqmail.lib import (dnsmx, remoteconf, remotefeatures, remoteipme, remoteroute,  # noqa: F401
+    from pyqmail.lib import (dnsmx, remoteconf, remotefeatures, remoteroute, smtpipme,  # noqa: F401
                              remotesession, smtpclient, tcpto)
     import binascii, errno, fcntl, socket, ssl  # noqa: F401,E401
     try:
