@@ -19,7 +19,7 @@ class DnsHard(Exception):
 
 
 def server_list(lines):
-    """Return [(ip, port)] from control/dnsservers lines: `ip`, `ip:port`, `[ip]`, `[ip]:port` (IPv6 in [])."""
+    """Return [(ip, port)] from control/dnsservers lines: `ip`, `ip:port`, `[ip]`, `[ip]:port` (a port needs [] for IPv6)."""
     from pyqmail.lib.remoteroute import literal_ip, port_of
     servers = []
     for line in lines:
@@ -29,7 +29,7 @@ def server_list(lines):
         elif line.count(b":") == 1:
             addr, rest = line.split(b":")[0], b":" + line.split(b":")[1]
         else:
-            addr, rest = line, b""
+            addr, rest = (b"[" + line + b"]" if b":" in line else line), b""
         ip = literal_ip(addr)
         if ip is not None:
             servers.append((ip, port_of(rest[1:]) if rest.startswith(b":") else 53))

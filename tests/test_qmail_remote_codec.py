@@ -197,3 +197,45 @@ def test_tcpto_update_any_table(table, timed_out, now):
 def test_outsafe(data):
     out = smtpclient.outsafe(data)
     assert len(out) == len(data) and all(33 <= c <= 126 for c in out)
+
+
+@pytest.mark.parametrize("line, fields", [
+    (b"[127.0.0.1]:joe:pa:ss", (b"[127.0.0.1]", b"joe", b"pa:ss")),
+    (b"[::1]:joe:pw", (b"[::1]", b"joe", b"pw")),
+    (b"Smart.Example:u:", (b"smart.example", b"u", b"")),
+    (b"smart.example:u", None), (b"smart.example::pw", None), (b"[::1]joe:pw", None), (b"nocolon", None),
+])
+def test_remoteauth_lines(line, fields):
+    from pyqmail.lib.remoteconf import parse_auth_line
+    assert parse_auth_line(line) == fields
+
+
+@given(st.binary(max_size=10).filter(lambda r: b":" not in r and not r.startswith(b"[")),
+       st.binary(min_size=1, max_size=10).filter(lambda u: b":" not in u), st.binary(max_size=10))
+def test_remoteauth_round_trip(relay, user, password):
+    from pyqmail.lib.remoteconf import parse_auth_line
+    assert parse_auth_line(relay + b":" + user + b":" + password) == (relay.lower(), user, password)
+
+
+@pytest.mark.parametrize("lines, servers", [
+    ([b"127.0.0.53"], [("127.0.0.53", 53)]), ([b"127.0.0.53:5353"], [("127.0.0.53", 5353)]),
+    ([b"[::1]:5353", b"[::1]", b"::1"], [("::1", 5353), ("::1", 53), ("::1", 53)]),
+    ([b"name.example", b"1.2.3.4:x"], [("1.2.3.4", 0)]),
+])
+def test_dnsservers_lines(lines, servers):
+    from pyqmail.lib.dnsmx import server_list
+    assert server_list(lines) == servers
+
+
+@given(st.lists(st.binary(max_size=30), max_size=5))
+def test_dnsservers_any_lines(lines):
+    from pyqmail.lib.dnsmx import server_list
+    for ip, port in server_list(lines):
+        assert 0 <= port <= 65535 and ip
+
+
+@given(st.binary(max_size=40))
+def test_parse_relay_any_value(value):
+    relay, port = remoteroute.parse_relay(value)
+    assert 0 <= port <= 65535
+    assert relay is None or relay in value
