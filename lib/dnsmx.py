@@ -19,7 +19,7 @@ class DnsHard(Exception):
 
 
 def server_list(lines):
-    """Return [(ip, port)] from control/dnsservers lines: `ip`, `ip:port`, `[ip]`, `[ip]:port` (a port needs [] for IPv6)."""
+    """Return [(ip, port)] from control/dnsservers lines: `ip`, `ip:port`, `[ip]`, `[ip]:port`."""
     from pyqmail.lib.remoteroute import literal_ip, port_of
     servers = []
     for line in lines:
