@@ -33,7 +33,11 @@ class Session:
             if self.ipme is None:
                 from pyqmail.lib.smtpipme import IpMe
                 self.ipme = IpMe()
-            addr = smtpcmd.replace_local_literal(addr, self.conf.liphost, self.ipme, self.conf.ipv6)
+            try:
+                addr = smtpcmd.replace_local_literal(addr, self.conf.liphost, self.ipme, self.conf.ipv6)
+            except OSError:
+                self.io.out(REPLY["ipme"])
+                raise Quit(1)
         if smtpcmd.too_long(addr):
             self.io.out(REPLY["syntax"])
             return None

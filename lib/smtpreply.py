@@ -15,6 +15,7 @@ REPLY = {
     "toomany": b"452 sorry, too many recipients (#4.5.3)\r\n",
     "nomailbox": b"550 sorry, no mailbox here by that name (#5.1.1)\r\n",
     "controls": b"421 unable to read controls (#4.3.0)\r\n",
+    "ipme": b"421 unable to figure out my IP addresses (#4.3.0)\r\n",
     "longline": b"500 command line too long (#5.5.2)\r\n",
 }
 

@@ -205,3 +205,32 @@ def test_commands_pipelined_after_the_real_end_are_a_second_transaction_only_the
 def test_nul_bytes_in_data_are_kept_exactly(tree):
     smtpd(tree, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@test.example>\r\nDATA\r\nx\0y\r\n\0.\r\n.\0\r\n.\r\n")
     assert messages(tree)[0][0].split(b"\n", 2)[2] == b"x\0y\n\0.\n\0\n"
+
+
+def rcpthosts(address, listed):
+    """qmail's rcpthosts() over a list: every position that is the start or a dot, tried as a key."""
+    j = address.rfind(b"@")
+    if j < 0:
+        return True
+    host = address[j + 1:].lower()
+    return any((i == 0 or host[i:i + 1] == b".") and host[i:] in listed for i in range(len(host)))
+
+
+HOST = st.lists(st.sampled_from([b"a", b"B", b".", b"ex", b"@"]), max_size=8).map(b"".join)
+
+
+@given(HOST, st.lists(HOST, max_size=5))
+def test_rcpthosts_matching_is_qmails(address, listed):
+    listed = set(x.lower() for x in listed)
+    domain = smtpcmd.domain_of(address)
+    assert (domain is None or smtpcmd.host_allowed(domain, listed)) == rcpthosts(address, listed)
+    more = dict.fromkeys(listed, b"")  # the same keys in morercpthosts.cdb give the same answers
+    assert (domain is None or smtpcmd.host_allowed(domain, set(), more.get)) == rcpthosts(address, listed)
+
+
+@given(HOST, st.lists(HOST, max_size=5))
+def test_badmailfrom_matches_the_address_or_its_at_domain_ignoring_case(address, entries):
+    entries = set(e.lower() for e in entries if e)
+    at = address.rfind(b"@")
+    expected = address.lower() in entries or (at >= 0 and address[at:].lower() in entries)
+    assert smtpcmd.in_badmailfrom(address, entries) == expected

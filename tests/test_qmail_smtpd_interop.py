@@ -151,3 +151,84 @@ def test_plaintext_pipelined_after_starttls_is_discarded(procs, tls_tree):
     assert data.startswith(b"503 MAIL first (#5.5.1)\r\n250 ok\r\n250-test.example\r\n250-PIPELINING\r\n")
     assert b"STARTTLS" not in data and b"250-AUTH LOGIN PLAIN\r\n" in data and data.endswith(b"221 test.example\r\n")
     assert queued(tls_tree) == {}
+
+
+class TlsClient:
+    """A raw SMTP client on a socket: plaintext, then TLS after STARTTLS; reads replies line by line."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.file = self.sock.makefile("rb")
+
+    def reply(self):
+        """Return one whole (possibly multi-line) reply."""
+        lines = [self.file.readline()]
+        while lines[-1][3:4] == b"-":
+            lines.append(self.file.readline())
+        return b"".join(lines)
+
+    def send(self, line):
+        """Send one line and return the reply."""
+        self.sock.sendall(line + b"\r\n")
+        return self.reply()
+
+    def starttls(self):
+        """EHLO, STARTTLS, handshake."""
+        self.reply()
+        self.send(b"EHLO x")
+        assert self.send(b"STARTTLS") == b"220 ready for tls\r\n"
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        self.sock = ctx.wrap_socket(self.sock)
+        self.file = self.sock.makefile("rb")
+        return self
+
+    def close(self):
+        """Close the connection."""
+        self.sock.close()
+
+
+def b64(data):
+    """Base64 without newline."""
+    import base64
+    return base64.b64encode(data)
+
+
+def test_auth_exchanges_byte_for_byte(procs, tls_tree, world_tmp):
+    port = serve(procs, tls_tree)
+    plain = TlsClient(port)
+    assert plain.reply() == b"220 test.example ESMTP\r\n"
+    assert plain.send(b"AUTH PLAIN " + b64(b"\0joe\0s3cret")) == \
+        b"538 encryption required for requested authentication mechanism (#5.7.11)\r\n"
+    plain.close()
+    c = TlsClient(port).starttls()
+    assert c.send(b"EHLO y").endswith(b"250-AUTH LOGIN PLAIN\r\n250 8BITMIME\r\n")
+    assert c.send(b"AUTH CRAM-MD5") == b"504 unrecognized authentication type (#5.5.4)\r\n"
+    assert c.send(b"AUTH PLAIN") == b"334 \r\n"
+    assert c.send(b"*") == b"501 auth exchange cancelled (#5.0.0)\r\n"
+    assert c.send(b"AUTH LOGIN") == b"334 VXNlcm5hbWU6\r\n"
+    assert c.send(b64(b"joe")) == b"334 UGFzc3dvcmQ6\r\n"
+    assert c.send(b64(b"nope")) == b"535 authentication failed (#5.7.8)\r\n"
+    assert c.send(b"AUTH PLAIN !!!") == b"501 malformed auth input (#5.5.4)\r\n"
+    assert c.send(b"MAIL FROM:<a@b.example>") == b"250 ok\r\n"
+    assert c.send(b"AUTH PLAIN " + b64(b"\0joe\0s3cret")) == b"503 no AUTH during a mail transaction (#5.5.1)\r\n"
+    assert c.send(b"RSET") == b"250 flushed\r\n"
+    assert c.send(b"AUTH PLAIN") == b"334 \r\n"
+    assert c.send(b64(b"admin\0joe\0s3cret")) == b"235 ok, go ahead (#2.0.0)\r\n"
+    assert c.send(b"AUTH PLAIN " + b64(b"\0joe\0s3cret")) == b"503 you are already authenticated (#5.5.1)\r\n"
+    assert c.send(b"QUIT") == b"221 test.example\r\n"
+    c.close()
+
+
+def test_auth_temporary_checkpassword_trouble_is_454(procs, tls_tree, world_tmp):
+    broken = world_tmp / "broken"
+    broken.write_text("#!/bin/sh\nexit 111\n")
+    broken.chmod(0o755)
+    (tls_tree / "control" / "smtpcheckpassword").write_text("%s\n/bin/true\n" % broken)
+    c = TlsClient(serve(procs, tls_tree)).starttls()
+    assert c.send(b"AUTH PLAIN " + b64(b"\0joe\0s3cret")) == b"454 temporary authentication failure (#4.3.0)\r\n"
+    (tls_tree / "control" / "smtpcheckpassword").write_text("/nonexistent/checkpassword\n")
+    c2 = TlsClient(serve(procs, tls_tree)).starttls()
+    assert c2.send(b"AUTH PLAIN " + b64(b"\0joe\0s3cret")) == b"454 temporary authentication failure (#4.3.0)\r\n"
+    for client in (c, c2):
+        client.close()
