@@ -93,6 +93,8 @@ def in_badmailfrom(address, entries):
 def host_allowed(domain, listed, more_get=None):
     """qmail's rcpthosts(): the domain or any `.suffix` of it is listed, else in morercpthosts.cdb."""
     host = domain.lower()
+    if not host:  # qmail's loop over the host's positions never runs
+        return False
     suffixes = [host] + [host[i:] for i in range(1, len(host)) if host[i] == 0x2E]
     if any(s in listed for s in suffixes):
         return True
