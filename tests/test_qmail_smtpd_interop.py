@@ -109,8 +109,9 @@ def tls_tree(tree, world_tmp):
     return tree
 
 
-def test_swaks_starttls_and_auth_plain_and_login_relay_only_when_authenticated(procs, tls_tree, world_tmp):
-    port = serve(procs, tls_tree)
+@pytest.mark.parametrize("server", ["tcpserver", "qmail-tcpserver"])
+def test_swaks_starttls_and_auth_plain_and_login_relay_only_when_authenticated(procs, tls_tree, world_tmp, server):
+    port = serve(procs, tls_tree, server)
     code, out = swaks(port, "--tls", to="far@away.example")
     assert code != 0 and "553 sorry, that domain isn't in my list of allowed rcpthosts" in out
     assert "250-STARTTLS" in out and "250-AUTH LOGIN PLAIN" in out  # AUTH offered only after STARTTLS
@@ -232,3 +233,23 @@ def test_auth_temporary_checkpassword_trouble_is_454(procs, tls_tree, world_tmp)
     assert c2.send(b"AUTH PLAIN " + b64(b"\0joe\0s3cret")) == b"454 temporary authentication failure (#4.3.0)\r\n"
     for client in (c, c2):
         client.close()
+
+
+def test_ipv6_client_under_qmail_tcpserver(procs, tree):
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no ::1")
+    port = tcpserver(procs, tree, [program("qmail-smtpd")], host="::1", server=program("qmail-tcpserver"))
+    assert swaks_v6(port) != 0  # [IPv6:::1] is no rcpthosts domain (and the extension is off)
+    control(tree, smtpipv6literals=1, localiphost="test.example")
+    assert swaks_v6(port) == 0
+    [(body, _, rcpts)] = messages(tree)
+    assert rcpts == [b"c@test.example"]
+    assert body.startswith(b"Received: from unknown (HELO [IPv6:::1]) (::1)\n  by 0 with SMTP; ")
+
+
+def swaks_v6(port):
+    """swaks over ::1 to c@[IPv6:::1]; return its exit code."""
+    return subprocess.run(["swaks", "-6", "--server", "::1", "--port", str(port), "--from", "a@b.example",
+                           "--to", "c@[IPv6:::1]", "--helo", "[IPv6:::1]"], capture_output=True, timeout=60).returncode
