@@ -208,7 +208,7 @@ def body(argv):
     except MemoryError:
         io.out(b"421 out of memory (#4.3.0)\r\n")
         code = 1
-    io.deadline = None  # the last reply gets the per-read timeout even after the session deadline
+    io.deadline = io.data_deadline = None  # the last reply gets the per-read timeout after any deadline
     try:
         io.flush()
     except (Gone, TimeoutError):

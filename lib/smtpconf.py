@@ -51,6 +51,7 @@ class Config:
         self.rcptcheck = _flag("smtprcptcheck")
         self.maxrcpt = control.readint("smtpmaxrcpt", 0) or HARD_MAX_RCPT
         self.deadline = control.readint("smtpdeadline", 0)
+        self.minrate = control.readint("smtpminrate", 0)
         cert = control.path("control", "servercert.pem")
         self.certfile = cert if os.path.isfile(cert) else None
         self.checkpassword = control.readlist("smtpcheckpassword") or None

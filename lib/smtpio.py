@@ -23,6 +23,7 @@ class SmtpIO:
         self.fd_in, self.fd_out = fd_in, fd_out
         self.timeout = timeout
         self.deadline = time.monotonic() + deadline if deadline else None
+        self.data_deadline = None  # DATA's own, extended by each byte received (control/smtpminrate)
         self.buffer = b""
         self.pos = 0  # bytes of buffer before pos have been consumed
         self.pending = []
@@ -38,8 +39,9 @@ class SmtpIO:
     def _wait(self):
         """Return the seconds a read or write may wait: the timeout, cut by the session deadline."""
         wait = self.timeout
-        if self.deadline is not None:
-            wait = min(wait, self.deadline - time.monotonic())
+        for deadline in (self.deadline, self.data_deadline):
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
         if wait <= 0:
             raise TimeoutError("session deadline")
         return wait

@@ -16,12 +16,18 @@ def protocol(session):
     return (b"UTF8SMTP" if session.utf8 else b"ESMTP") + (b"S" if tls else b"") + (b"A" if auth else b"")
 
 
-def blast(io, qq, databytes):
-    """Copy the DATA into qq until CRLF.CRLF; return (hops, too big). Bytes after the end go back to io."""
+def blast(io, qq, databytes, minrate=0):
+    """Copy the DATA into qq until CRLF.CRLF; return (hops, too big). Bytes after the end go back to io.
+    With minrate, DATA must arrive at that many bytes per second on average after one timeout's grace."""
     decoder = DataDecoder()
     stored, failed = 0, False
+    if minrate:
+        io.data_deadline = time.monotonic() + io.timeout
     while True:
-        data, rest = decoder.feed(io.read_chunk())
+        chunk = io.read_chunk()
+        if minrate:
+            io.data_deadline += len(chunk) / minrate
+        data, rest = decoder.feed(chunk)
         if data and not failed:
             stored += len(data)
             if databytes and stored > databytes:
@@ -31,6 +37,7 @@ def blast(io, qq, databytes):
                 qq.put(data)
         if rest is not None:
             io.unread(rest)
+            io.data_deadline = None
             return decoder.hops, failed
 
 
@@ -48,7 +55,7 @@ def deliver(session):
     qq.put(received(protocol(session), conf.local, conf.remoteip, conf.remotehost, conf.remoteinfo,
                     conf.remotehost if session.helo is None else session.helo))
     try:
-        hops, too_big = blast(io, qq, conf.databytes)
+        hops, too_big = blast(io, qq, conf.databytes, conf.minrate)
     except StrayNewline:
         qq.abort()
         io.out(STRAY_NEWLINE)

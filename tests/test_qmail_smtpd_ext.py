@@ -64,3 +64,32 @@ def test_recipient_check_refuses_unknown_local_users_only_when_enabled(tree, wor
     control(tree, smtprcptcheck=1)
     no = b"550 sorry, no mailbox here by that name (#5.1.1)\r\n"
     assert smtpd(tree, script)[1] == GREETING + OK * 4 + no + OK * 2
+
+
+def test_minimum_data_rate_ends_a_trickling_data_and_queues_nothing(tree):
+    import socket
+    import time
+    control(tree, smtpminrate=1000, timeoutsmtpd=2)
+    ours, theirs = socket.socketpair()
+    p = subprocess.Popen([program("qmail-smtpd")], stdin=theirs, stdout=theirs, env=qenv(tree))
+    theirs.close()
+    ours.sendall(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@test.example>\r\nDATA\r\n")
+    start = time.time()
+    try:
+        while p.poll() is None and time.time() - start < 15:
+            ours.sendall(b"x" * 50 + b"\r\n")  # 104 bytes/s: each read comes within the 2 s timeout
+            time.sleep(0.5)
+    except OSError:
+        pass
+    assert p.wait(15) == 1 and 2 < time.time() - start < 6
+    ours.settimeout(5)
+    data = b""
+    while True:
+        chunk = ours.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    assert data.endswith(b"354 go ahead\r\n451 timeout (#4.4.2)\r\n")
+    assert messages(tree) == []
+    control(tree, smtpminrate=10)  # a slow but steady enough client gets through
+    assert smtpd(tree, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@test.example>\r\nDATA\r\nx\r\n.\r\n")[1].count(b"250 ok ") == 1
