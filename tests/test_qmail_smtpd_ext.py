@@ -5,7 +5,7 @@ import os
 import subprocess
 
 from conftest import program, qenv
-from test_qmail_smtpd import GREETING, OK, control, messages, smtpd
+from test_qmail_smtpd import GREETING, OK, control, messages, smtpd, trickle
 
 EHLO = b"250-test.example\r\n250-PIPELINING\r\n%s250 8BITMIME\r\n"
 
@@ -67,28 +67,9 @@ def test_recipient_check_refuses_unknown_local_users_only_when_enabled(tree, wor
 
 
 def test_minimum_data_rate_ends_a_trickling_data_and_queues_nothing(tree):
-    import socket
-    import time
     control(tree, smtpminrate=1000, timeoutsmtpd=2)
-    ours, theirs = socket.socketpair()
-    p = subprocess.Popen([program("qmail-smtpd")], stdin=theirs, stdout=theirs, env=qenv(tree))
-    theirs.close()
-    ours.sendall(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@test.example>\r\nDATA\r\n")
-    start = time.time()
-    try:
-        while p.poll() is None and time.time() - start < 15:
-            ours.sendall(b"x" * 50 + b"\r\n")  # 104 bytes/s: each read comes within the 2 s timeout
-            time.sleep(0.5)
-    except OSError:
-        pass
-    assert p.wait(15) == 1 and 2 < time.time() - start < 6
-    ours.settimeout(5)
-    data = b""
-    while True:
-        chunk = ours.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    code, elapsed, data = trickle(tree, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@test.example>\r\nDATA\r\n", b"x" * 50 + b"\r\n", 0.5)
+    assert code == 1 and 2 < elapsed < 6  # 104 bytes/s, each read within the 2 s timeout
     assert data.endswith(b"354 go ahead\r\n451 timeout (#4.4.2)\r\n")
     assert messages(tree) == []
     control(tree, smtpminrate=10)  # a slow but steady enough client gets through

@@ -13,6 +13,7 @@ import pytest
 from conftest import need, program, qenv, queued, tcpserver
 from mailsystem import ROOT, make_system_tree
 from test_qmail_smtpd import control, messages
+from test_qmqpd import read_all
 
 pytestmark = pytest.mark.interop
 CHECKPASSWORD = """#!/usr/bin/python3
@@ -143,12 +144,7 @@ def test_plaintext_pipelined_after_starttls_is_discarded(procs, tls_tree):
         assert lines[-2:] == [b"250 8BITMIME\r\n", b"220 ready for tls\r\n"], lines
         with ctx.wrap_socket(s) as t:
             t.sendall(b"RCPT TO:<c@test.example>\r\nNOOP\r\nEHLO y\r\nQUIT\r\n")
-            data = b""
-            while True:
-                chunk = t.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_all(t)
     assert data.startswith(b"503 MAIL first (#5.5.1)\r\n250 ok\r\n250-test.example\r\n250-PIPELINING\r\n")
     assert b"STARTTLS" not in data and b"250-AUTH LOGIN PLAIN\r\n" in data and data.endswith(b"221 test.example\r\n")
     assert queued(tls_tree) == {}
