@@ -1,6 +1,5 @@
 """qmail-smtpd: receive mail via SMTP and hand it to qmail-queue (reference §1.12)."""
 
-import os
 import time
 
 from pyqmail.lib import smtpcmd
@@ -8,7 +7,6 @@ from pyqmail.lib.program import main
 from pyqmail.lib.smtpconf import Config, ControlError
 from pyqmail.lib.smtpio import Gone, LineTooLong, SmtpIO
 from pyqmail.lib.smtpreply import REPLY, Quit
-
 
 
 class Session:
@@ -169,7 +167,7 @@ PIPELINED = {b"mail", b"rcpt", b"rset"}  # qmail flushes after every other comma
 
 
 def serve(session):
-    """Read commands until QUIT or the end of the connection; return the exit code."""
+    """Read and answer commands until QUIT (Quit) or the end of the connection (Gone)."""
     io = session.io
     while True:
         try:
@@ -189,9 +187,8 @@ def body(argv):
     io = SmtpIO(0, 1)
     try:
         try:
-            os.chdir(os.environ.get("QMAILHOME") or "/var/qmail")
             conf = Config()
-        except (ControlError, OSError):
+        except ControlError:
             io.out(REPLY["controls"])
             raise Quit(1)
         io.timeout, io.deadline = conf.timeout, time.monotonic() + conf.deadline if conf.deadline else None
