@@ -162,6 +162,7 @@ def read_package(reader, begin, relayclient_len=0):
     """
     package = Package()
     where = MESSAGE
+    reader.budget = None  # a recipient list broken off earlier must not limit this package
     try:
         length = _first_length(reader)
         if length is None:
