@@ -105,6 +105,8 @@ class Send:
                     wake = min(wake, q.next_due())
             if self.todo.trigger >= 0:
                 rfds.append(self.todo.trigger)
+            if self.todo.inflight is not None:
+                rfds.append(self.todo.done_r)
             wake = self.todo.wakeup(wake)
             wake = self.cleanup.wakeup(wake)
         timeout = 0 if wake <= recent else wake - recent + SLEEP_FUZZ
@@ -122,6 +124,8 @@ class Send:
                 c.read_reports()
         if self.clean.fd_in in ready_r:
             self.clean.read_answers()
+        if self.todo.done_r in ready_r:
+            self.todo.finish_batch()
         if not self.exitasap:
             self.todo.step(self.todo.trigger in ready_r, recent)
         for c in self.channels.values():

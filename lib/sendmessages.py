@@ -98,7 +98,8 @@ class Clean:
 
 
 class Todo:
-    """The todo scan: on a trigger or every SLEEP_TODO seconds, up to TODO_BATCH todo entries per round."""
+    """The todo scan: on a trigger or every SLEEP_TODO seconds, batches of up to TODO_BATCH todo entries,
+    preprocessed in a thread while the loop goes on; a message is scheduled only after qmail-clean's answer."""
 
     def __init__(self, send):
         self.send = send
@@ -108,6 +109,9 @@ class Todo:
         self.scan = None
         self.next_run = 0  # scan at once when starting
         self.fsyncer = None  # threads for fsync_all, started at the first batch
+        self.batcher = None  # the thread a batch is preprocessed in, off the loop (creates and fsyncs block)
+        self.inflight = None  # that batch's Future
+        self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.reopen_trigger()
 
     def reopen_trigger(self):
@@ -120,12 +124,16 @@ class Todo:
             self.trigger = -1
 
     def wakeup(self, wake):
-        """Return the earliest time the todo scan needs the loop (0 while scanning)."""
+        """Return the earliest time the todo scan needs the loop (0 while scanning, unless a batch runs)."""
+        if self.inflight is not None:
+            return wake  # done_r wakes the loop
         return 0 if self.scan is not None else min(wake, self.next_run)
 
     def step(self, pulled, recent):
         """Preprocess up to TODO_BATCH todo entries; start a scan when it is due."""
         send = self.send
+        if self.inflight is not None:
+            return  # one batch at a time: finish_batch takes its results
         if self.scan is None:
             if not pulled and recent < self.next_run:
                 return
@@ -147,13 +155,39 @@ class Todo:
                 break
             if id not in self.cleaning and id not in self.gone:  # else qmail-clean has not answered yet
                 ids.append(id)
-        results = todo.preprocess_many(ids, send.rewriter, fsync_all=self.fsync_all) if ids else {}
+        if not ids:
+            return
+        if self.batcher is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self.batcher = ThreadPoolExecutor(1)
+        self.inflight = self.batcher.submit(self.run_batch, ids, send.rewriter)
+
+    def run_batch(self, ids, rewriter):
+        """In the batch thread: preprocess, then wake the loop; return (ids, {id: Result})."""
+        try:
+            return ids, todo.preprocess_many(ids, rewriter, fsync_all=self.fsync_all)
+        finally:
+            os.write(self.done_w, b"+")
+
+    def finish_batch(self):
+        """In the loop, once done_r is readable: log each entry and hand the good ones to qmail-clean."""
+        try:
+            os.read(self.done_r, 16)
+        except BlockingIOError:
+            pass
+        if self.inflight is None:
+            return
+        future, self.inflight = self.inflight, None
+        # the byte is written just before the batch returns: wait for that moment, never skip the batch.
+        # An unexpected exception surfaces here, as an internal error.
+        ids, results = future.result()
         for id in ids:
             result = results[id]
-            send.log(b"".join(result.log))
+            self.send.log(b"".join(result.log))
             if result.ok:
                 self.cleaning.add(id)
-                send.clean.ask("todo/%d" % id, lambda ok, id=id, result=result: self.cleaned(id, result.channels, ok))
+                self.send.clean.ask("todo/%d" % id,
+                                    lambda ok, id=id, result=result: self.cleaned(id, result.channels, ok))
 
     def fsync_all(self, fds):
         """fsync the batch's files from several threads at once, so that one journal commit serves many."""
