@@ -90,7 +90,10 @@ def test_a_worker_killed_mid_connection_is_logged_and_replaced(procs, tree):
         os.kill(pid, signal.SIGKILL)
         wait_log(log, r"^tcpserver: warning: child %d crashed: killed by signal 9$" % pid)
         wait_log(log, r"^tcpserver: end %d status 9$" % pid)
-        assert s.recv(10) == b""
+        try:
+            assert s.recv(10) == b""  # closed without a reply: nothing was queued
+        except ConnectionResetError:
+            pass  # or reset, since the request's unread bytes were pending when the worker died
     assert qmqp(port).startswith(b"Kok ")
     assert served_by(log)[-1] != pid
     assert "Traceback" not in log.read_text()
