@@ -103,10 +103,10 @@ class Send:
             for q in (self.pqfail, self.pqdone):
                 if q.next_due() is not None:
                     wake = min(wake, q.next_due())
-            if self.todo.trigger >= 0:
-                rfds.append(self.todo.trigger)
             if self.todo.inflight is not None:
-                rfds.append(self.todo.done_r)
+                rfds.append(self.todo.done_r)  # a pull meanwhile stays readable in the trigger until then
+            elif self.todo.trigger >= 0:
+                rfds.append(self.todo.trigger)
             wake = self.todo.wakeup(wake)
             wake = self.cleanup.wakeup(wake)
         timeout = 0 if wake <= recent else wake - recent + SLEEP_FUZZ
