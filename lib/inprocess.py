@@ -54,7 +54,8 @@ PRELOAD = {
     "pyqmail.commands.qmail_smtpd": ("pyqmail.lib.smtpqueue", "pyqmail.lib.queuehere", "pyqmail.lib.inject",
                                      "pyqmail.lib.received", "pyqmail.lib.netlog", "pyqmail.lib.access", "cdbx"),
     "pyqmail.commands.qmail_qmtpd": ("pyqmail.lib.inject", "pyqmail.lib.received", "pyqmail.lib.timedio",
-                                     "pyqmail.lib.queuehere", "pyqmail.lib.access", "cdbx"),
+                                     "pyqmail.lib.queuehere", "pyqmail.lib.access", "pyqmail.lib.smtpcmd",
+                                     "cdbx"),
 }
 
 

@@ -21,21 +21,14 @@ class RcptHosts:
 
     def allowed(self, address):
         """Return True if address may be accepted (qmail's rcpthosts(): any domain when rcpthosts is absent)."""
-        if self.hosts is None:
-            return True
-        at = address.rfind(b"@")
-        if at < 0:
-            return True  # no domain: qmail-send will add envnoathost
-        domain = address[at + 1:].lower()
-        keys = [domain] + [domain[i:] for i in range(1, len(domain)) if domain[i:i + 1] == b"."]
-        if any(key in self.hosts for key in keys):
-            return True
-        if self.more is not None:
-            try:
-                return any(self.more.get(key) is not None for key in keys)
-            except OSError as e:
-                raise RcptHostsError("cannot read morercpthosts.cdb: %s" % e)
-        return False
+        from pyqmail.lib.smtpcmd import domain_of, host_allowed  # the same rule as qmail-smtpd's
+        domain = domain_of(address)
+        if self.hosts is None or domain is None:
+            return True  # no rcpthosts, or no domain: qmail-send will add envnoathost
+        try:
+            return host_allowed(domain, self.hosts, self.more.get if self.more is not None else None)
+        except OSError as e:
+            raise RcptHostsError("cannot read morercpthosts.cdb: %s" % e)
 
 
 def load_rcpthosts():
