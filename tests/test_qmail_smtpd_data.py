@@ -168,7 +168,7 @@ FAKE_ENDS = [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\n", b"\n.\r", b"\
 SMUGGLED = b"MAIL FROM:<evil@x.example>\r\nRCPT TO:<victim@test.example>\r\nDATA\r\nFrom: forged\r\n\r\nsmuggled\r\n"
 
 
-@pytest.mark.parametrize("fake,where", itertools.product(FAKE_ENDS, ["body", "header", "start"]))
+@pytest.mark.parametrize("fake,where", list(itertools.product(FAKE_ENDS, ["body", "header", "start"])))
 def test_smuggling_never_gives_two_messages(tree, fake, where):
     if where == "body":
         data = b"Subject: s\r\n\r\nbefore" + fake + SMUGGLED
