@@ -308,8 +308,11 @@ def test_lspawn_reuses_one_worker_per_user_and_each_delivery_starts_clean(procs,
     [worker] = parents
     assert (Path("/proc/%d/status" % worker).read_text().split("Uid:")[1].split()[0] == str(ids()[1]))
     os.kill(worker, signal.SIGKILL)  # a worker dying between deliveries costs nothing
-    for _ in range(100):
-        if not Path("/proc/%d/cmdline" % worker).exists() or not Path("/proc/%d/cmdline" % worker).read_bytes():
+    for _ in range(100):  # until it is a zombie (empty cmdline) or reaped (gone)
+        try:
+            if not Path("/proc/%d/cmdline" % worker).read_bytes():
+                break
+        except FileNotFoundError:
             break
         time.sleep(0.02)
     (home / "n").write_text("3")
