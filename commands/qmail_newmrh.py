@@ -2,7 +2,7 @@
 
 import os
 
-from pyqmail.lib import control
+from pyqmail.lib import cdbmake, control
 from pyqmail.lib.exits import Exit
 from pyqmail.lib.program import main
 
@@ -31,28 +31,8 @@ def read_source():
 
 def write_cdb(keys):
     """Write keys (empty data) to control/morercpthosts.tmp, fsync, and rename it over the .cdb."""
-    import cdbx
-    try:
-        fd = os.open("control/morercpthosts.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except OSError:
-        raise fatal("unable to write to control/morercpthosts.tmp")
-    try:
-        maker = cdbx.CDB.make(fd, close=False)
-        for key in keys:
-            maker.add(key, b"")
-        maker.commit().close()
-        os.fsync(fd)
-    except (OSError, ValueError):
-        os.close(fd)
-        raise fatal("unable to write to control/morercpthosts.tmp")
-    try:
-        os.close(fd)
-    except OSError:
-        raise fatal("unable to write to control/morercpthosts.tmp")
-    try:
-        os.rename("control/morercpthosts.tmp", "control/morercpthosts.cdb")
-    except OSError:
-        raise fatal("unable to move control/morercpthosts.tmp to control/morercpthosts.cdb")
+    cdbmake.replace("control/morercpthosts.tmp", "control/morercpthosts.cdb", ((k, b"") for k in keys),
+                    "unable to write to control/morercpthosts.tmp", "unable to write to control/morercpthosts.tmp")
 
 
 def body(argv):

@@ -2,7 +2,7 @@
 
 import os
 
-from pyqmail.lib import control, users
+from pyqmail.lib import cdbmake, control, users
 from pyqmail.lib.exits import Exit
 from pyqmail.lib.program import main
 
@@ -29,28 +29,8 @@ def read_assign():
 
 def write_cdb(records):
     """Write records to users/cdb.tmp, fsync and close it, then rename it over users/cdb."""
-    import cdbx
-    try:
-        fd = os.open("users/cdb.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except OSError:
-        raise fatal("unable to open users/cdb.tmp")
-    try:
-        maker = cdbx.CDB.make(fd, close=False)
-        for key, value in records:
-            maker.add(key, value)
-        maker.commit().close()
-        os.fsync(fd)
-    except (OSError, ValueError):
-        os.close(fd)
-        raise fatal("unable to write users/cdb.tmp")
-    try:
-        os.close(fd)  # NFS reports write errors at close
-    except OSError:
-        raise fatal("unable to write users/cdb.tmp")
-    try:
-        os.rename("users/cdb.tmp", "users/cdb")
-    except OSError:
-        raise fatal("unable to move users/cdb.tmp to users/cdb")
+    cdbmake.replace("users/cdb.tmp", "users/cdb", records,
+                    "unable to open users/cdb.tmp", "unable to write users/cdb.tmp")
 
 
 def body(argv):
