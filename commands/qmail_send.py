@@ -12,6 +12,7 @@ import time
 from pyqmail.lib import sendlog, todo
 from pyqmail.lib.channel import LOCAL, REMOTE
 from pyqmail.lib.sendchannel import Channel
+from pyqmail.lib.sendheld import Held
 from pyqmail.lib.sendmessages import SLEEP_SYSFAIL, Cleanup, Clean, Todo, message_done, split_names
 from pyqmail.lib.sendstart import FDS, Stop, log, reread, start
 from pyqmail.lib.timequeue import TimeQueue
@@ -38,6 +39,7 @@ class Send:
         self.jobs_used = 0
         self.clean = Clean(self, 5, 6)
         self.todo = Todo(self)
+        self.held = Held(self)
         self.cleanup = Cleanup(self)
 
     def next_delid(self):
@@ -156,6 +158,7 @@ def serve(send):
     send.log_status()
     while not send.can_exit():
         send.round(flags, wake_r)
+    send.held.spill_at_exit()
     for c in send.channels.values():
         c.persist(log)
     log(sendlog.exiting())

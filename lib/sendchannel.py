@@ -146,6 +146,8 @@ class Channel:
             report = retry.dying_report(report)
         send.log(sendlog.delivery_result(d.delid, report))
         letter = report[:1]
+        if letter != b"K" and send.held.owns(job.id):
+            send.held.spill(job.id)  # a deferral or a bounce needs qmail's files from here on
         if letter == b"D":
             append_bounce("bounce/%d" % job.id, bounce.entry(d.recip, report[1:].split(b"\0", 1)[0],
                                                              send.rewriter.strip_vdom_prepend), send.log)
@@ -159,6 +161,8 @@ class Channel:
 
     def mark_done(self, id, pos):
         """Turn the record's T into D in place (no fsync: a crash means a second delivery, never a loss)."""
+        if self.send.held.mark_done(id, pos):
+            return
         name = self.fn(id)
         try:
             fd = os.open(name, os.O_WRONLY)
@@ -180,6 +184,8 @@ class Channel:
         send.jobs_used -= 1
         due = job.retry
         if job.hiteof and not job.numtodo:
+            if send.held.finish(job.id):
+                return
             try:
                 os.unlink(self.fn(job.id))
             except OSError:
@@ -207,9 +213,13 @@ class Channel:
         if id is None:
             return False
         try:
-            with open(self.fn(id), "rb") as f:
-                records = f.read()
-            birth, sender = read_info(id)
+            held = send.held.read(id)
+            if held is not None:
+                records, birth, sender = held
+            else:
+                with open(self.fn(id), "rb") as f:
+                    records = f.read()
+                birth, sender = read_info(id)
         except OSError:
             send.log(sendlog.warning("open_later", sendlog.split_fn(self.name, id)))
             self.schedule.add(id, recent + SLEEP_SYSFAIL)
@@ -256,6 +266,8 @@ class Channel:
     def persist(self, log):
         """At exit: store each scheduled time as the channel file's mtime (qmail's pqfinish)."""
         for id, due in self.schedule.drain():
+            if self.send.held.owns(id):
+                continue  # no file: todo/N brings it back at the next start
             try:
                 os.utime(self.fn(id), (due, due))
             except OSError:

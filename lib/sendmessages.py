@@ -79,6 +79,11 @@ class Clean:
             return self.died()
         self.waiting.append((name, then))
 
+    def wait(self):
+        """Block until qmail-clean has answered every command sent (at exit)."""
+        while self.waiting and self.alive:
+            self.read_answers()
+
     def read_answers(self):
         """Read qmail-clean's answers and act on each, in the order the commands were sent."""
         try:
@@ -153,19 +158,19 @@ class Todo:
             if id is None:
                 self.scan = None
                 break
-            if id not in self.cleaning and id not in self.gone:  # else qmail-clean has not answered yet
-                ids.append(id)
+            if id not in self.cleaning and id not in self.gone and not send.held.owns(id):
+                ids.append(id)  # (else qmail-clean has not answered yet, or it is being delivered held)
         if not ids:
             return
         if self.batcher is None:
             from concurrent.futures import ThreadPoolExecutor
             self.batcher = ThreadPoolExecutor(1)
-        self.inflight = self.batcher.submit(self.run_batch, ids, send.rewriter)
+        self.inflight = self.batcher.submit(self.run_batch, ids, send.rewriter, send.held.room())
 
-    def run_batch(self, ids, rewriter):
-        """In the batch thread: preprocess, then wake the loop; return (ids, {id: Result})."""
+    def run_batch(self, ids, rewriter, hold):
+        """In the batch thread: preprocess, then wake the loop; return (ids, {id: Result or Held})."""
         try:
-            return ids, todo.preprocess_many(ids, rewriter, fsync_all=self.fsync_all)
+            return ids, todo.preprocess_many(ids, rewriter, fsync_all=self.fsync_all, hold=hold)
         finally:
             os.write(self.done_w, b"+")
 
@@ -184,7 +189,9 @@ class Todo:
         for id in ids:
             result = results[id]
             self.send.log(b"".join(result.log))
-            if result.ok:
+            if isinstance(result, todo.Held):
+                self.send.held.add(result, int(time.time()))
+            elif result.ok:
                 self.cleaning.add(id)
                 self.send.clean.ask("todo/%d" % id,
                                     lambda ok, id=id, result=result: self.cleaned(id, result.channels, ok))

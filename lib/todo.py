@@ -4,7 +4,7 @@ import os
 from collections import namedtuple
 
 from pyqmail.lib import sendlog
-from pyqmail.lib.channel import CHANNELS
+from pyqmail.lib.channel import CHANNELS, LOCAL
 from pyqmail.lib.control import scan_ulong
 from pyqmail.lib.queue import split_name, write_all
 
@@ -14,7 +14,18 @@ Plan.__doc__ = ("Bytes for info/N and {channel: bytes}, log lines, and the faili
 Result = namedtuple("Result", "ok log channels")
 Result.__doc__ = "Whether todo/N may be handed to qmail-clean, the log lines, the channels that got a file."
 
+Held = namedtuple("Held", "n log info records")
+Held.__doc__ = ("A message to deliver from memory (lib/sendheld): the log lines, info/N's and local/N's bytes "
+                "as they would be written; no file was written: todo/N stays its only record until it is finished.")
+
 FILE_MODE = 0o600  # qmail opens with 0644 under qmail-send's umask 077
+HOLD_RCPTS = 16  # local recipients a held message may have; more go through info/ and local/ as in qmail
+
+
+def holdable(p):
+    """True if the Plan p may be held: no failure, every recipient local, at most HOLD_RCPTS of them."""
+    return (p.failure is None and p.info[:1] == b"F" and list(p.chan) == [LOCAL]
+            and p.chan[LOCAL].count(b"\0") <= HOLD_RCPTS)
 
 
 def plan(n, todo_data, mess_size, rewriter):
@@ -66,8 +77,9 @@ def failed(log, what, fn, files=()):
     return Result(False, log + [sendlog.warning(what, fn)], ())
 
 
-def prepare(n, rewriter, queue="."):
-    """Preprocess todo/N up to the fsyncs: a Written, or a failed Result. todo/N and intd/N are left alone."""
+def prepare(n, rewriter, queue=".", hold=False):
+    """Preprocess todo/N up to the fsyncs: a Written, a Held (if hold and the message qualifies), or a failed
+    Result. todo/N and intd/N are left alone."""
     def split(directory):
         return os.path.join(queue, split_name(directory, n))
     try:
@@ -83,16 +95,19 @@ def prepare(n, rewriter, queue="."):
         for directory in (*CHANNELS, "info"):
             if not unlink_stale(split(directory)):
                 return failed([], "unlink", sendlog.split_fn(directory, n))
-        try:
-            files = [(create(split("info")), sendlog.split_fn("info", n))]
-        except OSError:
-            return failed([], "create", sendlog.split_fn("info", n))
         log = [sendlog.new_msg(n)]
         try:
             data = todo.read()
         except OSError:
-            return failed(log, "read", sendlog.flat_fn("todo", n), files)
-    return fill(n, plan(n, data, size, rewriter), log, files, split)
+            return failed(log, "read", sendlog.flat_fn("todo", n))
+    p = plan(n, data, size, rewriter)
+    if hold and holdable(p):
+        return Held(n, log + p.log, p.info, p.chan[LOCAL])
+    try:
+        files = [(create(split("info")), sendlog.split_fn("info", n))]
+    except OSError:
+        return failed([], "create", sendlog.split_fn("info", n))
+    return fill(n, p, log, files, split)
 
 
 def fill(n, p, log, files, split):
@@ -143,18 +158,19 @@ def complete(written, bad):
     return Result(True, written.log, written.channels)
 
 
-def preprocess_many(ids, rewriter, queue=".", fsync_all=fsync_each):
+def preprocess_many(ids, rewriter, queue=".", fsync_all=fsync_each, hold=0):
     """Preprocess several todo entries, their fsyncs handed to fsync_all together so they can overlap.
 
-    Returns {N: Result}. As in qmail, todo/N may be removed only once its Result is ok: every file is
-    fsynced by then."""
+    Returns {N: Result or Held}; at most `hold` entries are Held. As in qmail, todo/N may be removed only
+    once its Result is ok: every file is fsynced by then."""
     results, written = {}, []
     for n in ids:
-        w = prepare(n, rewriter, queue)
-        if isinstance(w, Result):
-            results[n] = w
-        else:
+        w = prepare(n, rewriter, queue, hold > 0)
+        if isinstance(w, Written):
             written.append(w)
+        else:
+            results[n] = w
+            hold -= isinstance(w, Held)
     bad = fsync_all([fd for w in written for fd, _ in w.files]) if written else set()
     for w in written:
         results[w.n] = complete(w, bad)

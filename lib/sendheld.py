@@ -1,0 +1,141 @@
+"""qmail-send's held messages: a local-only message is delivered from memory, todo/N its only record.
+
+qmail writes info/N and local/N (two new files and their fsyncs) before a message's first delivery and
+unlinks them after its last. On ext4 every new file costs a scan of the inode table for recently freed
+inodes, so for a message whose recipients are all local (at most todo.HOLD_RCPTS), qmail-send keeps
+those bytes in memory and leaves todo/N where it is. If qmail-send stops or crashes meanwhile, todo/N is
+preprocessed again and the deliveries made so far are repeated: a second delivery, never a loss, as
+with qmail's unfsynced marks. When every delivery has succeeded, todo/N and then mess/N go to
+qmail-clean. Anything else (a deferral, a failure, a TERM after some deliveries) writes the files qmail
+would have written ("spilling"), and the message goes on exactly as in qmail.
+"""
+
+import os
+import time
+
+from pyqmail.lib import sendlog
+from pyqmail.lib.channel import LOCAL
+from pyqmail.lib.queue import split_name, write_all
+from pyqmail.lib.todo import create, unlink_stale
+
+HOLD_MAX = 1000  # messages held at once; beyond that todo entries are preprocessed as qmail does
+SLEEP_ALERT = 10  # pause while the queue refuses a spill, as qmail pauses on a bounce it cannot append
+
+
+class HeldMessage:
+    """One held message: info/N's bytes, local/N's records (marked in place), birth, deliveries done."""
+    __slots__ = ("info", "records", "birth", "done")
+
+    def __init__(self, info, records, birth):
+        self.info, self.records, self.birth, self.done = info, bytearray(records), birth, 0
+
+
+def write_files(id, m):
+    """Write info/N (mtime = birth) and local/N for a held message and fsync them; the warning, or None."""
+    fds = []
+    try:
+        for directory, data in (("info", m.info), (LOCAL, m.records)):
+            name = split_name(directory, id)
+            logged = sendlog.split_fn(directory, id)
+            if not unlink_stale(name):
+                return sendlog.warning("unlink", logged)
+            try:
+                fds.append(create(name))
+            except OSError:
+                return sendlog.warning("create", logged)
+            try:
+                write_all(fds[-1], data)
+            except OSError:
+                return sendlog.warning("write", logged)
+        try:
+            os.utime(fds[0], (m.birth, m.birth))  # qmail-send takes a message's birth from info/N's mtime
+        except OSError:
+            pass  # the retry schedule then counts from now
+        for fd, directory in zip(fds, ("info", LOCAL)):
+            try:
+                os.fsync(fd)
+            except OSError:
+                return sendlog.warning("fsync", sendlog.split_fn(directory, id))
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+class Held:
+    """The held messages, by id, and their way out: finished through qmail-clean, or spilled to files."""
+
+    def __init__(self, send):
+        self.send = send
+        self.messages = {}
+
+    def room(self):
+        """How many more messages may be held now."""
+        return max(0, HOLD_MAX - len(self.messages))
+
+    def owns(self, id):
+        """True if message id is held (its todo/N is not to be preprocessed again)."""
+        return id in self.messages
+
+    def add(self, held, now):
+        """Keep a todo.Held and schedule its local deliveries now."""
+        self.messages[held.n] = HeldMessage(held.info, held.records, now)
+        self.send.channels[LOCAL].schedule.add(held.n, now)
+
+    def read(self, id):
+        """Return (records, birth, sender) for a pass over a held message, or None if id is not held."""
+        m = self.messages.get(id)
+        if m is None:
+            return None
+        return bytes(m.records), m.birth, m.info[1:m.info.find(b"\0")]
+
+    def mark_done(self, id, pos):
+        """Turn the record at pos into D in memory; False if id is not held."""
+        m = self.messages.get(id)
+        if m is None:
+            return False
+        m.records[pos] = 0x44  # D
+        m.done += 1
+        return True
+
+    def finish(self, id):
+        """Every delivery succeeded: log `end msg`, have todo/N and then mess/N removed; False if not held."""
+        if self.messages.pop(id, None) is None:
+            return False
+        self.send.log(sendlog.end_msg(id))
+        self.clean_todo(id, then=lambda: self.send.clean.ask("foop/%d" % id))
+        return True
+
+    def clean_todo(self, id, then=None):
+        """Hand todo/N to qmail-clean; the todo scan leaves it alone meanwhile; call then() once it is gone."""
+        todo, clean = self.send.todo, self.send.clean
+
+        def cleaned(ok):
+            todo.cleaning.discard(id)
+            if ok:  # else todo/N stays, qmail-clean's trouble is logged, and the next scan delivers again
+                todo.gone.add(id)
+                if then is not None:
+                    then()
+        todo.cleaning.add(id)
+        clean.ask("todo/%d" % id, cleaned)
+
+    def spill(self, id):
+        """Write the files qmail would have written and hand todo/N to qmail-clean: from then on the
+        message is an ordinary one. While the queue refuses, log why and wait, as qmail does."""
+        m = self.messages.pop(id, None)
+        if m is None:
+            return
+        while True:
+            trouble = write_files(id, m)
+            if trouble is None:
+                break
+            self.send.log(trouble)
+            time.sleep(SLEEP_ALERT)
+        self.clean_todo(id)
+
+    def spill_at_exit(self):
+        """At exit, spill each held message with a delivery done (else it would be repeated) and wait for
+        qmail-clean; the others stay in todo/ and are preprocessed again at the next start."""
+        for id in [id for id, m in self.messages.items() if m.done]:
+            self.spill(id)
+        self.send.clean.wait()
