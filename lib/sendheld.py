@@ -134,8 +134,11 @@ class Held:
         self.clean_todo(id)
 
     def spill_at_exit(self):
-        """At exit, spill each held message with a delivery done (else it would be repeated) and wait for
-        qmail-clean; the others stay in todo/ and are preprocessed again at the next start."""
+        """At exit, finish each held message with every delivery done, spill each with some done (else they
+        would be repeated), and wait for qmail-clean; the others stay in todo/ for the next start."""
         for id in [id for id, m in self.messages.items() if m.done]:
-            self.spill(id)
+            if b"\0T" in b"\0" + self.messages[id].records:
+                self.spill(id)
+            else:
+                self.finish(id)
         self.send.clean.wait()

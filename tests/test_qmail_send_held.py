@@ -1,0 +1,193 @@
+"""qmail-send's held messages (lib/sendheld): local-only mail delivered with todo/N as its only record,
+spilled to qmail's info/N and local/N on a deferral, a failure or a TERM after some deliveries."""
+
+import re
+import signal
+import sys
+import time
+
+import pytest
+
+from conftest import queue_message
+from test_qmail_send import scripted, start_send, wait_for
+
+# a spawner that, before answering each command, notes which of the message's queue files exist;
+# a report "sleep:S" makes it wait S seconds before the next answer
+NOTING_SPAWNER = r'''
+import os, sys, time
+queue, notes = sys.argv[1], sys.argv[2]
+reports = [r.encode().replace(b"\\0", b"\0") for r in sys.argv[3:]]
+os.write(1, bytes([120]))
+buf = b""
+while True:
+    data = os.read(0, 4096)
+    if not data:
+        break
+    buf += data
+    while buf.count(b"\0") >= 3:
+        delnum = buf[0]
+        parts = buf[1:].split(b"\0", 3)
+        buf = parts[3]
+        n = int(parts[0].split(b"/")[1])
+        seen = [d for d, p in (("todo", "todo/%d" % n), ("info", "info/%d/%d" % (n % 23, n)),
+                               ("local", "local/%d/%d" % (n % 23, n)), ("remote", "remote/%d/%d" % (n % 23, n)))
+                if os.path.exists(os.path.join(queue, p))]
+        with open(notes, "a") as f:
+            f.write("%s %s\n" % (parts[2].decode(), ",".join(seen)))
+        report = reports.pop(0) if reports else b"#Kok\0"
+        if report.startswith(b"sleep:"):
+            time.sleep(float(report[6:]))
+            report = reports.pop(0) if reports else b"#Kok\0"
+        os.write(1, report.replace(b"#", bytes([delnum])))
+'''
+
+
+def noting(tree, *reports):
+    """Return the argv of a noting spawner and the path of its notes."""
+    notes = tree / "notes"
+    return [sys.executable, "-c", NOTING_SPAWNER, str(tree / "queue"), str(notes), *reports], notes
+
+
+def envelope(*recipients):
+    """A qmail-queue envelope from sender@example.org to recipients."""
+    return b"Fsender@example.org\0" + b"".join(b"T" + r + b"\0" for r in recipients) + b"\0"
+
+
+def message_id(log):
+    """The id in the log's `new msg` line."""
+    return int(re.search(rb"new msg (\d+)\n", log).group(1))
+
+
+def queue_files(tree, n):
+    """The queue's files for message n that exist, as "dir" names."""
+    q = tree / "queue"
+    paths = {"mess": q / "mess" / str(n % 23) / str(n), "intd": q / "intd" / str(n), "todo": q / "todo" / str(n),
+             "info": q / "info" / str(n % 23) / str(n), "local": q / "local" / str(n % 23) / str(n),
+             "remote": q / "remote" / str(n % 23) / str(n), "bounce": q / "bounce" / str(n)}
+    return {name for name, p in paths.items() if p.exists()}
+
+
+def wait_gone(tree, n, timeout=10):
+    """Wait until message n has no file left in the queue."""
+    deadline = time.time() + timeout
+    while queue_files(tree, n) and time.time() < deadline:
+        time.sleep(0.02)
+    assert not queue_files(tree, n)
+
+
+def test_a_local_message_is_delivered_with_todo_as_its_only_record(procs, tree):
+    argv, notes = noting(tree)
+    proc, log = start_send(procs, tree, lspawn=argv)
+    assert queue_message(tree, b"Subject: x\n\nx\n", envelope(b"joe@test.example", b"ann@test.example")) == 0
+    data = wait_for(log, b"end msg ")
+    n = message_id(data)
+    # no info/N or local/N was ever written: todo/N stood for the message while it was delivered
+    assert notes.read_text() == "joe@test.example todo\nann@test.example todo\n"
+    wait_gone(tree, n)
+    lines = [re.sub(rb"\d+", b"#", line) for line in data.splitlines() if not line.startswith(b"status:")]
+    # qmail's log lines, as for any message (the deliveries may interleave)
+    assert lines[:2] == [b"new msg #", b"info msg #: bytes # from <sender@example.org> qp # uid #"]
+    assert lines[-1] == b"end msg #"
+    assert sorted(lines[2:-1]) == [b"delivery #: success: ok", b"delivery #: success: ok",
+                                   b"starting delivery #: msg # to local ann@test.example",
+                                   b"starting delivery #: msg # to local joe@test.example"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("recipients", [
+    [b"a@remote.example", b"joe@test.example"],  # a remote one: qmail's way
+    [b"u%d@test.example" % i for i in range(17)],  # more than HOLD_RCPTS local ones
+])
+def test_other_messages_go_through_info_and_channel_files_as_in_qmail(procs, tree, recipients):
+    argv, notes = noting(tree)
+    proc, log = start_send(procs, tree, lspawn=argv, rspawn=argv)
+    assert queue_message(tree, b"\n", envelope(*recipients)) == 0
+    wait_for(log, b"end msg ")
+    seen = dict(line.split(" ") for line in notes.read_text().splitlines())
+    assert sorted(seen) == sorted(r.decode() for r in recipients)
+    for rcpt, files in seen.items():  # todo/N may be gone already: it goes once the files are fsynced
+        channel = "remote" if rcpt.endswith("remote.example") else "local"
+        assert {"info", channel} <= set(files.split(",")), (rcpt, files)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+
+
+def test_a_deferral_spills_the_message_to_qmails_files(procs, tree):
+    argv, notes = noting(tree, "#Kfine\\0", "#Zlater\\0")
+    (tree / "control" / "concurrencylocal").write_text("1\n")
+    before = int(time.time())
+    proc, log = start_send(procs, tree, lspawn=argv)
+    assert queue_message(tree, b"\n", envelope(b"joe@test.example", b"ann@test.example")) == 0
+    data = wait_for(log, b"deferral: later\n")
+    n = message_id(data)
+    q = tree / "queue"
+    deadline = time.time() + 10
+    while "todo" in queue_files(tree, n) and time.time() < deadline:
+        time.sleep(0.02)
+    assert queue_files(tree, n) == {"mess", "info", "local"}
+    assert (q / "info" / str(n % 23) / str(n)).read_bytes() == b"Fsender@example.org\0"
+    assert (q / "local" / str(n % 23) / str(n)).read_bytes() == b"Djoe@test.example\0Tann@test.example\0"
+    assert before <= (q / "info" / str(n % 23) / str(n)).stat().st_mtime <= time.time()  # the birth
+    assert b"end msg" not in log.read_bytes()
+    proc.send_signal(signal.SIGALRM)  # retry now: ann is delivered from local/N, joe is not again
+    data = wait_for(log, b"end msg %d\n" % n)
+    assert notes.read_text() == "joe@test.example todo\nann@test.example todo\nann@test.example info,local\n"
+    wait_gone(tree, n)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+
+
+def test_a_failure_spills_and_bounces_as_qmail_does(procs, tree):
+    argv, notes = noting(tree, "#Dno such user\\0")
+    proc, log = start_send(procs, tree, lspawn=argv, rspawn=scripted())
+    assert queue_message(tree, b"Subject: x\n\nx\n", envelope(b"nobody@test.example")) == 0
+    data = wait_for(log, b"end msg ", count=1)
+    n = message_id(data)
+    assert b"delivery 1: failure: no_such_user\n" in data
+    assert re.search(rb"bounce msg %d qp \d+\n" % n, data)
+    data = wait_for(log, b"starting delivery 2: msg ")  # the bounce, to the remote sender
+    assert b"to remote sender@example.org" in data
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+
+
+def test_term_after_some_deliveries_spills_so_nothing_is_delivered_twice(procs, tree):
+    (tree / "control" / "concurrencylocal").write_text("1\n")
+    argv, notes = noting(tree, "#Kone\\0", "sleep:1", "#Ktwo\\0")
+    proc, log = start_send(procs, tree, lspawn=argv)
+    rcpts = [b"a@test.example", b"b@test.example", b"c@test.example"]
+    assert queue_message(tree, b"\n", envelope(*rcpts)) == 0
+    data = wait_for(log, b"starting delivery 2:")
+    n = message_id(data)
+    proc.send_signal(signal.SIGTERM)  # delivery 2 is running: qmail-send waits for it, starts no third
+    assert proc.wait(10) == 0
+    assert queue_files(tree, n) == {"mess", "info", "local"}
+    q = tree / "queue"
+    assert (q / "local" / str(n % 23) / str(n)).read_bytes() == b"Da@test.example\0Db@test.example\0Tc@test.example\0"
+    proc, log = start_send(procs, tree, lspawn=argv)
+    wait_for(log, b"end msg %d\n" % n)
+    assert notes.read_text().splitlines()[-1] == "c@test.example info,local"
+    assert [line.split(" ")[0] for line in notes.read_text().splitlines()] == [r.decode() for r in rcpts]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+
+
+def test_term_before_any_delivery_leaves_todo_for_the_next_start(procs, tree):
+    (tree / "control" / "concurrencylocal").write_text("1\n")
+    argv, notes = noting(tree, "sleep:1", "#Kone\\0")
+    proc, log = start_send(procs, tree, lspawn=argv)
+    assert queue_message(tree, b"\n", envelope(b"a@test.example")) == 0
+    first = message_id(wait_for(log, b"starting delivery 1:"))
+    assert queue_message(tree, b"\n", envelope(b"b@test.example")) == 0
+    data = wait_for(log, b"new msg ", count=2)
+    second = int(re.findall(rb"new msg (\d+)\n", data)[1])
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert queue_files(tree, second) == {"mess", "intd", "todo"}  # as qmail-queue left it
+    assert not queue_files(tree, first)
+    assert b"warning" not in log.read_bytes()
+    proc, log = start_send(procs, tree, lspawn=noting(tree)[0])
+    wait_for(log, b"end msg %d\n" % second)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
