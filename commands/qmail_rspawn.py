@@ -36,8 +36,11 @@ def is_ours(program, path=None, dirs=None):
     if found is None:
         return False
     real = os.path.realpath(found)
-    return os.path.isfile(real) and any(os.path.realpath(os.path.join(d, "qmail-remote")) == real
-                                        for d in (inprocess.bindirs() if dirs is None else dirs))
+    if os.path.isfile(real) and any(os.path.realpath(os.path.join(d, "qmail-remote")) == real
+                                    for d in (inprocess.bindirs() if dirs is None else dirs)):
+        return True
+    from pyqmail.lib import launcher
+    return os.path.basename(real) == "qmail-remote" and launcher.runs(real, launcher.module_of("qmail-remote"))
 
 
 def preload():

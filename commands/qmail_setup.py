@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pyqmail.lib.exits import Exit
 from pyqmail.lib.program import main, warn
-from pyqmail.lib import tree
+from pyqmail.lib import launcher, tree
 
 PROGRAMS = (
     "qmail-queue", "qmail-pickup", "qmail-qmqpd", "qmail-qmqpc", "qmail-newqmqpclients",
@@ -37,14 +37,51 @@ def scripts_dir():
     return Path(sys.executable).parent
 
 
+# programs started once per connection or message: bin/ gets a launcher that skips site (-S)
+FAST_START = ("qmail-queue", "qmail-qmqpd", "qmail-qmqpc", "qmail-local", "qmail-smtpd", "qmail-qmtpd",
+              "qmail-remote", "qmail-inject", "sendmail")
+
+
+def site_free_paths():
+    """Return the sys.path entries pyqmail and its dependencies need without site, or None if site is
+    needed after all (an editable or otherwise unusual install: the launcher is then the symlink)."""
+    import sysconfig
+    package = Path(__file__).resolve().parent.parent  # pyqmail/, holding commands/ (this file's)
+    paths = []
+    for key in ("purelib", "platlib"):
+        path = Path(sysconfig.get_paths()[key]).resolve()
+        if path not in paths:
+            paths.append(path)
+    if package.name != "pyqmail" or package.parent not in paths:
+        return None
+    return [str(p) for p in paths]
+
+
+def write_launcher(path, text, owner):
+    """Replace path (a file or link) by an executable file holding text, atomically."""
+    if path.is_file() and not path.is_symlink() and path.read_text(errors="replace") == text:
+        return
+    temporary = path.with_name(path.name + ".new")
+    temporary.unlink(missing_ok=True)
+    temporary.write_text(text)
+    os.chmod(temporary, 0o755)
+    tree.lchown(temporary, owner.root)
+    os.replace(temporary, path)
+
+
 def link_programs(root, owner, mini):
-    """Point bin/<program> at each installed console script; in mini-qmail, qmail-queue is qmail-qmqpc."""
+    """Point bin/<program> at each installed console script (or write its fast launcher); in mini-qmail,
+    qmail-queue is qmail-qmqpc."""
     bindir = root / "bin"
     source = scripts_dir()
+    paths = site_free_paths()
     for name in PROGRAMS:
         target = source / ("qmail-qmqpc" if mini and name == "qmail-queue" else name)
         link = bindir / name
         if not target.exists():
+            continue
+        if paths is not None and name in FAST_START:
+            write_launcher(link, launcher.text(target.name, paths), owner)
             continue
         if link.is_symlink() or link.exists():
             if os.path.realpath(link) == os.path.realpath(target):

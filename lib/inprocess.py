@@ -45,7 +45,9 @@ def recognise(program, path=None, dirs=None):
         for name, module in PROGRAMS.items():
             if os.path.realpath(os.path.join(d, name)) == real and os.path.isfile(real):
                 return module
-    return None
+    from pyqmail.lib import launcher
+    module = PROGRAMS.get(os.path.basename(real))
+    return module if module is not None and launcher.runs(real, module) else None
 
 
 # what a program imports only on its per-connection path, imported once in the listener instead

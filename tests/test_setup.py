@@ -36,8 +36,26 @@ def test_control_defaults_like_config_fast(world_tmp):
 
 
 def test_bin_links_point_at_the_installed_programs(tree):
-    link = tree / "bin" / "qmail-queue"
-    assert link.is_symlink() and os.path.samefile(link, program("qmail-queue"))
+    link = tree / "bin" / "qmail-send"
+    assert link.is_symlink() and os.path.samefile(link, program("qmail-send"))
+
+
+def test_per_message_programs_get_launchers_without_site(tree):
+    from pyqmail.lib import launcher
+    for name in ("qmail-queue", "qmail-qmqpd", "qmail-smtpd", "qmail-local", "qmail-remote", "sendmail"):
+        path = tree / "bin" / name
+        assert path.is_file() and not path.is_symlink() and os.access(path, os.X_OK)
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("#!") and first.endswith(" -S")
+        assert launcher.runs(str(path), launcher.module_of(name))
+        assert not launcher.runs(str(path), launcher.module_of("qmail-send"))
+    # and it runs: site is not imported, the program is
+    probe = tree / "bin" / "probe"
+    probe.write_text((tree / "bin" / "qmail-queue").read_text().replace(
+        "from pyqmail.commands.qmail_queue import run\nrun()\n",
+        "import pyqmail.commands.qmail_queue\nprint('site' in sys.modules, sys.flags.no_site)\n"))
+    probe.chmod(0o755)
+    assert subprocess.run([str(probe)], capture_output=True, check=True).stdout == b"False 1\n"
 
 
 def test_idempotent_and_never_clobbers(tree):
@@ -56,7 +74,8 @@ def test_idempotent_and_never_clobbers(tree):
 def test_mini_qmail_tree(world_tmp):
     root = make_tree(world_tmp / "mini", "--single-user", "--me", "leaf.example",
                      "--mini", "127.0.0.1", "--mini", "[::1]:6628")
-    assert os.path.realpath(root / "bin" / "qmail-queue") == os.path.realpath(program("qmail-qmqpc"))
+    from pyqmail.lib import launcher
+    assert launcher.runs(str(root / "bin" / "qmail-queue"), "pyqmail.commands.qmail_qmqpc")  # qmail-qmqpc's
     assert (root / "control" / "qmqpservers").read_text() == "127.0.0.1\n[::1]:6628\n"
     assert not (root / "queue").exists()
 

@@ -1,0 +1,49 @@
+"""The launchers qmail-setup writes into QMAILHOME/bin for per-message programs, and how to recognise one.
+
+A launcher runs the interpreter with -S: no site module, about 2 ms less CPU per start, which matters
+under tcpserver, where every connection starts an interpreter. The install's paths are fixed in it.
+qmail-tcpserver, qmail-rspawn and in-process queueing recognise a launcher as the program it starts,
+so that they still run that program in-process instead of exec'ing it.
+"""
+
+import os
+import sys
+
+TEMPLATE = ("#!%s -S\n# %s, written by qmail-setup: no site module (about 2 ms less per start), so the paths\n"
+            "# of this install are fixed here; rerun qmail-setup after moving it\nimport sys\n"
+            "sys.path[1:1] = %r\nfrom %s import run\nrun()\n")
+MAX_SIZE = 4096
+
+
+def module_of(name):
+    """Return the module serving the program called name."""
+    return "pyqmail.commands." + name.replace("-", "_")
+
+
+def text(name, paths):
+    """Return the launcher for name: this interpreter with -S, paths put first on sys.path, run()."""
+    return TEMPLATE % (sys.executable, name, paths, module_of(name))
+
+
+def here():
+    """Return the directory pyqmail is imported from in this process (what a launcher must put on sys.path)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+
+def runs(path, module):
+    """True if path is a launcher written by qmail-setup that runs module with this process's interpreter
+    and this process's pyqmail."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SIZE + 1)
+    except OSError:
+        return False
+    if len(data) > MAX_SIZE:
+        return False
+    lines = data.decode(errors="replace").split("\n")
+    if len(lines) < 5 or lines[-1] != "" or lines[-3:-1] != ["from %s import run" % module, "run()"]:
+        return False
+    interpreter = lines[0][2:].rsplit(" -S", 1)[0] if lines[0].startswith("#!") and lines[0].endswith(" -S") else ""
+    paths = lines[-4]
+    return (bool(interpreter) and os.path.realpath(interpreter) == os.path.realpath(sys.executable)
+            and paths.startswith("sys.path[1:1] = [") and repr(here()) in paths)
