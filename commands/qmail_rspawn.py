@@ -30,17 +30,12 @@ def remote_program():
 
 
 def is_ours(program, path=None, dirs=None):
-    """True if program, found as execvp would find it, is our installed qmail-remote (symlinks resolved)."""
+    """True if program, found as execvp would find it, is our installed qmail-remote or its launcher."""
     from pyqmail.lib import inprocess
     found = inprocess.which(os.fsdecode(program), os.environ.get("PATH", "") if path is None else path)
     if found is None:
         return False
-    real = os.path.realpath(found)
-    if os.path.isfile(real) and any(os.path.realpath(os.path.join(d, "qmail-remote")) == real
-                                    for d in (inprocess.bindirs() if dirs is None else dirs)):
-        return True
-    from pyqmail.lib import launcher
-    return os.path.basename(real) == "qmail-remote" and launcher.runs(real, launcher.module_of("qmail-remote"))
+    return inprocess.is_program(found, "qmail-remote", dirs)
 
 
 def preload():

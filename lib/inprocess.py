@@ -2,8 +2,8 @@
 
 A program is recognised when its real path (symlinks resolved) is the real path of
 `<bin>/<name>` for a name in PROGRAMS, where `<bin>` is the bin/ of the interpreter running the
-listener (the virtual environment pyqmail is installed in). QMAILHOME/bin/<name> links made by
-qmail-setup point there, so they are recognised too. The child then calls the module's `run()`,
+listener (the virtual environment pyqmail is installed in), or when it is the launcher qmail-setup
+wrote into QMAILHOME/bin for that name (lib/launcher). The child then calls the module's `run()`,
 which is what the installed launcher does after a fresh interpreter has started.
 """
 
@@ -40,14 +40,22 @@ def recognise(program, path=None, dirs=None):
     found = which(program, os.environ.get("PATH", "") if path is None else path)
     if found is None:
         return None
-    real = os.path.realpath(found)
-    for d in bindirs() if dirs is None else dirs:
-        for name, module in PROGRAMS.items():
-            if os.path.realpath(os.path.join(d, name)) == real and os.path.isfile(real):
-                return module
+    for name, module in PROGRAMS.items():
+        if is_program(found, name, dirs):
+            return module
+    return None
+
+
+def is_program(path, name, dirs=None):
+    """True if path, symlinks resolved, is our installed program called name (in one of dirs, by default
+    bindirs()), or the launcher qmail-setup wrote for it."""
+    real = os.path.realpath(path)
+    if not os.path.isfile(real):
+        return False
+    if any(os.path.realpath(os.path.join(d, name)) == real for d in (bindirs() if dirs is None else dirs)):
+        return True
     from pyqmail.lib import launcher
-    module = PROGRAMS.get(os.path.basename(real))
-    return module if module is not None and launcher.runs(real, module) else None
+    return os.path.basename(real) == name and launcher.runs(real, launcher.module_of(name))
 
 
 # what a program imports only on its per-connection path, imported once in the listener instead

@@ -14,16 +14,11 @@ from pyqmail.lib.exits import Exit, qq_text
 
 
 def our_qmail_queue(home):
-    """True if QMAILHOME/bin/qmail-queue is the qmail-queue installed beside this interpreter."""
-    ours = os.path.join(os.path.dirname(sys.executable), "qmail-queue")
-    theirs = os.path.join(home, "bin", "qmail-queue")
-    try:
-        if os.path.samefile(theirs, ours):
-            return True
-    except OSError:
-        return False
-    from pyqmail.lib import launcher  # or the launcher qmail-setup wrote for it
-    return launcher.runs(theirs, launcher.module_of("qmail-queue"))
+    """True if QMAILHOME/bin/qmail-queue is the qmail-queue installed beside this interpreter, or the
+    launcher qmail-setup wrote for it."""
+    from pyqmail.lib import inprocess
+    return inprocess.is_program(os.path.join(home, "bin", "qmail-queue"), "qmail-queue",
+                                [os.path.dirname(sys.executable)])
 
 
 def possible(home):

@@ -146,8 +146,8 @@ class Channel:
             report = retry.dying_report(report)
         send.log(sendlog.delivery_result(d.delid, report))
         letter = report[:1]
-        if letter != b"K" and send.held.owns(job.id):
-            send.held.spill(job.id)  # a deferral or a bounce needs qmail's files from here on
+        if letter != b"K":
+            send.held.spill(job.id)  # if held: a deferral or a bounce needs qmail's files from here on
         if letter == b"D":
             append_bounce("bounce/%d" % job.id, bounce.entry(d.recip, report[1:].split(b"\0", 1)[0],
                                                              send.rewriter.strip_vdom_prepend), send.log)

@@ -13,53 +13,37 @@ would have written ("spilling"), and the message goes on exactly as in qmail.
 import os
 import time
 
-from pyqmail.lib import sendlog
+from pyqmail.lib import sendlog, todo
 from pyqmail.lib.channel import LOCAL
-from pyqmail.lib.queue import split_name, write_all
-from pyqmail.lib.todo import create, unlink_stale
+from pyqmail.lib.queue import split_name
 
 HOLD_MAX = 1000  # messages held at once; beyond that todo entries are preprocessed as qmail does
 SLEEP_ALERT = 10  # pause while the queue refuses a spill, as qmail pauses on a bounce it cannot append
 
 
 class HeldMessage:
-    """One held message: info/N's bytes, local/N's records (marked in place), birth, deliveries done."""
-    __slots__ = ("info", "records", "birth", "done")
+    """One held message: info/N's bytes, local/N's records (marked in place) and its birth."""
+    __slots__ = ("info", "records", "birth")
 
     def __init__(self, info, records, birth):
-        self.info, self.records, self.birth, self.done = info, bytearray(records), birth, 0
+        self.info, self.records, self.birth = info, bytearray(records), birth
 
 
 def write_files(id, m):
-    """Write info/N (mtime = birth) and local/N for a held message and fsync them; the warning, or None."""
-    fds = []
+    """Write info/N (mtime = birth) and local/N for a held message, as preprocessing would, and fsync
+    them; return the warning lines, or None."""
+    def split(directory):
+        return split_name(directory, id)
+    plan = todo.Plan(m.info, {LOCAL: bytes(m.records)}, [], None)
+    written = todo.remove_stale(id, split) or todo.create_files(id, plan, [], split)
+    if isinstance(written, todo.Result):
+        return b"".join(written.log)
     try:
-        for directory, data in (("info", m.info), (LOCAL, m.records)):
-            name = split_name(directory, id)
-            logged = sendlog.split_fn(directory, id)
-            if not unlink_stale(name):
-                return sendlog.warning("unlink", logged)
-            try:
-                fds.append(create(name))
-            except OSError:
-                return sendlog.warning("create", logged)
-            try:
-                write_all(fds[-1], data)
-            except OSError:
-                return sendlog.warning("write", logged)
-        try:
-            os.utime(fds[0], (m.birth, m.birth))  # qmail-send takes a message's birth from info/N's mtime
-        except OSError:
-            pass  # the retry schedule then counts from now
-        for fd, directory in zip(fds, ("info", LOCAL)):
-            try:
-                os.fsync(fd)
-            except OSError:
-                return sendlog.warning("fsync", sendlog.split_fn(directory, id))
-        return None
-    finally:
-        for fd in fds:
-            os.close(fd)
+        os.utime(written.files[0][0], (m.birth, m.birth))  # qmail-send takes the birth from info/N's mtime
+    except OSError:
+        pass  # the retry schedule then counts from now
+    result = todo.complete(written, todo.fsync_each([fd for fd, _ in written.files]))
+    return None if result.ok else b"".join(result.log)
 
 
 class Held:
@@ -95,7 +79,6 @@ class Held:
         if m is None:
             return False
         m.records[pos] = 0x44  # D
-        m.done += 1
         return True
 
     def finish(self, id):
@@ -103,25 +86,12 @@ class Held:
         if self.messages.pop(id, None) is None:
             return False
         self.send.log(sendlog.end_msg(id))
-        self.clean_todo(id, then=lambda: self.send.clean.ask("foop/%d" % id))
+        self.send.todo.remove(id, then=lambda: self.send.clean.ask("foop/%d" % id))
         return True
 
-    def clean_todo(self, id, then=None):
-        """Hand todo/N to qmail-clean; the todo scan leaves it alone meanwhile; call then() once it is gone."""
-        todo, clean = self.send.todo, self.send.clean
-
-        def cleaned(ok):
-            todo.cleaning.discard(id)
-            if ok:  # else todo/N stays, qmail-clean's trouble is logged, and the next scan delivers again
-                todo.gone.add(id)
-                if then is not None:
-                    then()
-        todo.cleaning.add(id)
-        clean.ask("todo/%d" % id, cleaned)
-
     def spill(self, id):
-        """Write the files qmail would have written and hand todo/N to qmail-clean: from then on the
-        message is an ordinary one. While the queue refuses, log why and wait, as qmail does."""
+        """If id is held, write the files qmail would have written and hand todo/N to qmail-clean: from
+        then on the message is an ordinary one. While the queue refuses, log why and wait, as qmail does."""
         m = self.messages.pop(id, None)
         if m is None:
             return
@@ -131,13 +101,16 @@ class Held:
                 break
             self.send.log(trouble)
             time.sleep(SLEEP_ALERT)
-        self.clean_todo(id)
+        self.send.todo.remove(id)
 
     def spill_at_exit(self):
         """At exit, finish each held message with every delivery done, spill each with some done (else they
         would be repeated), and wait for qmail-clean; the others stay in todo/ for the next start."""
-        for id in [id for id, m in self.messages.items() if m.done]:
-            if b"\0T" in b"\0" + self.messages[id].records:
+        for id, m in list(self.messages.items()):
+            records = b"\0" + m.records
+            if b"\0D" not in records:
+                continue  # nothing delivered yet
+            if b"\0T" in records:
                 self.spill(id)
             else:
                 self.finish(id)

@@ -192,9 +192,7 @@ class Todo:
             if isinstance(result, todo.Held):
                 self.send.held.add(result, int(time.time()))
             elif result.ok:
-                self.cleaning.add(id)
-                self.send.clean.ask("todo/%d" % id,
-                                    lambda ok, id=id, result=result: self.cleaned(id, result.channels, ok))
+                self.remove(id, then=lambda id=id, channels=result.channels: self.schedule(id, channels))
 
     def fsync_all(self, fds):
         """fsync the batch's files from several threads at once, so that one journal commit serves many."""
@@ -205,12 +203,20 @@ class Todo:
             self.fsyncer = ThreadPoolExecutor(FSYNC_THREADS)
         return set().union(*self.fsyncer.map(todo.fsync_each, [[fd] for fd in fds]))
 
-    def cleaned(self, id, channels, ok):
-        """qmail-clean answered for todo/N: if it is gone, the message's channels may start at once."""
-        self.cleaning.discard(id)
-        if not ok:
-            return  # todo/N stays; the next scan preprocesses it again
-        self.gone.add(id)
+    def remove(self, id, then=None):
+        """Hand todo/N to qmail-clean, the scan leaving it alone meanwhile; call then() once it is gone. If
+        qmail-clean cannot remove it, todo/N stays and the next scan preprocesses the message again."""
+        def cleaned(ok):
+            self.cleaning.discard(id)
+            if ok:
+                self.gone.add(id)
+                if then is not None:
+                    then()
+        self.cleaning.add(id)
+        self.send.clean.ask("todo/%d" % id, cleaned)
+
+    def schedule(self, id, channels):
+        """todo/N is gone: the message's channels may start at once (with none, it is done)."""
         now = int(time.time())
         for name in channels:
             self.send.channels[name].schedule.add(id, now)

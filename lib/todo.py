@@ -91,10 +91,9 @@ def prepare(n, rewriter, queue=".", hold=False):
             size = os.stat(split("mess")).st_size  # only for the log line
         except OSError:
             return failed([], "stat", sendlog.split_fn("mess", n))
-        # never trust info/local/remote while todo/N exists: a crash may have left them half-written
-        for directory in (*CHANNELS, "info"):
-            if not unlink_stale(split(directory)):
-                return failed([], "unlink", sendlog.split_fn(directory, n))
+        stale = remove_stale(n, split)
+        if stale is not None:
+            return stale
         log = [sendlog.new_msg(n)]
         try:
             data = todo.read()
@@ -103,6 +102,21 @@ def prepare(n, rewriter, queue=".", hold=False):
     p = plan(n, data, size, rewriter)
     if hold and holdable(p):
         return Held(n, log + p.log, p.info, p.chan[LOCAL])
+    return create_files(n, p, log, split)
+
+
+def remove_stale(n, split):
+    """Unlink info/N and the channel files: never trusted while todo/N exists, as a crash may have left
+    them half-written. Return None, or a failed Result."""
+    for directory in (*CHANNELS, "info"):
+        if not unlink_stale(split(directory)):
+            return failed([], "unlink", sendlog.split_fn(directory, n))
+    return None
+
+
+def create_files(n, p, log, split):
+    """Create info/N and the plan p's channel files and write them (not fsynced): a Written, or a failed
+    Result (a failure to create info/N is logged without log, as qmail does)."""
     try:
         files = [(create(split("info")), sendlog.split_fn("info", n))]
     except OSError:

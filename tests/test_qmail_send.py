@@ -17,10 +17,16 @@ from pyqmail.lib.timequeue import TimeQueue
 
 ENVELOPE = b"Fsender@example.org\0Tjoe@test.example\0\0"
 
-# a spawner peer speaking qmail's protocol: limit byte, then one scripted report per command
+# a spawner peer speaking qmail's protocol: limit byte, then one scripted report per command. With
+# `--notes QUEUE FILE` first, it appends to FILE, before each answer, the recipient and which of the
+# message's todo/info/local/remote files exist; a report "sleep:S" makes it wait S seconds first.
 SCRIPTED_SPAWNER = r'''
-import os, sys
-reports = [r.encode().replace(b"\\0", b"\0") for r in sys.argv[1:]]
+import os, sys, time
+args = sys.argv[1:]
+queue = notes = None
+if args[:1] == ["--notes"]:
+    queue, notes, args = args[1], args[2], args[3:]
+reports = [r.encode().replace(b"\\0", b"\0") for r in args]
 os.write(1, bytes([120]))
 buf = b""
 while True:
@@ -32,7 +38,17 @@ while True:
         delnum = buf[0]
         parts = buf[1:].split(b"\0", 3)
         buf = parts[3]
+        if notes:
+            n = int(parts[0].split(b"/")[1])
+            seen = [d for d, p in (("todo", "todo/%d" % n), ("info", "info/%d/%d" % (n % 23, n)),
+                                   ("local", "local/%d/%d" % (n % 23, n)), ("remote", "remote/%d/%d" % (n % 23, n)))
+                    if os.path.exists(os.path.join(queue, p))]
+            with open(notes, "a") as f:
+                f.write("%s %s\n" % (parts[2].decode(), ",".join(seen)))
         report = reports.pop(0) if reports else b"#Kok\0"
+        if report.startswith(b"sleep:"):
+            time.sleep(float(report[6:]))
+            report = reports.pop(0) if reports else b"#Kok\0"
         if report.startswith(b"EXIT"):
             sys.exit(0)
         os.write(1, report.replace(b"#", bytes([delnum])))

@@ -3,7 +3,6 @@ spilled to qmail's info/N and local/N on a deferral, a failure or a TERM after s
 
 import re
 import signal
-import sys
 import time
 
 import pytest
@@ -11,41 +10,10 @@ import pytest
 from conftest import queue_message
 from test_qmail_send import scripted, start_send, wait_for
 
-# a spawner that, before answering each command, notes which of the message's queue files exist;
-# a report "sleep:S" makes it wait S seconds before the next answer
-NOTING_SPAWNER = r'''
-import os, sys, time
-queue, notes = sys.argv[1], sys.argv[2]
-reports = [r.encode().replace(b"\\0", b"\0") for r in sys.argv[3:]]
-os.write(1, bytes([120]))
-buf = b""
-while True:
-    data = os.read(0, 4096)
-    if not data:
-        break
-    buf += data
-    while buf.count(b"\0") >= 3:
-        delnum = buf[0]
-        parts = buf[1:].split(b"\0", 3)
-        buf = parts[3]
-        n = int(parts[0].split(b"/")[1])
-        seen = [d for d, p in (("todo", "todo/%d" % n), ("info", "info/%d/%d" % (n % 23, n)),
-                               ("local", "local/%d/%d" % (n % 23, n)), ("remote", "remote/%d/%d" % (n % 23, n)))
-                if os.path.exists(os.path.join(queue, p))]
-        with open(notes, "a") as f:
-            f.write("%s %s\n" % (parts[2].decode(), ",".join(seen)))
-        report = reports.pop(0) if reports else b"#Kok\0"
-        if report.startswith(b"sleep:"):
-            time.sleep(float(report[6:]))
-            report = reports.pop(0) if reports else b"#Kok\0"
-        os.write(1, report.replace(b"#", bytes([delnum])))
-'''
-
-
 def noting(tree, *reports):
-    """Return the argv of a noting spawner and the path of its notes."""
+    """Return the argv of a scripted spawner that notes the queue files of each delivery, and the notes."""
     notes = tree / "notes"
-    return [sys.executable, "-c", NOTING_SPAWNER, str(tree / "queue"), str(notes), *reports], notes
+    return scripted("--notes", str(tree / "queue"), str(notes), *reports), notes
 
 
 def envelope(*recipients):
