@@ -312,7 +312,7 @@ def test_lspawn_reuses_one_worker_per_user_and_each_delivery_starts_clean(procs,
         try:
             if not Path("/proc/%d/cmdline" % worker).read_bytes():
                 break
-        except FileNotFoundError:
+        except OSError:  # gone between open and read (ESRCH) or before open (ENOENT)
             break
         time.sleep(0.02)
     (home / "n").write_text("3")
