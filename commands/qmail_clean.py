@@ -3,7 +3,7 @@
 import os
 import time
 
-from pyqmail.lib import control, spawnproto
+from pyqmail.lib import control, queuepool, spawnproto
 from pyqmail.lib.exits import Exit
 from pyqmail.lib.program import main
 
@@ -14,7 +14,7 @@ LINE_MAX = 100  # longer commands are answered `x` and their bytes dropped, neve
 
 
 def clean_pid_dir(now):
-    """Remove the files in pid/ not accessed for 36 hours (an injection that died)."""
+    """Remove the files in pid/ not accessed for 36 hours (an injection that died, an idle pool slot)."""
     try:
         names = os.listdir("pid")
     except OSError:
@@ -41,16 +41,19 @@ def unlink_all(paths):
 
 
 def answer(line):
-    """Carry out one command (without its NUL) and return the byte to answer: `+`, `!` or `x`."""
+    """Carry out one command (without its NUL) and return the byte to answer: `+`, `!` or `x`.
+    The last file goes to the pool for qmail-queue to reuse when it can, else it is unlinked."""
     command = spawnproto.clean_command(line)
     if command is None:
         return b"x"
     kind, n = command
     if kind == "foop":
-        paths = ("intd/%d" % n, "mess/%d/%d" % (n % SPLIT, n))
+        pool, last = "mess", "mess/%d/%d" % (n % SPLIT, n)
     else:
-        paths = ("intd/%d" % n, "todo/%d" % n)
-    return b"+" if unlink_all(paths) else b"!"
+        pool, last = "intd", "todo/%d" % n
+    if not unlink_all(("intd/%d" % n,)):
+        return b"!"
+    return b"+" if queuepool.give(pool, last) or unlink_all((last,)) else b"!"
 
 
 def commands(fd):

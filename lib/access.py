@@ -161,13 +161,23 @@ def lookup(get, address):
     return None
 
 
+_loopback = {}  # address -> is_loopback's answer, for a reused worker's next connections
+
+
 def is_loopback(address):
     """Return True for 127.0.0.0/8 and ::1 (IPv4-mapped forms included)."""
+    if address in _loopback:
+        return _loopback[address]
     try:
         family, value = parse_address(address)
+        answer = any(family == f and value >> (BITS[f] - bits) == net >> (BITS[f] - bits)
+                     for f, net, bits in LOOPBACK)
     except PatternError:
-        return False
-    return any(family == f and value >> (BITS[f] - bits) == net >> (BITS[f] - bits) for f, net, bits in LOOPBACK)
+        answer = False
+    if len(_loopback) >= 256:
+        _loopback.clear()
+    _loopback[address] = answer
+    return answer
 
 
 class NotCdb(Exception):

@@ -3,7 +3,7 @@
 import os
 import time
 
-from pyqmail.lib import envelope
+from pyqmail.lib import envelope, queuepool
 from pyqmail.lib.exits import Exit
 
 SPLIT = 23
@@ -24,14 +24,19 @@ def date822(t):
         g.tm_mday, MONTHS[g.tm_mon - 1], g.tm_year, g.tm_hour, g.tm_min, g.tm_sec)
 
 
+_who = {}  # uid -> phrase: a reused worker queues many messages, and getpwuid reads /etc/passwd each time
+
+
 def who_for_uid(uid):
     """Return qmail-queue's `invoked ...` phrase for the injecting uid."""
-    import pwd
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = None
-    return WHO_BY_NAME.get(name, "by uid %d" % uid)
+    if uid not in _who:
+        import pwd
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = None
+        _who[uid] = WHO_BY_NAME.get(name, "by uid %d" % uid)
+    return _who[uid]
 
 
 def received_line(pid, uid, now):
@@ -63,6 +68,7 @@ class Injection:
         self.uid = uid
         self.now = time.time()
         self.created = []
+        self.reused = set()  # fds of files taken from the pool: truncated to what was written
 
     def fail(self, code):
         """Remove what was created (intd, then mess), and raise Exit(code)."""
@@ -75,12 +81,12 @@ class Injection:
         raise Exit(code)
 
     def open_mess(self):
-        """Create the pid file, link it to mess/<inode>, and return (fd, inode)."""
+        """Take a pooled file or create the pid file, link it to mess/<inode>, and return (fd, inode)."""
         fd = -1
         for seq in range(1, 10):
             pidfn = "pid/%d.%d.%d" % (os.getpid(), int(self.now), seq)
             try:
-                fd = os.open(pidfn, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = self.open_new(pidfn, "mess")
                 break
             except FileExistsError:
                 continue
@@ -103,6 +109,30 @@ class Injection:
         self.number = n
         return fd, n
 
+    def open_new(self, name, kind):
+        """Open name for writing as a new file: a pooled one renamed to it, else created (O_EXCL)."""
+        if queuepool.take(kind, name):
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW)
+            except OSError:
+                fd = -1
+            if fd >= 0 and queuepool.reusable(os.fstat(fd)):
+                os.utime(fd)  # its atime is its birth for qmail-clean's 36-hour rule on pid/
+                self.reused.add(fd)
+                return fd
+            if fd >= 0:
+                os.close(fd)
+            queuepool.discard(name)  # not a file of ours to overwrite: create one instead
+        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    def sync(self, fd):
+        """Cut a reused file to what was written, fsync and close fd."""
+        if fd in self.reused:
+            self.reused.discard(fd)
+            os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))
+        os.fsync(fd)
+        os.close(fd)
+
     def write_message(self, fd, chunks):
         """Write the Received line and the message chunks to mess, fsync it (with its name: qmail-queue(8))."""
         try:
@@ -117,8 +147,7 @@ class Injection:
         except OSError:
             self.fail(53)
         try:
-            os.fsync(fd)
-            os.close(fd)
+            self.sync(fd)
         except OSError:
             self.fail(53)
 
@@ -126,14 +155,13 @@ class Injection:
         """Write intd/N, fsync, link it to todo/N, fsync todo/: after this the message is queued."""
         intdfn = "intd/%d" % self.number
         try:
-            fd = os.open(intdfn, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = self.open_new(intdfn, "intd")
         except OSError:
             self.fail(65)
         self.created.append(intdfn)
         try:
             write_all(fd, envelope.todo_record(self.uid, self.pid, sender, recipients))
-            os.fsync(fd)
-            os.close(fd)
+            self.sync(fd)
         except OSError:
             self.fail(53)
         try:

@@ -13,12 +13,24 @@ from pyqmail.lib import envelope, queue
 from pyqmail.lib.exits import Exit, qq_text
 
 
+_recognised = {}  # QMAILHOME/bin/qmail-queue's (inode, mtime, size) -> our_qmail_queue's answer
+
+
 def our_qmail_queue(home):
     """True if QMAILHOME/bin/qmail-queue is the qmail-queue installed beside this interpreter, or the
-    launcher qmail-setup wrote for it."""
+    launcher qmail-setup wrote for it. A long-lived process (a reused qmail-tcpserver worker) asks again
+    only when the file itself changes."""
     from pyqmail.lib import inprocess
-    return inprocess.is_program(os.path.join(home, "bin", "qmail-queue"), "qmail-queue",
-                                [os.path.dirname(sys.executable)])
+    path = os.path.join(home, "bin", "qmail-queue")
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    key = (path, st.st_ino, st.st_mtime_ns, st.st_size)
+    if key not in _recognised:
+        _recognised.clear()
+        _recognised[key] = inprocess.is_program(path, "qmail-queue", [os.path.dirname(sys.executable)])
+    return _recognised[key]
 
 
 def possible(home):
@@ -91,9 +103,10 @@ class QueueHere:
         injection = self.injection
         if self.fd >= 0:
             try:
-                if not self.code:
-                    os.fsync(self.fd)
-                os.close(self.fd)
+                if self.code:
+                    os.close(self.fd)
+                else:
+                    injection.sync(self.fd)
                 self.fd = -1
             except OSError:
                 self.code = 53

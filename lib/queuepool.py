@@ -1,0 +1,99 @@
+"""Reusing finished queue files: qmail-clean parks them in pid/, qmail-queue takes them instead of creating.
+
+On ext4 without a journal every new inode costs a scan past the inodes freed in the last minute, and a
+queue frees hundreds a second: creating a file cost more CPU than the rest of queueing it. So when
+qmail-clean removes a finished message, it renames its mess/N file (and its todo/N file) to a free slot
+pid/pool.mess.K (pid/pool.intd.K) instead of unlinking it, and qmail-queue renames a slot's file to its
+pid/ name (to intd/N) instead of creating one, then overwrites and truncates it before its fsync.
+
+Safety rests on renames only: a slot's inode has no other name, so nothing in the queue can see what a
+taker writes into it; two takers racing for a slot cannot both get it; a slot that two givers race for
+loses one file (a plain deletion); a slot left idle is removed by qmail-clean's 36-hour rule for pid/,
+like any dead injection's file.
+"""
+
+import os
+
+SLOTS = 256
+TRIES = 4  # slots tried next to the estimated top before giving up (others raced for them)
+LARGEST = 65536  # bigger files are unlinked: the pool holds few disk blocks
+PREFIX = "pool."
+
+
+def slot(kind, k):
+    """Return the pid/ name of slot k for kind (`mess` or `intd`)."""
+    return "pid/%s%s.%d" % (PREFIX, kind, k)
+
+
+def top(kind):
+    """Return the highest full slot, or -1: the giver fills the lowest free slot and takers empty the
+    highest full one, so the full slots run from 0 up (races leave rare holes: a worse guess, no harm)."""
+    if not os.path.lexists(slot(kind, 0)):
+        return -1
+    full, empty = 0, SLOTS
+    while empty - full > 1:
+        mid = (full + empty) // 2
+        if os.path.lexists(slot(kind, mid)):
+            full = mid
+        else:
+            empty = mid
+    return full
+
+
+def take(kind, target):
+    """Rename a pooled file of kind to target; True if target now names it (to be overwritten)."""
+    k = top(kind)
+    for k in range(k, max(k - TRIES, -1), -1):
+        try:
+            os.rename(slot(kind, k), target)
+            return True
+        except FileNotFoundError:
+            continue  # another taker was first
+        except OSError:
+            return False
+    return False
+
+
+def give(kind, path):
+    """Move path (a finished queue file with no other name) into the lowest free slot; False if it was not
+    moved (the caller unlinks it). qmail-clean is the one giver, so a slot it finds free stays free."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not reusable(st) or st.st_size > LARGEST:
+        return False
+    k = top(kind) + 1
+    for k in range(k, min(k + TRIES, SLOTS)):
+        name = slot(kind, k)
+        if os.path.lexists(name):
+            continue
+        try:
+            os.rename(path, name)
+            return True
+        except OSError:
+            return False
+    return False
+
+
+def reusable(st):
+    """True for a plain file with no other name: one the pool may hand out and a taker may overwrite."""
+    return st.st_nlink == 1 and (st.st_mode & 0o170000) == 0o100000
+
+
+def discard(name):
+    """Remove what a taker got but may not use (not a plain file, another name, not openable)."""
+    try:
+        os.unlink(name)
+    except IsADirectoryError:
+        try:
+            os.rmdir(name)
+        except OSError:
+            pass
+    except OSError:
+        pass
+
+
+def is_pooled(name):
+    """True for a pid/ entry that is a pool slot."""
+    return name.startswith(PREFIX)
