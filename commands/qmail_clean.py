@@ -10,16 +10,20 @@ from pyqmail.lib.program import main
 SPLIT = 23
 OSSIFIED = 129600  # 36 hours: older than qmail-queue's 24-hour limit, so no live injection owns it
 CLEANUP_EVERY = 30
+POOL_SWEEP = 3600  # the pool's idle files are looked at hourly, not with every 31st command
 LINE_MAX = 100  # longer commands are answered `x` and their bytes dropped, never stored
 
 
-def clean_pid_dir(now):
-    """Remove the files in pid/ not accessed for 36 hours (an injection that died, an idle pool slot)."""
+def clean_pid_dir(now, pool=True):
+    """Remove the files in pid/ not accessed for 36 hours (an injection that died; with pool, an idle
+    pool file too)."""
     try:
         names = os.listdir("pid")
     except OSError:
         return
     for name in names:
+        if not pool and queuepool.is_pooled(name):
+            continue
         path = "pid/" + name
         try:
             if now >= os.stat(path).st_atime + OSSIFIED:
@@ -81,7 +85,8 @@ def body(argv):
         os.chdir(os.path.join(control.qmailhome(), "queue"))
     except OSError:
         raise Exit(111)
-    clean_pid_dir(time.time())
+    pool_swept = time.time()
+    clean_pid_dir(pool_swept)
     countdown = CLEANUP_EVERY
     for line in commands(0):
         try:
@@ -91,7 +96,10 @@ def body(argv):
         if countdown:
             countdown -= 1
         else:
-            clean_pid_dir(time.time())  # before the next command, every 31 as qmail-clean's loop does
+            now = time.time()  # before the next command, every 31 as qmail-clean's loop does
+            sweep = now >= pool_swept + POOL_SWEEP
+            clean_pid_dir(now, pool=sweep)
+            pool_swept = now if sweep else pool_swept
             countdown = CLEANUP_EVERY
     return 0
 

@@ -117,7 +117,6 @@ class Injection:
             except OSError:
                 fd = -1
             if fd >= 0 and queuepool.reusable(os.fstat(fd)):
-                os.utime(fd)  # its atime is its birth for qmail-clean's 36-hour rule on pid/
                 self.reused.add(fd)
                 return fd
             if fd >= 0:

@@ -44,8 +44,10 @@ def take(kind, target):
     """Rename a pooled file of kind to target; True if target now names it (to be overwritten)."""
     k = top(kind)
     for k in range(k, max(k - TRIES, -1), -1):
+        name = slot(kind, k)
         try:
-            os.rename(slot(kind, k), target)
+            os.utime(name)  # first: once renamed, it is a live injection's pid file for the 36-hour rule
+            os.rename(name, target)
             return True
         except FileNotFoundError:
             continue  # another taker was first

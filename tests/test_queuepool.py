@@ -113,3 +113,23 @@ def test_a_taken_pool_file_gets_a_fresh_access_time(tree):
     [m] = queued(tree)
     mess = Path(tree) / "queue" / "mess" / str(m % 23) / str(m)
     assert m == n and mess.stat().st_atime > 1000 + 129600
+
+
+def test_every_31st_command_sweeps_pid_files_but_leaves_the_pool_for_the_hourly_sweep(tree):
+    pid = Path(tree) / "queue" / "pid"
+    p = subprocess.Popen([program("qmail-clean")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=qenv(tree))
+    try:
+        p.stdin.write(b"todo/1\0")
+        p.stdin.flush()
+        assert p.stdout.read(1) == b"+"  # started: its start-up sweep is over
+        for name in ("9.9.1", "pool.mess.0"):
+            (pid / name).write_bytes(b"")
+            os.utime(pid / name, (1000, 1000))
+        p.stdin.write(b"todo/1\0" * 31)
+        p.stdin.flush()
+        assert p.stdout.read(31) == b"+" * 31
+    finally:
+        p.stdin.close()
+        assert p.wait(10) == 0
+        p.stdout.close()
+    assert sorted(q.name for q in pid.iterdir()) == ["pool.mess.0"]
