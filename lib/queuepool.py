@@ -56,26 +56,42 @@ def take(kind, target):
     return False
 
 
+_next_free = {}  # kind -> the slot the giver filled last + 1: where the next free slot most likely is
+
+
 def give(kind, path):
-    """Move path (a finished queue file with no other name) into the lowest free slot; False if it was not
-    moved (the caller unlinks it). qmail-clean is the one giver, so a slot it finds free stays free."""
+    """Move path (a finished queue file with no other name) into the lowest free slot above the full ones;
+    False if it was not moved (the caller unlinks it). qmail-clean is the one giver, so a slot it finds
+    free stays free, and only takers (from the top) have emptied slots since its last fill."""
     try:
         st = os.lstat(path)
     except OSError:
         return False
     if not reusable(st) or st.st_size > LARGEST:
         return False
-    k = top(kind) + 1
-    for k in range(k, min(k + TRIES, SLOTS)):
-        name = slot(kind, k)
-        if os.path.lexists(name):
-            continue
-        try:
-            os.rename(path, name)
-            return True
-        except OSError:
-            return False
-    return False
+    k = free_slot(kind)
+    if k is None:
+        return False
+    try:
+        os.rename(path, slot(kind, k))
+    except OSError:
+        return False
+    _next_free[kind] = k + 1
+    return True
+
+
+def free_slot(kind):
+    """Return the free slot just above the full ones, walking down from the last fill; None when full."""
+    k = _next_free.get(kind)
+    if k is None or k > SLOTS or (k < SLOTS and os.path.lexists(slot(kind, k))):
+        k = top(kind) + 1  # first give, or another giver was here: search
+    for _ in range(TRIES):
+        if k == 0 or os.path.lexists(slot(kind, k - 1)):
+            break
+        k -= 1  # takers emptied the slots above: usually one or two steps
+    else:
+        k = top(kind) + 1  # they emptied many
+    return k if k < SLOTS else None
 
 
 def reusable(st):

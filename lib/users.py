@@ -107,13 +107,37 @@ def search(get, local):
     return None
 
 
+CACHED = 1024  # answers kept per users/cdb version in a long-running process (qmail-lspawn)
+_answers = {"version": None}
+
+
 def lookup(home, local):
-    """Look local up in home/users/cdb: an Assignment, or None (no cdb, or no entry: ask qmail-getpw)."""
+    """Look local up in home/users/cdb: an Assignment, or None (no cdb, or no entry: ask qmail-getpw).
+    Answers are remembered while users/cdb is the same file (qmail-newu renames a new one into place)."""
     if isinstance(local, str):
         local = os.fsencode(local)
+    path = os.path.join(home, "users", "cdb")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise UsersCdbError("unable to read users/cdb: %s" % e)
+    version = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    if _answers["version"] != version or len(_answers) > CACHED:
+        _answers.clear()
+        _answers["version"] = version
+    key = b"=" + local  # bytes keys never meet "version"
+    if key not in _answers:
+        _answers[key] = read_answer(path, local)
+    return _answers[key]
+
+
+def read_answer(path, local):
+    """Search users/cdb at path for local (UsersCdbError when it cannot be read)."""
     import cdbx
     try:
-        db = cdbx.CDB(os.path.join(home, "users", "cdb"), mmap=False)
+        db = cdbx.CDB(path, mmap=False)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:

@@ -133,3 +133,30 @@ def test_every_31st_command_sweeps_pid_files_but_leaves_the_pool_for_the_hourly_
         assert p.wait(10) == 0
         p.stdout.close()
     assert sorted(q.name for q in pid.iterdir()) == ["pool.mess.0"]
+
+
+def test_one_giver_keeps_the_pool_a_stack_while_takers_drain_it(tmp_path, monkeypatch):
+    """In one process, as qmail-clean gives and qmail-queue takes: fills go just above the full slots."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pid").mkdir()
+    monkeypatch.setattr(queuepool, "_next_free", {})
+
+    def full():
+        return sorted(int(p.name.rsplit(".", 1)[1]) for p in (tmp_path / "pid").iterdir())
+
+    def give(i):
+        (tmp_path / ("f%d" % i)).write_bytes(b"x")
+        return queuepool.give("mess", "f%d" % i)
+
+    assert all(give(i) for i in range(10)) and full() == list(range(10))
+    for n in range(7):  # takers drain more than TRIES slots below the giver's last fill
+        assert queuepool.take("mess", "t%d" % n)
+    assert full() == [0, 1, 2]
+    assert give(10) and full() == [0, 1, 2, 3]
+    assert queuepool.take("mess", "t7") and give(11) and give(12) and full() == [0, 1, 2, 3, 4]
+    for n in range(5):
+        assert queuepool.take("mess", "u%d" % n)
+    assert full() == [] and not queuepool.take("mess", "u5")
+    assert give(13) and full() == [0]
+    monkeypatch.setattr(queuepool, "SLOTS", 2)
+    assert give(14) and not give(15) and full() == [0, 1]

@@ -73,6 +73,17 @@ def test_lookup_without_wildcards_misses(home):
     assert users.lookup(str(home), b"joe") == users.Assignment(b"joe", 1, 1, b"/h", b"", b"")
 
 
+def test_a_long_running_lookup_sees_qmail_newu_replace_users_cdb(home):
+    """qmail-lspawn remembers answers; a new users/cdb (same size, other uid) must replace them at once."""
+    assert newu(home, b"=joe:joe:1:1:/h:::\n.\n").returncode == 0
+    assert users.lookup(str(home), b"joe") == users.Assignment(b"joe", 1, 1, b"/h", b"", b"")
+    assert users.lookup(str(home), b"joe") == users.Assignment(b"joe", 1, 1, b"/h", b"", b"")  # remembered
+    assert newu(home, b"=joe:joe:2:1:/h:::\n.\n").returncode == 0
+    assert users.lookup(str(home), b"joe") == users.Assignment(b"joe", 2, 1, b"/h", b"", b"")
+    (home / "users" / "cdb").unlink()
+    assert users.lookup(str(home), b"joe") is None
+
+
 def test_lookup_cdb_without_wildchars_record_is_an_error(home):
     import cdbx
     maker = cdbx.CDB.make(str(home / "users" / "cdb"))
