@@ -22,6 +22,8 @@ def preload():
     import cdbx  # noqa: F401  (users/cdb)
     from pyqmail.commands import qmail_getpw, qmail_local  # noqa: F401
     from pyqmail.lib import delivery_env, dotqmail, inject, maildir, mbox, qmailfile, queuehere  # noqa: F401
+    import gc
+    gc.freeze()  # the loaded code stays out of the collector: workers neither scan nor copy it
 
 
 def getpw_assignment(local):

@@ -243,6 +243,8 @@ def body(argv):
         import cdbx  # noqa: F401 -- imported once here, not in every child
     if hasattr(loaded, "connection"):
         import ctypes  # noqa: F401 -- for the workers' prctl, imported once here
+    import gc
+    gc.freeze()  # what is loaded now stays out of the collector: children neither scan nor copy it
     Listener(o, sock, entry, reuse=hasattr(loaded, "connection")).run()
 
 
