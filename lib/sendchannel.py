@@ -240,6 +240,8 @@ class Channel:
         """One pass step (qmail's pass_dochan): open a due message, then start at most one delivery."""
         send = self.send
         if send.exitasap:
+            if self.job is not None and not send.held.owns(self.job.id):
+                self.end_pass(False)  # scheduled as at a pass's end, so that persist() writes its retry time
             return
         if self.job is None:
             if not send.job_available() or not self.open_pass(recent):

@@ -185,19 +185,18 @@ class Spawner:
         reader = spawnproto.RequestReader()
         reading = True
         while reading or self.running:
-            self.reap()
             socks = self.workers.busy_socks() if self.workers is not None else {}
             fds = [wake_r] + [d.fdin for d in self.running.values()] + ([0] if reading else []) + list(socks)
             try:
                 ready, _, _ = select.select(fds, [], [])
             except InterruptedError:
                 continue
-            if wake_r in ready:
+            if wake_r in ready:  # a SIGCHLD (the handler writes here): collect the dead
                 try:
                     os.read(wake_r, 512)
                 except BlockingIOError:
                     pass
-            self.reap()
+                self.reap()
             if 0 in ready:
                 try:
                     data = os.read(0, 1024)

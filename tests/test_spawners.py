@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import program, qenv, queued, queue_message as conftest_queue_message
+from mailsystem import alive
 from pyqmail.lib.spawnproto import encode_request
 
 ROOT = os.geteuid() == 0
@@ -308,11 +309,8 @@ def test_lspawn_reuses_one_worker_per_user_and_each_delivery_starts_clean(procs,
     [worker] = parents
     assert (Path("/proc/%d/status" % worker).read_text().split("Uid:")[1].split()[0] == str(ids()[1]))
     os.kill(worker, signal.SIGKILL)  # a worker dying between deliveries costs nothing
-    for _ in range(100):  # until it is a zombie (empty cmdline) or reaped (gone)
-        try:
-            if not Path("/proc/%d/cmdline" % worker).read_bytes():
-                break
-        except OSError:  # gone between open and read (ESRCH) or before open (ENOENT)
+    for _ in range(250):  # until it is a zombie or reaped: its socket is closed by then (an empty cmdline
+        if not alive(worker):  # comes earlier, while the dying worker still holds the socket)
             break
         time.sleep(0.02)
     (home / "n").write_text("3")
