@@ -32,15 +32,14 @@ def clean_pid_dir(now, pool=True):
             continue
 
 
-def unlink_all(paths):
-    """Unlink each path in order, a missing one is fine; return False at the first other error."""
-    for path in paths:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            continue
-        except OSError:
-            return False
+def removed(path):
+    """Unlink path; True if it is gone now (a missing one is fine), False on any other error."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
     return True
 
 
@@ -55,9 +54,9 @@ def answer(line):
         pool, last = "mess", "mess/%d/%d" % (n % SPLIT, n)
     else:
         pool, last = "intd", "todo/%d" % n
-    if not unlink_all(("intd/%d" % n,)):
+    if not removed("intd/%d" % n):
         return b"!"
-    return b"+" if queuepool.give(pool, last) or unlink_all((last,)) else b"!"
+    return b"+" if queuepool.give(pool, last) or removed(last) else b"!"
 
 
 def commands(fd):

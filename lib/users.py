@@ -108,7 +108,7 @@ def search(get, local):
 
 
 CACHED = 1024  # answers kept per users/cdb version in a long-running process (qmail-lspawn)
-_answers = {"version": None}
+_cache = {"version": None, "answers": {}}
 
 
 def lookup(home, local):
@@ -124,13 +124,13 @@ def lookup(home, local):
     except OSError as e:
         raise UsersCdbError("unable to read users/cdb: %s" % e)
     version = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-    if _answers["version"] != version or len(_answers) > CACHED:
-        _answers.clear()
-        _answers["version"] = version
-    key = b"=" + local  # bytes keys never meet "version"
-    if key not in _answers:
-        _answers[key] = read_answer(path, local)
-    return _answers[key]
+    answers = _cache["answers"]
+    if _cache["version"] != version or len(answers) >= CACHED:
+        answers.clear()
+        _cache["version"] = version
+    if local not in answers:
+        answers[local] = read_answer(path, local)
+    return answers[local]
 
 
 def read_answer(path, local):

@@ -160,3 +160,15 @@ def test_one_giver_keeps_the_pool_a_stack_while_takers_drain_it(tmp_path, monkey
     assert give(13) and full() == [0]
     monkeypatch.setattr(queuepool, "SLOTS", 2)
     assert give(14) and not give(15) and full() == [0, 1]
+
+
+def test_a_dead_injections_intd_file_is_replaced_by_a_pooled_one(tree):
+    """qmail-queue(8): with the pool, a leftover intd/N is replaced (qmail's exclusive create exits 65)."""
+    assert queue_message(tree, b"Subject: a\n\nbody\n", b"Fa@b\0Tc@d\0\0") == 0
+    [n] = queued(tree)
+    finish(tree, n)
+    intd = Path(tree) / "queue" / "intd" / str(n)  # the next message is number n: pool.mess.0's inode
+    intd.write_bytes(b"u0\0p1\0Fstale@x\0Tstale@y\0")
+    assert queue_message(tree, b"Subject: b\n\nbody\n", b"Fs@t\0Tr@u\0\0") == 0
+    [(m, (mess, todo))] = queued(tree).items()
+    assert m == n and todo.endswith(b"\0Fs@t\0Tr@u\0") and b"stale" not in todo
