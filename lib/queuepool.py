@@ -7,17 +7,24 @@ qmail-clean removes a finished message, it renames its mess/N file (and its todo
 pid/pool.mess.K (pid/pool.intd.K) instead of unlinking it, and qmail-queue renames a slot's file to its
 pid/ name (to intd/N) instead of creating one, then overwrites and truncates it before its fsync.
 
+Where to look: slot 0 first, then slots drawn at random. No order among the slots is kept, so no race
+between takers (or a taker and the giver) can leave the pool looking empty or full when it is not: an
+ordered pool (fill the lowest free slot, take the highest full one) was left with a hole at slot 0 by
+racing takers and then looked empty to every taker while full to the giver. One message at a time
+reuses slot 0; under load the pool settles about half full, where a look finds what it wants half the
+time, so TRIES looks fail together about once in 2**TRIES.
+
 Safety rests on renames only: a slot's inode has no other name, so nothing in the queue can see what a
-taker writes into it; two takers racing for a slot cannot both get it; a slot that two givers race for
-loses one file (a plain deletion); a slot left idle is removed by qmail-clean's 36-hour rule for pid/,
-like any dead injection's file.
+taker writes into it; two takers racing for a slot cannot both get it; qmail-clean is the one giver, so
+a slot it finds free stays free until it fills it; a slot left idle is removed by qmail-clean's 36-hour
+rule for pid/, like any dead injection's file.
 """
 
 import os
 import stat
 
-SLOTS = 256
-TRIES = 4  # slots tried next to the estimated top before giving up (others raced for them)
+SLOTS = 64
+TRIES = 8  # slots looked at (slot 0, then random ones) before a taker creates or the giver unlinks
 LARGEST = 65536  # bigger files are unlinked: the pool holds few disk blocks
 PREFIX = "pool."
 
@@ -27,73 +34,45 @@ def slot(kind, k):
     return "pid/%s%s.%d" % (PREFIX, kind, k)
 
 
-def top(kind):
-    """Return the highest full slot, or -1: the giver fills the lowest free slot and takers empty the
-    highest full one, so the full slots run from 0 up (races leave rare holes: a worse guess, no harm)."""
-    if not os.path.lexists(slot(kind, 0)):
-        return -1
-    full, empty = 0, SLOTS
-    while empty - full > 1:
-        mid = (full + empty) // 2
-        if os.path.lexists(slot(kind, mid)):
-            full = mid
-        else:
-            empty = mid
-    return full
+def looks():
+    """Return the slots to look at, in order: 0, then TRIES - 1 drawn at random."""
+    return [0] + [b % SLOTS for b in os.urandom(TRIES - 1)]
 
 
 def take(kind, target):
     """Rename a pooled file of kind to target; True if target now names it (to be overwritten)."""
-    k = top(kind)
-    for k in range(k, max(k - TRIES, -1), -1):
+    for k in looks():
         name = slot(kind, k)
         try:
             os.utime(name)  # first: once renamed, it is a live injection's pid file for the 36-hour rule
             os.rename(name, target)
             return True
         except FileNotFoundError:
-            continue  # another taker was first
+            continue  # an empty slot, or another taker was first
         except OSError:
             return False
     return False
 
 
-_next_free = {}  # kind -> the slot the giver filled last + 1: where the next free slot most likely is
-
-
 def give(kind, path):
-    """Move path (a finished queue file with no other name) into the lowest free slot above the full ones;
-    False if it was not moved (the caller unlinks it). qmail-clean is the one giver, so a slot it finds
-    free stays free, and only takers (from the top) have emptied slots since its last fill."""
+    """Move path (a finished queue file with no other name) into a free slot; False if it was not moved
+    (the caller unlinks it)."""
     try:
         st = os.lstat(path)
     except OSError:
         return False
     if not reusable(st) or st.st_size > LARGEST:
         return False
-    k = free_slot(kind)
-    if k is None:
-        return False
-    try:
-        os.rename(path, slot(kind, k))
-    except OSError:
-        return False
-    _next_free[kind] = k + 1
-    return True
-
-
-def free_slot(kind):
-    """Return the free slot just above the full ones, walking down from the last fill; None when full."""
-    k = _next_free.get(kind)
-    if k is None or (k < SLOTS and os.path.lexists(slot(kind, k))):
-        k = top(kind) + 1  # first give, or another giver was here: search
-    for _ in range(TRIES):
-        if k == 0 or os.path.lexists(slot(kind, k - 1)):
-            break
-        k -= 1  # takers emptied the slots above: usually one or two steps
-    else:
-        k = top(kind) + 1  # they emptied many
-    return k if k < SLOTS else None
+    for k in looks():
+        name = slot(kind, k)
+        if os.path.lexists(name):
+            continue
+        try:
+            os.rename(path, name)
+        except OSError:
+            return False
+        return True
+    return False
 
 
 def reusable(st):

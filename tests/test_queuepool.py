@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,18 +65,20 @@ def test_a_file_with_another_name_or_a_big_one_is_unlinked_not_parked(tree):
     assert set(pool(tree)) == {"pool.intd.0"}  # taken and given back; the big mess file was unlinked
 
 
-def test_the_giver_fills_the_lowest_free_slot_and_the_taker_empties_the_highest(tree):
+def test_the_giver_and_the_taker_look_at_slot_0_first_then_at_random_slots(tree):
     for i in range(3):
         assert queue_message(tree, b"Subject: %d\n\nbody\n" % i, b"Fa@b\0Tc@d\0\0") == 0
     numbers = sorted(queued(tree))
     for n in numbers:
         finish(tree, n)
-    assert sorted(k for k in pool(tree) if k.startswith("pool.mess.")) == ["pool.mess.0", "pool.mess.1",
-                                                                           "pool.mess.2"]
-    top = pool(tree)["pool.mess.2"]
+    parked = pool(tree)
+    mess = sorted(k for k in parked if k.startswith("pool.mess."))
+    assert len(mess) == 3 and "pool.mess.0" in mess
+    assert all(0 <= int(k.rsplit(".", 1)[1]) < queuepool.SLOTS for k in mess)
+    assert sorted(parked[k] for k in mess) == numbers  # the finished mess files themselves
     assert queue_message(tree, b"Subject: again\n\nbody\n", b"Fa@b\0Tc@d\0\0") == 0
-    assert list(queued(tree)) == [top]
-    assert "pool.mess.2" not in pool(tree) and "pool.mess.1" in pool(tree)
+    assert list(queued(tree)) == [parked["pool.mess.0"]]
+    assert sorted(k for k in pool(tree) if k.startswith("pool.mess.")) == [k for k in mess if k != "pool.mess.0"]
 
 
 @pytest.mark.parametrize("kind", ["mess", "intd"])
@@ -135,31 +138,72 @@ def test_every_31st_command_sweeps_pid_files_but_leaves_the_pool_for_the_hourly_
     assert sorted(q.name for q in pid.iterdir()) == ["pool.mess.0"]
 
 
-def test_one_giver_keeps_the_pool_a_stack_while_takers_drain_it(tmp_path, monkeypatch):
-    """In one process, as qmail-clean gives and qmail-queue takes: fills go just above the full slots."""
+def slots_in(directory):
+    """Return the numbers of the full slots of pool.mess in directory/pid, sorted."""
+    return sorted(int(p.name.rsplit(".", 1)[1]) for p in (directory / "pid").iterdir())
+
+
+def test_an_empty_slot_0_hides_no_file_and_a_full_slot_0_no_free_slot(tmp_path, monkeypatch):
+    """The ordered pool's failure: racing takers emptied slot 0, and the full pool looked empty."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pid").mkdir()
-    monkeypatch.setattr(queuepool, "_next_free", {})
+    for k in range(1, queuepool.SLOTS):
+        (tmp_path / "pid" / ("pool.mess.%d" % k)).write_bytes(b"x")
+    assert queuepool.take("mess", "taken") and len(slots_in(tmp_path)) == queuepool.SLOTS - 2
+    assert Path("taken").read_bytes() == b"x"
+    Path("a").write_bytes(b"y")
+    assert queuepool.give("mess", "a") and (tmp_path / "pid" / "pool.mess.0").read_bytes() == b"y"
+    [free] = set(range(queuepool.SLOTS)) - set(slots_in(tmp_path))  # the slot taken
+    (tmp_path / "pid" / ("pool.mess.%d" % free)).write_bytes(b"x")
+    Path("c").write_bytes(b"z")
+    assert not queuepool.give("mess", "c") and Path("c").exists()  # full: the caller unlinks it
+    for n in range(queuepool.SLOTS):
+        (tmp_path / "pid" / ("pool.mess.%d" % n)).unlink()
+    assert not queuepool.take("mess", "none") and not Path("none").exists()
 
-    def full():
-        return sorted(int(p.name.rsplit(".", 1)[1]) for p in (tmp_path / "pid").iterdir())
 
-    def give(i):
-        (tmp_path / ("f%d" % i)).write_bytes(b"x")
-        return queuepool.give("mess", "f%d" % i)
+RACER = """
+import os, sys
+from pyqmail.lib import queuepool
+os.chdir(sys.argv[1])
+role, count = sys.argv[2], int(sys.argv[3])
+got = []
+if role == "give":
+    for i in range(count):
+        name = "given.%d" % i
+        with open(name, "wb") as f:
+            f.write(b"%d\\n" % i)
+        if not queuepool.give("mess", name):
+            os.unlink(name)
+            got.append("unlinked %d" % i)
+    open("done", "w").close()
+else:
+    i = 0
+    while not os.path.exists("done") or i % 100:  # until the giver is done, and a last 100 tries
+        i += 1
+        name = "taken.%s.%d" % (role, i)
+        if queuepool.take("mess", name):
+            with open(name, "rb") as f:
+                got.append("took " + f.read().decode().strip())
+            os.unlink(name)
+print("\\n".join(got))
+"""
 
-    assert all(give(i) for i in range(10)) and full() == list(range(10))
-    for n in range(7):  # takers drain more than TRIES slots below the giver's last fill
-        assert queuepool.take("mess", "t%d" % n)
-    assert full() == [0, 1, 2]
-    assert give(10) and full() == [0, 1, 2, 3]
-    assert queuepool.take("mess", "t7") and give(11) and give(12) and full() == [0, 1, 2, 3, 4]
-    for n in range(5):
-        assert queuepool.take("mess", "u%d" % n)
-    assert full() == [] and not queuepool.take("mess", "u5")
-    assert give(13) and full() == [0]
-    monkeypatch.setattr(queuepool, "SLOTS", 2)
-    assert give(14) and not give(15) and full() == [0, 1]
+
+def test_racing_takers_and_the_giver_never_share_or_lose_a_file(tmp_path):
+    """One giver (qmail-clean) and four takers (qmail-queue runs) at once: every file given is unlinked
+    by the giver, taken by exactly one taker, or still in the pool."""
+    (tmp_path / "pid").mkdir()
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path), role, "1500"],
+                               stdout=subprocess.PIPE, text=True)
+              for role in ("give", "t1", "t2", "t3", "t4")]
+    outputs = [p.communicate(timeout=120)[0].split() for p in racers]
+    assert all(p.returncode == 0 for p in racers)
+    unlinked = [int(n) for word, n in zip(outputs[0][::2], outputs[0][1::2]) if word == "unlinked"]
+    taken = [int(n) for out in outputs[1:] for word, n in zip(out[::2], out[1::2]) if word == "took"]
+    left = [int((tmp_path / "pid" / ("pool.mess.%d" % k)).read_bytes()) for k in slots_in(tmp_path)]
+    assert sorted(unlinked + taken + left) == list(range(1500))
+    assert len(taken) > 1000  # the pool works: most files given are taken again
 
 
 def test_a_dead_injections_intd_file_is_replaced_by_a_pooled_one(tree):
