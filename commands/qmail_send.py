@@ -14,7 +14,7 @@ from pyqmail.lib.channel import LOCAL, REMOTE
 from pyqmail.lib.sendchannel import Channel
 from pyqmail.lib.sendheld import Held
 from pyqmail.lib.sendmessages import SLEEP_SYSFAIL, Cleanup, Clean, Todo, message_done, split_names
-from pyqmail.lib.sendstart import FDS, Stop, log, reread, start
+from pyqmail.lib.sendstart import FDS, Stop, flush_log, log, reread, start
 from pyqmail.lib.timequeue import TimeQueue
 
 SLEEP_FOREVER = 86400
@@ -112,6 +112,7 @@ class Send:
             wake = self.todo.wakeup(wake)
             wake = self.cleanup.wakeup(wake)
         timeout = 0 if wake <= recent else wake - recent + SLEEP_FUZZ
+        self.clean.flush()  # and the log before it: nothing waits in a buffer while qmail-send sleeps
         try:
             ready_r, ready_w, _ = select.select(rfds, wfds, [], timeout)
         except OSError:
@@ -178,4 +179,5 @@ def run():
     except Exception as e:  # the last line of defence: one alert line, and qmail-start's supervisor restarts us
         log(b"alert: internal error: %s: %s\n" % (type(e).__name__.encode(), str(e).encode(errors="replace")))
         code = 111
+    flush_log()
     os._exit(code)

@@ -65,6 +65,7 @@ def append_bounce(name, text, log):
             return
         except OSError:
             log(sendlog.alert("bounce_append"))
+            sendlog.flush_log()
             time.sleep(SLEEP_ALERT)
 
 
@@ -92,7 +93,8 @@ class Channel:
         return self.alive and not self.pending and self.used < self.concurrency
 
     def write_pending(self):
-        """Write as much of the pending command as the pipe takes."""
+        """Write as much of the pending command as the pipe takes (after the log lines before it)."""
+        sendlog.flush_log()
         try:
             n = os.write(self.fd_out, self.pending)
         except BlockingIOError:

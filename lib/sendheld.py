@@ -100,8 +100,10 @@ class Held:
             if trouble is None:
                 break
             self.send.log(trouble)
+            sendlog.flush_log()
             time.sleep(SLEEP_ALERT)
-        self.send.todo.remove(id)
+        # its end is looked at again once todo/N is gone: a look meanwhile sees todo/N and leaves it
+        self.send.todo.remove(id, then=lambda: self.send.pqdone.add(id, int(time.time())))
 
     def spill_at_exit(self):
         """At exit, finish each held message with every delivery done, spill each with some done (else they

@@ -1,6 +1,30 @@
 """qmail-send's log lines as bytes (reference §3; qmail-send.c, qsutil.c, qmail-log(5))."""
 
+import os
+
 from pyqmail.lib.queue import SPLIT
+
+_unwritten = []  # log lines not yet written to fd 0
+
+
+def log(line):
+    """Queue log lines for fd 0; flush_log() writes them, before qmail-send next waits or tells another
+    program to act, so no action is seen before the lines that led to it."""
+    _unwritten.append(line)
+
+
+def flush_log():
+    """Write the queued log lines to fd 0 in one write; a dead logger must not stop deliveries."""
+    if not _unwritten:
+        return
+    data = b"".join(_unwritten)
+    _unwritten.clear()
+    while data:
+        try:
+            data = data[os.write(0, data):]
+        except OSError:
+            return
+
 
 _SAFE = frozenset(range(33, 127)) - {ord("%")}
 

@@ -54,11 +54,13 @@ def split_names(directory):
 
 
 class Clean:
-    """The qmail-clean pipe: commands go out at once, answers (one byte each, in order) are read in the loop."""
+    """The qmail-clean pipe: commands go out together before the loop waits, answers (one byte each, in
+    order) are read in the loop."""
 
     def __init__(self, send, fd_out, fd_in):
         self.send, self.fd_out, self.fd_in = send, fd_out, fd_in
         self.waiting = deque()  # (name, what to do on `+`) for each command not answered yet
+        self.unsent = []  # commands asked, written at the next flush (before qmail-send waits)
         self.alive = True
 
     def died(self):
@@ -66,6 +68,7 @@ class Clean:
         if self.alive:
             self.alive = False
             self.waiting.clear()
+            self.unsent.clear()
             self.send.log(sendlog.alert("lost_clean"))
             self.send.exitasap = True
 
@@ -73,15 +76,27 @@ class Clean:
         """Ask qmail-clean to remove name (todo/N or foop/N); call then(answered `+`) when it answers."""
         if not self.alive:
             return
-        try:
-            os.write(self.fd_out, name.encode() + b"\0")
-        except OSError:
-            return self.died()
+        self.unsent.append(name.encode() + b"\0")
         self.waiting.append((name, then))
 
+    def flush(self):
+        """Write the commands asked since the last flush, in one write (qmail-clean reads them in turn),
+        after the log lines before them."""
+        sendlog.flush_log()
+        if not self.unsent or not self.alive:
+            return
+        data = b"".join(self.unsent)
+        self.unsent.clear()
+        while data:
+            try:
+                data = data[os.write(self.fd_out, data):]
+            except OSError:
+                return self.died()
+
     def wait(self):
-        """Block until qmail-clean has answered every command sent (at exit)."""
+        """Block until qmail-clean has answered every command asked (at exit)."""
         while self.waiting and self.alive:
+            self.flush()  # an answer's follow-up (foop/N after todo/N) is asked while waiting
             self.read_answers()
 
     def read_answers(self):
@@ -147,6 +162,7 @@ class Todo:
                 entries = os.scandir("todo")
             except OSError:
                 send.log(sendlog.unable_to_opendir("todo"))
+                sendlog.flush_log()
                 time.sleep(SLEEP_ALERT)  # qmail's pausedir; the scan is tried again next round
                 return
             self.gone = set()

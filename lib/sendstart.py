@@ -6,6 +6,7 @@ import signal
 import time
 
 from pyqmail.lib import bounce, control, sendlog
+from pyqmail.lib.sendlog import flush_log, log  # noqa: F401  (qmail-send's log, used from here)
 from pyqmail.lib.retry import QUEUELIFETIME
 from pyqmail.lib.channel import LOCAL, REMOTE
 from pyqmail.lib.rewrite import Rewriter
@@ -17,14 +18,6 @@ DEFAULT_CONCURRENCY = {LOCAL: 10, REMOTE: 20}
 
 class Stop(Exception):
     """qmail-send cannot start: the alert has been logged; exit 111."""
-
-
-def log(line):
-    """Write one log line to fd 0 in one write; a dead logger must not stop deliveries."""
-    try:
-        os.write(0, line)
-    except OSError:
-        pass
 
 
 def read_controls():
@@ -112,4 +105,5 @@ def reread(home, rewriter):
                 break
             except OSError:
                 log(sendlog.alert("back_to_queue"))
+                flush_log()
                 time.sleep(SLEEP_ALERT)
