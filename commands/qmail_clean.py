@@ -59,27 +59,30 @@ def answer(line):
     return b"+" if queuepool.give(pool, last) or removed(last) else b"!"
 
 
-def commands(fd):
-    """Yield each NUL-terminated command read from fd; an over-long one is yielded cut short (and refused)."""
+def batches(fd):
+    """Yield the NUL-terminated commands of each read from fd, as a list; an over-long one is cut short
+    (and refused)."""
     line = bytearray()
     while True:
         data = os.read(fd, 1024)
         if not data:
             return
-        start = 0
+        batch, start = [], 0
         while True:
             nul = data.find(b"\0", start)
             chunk = data[start:] if nul < 0 else data[start:nul]
             line += chunk[:max(0, LINE_MAX + 1 - len(line))]
             if nul < 0:
                 break
-            yield bytes(line)
+            batch.append(bytes(line))
             line.clear()
             start = nul + 1
+        yield batch
 
 
 def body(argv):
-    """Answer qmail-send's clean-up commands on fd 0 until it closes it."""
+    """Answer qmail-send's clean-up commands on fd 0 until it closes it: the answers to what one read
+    brought go out in one write, each after its command is carried out."""
     try:
         os.chdir(os.path.join(control.qmailhome(), "queue"))
     except OSError:
@@ -87,19 +90,24 @@ def body(argv):
     pool_swept = time.time()
     clean_pid_dir(pool_swept)
     countdown = CLEANUP_EVERY
-    for line in commands(0):
+    for batch in batches(0):
+        answers = []
+        for line in batch:
+            answers.append(answer(line))
+            if countdown:
+                countdown -= 1
+            else:
+                now = time.time()  # before the next command, every 31 as qmail-clean's loop does
+                sweep = now >= pool_swept + POOL_SWEEP
+                clean_pid_dir(now, pool=sweep)
+                pool_swept = now if sweep else pool_swept
+                countdown = CLEANUP_EVERY
+        data = b"".join(answers)
         try:
-            os.write(1, answer(line))
+            while data:
+                data = data[os.write(1, data):]
         except OSError:
             return 100
-        if countdown:
-            countdown -= 1
-        else:
-            now = time.time()  # before the next command, every 31 as qmail-clean's loop does
-            sweep = now >= pool_swept + POOL_SWEEP
-            clean_pid_dir(now, pool=sweep)
-            pool_swept = now if sweep else pool_swept
-            countdown = CLEANUP_EVERY
     return 0
 
 

@@ -119,7 +119,8 @@ class Clean:
 
 class Todo:
     """The todo scan: on a trigger or every SLEEP_TODO seconds, batches of up to TODO_BATCH todo entries,
-    preprocessed in a thread while the loop goes on; a message is scheduled only after qmail-clean's answer."""
+    read and planned in the loop (a held message needs no more), their files created and fsynced in a
+    thread while the loop goes on; a message is scheduled only after qmail-clean's answer."""
 
     def __init__(self, send):
         self.send = send
@@ -176,19 +177,37 @@ class Todo:
                 break
             if id not in self.cleaning and id not in self.gone and not send.held.owns(id):
                 ids.append(id)  # (else qmail-clean has not answered yet, or it is being delivered held)
-        if not ids:
+        results, unwritten, hold = {}, [], send.held.room()
+        for id in ids:  # reading and planning is quick: here; creating and fsyncing files: in the thread
+            r = todo.prepare(id, send.rewriter, hold=hold > 0)
+            if isinstance(r, todo.Unwritten):
+                unwritten.append(r)
+            else:
+                results[id] = r
+                hold -= isinstance(r, todo.Held)
+        self.take(results)
+        if not unwritten:
             return
         if self.batcher is None:
             from concurrent.futures import ThreadPoolExecutor
             self.batcher = ThreadPoolExecutor(1)
-        self.inflight = self.batcher.submit(self.run_batch, ids, send.rewriter, send.held.room())
+        self.inflight = self.batcher.submit(self.run_batch, unwritten)
 
-    def run_batch(self, ids, rewriter, hold):
-        """In the batch thread: preprocess, then wake the loop; return (ids, {id: Result or Held})."""
+    def run_batch(self, unwritten):
+        """In the batch thread: write and fsync the files, then wake the loop; return {id: Result}."""
         try:
-            return ids, todo.preprocess_many(ids, rewriter, fsync_all=self.fsync_all, hold=hold)
+            return todo.write_files(unwritten, fsync_all=self.fsync_all)
         finally:
             os.write(self.done_w, b"+")
+
+    def take(self, results):
+        """Log each entry's lines; keep the held ones, hand the good ones' todo/N to qmail-clean."""
+        for id, result in results.items():
+            self.send.log(b"".join(result.log))
+            if isinstance(result, todo.Held):
+                self.send.held.add(result, int(time.time()))
+            elif result.ok:
+                self.remove(id, then=lambda id=id, channels=result.channels: self.schedule(id, channels))
 
     def finish_batch(self):
         """In the loop, once done_r is readable: log each entry and hand the good ones to qmail-clean."""
@@ -201,14 +220,7 @@ class Todo:
         future, self.inflight = self.inflight, None
         # the byte is written just before the batch returns: wait for that moment, never skip the batch.
         # An unexpected exception surfaces here, as an internal error.
-        ids, results = future.result()
-        for id in ids:
-            result = results[id]
-            self.send.log(b"".join(result.log))
-            if isinstance(result, todo.Held):
-                self.send.held.add(result, int(time.time()))
-            elif result.ok:
-                self.remove(id, then=lambda id=id, channels=result.channels: self.schedule(id, channels))
+        self.take(future.result())
 
     def fsync_all(self, fds):
         """fsync the batch's files from several threads at once, so that one journal commit serves many."""

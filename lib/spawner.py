@@ -10,6 +10,8 @@ from pyqmail.lib import control, spawnproto
 from pyqmail.lib.exits import Exit
 from pyqmail.lib.spawnproto import encode_report
 
+COLLECT_READS = 16  # reads of one child's output per turn of the loop
+
 
 def enter_mess():
     """chdir to QMAILHOME/queue/mess (exit 111 if impossible); return (absolute QMAILHOME, owner of mess/)."""
@@ -79,6 +81,7 @@ class Spawner:
                 return self.refuse(req.delnum, text)
             try:
                 fdin, fdout = os.pipe()
+                os.set_blocking(fdin, False)  # our end only: collect() reads on to EOF without waiting
             except OSError:
                 return self.refuse(req.delnum, b"Zqmail-spawn unable to create pipe. (#4.3.0)\n")
             try:
@@ -162,13 +165,16 @@ class Spawner:
     def collect(self, delnum):
         """Read a child's output; at EOF (it is dead: we closed our end on reaping) send its report."""
         d = self.running[delnum]
-        try:
-            data = os.read(d.fdin, 4096)
-        except OSError:
-            return
-        if data:
+        for _ in range(COLLECT_READS):  # on to EOF if it is there (a worker's answer comes with its output)
+            try:
+                data = os.read(d.fdin, 4096)
+            except OSError:  # BlockingIOError: not yet
+                return
+            if not data:
+                break
             spawnproto.append_output(d.output, data, self.trunc)
-            return
+        else:
+            return  # a child that keeps writing waits for the next turn, as the others do
         os.close(d.fdin)
         del self.running[delnum]
         self.write(encode_report(delnum, self.report(d.wstat, d.output)))

@@ -77,16 +77,26 @@ def failed(log, what, fn, files=()):
     return Result(False, log + [sendlog.warning(what, fn)], ())
 
 
-def prepare(n, rewriter, queue=".", hold=False):
-    """Preprocess todo/N up to the fsyncs: a Written, a Held (if hold and the message qualifies), or a failed
-    Result. todo/N and intd/N are left alone."""
+Unwritten = namedtuple("Unwritten", "n plan log")
+Unwritten.__doc__ = "todo/N read and planned, its files not created yet (write_files does that, and the fsyncs)."
+
+
+def splitter(queue, n):
+    """Return split(directory) -> the path of message n's file in that split directory of the queue."""
     def split(directory):
         return os.path.join(queue, split_name(directory, n))
+    return split
+
+
+def prepare(n, rewriter, queue=".", hold=False):
+    """Read and plan todo/N, no file created: an Unwritten, a Held (if hold and the message qualifies), or a
+    failed Result. todo/N and intd/N are left alone."""
+    split = splitter(queue, n)
     try:
-        todo = open(os.path.join(queue, "todo", str(n)), "rb")
+        fd = os.open(os.path.join(queue, "todo", str(n)), os.O_RDONLY)
     except OSError:
         return failed([], "open", sendlog.flat_fn("todo", n))
-    with todo:
+    try:
         try:
             size = os.stat(split("mess")).st_size  # only for the log line
         except OSError:
@@ -96,13 +106,25 @@ def prepare(n, rewriter, queue=".", hold=False):
             return stale
         log = [sendlog.new_msg(n)]
         try:
-            data = todo.read()
+            data = read_all(fd)
         except OSError:
             return failed(log, "read", sendlog.flat_fn("todo", n))
+    finally:
+        os.close(fd)
     p = plan(n, data, size, rewriter)
     if hold and holdable(p):
         return Held(n, log + p.log, p.info, p.chan[LOCAL])
-    return create_files(n, p, log, split)
+    return Unwritten(n, p, log)
+
+
+def read_all(fd):
+    """Read fd to its end."""
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def remove_stale(n, split):
@@ -172,22 +194,34 @@ def complete(written, bad):
     return Result(True, written.log, written.channels)
 
 
-def preprocess_many(ids, rewriter, queue=".", fsync_all=fsync_each, hold=0):
-    """Preprocess several todo entries, their fsyncs handed to fsync_all together so they can overlap.
-
-    Returns {N: Result or Held}; at most `hold` entries are Held. As in qmail, todo/N may be removed only
-    once its Result is ok: every file is fsynced by then."""
+def write_files(unwritten, queue=".", fsync_all=fsync_each):
+    """Create and write the files of several Unwritten entries, their fsyncs handed to fsync_all together
+    so they can overlap; return {N: Result}. As in qmail, todo/N may be removed only once its Result is
+    ok: every file is fsynced by then."""
     results, written = {}, []
-    for n in ids:
-        w = prepare(n, rewriter, queue, hold > 0)
+    for u in unwritten:
+        w = create_files(u.n, u.plan, u.log, splitter(queue, u.n))
         if isinstance(w, Written):
             written.append(w)
         else:
-            results[n] = w
-            hold -= isinstance(w, Held)
+            results[u.n] = w
     bad = fsync_all([fd for w in written for fd, _ in w.files]) if written else set()
     for w in written:
         results[w.n] = complete(w, bad)
+    return results
+
+
+def preprocess_many(ids, rewriter, queue=".", fsync_all=fsync_each, hold=0):
+    """Preprocess several todo entries; return {N: Result or Held}, at most `hold` entries Held."""
+    results, unwritten = {}, []
+    for n in ids:
+        r = prepare(n, rewriter, queue, hold > 0)
+        if isinstance(r, Unwritten):
+            unwritten.append(r)
+        else:
+            results[n] = r
+            hold -= isinstance(r, Held)
+    results.update(write_files(unwritten, queue, fsync_all))
     return results
 
 

@@ -408,7 +408,7 @@ def test_account_with_uid_0_is_refused_through_the_whole_system(procs, mtree, wo
     (home / ".qmail").write_text("|touch ran\n./Maildir/\n")
     system = start(procs, mtree)
     send(mtree, [b"rootly@test.example"])
-    log = system.wait_log(b"delivery 1: ")
+    log = system.wait_log(b"\ndelivery 1: ")  # not "starting delivery 1: "
     [n] = msg_numbers(log)
     assert re.search(rb"^starting delivery 1: msg %d to local rootly@test\.example$" % n, log, re.M)
     assert re.search(rb"^delivery 1: deferral: Not_allowed_to_perform_deliveries_as_root./$", log, re.M), log

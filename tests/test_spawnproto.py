@@ -165,10 +165,10 @@ def test_clean_command_accepts_only_its_two_forms(line):
 @given(st.lists(st.binary(max_size=300).map(lambda b: b.replace(b"\0", b"")), max_size=30))
 def test_clean_reads_nul_ended_commands_with_a_bound(lines):
     import tempfile
-    from pyqmail.commands.qmail_clean import LINE_MAX, commands
+    from pyqmail.commands.qmail_clean import LINE_MAX, batches
     with tempfile.TemporaryFile() as f:
         f.write(b"".join(line + b"\0" for line in lines))
         f.seek(0)
-        got = list(commands(f.fileno()))
+        got = [line for batch in batches(f.fileno()) for line in batch]
     assert got == [line[:LINE_MAX + 1] for line in lines]
     assert [sp.clean_command(g) for g in got] == [sp.clean_command(line) for line in lines]
