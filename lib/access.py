@@ -7,7 +7,6 @@ first, comma separated). A lookup tries only those lengths, longest first: the m
 pattern wins, whatever the order of the source lines.
 """
 
-import _socket
 
 FORMAT = b"pyqmail-qmqpclients 1"
 ALLOW, DENY = b"+", b"-"
@@ -52,6 +51,7 @@ def parse_address(text):
     if b":" not in text or len(text) > 64:
         raise PatternError("not an IP address: %s" % _show(text))
     text = text.split(b"%", 1)[0]  # a link-local scope is not part of the address
+    import _socket  # here, not at the top: an IPv4 client's per-connection program does without it
     try:
         packed = _socket.inet_pton(_socket.AF_INET6, text.decode("ascii"))
     except (OSError, UnicodeDecodeError, ValueError):
@@ -104,6 +104,7 @@ def network_key(family, value, bits):
     if family == 4:
         text = "%d.%d.%d.%d" % (value >> 24, value >> 16 & 255, value >> 8 & 255, value & 255)
     else:
+        import _socket
         text = _socket.inet_ntop(_socket.AF_INET6, value.to_bytes(16, "big"))
     return b"%s/%d" % (text.encode("ascii"), bits)
 

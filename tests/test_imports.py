@@ -70,6 +70,7 @@ def test_qmail_qmqpd_under_tcpserver_imports_nothing_heavy(procs, tree):
     mods = imported(log)
     assert "pyqmail" in mods
     assert not mods & HEAVY, sorted(mods & HEAVY)
+    assert "_socket" not in mods  # an IPv4 peer from tcpserver's variables needs no socket module
 
 
 @pytest.fixture
