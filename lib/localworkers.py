@@ -7,9 +7,12 @@ message and the output pipe as descriptors (SCM_RIGHTS) and qmail-local's argume
 with qmail-local's exit code. A worker never serves another uid: it could not, having dropped root.
 """
 
+import _signal
 import os
 import signal
 import socket
+
+from pyqmail.lib import envsnapshot
 
 MAX_USE = 100  # deliveries per worker (Postfix's max_use)
 MAX_IDLE = 60  # seconds an idle worker waits before it exits
@@ -121,9 +124,9 @@ class LocalWorkers:
         if code:
             return code
         os.chdir("/")  # not the queue: the user may not read it; qmail-local goes to the user's home
-        environ, mask = dict(os.environ), os.umask(0o077)
+        environ, mask = envsnapshot.take(), os.umask(0o077)
         os.umask(mask)
-        signal.signal(signal.SIGALRM, lambda *_: os._exit(0))  # idle too long
+        signal.signal(signal.SIGALRM, idle_exit)
         while True:
             signal.alarm(MAX_IDLE)
             try:
@@ -143,13 +146,16 @@ class LocalWorkers:
                 os.dup2(null, fd)  # the pipe's write end closes here: the spawner then sees its end
             os.close(null)
             close_all_but(sock.fileno())  # whatever the delivery left open
-            if os.environ != environ:
-                os.environ.clear()
-                os.environ.update(environ)
+            envsnapshot.restore(environ)
             os.chdir("/")
             os.umask(mask)
-            signal.signal(signal.SIGALRM, lambda *_: os._exit(0))
+            _signal.signal(_signal.SIGALRM, idle_exit)  # _signal: no enum conversions per delivery
             sock.send(bytes([code & 0xFF]))
+
+
+def idle_exit(signum, frame):
+    """SIGALRM in an idle worker: no request for MAX_IDLE seconds, so exit."""
+    os._exit(0)
 
 
 def close_all_but(*keep):

@@ -34,8 +34,13 @@ def numeric_entries(entries):
     """Yield the numeric names of an open os.scandir iterator as ints, lazily, and close it."""
     with entries:
         for entry in entries:
-            if entry.name.isdigit():
+            if is_number(entry.name):
                 yield int(entry.name)
+
+
+def is_number(name):
+    """True for a queue file's name: ASCII digits only (str.isdigit alone also takes `²`, which int refuses)."""
+    return name.isdigit() and name.isascii()
 
 
 def numeric_names(directory):
@@ -160,14 +165,16 @@ class Todo:
                 return
             self.reopen_trigger()
             try:
-                entries = os.scandir("todo")
+                names = os.listdir("todo")
             except OSError:
                 send.log(sendlog.unable_to_opendir("todo"))
                 sendlog.flush_log()
                 time.sleep(SLEEP_ALERT)  # qmail's pausedir; the scan is tried again next round
                 return
             self.gone = set()
-            self.scan = numeric_entries(entries)
+            # held messages keep their todo/N: every scan meets them, so they are left out here at once
+            skip = self.cleaning | send.held.messages.keys()
+            self.scan = iter([n for n in map(int, filter(is_number, names)) if n not in skip])
             self.next_run = recent + SLEEP_TODO
         ids = []
         while len(ids) < TODO_BATCH:

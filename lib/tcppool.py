@@ -6,9 +6,12 @@ when every worker is busy, and each worker accepts and serves up to MAX_USE conn
 Workers tell the listener when they become busy or idle through a pipe, in RECORD-byte records.
 """
 
+import _signal
 import os
 import signal
 import sys
+
+from pyqmail.lib import envsnapshot
 
 MAX_USE = 100  # connections per worker (Postfix's max_use)
 MAX_IDLE = 100  # seconds an idle worker waits for a connection before it exits (Postfix's max_idle)
@@ -92,7 +95,7 @@ class Worker:
         here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
         self.cwd = self.keep(here, 3)
         os.closerange(3, self.base)  # the listener's socket object, pipes and anything else it had open
-        self.environ, self.argv = dict(os.environ), list(sys.argv)
+        self.environ, self.argv = envsnapshot.take(), list(sys.argv)
         self.umask = os.umask(0o022)
         os.umask(self.umask)
 
@@ -125,7 +128,7 @@ class Worker:
         os.set_blocking(self.listen_fd, True)  # the listener itself never accepts in this mode
         sock = socket.socket(fileno=self.listen_fd)
         for _ in range(MAX_USE):
-            signal.signal(signal.SIGALRM, self.on_alarm)
+            _signal.signal(_signal.SIGALRM, self.on_alarm)  # _signal: no enum conversions per connection
             signal.alarm(MAX_IDLE)
             try:
                 conn, remote = sock.accept()
@@ -148,13 +151,11 @@ class Worker:
     def clean_up(self):
         """Leave the process as it was before the connection: descriptors, alarm, environment, cwd, umask."""
         signal.alarm(0)
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
         os.dup2(self.null, 0)
         os.dup2(self.null, 1)
         os.closerange(3, self.base)
-        if os.environ != self.environ:
-            os.environ.clear()
-            os.environ.update(self.environ)
+        envsnapshot.restore(self.environ)
         sys.argv = list(self.argv)
         os.fchdir(self.cwd)
         os.umask(self.umask)

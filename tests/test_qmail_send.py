@@ -279,3 +279,14 @@ def test_an_unreadable_todo_directory_is_an_alert_and_a_pause(procs, tree):
     wait_for(log, b"end msg ", timeout=40)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
+
+
+def test_names_in_todo_that_are_not_ascii_numbers_are_left_alone(procs, tree, mailbox):
+    """`²` passes str.isdigit but not int(): such debris must not stop the scan (or qmail-send)."""
+    for name in ("\u00b2", "12\u0663", "1_0", "+5", " 7"):
+        (tree / "queue" / "todo" / name).write_bytes(b"")
+    proc, log = start_send(procs, tree)
+    assert queue_message(tree, b"Subject: x\n\nbody\n", b"F\0Tjoe@test.example\0\0") == 0
+    wait_for(log, b"delivery 1: success:")
+    assert proc.poll() is None and b"alert" not in log.read_bytes()
+    assert len(list((tree / "queue" / "todo").iterdir())) == 5
