@@ -127,10 +127,11 @@ class LocalWorkers:
         environ, mask = envsnapshot.take(), os.umask(0o077)
         os.umask(mask)
         signal.signal(signal.SIGALRM, idle_exit)
+        buf = bytearray(REQUEST_MAX)
         while True:
             signal.alarm(MAX_IDLE)
             try:
-                data, fds, _, _ = socket.recv_fds(sock, REQUEST_MAX, 2)
+                data, fds = receive(sock, buf)
             except OSError:
                 return 0
             signal.alarm(0)
@@ -151,6 +152,17 @@ class LocalWorkers:
             os.umask(mask)
             _signal.signal(_signal.SIGALRM, idle_exit)  # _signal: no enum conversions per delivery
             sock.send(bytes([code & 0xFF]))
+
+
+def receive(sock, buf):
+    """Read one request into buf, which the worker allocates once (a fresh REQUEST_MAX buffer per
+    request costs an mmap and its page faults); return (its bytes, the descriptors it carried)."""
+    n, ancdata, _, _ = sock.recvmsg_into([buf], socket.CMSG_SPACE(2 * 4))
+    fds = []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += memoryview(data[:len(data) - len(data) % 4]).cast("i")
+    return bytes(memoryview(buf)[:n]), fds
 
 
 def idle_exit(signum, frame):
