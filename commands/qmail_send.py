@@ -12,8 +12,9 @@ import time
 from pyqmail.lib import sendlog, todo
 from pyqmail.lib.channel import LOCAL, REMOTE
 from pyqmail.lib.sendchannel import Channel
+from pyqmail.lib.sendclean import Clean
 from pyqmail.lib.sendheld import Held
-from pyqmail.lib.sendmessages import SLEEP_SYSFAIL, Cleanup, Clean, Todo, message_done, split_names
+from pyqmail.lib.sendmessages import SLEEP_SYSFAIL, Cleanup, Todo, message_done, split_names
 from pyqmail.lib.sendstart import FDS, Stop, flush_log, log, reread, start
 from pyqmail.lib.timequeue import TimeQueue
 
