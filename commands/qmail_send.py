@@ -96,6 +96,7 @@ class Send:
                 rfds.append(c.fd_in)
         if self.clean.waiting:
             rfds.append(self.clean.fd_in)
+        rest = 0.0
         if not self.exitasap:
             if any(c.busy() for c in self.channels.values()):
                 wake = 0
@@ -106,13 +107,16 @@ class Send:
             for q in (self.pqfail, self.pqdone):
                 if q.next_due() is not None:
                     wake = min(wake, q.next_due())
+            rest = self.todo.resting()
             if self.todo.inflight is not None:
                 rfds.append(self.todo.done_r)  # a pull meanwhile stays readable in the trigger until then
-            elif self.todo.trigger >= 0:
-                rfds.append(self.todo.trigger)
+            elif self.todo.trigger >= 0 and not rest:
+                rfds.append(self.todo.trigger)  # (while resting, a pull stays readable until the rest ends)
             wake = self.todo.wakeup(wake)
             wake = self.cleanup.wakeup(wake)
         timeout = 0 if wake <= recent else wake - recent + SLEEP_FUZZ
+        if rest:
+            timeout = min(timeout, rest)
         self.clean.flush()  # and the log before it: nothing waits in a buffer while qmail-send sleeps
         try:
             ready_r, ready_w, _ = select.select(rfds, wfds, [], timeout)

@@ -12,6 +12,7 @@ SLEEP_TODO = 1500
 SLEEP_CLEANUP = 76431
 SLEEP_SYSFAIL = 123  # retry after trouble with a file
 SLEEP_ALERT = 10  # pause after an alert that needs the administrator
+RESCAN_REST = 9  # a listing of todo/ is followed by 9 times its cost without another one
 TODO_BATCH = 16  # todo entries preprocessed per round, their fsyncs overlapped (qmail: one, fsynced in turn)
 FSYNC_THREADS = 8
 OSSIFIED = 129600  # 36 hours: longer than qmail-queue's 24-hour limit, so no injection still owns it
@@ -72,6 +73,7 @@ class Todo:
         self.fsyncer = None  # threads for fsync_all, started at the first batch
         self.batcher = None  # the thread a batch is preprocessed in, off the loop (creates and fsyncs block)
         self.inflight = None  # that batch's Future
+        self.rest_until = 0.0  # monotonic time before which a pull does not start another listing
         self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.reopen_trigger()
 
@@ -83,6 +85,10 @@ class Todo:
             self.trigger = os.open(TRIGGER, os.O_RDONLY | os.O_NONBLOCK)
         except OSError:
             self.trigger = -1
+
+    def resting(self):
+        """Seconds left before a pull may start the next listing of todo/ (0 when it may now)."""
+        return max(0.0, self.rest_until - time.monotonic())
 
     def wakeup(self, wake):
         """Return the earliest time the todo scan needs the loop (0 while scanning, unless a batch runs)."""
@@ -99,6 +105,7 @@ class Todo:
             if not pulled and recent < self.next_run:
                 return
             self.reopen_trigger()
+            began = time.monotonic()
             try:
                 names = os.listdir("todo")
             except OSError:
@@ -111,6 +118,10 @@ class Todo:
             skip = self.cleaning | send.held.messages.keys()
             self.scan = iter([n for n in map(int, filter(is_number, names)) if n not in skip])
             self.next_run = recent + SLEEP_TODO
+            # held messages stay in todo/, so a listing can cost milliseconds; pulls come once per
+            # message: the next listing waits RESCAN_REST times this one's cost, so that listing takes
+            # at most a tenth of the loop's time (a new message then waits that long, at most)
+            self.rest_until = time.monotonic() + RESCAN_REST * (time.monotonic() - began)
         ids = []
         while len(ids) < TODO_BATCH:
             id = next(self.scan, None)
@@ -280,6 +291,10 @@ class Cleanup:
         self.send = send
         self.scan = None
         self.next_run = 0
+
+    def resting(self):
+        """Seconds left before a pull may start the next listing of todo/ (0 when it may now)."""
+        return max(0.0, self.rest_until - time.monotonic())
 
     def wakeup(self, wake):
         """Return the earliest time the clean-up needs the loop."""

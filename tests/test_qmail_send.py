@@ -290,3 +290,28 @@ def test_names_in_todo_that_are_not_ascii_numbers_are_left_alone(procs, tree, ma
     wait_for(log, b"delivery 1: success:")
     assert proc.poll() is None and b"alert" not in log.read_bytes()
     assert len(list((tree / "queue" / "todo").iterdir())) == 5
+
+
+SILENT_SPAWNER = "import os; os.write(1, bytes([10]))\nwhile os.read(0, 4096):\n    pass\n"
+
+
+def cpu_seconds(pid):
+    """Return a process's user + system CPU time in seconds, from /proc."""
+    fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_pull_with_1000_held_messages_is_served_soon_and_without_spinning(procs, tree, mailbox):
+    """Held messages keep todo/N, so each listing is long: the next one waits a while, never long."""
+    make_backlog(tree / "queue", 1000)
+    proc, log = start_send(procs, tree, lspawn=[sys.executable, "-c", SILENT_SPAWNER])
+    wait_for(log, b"new msg ", count=1000, timeout=60)
+    assert queue_message(tree, b"Subject: late\n\nbody\n", b"F\0Tjoe@test.example\0\0") == 0
+    [late] = [n for n in (int(p.name) for p in (tree / "queue" / "todo").iterdir())
+              if b"new msg %d\n" % n not in log.read_bytes()]
+    started = time.time()
+    wait_for(log, b"new msg %d\n" % late, timeout=5)
+    print("with 1000 held: the next message preprocessed after %.3f s" % (time.time() - started))
+    before = cpu_seconds(proc.pid)
+    time.sleep(2)
+    assert cpu_seconds(proc.pid) - before < 0.5  # idle: no loop around a trigger left readable
