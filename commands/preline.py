@@ -23,8 +23,10 @@ def parse_args(argv):
 
 
 def start(command):
-    """Start command reading from a new pipe; return (pid, write end)."""
+    """Start command reading from a new pipe; return (pid, write end), or (pid, None) if it could not
+    be run (the child has said why and exits with the code for that)."""
     r, w = os.pipe()
+    failed_r, failed_w = os.pipe2(os.O_CLOEXEC)  # closed by a successful exec: EOF means it ran
     try:
         pid = os.fork()
     except OSError as e:
@@ -33,16 +35,24 @@ def start(command):
         try:
             import _signal
             os.close(w)
+            os.close(failed_r)
             os.dup2(r, 0)
             _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
             os.execvp(command[0], command)
         except OSError as e:
             text = "preline: fatal: unable to run %s: %s\n" % (os.fsdecode(command[0]), error_str(e.errno))
             os.write(2, text.encode("utf-8", "surrogateescape"))
+            os.write(failed_w, b"x")
             os._exit(111 if is_temp(e.errno) else 100)
         finally:
             os._exit(111)
     os.close(r)
+    os.close(failed_w)
+    ran = not os.read(failed_r, 1)  # so an exec failure is reported as such, never as a broken pipe
+    os.close(failed_r)
+    if not ran:
+        os.close(w)
+        return pid, None
     return pid, w
 
 
@@ -66,6 +76,8 @@ def body(argv):
     wanted, command = parse_args(argv)
     head = b"".join(env[k.upper().encode()] for k in ("ufline", "rpline", "dtline") if wanted[k])
     pid, w = start(command)
+    if w is None:
+        return wait_code("preline", pid)
     try:
         copy(w, head)
     except OSError as e:
