@@ -6,6 +6,7 @@ import time
 from pyqmail.lib import control, queuepool, spawnproto
 from pyqmail.lib.exits import Exit
 from pyqmail.lib.program import main
+from pyqmail.lib.queue import write_all
 
 SPLIT = 23
 OSSIFIED = 129600  # 36 hours: older than qmail-queue's 24-hour limit, so no live injection owns it
@@ -102,10 +103,8 @@ def body(argv):
                 clean_pid_dir(now, pool=sweep)
                 pool_swept = now if sweep else pool_swept
                 countdown = CLEANUP_EVERY
-        data = b"".join(answers)
         try:
-            while data:
-                data = data[os.write(1, data):]
+            write_all(1, b"".join(answers))
         except OSError:
             return 100
     return 0

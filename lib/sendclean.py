@@ -4,6 +4,7 @@ import os
 from collections import deque
 
 from pyqmail.lib import sendlog
+from pyqmail.lib.queue import write_all
 
 
 class Clean:
@@ -40,11 +41,10 @@ class Clean:
             return
         data = b"".join(self.unsent)
         self.unsent.clear()
-        while data:
-            try:
-                data = data[os.write(self.fd_out, data):]
-            except OSError:
-                return self.died()
+        try:
+            write_all(self.fd_out, data)
+        except OSError:
+            return self.died()
 
     def wait(self):
         """Block until qmail-clean has answered every command asked (at exit)."""

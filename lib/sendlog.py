@@ -1,8 +1,6 @@
 """qmail-send's log lines as bytes (reference §3; qmail-send.c, qsutil.c, qmail-log(5))."""
 
-import os
-
-from pyqmail.lib.queue import SPLIT
+from pyqmail.lib.queue import SPLIT, write_all
 
 _unwritten = []  # log lines not yet written to fd 0
 
@@ -19,11 +17,10 @@ def flush_log():
         return
     data = b"".join(_unwritten)
     _unwritten.clear()
-    while data:
-        try:
-            data = data[os.write(0, data):]
-        except OSError:
-            return
+    try:
+        write_all(0, data)
+    except OSError:
+        pass
 
 
 _SAFE = frozenset(range(33, 127)) - {ord("%")}

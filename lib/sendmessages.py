@@ -121,7 +121,8 @@ class Todo:
             # held messages stay in todo/, so a listing can cost milliseconds; pulls come once per
             # message: the next listing waits RESCAN_REST times this one's cost, so that listing takes
             # at most a tenth of the loop's time (a new message then waits that long, at most)
-            self.rest_until = time.monotonic() + RESCAN_REST * (time.monotonic() - began)
+            now = time.monotonic()
+            self.rest_until = now + RESCAN_REST * (now - began)
         ids = []
         while len(ids) < TODO_BATCH:
             id = next(self.scan, None)
@@ -291,10 +292,6 @@ class Cleanup:
         self.send = send
         self.scan = None
         self.next_run = 0
-
-    def resting(self):
-        """Seconds left before a pull may start the next listing of todo/ (0 when it may now)."""
-        return max(0.0, self.rest_until - time.monotonic())
 
     def wakeup(self, wake):
         """Return the earliest time the clean-up needs the loop."""
