@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
 from bench_postfix import DOMAIN, RECIPIENT, Postfix  # noqa: E402
 from bench_probe import LatencyProbe  # noqa: E402
-from bench_procs import ProcSampler, count_files, own_cpu, proc_name, subtree_cpu  # noqa: E402
+from bench_procs import ProcSampler, count_files, own_cpu, proc_name, spread_runs, subtree_cpu  # noqa: E402
 from bench_profile import profile_start, profile_summary  # noqa: E402
 from bench_qmqp import children_cpu, fsync_rate  # noqa: E402
 from bench_report import chart, report_run, summary  # noqa: E402
@@ -380,10 +380,12 @@ def code_version():
 
 
 def workdir(base, name):
-    """A fresh directory every user can traverse (the delivery account must reach its home inside)."""
+    """A fresh directory every user can traverse (the delivery account must reach its home inside),
+    whose queue tree and home ext4 puts in block groups apart, as /var and /home are on a real host."""
     work = base / name.replace("/", "-")
     work.mkdir()
     os.chmod(work, 0o755)
+    spread_runs(work)
     return work
 
 
@@ -398,6 +400,7 @@ def main():
     started = Processes()
     base = Path(tempfile.mkdtemp(prefix="pyqmail-e2e-"))
     os.chmod(base, 0o755)
+    spread = spread_runs(base)
     lines, results = [], []
 
     def report(text):
@@ -413,6 +416,9 @@ def main():
                "the queue's owner, queueing in its own process" if args.queue_owner else
                "root, running qmail-queue")))
         report("# command: scripts/bench-e2e %s; code: %s" % (" ".join(sys.argv[1:]), code_version()))
+        report("# each run's tree, and in it the mail system's tree and the home, in ext4 block groups of "
+               "their own (chattr +T on %s and on each run's directory): %s" % (
+            base, "yes" if spread else "no, the flag did not take (not ext2/3/4?)"))
         fs = workdir(base, "fsync")
         report("create+write(2 KB)+fsync+rename, 1 writer:   %7.0f files/s" % fsync_rate(fs, 1, 300))
         report("create+write(2 KB)+fsync+rename, 10 writers: %7.0f files/s" % fsync_rate(fs, 10, 100))

@@ -7,6 +7,7 @@ largest VmHWM (the kernel's own peak RSS of one process) by kind.
 """
 
 import os
+import subprocess
 import threading
 import time
 
@@ -109,6 +110,19 @@ def count_files(directory):
             return sum(1 for _ in it)
     except OSError:
         return 0
+
+
+def spread_runs(base):
+    """Mark base as a top directory (chattr +T) so ext4 puts each run's tree under it in a block group of
+    its own; return True if the flag took."""
+    # Without it every new tree lands in the block groups right after base's, which are the ones the
+    # previous benchmark's trees freed; on ext4 without a journal each file created there then scans past
+    # the inodes freed in the last 60-360 s (recently_deleted), taxing whichever system runs first.
+    try:
+        return subprocess.run(["chattr", "+T", str(base)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL).returncode == 0
+    except OSError:
+        return False
 
 
 class ProcSampler:

@@ -18,6 +18,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
+from bench_procs import spread_runs  # noqa: E402
 from conftest import Processes  # noqa: E402
 from mailsystem import MailSystem, assign_users, make_home, make_system_tree  # noqa: E402
 
@@ -146,6 +147,7 @@ def main():
         "as root (qmail's accounts; deliveries as nobody)" if os.geteuid() == 0 else "single-user tree"))
     base = tempfile.mkdtemp(prefix="pyqmail-scale-")
     os.chmod(base, 0o755)  # the queue owner and the recipient must reach the trees
+    spread_runs(base)  # each run's tree in fresh block groups, see bench_procs.py
     small = run(os.path.join(base, "small"), args.baseline, report)
     big = run(os.path.join(base, "big"), args.messages, report)
     report("rate with %d queued / with %d queued: %.2f; qmail-send peak RSS %.1f MB with %d queued "
