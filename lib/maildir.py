@@ -1,5 +1,8 @@
-"""maildir delivery (maildir(5)): tmp/<unique> written with O_EXCL and fsynced, then linked into new/."""
+"""maildir delivery (maildir(5)): the message written into an unnamed file in tmp/ (O_TMPFILE) and fsynced,
+then linked into new/<unique> and new/ fsynced; where the kernel or file system has no O_TMPFILE, or /proc
+is not mounted, as qmail does: tmp/<unique> created O_EXCL, fsynced, linked into new/ and unlinked."""
 
+import errno
 import os
 import time
 
@@ -11,6 +14,7 @@ DEATH = 86400  # qmail-local's whole-delivery alarm
 TRIES = 3
 RETRY_SLEEP = 2
 TEMP_ERROR = "Temporary error on maildir delivery. (#4.3.0)"
+_proc_fd = []  # [True] once /proc/self/fd was found, [False] if not: linkat reaches an unnamed file there
 
 
 def safe_host(host):
@@ -37,6 +41,35 @@ def _open_tmp(dfd):
                 time.sleep(RETRY_SLEEP)
         except OSError:
             break
+    raise Exit(111, TEMP_ERROR)
+
+
+def _open_unnamed(dfd):
+    """Open an unnamed file in tmp/ (O_TMPFILE); return its descriptor, or None where that is not possible."""
+    # On ext4 without a journal, fsync of a new tmp/<unique> also writes tmp/ and its inode (the file
+    # was just added to it); nobody needs tmp/'s entry, so an unnamed file saves two of six writes.
+    if not _proc_fd:
+        _proc_fd.append(hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"))
+    if not _proc_fd[0]:
+        return None
+    try:
+        return os.open("tmp", os.O_WRONLY | os.O_TMPFILE, 0o600, dir_fd=dfd)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None  # no O_TMPFILE here: an old kernel takes it for O_DIRECTORY, some file systems refuse
+        raise
+
+
+def _link_unnamed(fd, dfd):
+    """Link the unnamed file on fd into new/<unique> (3 tries, 2 s apart, if the name exists)."""
+    host = os.uname().nodename
+    for attempt in range(TRIES):
+        name = unique_name(time.time(), os.getpid(), host, os.urandom(4).hex())
+        try:
+            return os.link("/proc/self/fd/%d" % fd, "new/" + name, dst_dir_fd=dfd)
+        except FileExistsError:
+            if attempt + 1 < TRIES:
+                time.sleep(RETRY_SLEEP)
     raise Exit(111, TEMP_ERROR)
 
 
@@ -84,13 +117,21 @@ def deliver(directory, head, fd_in):
     _signal.signal(_signal.SIGALRM, give_up)
     _signal.alarm(DEATH)
     try:
-        fd, name = _open_tmp(dfd)
-        state["tmp"] = "tmp/" + name
-        try:
-            _copy(fd, head, fd_in)
-        finally:
-            os.close(fd)
-        os.link(state["tmp"], "new/" + name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        fd = _open_unnamed(dfd)
+        if fd is not None:
+            try:  # an unnamed file leaves nothing behind if the delivery fails
+                _copy(fd, head, fd_in)
+                _link_unnamed(fd, dfd)
+            finally:
+                os.close(fd)
+        else:
+            fd, name = _open_tmp(dfd)
+            state["tmp"] = "tmp/" + name
+            try:
+                _copy(fd, head, fd_in)
+            finally:
+                os.close(fd)
+            os.link(state["tmp"], "new/" + name, src_dir_fd=dfd, dst_dir_fd=dfd)
         _fsync_new(dfd)
     except msgfd.MessageReadError:
         raise Exit(111, "Unable to read message. (#4.3.0)")

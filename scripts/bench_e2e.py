@@ -268,7 +268,7 @@ def measure(make, label, work, started, sessions, messages, profile=False, drain
         system.start_server()
         if not drain:
             system.start_delivery()
-        cpu0 = system.cpu()
+        cpu0, own0 = system.cpu(), time.process_time()
         spies = profile_start(started, system.hot_pids(), 600, work) if profile and not drain else []
         source = Acceptance(started, system.port, sessions, messages)
         t0 = source.t0
@@ -285,13 +285,13 @@ def measure(make, label, work, started, sessions, messages, profile=False, drain
         else:
             accept = accept_only(system, source, title, messages)
             system.prepare_delivery()
-            cpu0 = system.cpu()  # the delivery side's processes are new: they count from 0
+            cpu0, own0 = system.cpu(), time.process_time()  # the delivery side's processes count from 0
             t0 = time.time()
             system.start_delivery()
             spies = profile_start(started, system.hot_pids(), 600, work) if profile else []
             wait_delivered(system, title, lambda: messages, t0)
         time.sleep(0.3)  # let the spawners reap their last children and qmail-clean finish
-        cpu1 = system.cpu()
+        cpu1, own = system.cpu(), time.process_time() - own0
         memory = system.memory()
         profile_lines = profile_summary(started, spies) if spies else []
         mtimes = sorted(e.stat().st_mtime for e in os.scandir(system.delivered_dir()))
@@ -308,7 +308,7 @@ def measure(make, label, work, started, sessions, messages, profile=False, drain
             "delivered": len(mtimes), "drain": drain, "accept_rate": messages / elapsed, "accept_s": elapsed,
             "e2e_s": mtimes[-1] - t0, "e2e_rate": len(mtimes) / (mtimes[-1] - t0) if not drain else
             (len(mtimes) - 1) / (mtimes[-1] - mtimes[0]),  # a drain: from its first delivery, after start-up
-            "first_delivery_s": mtimes[0] - t0, "cpu": cpu, "client_cpu": client_cpu, "latency": latency,
+            "first_delivery_s": mtimes[0] - t0, "cpu": cpu, "client_cpu": client_cpu, "own_cpu": own, "latency": latency,
             "memory": memory, "log": log, "log_name": system.log_name, "profile": profile_lines}
 
 

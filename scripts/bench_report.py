@@ -50,6 +50,9 @@ def report_run(r, report):
     report("  CPU per message (over the %d delivered): %.1f ms in all%s (%.0f%% of %d cores over that time)%s"
            % (per, 1000 * total / per, " delivering" if r["drain"] else "", busy, os.cpu_count(),
               "" if r["drain"] else "; qmqp-source itself %.1f ms" % (1000 * r["client_cpu"] / n)))
+    if "own_cpu" in r:
+        report("  the benchmark's own CPU meanwhile (sampling /proc, probes): %.2f ms per message"
+               % (1000 * r["own_cpu"] / per))
     for kind, seconds in sorted(r["cpu"].items(), key=lambda kv: -kv[1]):
         report("    %-30s %5.2f ms  (%4.1f%%)" % (kind, 1000 * seconds / per, 100 * seconds / max(total, 1e-9)))
     m = r["memory"]

@@ -102,6 +102,37 @@ def test_maildir_delivery_read_back(home, tmp_path):
     assert message.get_payload().startswith("From the start\n")
 
 
+def test_maildir_delivery_never_names_a_file_in_tmp(home, tmp_path):
+    """The message is written into an unnamed file (O_TMPFILE) and linked straight into new/: tmp/ is not
+    touched at all (its mtime stays where the test put it), so its fsync is not paid for."""
+    md = make_maildir(home / "Maildir")
+    dotqmail(home, ".qmail", "./Maildir/\n")
+    os.utime(md / "tmp", ns=(0, 0))
+    r = local(home, tmp_path)
+    assert (r.returncode, r.stdout) == (0, b"did 1+0+0\n")
+    assert os.stat(md / "tmp").st_mtime_ns == 0 and os.listdir(md / "tmp") == []
+    [name] = os.listdir(md / "new")
+    assert (md / "new" / name).read_bytes() == RP + DT + MSG
+    assert os.stat(md / "new" / name).st_nlink == 1
+
+
+def test_maildir_without_o_tmpfile_uses_a_named_tmp_file(tmp_path, monkeypatch):
+    """Where O_TMPFILE or /proc is missing, the delivery goes through tmp/<unique> as in qmail."""
+    from pyqmail.lib import maildir
+    md = tmp_path / "Maildir"
+    for sub in ("", "tmp", "new", "cur"):
+        (md / sub).mkdir()
+    os.utime(md / "tmp", ns=(0, 0))
+    monkeypatch.setattr(maildir, "_proc_fd", [False])
+    f = tmp_path / "message"
+    f.write_bytes(MSG)
+    with open(f, "rb") as message:
+        maildir.deliver(str(md), RP + DT, message.fileno())
+    assert os.stat(md / "tmp").st_mtime_ns != 0 and os.listdir(md / "tmp") == []
+    [name] = os.listdir(md / "new")
+    assert (md / "new" / name).read_bytes() == RP + DT + MSG
+
+
 def test_maildir_read_by_mutt(home, tmp_path):
     """Debian's mutt (under `script` for a terminal) opens the maildir and lists our message."""
     need("mutt", "script")
