@@ -37,7 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
 from bench_postfix import DOMAIN, RECIPIENT, Postfix  # noqa: E402
 from bench_probe import LatencyProbe  # noqa: E402
-from bench_procs import ProcSampler, count_files, own_cpu, proc_name, spread_runs, subtree_cpu  # noqa: E402
+from bench_procs import (ProcSampler, count_files, own_cpu, proc_name, remove_tree, spread_runs,  # noqa: E402
+                         subtree_cpu, wait_for_settled_frees, FREED_SETTLE)  # noqa: E402
 from bench_profile import profile_start, profile_summary  # noqa: E402
 from bench_qmqp import children_cpu, fsync_rate  # noqa: E402
 from bench_report import chart, report_run, summary  # noqa: E402
@@ -361,6 +362,9 @@ def parse_args():
     parser.add_argument("--queue-owner", action=argparse.BooleanOptionalAction, default=ROOT,
                         help="(root) run qmail-qmqpd as the queue's owner, so that it queues in its own"
                              " process (default: on as root)")
+    parser.add_argument("--no-settle", action="store_true",
+                        help="start at once even if a benchmark removed its trees in the last 400 s "
+                             "(the freed inodes tax the runs' file creations: figures are then not comparable)")
     parser.add_argument("--out", default="docs/benchmarks-e2e.txt",
                         help="results file; the chart goes beside it as .png (default %(default)s)")
     args = parser.parse_args()
@@ -397,6 +401,7 @@ def main():
             sys.exit("bench_e2e: %s is not installed (run scripts/bench-e2e)" % tool)
     plan, systems = parse_plan(args.plan, args.messages), variants(args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind through the finally clauses
+    waited = 0 if args.no_settle else wait_for_settled_frees(lambda text: print(text, file=sys.stderr, flush=True))
     started = Processes()
     base = Path(tempfile.mkdtemp(prefix="pyqmail-e2e-"))
     os.chmod(base, 0o755)
@@ -419,6 +424,9 @@ def main():
         report("# each run's tree, and in it the mail system's tree and the home, in ext4 block groups of "
                "their own (chattr +T on %s and on each run's directory): %s" % (
             base, "yes" if spread else "no, the flag did not take (not ext2/3/4?)"))
+        report("# started %s" % ("at once (--no-settle)" if args.no_settle else
+                                 "after waiting %.0f s for an earlier benchmark's freed inodes to settle" % waited
+                                 if waited else "with no benchmark removal in the last %d s" % FREED_SETTLE))
         fs = workdir(base, "fsync")
         report("create+write(2 KB)+fsync+rename, 1 writer:   %7.0f files/s" % fsync_rate(fs, 1, 300))
         report("create+write(2 KB)+fsync+rename, 10 writers: %7.0f files/s" % fsync_rate(fs, 10, 100))
@@ -443,7 +451,7 @@ def main():
         return 130
     finally:
         started.stop_all()
-        shutil.rmtree(base, ignore_errors=True)
+        remove_tree(base)
     summary(results, report)
     report("")
     report("# %.0f s in all; load average at the end: %.1f" % (time.time() - start, os.getloadavg()[0]))

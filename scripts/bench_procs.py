@@ -7,7 +7,9 @@ largest VmHWM (the kernel's own peak RSS of one process) by kind.
 """
 
 import os
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -123,6 +125,36 @@ def spread_runs(base):
                               stderr=subprocess.DEVNULL).returncode == 0
     except OSError:
         return False
+
+
+FREED_STAMP = os.path.join(tempfile.gettempdir(), "pyqmail-bench-freed")  # its mtime: the last removal
+FREED_SETTLE = 400  # seconds: ext4 without a journal skips an inode freed 60 s ago, 360 s if its block is dirty
+
+
+def remove_tree(base):
+    """Remove a benchmark's directory tree and note when (see wait_for_settled_frees)."""
+    shutil.rmtree(base, ignore_errors=True)
+    with open(FREED_STAMP, "w"):
+        pass
+    os.utime(FREED_STAMP)
+
+
+def wait_for_settled_frees(say, settle=FREED_SETTLE):
+    """Sleep until `settle` seconds have passed since a benchmark last removed its trees; return the
+    seconds waited."""
+    # Tens of thousands of inodes freed minutes ago make every file a run creates in those block groups
+    # scan past them (recently_deleted): 10-20 % of all CPU in perf, and far more for one system than the
+    # other depending on where its tree lands.
+    try:
+        left = os.stat(FREED_STAMP).st_mtime + settle - time.time()
+    except OSError:
+        return 0
+    if left <= 0:
+        return 0
+    say("waiting %.0f s: a benchmark removed its trees %.0f s ago, and ext4 without a journal makes every "
+        "new file scan the inodes freed in the last 60-360 s" % (left, settle - left))
+    time.sleep(left)
+    return left
 
 
 class ProcSampler:

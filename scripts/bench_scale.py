@@ -18,7 +18,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
-from bench_procs import spread_runs  # noqa: E402
+from bench_procs import remove_tree, spread_runs, wait_for_settled_frees  # noqa: E402
 from conftest import Processes  # noqa: E402
 from mailsystem import MailSystem, assign_users, make_home, make_system_tree  # noqa: E402
 
@@ -142,6 +142,7 @@ def main():
         """Print a result line and keep it for the file."""
         print(line, file=sys.stderr, flush=True)
         lines.append(line)
+    wait_for_settled_frees(lambda text: print(text, file=sys.stderr, flush=True))
     report("# qmail-send scale check, %s, %d cores, load average %.1f, %s" % (
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(), os.getloadavg()[0],
         "as root (qmail's accounts; deliveries as nobody)" if os.geteuid() == 0 else "single-user tree"))
@@ -153,8 +154,7 @@ def main():
     report("rate with %d queued / with %d queued: %.2f; qmail-send peak RSS %.1f MB with %d queued "
            "(limit 200 MB)" % (args.messages, args.baseline, big[0] / small[0], big[1], args.messages))
     report("# load average at the end: %.1f" % os.getloadavg()[0])
-    import shutil
-    shutil.rmtree(base, ignore_errors=True)
+    remove_tree(base)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("written to %s" % args.out, file=sys.stderr)
