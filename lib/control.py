@@ -15,6 +15,54 @@ def path(*parts):
     return os.path.join(qmailhome(), *parts)
 
 
+SETTLED_NS = 10**9  # a timestamp this close to now may hide a second change within the same clock tick
+_memo = {}  # (key, control directory) -> (its stat key, {file: stat key} of those that existed, value)
+
+
+def _stat_key(st):
+    """What changes when a file is replaced, written or touched."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _existing(directory, names):
+    """Return {name: stat key} for those of names that exist in directory."""
+    found = {}
+    for name in names:
+        try:
+            found[name] = _stat_key(os.stat(os.path.join(directory, name)))
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def memo(key, names, build):
+    """Return build(), which reads the control files names; a long-lived process (a reused worker) gets
+    the value it built last while control/ and those of the files that existed are unchanged."""
+    directory = path("control")
+    slot = (key, directory)
+    held = _memo.pop(slot, None)
+    try:
+        dir_key = _stat_key(os.stat(directory))
+        if held is not None and held[0] == dir_key and all(
+                _stat_key(os.stat(os.path.join(directory, name))) == k for name, k in held[1].items()):
+            _memo[slot] = held
+            return held[2]
+        files = _existing(directory, names)
+    except OSError:
+        return build()  # which reports the trouble as the caller expects
+    value = build()
+    stamps = [t for k in (dir_key, *files.values()) for t in k[3:]]
+    if max(stamps) < time_ns() - SETTLED_NS:  # else a change within the same tick could go unseen
+        _memo[slot] = (dir_key, files, value)
+    return value
+
+
+def time_ns():
+    """The clock file timestamps are compared with."""
+    import time
+    return time.time_ns()
+
+
 def read_file(name):
     """Return the control file's bytes, or None if it does not exist (other errors raise OSError)."""
     try:

@@ -38,6 +38,12 @@ class Policy:
 
 
 def load():
-    """Read the control files; an unreadable one raises OSError (the caller answers Z)."""
+    """Read the control files (again only once they change, in a reused worker); an unreadable one raises
+    OSError (the caller answers Z)."""
+    return control.memo("qmail-qmqpd", [*DEFAULTS, DEBUG_PEERS], read)
+
+
+def read():
+    """Read the control files into a Policy."""
     values = {name: control.readint(name, default) for name, default in DEFAULTS.items()}
     return Policy(values, control.readlist(DEBUG_PEERS))

@@ -1,5 +1,7 @@
 """lib/control: QMAILHOME and qmail's control-file reading rules (reference §0.1)."""
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -125,3 +127,40 @@ def test_rldef(home):
     assert control.rldef("bouncehost", b"bouncehost") == b"me.example"
     put(home, "bouncehost", b"bounce.example\n")
     assert control.rldef("bouncehost", b"bouncehost") == b"bounce.example"
+
+
+def old(path, when=1_000_000_000):
+    """Give path an old mtime, as a long-standing control file has."""
+    os.utime(path, ns=(when, when))
+
+
+def test_memo_reads_again_only_when_control_changes(home, monkeypatch):
+    monkeypatch.setattr(control, "SETTLED_NS", 0)  # ctimes are now: the test controls the mtimes instead
+    built = []
+
+    def build():
+        built.append(1)
+        return control.readint("a", 7), control.readint("b", 8)
+    put(home, "a", b"1\n")
+    old(home / "control" / "a")
+    old(home / "control")
+    assert [control.memo("t", ["a", "b"], build) for _ in range(3)] == [(1, 8)] * 3 and len(built) == 1
+    put(home, "a", b"2\n")  # written in place, same size: control/ itself is untouched
+    old(home / "control" / "a", 2_000_000_000)
+    assert control.memo("t", ["a", "b"], build) == (2, 8) and len(built) == 2
+    put(home, "b", b"5\n")  # a file that did not exist: control/ changes
+    assert control.memo("t", ["a", "b"], build) == (2, 5) and len(built) == 3
+    os.rename(home / "control" / "b", home / "control" / "a")  # replaced by another file
+    assert control.memo("t", ["a", "b"], build) == (5, 8) and len(built) == 4
+    assert control.memo("t", ["a", "b"], build) == (5, 8) and len(built) == 4
+
+
+def test_memo_does_not_keep_what_was_read_within_a_second_of_a_change(home):
+    built = []
+
+    def build():
+        built.append(1)
+        return control.readint("a", 7)
+    put(home, "a", b"1\n")  # just written: a second write in the same clock tick could keep its mtime
+    assert control.memo("t2", ["a"], build) == 1 and control.memo("t2", ["a"], build) == 1
+    assert len(built) == 2

@@ -143,6 +143,26 @@ def test_qmail_qmqpd_launcher_in_qmailhome_runs_in_process_and_the_child_is_no_n
         assert re.match(rb"\d+:Kok ", s.recv(100))
 
 
+def test_a_reused_worker_sees_control_files_change(procs, tree):
+    """qmail-qmqpd keeps its control files' values between connections in a worker only while control/ and
+    the files stay as they were."""
+    control = tree / "control"
+    (control / "qmqpderrordelay").write_text("0\n")
+    for path in (control / "qmqpderrordelay", control):
+        os.utime(path, ns=(10**9, 10**9))  # long settled: the worker may keep what it read
+    port, _, log = serve(procs, tree, program("qmail-tcpserver"), [program("qmail-qmqpd")], ["-c", "1"],
+                         env=qenv(tree))
+    time.sleep(1.1)  # control/'s ctime too is then over a second old
+    request = b"18:3:hi\n,3:a@b,3:c@d,,"
+    assert re.fullmatch(rb"\d+:Kok \d+ qp \d+,", talk(port, send=request))
+    (control / "qmqpdmaxbytes").write_text("2\n")  # a new file
+    assert b"too large" in talk(port, send=request)
+    (control / "qmqpdmaxbytes").write_text("9\n")  # the same file written in place
+    assert re.fullmatch(rb"\d+:Kok \d+ qp \d+,", talk(port, send=request))
+    pids = set(re.findall(r"tcpserver: ok (\d+) ", log.read_text()))
+    assert len(pids) == 1, pids  # one worker served all three
+
+
 @pytest.mark.interop
 def test_qmqp_source_200_messages_through_qmail_tcpserver_all_queued_intact(procs, tree):
     need("qmqp-source")
