@@ -362,6 +362,9 @@ def parse_args():
     parser.add_argument("--queue-owner", action=argparse.BooleanOptionalAction, default=ROOT,
                         help="(root) run qmail-qmqpd as the queue's owner, so that it queues in its own"
                              " process (default: on as root)")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the run directories in place (named at the end) instead of removing them: "
+                             "no inodes freed, so a following benchmark need not wait")
     parser.add_argument("--no-settle", action="store_true",
                         help="start at once even if a benchmark removed its trees in the last 400 s "
                              "(the freed inodes tax the runs' file creations: figures are then not comparable)")
@@ -451,7 +454,10 @@ def main():
         return 130
     finally:
         started.stop_all()
-        remove_tree(base)
+        if args.keep:
+            print("bench_e2e: the run directories are kept in %s" % base, file=sys.stderr)
+        else:
+            remove_tree(base)
     summary(results, report)
     report("")
     report("# %.0f s in all; load average at the end: %.1f" % (time.time() - start, os.getloadavg()[0]))
