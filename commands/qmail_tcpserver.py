@@ -156,7 +156,8 @@ class Listener:
         if pid == 0:
             try:
                 self.forked()
-                worker = tcppool.Worker(self.sock.detach(), self.pool.status_w, self.serve_safely, self.say_end)
+                worker = tcppool.Worker(self.sock.detach(), self.pool.status_w, self.serve_safely, self.say_end,
+                                        tcpserve.ENVIRONMENT)
                 worker.run(listener)
             finally:
                 os._exit(111)
@@ -196,8 +197,12 @@ class Listener:
                 conn.sendall(o.banner)
             except OSError as e:
                 raise Drop("unable to print banner: %s" % error_str(e.errno))
-        for name, value in env.items():
-            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+        environb = os.environb
+        for name, value in env.items():  # bytes: os.environ's str keys and values cost an encode call each
+            if value is None:
+                environb.pop(name.encode(), None)
+            elif environb.get(name.encode()) != value.encode("utf-8", "surrogateescape"):
+                environb[name.encode()] = value.encode("utf-8", "surrogateescape")
         rule = tcprules.read(o.rules, env["TCPREMOTEIP"], o.rules_optional) if o.rules else None
         for name, value in rule.env if rule else ():
             if tcprules.settable(name):

@@ -15,21 +15,24 @@ def take():
     return dict(data) if data is not None else dict(os.environ)
 
 
-def restore(saved):
+def restore(saved, keep=frozenset()):
     """Make the environment equal to saved again, setting or unsetting only the variables that differ:
     a whole clear() and update() costs a putenv or unsetenv per variable and Python-level mapping code
-    on every connection."""
+    on every connection. The variables named in keep (bytes) are left as they are: the caller sets or
+    unsets every one of them before the next use."""
     data = _raw()
     if data is None:
-        if os.environ != saved:
+        kept = {k: v for k, v in os.environ.items() if k.encode() in keep}
+        if os.environ != dict(saved, **kept):
             os.environ.clear()
             os.environ.update(saved)
+            os.environ.update(kept)
         return
     if data == saved:
         return
     env = os.environb
-    for key in [k for k in data if k not in saved]:
+    for key in [k for k in data if k not in saved and k not in keep]:
         del env[key]
     for key, value in saved.items():
-        if data.get(key) != value:
+        if key not in keep and data.get(key) != value:
             env[key] = value

@@ -84,8 +84,8 @@ def die_with_parent():
 class Worker:
     """The worker's loop: accept, serve in this process, clean up, say idle; exit after MAX_USE."""
 
-    def __init__(self, listen_fd, status_w, serve, say_end):
-        self.serve, self.say_end = serve, say_end
+    def __init__(self, listen_fd, status_w, serve, say_end, keep_env=frozenset()):
+        self.serve, self.say_end, self.keep_env = serve, say_end, keep_env
         self.busy = self.stopping = False
         self.base = max(3, min(KEEP_FD, os.sysconf("SC_OPEN_MAX") - 8))
         self.status_w = self.keep(status_w, 0)
@@ -105,7 +105,7 @@ class Worker:
 
     def tell(self, state):
         """Tell the listener this worker is now busy (B) or idle (I)."""
-        os.write(self.status_w, b"%08x%s" % (os.getpid(), state))
+        os.write(self.status_w, self.record + state)
 
     def on_term(self, signum, frame):
         """TERM: an idle worker exits at once, a busy one after its connection."""
@@ -120,20 +120,24 @@ class Worker:
 
     def run(self, listener_pid):
         """Serve up to MAX_USE connections; never returns."""
-        import socket
+        import _socket
         die_with_parent()
         if os.getppid() != listener_pid:
             os._exit(0)
+        self.record = b"%08x" % os.getpid()
         signal.signal(signal.SIGTERM, self.on_term)
         os.set_blocking(self.listen_fd, True)  # the listener itself never accepts in this mode
-        sock = socket.socket(fileno=self.listen_fd)
+        # _socket's own objects: socket.socket's accept() converts family and type to enums every time
+        sock = _socket.socket(fileno=self.listen_fd)
+        kind = sock.family, sock.type, sock.proto
         for _ in range(MAX_USE):
             _signal.signal(_signal.SIGALRM, self.on_alarm)  # _signal: no enum conversions per connection
             signal.alarm(MAX_IDLE)
             try:
-                conn, remote = sock.accept()
+                fd, remote = sock._accept()
             except OSError:
                 continue
+            conn = _socket.socket(*kind, fileno=fd)
             self.busy = True
             signal.alarm(0)
             self.tell(b"B")
@@ -155,7 +159,7 @@ class Worker:
         os.dup2(self.null, 0)
         os.dup2(self.null, 1)
         os.closerange(3, self.base)
-        envsnapshot.restore(self.environ)
+        envsnapshot.restore(self.environ, self.keep_env)
         sys.argv = list(self.argv)
         os.fchdir(self.cwd)
         os.umask(self.umask)

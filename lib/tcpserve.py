@@ -79,6 +79,10 @@ def parse(argv, environ):
     return o
 
 
+ENVIRONMENT = frozenset([b"PROTO", b"TCPLOCALIP", b"TCPLOCALPORT", b"TCPLOCALHOST", b"TCPREMOTEIP", b"TCPREMOTEPORT",
+                         b"TCPREMOTEHOST", b"TCPREMOTEINFO"])  # what environment() sets or unsets, as bytes
+
+
 def environment(local, remote, localname):
     """Return the tcp-environ(5) variables (None = unset) for ((ip, port), (ip, port)) of a connection."""
     lip, rip = unmap(local[0]), unmap(remote[0])

@@ -37,6 +37,26 @@ def test_restore_undoes_any_changes(before, during):
         os.environ.update(original)
 
 
+@settings(max_examples=200, deadline=None)
+@given(CHANGES, CHANGES)
+def test_restore_leaves_the_kept_variables_as_they_are(before, during):
+    original = dict(os.environ)
+    keep = {"TCPREMOTEIP", "PYQ_C"}
+    try:
+        apply(before)
+        saved, expected = envsnapshot.take(), dict(os.environ)
+        apply(during)
+        now = dict(os.environ)
+        envsnapshot.restore(saved, frozenset(k.encode() for k in keep))
+        expected = {k: v for k, v in expected.items() if k not in keep}
+        expected.update({k: v for k, v in now.items() if k in keep})
+        assert dict(os.environ) == expected
+        assert dict(os.environb) == {k.encode(): v.encode() for k, v in expected.items()}
+    finally:
+        os.environ.clear()
+        os.environ.update(original)
+
+
 def test_a_child_sees_the_restored_environment(monkeypatch):
     monkeypatch.setenv("PYQ_KEEP", "kept")
     monkeypatch.delenv("PYQ_GONE", raising=False)
