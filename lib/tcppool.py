@@ -24,20 +24,22 @@ class Pool:
 
     def __init__(self):
         self.busy = {}  # pid: True while it serves a connection
+        self.idle_count = 0  # kept with busy: the listener asks at every turn of its loop
         self.status_r, self.status_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.partial = b""
 
     def idle(self):
         """Number of workers waiting for a connection."""
-        return sum(1 for b in self.busy.values() if not b)
+        return self.idle_count
 
     def serving(self):
         """Number of connections being served."""
-        return sum(self.busy.values())
+        return len(self.busy) - self.idle_count
 
     def added(self, pid):
         """A worker was forked; it starts idle."""
         self.busy[pid] = False
+        self.idle_count += 1
 
     def read(self):
         """Read the workers' records; return True if any arrived."""
@@ -47,21 +49,27 @@ class Pool:
                 chunk = os.read(self.status_r, 4096)
             except BlockingIOError:
                 break
-            if not chunk:
-                break
             data += chunk
+            if len(chunk) < 4096:  # the pipe is empty (or at its end): no second read to learn that
+                break
         whole = len(data) - len(data) % RECORD
         for i in range(0, whole, RECORD):
             pid = int(data[i:i + 8], 16)
             if pid in self.busy:  # a record of a worker reaped already is stale
-                self.busy[pid] = data[i + 8:i + 9] == b"B"
+                busy = data[i + 8:i + 9] == b"B"
+                if busy != self.busy[pid]:
+                    self.idle_count += -1 if busy else 1
+                    self.busy[pid] = busy
         self.partial = data[whole:]
         return whole > 0
 
     def ended(self, pid):
         """A child ended: True if it was a worker serving a connection, False if idle, None if no worker."""
         self.read()  # its last record is in the pipe before it can be reaped
-        return self.busy.pop(pid, None)
+        was = self.busy.pop(pid, None)
+        if was is False:
+            self.idle_count -= 1
+        return was
 
     def stop(self):
         """Ask every worker to exit: idle ones at once, busy ones after their connection."""

@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from hypothesis import given, settings, strategies as st
+
 from conftest import program, qenv, queued
 from mailsystem import alive, children
 from test_qmail_tcpserver import serve, tcprules_cdb, wait_log
@@ -122,3 +124,29 @@ def test_term_ends_idle_workers_and_lets_a_busy_one_finish(procs, tree):
     while time.time() < deadline and Path("/proc/%d" % busy_pid).exists():
         time.sleep(0.05)
     assert not Path("/proc/%d" % busy_pid).exists()
+
+
+POOL_STEPS = st.lists(st.tuples(st.sampled_from(["add", "B", "I", "end"]), st.integers(1, 6)), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(POOL_STEPS)
+def test_the_listeners_counts_follow_the_workers_records(steps):
+    pool = tcppool.Pool()
+    try:
+        for what, pid in steps:
+            if what == "add" and pid not in pool.busy:
+                pool.added(pid)
+            elif what in ("B", "I"):
+                os.write(pool.status_w, b"%08x%s" % (pid, what.encode()))
+                if pid % 2:  # half the time the listener reads at once, else several records at a time
+                    pool.read()
+            elif what == "end":
+                pool.ended(pid)
+            assert pool.idle() == sum(1 for b in pool.busy.values() if not b)
+            assert pool.serving() == sum(pool.busy.values())
+        pool.read()
+        assert pool.idle() == sum(1 for b in pool.busy.values() if not b)
+    finally:
+        os.close(pool.status_r)
+        os.close(pool.status_w)
