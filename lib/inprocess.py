@@ -60,7 +60,8 @@ def is_program(path, name, dirs=None):
 
 # what a program imports only on its per-connection path, imported once in the listener instead
 PRELOAD = {
-    "pyqmail.commands.qmail_qmqpd": ("pyqmail.lib.inject", "pyqmail.lib.received", "pyqmail.lib.timedio"),
+    "pyqmail.commands.qmail_qmqpd": ("pyqmail.lib.inject", "pyqmail.lib.received", "pyqmail.lib.timedio",
+                                     "pyqmail.lib.queuehere", "pyqmail.lib.launcher"),
     "pyqmail.commands.qmail_smtpd": ("pyqmail.lib.smtpqueue", "pyqmail.lib.queuehere", "pyqmail.lib.inject",
                                      "pyqmail.lib.received", "pyqmail.lib.netlog", "pyqmail.lib.access", "cdbx"),
     "pyqmail.commands.qmail_qmtpd": ("pyqmail.lib.inject", "pyqmail.lib.received", "pyqmail.lib.timedio",

@@ -14,7 +14,7 @@ import socket
 
 from pyqmail.lib import envsnapshot
 
-MAX_USE = 100  # deliveries per worker (Postfix's max_use)
+MAX_USE = 1000  # deliveries per worker (Postfix's max_use is 100: a fork costs a Python worker far more)
 MAX_IDLE = 60  # seconds an idle worker waits before it exits
 IDLE_KEEP = 20  # idle workers kept; beyond that the least recently used one is told to go
 REQUEST_MAX = 1 << 18  # bytes of arguments in one request (addresses are bounded far below this)

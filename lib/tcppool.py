@@ -13,7 +13,7 @@ import sys
 
 from pyqmail.lib import envsnapshot
 
-MAX_USE = 100  # connections per worker (Postfix's max_use)
+MAX_USE = 1000  # connections per worker (Postfix's max_use is 100: a fork costs a Python worker far more)
 MAX_IDLE = 100  # seconds an idle worker waits for a connection before it exits (Postfix's max_idle)
 RECORD = 9  # the worker's pid in 8 hex digits, then B (busy) or I (idle)
 KEEP_FD = 900  # a worker's own descriptors are moved here; 3 up to this are closed after each connection
