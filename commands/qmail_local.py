@@ -164,8 +164,11 @@ def deliver(argv):
     text = read_qmail(name, fd) if fd is not None else b""
     if not text:
         text, forward_only = aliasempty, False
-    env = d.program_env(os.environb, default, newsender)
-    counts, recipients = execute(dotqmail.parse(text), d, doit, forward_only, env)
+    lines = dotqmail.parse(text)
+    # built only for |program lines: the copy of the whole environment is a quarter of a maildir delivery
+    env = d.program_env(os.environb, default, newsender) if any(
+        kind == dotqmail.PROGRAM for kind, _, _ in lines) else None
+    counts, recipients = execute(lines, d, doit, forward_only, env)
     qp = forward(d.dtline, newsender, recipients) if recipients else None
     say(b"did %d+%d+%d" % (counts["file"], counts["forward"], counts["program"]))
     if qp:

@@ -14,6 +14,7 @@ DEATH = 86400  # qmail-local's whole-delivery alarm
 TRIES = 3
 RETRY_SLEEP = 2
 TEMP_ERROR = "Temporary error on maildir delivery. (#4.3.0)"
+_host = []  # [os.uname().nodename], once asked
 _proc_fd = []  # [True] once /proc/self/fd was found, [False] if not: linkat reaches an unnamed file there
 
 
@@ -29,9 +30,16 @@ def unique_name(now, pid, host, random_hex):
     return "%d.M%dP%dR%s.%s" % (sec, usec, pid, random_hex, safe_host(host))
 
 
+def hostname():
+    """This host's name for unique names, asked once per process (a reused worker delivers many)."""
+    if not _host:
+        _host.append(os.uname().nodename)
+    return _host[0]
+
+
 def _open_tmp(dfd):
     """Create tmp/<unique> exclusively (3 tries, 2 s apart); return (fd, name)."""
-    host = os.uname().nodename
+    host = hostname()
     for attempt in range(TRIES):
         name = unique_name(time.time(), os.getpid(), host, os.urandom(4).hex())
         try:
@@ -62,7 +70,7 @@ def _open_unnamed(dfd):
 
 def _link_unnamed(fd, dfd):
     """Link the unnamed file on fd into new/<unique> (3 tries, 2 s apart, if the name exists)."""
-    host = os.uname().nodename
+    host = hostname()
     for attempt in range(TRIES):
         name = unique_name(time.time(), os.getpid(), host, os.urandom(4).hex())
         try:
