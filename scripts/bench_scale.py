@@ -86,6 +86,7 @@ def run(work, count, report):
     """Fill a fresh tree with count messages, deliver them all, report rate and qmail-send's memory."""
     os.makedirs(work)
     os.chmod(work, 0o755)
+    spread_runs(work)  # the queue and the home in block groups apart, as /var and /home are
     tree = make_system_tree(os.path.join(work, "qmail"), "bench.example")
     home = make_home(work)
     assign_users(tree, [("=", "bench", str(home), "", "")])
