@@ -18,6 +18,7 @@ from pyqmail.lib.channel import LOCAL
 from pyqmail.lib.queue import split_name
 
 HOLD_MAX = 1000  # messages held at once; beyond that todo entries are preprocessed as qmail does
+HOLD_STALL = 2  # seconds a full hold that lets no message out still keeps new todo entries waiting
 SLEEP_ALERT = 10  # pause while the queue refuses a spill, as qmail pauses on a bounce it cannot append
 
 
@@ -52,10 +53,24 @@ class Held:
     def __init__(self, send):
         self.send = send
         self.messages = {}
+        self.moved = time.monotonic()  # when a message last left the hold (or the hold was made)
 
     def room(self):
         """How many more messages may be held now."""
         return max(0, HOLD_MAX - len(self.messages))
+
+    def holding_back(self):
+        """Seconds for which new todo entries had better wait in todo/ (0: take them now). While the hold is
+        full and its messages are being delivered, a local message waiting there costs nothing and is held
+        soon; preprocessed instead, it would cost two files, their fsyncs and their removal. A hold that let
+        nothing out for HOLD_STALL seconds no longer holds anything back, as qmail would not."""
+        if len(self.messages) < HOLD_MAX:
+            return 0.0
+        return self.moving()
+
+    def moving(self):
+        """Seconds until the hold counts as stalled, if no message leaves it meanwhile (0: stalled)."""
+        return max(0.0, self.moved + HOLD_STALL - time.monotonic())
 
     def owns(self, id):
         """True if message id is held (its todo/N is not to be preprocessed again)."""
@@ -85,6 +100,7 @@ class Held:
         """Every delivery succeeded: log `end msg`, have todo/N and then mess/N removed; False if not held."""
         if self.messages.pop(id, None) is None:
             return False
+        self.moved = time.monotonic()
         self.send.log(sendlog.end_msg(id))
         self.send.todo.remove(id, then=lambda: self.send.clean.ask("foop/%d" % id))
         return True
@@ -95,6 +111,7 @@ class Held:
         m = self.messages.pop(id, None)
         if m is None:
             return
+        self.moved = time.monotonic()
         while True:
             trouble = write_files(id, m)
             if trouble is None:

@@ -1,5 +1,6 @@
 """qmail-send's message life outside the channels: todo scans, bounces, end of message, clean-up."""
 
+import itertools
 import os
 import time
 
@@ -87,13 +88,14 @@ class Todo:
             self.trigger = -1
 
     def resting(self):
-        """Seconds left before a pull may start the next listing of todo/ (0 when it may now)."""
-        return max(0.0, self.rest_until - time.monotonic())
+        """Seconds left before a pull may start the next listing of todo/, or the next entry be taken while
+        the hold holds them back (0 when it may now)."""
+        return max(0.0, self.rest_until - time.monotonic(), self.send.held.holding_back())
 
     def wakeup(self, wake):
         """Return the earliest time the todo scan needs the loop (0 while scanning, unless a batch runs)."""
-        if self.inflight is not None:
-            return wake  # done_r wakes the loop
+        if self.inflight is not None or self.send.held.holding_back():
+            return wake  # done_r wakes the loop; or a message leaving the hold, or the end of its stall
         return 0 if self.scan is not None else min(wake, self.next_run)
 
     def step(self, pulled, recent):
@@ -101,6 +103,8 @@ class Todo:
         send = self.send
         if self.inflight is not None:
             return  # one batch at a time: finish_batch takes its results
+        if send.held.holding_back():
+            return  # the scan goes on, and a pull is seen, once a message leaves the hold
         if self.scan is None:
             if not pulled and recent < self.next_run:
                 return
@@ -132,7 +136,10 @@ class Todo:
             if id not in self.cleaning and id not in self.gone and not send.held.owns(id):
                 ids.append(id)  # (else qmail-clean has not answered yet, or it is being delivered held)
         results, unwritten, hold = {}, [], send.held.room()
-        for id in ids:  # reading and planning is quick: here; creating and fsyncing files: in the thread
+        for i, id in enumerate(ids):  # reading and planning is quick: here; files and fsyncs: in the thread
+            if hold <= 0 and send.held.moving():  # the rest waits for room, in todo/
+                self.scan = iter(ids[i:]) if self.scan is None else itertools.chain(ids[i:], self.scan)
+                break
             r = todo.prepare(id, send.rewriter, hold=hold > 0)
             if isinstance(r, todo.Unwritten):
                 unwritten.append(r)

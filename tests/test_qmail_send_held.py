@@ -8,7 +8,9 @@ import time
 import pytest
 
 from conftest import queue_message
-from test_qmail_send import scripted, start_send, wait_for
+from pyqmail.lib.sendheld import HOLD_MAX
+from pyqmail.lib.sendmessages import TODO_BATCH
+from test_qmail_send import make_backlog, scripted, start_send, wait_for
 
 def noting(tree, *reports):
     """Return the argv of a scripted spawner that notes the queue files of each delivery, and the notes."""
@@ -159,3 +161,19 @@ def test_term_before_any_delivery_leaves_todo_for_the_next_start(procs, tree):
     wait_for(log, b"end msg %d\n" % second)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
+
+
+def test_a_backlog_beyond_the_hold_waits_in_todo_while_held_messages_are_delivered(procs, tree):
+    """With more local messages in todo/ than may be held, the others wait there while the held ones are
+    delivered, and are held in turn, instead of being preprocessed into info/N and local/N."""
+    make_backlog(tree / "queue", HOLD_MAX + 500)
+    argv, notes = noting(tree, *["sleep:0.002", "#Kok\\0"] * (HOLD_MAX + 500))  # slower than the intake
+    proc, log = start_send(procs, tree, lspawn=argv)
+    wait_for(log, b"end msg ", count=HOLD_MAX + 500, timeout=180)
+    seen = notes.read_text().splitlines()
+    assert len(seen) == HOLD_MAX + 500
+    preprocessed = [line for line in seen if "info" in line]
+    # qmail's way for the first batches, while no held message has been delivered yet, at most
+    assert len(preprocessed) <= 2 * TODO_BATCH, len(preprocessed)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
