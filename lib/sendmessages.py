@@ -1,6 +1,6 @@
 """qmail-send's message life outside the channels: todo scans, bounces, end of message, clean-up."""
 
-import itertools
+import collections
 import os
 import time
 
@@ -70,6 +70,7 @@ class Todo:
         self.cleaning = set()  # preprocessed; qmail-clean has not answered for todo/N yet
         self.gone = set()  # todo/N removed while this scan's directory listing may still name it
         self.scan = None
+        self.pending = collections.deque()  # ids of this listing taken back while the hold was full
         self.next_run = 0  # scan at once when starting
         self.fsyncer = None  # threads for fsync_all, started at the first batch
         self.batcher = None  # the thread a batch is preprocessed in, off the loop (creates and fsyncs block)
@@ -96,7 +97,7 @@ class Todo:
         """Return the earliest time the todo scan needs the loop (0 while scanning, unless a batch runs)."""
         if self.inflight is not None or self.send.held.holding_back():
             return wake  # done_r wakes the loop; or a message leaving the hold, or the end of its stall
-        return 0 if self.scan is not None else min(wake, self.next_run)
+        return 0 if self.scan is not None or self.pending else min(wake, self.next_run)
 
     def step(self, pulled, recent):
         """Preprocess up to TODO_BATCH todo entries; start a scan when it is due."""
@@ -105,7 +106,7 @@ class Todo:
             return  # one batch at a time: finish_batch takes its results
         if send.held.holding_back():
             return  # the scan goes on, and a pull is seen, once a message leaves the hold
-        if self.scan is None:
+        if self.scan is None and not self.pending:
             if not pulled and recent < self.next_run:
                 return
             self.reopen_trigger()
@@ -129,7 +130,10 @@ class Todo:
             self.rest_until = now + RESCAN_REST * (now - began)
         ids = []
         while len(ids) < TODO_BATCH:
-            id = next(self.scan, None)
+            if self.pending:
+                id = self.pending.popleft()
+            else:
+                id = next(self.scan, None) if self.scan is not None else None
             if id is None:
                 self.scan = None
                 break
@@ -138,7 +142,7 @@ class Todo:
         results, unwritten, hold = {}, [], send.held.room()
         for i, id in enumerate(ids):  # reading and planning is quick: here; files and fsyncs: in the thread
             if hold <= 0 and send.held.moving():  # the rest waits for room, in todo/
-                self.scan = iter(ids[i:]) if self.scan is None else itertools.chain(ids[i:], self.scan)
+                self.pending.extendleft(reversed(ids[i:]))  # not a chain around the scan: those nest
                 break
             r = todo.prepare(id, send.rewriter, hold=hold > 0)
             if isinstance(r, todo.Unwritten):
