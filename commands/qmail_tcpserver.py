@@ -199,10 +199,13 @@ class Listener:
                 raise Drop("unable to print banner: %s" % error_str(e.errno))
         environb = os.environb
         for name, value in env.items():  # bytes: os.environ's str keys and values cost an encode call each
+            key = name.encode()
             if value is None:
-                environb.pop(name.encode(), None)
-            elif environb.get(name.encode()) != value.encode("utf-8", "surrogateescape"):
-                environb[name.encode()] = value.encode("utf-8", "surrogateescape")
+                environb.pop(key, None)
+            else:
+                value = value.encode("utf-8", "surrogateescape")
+                if environb.get(key) != value:
+                    environb[key] = value
         rule = tcprules.read(o.rules, env["TCPREMOTEIP"], o.rules_optional) if o.rules else None
         for name, value in rule.env if rule else ():
             if tcprules.settable(name):

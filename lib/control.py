@@ -51,16 +51,11 @@ def memo(key, names, build):
     except OSError:
         return build()  # which reports the trouble as the caller expects
     value = build()
+    import time
     stamps = [t for k in (dir_key, *files.values()) for t in k[3:]]
-    if max(stamps) < time_ns() - SETTLED_NS:  # else a change within the same tick could go unseen
+    if max(stamps) < time.time_ns() - SETTLED_NS:  # else a change within the same tick could go unseen
         _memo[slot] = (dir_key, files, value)
     return value
-
-
-def time_ns():
-    """The clock file timestamps are compared with."""
-    import time
-    return time.time_ns()
 
 
 def read_file(name):

@@ -37,19 +37,23 @@ def hostname():
     return _host[0]
 
 
-def _open_tmp(dfd):
-    """Create tmp/<unique> exclusively (3 tries, 2 s apart); return (fd, name)."""
+def _with_unique_name(make):
+    """Return make(a fresh unique name), trying another name while one exists (3 tries, 2 s apart)."""
     host = hostname()
     for attempt in range(TRIES):
         name = unique_name(time.time(), os.getpid(), host, os.urandom(4).hex())
         try:
-            return os.open("tmp/" + name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dfd), name
+            return make(name)
         except FileExistsError:
             if attempt + 1 < TRIES:
                 time.sleep(RETRY_SLEEP)
-        except OSError:
-            break
     raise Exit(111, TEMP_ERROR)
+
+
+def _open_tmp(dfd):
+    """Create tmp/<unique> exclusively; return (fd, name)."""
+    return _with_unique_name(lambda name: (
+        os.open("tmp/" + name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dfd), name))
 
 
 def _open_unnamed(dfd):
@@ -69,16 +73,8 @@ def _open_unnamed(dfd):
 
 
 def _link_unnamed(fd, dfd):
-    """Link the unnamed file on fd into new/<unique> (3 tries, 2 s apart, if the name exists)."""
-    host = hostname()
-    for attempt in range(TRIES):
-        name = unique_name(time.time(), os.getpid(), host, os.urandom(4).hex())
-        try:
-            return os.link("/proc/self/fd/%d" % fd, "new/" + name, dst_dir_fd=dfd)
-        except FileExistsError:
-            if attempt + 1 < TRIES:
-                time.sleep(RETRY_SLEEP)
-    raise Exit(111, TEMP_ERROR)
+    """Link the unnamed file on fd into new/<unique>."""
+    _with_unique_name(lambda name: os.link("/proc/self/fd/%d" % fd, "new/" + name, dst_dir_fd=dfd))
 
 
 def _write_all(fd, data):

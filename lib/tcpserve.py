@@ -79,10 +79,6 @@ def parse(argv, environ):
     return o
 
 
-ENVIRONMENT = frozenset([b"PROTO", b"TCPLOCALIP", b"TCPLOCALPORT", b"TCPLOCALHOST", b"TCPREMOTEIP", b"TCPREMOTEPORT",
-                         b"TCPREMOTEHOST", b"TCPREMOTEINFO"])  # what environment() sets or unsets, as bytes
-
-
 def environment(local, remote, localname):
     """Return the tcp-environ(5) variables (None = unset) for ((ip, port), (ip, port)) of a connection."""
     lip, rip = unmap(local[0]), unmap(remote[0])
@@ -92,6 +88,9 @@ def environment(local, remote, localname):
         "TCPREMOTEIP": rip, "TCPREMOTEPORT": str(remote[1]),
         "TCPREMOTEHOST": None, "TCPREMOTEINFO": None,  # never looked up: no DNS, no ident
     }
+
+
+ENVIRONMENT = frozenset(name.encode() for name in environment(("", 0), ("", 0), None))  # every one it sets
 
 
 def status_line(children, limit):

@@ -9,11 +9,11 @@ largest VmHWM (the kernel's own peak RSS of one process) by kind.
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 
-from mailsystem import children  # tests/mailsystem.py: bench_e2e puts tests/ on sys.path
+from conftest import FREED_STAMP, note_freed  # tests/: bench_e2e and bench_scale put it on sys.path
+from mailsystem import children
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -127,16 +127,13 @@ def spread_runs(base):
         return False
 
 
-FREED_STAMP = os.path.join(tempfile.gettempdir(), "pyqmail-bench-freed")  # its mtime: the last removal
 FREED_SETTLE = 400  # seconds: ext4 without a journal skips an inode freed 60 s ago, 360 s if its block is dirty
 
 
 def remove_tree(base):
     """Remove a benchmark's directory tree and note when (see wait_for_settled_frees)."""
     shutil.rmtree(base, ignore_errors=True)
-    with open(FREED_STAMP, "w"):
-        pass
-    os.utime(FREED_STAMP)
+    note_freed()
 
 
 def wait_for_settled_frees(say, settle=FREED_SETTLE):

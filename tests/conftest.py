@@ -165,13 +165,20 @@ def queue_message(tree, message, envelope, extra_env=None):
     return run_queue_program("qmail-queue", tree, message, envelope, extra_env).returncode
 
 
-def pytest_sessionfinish(session, exitstatus):
-    """Note when the suite removed its trees, as the benchmarks do (scripts/bench_procs.py): a benchmark
-    started within 400 s then waits, since on ext4 without a journal the freed inodes tax new files."""
-    stamp = os.path.join(tempfile.gettempdir(), "pyqmail-bench-freed")
+FREED_STAMP = os.path.join(tempfile.gettempdir(), "pyqmail-bench-freed")  # its mtime: the last mass removal
+
+
+def note_freed():
+    """Note that many files were just removed: a benchmark started within 400 s then waits
+    (scripts/bench_procs.py), since on ext4 without a journal the freed inodes tax new files."""
     try:
-        with open(stamp, "w"):
+        with open(FREED_STAMP, "w"):
             pass
-        os.utime(stamp)
+        os.utime(FREED_STAMP)
     except OSError:
         pass
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite removed its trees: note it, as the benchmarks do."""
+    note_freed()
