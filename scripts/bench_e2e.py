@@ -37,8 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
 from bench_postfix import DOMAIN, RECIPIENT, Postfix  # noqa: E402
 from bench_probe import LatencyProbe  # noqa: E402
-from bench_procs import (ProcSampler, count_files, own_cpu, proc_name, remove_tree, spread_runs,  # noqa: E402
-                         subtree_cpu, wait_for_settled_frees, FREED_SETTLE)  # noqa: E402
+from bench_procs import (ProcSampler, count_files, disk_counts, own_cpu, proc_name, remove_tree,  # noqa: E402
+                         spread_runs, subtree_cpu, wait_for_settled_frees, FREED_SETTLE)  # noqa: E402
 from bench_profile import profile_start, profile_summary  # noqa: E402
 from bench_qmqp import children_cpu, fsync_rate  # noqa: E402
 from bench_report import chart, report_run, summary  # noqa: E402
@@ -114,9 +114,10 @@ class PyQmail:
         """{pid: (kind, whole subtree?)} for ProcSampler."""
         return {pid: (kind, sub) for kind, procs in self.processes().items() for pid, sub in procs}
 
-    def cpu(self):
-        """CPU seconds used so far by each kind of process, with its children's (exited or running)."""
-        return {kind: sum(subtree_cpu(pid) if sub else own_cpu(pid) for pid, sub in procs)
+    def cpu(self, user=False):
+        """CPU seconds used so far by each kind of process, with its children's (exited or running); in
+        user mode only if asked."""
+        return {kind: sum(subtree_cpu(pid, user) if sub else own_cpu(pid, user) for pid, sub in procs)
                 for kind, procs in self.processes().items()}
 
     def memory(self):
@@ -269,7 +270,7 @@ def measure(make, label, work, started, sessions, messages, profile=False, drain
         system.start_server()
         if not drain:
             system.start_delivery()
-        cpu0, own0 = system.cpu(), time.process_time()
+        cpu0, user0, own0, disk0 = system.cpu(), system.cpu(user=True), time.process_time(), disk_counts(work)
         spies = profile_start(started, system.hot_pids(), 600, work) if profile and not drain else []
         source = Acceptance(started, system.port, sessions, messages)
         t0 = source.t0
@@ -286,13 +287,14 @@ def measure(make, label, work, started, sessions, messages, profile=False, drain
         else:
             accept = accept_only(system, source, title, messages)
             system.prepare_delivery()
-            cpu0, own0 = system.cpu(), time.process_time()  # the delivery side's processes count from 0
+            # the delivery side's processes count from 0
+            cpu0, user0, own0, disk0 = system.cpu(), system.cpu(user=True), time.process_time(), disk_counts(work)
             t0 = time.time()
             system.start_delivery()
             spies = profile_start(started, system.hot_pids(), 600, work) if profile else []
             wait_delivered(system, title, lambda: messages, t0)
         time.sleep(0.3)  # let the spawners reap their last children and qmail-clean finish
-        cpu1, own = system.cpu(), time.process_time() - own0
+        cpu1, user1, own, disk1 = system.cpu(), system.cpu(user=True), time.process_time() - own0, disk_counts(work)
         memory = system.memory()
         profile_lines = profile_summary(started, spies) if spies else []
         mtimes = sorted(e.stat().st_mtime for e in os.scandir(system.delivered_dir()))
@@ -303,13 +305,15 @@ def measure(make, label, work, started, sessions, messages, profile=False, drain
         system.stop()
     elapsed, _, _, client_cpu = accept
     cpu = {k: cpu1.get(k, 0.0) - cpu0.get(k, 0.0) for k in cpu1}
+    user = {k: user1.get(k, 0.0) - user0.get(k, 0.0) for k in user1}
     if drain:  # the acceptance side's processes idle while the queue drains
         cpu = {k: v for k, v in cpu.items() if abs(v) >= 0.0005}
+    disk = [b - a for a, b in zip(disk0, disk1)] if disk0 and disk1 else None
     return {"label": label, "system": system.name, "sessions": sessions, "messages": messages,
             "delivered": len(mtimes), "drain": drain, "accept_rate": messages / elapsed, "accept_s": elapsed,
             "e2e_s": mtimes[-1] - t0, "e2e_rate": len(mtimes) / (mtimes[-1] - t0) if not drain else
             (len(mtimes) - 1) / (mtimes[-1] - mtimes[0]),  # a drain: from its first delivery, after start-up
-            "first_delivery_s": mtimes[0] - t0, "cpu": cpu, "client_cpu": client_cpu, "own_cpu": own, "latency": latency,
+            "first_delivery_s": mtimes[0] - t0, "cpu": cpu, "user_cpu": user, "disk": disk, "client_cpu": client_cpu, "own_cpu": own, "latency": latency,
             "memory": memory, "log": log, "log_name": system.log_name, "profile": profile_lines}
 
 

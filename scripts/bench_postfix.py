@@ -148,13 +148,14 @@ class Postfix:
                 pass
         return kinds
 
-    def cpu(self):
-        """CPU seconds used so far by each kind of process, each process as last sampled; what the exited
-        ones used after their last sample (or between two samples) is the rest of master's whole tree."""
+    def cpu(self, user=False):
+        """CPU seconds used so far by each kind of process (user mode only if asked), each process as
+        last sampled; what the exited ones used after their last sample (or between two samples) is the
+        rest of master's whole tree."""
         if self.master is None:
             return {}
-        total, _ = self.sampler.cpu_by_kind()
-        total["(exited between samples)"] = subtree_cpu(self.master) - sum(total.values())
+        total, _ = self.sampler.cpu_by_kind(user)
+        total["(exited between samples)"] = subtree_cpu(self.master, user) - sum(total.values())
         return total
 
     def memory(self):

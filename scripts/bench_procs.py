@@ -18,8 +18,9 @@ from mailsystem import children
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def proc_stat(pid):
-    """Return (comm, own CPU s, reaped children's CPU s, start time in ticks) of a process, or None if gone."""
+def proc_stat(pid, user=False):
+    """Return (comm, own CPU s, reaped children's CPU s, start time in ticks) of a process, or None if gone;
+    with user, the CPU seconds are those in user mode only (the program's own code, not the kernel's)."""
     try:
         with open("/proc/%d/stat" % pid) as f:
             text = f.read()
@@ -30,7 +31,26 @@ def proc_stat(pid):
     if fields[0] == "Z":  # a zombie's times are being handed to its parent
         return None
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    if user:
+        stime = cstime = 0
     return head.partition("(")[2], (utime + stime) / TICK, (cutime + cstime) / TICK, int(fields[19])
+
+
+def disk_counts(path):
+    """Return (block writes, cache flushes) completed so far by the device holding path, from
+    /proc/diskstats, or None if it is not there (tmpfs, overlay). An fsync's flush is a request of its
+    own that the device's write count also includes: writes here are the others (data and metadata)."""
+    st = os.stat(path)
+    try:
+        with open("/proc/diskstats") as f:
+            for line in f:
+                fields = line.split()
+                if (int(fields[0]), int(fields[1])) == (os.major(st.st_dev), os.minor(st.st_dev)):
+                    writes, flushes = int(fields[7]), int(fields[18]) if len(fields) > 18 else 0
+                    return writes - flushes, flushes
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def proc_times(pid):
@@ -39,18 +59,18 @@ def proc_times(pid):
     return None if st is None else (st[1], st[2])
 
 
-def own_cpu(pid):
-    """CPU seconds a process used itself (0 if it is gone)."""
-    st = proc_stat(pid)
+def own_cpu(pid, user=False):
+    """CPU seconds a process used itself, in user mode only if asked (0 if it is gone)."""
+    st = proc_stat(pid, user)
     return 0.0 if st is None else st[1]
 
 
-def subtree_cpu(pid):
+def subtree_cpu(pid, user=False):
     """CPU seconds of a process and all its descendants, exited or running: each running process's own
     time plus its reaped children's (a reaped child's time includes the children it reaped)."""
     total = 0.0
     for p in [pid] + descendants(pid):
-        st = proc_stat(p)
+        st = proc_stat(p, user)
         if st is not None:
             total += st[1] + st[2]
     return total
@@ -162,7 +182,7 @@ class ProcSampler:
 
     def __init__(self, roots, interval=0.1, pss_every=5):
         self.roots, self.interval, self.pss_every = roots, interval, pss_every
-        self.seen = {}  # (pid, start time) -> [kind, CPU seconds when last seen, alive at the last sample]
+        self.seen = {}  # (pid, start time) -> [kind, CPU s when last seen, alive at the last sample, user CPU s]
         self.rss_peak = self.pss_peak = self.samples = 0
         self.hwm = {}  # kind -> largest VmHWM (kB) of one process of that kind
         self.lock = threading.Lock()
@@ -189,7 +209,8 @@ class ProcSampler:
                     if st is None:
                         continue
                     name = kind if kind is not None else st[0]
-                    self.seen[(pid, st[3])] = [name, st[1], True]
+                    user = proc_stat(pid, user=True)
+                    self.seen[(pid, st[3])] = [name, st[1], True, user[1] if user else 0.0]
                     mem = status_kb(pid)
                     rss += mem["VmRSS"]
                     self.hwm[name] = max(self.hwm.get(name, 0), mem["VmHWM"])
@@ -198,13 +219,14 @@ class ProcSampler:
             self.rss_peak = max(self.rss_peak, rss)
             self.pss_peak = max(self.pss_peak, pss)
 
-    def cpu_by_kind(self):
+    def cpu_by_kind(self, user=False):
         """Sample now; return ({kind: CPU seconds of every process seen, as last seen}, CPU seconds
-        of the processes seen that have exited since, as last seen)."""
+        of the processes seen that have exited since, as last seen); in user mode only if asked."""
         self.sample()
         with self.lock:
             total, exited = {}, 0.0
-            for kind, cpu, alive in self.seen.values():
+            for kind, cpu, alive, user_cpu in self.seen.values():
+                cpu = user_cpu if user else cpu
                 total[kind] = total.get(kind, 0.0) + cpu
                 if not alive:
                     exited += cpu

@@ -53,8 +53,18 @@ def report_run(r, report):
     if "own_cpu" in r:
         report("  the benchmark's own CPU meanwhile (sampling /proc, probes): %.2f ms per message"
                % (1000 * r["own_cpu"] / per))
+    user = r.get("user_cpu", {})
+    if user:
+        report("  of which in user mode (the programs' own code): %.2f ms; in the kernel: %.2f ms"
+               % (1000 * sum(user.get(k, 0.0) for k in r["cpu"]) / per,
+                  1000 * (total - sum(user.get(k, 0.0) for k in r["cpu"])) / per))
     for kind, seconds in sorted(r["cpu"].items(), key=lambda kv: -kv[1]):
-        report("    %-30s %5.2f ms  (%4.1f%%)" % (kind, 1000 * seconds / per, 100 * seconds / max(total, 1e-9)))
+        report("    %-30s %5.2f ms  (%4.1f%%)%s" % (
+            kind, 1000 * seconds / per, 100 * seconds / max(total, 1e-9),
+            "  user mode %5.2f ms" % (1000 * user[kind] / per) if kind in user else ""))
+    if r.get("disk"):
+        report("  the disk (whole device, over the run): %.1f block writes and %.1f cache flushes per message"
+               % (r["disk"][0] / per, r["disk"][1] / per))
     m = r["memory"]
     report("  peak memory: sum of Pss %s MB, sum of VmRSS %s MB (sampled every 0.5 / 0.1 s);"
            " largest VmHWM %s MB (%s)" % (mb(m["pss_sum"]), mb(m["rss_sum"]), mb(m["hwm_max"]), m["hwm_kind"]))
@@ -73,7 +83,7 @@ def summary(results, report):
     runs = [r for r in results if not r["drain"]]
     postfix = {r["sessions"]: r for r in runs if r["label"] == POSTFIX}
     report("")
-    report("| system | -s | accepted msg/s | end to end msg/s | accept latency p50 / p99 ms | CPU ms/msg |"
+    report("| system | -s | accepted msg/s | end to end msg/s | accept latency p50 / p99 ms | CPU ms/msg (user mode) |"
            " peak Pss sum / RSS sum / largest HWM MB | ÷ Postfix: accepted / end to end |"
            " end to end ÷ notqmail's figure |")
     report("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -81,9 +91,12 @@ def summary(results, report):
         pf, lat, m = postfix.get(r["sessions"]), r["latency"], r["memory"]
         vs_pf = "-" if pf is None or r is pf else "%s / %s" % (ratio(r["accept_rate"], pf["accept_rate"]),
                                                                ratio(r["e2e_rate"], pf["e2e_rate"]))
-        report("| %s | %d | %.0f | **%.0f** | %s / %s | %.2f | %s / %s / %s | %s | %s |" % (
+        user = r.get("user_cpu")
+        report("| %s | %d | %.0f | **%.0f** | %s / %s | %.2f%s | %s / %s / %s | %s | %s |" % (
             r["label"], r["sessions"], r["accept_rate"], r["e2e_rate"], ms(lat["p50_ms"]), ms(lat["p99_ms"]),
-            1000 * sum(r["cpu"].values()) / r["delivered"], mb(m["pss_sum"]), mb(m["rss_sum"]),
+            1000 * sum(r["cpu"].values()) / r["delivered"],
+            " (%.2f)" % (1000 * sum(user.get(k, 0.0) for k in r["cpu"]) / r["delivered"]) if user else "",
+            mb(m["pss_sum"]), mb(m["rss_sum"]),
             mb(m["hwm_max"]), vs_pf, ratio(r["e2e_rate"], NOTQMAIL.get(r["sessions"]))))
     for s in sorted({r["sessions"] for r in runs}):
         if s in NOTQMAIL:

@@ -53,9 +53,24 @@ def test_per_message_programs_get_launchers_without_site(tree):
     probe = tree / "bin" / "probe"
     probe.write_text((tree / "bin" / "qmail-queue").read_text().replace(
         "from pyqmail.commands.qmail_queue import run\nrun()\n",
-        "import pyqmail.commands.qmail_queue\nprint('site' in sys.modules, sys.flags.no_site)\n"))
+        "import pyqmail.commands.qmail_queue\nprint('site' in sys.modules, sys.flags.no_site,"
+        " type(sys.modules['pyqmail'].__path__).__name__)\n"))
     probe.chmod(0o755)
-    assert subprocess.run([str(probe)], capture_output=True, check=True).stdout == b"False 1\n"
+    # and pyqmail is a plain package there, not a namespace package found by listing every sys.path entry
+    assert subprocess.run([str(probe)], capture_output=True, check=True).stdout == b"False 1 list\n"
+
+
+def test_a_launcher_from_before_the_package_line_is_still_recognised(tree):
+    from pyqmail.lib import launcher
+    path = tree / "bin" / "qmail-queue"
+    lines = path.read_text().split("\n")
+    older = tree / "older-qmail-queue"
+    older.write_text("\n".join(lines[:-5] + lines[-3:]))  # without the two pyqmail package lines
+    assert "pyqmail.__path__" in path.read_text() and "pyqmail.__path__" not in older.read_text()
+    assert launcher.runs(str(older), "pyqmail.commands.qmail_queue")
+    moved = tree / "moved-qmail-queue"  # the package line names another install: not ours
+    moved.write_text(path.read_text().replace("/pyqmail']", "/elsewhere/pyqmail']"))
+    assert not launcher.runs(str(moved), "pyqmail.commands.qmail_queue")
 
 
 def test_idempotent_and_never_clobbers(tree):
