@@ -37,7 +37,7 @@ def proc_stat(pid, user=False):
 
 
 def disk_counts(path):
-    """Return (block writes, cache flushes) completed so far by the device holding path, from
+    """Return (block writes, cache flushes, reads) completed so far by the device holding path, from
     /proc/diskstats, or None if it is not there (tmpfs, overlay). An fsync's flush is a request of its
     own that the device's write count also includes: writes here are the others (data and metadata)."""
     st = os.stat(path)
@@ -47,7 +47,7 @@ def disk_counts(path):
                 fields = line.split()
                 if (int(fields[0]), int(fields[1])) == (os.major(st.st_dev), os.minor(st.st_dev)):
                     writes, flushes = int(fields[7]), int(fields[18]) if len(fields) > 18 else 0
-                    return writes - flushes, flushes
+                    return writes - flushes, flushes, int(fields[3])
     except (OSError, ValueError, IndexError):
         pass
     return None

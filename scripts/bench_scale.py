@@ -20,7 +20,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
-from bench_procs import remove_tree, spread_runs, wait_for_settled_frees  # noqa: E402
+from bench_procs import disk_counts, remove_tree, spread_runs, wait_for_settled_frees  # noqa: E402
 from conftest import Processes  # noqa: E402
 from mailsystem import MailSystem, assign_users, make_home, make_system_tree  # noqa: E402
 
@@ -126,6 +126,7 @@ def run(work, count, report):
     new = home / "Maildir" / "new"
     samples = []
     try:
+        disk0 = disk_counts(work)
         mail = MailSystem(procs, tree, "./Maildir/")
         successes = Successes(mail.log_path)
         t0 = time.time()
@@ -146,6 +147,7 @@ def run(work, count, report):
             elif now - moved[0] > 60:
                 raise RuntimeError("no delivery for 60 s at %d/%d" % (done, count))
         print(file=sys.stderr)
+        disk1 = disk_counts(work)
         log = mail.log()
         mail.stop()
         if count_new(new) != count:  # once, at the end: every success is a file in Maildir/new
@@ -158,6 +160,10 @@ def run(work, count, report):
            "RSS at the end %.1f MB; log: %d success, %d warning, %d alert"
            % (count, elapsed, count / elapsed, peak, samples[-1][2], log.count(b": success:"),
               log.count(b"\nwarning:"), log.count(b"\nalert:")))
+    if disk0 and disk1:  # reads: queue files the kernel paged out before they were delivered
+        report("  the disk (whole device) while delivering: %.2f reads, %.1f block writes and %.1f cache flushes"
+               " per message" % ((disk1[2] - disk0[2]) / count, (disk1[0] - disk0[0]) / count,
+                                 (disk1[1] - disk0[1]) / count))
     for frac in (0.1, 0.5, 0.9):  # the rate between successive tenths: does it fall as the queue empties?
         lo = next(s for s in samples if s[1] >= count * (frac - 0.1))
         hi = next(s for s in samples if s[1] >= count * frac)
