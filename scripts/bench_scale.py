@@ -20,7 +20,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
-from bench_procs import disk_counts, remove_tree, spread_runs, wait_for_settled_frees  # noqa: E402
+from bench_procs import (disk_counts, own_cpu, proc_name, remove_tree, spread_runs, subtree_cpu,  # noqa: E402
+                         wait_for_settled_frees)  # noqa: E402
 from conftest import Processes  # noqa: E402
 from mailsystem import MailSystem, assign_users, make_home, make_system_tree  # noqa: E402
 
@@ -79,6 +80,18 @@ def memory(pid):
     return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
 
 
+def cpu_by_program(mail):
+    """CPU seconds so far of qmail-send, qmail-clean, and qmail-lspawn with its delivery workers."""
+    cpu = {"qmail-send": own_cpu(mail.pid)}
+    for pid in mail.helpers:
+        name = proc_name(pid)
+        if name == "qmail-lspawn":
+            cpu[name] = subtree_cpu(pid)
+        elif name == "qmail-clean":
+            cpu[name] = own_cpu(pid)
+    return cpu
+
+
 def count_new(directory):
     """Number of files in a Maildir/new."""
     with os.scandir(directory) as it:
@@ -129,6 +142,7 @@ def run(work, count, report):
         disk0 = disk_counts(work)
         mail = MailSystem(procs, tree, "./Maildir/")
         successes = Successes(mail.log_path)
+        cpu0 = cpu_by_program(mail)
         t0 = time.time()
         moved = (0.0, 0)  # when the count last grew, and to what
         while True:
@@ -148,6 +162,7 @@ def run(work, count, report):
                 raise RuntimeError("no delivery for 60 s at %d/%d" % (done, count))
         print(file=sys.stderr)
         disk1 = disk_counts(work)
+        cpu1 = cpu_by_program(mail)
         log = mail.log()
         mail.stop()
         if count_new(new) != count:  # once, at the end: every success is a file in Maildir/new
@@ -160,6 +175,8 @@ def run(work, count, report):
            "RSS at the end %.1f MB; log: %d success, %d warning, %d alert"
            % (count, elapsed, count / elapsed, peak, samples[-1][2], log.count(b": success:"),
               log.count(b"\nwarning:"), log.count(b"\nalert:")))
+    report("  CPU per message while delivering: " + ", ".join(
+        "%s %.3f ms" % (name, 1000 * (cpu1[name] - cpu0.get(name, 0.0)) / count) for name in sorted(cpu1)))
     if disk0 and disk1:  # reads: queue files the kernel paged out before they were delivered
         report("  the disk (whole device) while delivering: %.2f reads, %.1f block writes and %.1f cache flushes"
                " per message" % ((disk1[2] - disk0[2]) / count, (disk1[0] - disk0[0]) / count,
