@@ -18,9 +18,9 @@ from mailsystem import children
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def proc_stat(pid, user=False):
-    """Return (comm, own CPU s, reaped children's CPU s, start time in ticks) of a process, or None if gone;
-    with user, the CPU seconds are those in user mode only (the program's own code, not the kernel's)."""
+def proc_stat(pid):
+    """Return (comm, own CPU s, reaped children's CPU s, start time in ticks, and the same two CPU figures
+    in user mode only: the program's own code, not the kernel's) of a process, or None if gone."""
     try:
         with open("/proc/%d/stat" % pid) as f:
             text = f.read()
@@ -31,9 +31,8 @@ def proc_stat(pid, user=False):
     if fields[0] == "Z":  # a zombie's times are being handed to its parent
         return None
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
-    if user:
-        stime = cstime = 0
-    return head.partition("(")[2], (utime + stime) / TICK, (cutime + cstime) / TICK, int(fields[19])
+    return (head.partition("(")[2], (utime + stime) / TICK, (cutime + cstime) / TICK, int(fields[19]),
+            utime / TICK, cutime / TICK)
 
 
 def disk_counts(path):
@@ -61,8 +60,8 @@ def proc_times(pid):
 
 def own_cpu(pid, user=False):
     """CPU seconds a process used itself, in user mode only if asked (0 if it is gone)."""
-    st = proc_stat(pid, user)
-    return 0.0 if st is None else st[1]
+    st = proc_stat(pid)
+    return 0.0 if st is None else st[4 if user else 1]
 
 
 def subtree_cpu(pid, user=False):
@@ -70,9 +69,9 @@ def subtree_cpu(pid, user=False):
     time plus its reaped children's (a reaped child's time includes the children it reaped)."""
     total = 0.0
     for p in [pid] + descendants(pid):
-        st = proc_stat(p, user)
+        st = proc_stat(p)
         if st is not None:
-            total += st[1] + st[2]
+            total += st[4] + st[5] if user else st[1] + st[2]
     return total
 
 
@@ -209,8 +208,7 @@ class ProcSampler:
                     if st is None:
                         continue
                     name = kind if kind is not None else st[0]
-                    user = proc_stat(pid, user=True)
-                    self.seen[(pid, st[3])] = [name, st[1], True, user[1] if user else 0.0]
+                    self.seen[(pid, st[3])] = [name, st[1], True, st[4]]
                     mem = status_kb(pid)
                     rss += mem["VmRSS"]
                     self.hwm[name] = max(self.hwm.get(name, 0), mem["VmHWM"])

@@ -24,6 +24,12 @@ def ms(value):
     return "-" if value is None else "%.1f" % value
 
 
+def user_total(r):
+    """CPU seconds of the run's processes in user mode, or None where the run did not record them."""
+    user = r.get("user_cpu")
+    return sum(user.get(k, 0.0) for k in r["cpu"]) if user else None
+
+
 def report_run(r, report):
     """Report lines for one run."""
     n = r["messages"]
@@ -53,11 +59,10 @@ def report_run(r, report):
     if "own_cpu" in r:
         report("  the benchmark's own CPU meanwhile (sampling /proc, probes): %.2f ms per message"
                % (1000 * r["own_cpu"] / per))
-    user = r.get("user_cpu", {})
-    if user:
+    user, in_user = r.get("user_cpu") or {}, user_total(r)
+    if in_user is not None:
         report("  of which in user mode (the programs' own code): %.2f ms; in the kernel: %.2f ms"
-               % (1000 * sum(user.get(k, 0.0) for k in r["cpu"]) / per,
-                  1000 * (total - sum(user.get(k, 0.0) for k in r["cpu"])) / per))
+               % (1000 * in_user / per, 1000 * (total - in_user) / per))
     for kind, seconds in sorted(r["cpu"].items(), key=lambda kv: -kv[1]):
         report("    %-30s %5.2f ms  (%4.1f%%)%s" % (
             kind, 1000 * seconds / per, 100 * seconds / max(total, 1e-9),
@@ -91,11 +96,11 @@ def summary(results, report):
         pf, lat, m = postfix.get(r["sessions"]), r["latency"], r["memory"]
         vs_pf = "-" if pf is None or r is pf else "%s / %s" % (ratio(r["accept_rate"], pf["accept_rate"]),
                                                                ratio(r["e2e_rate"], pf["e2e_rate"]))
-        user = r.get("user_cpu")
+        in_user = user_total(r)
         report("| %s | %d | %.0f | **%.0f** | %s / %s | %.2f%s | %s / %s / %s | %s | %s |" % (
             r["label"], r["sessions"], r["accept_rate"], r["e2e_rate"], ms(lat["p50_ms"]), ms(lat["p99_ms"]),
             1000 * sum(r["cpu"].values()) / r["delivered"],
-            " (%.2f)" % (1000 * sum(user.get(k, 0.0) for k in r["cpu"]) / r["delivered"]) if user else "",
+            " (%.2f)" % (1000 * in_user / r["delivered"]) if in_user is not None else "",
             mb(m["pss_sum"]), mb(m["rss_sum"]),
             mb(m["hwm_max"]), vs_pf, ratio(r["e2e_rate"], NOTQMAIL.get(r["sessions"]))))
     for s in sorted({r["sessions"] for r in runs}):
