@@ -13,6 +13,7 @@ OSSIFIED = 129600  # 36 hours: older than qmail-queue's 24-hour limit, so no liv
 CLEANUP_EVERY = 30
 POOL_SWEEP = 3600  # the pool's idle files are looked at hourly, not with every 31st command
 LINE_MAX = 100  # longer commands are answered `x` and their bytes dropped, never stored
+GIVER = queuepool.Giver()  # the pool's one giver is this process
 
 
 def clean_pid_dir(now, pool=True):
@@ -57,7 +58,7 @@ def answer(line):
         pool, last = "intd", "todo/%d" % n
     if not removed("intd/%d" % n):
         return b"!"
-    return b"+" if queuepool.give(pool, last) or removed(last) else b"!"
+    return b"+" if GIVER.give(pool, last) or removed(last) else b"!"
 
 
 def batches(fd):

@@ -27,6 +27,7 @@ SLOTS = 64
 TRIES = 8  # slots looked at (slot 0, then random ones) before a taker creates or the giver unlinks
 LARGEST = 65536  # bigger files are unlinked: the pool holds few disk blocks
 PREFIX = "pool."
+FULL_REST = 16  # after a give found its looks all full: files of that kind unlinked unlooked-at before the next look
 
 
 def slot(kind, k):
@@ -55,14 +56,14 @@ def take(kind, target):
 
 
 def give(kind, path):
-    """Move path (a finished queue file with no other name) into a free slot; False if it was not moved
-    (the caller unlinks it)."""
+    """Move path (a finished queue file with no other name) into a free slot: True if moved, False if every
+    slot looked at was full, None if path may not be pooled; the caller unlinks it unless True."""
     try:
         st = os.lstat(path)
     except OSError:
-        return False
+        return None
     if not reusable(st) or st.st_size > LARGEST:
-        return False
+        return None
     for k in looks():
         name = slot(kind, k)
         if os.path.lexists(name):
@@ -70,9 +71,28 @@ def give(kind, path):
         try:
             os.rename(path, name)
         except OSError:
-            return False
+            return None
         return True
     return False
+
+
+class Giver:
+    """qmail-clean's side: once a give finds the pool full, the next FULL_REST files of that kind are not
+    offered (a full pool means no qmail-queue is taking: a queue draining with nothing injected would
+    otherwise pay nine failed lookups per file)."""
+
+    def __init__(self):
+        self.rest = {}
+
+    def give(self, kind, path):
+        """Like give(), but False at once while kind rests after finding the pool full."""
+        if self.rest.get(kind):
+            self.rest[kind] -= 1
+            return False
+        moved = give(kind, path)
+        if moved is False:
+            self.rest[kind] = FULL_REST
+        return moved
 
 
 def reusable(st):

@@ -36,9 +36,10 @@ def proc_stat(pid):
 
 
 def disk_counts(path):
-    """Return (block writes, cache flushes, reads) completed so far by the device holding path, from
-    /proc/diskstats, or None if it is not there (tmpfs, overlay). An fsync's flush is a request of its
-    own that the device's write count also includes: writes here are the others (data and metadata)."""
+    """Return (block writes, cache flushes, reads, kB written, ms spent writing) so far on the device
+    holding path, from /proc/diskstats, or None if it is not there (tmpfs, overlay). An fsync's flush is
+    a request of its own that the device's write count also includes: writes here are the others (data
+    and metadata)."""
     st = os.stat(path)
     try:
         with open("/proc/diskstats") as f:
@@ -46,10 +47,20 @@ def disk_counts(path):
                 fields = line.split()
                 if (int(fields[0]), int(fields[1])) == (os.major(st.st_dev), os.minor(st.st_dev)):
                     writes, flushes = int(fields[7]), int(fields[18]) if len(fields) > 18 else 0
-                    return writes - flushes, flushes, int(fields[3])
+                    return writes - flushes, flushes, int(fields[3]), int(fields[9]) / 2, int(fields[10])
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def machine_cpu():
+    """Return the whole machine's CPU seconds so far as (busy, idle, iowait, steal), from /proc/stat:
+    busy counts user, nice, system, irq and softirq time, the kernel threads' (writeback, discard) too."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    return tuple(x / tick for x in (user + nice + system + irq + softirq, idle, iowait, steal))
 
 
 def proc_times(pid):

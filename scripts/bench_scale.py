@@ -4,13 +4,16 @@ against the same system draining a small queue.
 Usage: python scripts/bench_scale.py [--messages 100000] [--baseline 10000] [--out docs/benchmarks-scale.txt]
 Run through scripts/bench-scale, which installs everything first.
 
-For each size (baseline first), a fresh tree is filled with that many 2 KB messages to one local
-Maildir recipient, written by the real queueing code (lib/queuehere) from 4 processes running as the
-queue's owner. The filling skips fsync: it is set-up, not what is measured; one sync(2) then puts it
-on the disk, as qmail-queue's fsyncs would have, so that the delivery is not charged with its
-writeback (before that sync, the 100,000-message run was). Then qmail-start starts the delivery
-side on the full todo/ (nothing preprocessed yet), and every second the number of files in
-Maildir/new and qmail-send's VmRSS/VmHWM are sampled until all are delivered.
+Three runs: the baseline, the big queue, the baseline again (two runs of one size differ by 10 % or
+more, and the machine drifts over minutes: the big run is judged against the mean of the two). Each
+fills a fresh tree with its count of 2 KB messages to one local Maildir recipient, written by the
+real queueing code (lib/queuehere) from 4 processes running as the queue's owner. The filling skips
+fsync: it is set-up, not what is measured; one sync(2) then puts it on the disk, as qmail-queue's
+fsyncs would have, so that the delivery is not charged with its writeback (before that sync, the
+100,000-message run was). Then qmail-start starts the delivery side on the full todo/ (nothing
+preprocessed yet); every 0.1 s the success lines in qmail-send's log are counted and its
+VmRSS/VmHWM sampled, until all are delivered. Each run reports the CPU per message of each program
+and of the whole machine (kernel threads included), and the disk's requests per message.
 """
 
 import argparse
@@ -20,8 +23,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
-from bench_procs import (disk_counts, own_cpu, proc_name, remove_tree, spread_runs, subtree_cpu,  # noqa: E402
-                         wait_for_settled_frees)  # noqa: E402
+from bench_procs import (disk_counts, machine_cpu, own_cpu, proc_name, remove_tree, spread_runs,  # noqa: E402
+                         subtree_cpu, wait_for_settled_frees)  # noqa: E402
 from conftest import Processes  # noqa: E402
 from mailsystem import MailSystem, assign_users, make_home, make_system_tree  # noqa: E402
 
@@ -142,7 +145,7 @@ def run(work, count, report):
         disk0 = disk_counts(work)
         mail = MailSystem(procs, tree, "./Maildir/")
         successes = Successes(mail.log_path)
-        cpu0 = cpu_by_program(mail)
+        cpu0, machine0 = cpu_by_program(mail), machine_cpu()
         t0 = time.time()
         moved = (0.0, 0)  # when the count last grew, and to what
         while True:
@@ -162,7 +165,7 @@ def run(work, count, report):
                 raise RuntimeError("no delivery for 60 s at %d/%d" % (done, count))
         print(file=sys.stderr)
         disk1 = disk_counts(work)
-        cpu1 = cpu_by_program(mail)
+        cpu1, machine1 = cpu_by_program(mail), machine_cpu()
         log = mail.log()
         mail.stop()
         if count_new(new) != count:  # once, at the end: every success is a file in Maildir/new
@@ -177,21 +180,26 @@ def run(work, count, report):
               log.count(b"\nwarning:"), log.count(b"\nalert:")))
     report("  CPU per message while delivering: " + ", ".join(
         "%s %.3f ms" % (name, 1000 * (cpu1[name] - cpu0.get(name, 0.0)) / count) for name in sorted(cpu1)))
+    busy, idle, iowait, steal = (b - a for a, b in zip(machine0, machine1))
+    report("  the whole machine while delivering: %.3f ms busy per message (kernel threads included); "
+           "idle %.0f %%, iowait %.0f %%, steal %.0f %% of its CPU time"
+           % (1000 * busy / count, *(100 * x / (busy + idle + iowait + steal) for x in (idle, iowait, steal))))
     if disk0 and disk1:  # reads: queue files the kernel paged out before they were delivered
-        report("  the disk (whole device) while delivering: %.2f reads, %.1f block writes and %.1f cache flushes"
-               " per message" % ((disk1[2] - disk0[2]) / count, (disk1[0] - disk0[0]) / count,
-                                 (disk1[1] - disk0[1]) / count))
+        reads, writes, flushes, kb, write_ms = ((disk1[i] - disk0[i]) for i in (2, 0, 1, 3, 4))
+        report("  the disk (whole device) while delivering: %.2f reads, %.1f block writes (%.1f kB) and %.1f cache"
+               " flushes per message; %.2f ms per write request, flushes included"
+               % (reads / count, writes / count, kb / count, flushes / count, write_ms / max(1, writes + flushes)))
     for frac in (0.1, 0.5, 0.9):  # the rate between successive tenths: does it fall as the queue empties?
         lo = next(s for s in samples if s[1] >= count * (frac - 0.1))
         hi = next(s for s in samples if s[1] >= count * frac)
         if hi[0] > lo[0]:
             report("  %3.0f%%-%3.0f%% delivered: %.1f msg/s" % (100 * (frac - 0.1), 100 * frac,
                                                             (hi[1] - lo[1]) / (hi[0] - lo[0])))
-    return count / elapsed, peak
+    return count / elapsed, peak, busy / count
 
 
 def main():
-    """Baseline, then the big queue; write the report."""
+    """Baseline, the big queue, the baseline again; write the report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=100000)
     parser.add_argument("--baseline", type=int, default=10000)
@@ -211,10 +219,16 @@ def main():
     base = tempfile.mkdtemp(prefix="pyqmail-scale-")
     os.chmod(base, 0o755)  # the queue owner and the recipient must reach the trees
     spread_runs(base)  # each run's tree in fresh block groups, see bench_procs.py
-    small = run(os.path.join(base, "small"), args.baseline, report)
+    # the baseline before and after the big run: two runs of the same size differ by 10 % or more, and
+    # the machine's speed drifts over minutes, so the big run is judged against both
+    before = run(os.path.join(base, "small-before"), args.baseline, report)
     big = run(os.path.join(base, "big"), args.messages, report)
-    report("rate with %d queued / with %d queued: %.2f; qmail-send peak RSS %.1f MB with %d queued "
-           "(limit 200 MB)" % (args.messages, args.baseline, big[0] / small[0], big[1], args.messages))
+    after = run(os.path.join(base, "small-after"), args.baseline, report)
+    rates = (before[0], after[0])
+    report("rate with %d queued / with %d queued: %.2f (%.2f against the run before, %.2f against the run after);"
+           " busy CPU per message: %.2f; qmail-send peak RSS %.1f MB with %d queued (limit 200 MB)"
+           % (args.messages, args.baseline, big[0] / (sum(rates) / 2), big[0] / rates[0], big[0] / rates[1],
+              big[2] / ((before[2] + after[2]) / 2), big[1], args.messages))
     report("# load average at the end: %.1f" % os.getloadavg()[0])
     remove_tree(base)
     with open(args.out, "w") as f:

@@ -216,3 +216,35 @@ def test_a_dead_injections_intd_file_is_replaced_by_a_pooled_one(tree):
     assert queue_message(tree, b"Subject: b\n\nbody\n", b"Fs@t\0Tr@u\0\0") == 0
     [(m, (mess, todo))] = queued(tree).items()
     assert m == n and todo.endswith(b"\0Fs@t\0Tr@u\0") and b"stale" not in todo
+
+
+def test_the_giver_rests_after_a_full_pool_then_looks_again(tmp_path, monkeypatch):
+    """qmail-clean draining with nothing injected: after one give finds the pool full, the next FULL_REST
+    files are not offered even if a slot has come free meanwhile; the one after is pooled again."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pid").mkdir()
+    for k in range(queuepool.SLOTS):
+        (tmp_path / "pid" / ("pool.mess.%d" % k)).write_bytes(b"x")
+    giver = queuepool.Giver()
+    Path("full").write_bytes(b"f")
+    assert giver.give("mess", "full") is False and Path("full").exists()
+    (tmp_path / "pid" / "pool.mess.0").unlink()  # a taker took slot 0
+    for i in range(queuepool.FULL_REST):
+        Path("r%d" % i).write_bytes(b"r")
+        assert giver.give("mess", "r%d" % i) is False and Path("r%d" % i).exists()
+    assert giver.give("intd", "r0") is True  # the other kind's pool does not rest
+    Path("again").write_bytes(b"a")
+    assert giver.give("mess", "again") is True and (tmp_path / "pid" / "pool.mess.0").read_bytes() == b"a"
+
+
+def test_a_file_that_may_not_be_pooled_does_not_make_the_giver_rest(tmp_path, monkeypatch):
+    """A hard-linked or oversized file is refused (None) without the pool being taken for full."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pid").mkdir()
+    giver = queuepool.Giver()
+    Path("big").write_bytes(b"b" * (queuepool.LARGEST + 1))
+    Path("linked").write_bytes(b"l")
+    os.link("linked", "other")
+    assert giver.give("mess", "big") is None and giver.give("mess", "linked") is None
+    Path("fits").write_bytes(b"f")
+    assert giver.give("mess", "fits") is True
