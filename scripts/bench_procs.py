@@ -36,10 +36,11 @@ def proc_stat(pid):
 
 
 def disk_counts(path):
-    """Return (block writes, cache flushes, reads, kB written, ms spent writing) so far on the device
-    holding path, from /proc/diskstats, or None if it is not there (tmpfs, overlay). An fsync's flush is
-    a request of its own that the device's write count also includes: writes here are the others (data
-    and metadata)."""
+    """Return (block writes, cache flushes, reads, kB written, ms spent writing, discards, ms spent
+    discarding) so far on the device holding path, from /proc/diskstats, or None if it is not there
+    (tmpfs, overlay). An fsync's flush is a request of its own that the device's write count also
+    includes: writes here are the others (data and metadata). Discards: blocks freed on a mount with
+    `discard`."""
     st = os.stat(path)
     try:
         with open("/proc/diskstats") as f:
@@ -47,7 +48,9 @@ def disk_counts(path):
                 fields = line.split()
                 if (int(fields[0]), int(fields[1])) == (os.major(st.st_dev), os.minor(st.st_dev)):
                     writes, flushes = int(fields[7]), int(fields[18]) if len(fields) > 18 else 0
-                    return writes - flushes, flushes, int(fields[3]), int(fields[9]) / 2, int(fields[10])
+                    discards = (int(fields[14]), int(fields[17])) if len(fields) > 17 else (0, 0)
+                    return (writes - flushes, flushes, int(fields[3]), int(fields[9]) / 2, int(fields[10]),
+                            *discards)
     except (OSError, ValueError, IndexError):
         pass
     return None

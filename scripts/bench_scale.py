@@ -185,10 +185,11 @@ def run(work, count, report):
            "idle %.0f %%, iowait %.0f %%, steal %.0f %% of its CPU time"
            % (1000 * busy / count, *(100 * x / (busy + idle + iowait + steal) for x in (idle, iowait, steal))))
     if disk0 and disk1:  # reads: queue files the kernel paged out before they were delivered
-        reads, writes, flushes, kb, write_ms = ((disk1[i] - disk0[i]) for i in (2, 0, 1, 3, 4))
+        writes, flushes, reads, kb, write_ms, discards, discard_ms = (b - a for a, b in zip(disk0, disk1))
         report("  the disk (whole device) while delivering: %.2f reads, %.1f block writes (%.1f kB) and %.1f cache"
-               " flushes per message; %.2f ms per write request, flushes included"
-               % (reads / count, writes / count, kb / count, flushes / count, write_ms / max(1, writes + flushes)))
+               " flushes per message; %.2f ms per write or flush request; %.2f discards per message,"
+               " %.2f ms each" % (reads / count, writes / count, kb / count, flushes / count,
+                                  write_ms / max(1, writes + flushes), discards / count, discard_ms / max(1, discards)))
     for frac in (0.1, 0.5, 0.9):  # the rate between successive tenths: does it fall as the queue empties?
         lo = next(s for s in samples if s[1] >= count * (frac - 0.1))
         hi = next(s for s in samples if s[1] >= count * frac)
