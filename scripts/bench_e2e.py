@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
 from bench_postfix import DOMAIN, RECIPIENT, Postfix  # noqa: E402
 from bench_probe import LatencyProbe  # noqa: E402
-from bench_procs import (ProcSampler, count_files, disk_counts, own_cpu, proc_name, remove_tree,  # noqa: E402
+from bench_procs import (ProcSampler, count_files, disk_counts, disk_delta, own_cpu, proc_name, remove_tree,  # noqa: E402
                          spread_runs, subtree_cpu, wait_for_settled_frees, FREED_SETTLE)  # noqa: E402
 from bench_profile import profile_start, profile_summary  # noqa: E402
 from bench_qmqp import children_cpu, fsync_rate  # noqa: E402
@@ -308,7 +308,7 @@ def measure(make, label, work, started, sessions, messages, profile=False, drain
     user = {k: user1.get(k, 0.0) - user0.get(k, 0.0) for k in user1}
     if drain:  # the acceptance side's processes idle while the queue drains
         cpu = {k: v for k, v in cpu.items() if abs(v) >= 0.0005}
-    disk = [b - a for a, b in zip(disk0, disk1)] if disk0 and disk1 else None
+    disk = disk_delta(disk0, disk1)
     return {"label": label, "system": system.name, "sessions": sessions, "messages": messages,
             "delivered": len(mtimes), "drain": drain, "accept_rate": messages / elapsed, "accept_s": elapsed,
             "e2e_s": mtimes[-1] - t0, "e2e_rate": len(mtimes) / (mtimes[-1] - t0) if not drain else

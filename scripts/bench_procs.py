@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections import namedtuple
 
 from conftest import FREED_STAMP, note_freed  # tests/: bench_e2e and bench_scale put it on sys.path
 from mailsystem import children
@@ -35,12 +36,16 @@ def proc_stat(pid):
             utime / TICK, cutime / TICK)
 
 
+Disk = namedtuple("Disk", "writes flushes reads kb_written write_ms discards discard_ms")
+Disk.__doc__ = ("A device's counts from /proc/diskstats: block writes (an fsync's cache flush is a request of "
+                "its own that the device's write count also includes: writes here are the others, data and "
+                "metadata), cache flushes, reads, kB written, ms spent writing, discards (blocks freed on a "
+                "mount with `discard`) and ms spent discarding.")
+
+
 def disk_counts(path):
-    """Return (block writes, cache flushes, reads, kB written, ms spent writing, discards, ms spent
-    discarding) so far on the device holding path, from /proc/diskstats, or None if it is not there
-    (tmpfs, overlay). An fsync's flush is a request of its own that the device's write count also
-    includes: writes here are the others (data and metadata). Discards: blocks freed on a mount with
-    `discard`."""
+    """Return the Disk counts so far of the device holding path, or None if /proc/diskstats does not list
+    it (tmpfs, overlay)."""
     st = os.stat(path)
     try:
         with open("/proc/diskstats") as f:
@@ -49,11 +54,16 @@ def disk_counts(path):
                 if (int(fields[0]), int(fields[1])) == (os.major(st.st_dev), os.minor(st.st_dev)):
                     writes, flushes = int(fields[7]), int(fields[18]) if len(fields) > 18 else 0
                     discards = (int(fields[14]), int(fields[17])) if len(fields) > 17 else (0, 0)
-                    return (writes - flushes, flushes, int(fields[3]), int(fields[9]) / 2, int(fields[10]),
-                            *discards)
+                    return Disk(writes - flushes, flushes, int(fields[3]), int(fields[9]) / 2, int(fields[10]),
+                                *discards)
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def disk_delta(before, after):
+    """Return the Disk counts between two disk_counts() results, or None if either is None."""
+    return Disk(*(b - a for a, b in zip(before, after))) if before and after else None
 
 
 def machine_cpu():
@@ -62,8 +72,7 @@ def machine_cpu():
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:9]]
     user, nice, system, idle, iowait, irq, softirq, steal = fields
-    tick = os.sysconf("SC_CLK_TCK")
-    return tuple(x / tick for x in (user + nice + system + irq + softirq, idle, iowait, steal))
+    return tuple(x / TICK for x in (user + nice + system + irq + softirq, idle, iowait, steal))
 
 
 def proc_times(pid):

@@ -67,9 +67,10 @@ def report_run(r, report):
         report("    %-30s %5.2f ms  (%4.1f%%)%s" % (
             kind, 1000 * seconds / per, 100 * seconds / max(total, 1e-9),
             "  user mode %5.2f ms" % (1000 * user[kind] / per) if kind in user else ""))
-    if r.get("disk"):
+    d = r.get("disk")
+    if d:
         report("  the disk (whole device, over the run): %.1f block writes, %.1f cache flushes and %.2f reads"
-               " per message" % (r["disk"][0] / per, r["disk"][1] / per, r["disk"][2] / per))
+               " per message" % (d.writes / per, d.flushes / per, d.reads / per))
     m = r["memory"]
     report("  peak memory: sum of Pss %s MB, sum of VmRSS %s MB (sampled every 0.5 / 0.1 s);"
            " largest VmHWM %s MB (%s)" % (mb(m["pss_sum"]), mb(m["rss_sum"]), mb(m["hwm_max"]), m["hwm_kind"]))

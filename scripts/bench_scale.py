@@ -23,7 +23,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
-from bench_procs import (disk_counts, machine_cpu, own_cpu, proc_name, remove_tree, spread_runs,  # noqa: E402
+from bench_procs import (disk_counts, disk_delta, machine_cpu, own_cpu, proc_name, remove_tree, spread_runs,  # noqa: E402
                          subtree_cpu, wait_for_settled_frees)  # noqa: E402
 from conftest import Processes  # noqa: E402
 from mailsystem import MailSystem, assign_users, make_home, make_system_tree  # noqa: E402
@@ -184,12 +184,13 @@ def run(work, count, report):
     report("  the whole machine while delivering: %.3f ms busy per message (kernel threads included); "
            "idle %.0f %%, iowait %.0f %%, steal %.0f %% of its CPU time"
            % (1000 * busy / count, *(100 * x / (busy + idle + iowait + steal) for x in (idle, iowait, steal))))
-    if disk0 and disk1:  # reads: queue files the kernel paged out before they were delivered
-        writes, flushes, reads, kb, write_ms, discards, discard_ms = (b - a for a, b in zip(disk0, disk1))
+    d = disk_delta(disk0, disk1)
+    if d:  # reads: queue files the kernel paged out before they were delivered
         report("  the disk (whole device) while delivering: %.2f reads, %.1f block writes (%.1f kB) and %.1f cache"
                " flushes per message; %.2f ms per write or flush request; %.2f discards per message,"
-               " %.2f ms each" % (reads / count, writes / count, kb / count, flushes / count,
-                                  write_ms / max(1, writes + flushes), discards / count, discard_ms / max(1, discards)))
+               " %.2f ms each" % (d.reads / count, d.writes / count, d.kb_written / count, d.flushes / count,
+                                  d.write_ms / max(1, d.writes + d.flushes), d.discards / count,
+                                  d.discard_ms / max(1, d.discards)))
     for frac in (0.1, 0.5, 0.9):  # the rate between successive tenths: does it fall as the queue empties?
         lo = next(s for s in samples if s[1] >= count * (frac - 0.1))
         hi = next(s for s in samples if s[1] >= count * frac)
