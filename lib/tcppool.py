@@ -2,7 +2,8 @@
 
 A fork costs a Python process 2-3 ms of CPU, mostly copying the pages that reference counts write to:
 more than the rest of a QMQP transaction. So for pyqmail's own servers the listener forks workers only
-when every worker is busy, and each worker accepts and serves up to MAX_USE connections one at a time.
+when every worker is busy, and each worker accepts and serves up to MAX_USE connections one at a time
+(the oldest idle worker first: see exclusive_waiter).
 Workers tell the listener when they become busy or idle through a pipe, in RECORD-byte records.
 """
 
@@ -89,6 +90,24 @@ def die_with_parent():
         pass
 
 
+def exclusive_waiter(listen_fd, keep):
+    """Return an epoll object (its descriptor moved by keep) waiting for a connection on listen_fd with
+    EPOLLEXCLUSIVE, or None where there is none (before Linux 4.5, elsewhere): workers then block in accept().
+    Blocked in accept(), the longest-idle worker is woken, so connections go round every worker and keep
+    all of them alive. An exclusive epoll wait wakes the idle worker registered first: the oldest workers
+    take nearly every connection, and one forked for a peak stays idle until MAX_IDLE ends it."""
+    import select
+    flag = getattr(select, "EPOLLEXCLUSIVE", 0)
+    if not flag or not hasattr(select, "epoll"):
+        return None
+    try:
+        with select.epoll(1) as made:
+            made.register(listen_fd, select.EPOLLIN | flag)
+            return select.epoll.fromfd(keep(made.fileno(), 4))
+    except OSError:
+        return None
+
+
 class Worker:
     """The worker's loop: accept, serve in this process, clean up, say idle; exit after MAX_USE."""
 
@@ -134,17 +153,23 @@ class Worker:
             os._exit(0)
         self.record = b"%08x" % os.getpid()
         signal.signal(signal.SIGTERM, self.on_term)
-        os.set_blocking(self.listen_fd, True)  # the listener itself never accepts in this mode
+        waiter = exclusive_waiter(self.listen_fd, self.keep)
+        # the listener itself never accepts in this mode: the descriptor's blocking flag is the workers'
+        os.set_blocking(self.listen_fd, waiter is None)
         # _socket's own objects: socket.socket's accept() converts family and type to enums every time
         sock = _socket.socket(fileno=self.listen_fd)
         kind = sock.family, sock.type, sock.proto
-        for _ in range(MAX_USE):
+        served = 0
+        while served < MAX_USE:
             _signal.signal(_signal.SIGALRM, self.on_alarm)  # _signal: no enum conversions per connection
             signal.alarm(MAX_IDLE)
             try:
+                if waiter is not None:
+                    waiter.poll()
                 fd, remote = sock._accept()
-            except OSError:
+            except OSError:  # BlockingIOError: another worker woken with this one took the connection
                 continue
+            served += 1
             conn = _socket.socket(*kind, fileno=fd)
             self.busy = True
             signal.alarm(0)

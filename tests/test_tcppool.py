@@ -1,5 +1,6 @@
 """qmail-tcpserver's reused workers (lib/tcppool): one worker serves many connections, and none leaks into the next."""
 
+import collections
 import os
 import re
 import signal
@@ -68,6 +69,31 @@ def test_one_worker_serves_connections_in_turn_until_max_use_and_leaks_no_descri
     assert len(queued(tree)) == total
     assert sorted(re.search(rb"Subject: (\d+)", m).group(1) for m, _ in queued(tree).values()) == \
         sorted(b"%d" % i for i in range(total))
+
+
+def test_after_a_burst_the_oldest_workers_take_the_connections_and_the_others_stay_idle(procs, tree):
+    (tree / "control" / "qmqpderrordelay").write_text("0\n")
+    port, p, log = serve(procs, tree, program("qmail-tcpserver"), [program("qmail-qmqpd")], env=qenv(tree))
+    burst = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(6)]
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and len(set(served_by(log))) < 6:  # six connections at once: six workers
+            time.sleep(0.02)
+        assert len(set(served_by(log))) == 6, log.read_text()
+        for s in burst:
+            s.sendall(request(b"Subject: burst\n\nbody\n"))
+            assert b"Kok " in s.recv(100)
+    finally:
+        for s in burst:
+            s.close()
+    while log.read_text().count("tcpserver: end ") < 6:
+        time.sleep(0.02)
+    for _ in range(30):
+        assert qmqp(port).startswith(b"Kok ")
+    later = served_by(log)[6:]
+    assert len(later) == 30 and set(later) <= set(served_by(log)[:6])
+    # woken in turn (blocked in accept), the six would share them about evenly
+    assert len(set(later)) <= 3 and collections.Counter(later).most_common(1)[0][1] >= 15, later
 
 
 def test_the_rules_environment_of_one_connection_never_reaches_the_next(procs, tree, world_tmp):
