@@ -75,6 +75,16 @@ class Reader:
 
     def read_length(self, limit):
         """Read a length field up to and including its colon."""
+        buffered = getattr(self.stream, "buffered", None)
+        if buffered is not None:  # the whole field already in memory: one read instead of one per byte
+            head = buffered(MAX_DIGITS + 1)
+            colon = head.find(b":")
+            if 0 < colon <= (MAX_DIGITS if self.budget is None else min(MAX_DIGITS, self.budget - 1)):
+                digits = head[:colon]
+                if digits.isdigit() and (colon == 1 or digits[:1] != b"0") and int(digits) <= limit:
+                    self._take(colon + 1)
+                    return int(digits)
+        # byte by byte: the first byte that breaks the format, or the budget, is the one reported
         digits = b""
         while True:
             c = self._take(1)

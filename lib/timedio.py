@@ -13,20 +13,27 @@ class TimedInput:
         self.fd = fd
         self.timeout_ms = int(timeout * 1000)
         self.buffer = b""
+        self.pos = 0  # what read() has returned of buffer: slicing off the rest would copy it every time
         self.poller = select.poll()
         self.poller.register(fd, select.POLLIN)
 
     def read(self, n):
         """Return up to n bytes (b"" at EOF or on a read error); raise TimeoutError on silence."""
-        if not self.buffer:
+        if self.pos >= len(self.buffer):
             if not self.poller.poll(self.timeout_ms):
                 raise TimeoutError("read timeout")
             try:
                 self.buffer = os.read(self.fd, CHUNK)
             except OSError:  # a reset connection is a lost connection, as EOF
                 return b""
-        data, self.buffer = self.buffer[:n], self.buffer[n:]
+            self.pos = 0
+        data = self.buffer[self.pos:self.pos + n]
+        self.pos += len(data)
         return data
+
+    def buffered(self, n):
+        """Return up to n of the bytes already read from fd and not yet returned; never reads."""
+        return self.buffer[self.pos:self.pos + n]
 
 
 def linger(fd_in=0, fd_out=1, seconds=2.0, limit=1 << 20):

@@ -179,3 +179,52 @@ def test_peer_from_remote_addr_when_fd_is_no_socket():
 @given(st.binary(max_size=40))
 def test_peer_name_is_bytes_safe(host):
     assert isinstance(tcpenv.peer({b"TCPREMOTEIP": b"1.2.3.4", b"TCPREMOTEHOST": host}, fd=-1).name(), str)
+
+
+def outcome(stream, maxbytes):
+    """What read_request makes of a stream: the message, sender, recipients and refusal, or the error."""
+    parts = []
+    try:
+        request = qmqp.read_request(stream, maxbytes, lambda length: parts.append)
+    except qmqp.RequestError as e:
+        return ("error", e.kind, e.where, b"".join(parts))
+    return (b"".join(parts), request.sender, request.recipients, request.refusal(), request.length)
+
+
+def mutated(wire, edits):
+    """wire with each (position, byte) of edits put in place, the position taken modulo its length."""
+    data = bytearray(wire)
+    for position, byte in edits:
+        if data:
+            data[position % len(data)] = byte
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), addresses, st.lists(addresses, max_size=4),
+       st.lists(st.tuples(st.integers(0, 10 ** 6), st.sampled_from(b"0123456789:,x\0")), max_size=3),
+       st.integers(0, 40), st.integers(1, 23), st.sampled_from([0, 5, 100, 10 ** 6]))
+def test_a_timed_input_gives_what_reading_byte_by_byte_gives(message, sender, recipients, edits, cut, chunk,
+                                                             maxbytes):
+    # TimedInput hands read_length the bytes it holds, so a length field is parsed in one go; the
+    # outcome must be the byte-by-byte reading's, errors and where they happen included, whatever
+    # the chunks the socket delivers (CHUNK-sized reads split the fields anywhere)
+    from pyqmail.lib import timedio
+    wire = mutated(qmqp.encode_request(message, sender, recipients), edits)
+    wire = wire[:len(wire) - cut] if cut < 10 else wire
+    expected = outcome(io.BytesIO(wire), maxbytes)
+    r, w = os.pipe()
+    try:
+        os.write(w, wire)
+        os.close(w)
+        w = -1
+        saved, timedio.CHUNK = timedio.CHUNK, chunk
+        try:
+            got = outcome(timedio.TimedInput(r, 5), maxbytes)
+        finally:
+            timedio.CHUNK = saved
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    assert got == expected
