@@ -37,8 +37,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
 from bench_postfix import DOMAIN, RECIPIENT, Postfix  # noqa: E402
 from bench_probe import LatencyProbe  # noqa: E402
-from bench_procs import (ProcSampler, count_files, disk_counts, disk_delta, own_cpu, proc_name, remove_tree,  # noqa: E402
-                         spread_runs, subtree_cpu, wait_for_settled_frees, FREED_SETTLE)  # noqa: E402
+from bench_procs import (ProcSampler, count_files, disk_counts, disk_delta, machine_cpu, own_cpu,  # noqa: E402
+                         proc_name, remove_tree, spread_runs, subtree_cpu, wait_for_settled_frees,
+                         FREED_SETTLE)  # noqa: E402
 from bench_profile import profile_start, profile_summary  # noqa: E402
 from bench_qmqp import children_cpu, fsync_rate  # noqa: E402
 from bench_report import chart, report_run, summary  # noqa: E402
@@ -271,6 +272,7 @@ def measure(make, label, work, started, sessions, messages, profile=False, drain
         if not drain:
             system.start_delivery()
         cpu0, user0, own0, disk0 = system.cpu(), system.cpu(user=True), time.process_time(), disk_counts(work)
+        machine0 = machine_cpu()
         spies = profile_start(started, system.hot_pids(), 600, work) if profile and not drain else []
         source = Acceptance(started, system.port, sessions, messages)
         t0 = source.t0
@@ -289,12 +291,14 @@ def measure(make, label, work, started, sessions, messages, profile=False, drain
             system.prepare_delivery()
             # the delivery side's processes count from 0
             cpu0, user0, own0, disk0 = system.cpu(), system.cpu(user=True), time.process_time(), disk_counts(work)
+            machine0 = machine_cpu()
             t0 = time.time()
             system.start_delivery()
             spies = profile_start(started, system.hot_pids(), 600, work) if profile else []
             wait_delivered(system, title, lambda: messages, t0)
         time.sleep(0.3)  # let the spawners reap their last children and qmail-clean finish
         cpu1, user1, own, disk1 = system.cpu(), system.cpu(user=True), time.process_time() - own0, disk_counts(work)
+        machine = [b - a for a, b in zip(machine0, machine_cpu())]
         memory = system.memory()
         profile_lines = profile_summary(started, spies) if spies else []
         mtimes = sorted(e.stat().st_mtime for e in os.scandir(system.delivered_dir()))
@@ -313,7 +317,8 @@ def measure(make, label, work, started, sessions, messages, profile=False, drain
             "delivered": len(mtimes), "drain": drain, "accept_rate": messages / elapsed, "accept_s": elapsed,
             "e2e_s": mtimes[-1] - t0, "e2e_rate": len(mtimes) / (mtimes[-1] - t0) if not drain else
             (len(mtimes) - 1) / (mtimes[-1] - mtimes[0]),  # a drain: from its first delivery, after start-up
-            "first_delivery_s": mtimes[0] - t0, "cpu": cpu, "user_cpu": user, "disk": disk, "client_cpu": client_cpu, "own_cpu": own, "latency": latency,
+            "first_delivery_s": mtimes[0] - t0, "cpu": cpu, "user_cpu": user, "disk": disk, "machine": machine,
+            "client_cpu": client_cpu, "own_cpu": own, "latency": latency,
             "memory": memory, "log": log, "log_name": system.log_name, "profile": profile_lines}
 
 

@@ -71,6 +71,10 @@ def report_run(r, report):
     if d:
         report("  the disk (whole device, over the run): %.1f block writes, %.1f cache flushes and %.2f reads"
                " per message" % (d.writes / per, d.flushes / per, d.reads / per))
+    machine = r.get("machine")
+    if machine and sum(machine) > 0:  # busy, idle, iowait, steal: steal is the host's other guests
+        report("  the whole machine over the run: busy %.0f%%, idle %.0f%%, iowait %.0f%%, steal %.0f%% of its CPU time"
+               % tuple(100 * x / sum(machine) for x in machine))
     m = r["memory"]
     report("  peak memory: sum of Pss %s MB, sum of VmRSS %s MB (sampled every 0.5 / 0.1 s);"
            " largest VmHWM %s MB (%s)" % (mb(m["pss_sum"]), mb(m["rss_sum"]), mb(m["hwm_max"]), m["hwm_kind"]))
