@@ -357,6 +357,10 @@ def parse_args():
                         help="messages per run of the plan (default %(default)s)")
     parser.add_argument("--systems", default="pyqmail,postfix", help="comma-separated: pyqmail, postfix"
                         " (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="run each -s of the plan N times on every system, in turn and in alternating"
+                             " order; the summary gives each round's ratio to Postfix and their median"
+                             " (default %(default)s)")
     parser.add_argument("--drain", type=int, default=1000, metavar="N",
                         help="then, per system, queue N messages (-s 20) with delivery stopped, and time the"
                              " delivery alone (0: skip; default %(default)s)")
@@ -382,6 +386,8 @@ def parse_args():
     args = parser.parse_args()
     if args.qmaild:
         args.queue_owner = False
+    if args.rounds < 1:
+        parser.error("--rounds: at least 1")
     if (args.qmaild or args.queue_owner) and not ROOT:
         parser.error("--qmaild and --queue-owner need root")
     if set(args.listener.split(",")) - {"tcpserver", "qmail-tcpserver"}:
@@ -446,11 +452,13 @@ def main():
         # next run's file creations scan past them for a minute or more, charging one system for another.
         biggest = max(plan, key=lambda sm: sm[1] * sm[0])
         for k, (sessions, messages) in enumerate(plan):
-            for label, make in systems:
-                work = workdir(base, "%s-%d" % (label, k))
-                results.append(measure(make, label, work, started, sessions, messages,
-                                       profile=args.profile and (sessions, messages) == biggest))
-                report_run(results[-1], report)
+            for rnd in range(args.rounds):  # the order alternates: neither system always follows the other
+                for label, make in systems if rnd % 2 == 0 else systems[::-1]:
+                    work = workdir(base, "%s-%d-%d" % (label, k, rnd))
+                    results.append(measure(make, label, work, started, sessions, messages,
+                                           profile=args.profile and (sessions, messages) == biggest and rnd == 0))
+                    results[-1]["round"] = rnd
+                    report_run(results[-1], report)
         drained = {}
         for label, make in systems:  # the delivery side does not depend on the listener: the last one
             drained[label.split("/")[0]] = (label, make)

@@ -34,9 +34,9 @@ def report_run(r, report):
     """Report lines for one run."""
     n = r["messages"]
     per = r["delivered"]  # CPU per message: over every message handled, the probes included
-    report("%s, qmqp-source -c -s %d -m %d -l 2048%s: %d delivered" % (
+    report("%s, qmqp-source -c -s %d -m %d -l 2048%s%s: %d delivered" % (
         r["label"], r["sessions"], n, ", delivery started after all were queued" if r["drain"] else "",
-        r["delivered"]))
+        ", round %d" % (r["round"] + 1) if r.get("round") else "", r["delivered"]))
     report("  accepted:   %6.1f msg/s (qmqp-source %.1f s%s)" % (
         r["accept_rate"], r["accept_s"], ", nothing delivering" if r["drain"] else ""))
     if r["drain"]:
@@ -88,22 +88,61 @@ def ratio(a, b):
     return "%.2fx" % (a / b) if a and b else "-"
 
 
+def steal(r):
+    """The share of the machine's CPU time the host took (steal) over run r, or 0 if not recorded."""
+    machine = r.get("machine")
+    return machine[3] / sum(machine) if machine and sum(machine) > 0 else 0.0
+
+
+STEAL_MAX = 0.05  # a round where either run lost more of the machine to the host is left out of the median
+
+
+def median(values):
+    """The median of a non-empty list."""
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def rounds_summary(runs, report):
+    """With several rounds: each round's end-to-end ratio to Postfix, per system and -s, and the median of
+    the rounds in which neither run lost over STEAL_MAX of the machine to the host."""
+    postfix = {(r["sessions"], r.get("round", 0)): r for r in runs if r["label"] == POSTFIX}
+    report("")
+    report("| system | -s | end to end ÷ Postfix, each round (host's steal over 5 %: *) | median | median of"
+           " the rounds without * |")
+    report("| --- | --- | --- | --- | --- |")
+    for label in sorted({r["label"] for r in runs} - {POSTFIX}):
+        for s in sorted({r["sessions"] for r in runs}):
+            pairs = [(r, postfix[(s, r.get("round", 0))]) for r in runs
+                     if r["label"] == label and r["sessions"] == s and (s, r.get("round", 0)) in postfix]
+            if not pairs:
+                continue
+            ratios = [r["e2e_rate"] / pf["e2e_rate"] for r, pf in pairs]
+            clean = [q for q, (r, pf) in zip(ratios, pairs) if max(steal(r), steal(pf)) <= STEAL_MAX]
+            report("| %s | %d | %s | %.2fx | %s |" % (
+                label, s, ", ".join("%.2fx%s" % (q, "" if max(steal(r), steal(pf)) <= STEAL_MAX else "*")
+                                    for q, (r, pf) in zip(ratios, pairs)),
+                median(ratios), "%.2fx" % median(clean) if clean else "-"))
+
+
 def summary(results, report):
     """The summary table (markdown) of the load runs, with the ratios to Postfix and to notqmail's figures."""
     runs = [r for r in results if not r["drain"]]
-    postfix = {r["sessions"]: r for r in runs if r["label"] == POSTFIX}
+    postfix = {(r["sessions"], r.get("round", 0)): r for r in runs if r["label"] == POSTFIX}
+    several = any(r.get("round") for r in runs)  # then each row's system is followed by its round, #1 ...
     report("")
     report("| system | -s | accepted msg/s | end to end msg/s | accept latency p50 / p99 ms | CPU ms/msg (user mode) |"
            " peak Pss sum / RSS sum / largest HWM MB | ÷ Postfix: accepted / end to end |"
            " end to end ÷ notqmail's figure |")
     report("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in runs:
-        pf, lat, m = postfix.get(r["sessions"]), r["latency"], r["memory"]
+        pf, lat, m = postfix.get((r["sessions"], r.get("round", 0))), r["latency"], r["memory"]
         vs_pf = "-" if pf is None or r is pf else "%s / %s" % (ratio(r["accept_rate"], pf["accept_rate"]),
                                                                ratio(r["e2e_rate"], pf["e2e_rate"]))
         in_user = user_total(r)
         report("| %s | %d | %.0f | **%.0f** | %s / %s | %.2f%s | %s / %s / %s | %s | %s |" % (
-            r["label"], r["sessions"], r["accept_rate"], r["e2e_rate"], ms(lat["p50_ms"]), ms(lat["p99_ms"]),
+            r["label"] + (" #%d" % (r["round"] + 1) if several else ""), r["sessions"], r["accept_rate"], r["e2e_rate"], ms(lat["p50_ms"]), ms(lat["p99_ms"]),
             1000 * sum(r["cpu"].values()) / r["delivered"],
             " (%.2f)" % (1000 * in_user / r["delivered"]) if in_user is not None else "",
             mb(m["pss_sum"]), mb(m["rss_sum"]),
@@ -112,6 +151,8 @@ def summary(results, report):
         if s in NOTQMAIL:
             report("| %s | %d | - | ~%d | - | ~%.1f | - | - | (reference) |" % (
                 NOTQMAIL_LABEL, s, NOTQMAIL[s], NOTQMAIL_CPU_MS))
+    if several:
+        rounds_summary(runs, report)
     drains = [r for r in results if r["drain"]]
     if drains:
         report("")
@@ -131,7 +172,10 @@ def chart(results, path, title):
     sessions = sorted({r["sessions"] for r in runs})
     present = {r["label"] for r in runs}
     labels = [label for label in LEGEND if label in present] + sorted(present - set(LEGEND))
-    rate = {(r["label"], r["sessions"]): r["e2e_rate"] for r in runs}
+    rate = {}  # with several rounds, each bar is the median run's
+    for r in runs:
+        rate.setdefault((r["label"], r["sessions"]), []).append(r["e2e_rate"])
+    rate = {key: median(values) for key, values in rate.items()}
     series = [(LEGEND.get(label, label), [rate.get((label, s), 0) for s in sessions],
                [ratio(rate.get((label, s)), rate.get((POSTFIX, s))) for s in sessions] if label != POSTFIX
                else None, {"color": COLORS.get(label)}) for label in labels]
@@ -153,7 +197,8 @@ def chart(results, path, title):
     ax.legend(fontsize=8, loc="upper left")
     ax.set_ylim(0, max(max(v) for _, v, _, _ in series) * 1.3)
     ax.grid(axis="y", alpha=0.3)
-    fig.text(0.01, 0.01, "(0.25x): that pyqmail bar's rate divided by Postfix's at the same -s in this run."
+    fig.text(0.01, 0.01, "(0.25x): that pyqmail bar's rate divided by Postfix's at the same -s in this run"
+             " (several rounds: each bar is the median of its rounds)."
              " Hatched: issue 4's figures for notqmail on this machine kind, for reference only.", fontsize=8)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path)
