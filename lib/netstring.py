@@ -81,9 +81,10 @@ class Reader:
             colon = head.find(b":")
             if 0 < colon <= (MAX_DIGITS if self.budget is None else min(MAX_DIGITS, self.budget - 1)):
                 digits = head[:colon]
-                if digits.isdigit() and (colon == 1 or digits[:1] != b"0") and int(digits) <= limit:
+                length = int(digits) if digits.isdigit() and (colon == 1 or digits[:1] != b"0") else limit + 1
+                if length <= limit:
                     self._take(colon + 1)
-                    return int(digits)
+                    return length
         # byte by byte: the first byte that breaks the format, or the budget, is the one reported
         digits = b""
         while True:

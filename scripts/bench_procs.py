@@ -75,6 +75,13 @@ def machine_cpu():
     return tuple(x / TICK for x in (user + nice + system + irq + softirq, idle, iowait, steal))
 
 
+def machine_shares(delta):
+    """Return the (busy, idle, iowait, steal) shares of the machine's CPU time in a machine_cpu() difference,
+    or None when it covers no time."""
+    total = sum(delta)
+    return tuple(x / total for x in delta) if total > 0 else None
+
+
 def proc_times(pid):
     """Return (own, reaped children's) CPU seconds of a process, or None if it is gone."""
     st = proc_stat(pid)

@@ -1,6 +1,9 @@
 """Reporting for the end-to-end benchmark: per-run details, the summary table with ratios, the PNG chart."""
 
 import os
+from statistics import median
+
+from bench_procs import machine_shares
 
 # Issue 4's figures for notqmail 1.09 under tcpserver (quiet period, this machine kind). notqmail is in
 # no package registry reachable here, so it is never run: a reference line, not a measurement.
@@ -71,10 +74,10 @@ def report_run(r, report):
     if d:
         report("  the disk (whole device, over the run): %.1f block writes, %.1f cache flushes and %.2f reads"
                " per message" % (d.writes / per, d.flushes / per, d.reads / per))
-    machine = r.get("machine")
-    if machine and sum(machine) > 0:  # busy, idle, iowait, steal: steal is the host's other guests
-        report("  the whole machine over the run: busy %.0f%%, idle %.0f%%, iowait %.0f%%, steal %.0f%% of its CPU time"
-               % tuple(100 * x / sum(machine) for x in machine))
+    shares = machine_shares(r["machine"]) if r.get("machine") else None
+    if shares:  # steal: the host's other guests
+        report("  the whole machine over the run: busy %.0f%%, idle %.0f%%, iowait %.0f%%, steal %.0f%% of its CPU"
+               " time" % tuple(100 * x for x in shares))
     m = r["memory"]
     report("  peak memory: sum of Pss %s MB, sum of VmRSS %s MB (sampled every 0.5 / 0.1 s);"
            " largest VmHWM %s MB (%s)" % (mb(m["pss_sum"]), mb(m["rss_sum"]), mb(m["hwm_max"]), m["hwm_kind"]))
@@ -90,18 +93,11 @@ def ratio(a, b):
 
 def steal(r):
     """The share of the machine's CPU time the host took (steal) over run r, or 0 if not recorded."""
-    machine = r.get("machine")
-    return machine[3] / sum(machine) if machine and sum(machine) > 0 else 0.0
+    shares = machine_shares(r["machine"]) if r.get("machine") else None
+    return shares[3] if shares else 0.0
 
 
 STEAL_MAX = 0.05  # a round where either run lost more of the machine to the host is left out of the median
-
-
-def median(values):
-    """The median of a non-empty list."""
-    values = sorted(values)
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
 def rounds_summary(runs, report):
@@ -118,12 +114,11 @@ def rounds_summary(runs, report):
                      if r["label"] == label and r["sessions"] == s and (s, r.get("round", 0)) in postfix]
             if not pairs:
                 continue
-            ratios = [r["e2e_rate"] / pf["e2e_rate"] for r, pf in pairs]
-            clean = [q for q, (r, pf) in zip(ratios, pairs) if max(steal(r), steal(pf)) <= STEAL_MAX]
+            rounds = [(r["e2e_rate"] / pf["e2e_rate"], max(steal(r), steal(pf)) <= STEAL_MAX) for r, pf in pairs]
+            clean = [q for q, ok in rounds if ok]
             report("| %s | %d | %s | %.2fx | %s |" % (
-                label, s, ", ".join("%.2fx%s" % (q, "" if max(steal(r), steal(pf)) <= STEAL_MAX else "*")
-                                    for q, (r, pf) in zip(ratios, pairs)),
-                median(ratios), "%.2fx" % median(clean) if clean else "-"))
+                label, s, ", ".join("%.2fx%s" % (q, "" if ok else "*") for q, ok in rounds),
+                median([q for q, _ in rounds]), "%.2fx" % median(clean) if clean else "-"))
 
 
 def summary(results, report):
@@ -142,7 +137,8 @@ def summary(results, report):
                                                                ratio(r["e2e_rate"], pf["e2e_rate"]))
         in_user = user_total(r)
         report("| %s | %d | %.0f | **%.0f** | %s / %s | %.2f%s | %s / %s / %s | %s | %s |" % (
-            r["label"] + (" #%d" % (r["round"] + 1) if several else ""), r["sessions"], r["accept_rate"], r["e2e_rate"], ms(lat["p50_ms"]), ms(lat["p99_ms"]),
+            r["label"] + (" #%d" % (r["round"] + 1) if several else ""), r["sessions"], r["accept_rate"],
+            r["e2e_rate"], ms(lat["p50_ms"]), ms(lat["p99_ms"]),
             1000 * sum(r["cpu"].values()) / r["delivered"],
             " (%.2f)" % (1000 * in_user / r["delivered"]) if in_user is not None else "",
             mb(m["pss_sum"]), mb(m["rss_sum"]),

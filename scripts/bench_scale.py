@@ -23,8 +23,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
-from bench_procs import (disk_counts, disk_delta, machine_cpu, own_cpu, proc_name, remove_tree, spread_runs,  # noqa: E402
-                         subtree_cpu, wait_for_settled_frees)  # noqa: E402
+from bench_procs import (disk_counts, disk_delta, machine_cpu, machine_shares, own_cpu, proc_name,  # noqa: E402
+                         remove_tree, spread_runs, subtree_cpu, wait_for_settled_frees)  # noqa: E402
 from conftest import Processes  # noqa: E402
 from mailsystem import MailSystem, assign_users, make_home, make_system_tree  # noqa: E402
 
@@ -180,10 +180,11 @@ def run(work, count, report):
               log.count(b"\nwarning:"), log.count(b"\nalert:")))
     report("  CPU per message while delivering: " + ", ".join(
         "%s %.3f ms" % (name, 1000 * (cpu1[name] - cpu0.get(name, 0.0)) / count) for name in sorted(cpu1)))
-    busy, idle, iowait, steal = (b - a for a, b in zip(machine0, machine1))
+    machine = [b - a for a, b in zip(machine0, machine1)]
+    busy = machine[0]
     report("  the whole machine while delivering: %.3f ms busy per message (kernel threads included); "
            "idle %.0f %%, iowait %.0f %%, steal %.0f %% of its CPU time"
-           % (1000 * busy / count, *(100 * x / (busy + idle + iowait + steal) for x in (idle, iowait, steal))))
+           % (1000 * busy / count, *(100 * x for x in (machine_shares(machine) or (0, 0, 0, 0))[1:])))
     d = disk_delta(disk0, disk1)
     if d:  # reads: queue files the kernel paged out before they were delivered
         report("  the disk (whole device) while delivering: %.2f reads, %.1f block writes (%.1f kB) and %.1f cache"

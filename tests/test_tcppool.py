@@ -86,7 +86,8 @@ def test_after_a_burst_the_oldest_workers_take_the_connections_and_the_others_st
     finally:
         for s in burst:
             s.close()
-    while log.read_text().count("tcpserver: end ") < 6:
+    deadline = time.time() + 30
+    while time.time() < deadline and log.read_text().count("tcpserver: end ") < 6:  # all six idle again
         time.sleep(0.02)
     for _ in range(30):
         assert qmqp(port).startswith(b"Kok ")
