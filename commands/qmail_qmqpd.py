@@ -1,6 +1,6 @@
 """qmail-qmqpd: take one QMQP request from an authorized client and queue it (reference §1.3, §6.2, §6.4)."""
 
-import os
+import posix  # not os: start-up cost (lib/control)
 import time
 import _signal  # not `signal`: it imports enum
 
@@ -44,7 +44,7 @@ class Session:
         """Apply the access policy before reading a byte; False means the reply has been sent."""
         ip = self.peer.remoteip or b"unknown"
         try:
-            allowed, why = access.authorize(ip, b"QMQPCLIENT" in os.environb, self.policy.clients_cdb)
+            allowed, why = access.authorize(ip, b"QMQPCLIENT" in posix.environ, self.policy.clients_cdb)
         except access.TableError as e:
             self.log("refused %s: %s" % (self.who, e))
             self.reply(CONFIG_ERROR)
@@ -135,7 +135,7 @@ def deadline_reached(log, who):
     """Return the SIGALRM handler that ends an overlong session (qmail's 3600 s alarm)."""
     def handler(signum, frame):
         log("session deadline reached for %s" % who)
-        os._exit(111)  # qmail-queue sees its pipes close without an envelope: nothing is queued
+        posix._exit(111)  # qmail-queue sees its pipes close without an envelope: nothing is queued
     return handler
 
 
@@ -167,4 +167,4 @@ def connection():
 
 def run():
     """Entry point."""
-    os._exit(connection())
+    posix._exit(connection())

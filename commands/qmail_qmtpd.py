@@ -1,6 +1,6 @@
 """qmail-qmtpd: receive mail via QMTP, package after package, one response per recipient (reference §1.13, §6.3)."""
 
-import os
+import posix  # not os: start-up cost (lib/control)
 import time
 
 from pyqmail.lib import qmtp, qmtppolicy, tcpenv
@@ -179,4 +179,4 @@ def connection():
 
 def run():
     """Entry point."""
-    os._exit(connection())
+    posix._exit(connection())

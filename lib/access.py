@@ -187,13 +187,13 @@ class NotCdb(Exception):
 
 def open_cdb(filename):
     """Return an open cdbx.CDB; OSError if the file cannot be opened, NotCdb if it is no cdb."""
-    import os
-    fd = os.open(filename, os.O_RDONLY)
+    import posix  # not os: a client without a table must not pay its import (start-up cost, lib/control)
+    fd = posix.open(filename, posix.O_RDONLY)
     try:
         import cdbx
         return cdbx.CDB(fd, close=True)
     except Exception as e:  # cdbx reports a corrupt file as OSError("Format Error")
-        os.close(fd)
+        posix.close(fd)
         raise NotCdb(str(e))
 
 

@@ -9,7 +9,6 @@ qmail-tcpserver, qmail-rspawn and in-process queueing recognise a launcher as th
 so that they still run that program in-process instead of exec'ing it.
 """
 
-import os
 import sys
 
 PACKAGE_LINE = 'pyqmail = sys.modules["pyqmail"] = type(sys)("pyqmail")'
@@ -29,14 +28,26 @@ def text(name, paths):
     return TEMPLATE % (sys.executable, name, paths, package_dir(), module_of(name))
 
 
-def here():
-    """Return the directory pyqmail is imported from in this process (what a launcher must put on sys.path)."""
+def here(resolved=True):
+    """Return the directory pyqmail is imported from in this process (what a launcher must put on sys.path);
+    resolved=False: as this module's path names it, without resolving symlinks (no os import)."""
+    if not resolved:
+        return __file__.rsplit("/", 3)[0]
+    import os.path  # not at the top: qmail-qmqpd's path avoids os (start-up cost, lib/control)
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 
-def package_dir():
+def package_dir(resolved=True):
     """Return the pyqmail package's directory in this process."""
-    return os.path.join(here(), "pyqmail")
+    return here(resolved) + "/pyqmail"
+
+
+def same_file(a, b):
+    """True if paths a and b name the same file: equal, or equal once symlinks are resolved."""
+    if a == b:
+        return True
+    import os.path
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def runs(path, module):
@@ -53,10 +64,11 @@ def runs(path, module):
     if len(lines) < 5 or lines[-1] != "" or lines[-3:-1] != ["from %s import run" % module, "run()"]:
         return False
     if lines[-4].startswith("pyqmail.__path__ = "):  # older launchers lack these two lines
-        if len(lines) < 7 or lines[-5:-3] != [PACKAGE_LINE, "pyqmail.__path__ = [%r]" % package_dir()]:
+        if len(lines) < 7 or lines[-5] != PACKAGE_LINE or not any(
+                lines[-4] == "pyqmail.__path__ = [%r]" % package_dir(resolved) for resolved in (False, True)):
             return False
         lines = lines[:-5] + lines[-3:]
     interpreter = lines[0][2:].rsplit(" -S", 1)[0] if lines[0].startswith("#!") and lines[0].endswith(" -S") else ""
     paths = lines[-4]
-    return (bool(interpreter) and os.path.realpath(interpreter) == os.path.realpath(sys.executable)
-            and paths.startswith("sys.path[1:1] = [") and repr(here()) in paths)
+    return (bool(interpreter) and same_file(interpreter, sys.executable) and paths.startswith("sys.path[1:1] = [")
+            and any(repr(here(resolved)) in paths for resolved in (False, True)))

@@ -1,6 +1,6 @@
 """One-line logs for network daemons: fd 2, or syslog when fd 2 is the client's own socket."""
 
-import os
+import posix  # not os: start-up cost (lib/control)
 
 _PRINTABLE = bytes(c if 32 <= c < 127 else ord("_") for c in range(256))
 
@@ -8,7 +8,7 @@ _PRINTABLE = bytes(c if 32 <= c < 127 else ord("_") for c in range(256))
 def _same_file(a, b):
     """Return True when descriptors a and b are the same open file (inetd/systemd may pass the socket as fd 2)."""
     try:
-        sa, sb = os.fstat(a), os.fstat(b)
+        sa, sb = posix.fstat(a), posix.fstat(b)
     except OSError:
         return False
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
@@ -17,7 +17,7 @@ def _same_file(a, b):
 def _fd_open(fd):
     """Return True when fd is an open descriptor."""
     try:
-        os.fstat(fd)
+        posix.fstat(fd)
         return True
     except OSError:
         return False
@@ -28,7 +28,7 @@ class Log:
 
     def __init__(self, program):
         self.program = program
-        self.prefix = ("%s: pid %d: " % (program, os.getpid())).encode()
+        self.prefix = ("%s: pid %d: " % (program, posix.getpid())).encode()
         self.syslog = None
         if not _fd_open(2) or _same_file(2, 0) or _same_file(2, 1):
             import syslog
@@ -39,10 +39,10 @@ class Log:
     @staticmethod
     def _silence_fd2():
         """Point fd 2 at /dev/null so nothing (ours, Python's, qmail-queue's) reaches the client."""
-        fd = os.open(os.devnull, os.O_WRONLY)
+        fd = posix.open("/dev/null", posix.O_WRONLY)
         if fd != 2:
-            os.dup2(fd, 2)
-            os.close(fd)
+            posix.dup2(fd, 2)
+            posix.close(fd)
 
     def __call__(self, text):
         """Log one event line: non-printable bytes become `_`, length is bounded."""
@@ -51,6 +51,6 @@ class Log:
             self.syslog.syslog(self.syslog.LOG_INFO, line.decode("latin-1"))
             return
         try:
-            os.write(2, self.prefix + line + b"\n")
+            posix.write(2, self.prefix + line + b"\n")
         except OSError:
             pass

@@ -1,6 +1,6 @@
 """The one wrapper every program runs under: exceptions become exit codes, never tracebacks."""
 
-import os
+import posix  # not os: start-up cost (lib/control)
 import sys
 
 from pyqmail.lib.exits import Exit
@@ -9,7 +9,7 @@ from pyqmail.lib.exits import Exit
 def warn(program, text):
     """Write one diagnostic line to fd 2, ignoring a closed or broken descriptor."""
     try:
-        os.write(2, ("%s: %s\n" % (program, text)).encode("utf-8", "backslashreplace"))
+        posix.write(2, ("%s: %s\n" % (program, text)).encode("utf-8", "backslashreplace"))
     except OSError:
         pass
 
@@ -54,4 +54,4 @@ def call(program, body, crash_code=111, argv=None):
 
 def main(program, body, crash_code=111, argv=None):
     """Run body(argv) and exit with its code (see call)."""
-    os._exit(call(program, body, crash_code, argv))
+    posix._exit(call(program, body, crash_code, argv))

@@ -1,6 +1,6 @@
 """qmail-qmtpd's connection: responses held until the next read would wait, timeouts, the session deadline."""
 
-import os
+import posix  # not os: start-up cost (lib/control)
 import select
 import _signal  # not `signal`: it imports enum
 
@@ -76,7 +76,7 @@ class Output:
         if not self.poller.poll(self.timeout_ms):
             raise TimeoutError("write timeout")
         try:
-            return os.write(self.fd, data[:FLUSH_AT])
+            return posix.write(self.fd, data[:FLUSH_AT])
         except OSError as e:
             raise ClientGone(str(e))
 
@@ -108,6 +108,6 @@ class Input:
         if not self.poller.poll(self.timeout_ms):
             raise TimeoutError("read timeout")
         try:
-            return os.read(self.fd, CHUNK)
+            return posix.read(self.fd, CHUNK)
         except OSError:  # a reset connection is a lost connection, as EOF
             return b""

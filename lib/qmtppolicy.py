@@ -1,6 +1,6 @@
 """qmail-qmtpd's settings: rcpthosts and morercpthosts.cdb (qmail's rcpthosts.c), RELAYCLIENT, databytes."""
 
-import os
+import posix  # not os: start-up cost (lib/control)
 
 from pyqmail.lib import control
 
@@ -38,7 +38,7 @@ def load_rcpthosts():
         return RcptHosts(None)  # qmail ignores morercpthosts.cdb without rcpthosts
     more = None
     cdb = control.path("control", "morercpthosts.cdb")
-    if os.path.exists(cdb):  # most sites have none: then the cdb code is not even imported
+    if control.exists(cdb):  # most sites have none: then the cdb code is not even imported
         from pyqmail.lib.access import NotCdb, open_cdb
         try:
             more = open_cdb(cdb)
@@ -51,7 +51,7 @@ def load_rcpthosts():
 
 def databytes():
     """Return the message size limit: $DATABYTES, else control/databytes; 0 means none (qmail)."""
-    value = os.environb.get(b"DATABYTES")
+    value = posix.environ.get(b"DATABYTES")  # os.environb's dict
     if value is not None:
         return control.scan_ulong(value, 0)
     return control.readint("databytes", 0)
@@ -62,7 +62,7 @@ class Policy:
 
     def __init__(self):
         self.rcpthosts = load_rcpthosts()
-        self.relayclient = os.environb.get(b"RELAYCLIENT")
+        self.relayclient = posix.environ.get(b"RELAYCLIENT")
         self.databytes = databytes()
         timeout = control.readint("timeoutqmtpd", TIMEOUT_DEFAULT)
         self.timeout = timeout if timeout > 0 else 1

@@ -1,9 +1,10 @@
 """Writing one message into qmail's queue, exactly in qmail-queue's order (reference §1.1, §2.3)."""
 
-import os
+import posix  # not os: start-up cost (lib/control)
 import time
 
 from pyqmail.lib import envelope, queuepool
+from pyqmail.lib.control import join
 from pyqmail.lib.exits import Exit
 
 SPLIT = 23
@@ -48,16 +49,16 @@ def write_all(fd, data):
     """Write every byte of data to fd."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[posix.write(fd, view):]
 
 
 def fsync_dir(name):
     """fsync a directory so that the entries the commit depends on survive a crash (Linux)."""
-    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY)
+    fd = posix.open(name, posix.O_RDONLY | posix.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        posix.fsync(fd)
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 class Injection:
@@ -74,8 +75,8 @@ class Injection:
         """Remove what was created (intd, then mess), and raise Exit(code)."""
         for name in reversed(self.created):
             try:
-                os.truncate(name, 0)
-                os.unlink(name)
+                posix.truncate(name, 0)
+                posix.unlink(name)
             except OSError:
                 pass
         raise Exit(code)
@@ -84,7 +85,7 @@ class Injection:
         """Take a pooled file or create the pid file, link it to mess/<inode>, and return (fd, inode)."""
         fd = -1
         for seq in range(1, 10):
-            pidfn = "pid/%d.%d.%d" % (os.getpid(), int(self.now), seq)
+            pidfn = "pid/%d.%d.%d" % (posix.getpid(), int(self.now), seq)
             try:
                 fd = self.open_new(pidfn, "mess")
                 break
@@ -94,16 +95,16 @@ class Injection:
                 raise Exit(63)
         if fd < 0:
             raise Exit(63)
-        n = os.fstat(fd).st_ino
+        n = posix.fstat(fd).st_ino
         self.messfn = split_name("mess", n)
         try:
-            os.link(pidfn, self.messfn)
+            posix.link(pidfn, self.messfn)
         except OSError:
-            os.unlink(pidfn)
+            posix.unlink(pidfn)
             raise Exit(64)
         self.created.append(self.messfn)
         try:
-            os.unlink(pidfn)
+            posix.unlink(pidfn)
         except OSError:
             self.fail(63)
         self.number = n
@@ -113,24 +114,24 @@ class Injection:
         """Open name for writing as a new file: a pooled one renamed to it, else created (O_EXCL)."""
         if queuepool.take(kind, name):
             try:
-                fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW)
+                fd = posix.open(name, posix.O_WRONLY | posix.O_NOFOLLOW)
             except OSError:
                 fd = -1
-            if fd >= 0 and queuepool.reusable(os.fstat(fd)):
+            if fd >= 0 and queuepool.reusable(posix.fstat(fd)):
                 self.reused.add(fd)
                 return fd
             if fd >= 0:
-                os.close(fd)
+                posix.close(fd)
             queuepool.discard(name)  # not a file of ours to overwrite: create one instead
-        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        return posix.open(name, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL, 0o644)
 
     def sync(self, fd):
         """Cut a reused file to what was written, fsync and close fd."""
         if fd in self.reused:
             self.reused.discard(fd)
-            os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))
-        os.fsync(fd)
-        os.close(fd)
+            posix.ftruncate(fd, posix.lseek(fd, 0, 1))  # 1: SEEK_CUR
+        posix.fsync(fd)
+        posix.close(fd)
 
     def write_message(self, fd, chunks):
         """Write the Received line and the message chunks to mess, fsync it (with its name: qmail-queue(8))."""
@@ -164,7 +165,7 @@ class Injection:
         except OSError:
             self.fail(53)
         try:
-            os.link(intdfn, "todo/%d" % self.number)
+            posix.link(intdfn, "todo/%d" % self.number)
         except OSError:
             self.fail(66)
         try:
@@ -177,49 +178,52 @@ class Injection:
 def pull_trigger(name="lock/trigger"):
     """Wake qmail-send: write one byte to the trigger FIFO without blocking, ignoring errors."""
     try:
-        fd = os.open(name, os.O_WRONLY | os.O_NONBLOCK)
+        fd = posix.open(name, posix.O_WRONLY | posix.O_NONBLOCK)
     except OSError:
         return
     try:
-        os.write(fd, b"\0")
+        posix.write(fd, b"\0")
     except OSError:
         pass
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def enter_queue(home):
     """chdir to QMAILHOME/queue (exit 61/62) and set qmail-queue's umask."""
     try:
-        os.chdir(home)
+        posix.chdir(home)
     except OSError:
         raise Exit(61)
     try:
-        os.chdir("queue")
+        posix.chdir("queue")
     except OSError:
         raise Exit(62)
-    os.umask(0o033)
+    posix.umask(0o033)
 
 
 def become_queue_owner(home):
     """As root, switch to the queue's owner (qmailq), as qmail's setuid qmail-queue runs."""
-    if not os.path.isdir(home):
+    try:
+        if posix.stat(home).st_mode & 0o170000 != 0o040000:  # not a directory
+            raise Exit(61)
+    except OSError:
         raise Exit(61)
     try:
-        st = os.stat(os.path.join(home, "queue"))
+        st = posix.stat(join(home, "queue"))
     except OSError:
         raise Exit(62)
     if st.st_uid == 0:
         return
-    os.setgroups([])
-    os.setgid(st.st_gid)
-    os.setuid(st.st_uid)
+    posix.setgroups([])
+    posix.setgid(st.st_gid)
+    posix.setuid(st.st_uid)
 
 
 def owns_queue(home):
     """Return True when this process may write the queue itself (it owns queue/)."""
     try:
-        return os.stat(os.path.join(home, "queue")).st_uid == os.geteuid()
+        return posix.stat(join(home, "queue")).st_uid == posix.geteuid()
     except FileNotFoundError:
         return True  # let enter_queue report the missing directory with qmail's code
     except OSError:

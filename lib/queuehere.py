@@ -6,10 +6,11 @@ writes the queue itself, with the same files, order, fsyncs and result texts (li
 $QMAILQUEUE, a foreign bin/qmail-queue, root, or not owning the queue: the caller execs qmail-queue.
 """
 
-import os
+import posix  # not os: start-up cost (lib/control)
 import sys
 
 from pyqmail.lib import envelope, queue
+from pyqmail.lib.control import join
 from pyqmail.lib.exits import Exit, qq_text
 
 
@@ -20,22 +21,31 @@ def our_qmail_queue(home):
     """True if QMAILHOME/bin/qmail-queue is the qmail-queue installed beside this interpreter, or the
     launcher qmail-setup wrote for it. A long-lived process (a reused qmail-tcpserver worker) asks again
     only when the file itself changes."""
-    from pyqmail.lib import inprocess
-    path = os.path.join(home, "bin", "qmail-queue")
+    path = join(home, "bin", "qmail-queue")
     try:
-        st = os.lstat(path)
+        st = posix.lstat(path)
     except OSError:
         return False
     key = (path, st.st_ino, st.st_mtime_ns, st.st_size)
     if key not in _recognised:
         _recognised.clear()
-        _recognised[key] = inprocess.is_program(path, "qmail-queue", [os.path.dirname(sys.executable)])
+        _recognised[key] = recognise(path, st)
     return _recognised[key]
+
+
+def recognise(path, st):
+    """True if the file at path (lstat st) is our qmail-queue; a plain file is first read as qmail-setup's
+    launcher, which needs no os import (start-up cost, lib/control)."""
+    from pyqmail.lib import launcher
+    if st.st_mode & 0o170000 == 0o100000 and launcher.runs(path, launcher.module_of("qmail-queue")):
+        return True
+    from pyqmail.lib import inprocess
+    return inprocess.is_program(path, "qmail-queue", [sys.executable.rsplit("/", 1)[0]])
 
 
 def possible(home):
     """True if this process may queue a message itself instead of running qmail-queue."""
-    if os.environ.get("QMAILQUEUE") or os.geteuid() == 0:
+    if posix.environ.get(b"QMAILQUEUE") or posix.geteuid() == 0:
         return False
     try:
         return queue.owns_queue(home) and our_qmail_queue(home)
@@ -47,11 +57,11 @@ class QueueHere:
     """QmailQueue's interface (put, fail, close, abort, pid) writing the queue from this process."""
 
     def __init__(self, home):
-        self.pid = os.getpid()
+        self.pid = posix.getpid()
         self.home = home
         self.code = 0
         self.fd = -1
-        self.injection = queue.Injection(self.pid, os.getuid())
+        self.injection = queue.Injection(self.pid, posix.getuid())
         try:
             self.in_queue(self.open)
         except Exit as e:
@@ -59,15 +69,15 @@ class QueueHere:
 
     def in_queue(self, action, *args):
         """Run action inside QMAILHOME/queue with qmail-queue's umask, then come back."""
-        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
-        mask = os.umask(0o033)
+        here = posix.open(".", posix.O_RDONLY | posix.O_DIRECTORY)
+        mask = posix.umask(0o033)
         try:
             queue.enter_queue(self.home)
             return action(*args)
         finally:
-            os.umask(mask)
-            os.fchdir(here)
-            os.close(here)
+            posix.umask(mask)
+            posix.fchdir(here)
+            posix.close(here)
 
     def open(self):
         """Create mess/N and write the Received line qmail-queue adds."""
@@ -104,7 +114,7 @@ class QueueHere:
         if self.fd >= 0:
             try:
                 if self.code:
-                    os.close(self.fd)
+                    posix.close(self.fd)
                 else:
                     injection.sync(self.fd)
                 self.fd = -1
@@ -130,7 +140,10 @@ class QueueHere:
 def open_queue(home=None):
     """Return a QueueHere when this process may queue by itself, else a running qmail-queue (QmailQueue)."""
     from pyqmail.lib import control
-    home = os.path.abspath(home or control.qmailhome())
+    home = home or control.qmailhome()
+    if not home.startswith("/"):
+        import os.path
+        home = os.path.abspath(home)
     if possible(home):
         return QueueHere(home)
     from pyqmail.lib.inject import QmailQueue

@@ -20,8 +20,7 @@ a slot it finds free stays free until it fills it; a slot left idle is removed b
 rule for pid/, like any dead injection's file.
 """
 
-import os
-import stat
+import posix  # not os: start-up cost (lib/control)
 
 SLOTS = 64
 TRIES = 8  # slots looked at (slot 0, then random ones) before a taker creates or the giver unlinks
@@ -37,7 +36,7 @@ def slot(kind, k):
 
 def looks():
     """Return the slots to look at, in order: 0, then TRIES - 1 drawn at random."""
-    return [0] + [b % SLOTS for b in os.urandom(TRIES - 1)]
+    return [0] + [b % SLOTS for b in posix.urandom(TRIES - 1)]
 
 
 def take(kind, target):
@@ -45,8 +44,8 @@ def take(kind, target):
     for k in looks():
         name = slot(kind, k)
         try:
-            os.utime(name)  # first: once renamed, it is a live injection's pid file for the 36-hour rule
-            os.rename(name, target)
+            posix.utime(name)  # first: once renamed, it is a live injection's pid file for the 36-hour rule
+            posix.rename(name, target)
             return True
         except FileNotFoundError:
             continue  # an empty slot, or another taker was first
@@ -59,17 +58,20 @@ def give(kind, path):
     """Move path (a finished queue file with no other name) into a free slot: True if moved, False if every
     slot looked at was full, None if path may not be pooled; the caller unlinks it unless True."""
     try:
-        st = os.lstat(path)
+        st = posix.lstat(path)
     except OSError:
         return None
     if not reusable(st) or st.st_size > LARGEST:
         return None
     for k in looks():
         name = slot(kind, k)
-        if os.path.lexists(name):
-            continue
         try:
-            os.rename(path, name)
+            posix.lstat(name)
+            continue  # taken
+        except OSError:
+            pass  # free (os.path.lexists's answer on any error)
+        try:
+            posix.rename(path, name)
         except OSError:
             return None
         return True
@@ -97,16 +99,16 @@ class Giver:
 
 def reusable(st):
     """True for a plain file with no other name: one the pool may hand out and a taker may overwrite."""
-    return st.st_nlink == 1 and stat.S_ISREG(st.st_mode)
+    return st.st_nlink == 1 and st.st_mode & 0o170000 == 0o100000  # S_ISREG
 
 
 def discard(name):
     """Remove what a taker got but may not use (not a plain file, another name, not openable)."""
     try:
-        os.unlink(name)
+        posix.unlink(name)
     except IsADirectoryError:
         try:
-            os.rmdir(name)
+            posix.rmdir(name)
         except OSError:
             pass
     except OSError:

@@ -1,6 +1,6 @@
 """qmail-smtpd's control files and environment, read once per session (reference §1.12, §0.1)."""
 
-import os
+import posix  # not os: start-up cost (lib/control)
 
 from pyqmail.lib import control
 
@@ -20,7 +20,7 @@ class Config:
     """Everything qmail-smtpd needs to know before the greeting."""
 
     def __init__(self, environ=None):
-        env = os.environb if environ is None else environ
+        env = posix.environ if environ is None else environ  # os.environb's dict
         try:
             self._read_controls(env)
         except OSError as e:
@@ -53,7 +53,7 @@ class Config:
         self.deadline = control.readint("smtpdeadline", 0)
         self.minrate = control.readint("smtpminrate", 0)
         cert = control.path("control", "servercert.pem")
-        self.certfile = cert if os.path.isfile(cert) else None
+        self.certfile = cert if control.is_file(cert) else None
         self.checkpassword = control.readlist("smtpcheckpassword") or None
 
     def _read_rcpthosts(self):

@@ -1,6 +1,6 @@
 """qmail-smtpd's connection: buffered replies flushed before each read, timed reads, bounded lines, STARTTLS."""
 
-import os
+import posix  # not os: start-up cost (lib/control)
 import select
 import time
 
@@ -65,7 +65,7 @@ class SmtpIO:
             if not poller.poll(int(self._wait() * 1000) + 1):
                 raise Gone()
             try:
-                view = view[os.write(self.fd_out, view):]
+                view = view[posix.write(self.fd_out, view):]
             except OSError:
                 raise Gone()
 
@@ -77,7 +77,7 @@ class SmtpIO:
         if not self.poll_in.poll(int(self._wait() * 1000) + 1):
             raise TimeoutError("read timeout")
         try:
-            data = os.read(self.fd_in, CHUNK)
+            data = posix.read(self.fd_in, CHUNK)
         except OSError:
             raise Gone()
         if not data:
@@ -152,7 +152,7 @@ class SmtpIO:
         import socket
         self.flush()
         self.buffer, self.pos = b"", 0
-        sock = socket.socket(fileno=os.dup(self.fd_in))
+        sock = socket.socket(fileno=posix.dup(self.fd_in))
         sock.settimeout(self._wait())
         try:
             self.tls = context.wrap_socket(sock, server_side=True)

@@ -1,6 +1,6 @@
 """Who is on the other end: tcp-environ(5) variables, else getpeername(2) on fd 0, else REMOTE_ADDR."""
 
-import os
+import posix  # not os: start-up cost (lib/control)
 
 
 class Peer:
@@ -46,7 +46,7 @@ def _socket_ends(fd):
 
 def peer(environ=None, fd=0):
     """Return the Peer of the connection on fd: TCP* variables first (tcpserver), then the socket."""
-    env = os.environb if environ is None else environ
+    env = posix.environ if environ is None else environ  # os.environb's dict
     p = Peer()
     p.remotehost = env.get(b"TCPREMOTEHOST")
     p.remoteinfo = env.get(b"TCPREMOTEINFO")

@@ -1,6 +1,6 @@
 """Reading a network descriptor with a per-read timeout, buffered so netstring digits cost no syscalls."""
 
-import os
+import posix  # not os: start-up cost (lib/control)
 import select
 
 CHUNK = 65536
@@ -23,7 +23,7 @@ class TimedInput:
             if not self.poller.poll(self.timeout_ms):
                 raise TimeoutError("read timeout")
             try:
-                self.buffer = os.read(self.fd, CHUNK)
+                self.buffer = posix.read(self.fd, CHUNK)
             except OSError:  # a reset connection is a lost connection, as EOF
                 return b""
             self.pos = 0
@@ -61,7 +61,7 @@ def linger(fd_in=0, fd_out=1, seconds=2.0, limit=1 << 20):
         if left <= 0 or not poller.poll(int(left * 1000) + 1):
             return
         try:
-            data = os.read(fd_in, CHUNK)
+            data = posix.read(fd_in, CHUNK)
         except OSError:
             return
         if not data:

@@ -164,3 +164,20 @@ def test_memo_does_not_keep_what_was_read_within_a_second_of_a_change(home):
     put(home, "a", b"1\n")  # just written: a second write in the same clock tick could keep its mtime
     assert control.memo("t2", ["a"], build) == 1 and control.memo("t2", ["a"], build) == 1
     assert len(built) == 2
+
+
+@given(st.lists(st.text(alphabet="ab/.", max_size=6), min_size=1, max_size=5))
+def test_join_is_os_path_join(parts):
+    """control.join stands in for os.path.join on the per-connection path (no os import there)."""
+    assert control.join(*parts) == os.path.join(*parts)
+
+
+def test_exists_and_is_file_follow_symlinks(tmp_path):
+    (tmp_path / "f").write_bytes(b"x")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "to-f").symlink_to(tmp_path / "f")
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    for name in ("f", "d", "to-f", "dangling", "missing"):
+        path = str(tmp_path / name)
+        assert control.exists(path) == os.path.exists(path), name
+        assert control.is_file(path) == os.path.isfile(path), name
