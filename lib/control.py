@@ -42,10 +42,15 @@ def exists(name):
         return False
 
 
+def is_regular(mode):
+    """True for a regular file's st_mode (stat.S_ISREG, without importing stat)."""
+    return mode & 0o170000 == 0o100000
+
+
 def is_file(name):
     """True if name is a regular file, symlinks followed (os.path.isfile)."""
     try:
-        return posix.stat(name).st_mode & 0o170000 == 0o100000
+        return is_regular(posix.stat(name).st_mode)
     except (OSError, ValueError):
         return False
 

@@ -80,9 +80,11 @@ class Reader:
             head = buffered(MAX_DIGITS + 1)
             colon = head.find(b":")
             if 0 < colon <= (MAX_DIGITS if self.budget is None else min(MAX_DIGITS, self.budget - 1)):
-                digits = head[:colon]
-                length = int(digits) if digits.isdigit() and (colon == 1 or digits[:1] != b"0") else limit + 1
-                if length <= limit:
+                try:
+                    length = parse_length(head[:colon], limit)
+                except NetstringError:
+                    length = None  # reported below, at the byte that breaks the format
+                if length is not None:
                     self._take(colon + 1)
                     return length
         # byte by byte: the first byte that breaks the format, or the budget, is the one reported

@@ -10,7 +10,7 @@ import posix  # not os: start-up cost (lib/control)
 import sys
 
 from pyqmail.lib import envelope, queue
-from pyqmail.lib.control import join
+from pyqmail.lib.control import is_regular, join
 from pyqmail.lib.exits import Exit, qq_text
 
 
@@ -37,7 +37,7 @@ def recognise(path, st):
     """True if the file at path (lstat st) is our qmail-queue; a plain file is first read as qmail-setup's
     launcher, which needs no os import (start-up cost, lib/control)."""
     from pyqmail.lib import launcher
-    if st.st_mode & 0o170000 == 0o100000 and launcher.runs(path, launcher.module_of("qmail-queue")):
+    if is_regular(st.st_mode) and launcher.runs(path, launcher.module_of("qmail-queue")):
         return True
     from pyqmail.lib import inprocess
     return inprocess.is_program(path, "qmail-queue", [sys.executable.rsplit("/", 1)[0]])

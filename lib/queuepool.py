@@ -22,6 +22,8 @@ rule for pid/, like any dead injection's file.
 
 import posix  # not os: start-up cost (lib/control)
 
+from pyqmail.lib.control import is_regular
+
 SLOTS = 64
 TRIES = 8  # slots looked at (slot 0, then random ones) before a taker creates or the giver unlinks
 LARGEST = 65536  # bigger files are unlinked: the pool holds few disk blocks
@@ -99,7 +101,7 @@ class Giver:
 
 def reusable(st):
     """True for a plain file with no other name: one the pool may hand out and a taker may overwrite."""
-    return st.st_nlink == 1 and st.st_mode & 0o170000 == 0o100000  # S_ISREG
+    return st.st_nlink == 1 and is_regular(st.st_mode)
 
 
 def discard(name):
