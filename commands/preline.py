@@ -2,6 +2,7 @@
 
 import os
 
+from pyqmail.lib.delivery_env import one_line
 from pyqmail.lib.errstr import error_str, is_temp
 from pyqmail.lib.program import main, split_options
 from pyqmail.lib.runchild import fatal, say_exit, wait_code
@@ -74,7 +75,8 @@ def body(argv):
     if not all(k in env for k in (b"UFLINE", b"RPLINE", b"DTLINE")):
         raise say_exit(100, USAGE)
     wanted, command = parse_args(argv)
-    head = b"".join(env[k.upper().encode()] for k in ("ufline", "rpline", "dtline") if wanted[k])
+    # one line each even when another qmail-local left a CR or LF of the address in them
+    head = b"".join(one_line(env[k.upper().encode()]) for k in ("ufline", "rpline", "dtline") if wanted[k])
     pid, w = start(command)
     if w is None:
         return wait_code("preline", pid)
@@ -88,4 +90,6 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
+    from pyqmail.lib.envsnapshot import undo_locale_coercion
+    undo_locale_coercion()  # the command inherits our environment: not the interpreter's LC_CTYPE
     main("preline", body, crash_code=111)

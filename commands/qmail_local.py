@@ -188,4 +188,6 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
+    from pyqmail.lib.envsnapshot import undo_locale_coercion
+    undo_locale_coercion()  # |program lines get our environment: not the interpreter's LC_CTYPE
     main("qmail-local", body, crash_code=111)

@@ -153,4 +153,6 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
+    from pyqmail.lib.envsnapshot import undo_locale_coercion
+    undo_locale_coercion()  # qmail-local inherits our environment: not the interpreter's LC_CTYPE
     main("qmail-lspawn", body, crash_code=111)

@@ -185,4 +185,6 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
+    from pyqmail.lib.envsnapshot import undo_locale_coercion
+    undo_locale_coercion()  # everything started inherits our environment: not the interpreter's LC_CTYPE
     main("qmail-start", body, crash_code=111)

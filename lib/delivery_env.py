@@ -16,19 +16,38 @@ def myctime(t):
         DAYS[g.tm_wday], MONTHS[g.tm_mon - 1], g.tm_mday, g.tm_hour, g.tm_min, g.tm_sec, g.tm_year)
 
 
-def dtline(local, host):
-    """Return `Delivered-To: local@host\\n`, every newline inside the address turned into `_`."""
-    return b"Delivered-To: " + (local + b"@" + host).replace(b"\n", b"_") + b"\n"
+# CR, LF and NUL in an address would end a header line early (a parser that splits on CR, as Python's
+# email does, would then read the rest as a header the sender chose): they become `_` in every line
+LINE_SAFE = bytes.maketrans(b"\r\n\0", b"___")
+# the From_ line: qmail's blanks become `-` (LF included, as qmail does), CR and NUL `_`
+FROM_SAFE = bytes.maketrans(b" \t\n\r\0", b"---__")
 
 
-def rpline(sender):
-    """Return `Return-Path: <sender>\\n` with the sender quoted and newlines turned into `_`."""
-    return (b"Return-Path: <" + quote2(sender)).replace(b"\n", b"_") + b">\n"
+def line_safe(value: bytes) -> bytes:
+    """Return value with every CR, LF and NUL turned into `_`."""
+    return value.translate(LINE_SAFE)
 
 
-def ufline(sender, now):
-    """Return the mbox From_ line: blanks in the sender become `-`, an empty sender is MAILER-DAEMON."""
-    who = sender.replace(b" ", b"-").replace(b"\t", b"-").replace(b"\n", b"-") if sender else b"MAILER-DAEMON"
+def one_line(value: bytes) -> bytes:
+    """Return a header line's text as one line: CR, NUL and every LF but a final one become `_`."""
+    if value.endswith(b"\n"):
+        return value[:-1].translate(LINE_SAFE) + b"\n"
+    return value.translate(LINE_SAFE)
+
+
+def dtline(local: bytes, host: bytes) -> bytes:
+    """Return `Delivered-To: local@host\\n`, every CR, LF and NUL inside the address turned into `_`."""
+    return b"Delivered-To: " + line_safe(local + b"@" + host) + b"\n"
+
+
+def rpline(sender: bytes) -> bytes:
+    """Return `Return-Path: <sender>\\n` with the sender quoted, then CR, LF and NUL turned into `_`."""
+    return b"Return-Path: <" + line_safe(quote2(sender)) + b">\n"
+
+
+def ufline(sender: bytes, now: float) -> bytes:
+    """Return the mbox From_ line: blanks in the sender become `-`, CR and NUL `_`; empty is MAILER-DAEMON."""
+    who = sender.translate(FROM_SAFE) if sender else b"MAILER-DAEMON"
     return b"From " + who + b" " + myctime(now)
 
 
