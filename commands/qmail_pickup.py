@@ -22,19 +22,19 @@ def log(text):
     warn("qmail-pickup", text)
 
 
-def pick(name):
-    """Queue one finished drop file and remove it; a malformed one is set aside as bad.<name>."""
-    opened = maildrop.open_drop(MAILDROP + name)
+def pick(claimed, name):
+    """Queue one claimed drop file and remove it; a malformed one is set aside as bad.<name>."""
+    opened = maildrop.open_drop(MAILDROP + claimed)
     if opened is None:
         log("ignoring maildrop/%s: not a plain file with one link" % name)
-        os.rename(MAILDROP + name, MAILDROP + "bad." + name)
+        os.rename(MAILDROP + claimed, MAILDROP + "bad." + name)
         return
     fd, st = opened
     try:
         parsed = maildrop.read_drop(fd, st.st_size)
         if parsed is None:
             log("malformed maildrop/%s from uid %d, set aside" % (name, st.st_uid))
-            os.rename(MAILDROP + name, MAILDROP + "bad." + name)
+            os.rename(MAILDROP + claimed, MAILDROP + "bad." + name)
             return
         pid, sender, recipients, end = parsed
         injection = queue.Injection(pid, st.st_uid)
@@ -43,8 +43,17 @@ def pick(name):
         injection.commit(sender, recipients)
     finally:
         os.close(fd)
-    os.unlink(MAILDROP + name)
+    os.unlink(MAILDROP + claimed)
     log("queued maildrop/%s: msg %d uid %d" % (name, number, st.st_uid))
+
+
+def claim(name):
+    """Rename a finished drop to its claimed name and return that, or None if its writer took it back."""
+    try:
+        os.rename(MAILDROP + name, MAILDROP + maildrop.CLAIMED + name)
+    except FileNotFoundError:
+        return None
+    return maildrop.CLAIMED + name
 
 
 def sweep():
@@ -61,7 +70,13 @@ def sweep():
                 pass
             continue
         try:
-            pick(name)
+            if name.startswith(maildrop.CLAIMED):  # claimed by a pass that did not finish
+                claimed, name = name, name[len(maildrop.CLAIMED):]
+            else:
+                claimed = claim(name)
+                if claimed is None:
+                    continue
+            pick(claimed, name)
         except Exit as e:
             log("deferring maildrop/%s: queueing failed with qmail-queue code %d" % (name, e.code))
         except OSError as e:

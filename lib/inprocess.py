@@ -10,7 +10,8 @@ which is what the installed launcher does after a fresh interpreter has started.
 import os
 import sys
 
-# per-connection programs that read the connection on fds 0/1 and end with os._exit
+# per-connection programs that read the connection on fds 0/1 and end with os._exit; the network servers
+# that record qmaild's uid when queueing in-process (queuehere.NETWORK_SERVERS) are the same three
 PROGRAMS = {
     "qmail-qmqpd": "pyqmail.commands.qmail_qmqpd",
     "qmail-qmtpd": "pyqmail.commands.qmail_qmtpd",

@@ -3,7 +3,9 @@
 A drop file is the message, then its qmail-queue envelope, then one trailer line
 `pqmaildrop1 <pid> <envelope offset>\n`.  It is written as maildrop/t<random>,
 fsynced, and renamed to maildrop/<random>; qmail-pickup, running as the queue's
-owner and woken by inotify, queues it with the file owner's uid in the `u` record.
+owner and woken by inotify, claims it by renaming it to maildrop/p<random>, queues
+it with the file owner's uid in the `u` record, and removes it. The claim is what
+lets a writer whose directory fsync failed take its drop back without a race.
 """
 
 import os
@@ -15,10 +17,12 @@ MAGIC = b"pqmaildrop1"
 TRAILER_MAX = 64
 ENVELOPE_MAX = 64 << 20  # bytes of envelope pickup will read into memory
 ORPHAN_AGE = 129600  # unfinished drops older than qmail's OSSIFIED are removed
+CLAIMED = "p"  # qmail-pickup renames maildrop/<name> to p<name> before queueing it (see take_back)
 
 
-def drop(home, pid, chunks, envelope_stream):
-    """Write one message into home/maildrop and commit it; return the file's name."""
+def drop(home: str, pid: int, chunks, envelope_stream) -> str:
+    """Write one message into home/maildrop and commit it; return the file's name. Exit when it is not
+    committed, and then nothing of it is left for qmail-pickup (see take_back)."""
     directory = os.path.join(home, "maildrop")
     if not os.path.isdir(home):
         raise Exit(61)
@@ -32,6 +36,26 @@ def drop(home, pid, chunks, envelope_stream):
     except OSError:
         raise Exit(63)
     try:
+        write_drop(fd, pid, chunks, envelope_stream)
+        try:
+            os.rename(tmp, os.path.join(directory, name))
+        except OSError:
+            raise Exit(62)
+    except BaseException as e:
+        remove(tmp)
+        if isinstance(e, OSError):
+            raise Exit(53)
+        raise
+    try:  # the rename made the drop visible to qmail-pickup; this makes it survive a power loss
+        queue.fsync_dir(directory)
+    except OSError:
+        take_back(directory, name)
+    return name
+
+
+def write_drop(fd: int, pid: int, chunks, envelope_stream) -> None:
+    """Write the message, its envelope and the trailer to fd, fsync it, and close fd (in every case)."""
+    try:
         size = 0
         for chunk in chunks:
             queue.write_all(fd, chunk)
@@ -43,21 +67,53 @@ def drop(home, pid, chunks, envelope_stream):
         queue.write_all(fd, envelope.encode(sender, recipients))
         queue.write_all(fd, b"%s %d %d\n" % (MAGIC, pid, size))
         os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.rename(tmp, os.path.join(directory, name))
-        queue.fsync_dir(directory)
-    except BaseException as e:
-        if fd >= 0:
-            os.close(fd)
+    except BaseException:
         try:
-            os.unlink(tmp)
+            os.close(fd)
         except OSError:
             pass
-        if isinstance(e, OSError):
-            raise Exit(53)
         raise
-    return name
+    os.close(fd)  # a close that fails (EIO) has released fd all the same: it is never closed twice
+
+
+def remove(name: str) -> None:
+    """Remove a file if it is there; a leftover t<name> is swept by qmail-pickup after ORPHAN_AGE."""
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+
+
+def take_back(directory: str, name: str) -> None:
+    """maildrop/'s fsync failed after the rename: remove the drop and Exit(53), so that a retry cannot
+    queue the message twice; if qmail-pickup claimed it first, return once pickup has queued it."""
+    try:
+        os.unlink(os.path.join(directory, name))
+    except FileNotFoundError:
+        if wait_for_pickup(directory, name):
+            return
+    except OSError:
+        pass  # neither removed nor known to be durable: failure (a duplicate is possible, a loss is not)
+    raise Exit(53)
+
+
+def wait_for_pickup(directory: str, name: str) -> bool:
+    """Wait until qmail-pickup is done with its claimed CLAIMED+name; True if it queued it (the queue's
+    own fsyncs make it durable), False if it was set aside or cannot be watched. qmail-queue's 24-hour
+    alarm bounds the wait."""
+    import time
+    claimed = os.path.join(directory, CLAIMED + name)
+    pause = 0.005
+    while True:
+        try:
+            os.lstat(claimed)
+        except FileNotFoundError:
+            break
+        except OSError:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+    return not os.path.lexists(os.path.join(directory, "bad." + name))
 
 
 def parse_trailer(tail):

@@ -4,6 +4,7 @@ Starting qmail-queue costs a Python interpreter start per message. A program tha
 single-user tree, or qmail-send/qmqpd running as the queue owner) and would run our own qmail-queue
 writes the queue itself, with the same files, order, fsyncs and result texts (lib/queue.Injection).
 $QMAILQUEUE, a foreign bin/qmail-queue, root, or not owning the queue: the caller execs qmail-queue.
+A network server queueing here records what qmail's qmail-queue, run by qmaild, would (network_uid).
 """
 
 import posix  # not os: start-up cost (lib/control)
@@ -14,6 +15,8 @@ from pyqmail.lib.control import is_regular, join
 from pyqmail.lib.exits import Exit, qq_text
 
 
+# qmail runs these as qmaild (inprocess.PROGRAMS serves the same three from qmail-tcpserver)
+NETWORK_SERVERS = ("pyqmail.commands.qmail_qmqpd", "pyqmail.commands.qmail_qmtpd", "pyqmail.commands.qmail_smtpd")
 _recognised = {}  # QMAILHOME/bin/qmail-queue's (inode, mtime, size) -> our_qmail_queue's answer
 
 
@@ -53,15 +56,38 @@ def possible(home):
         return False
 
 
+def network_server() -> bool:
+    """True in a network server's process: its program module is loaded (by its console script, the
+    launcher, or the qmail-tcpserver listener whose children and workers serve it)."""
+    return any(name in sys.modules for name in NETWORK_SERVERS)
+
+
+_network_uid = {}  # our uid -> the uid recorded for a network server's messages
+
+
+def network_uid(uid: int) -> int:
+    """The uid a network server running as uid records: qmaild's in a tree with qmail's users (uid is
+    qmailq's: only the queue's owner queues here), so that the Received line says `invoked from network`
+    and qmail-send logs qmaild's uid, as with qmail; uid itself in a single-user tree (one account in every
+    role: what qmail-queue run by it writes) or without a qmaild account."""
+    if uid not in _network_uid:
+        import pwd
+        try:
+            _network_uid[uid] = pwd.getpwnam("qmaild").pw_uid if pwd.getpwuid(uid).pw_name == "qmailq" else uid
+        except KeyError:
+            _network_uid[uid] = uid
+    return _network_uid[uid]
+
+
 class QueueHere:
     """QmailQueue's interface (put, fail, close, abort, pid) writing the queue from this process."""
 
-    def __init__(self, home):
+    def __init__(self, home: str, uid: "int | None" = None):
         self.pid = posix.getpid()
         self.home = home
         self.code = 0
         self.fd = -1
-        self.injection = queue.Injection(self.pid, posix.getuid())
+        self.injection = queue.Injection(self.pid, posix.getuid() if uid is None else uid)
         try:
             self.in_queue(self.open)
         except Exit as e:
@@ -145,6 +171,6 @@ def open_queue(home=None):
         import os.path
         home = os.path.abspath(home)
     if possible(home):
-        return QueueHere(home)
+        return QueueHere(home, network_uid(posix.getuid()) if network_server() else None)
     from pyqmail.lib.inject import QmailQueue
     return QmailQueue(home)
