@@ -86,6 +86,15 @@ def connect(ip, port, timeout):
     return sock
 
 
+def message_size(fd):
+    """Return the size of the message file on fd; 0 for a pipe (its bytes are allowed for as they are read)."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return 0
+    return st.st_size if (st.st_mode & 0o170000) == 0o100000 else 0
+
+
 def relay_auth(route):
     """Return (user, password) for the route's relay from control/remoteauth, or None."""
     if route.relay is None:
@@ -113,7 +122,9 @@ def attempt(config, route, host, target, sock, sender, recipients, out, auth):
     """Run the SMTP session on a connected socket; opportunistic TLS trouble means one plain retry."""
     from pyqmail.lib.remotefeatures import RetryPlain
     features = features_for(config, host, target, auth)
-    conn = Connection(sock, config.timeout)
+    budget = smtpclient.session_budget(config.timeout, len(recipients))
+    size = message_size(0)
+    conn = Connection(sock, config.timeout, budget, size)
     try:
         Session(conn, target.ip, config.helohost, sender, recipients, out, features).run(0)
     except RetryPlain:
@@ -123,8 +134,8 @@ def attempt(config, route, host, target, sock, sender, recipients, out, auth):
         except OSError:
             raise Finish(NOCONN)
         features.try_tls = False
-        Session(Connection(sock, config.timeout), target.ip, config.helohost, sender, recipients, out,
-                features).run(0)
+        conn = Connection(sock, config.timeout, budget, size)  # a new session, with a new deadline
+        Session(conn, target.ip, config.helohost, sender, recipients, out, features).run(0)
 
 
 def deliver(host, sender, recipients, out):

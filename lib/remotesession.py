@@ -1,6 +1,7 @@
 """qmail-remote's SMTP dialogue on a connected socket: qmail's steps, texts and reports (reference §1.8)."""
 
 import os
+import time
 
 from pyqmail.lib import smtpclient
 from pyqmail.lib.quote import quote2
@@ -21,30 +22,58 @@ class Dropped(Exception):
 
 
 class Connection:
-    """A socket with per-operation timeouts, a bounded reply reader and qmail's `dropped` semantics."""
+    """A socket with deadlines, a bounded reply reader and qmail's `dropped` semantics.
 
-    def __init__(self, sock, timeout):
+    Each write and each reply must complete within `timeout` seconds (a reply: from when we start waiting for it,
+    after its command was sent); the whole session within `budget` seconds of the connection plus the message's
+    allowance (smtpclient.data_allowance of its `size`, or of the bytes read, if more). Missing a deadline is a
+    dropped connection.
+    """
+
+    def __init__(self, sock, timeout, budget=None, size=0, clock=time.monotonic):
         self.sock = sock
-        self.sock.settimeout(max(timeout, 1))  # 0 would make the socket non-blocking
+        self.timeout = max(timeout, 1)  # 0 would make the socket non-blocking
+        self.clock = clock
+        if budget is None:
+            budget = smtpclient.session_budget(timeout, 1)
+        self.deadline = clock() + budget + smtpclient.data_allowance(size)
+        self.allowed = size  # message bytes the deadline allows for
+        self.sock.settimeout(self.timeout)
         self.leftover = b""
 
+    def message_read(self, total: int) -> None:
+        """The message has reached total bytes: move the session's deadline for those not yet allowed for."""
+        if total > self.allowed:
+            self.deadline += smtpclient.data_allowance(total - self.allowed)
+            self.allowed = total
+
+    def limit(self, step_deadline: float) -> None:
+        """Make the next socket operation end by step_deadline and the session's deadline; none left: dropped."""
+        left = min(step_deadline, self.deadline) - self.clock()
+        if left <= 0:
+            raise Dropped()
+        self.sock.settimeout(left)  # recv returns what came; sendall, TLS reads and handshakes count it in total
+
     def send(self, data):
-        """Send all of data; any failure (timeout included) is a dropped connection."""
+        """Send all of data within the step timeout; any failure (timeout included) is a dropped connection."""
+        self.limit(self.clock() + self.timeout)
         try:
             self.sock.sendall(data)
         except OSError:
             raise Dropped()
 
     def reply(self):
-        """Read one reply; EOF, errors and over-long replies are a dropped connection."""
+        """Read one reply by its deadline; EOF, errors, lateness and over-long replies are a dropped connection."""
         parser = smtpclient.ReplyParser()
         data, self.leftover = self.leftover, b""
+        deadline = self.clock() + self.timeout
         try:
             while True:
                 done = parser.feed(data)
                 if done is not None:
                     reply, self.leftover = done
                     return reply
+                self.limit(deadline)
                 data = self.sock.recv(CHUNK)
                 if not data:
                     raise Dropped()
@@ -60,10 +89,9 @@ class Connection:
         """Wrap the socket in TLS; plain-text bytes the server sent ahead are thrown away (CVE-2011-0411)."""
         import socket
         self.leftover = b""
-        timeout = self.sock.gettimeout()
         if not isinstance(self.sock, socket.socket):
             self.sock = socket.socket(fileno=self.sock.detach())
-        self.sock.settimeout(timeout)
+        self.limit(self.clock() + self.timeout)  # the handshake is one step
         try:
             self.sock = context.wrap_socket(self.sock, server_hostname=server_name or None)
         except OSError as e:
@@ -174,6 +202,7 @@ class Session:
         """Send the message from fd, transparent (smtpclient.DataEncoder), then `.`; a read error is temporary."""
         encoder = smtpclient.DataEncoder()
         pending = b""
+        total = 0
         while True:
             try:
                 data = os.read(fd, CHUNK)
@@ -181,6 +210,8 @@ class Session:
                 raise Finish(b"ZUnable to read message. (#4.3.0)\n")
             if not data:
                 break
+            total += len(data)
+            self.conn.message_read(total)  # a pipe has no size: its bytes are allowed for as they come
             pending += encoder.feed(data)
             if len(pending) >= CHUNK:
                 self.conn.send(pending)

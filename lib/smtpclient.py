@@ -4,6 +4,8 @@ SMTPTEXT_MAX = 5000  # qmail's HUGESMTPTEXT: how much reply text a report quotes
 REPLY_BYTES_MAX = 65536  # our bound on one reply (all its lines); more and the peer counts as gone
 REPLY_LINES_MAX = 200  # our bound on the lines of one reply
 MALFORMED_CODE = 400  # a reply not starting with three digits counts as a temporary refusal
+SESSION_STEPS = 2  # a session may take timeoutremote × (SESSION_STEPS + recipients), its message aside
+MIN_DATA_RATE = 500  # bytes a second (Postfix's smtpd_min_data_rate): each 500 message bytes add a second
 
 
 class ReplyTooLong(Exception):
@@ -112,6 +114,16 @@ class ReplyParser:
 def parse_reply(data):
     """Return (Reply, leftover) for bytes holding a whole reply, or None if incomplete."""
     return ReplyParser().feed(data)
+
+
+def session_budget(timeout: int, recipients: int) -> int:
+    """Return the seconds one SMTP session may take, its message aside: timeoutremote × (2 + recipients)."""
+    return max(timeout, 1) * (SESSION_STEPS + recipients)
+
+
+def data_allowance(size: int) -> float:
+    """Return the seconds size bytes of the message add to the session's deadline (MIN_DATA_RATE)."""
+    return size / MIN_DATA_RATE
 
 
 def ehlo_keywords(reply):
