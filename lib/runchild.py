@@ -36,6 +36,8 @@ def exec_or_exit(argv, stdin_fd=None):
 
 def run_and_wait(program, argv):
     """Run argv (program name first) on our fd 0 and return its exit code; a crash is fatal (111)."""
+    from pyqmail.lib.envsnapshot import undo_locale_coercion
+    undo_locale_coercion()  # the program gets the delivery's environment, not the interpreter's LC_CTYPE
     try:
         pid = os.fork()
     except OSError as e:

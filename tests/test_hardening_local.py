@@ -137,6 +137,20 @@ def test_preline_hands_on_the_locale_it_was_given(lc_ctype):
     assert (r.returncode, r.stdout, r.stderr) == (0, (lc_ctype or "unset").encode(), b"")
 
 
+@pytest.mark.parametrize("helper", [["except"], ["bouncesaying", "no"], ["condredirect", "x@example.net"]])
+@pytest.mark.parametrize("lc_ctype", [None, "C"])
+def test_dot_qmail_helpers_hand_on_the_locale_they_were_given(helper, lc_ctype):
+    """except, bouncesaying and condredirect run a program for a .qmail line: it sees the LC_CTYPE they were
+    given (none, or the administrator's C), not the C.UTF-8 the interpreter put in its own environment."""
+    env = {"PATH": "/usr/bin:/bin"}
+    if lc_ctype is not None:
+        env["LC_CTYPE"] = lc_ctype
+    script = 'cat >/dev/null; printf %s "${LC_CTYPE-unset}" >&2; exit 100'
+    r = subprocess.run([program(helper[0]), *helper[1:], "/bin/sh", "-c", script],
+                       input=b"", capture_output=True, env=env, timeout=30)
+    assert r.stderr.startswith((lc_ctype or "unset").encode()), r.stderr
+
+
 ADDRESS = st.binary(max_size=40) | st.lists(st.sampled_from([b"a", b"@", b"\r", b"\n", b"\0", b" ", b'"', b"\\",
                                                             b"\t", b".", b":"]), max_size=20).map(b"".join)
 
