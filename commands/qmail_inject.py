@@ -5,7 +5,7 @@ import time
 
 from pyqmail.lib import control, token822
 from pyqmail.lib.exits import Exit
-from pyqmail.lib.injecthdr import Header, default_from, default_sender, die, unparsable
+from pyqmail.lib.injecthdr import Header, default_from, default_sender, die, refuse_controls, unparsable
 from pyqmail.lib.injectinput import Input, header
 from pyqmail.lib.injectrw import Rewriter
 from pyqmail.lib.program import main
@@ -142,6 +142,9 @@ def body(argv):
     if head.sender is None:
         head.sender = default_sender(rw, user if suser is None else suser, host if shost is None else shost,
                                      flags, now, pid)
+    if strategy != "a":
+        recipients += head.recipients()
+    refuse_controls(head.sender, recipients)
     if not queue:
         Output(False).put(b"Return-Path: <" + quote2(head.sender) + b">\n")
     out = Output(queue)
@@ -155,8 +158,6 @@ def body(argv):
     except BaseException:
         out.abort()
         raise
-    if strategy != "a":
-        recipients += head.recipients()
     return finish(out, head.sender, recipients)
 
 

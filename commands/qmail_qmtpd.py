@@ -60,7 +60,7 @@ class Spool:
             result = self.qq.close(package.sender, accepted) or "Kok %d qp %d" % (int(time.time()), self.pid)
             self.qq = None
         if not package.sender_ok:
-            result = qmtp.BAD_SENDER
+            result = package.sender_refusal
         if self.too_big:
             result = qmtp.TOO_BIG
         return result

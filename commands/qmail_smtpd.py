@@ -4,6 +4,7 @@ import time
 
 from pyqmail.lib import smtpcmd
 from pyqmail.lib.program import main
+from pyqmail.lib.quote import has_control
 from pyqmail.lib.smtpconf import Config, ControlError
 from pyqmail.lib.smtpio import Gone, LineTooLong, SmtpIO
 from pyqmail.lib.smtpreply import REPLY, Quit
@@ -24,9 +25,12 @@ class Session:
         """Queue `<code><greeting><end>`."""
         self.io.out(code + self.conf.greeting + end)
 
-    def address(self, arg):
-        """Return (address, ESMTP parameters), or None after replying 555."""
+    def address(self, arg, control_reply):
+        """Return (address, ESMTP parameters), or None after replying 555 or control_reply (a CR in it)."""
         addr, rest = smtpcmd.parse_address(arg)
+        if has_control(addr):  # qmail would store it, and qmail-local write it into Delivered-To
+            self.io.out(REPLY[control_reply])
+            return None
         if self.conf.liphost is not None and b"@[" in addr:
             if self.ipme is None:
                 from pyqmail.lib.smtpipme import IpMe
@@ -72,7 +76,7 @@ class Session:
 
     def smtp_mail(self, arg):
         """MAIL: start a transaction; a badmailfrom sender is refused at each RCPT, as qmail does."""
-        parsed = self.address(arg)
+        parsed = self.address(arg, "ctlmail")
         if parsed is None:
             return
         addr, rest = parsed
@@ -89,7 +93,7 @@ class Session:
         """RCPT: rcpthosts (unless RELAYCLIENT or AUTH), limits and the optional recipient check."""
         if not self.seenmail:
             return self.io.out(REPLY["wantmail"])
-        parsed = self.address(arg)
+        parsed = self.address(arg, "ctlrcpt")
         if parsed is None:
             return
         addr = parsed[0]
@@ -170,11 +174,7 @@ def serve(session):
     """Read and answer commands until QUIT (Quit) or the end of the connection (Gone)."""
     io = session.io
     while True:
-        try:
-            verb, arg = smtpcmd.split_command(io.readline())
-        except LineTooLong:
-            io.out(REPLY["longline"])
-            continue
+        verb, arg = smtpcmd.split_command(io.readline())
         getattr(session, COMMANDS.get(verb, "smtp_unknown"))(arg)
         if verb not in PIPELINED:
             io.flush()
@@ -185,6 +185,7 @@ def body(argv):
     from pyqmail.lib.netlog import Log
     Log("qmail-smtpd")  # only for its guard: fd 2 must never be the client's socket
     io = SmtpIO(0, 1)
+    linger = False
     try:
         try:
             conf = Config()
@@ -200,6 +201,9 @@ def body(argv):
     except TimeoutError:
         io.out(b"451 timeout (#4.4.2)\r\n")
         code = 1
+    except LineTooLong:  # a command or AUTH line over the bound: answer at once and hang up, never wait for its LF
+        io.out(REPLY["longline"])
+        code, linger = 1, True
     except Gone:
         return 1
     except MemoryError:
@@ -209,7 +213,10 @@ def body(argv):
     try:
         io.flush()
     except (Gone, TimeoutError):
-        pass
+        return code
+    if linger:
+        from pyqmail.lib.timedio import linger as drain
+        drain()  # the client is still sending its line: closing now could reset the reply away
     return code
 
 

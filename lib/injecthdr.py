@@ -8,7 +8,7 @@ from pyqmail.lib import token822, token822list
 from pyqmail.lib.exits import Exit
 from pyqmail.lib.headerbody import is_field_start
 from pyqmail.lib.injectrw import known
-from pyqmail.lib.quote import quote2, quote_need
+from pyqmail.lib.quote import has_control, quote2, quote_need
 from pyqmail.lib.queue import date822
 from pyqmail.lib.token822 import AT, ATOM, COLON, COMMENT, LEFT, QUOTE, RIGHT
 
@@ -36,6 +36,18 @@ def die(code, text):
 def unparsable(line):
     """Return the Exit for a line qmail-inject cannot parse (line shown as it is)."""
     return die(100, b"unable to parse this line:\n" + line)
+
+
+def visible(address: bytes) -> bytes:
+    """Return address with CR, LF and NUL shown as \\r, \\n and \\0, for a message on fd 2."""
+    return address.replace(b"\r", b"\\r").replace(b"\n", b"\\n").replace(b"\0", b"\\0")
+
+
+def refuse_controls(sender: bytes, recipients: list) -> None:
+    """Exit 100 if an envelope address holds CR, LF or NUL: qmail-local would write it into a header line."""
+    for address in [sender] + recipients:
+        if has_control(address):
+            raise die(100, b"address contains a control character: " + visible(address) + b"\n")
 
 
 class Header:

@@ -1,6 +1,7 @@
 """QMTP packages (cr.yp.to/proto/qmtp.txt, reference §6.3): a bounded streaming reader, encoder and replies."""
 
 from pyqmail.lib.netstring import MAX_DIGITS, NetstringError, Reader, encode, parse_length
+from pyqmail.lib.quote import has_control
 
 ADDR_MAX = 1000  # qmail-qmtpd: an address this long (RELAYCLIENT included) or longer is refused
 HARD_MAX = 200000000  # qmail-qmtpd's cap on any netstring length
@@ -12,6 +13,7 @@ RECIPIENTS = "recipient list"
 
 TOO_LONG = "L"  # recipient verdict letters, as qmail-qmtpd keeps them
 HAS_NUL = "N"
+HAS_CONTROL = "C"  # a CR or LF (beyond qmail, which takes them)
 NOT_RCPTHOST = "D"
 TOO_MANY = "M"
 
@@ -19,9 +21,11 @@ REPLIES = {
     NOT_RCPTHOST: "Dsorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
     TOO_LONG: "Dsorry, I can't handle that recipient (#5.1.3)",
     HAS_NUL: "Dsorry, I can't handle that recipient (#5.1.3)",
+    HAS_CONTROL: "Dsorry, that recipient address contains a control character (#5.1.3)",
     TOO_MANY: "Zsorry, too many recipients in one package (#4.5.3)",
 }
 BAD_SENDER = "Dunacceptable sender (#5.1.7)"
+CONTROL_SENDER = "Dsorry, that sender address contains a control character (#5.1.7)"
 TOO_BIG = "Dsorry, that message size exceeds my databytes limit (#5.3.4)"
 
 
@@ -49,6 +53,7 @@ class Package:
         self.length = 0  # message bytes after decoding
         self.sender = b""
         self.sender_ok = True
+        self.sender_refusal = ""  # the D text every recipient gets when the sender is refused
         self.recipients = []
         self.overflow = 0  # recipients past ENVELOPE_MAX, answered TOO_MANY
 
@@ -137,6 +142,20 @@ def _recipients(reader, package, limit):
     reader.read_comma()
 
 
+def sender_refusal(sender: "bytes | None") -> str:
+    """Return "" for a sender qmail-qmtpd takes, else the D text: too long (None) or NUL as qmail, CR or LF."""
+    if sender is None or b"\0" in sender:
+        return BAD_SENDER
+    return CONTROL_SENDER if has_control(sender) else ""
+
+
+def recipient_verdict(address: bytes) -> str:
+    """Return the verdict letter for the bytes of one recipient: HAS_NUL (qmail's), HAS_CONTROL (CR, LF) or ""."""
+    if b"\0" in address:
+        return HAS_NUL
+    return HAS_CONTROL if has_control(address) else ""
+
+
 def _first_length(reader):
     """Read the length field that starts a package; return None at a clean end of input."""
     try:
@@ -170,7 +189,8 @@ def read_package(reader, begin, relayclient_len=0):
         _message(reader, package, length, begin)
         where = SENDER
         sender = _address(reader, ADDR_MAX)
-        package.sender_ok = sender is not None and b"\0" not in sender
+        package.sender_refusal = sender_refusal(sender)
+        package.sender_ok = not package.sender_refusal
         package.sender = sender or b""
         where = RECIPIENTS
         _recipients(reader, package, ADDR_MAX - relayclient_len)

@@ -79,7 +79,7 @@ class Policy:
         from pyqmail.lib import qmtp
         if address is None:
             return qmtp.TOO_LONG, None
-        verdict = qmtp.HAS_NUL if b"\0" in address else ""
+        verdict = qmtp.recipient_verdict(address)
         if self.relayclient is not None:
             return verdict, address + self.relayclient
         if not self.rcpthosts.allowed(address):

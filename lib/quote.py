@@ -35,3 +35,8 @@ def quote2(address):
     if at < 0:
         return quote(address)
     return quote(address[:at]) + address[at:]
+
+
+def has_control(address: bytes) -> bool:
+    """True when address holds a CR, LF or NUL: bytes that would end or split a header line it is written into."""
+    return b"\r" in address or b"\n" in address or b"\0" in address

@@ -117,13 +117,10 @@ def auth(session, arg):
     exchange = {b"PLAIN": plain, b"LOGIN": login}.get(mechanism.upper())
     if exchange is None:
         return io.out(REPLIES["mech"])
-    from pyqmail.lib.smtpio import LineTooLong
-    try:
+    try:  # a response line over the bound ends the session as a command line does (LineTooLong)
         user, password = exchange(io, initial.strip(b" "))
     except Cancelled as e:
         return io.out(REPLIES[e.args[0]])
-    except LineTooLong:
-        return io.out(REPLIES["syntax"])
     stamp = b"<%d.%d@%s>" % (os.getpid(), int(time.time()), conf.greeting.split(b" ", 1)[0])
     verdict = checkpassword([os.fsencode(a) for a in conf.checkpassword], user, password, stamp)
     if verdict == "ok":

@@ -5,7 +5,7 @@ import select
 import time
 
 CHUNK = 65536
-LINE_LIMIT = 4096  # longest command line (qmail has none; an address may be 900 bytes plus ESMTP parameters)
+LINE_LIMIT = 4096  # longest command line before its LF, CR included (qmail has none; an address may be 900 bytes)
 
 
 class Gone(Exception):
@@ -13,7 +13,7 @@ class Gone(Exception):
 
 
 class LineTooLong(Exception):
-    """A command line over LINE_LIMIT; the rest of it has been read and discarded."""
+    """A command line over LINE_LIMIT: qmail-smtpd answers 500 and hangs up (its rest is never read)."""
 
 
 class SmtpIO:
@@ -109,30 +109,20 @@ class SmtpIO:
         self.buffer, self.pos = data + self.buffer[self.pos:], 0
 
     def readline(self):
-        """Return the next line without its LF; LineTooLong (after skipping to its LF) when over LINE_LIMIT."""
+        """Return the next line without its LF; LineTooLong as soon as it is known to exceed LINE_LIMIT."""
         start = self.pos
         while True:
             nl = self.buffer.find(b"\n", start)
             if nl >= 0:
-                line, self.pos = self.buffer[self.pos:nl], nl + 1
-                if len(line) > LINE_LIMIT:
+                if nl - self.pos > LINE_LIMIT:
                     raise LineTooLong()
+                line, self.pos = self.buffer[self.pos:nl], nl + 1
                 return line
-            if len(self.buffer) - self.pos > LINE_LIMIT:
-                self._skip_line()
+            if len(self.buffer) - self.pos > LINE_LIMIT:  # no LF in time: do not wait for one
                 raise LineTooLong()
             self.buffer, self.pos = self.buffer[self.pos:], 0
             start = len(self.buffer)
             self.buffer += self._recv()
-
-    def _skip_line(self):
-        """Read and drop bytes up to and including the next LF, holding nothing."""
-        while True:
-            nl = self.buffer.find(b"\n", self.pos)
-            if nl >= 0:
-                self.pos = nl + 1
-                return
-            self.buffer, self.pos = self._recv(), 0
 
     def can_tls(self):
         """True when fd_in is a TCP socket (STARTTLS needs one; a pipe cannot carry it)."""

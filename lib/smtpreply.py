@@ -17,6 +17,8 @@ REPLY = {
     "controls": b"421 unable to read controls (#4.3.0)\r\n",
     "ipme": b"421 unable to figure out my IP addresses (#4.3.0)\r\n",
     "longline": b"500 command line too long (#5.5.2)\r\n",
+    "ctlmail": b"553 sorry, that sender address contains a control character (#5.1.7)\r\n",
+    "ctlrcpt": b"553 sorry, that recipient address contains a control character (#5.1.3)\r\n",
 }
 
 
