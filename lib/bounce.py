@@ -4,7 +4,7 @@ from collections import namedtuple
 
 from pyqmail.lib import verp
 from pyqmail.lib.queue import date822
-from pyqmail.lib.quote import quote, quote2
+from pyqmail.lib.quote import line_safe, quote, quote2
 
 DOUBLE_BOUNCE_SENDER = b"#@[]"
 SINGLE, DOUBLE, TRIPLE = "single", "double", "triple"
@@ -54,7 +54,7 @@ def header(bounce, controls, now):
     """Return the bounce's header, blank line and opening paragraph."""
     head = (b"Date: " + date822(now).encode() + b"\n"
             b"From: " + quote(controls.bouncefrom) + b"@" + controls.bouncehost + b"\n"
-            b"To: " + quote2(bounce.recipient) + b"\n"
+            b"To: " + line_safe(quote2(bounce.recipient)) + b"\n"
             b"Subject: failure notice\n"
             b"\n"
             b"Hi. This is the qmail-send program at " + controls.bouncehost + b".\n")
@@ -69,4 +69,4 @@ def message(bounce, controls, now, bounce_text, mess):
     separator = (b"--- Below this line is a copy of the message.\n\n" if bounce.kind == SINGLE
                  else b"--- Below this line is the original bounce.\n\n")
     return (header(bounce, controls, now) + bounce_text + separator
-            + b"Return-Path: <" + quote2(bounce.original) + b">\n" + mess)
+            + b"Return-Path: <" + line_safe(quote2(bounce.original)) + b">\n" + mess)

@@ -3,7 +3,7 @@
 import time
 
 from pyqmail.lib.dotqmail import ext_parts, host_parts
-from pyqmail.lib.quote import quote2
+from pyqmail.lib.quote import LINE_SAFE, line_safe, quote2
 
 DAYS = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")
 MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
@@ -16,16 +16,8 @@ def myctime(t):
         DAYS[g.tm_wday], MONTHS[g.tm_mon - 1], g.tm_mday, g.tm_hour, g.tm_min, g.tm_sec, g.tm_year)
 
 
-# CR, LF and NUL in an address would end a header line early (a parser that splits on CR, as Python's
-# email does, would then read the rest as a header the sender chose): they become `_` in every line
-LINE_SAFE = bytes.maketrans(b"\r\n\0", b"___")
 # the From_ line: qmail's blanks become `-` (LF included, as qmail does), CR and NUL `_`
 FROM_SAFE = bytes.maketrans(b" \t\n\r\0", b"---__")
-
-
-def line_safe(value: bytes) -> bytes:
-    """Return value with every CR, LF and NUL turned into `_`."""
-    return value.translate(LINE_SAFE)
 
 
 def one_line(value: bytes) -> bytes:

@@ -40,3 +40,13 @@ def quote2(address):
 def has_control(address: bytes) -> bool:
     """True when address holds a CR, LF or NUL: bytes that would end or split a header line it is written into."""
     return b"\r" in address or b"\n" in address or b"\0" in address
+
+
+# CR, LF and NUL in an address would end a header line early (a parser that splits on CR, as Python's
+# email does, would then read the rest as a header the sender chose): they become `_` in every line built
+LINE_SAFE = bytes.maketrans(b"\r\n\0", b"___")
+
+
+def line_safe(value: bytes) -> bytes:
+    """Return value with every CR, LF and NUL turned into `_`."""
+    return value.translate(LINE_SAFE)

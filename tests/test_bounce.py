@@ -148,3 +148,15 @@ def test_verp_delivery_sender_property(pre, host, box, rhost):
     sender = pre + b"@" + host + b"-@[]"
     assert verp.delivery_sender(sender, box + b"@" + rhost) == pre + box + b"=" + rhost + b"@" + host
     assert verp.bounce_recipient(sender) == pre + b"@" + host
+
+
+def test_bounce_header_lines_stay_one_line_whatever_the_sender_holds():
+    """A sender with CR or LF (possible by QMQP or qmail-queue) writes `_` in the bounce's To: and Return-Path:
+    (issue 17), so no header the sender chose appears; the envelope recipient keeps the raw address."""
+    import email
+    b = bounce.plan(b"a\rX-Evil: 1\nX-Evil: 2@x.example", CONTROLS)
+    text = bounce.message(b, CONTROLS, NOW, ENTRY, MESS)
+    assert b'To: "a\\_X-Evil: 1\\_X-Evil: 2"@x.example\n' in text  # quoted as qmail does, then made one line
+    assert b'Return-Path: <"a\\_X-Evil: 1\\_X-Evil: 2"@x.example>\n' in text
+    assert "X-Evil" not in email.message_from_bytes(text)
+    assert b.recipient == b"a\rX-Evil: 1\nX-Evil: 2@x.example"
