@@ -105,7 +105,7 @@ def receive(session):
     spool = Spool(session)
     from pyqmail.lib.timedio import TimedInput
     try:
-        request = qmqp.read_request(TimedInput(0, policy.timeout), policy.maxbytes, spool.begin)
+        request = qmqp.read_request(TimedInput(0, policy.timeout), policy.maxbytes, spool.begin, policy.maxrcpt)
     except qmqp.RequestError as e:
         spool.abort()
         if e.kind in ("eof", "timeout"):
@@ -115,9 +115,10 @@ def receive(session):
             return 0
         return session.reply(e.reply())
     if session.debug:
+        from itertools import islice
         log("debug: sender <%s>, %d recipients: %s" % (
             request.sender.decode("latin-1") if request.sender is not None else "(refused)",
-            len(request.recipients), " ".join("<%s>" % r.decode("latin-1") for r in request.recipients[:20])))
+            len(request.recipients), " ".join("<%s>" % r.decode("latin-1") for r in islice(request.recipients, 20))))
     refusal = request.refusal() or ("DError: too many hops" if spool.too_many_hops else "")
     if refusal:
         spool.abort()

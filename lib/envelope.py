@@ -11,66 +11,146 @@ class EnvelopeError(ValueError):
         self.code = code
 
 
+class Recipients:
+    """Recipient addresses held as qmail-queue's T records in one buffer (b"Taddr\\0" each), not as a list:
+    a list costs some 50 bytes per address more, and a reused worker keeps the small blocks it freed."""
+
+    __slots__ = ("records", "count")
+    __hash__ = None
+
+    def __init__(self, addresses=(), records=b"", count=0):
+        self.records = records
+        self.count = count
+        for address in addresses:
+            self.append(address)
+
+    def append(self, address: bytes) -> None:
+        """Add one address; a NUL would end its record early, so it is refused."""
+        if b"\0" in address:
+            raise ValueError("an address with a NUL cannot be held as a T record")
+        if not isinstance(self.records, bytearray):
+            self.records = bytearray(self.records)
+        self.records += b"T%s\0" % address
+        self.count += 1
+
+    def __len__(self):
+        """Return the number of addresses."""
+        return self.count
+
+    def __iter__(self):
+        """Yield each address, without its T and NUL."""
+        records, pos = self.records, 0
+        for _ in range(self.count):
+            end = records.find(b"\0", pos)
+            yield bytes(records[pos + 1:end])
+            pos = end + 1
+
+    def __getitem__(self, index):
+        """Return an address or a list of them, as a list would (for tests and tools: it walks them all)."""
+        return list(self)[index]
+
+    def __eq__(self, other):
+        """Equal to Recipients with the same records, or to a list or tuple of the same addresses."""
+        if isinstance(other, Recipients):
+            return self.records == other.records
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self):
+        """Show the addresses."""
+        return "Recipients(%r)" % list(self)
+
+
 def encode(sender, recipients):
     """Return the qmail-queue envelope for sender and recipients."""
+    if isinstance(recipients, Recipients):
+        return b"F%s\0%s\0" % (sender, recipients.records)
     parts = [b"F" + sender + b"\0"]
     parts += [b"T" + r + b"\0" for r in recipients]
     parts.append(b"\0")
     return b"".join(parts)
 
 
+def runs_fit(data, start: int, end: int, limit: int) -> bool:
+    """True if no run of non-NUL bytes in data[start:end] is longer than limit, without a loop per record."""
+    # a run longer than limit covers a whole block of `step` bytes counted from start: only a block
+    # without a NUL needs its run measured, so a megabyte of short records costs some 2,000 finds
+    step = (limit + 1) // 2
+    for block in range(start, end - step + 1, step):
+        if data.find(b"\0", block, block + step) < 0:
+            left = data.rfind(b"\0", start, block) + 1 or start
+            right = data.find(b"\0", block, end)
+            if (end if right < 0 else right) - left > limit:
+                return False
+    return True
+
+
 def decode(data):
-    """Parse a complete qmail-queue envelope; return (sender, [recipients])."""
+    """Parse a complete qmail-queue envelope; return (sender, Recipients)."""
     if not data.endswith(b"\0\0") and data != b"\0":
         raise EnvelopeError(54, "envelope ended before its final NUL")
-    records = data[:-1].split(b"\0")[:-1]
-    if not records or records[0][:1] != b"F":
+    if data[:1] != b"F":
         raise EnvelopeError(91, "envelope does not start with an F record")
-    for record in records:
-        if len(record) > ADDR_MAX:
-            raise EnvelopeError(11, "envelope address too long")
-    for record in records[1:]:
-        if record[:1] != b"T":
-            raise EnvelopeError(91, "envelope record is not a T record")
-    return records[0][1:], [r[1:] for r in records[1:]]
+    end = len(data) - 1  # the T records end here, before the empty record
+    if not runs_fit(data, 0, end, ADDR_MAX):
+        raise EnvelopeError(11, "envelope address too long")
+    start = data.find(b"\0") + 1
+    count = data.count(b"\0", start, end)
+    if count and (data[start:start + 1] != b"T" or data.count(b"\0T", start, end) != count - 1):
+        raise EnvelopeError(91, "envelope record is not a T record")
+    return data[1:start - 1], Recipients(records=data[start:end], count=count)
 
 
 def read(stream, limit=ADDR_MAX):
-    """Read an envelope record by record from a binary stream; return (sender, [recipients])."""
-    records = []
-    buf = b""
+    """Read an envelope record by record from a binary stream; return (sender, Recipients)."""
+    pending = bytearray()  # bytes read and not yet taken as records
+    pos = 0  # where the record being read starts in pending
+    sender = None
+    recipients = Recipients(records=bytearray())
     while True:
-        nul = buf.find(b"\0")
+        nul = pending.find(b"\0", pos)
         while nul < 0:
-            if buf and buf[:1] != (b"T" if records else b"F"):
+            if len(pending) > pos and pending[pos] != (b"T" if sender is not None else b"F")[0]:
                 # qmail-queue checks the type byte first: a bad record is 91 even if it never ends
                 raise EnvelopeError(91, "envelope record has the wrong type")
-            if len(buf) > limit:
+            if len(pending) - pos > limit:
                 raise EnvelopeError(11, "envelope address too long")
             chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096)
             if not chunk:
                 raise EnvelopeError(54, "envelope ended before its final NUL")
-            buf += chunk
-            nul = buf.find(b"\0")
-        record, buf = buf[:nul], buf[nul + 1:]
-        if len(record) > limit:
+            del pending[:pos]
+            pending += chunk
+            nul = pending.find(b"\0", len(pending) - len(chunk))
+            pos = 0
+        if nul - pos > limit:
             raise EnvelopeError(11, "envelope address too long")
-        if not record:
+        if nul == pos:
             break
-        if record[:1] != (b"T" if records else b"F"):
+        if pending[pos] != (b"T" if sender is not None else b"F")[0]:
             raise EnvelopeError(91, "envelope record has the wrong type")
-        records.append(record[1:])
-    if not records:
+        if sender is None:
+            sender = bytes(pending[pos + 1:nul])
+        else:
+            recipients.records += pending[pos:nul + 1]
+            recipients.count += 1
+        pos = nul + 1
+    if sender is None:
         raise EnvelopeError(91, "envelope has no F record")
-    return records[0], records[1:]
+    return sender, recipients
 
 
 def todo_record(uid, pid, sender, recipients):
     """Return the bytes qmail-queue writes to intd/N: u, p, F, T records, no final empty record."""
-    parts = [b"u%d\0p%d\0F" % (uid, pid), sender, b"\0"]
-    for r in recipients:
-        parts += [b"T", r, b"\0"]
-    return b"".join(parts)
+    return b"".join(todo_parts(uid, pid, sender, recipients))
+
+
+def todo_parts(uid: int, pid: int, sender: bytes, recipients) -> list:
+    """Return intd/N's bytes in pieces to write in turn; Recipients' buffer is one of them, not copied."""
+    head = b"u%d\0p%d\0F%s\0" % (uid, pid, sender)
+    if isinstance(recipients, Recipients):
+        return [head, recipients.records]
+    return [head, b"".join(b"T%s\0" % r for r in recipients)]
 
 
 def parse_todo(data):

@@ -105,7 +105,11 @@ class Reader:
 
     def read(self, limit):
         """Read one whole netstring whose payload may not exceed limit bytes."""
-        payload = self._take(self.read_length(limit))
+        return self.read_payload(self.read_length(limit))
+
+    def read_payload(self, length: int) -> bytes:
+        """Read the rest of a netstring whose length field has been read: its payload and comma."""
+        payload = self._take(length)
         self.read_comma()
         return payload
 

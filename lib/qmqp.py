@@ -1,10 +1,12 @@
 """QMQP requests (cr.yp.to/proto/qmqp.html, reference §6.2): a bounded streaming reader and its replies."""
 
+from pyqmail.lib.envelope import Recipients
 from pyqmail.lib.netstring import NetstringError, Reader, encode
 
 ADDR_MAX = 1000  # qmail-qmqpd: an address of this many bytes or more (or with a NUL) spoils the message
 HARD_MAX = 200000000  # qmail-qmqpd's cap on any netstring length
 ENVELOPE_MAX = 1000000  # recipient bytes kept in memory; beyond it the request is refused
+TOO_MANY_RECIPIENTS = "DError: too many recipients"
 BAD_ADDRESS = "Dsorry, I can't accept addresses like that (#5.1.3)"
 
 HEADER = "receiving QMQP packet header"
@@ -36,7 +38,7 @@ class Request:
     def __init__(self):
         self.length = 0
         self.sender = b""
-        self.recipients = []
+        self.recipients = Recipients()  # one buffer of T records, as qmail-queue's envelope takes them
         self.bad_address = False
         self.too_large = False
         self.too_many_recipients = False
@@ -48,7 +50,7 @@ class Request:
         if self.bad_address:
             return BAD_ADDRESS
         if self.too_many_recipients:
-            return "DError: too many recipients"
+            return TOO_MANY_RECIPIENTS
         return ""  # zero recipients is queued, as qmail-qmqpd does (Postfix refuses it)
 
 
@@ -60,21 +62,19 @@ def _address(reader, request):
         reader.read_comma()
         request.bad_address = True
         return None
-    parts = []
-    reader.skip(length, parts.append)
-    reader.read_comma()
-    address = b"".join(parts)
+    address = reader.read_payload(length)
     if b"\0" in address:
         request.bad_address = True
         return None
     return address
 
 
-def read_request(stream, maxbytes, begin):
+def read_request(stream, maxbytes, begin, maxrcpt=ENVELOPE_MAX):
     """Read one request; begin(length) returns a sink for the message bytes, or None to discard them.
 
     Every byte is charged against the outer netstring; its length may not exceed
-    maxbytes + ENVELOPE_MAX. A message longer than maxbytes is read and discarded.
+    maxbytes + ENVELOPE_MAX. A message longer than maxbytes is read and discarded; so are the
+    recipients after the first maxrcpt or past ENVELOPE_MAX bytes, and the request is refused.
     """
     reader = Reader(stream)
     request = Request()
@@ -91,12 +91,13 @@ def read_request(stream, maxbytes, begin):
         where = SENDER
         request.sender = _address(reader, request)
         where = RECIPIENT
-        kept = 0
+        kept = count = 0
         while reader.budget > 0:
             before = reader.budget
             address = _address(reader, request)
             kept += before - reader.budget
-            if kept > ENVELOPE_MAX:
+            count += 1
+            if kept > ENVELOPE_MAX or count > maxrcpt:
                 request.too_many_recipients = True
             elif address is not None:
                 request.recipients.append(address)
@@ -112,11 +113,11 @@ def read_request(stream, maxbytes, begin):
     return request
 
 
-def parse_request(data, maxbytes=HARD_MAX):
+def parse_request(data, maxbytes=HARD_MAX, maxrcpt=ENVELOPE_MAX):
     """Parse a complete request held in bytes; return (message, request). For tests and tools."""
     import io
     parts = []
-    request = read_request(io.BytesIO(data), maxbytes, lambda length: parts.append)
+    request = read_request(io.BytesIO(data), maxbytes, lambda length: parts.append, maxrcpt)
     return b"".join(parts), request
 
 

@@ -1,10 +1,11 @@
 """qmail-qmqpd's control files and their defaults (Postfix qmqpd's parameters, qmail's deadline)."""
 
 from pyqmail.lib import control
-from pyqmail.lib.qmqp import HARD_MAX
+from pyqmail.lib.qmqp import ENVELOPE_MAX, HARD_MAX
 
 DEFAULTS = {
     "qmqpdmaxbytes": 10240000,  # Postfix message_size_limit; 0 = only qmail's 200000000 cap
+    "qmqpdmaxrcpt": 10000,  # recipients per request; 0 = only the ENVELOPE_MAX bytes of recipients
     "qmqpdmaxhops": 50,  # Postfix hopcount_limit; Received: and Delivered-To: lines; 0 = no limit
     "qmqpdtimeout": 300,  # Postfix qmqpd_timeout, per read
     "qmqpddeadline": 3600,  # qmail-qmqpd's whole-session alarm
@@ -21,6 +22,7 @@ class Policy:
 
     def __init__(self, values, debug_peers):
         self.maxbytes = values["qmqpdmaxbytes"] or HARD_MAX
+        self.maxrcpt = values["qmqpdmaxrcpt"] or ENVELOPE_MAX  # a recipient takes 3 bytes at least
         self.maxhops = values["qmqpdmaxhops"]
         self.timeout = max(values["qmqpdtimeout"], 1)
         self.deadline = max(values["qmqpddeadline"], 1)

@@ -18,6 +18,8 @@ MAX_USE = 1000  # connections per worker (Postfix's max_use is 100: a fork costs
 MAX_IDLE = 100  # seconds an idle worker waits for a connection before it exits (Postfix's max_idle)
 RECORD = 9  # the worker's pid in 8 hex digits, then B (busy) or I (idle)
 KEEP_FD = 900  # a worker's own descriptors are moved here; 3 up to this are closed after each connection
+TRIM_OVER = 512 << 10  # private resident bytes a connection may add before the worker calls malloc_trim
+GROWTH_MAX = 8 << 20  # private resident bytes a worker may gain over its size when forked; past it, it exits
 
 
 class Pool:
@@ -81,6 +83,31 @@ class Pool:
                 pass
 
 
+def private_resident() -> int:
+    """Return this process's resident memory that is not file-backed (Linux /proc/self/statm: resident minus
+    shared), in bytes, or 0 where unknown: a mapped cdb file is no growth to undo."""
+    try:
+        fd = os.open("/proc/self/statm", os.O_RDONLY)
+    except OSError:
+        return 0
+    try:
+        fields = os.read(fd, 256).split()
+        return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+    finally:
+        os.close(fd)
+
+
+def malloc_trim():
+    """Return glibc's malloc_trim, which hands the heap's free pages back to the kernel, or None elsewhere."""
+    try:
+        import ctypes
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, ImportError):
+        return None
+
+
 def die_with_parent():
     """Have the kernel TERM this worker when the listener dies (Linux prctl; nothing elsewhere)."""
     try:
@@ -109,7 +136,9 @@ def exclusive_waiter(listen_fd, keep):
 
 
 class Worker:
-    """The worker's loop: accept, serve in this process, clean up, say idle; exit after MAX_USE."""
+    """The worker's loop: accept, serve in this process, clean up, say idle; exit after MAX_USE, or after a
+    connection that left it GROWTH_MAX bigger than it was forked, even after malloc_trim (Python keeps
+    blocks it freed for reuse: a fresh worker is the sure way back to the idle size)."""
 
     def __init__(self, listen_fd, status_w, serve, say_end, keep_env=frozenset()):
         self.serve, self.say_end, self.keep_env = serve, say_end, keep_env
@@ -159,6 +188,8 @@ class Worker:
         # _socket's own objects: socket.socket's accept() converts family and type to enums every time
         sock = _socket.socket(fileno=self.listen_fd)
         kind = sock.family, sock.type, sock.proto
+        self.trim = malloc_trim()
+        self.forked_size = self.trimmed_size = private_resident()
         served = 0
         while served < MAX_USE:
             _signal.signal(_signal.SIGALRM, self.on_alarm)  # _signal: no enum conversions per connection
@@ -181,7 +212,7 @@ class Worker:
             self.clean_up()
             self.busy = False
             self.tell(b"I")
-            if self.stopping:
+            if self.stopping or self.too_big():
                 break
         os._exit(0)
 
@@ -196,3 +227,12 @@ class Worker:
         sys.argv = list(self.argv)
         os.fchdir(self.cwd)
         os.umask(self.umask)
+
+    def too_big(self):
+        """Trim the heap if it grew TRIM_OVER since the last trim (a freed megabyte buffer stays in glibc's
+        heap otherwise); True if the worker is still GROWTH_MAX over its size when forked."""
+        size = private_resident()
+        if self.trim is not None and size > self.trimmed_size + TRIM_OVER:
+            self.trim(0)  # not after every connection: 40 us each, as the pages it frees fault in again
+            size = self.trimmed_size = private_resident()
+        return size > self.forked_size + GROWTH_MAX
