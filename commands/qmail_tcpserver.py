@@ -6,7 +6,7 @@ import signal
 import socket
 import sys
 
-from pyqmail.lib import inprocess, tcppool, tcprules, tcpserve
+from pyqmail.lib import envsnapshot, inprocess, tcppool, tcprules, tcpserve
 from pyqmail.lib.errstr import error_str
 from pyqmail.lib.exits import Exit
 from pyqmail.lib.program import main
@@ -237,7 +237,7 @@ def body(argv):
         o = tcpserve.parse(argv, os.environ)
     except tcpserve.UsageError as e:
         raise Exit(100, "%s\ntcpserver: %s" % (e, tcpserve.USAGE))
-    tcpserve.uncoerce_locale(os.environ)
+    envsnapshot.undo_locale_coercion()  # programs get tcpserver's environment, not the interpreter's LC_CTYPE
     sock = tcpserve.listen(o)
     tcpserve.drop_privileges(o)
     module = inprocess.recognise(o.argv[0])

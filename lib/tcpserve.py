@@ -159,16 +159,3 @@ def drop_privileges(o):
             os.setuid(o.uid)
         except OSError as e:
             raise Exit(111, "fatal: unable to set uid: %s" % error_str(e.errno))
-
-
-def uncoerce_locale(environ):
-    """Remove the LC_CTYPE that Python's start-up added (PEP 538), so programs get tcpserver's environment."""
-    if "LC_CTYPE" not in environ:
-        return
-    try:
-        with open("/proc/self/environ", "rb") as f:  # the environment as exec'd, before the interpreter's changes
-            original = f.read().split(b"\0")
-    except OSError:
-        return
-    if not any(entry.startswith(b"LC_CTYPE=") for entry in original):
-        del environ["LC_CTYPE"]

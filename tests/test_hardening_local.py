@@ -276,3 +276,23 @@ def test_the_administrators_lc_ctype_and_only_it_reaches_deliveries(procs, syste
     assert env.get("LC_CTYPE") == lc_ctype
     assert set(env) == set(given) | LOCAL_VARS
     assert {k: env[k] for k in given} == given
+
+
+@pytest.mark.parametrize("lc_ctype", [None, "C"])
+def test_qmail_tcpserver_hands_programs_the_locale_it_was_given(procs, tree, lc_ctype):
+    """A program qmail-tcpserver execs sees the LC_CTYPE the listener was given, not the interpreter's."""
+    import socket
+    from conftest import tcpserver
+    env = {"PATH": os.environ["PATH"], "QMAILHOME": str(tree)}
+    if lc_ctype is not None:
+        env["LC_CTYPE"] = lc_ctype
+    port = tcpserver(procs, tree, ["/bin/sh", "-c", 'printf %s "${LC_CTYPE-unset}"'], env=env,
+                     server=program("qmail-tcpserver"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        got = b""
+        while True:
+            data = s.recv(100)
+            if not data:
+                break
+            got += data
+    assert got == (lc_ctype or "unset").encode()
