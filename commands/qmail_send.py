@@ -42,6 +42,7 @@ class Send:
         self.todo = Todo(self)
         self.held = Held(self)
         self.cleanup = Cleanup(self)
+        self.info_damaged = set()  # messages whose info/N has no sender: warned once, not scheduled again
 
     def next_delid(self):
         """Return the next delivery number (1, 2, 3, … per run)."""

@@ -137,17 +137,23 @@ def readint(name, default):
 
 
 def readlist(name, default=None):
-    """Return every line, trailing blanks stripped, blank and # lines skipped; absent → default or []."""
+    """Return the entries of a list control file (parse_list); absent → default or []."""
     data = read_file(name)
     if data is None:
         return list(default or [])
     return parse_list(data)
 
 
-def parse_list(data):
-    """Return the meaningful lines of a list control file's bytes."""
-    lines = (line.rstrip(b" \t") for line in data.split(b"\n"))
-    return [line for line in lines if line and not line.startswith(b"#")]
+def parse_list(data: bytes) -> list:
+    """Return a list control file's entries as qmail's control_readfile and constmap see them: each line
+    with trailing spaces and tabs stripped; a line that is then empty, or starts with `#` or NUL, is
+    skipped; any other line is split at its NULs into entries (`a\\0b` gives `a`, `b`; `a\\0` gives `a`, ``)."""
+    entries = []
+    for line in data.split(b"\n"):
+        line = line.rstrip(b" \t")
+        if line and line[0] != 0x23 and line[0] != 0:  # `#`, NUL: qmail tests the line's first byte only
+            entries += line.split(b"\0")  # qmail keeps the lines NUL-terminated in one buffer
+    return entries
 
 
 def me():

@@ -7,7 +7,7 @@ import time
 from pyqmail.lib import bounce, retry, sendlog, verp
 from pyqmail.lib.channel import CHANNELS
 from pyqmail.lib.queue import SPLIT, split_name, write_all
-from pyqmail.lib.sendmessages import SLEEP_ALERT, SLEEP_SYSFAIL, read_info
+from pyqmail.lib.sendmessages import SLEEP_ALERT, SLEEP_SYSFAIL, InfoDamaged, read_info
 from pyqmail.lib.spawnproto import encode_request
 
 REPORTMAX = 10000  # qmail-send keeps at most this much of a report, whatever the spawner sends
@@ -222,6 +222,12 @@ class Channel:
                 with open(self.fn(id), "rb") as f:
                     records = f.read()
                 birth, sender = read_info(id)
+        except InfoDamaged:
+            # no sender, no delivery and no bounce: retrying every 123 s would only repeat the warning
+            if id not in send.info_damaged:
+                send.info_damaged.add(id)
+                send.log(sendlog.warning("info_no_sender", sendlog.split_fn("info", id)))
+            return False  # left out of the schedule: the next start looks again
         except OSError:
             send.log(sendlog.warning("open_later", sendlog.split_fn(self.name, id)))
             self.schedule.add(id, recent + SLEEP_SYSFAIL)

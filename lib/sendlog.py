@@ -146,6 +146,9 @@ WARNINGS = {  # what: (before the file name, after it)
     "unlink_later": (b"unable to unlink ", b"; will try again later"),
     "utime": (b"unable to utime ", b"; message will be retried too soon"),
     "unknown_todo": (b"unknown record type in ", b""),
+    "no_sender": (b"no sender record in ", b"; message set aside"),  # not qmail's: qmail loops on it
+    "truncated": (b"truncated record in ", b"; message set aside"),  # not qmail's: it drops the record
+    "info_no_sender": (b"no sender record in ", b"; message set aside until qmail-send restarts"),
     "unknown_chan": (b"unknown record type in ", b"!"),
     "clean": (b"qmail-clean unable to clean up ", b""),
 }

@@ -20,14 +20,19 @@ OSSIFIED = 129600  # 36 hours: longer than qmail-queue's 24-hour limit, so no in
 TRIGGER = "lock/trigger"
 
 
+class InfoDamaged(OSError):
+    """info/N was read but holds no F record: trying again cannot help."""
+
+
 def read_info(id):
-    """Return (birth, sender) from info/N: its mtime and its F record; OSError if unusable."""
+    """Return (birth, sender) from info/N: its mtime and its F record; OSError if unreadable, InfoDamaged if
+    it has no F record."""
     with open(split_name("info", id), "rb") as f:
         birth = int(os.fstat(f.fileno()).st_mtime)
         data = f.read()
     nul = data.find(b"\0")
     if nul < 0 or data[:1] != b"F":
-        raise OSError("info has no sender")
+        raise InfoDamaged("info has no sender")
     return birth, data[1:nul]
 
 
@@ -62,7 +67,9 @@ def split_names(directory):
 class Todo:
     """The todo scan: on a trigger or every SLEEP_TODO seconds, batches of up to TODO_BATCH todo entries,
     read and planned in the loop (a held message needs no more), their files created and fsynced in a
-    thread while the loop goes on; a message is scheduled only after qmail-clean's answer."""
+    thread while the loop goes on; a message is scheduled only after qmail-clean's answer. A todo/N that
+    fails is logged once: tried again at each scan (qmail's way) but silent while it fails the same way,
+    and not even read again while a damaged one (todo.Result.aside) is unchanged."""
 
     def __init__(self, send):
         self.send = send
@@ -71,6 +78,7 @@ class Todo:
         self.gone = set()  # todo/N removed while this scan's directory listing may still name it
         self.scan = None
         self.pending = collections.deque()  # ids of this listing taken back while the hold was full
+        self.failing = {}  # id -> (todo.Result.aside, its log lines) of a todo/N whose last try failed
         self.next_run = 0  # scan at once when starting
         self.fsyncer = None  # threads for fsync_all, started at the first batch
         self.batcher = None  # the thread a batch is preprocessed in, off the loop (creates and fsyncs block)
@@ -121,7 +129,10 @@ class Todo:
             self.gone = set()
             # held messages keep their todo/N: every scan meets them, so they are left out here at once
             skip = self.cleaning | send.held.messages.keys()
-            self.scan = iter([n for n in map(int, filter(is_number, names)) if n not in skip])
+            listed = [n for n in map(int, filter(is_number, names)) if n not in skip]
+            if self.failing:
+                self.forget_removed(set(listed))
+            self.scan = iter(listed)
             self.next_run = recent + SLEEP_TODO
             # held messages stay in todo/, so a listing can cost milliseconds; pulls come once per
             # message: the next listing waits RESCAN_REST times this one's cost, so that listing takes
@@ -137,8 +148,9 @@ class Todo:
             if id is None:
                 self.scan = None
                 break
-            if id not in self.cleaning and id not in self.gone and not send.held.owns(id):
-                ids.append(id)  # (else qmail-clean has not answered yet, or it is being delivered held)
+            if id not in self.cleaning and id not in self.gone and not send.held.owns(id) \
+                    and not self.set_aside(id):
+                ids.append(id)  # (else qmail-clean has not answered yet, it is being delivered held, or damaged)
         results, unwritten, hold = {}, [], send.held.room()
         for i, id in enumerate(ids):  # reading and planning is quick: here; files and fsyncs: in the thread
             if hold <= 0 and send.held.moving():  # the rest waits for room, in todo/
@@ -165,10 +177,35 @@ class Todo:
         finally:
             os.write(self.done_w, b"+")
 
+    def set_aside(self, id):
+        """True if todo/N was found damaged and has not changed since: it is not read again."""
+        failed = self.failing.get(id)
+        if failed is None or failed[0] is None:
+            return False
+        try:
+            return todo.stat_key(os.stat("todo/%d" % id)) == failed[0]
+        except OSError:
+            return False  # then the try says what is wrong
+
+    def forget_removed(self, present):
+        """Forget failing entries whose todo/N is no longer listed (removed by hand)."""
+        self.failing = {id: f for id, f in self.failing.items() if id in present}
+
+    def news(self, id, result):
+        """Return the lines to log for an entry's result: none if it failed just as at its last try."""
+        lines = b"".join(result.log)
+        if isinstance(result, todo.Held) or result.ok:
+            self.failing.pop(id, None)
+            return lines
+        before = self.failing.get(id)
+        self.failing[id] = (result.aside, lines)
+        return b"" if before is not None and before[1] == lines else lines
+
     def take(self, results):
-        """Log each entry's lines; keep the held ones, hand the good ones' todo/N to qmail-clean."""
+        """Log each entry's lines (a failure once); keep the held ones, hand the good ones' todo/N to
+        qmail-clean."""
         for id, result in results.items():
-            self.send.log(b"".join(result.log))
+            self.send.log(self.news(id, result))
             if isinstance(result, todo.Held):
                 self.send.held.add(result, int(time.time()))
             elif result.ok:

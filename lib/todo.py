@@ -11,8 +11,9 @@ from pyqmail.lib.queue import split_name, write_all
 Plan = namedtuple("Plan", "info chan log failure")
 Plan.__doc__ = ("Bytes for info/N and {channel: bytes}, log lines, and the failing warning or None. "
                 "chan holds a channel only if a T record went to it (its file is created O_EXCL then).")
-Result = namedtuple("Result", "ok log channels")
-Result.__doc__ = "Whether todo/N may be handed to qmail-clean, the log lines, the channels that got a file."
+Result = namedtuple("Result", "ok log channels aside", defaults=(None,))
+Result.__doc__ = ("Whether todo/N may be handed to qmail-clean, the log lines, the channels that got a file; "
+                  "aside: todo/N's stat_key when its content is damaged (it is not read again while unchanged).")
 
 Held = namedtuple("Held", "n log info records")
 Held.__doc__ = ("A message to deliver from memory (lib/sendheld): the log lines, info/N's and local/N's bytes "
@@ -29,7 +30,8 @@ def holdable(p):
 
 
 def plan(n, todo_data, mess_size, rewriter):
-    """Return the Plan for todo/N's bytes: a trailing record without its NUL is ignored, as qmail does."""
+    """Return the Plan for todo/N's bytes: a trailing record without its NUL is ignored, as qmail does
+    (prepare refuses such a file first); no F record is a failure (qmail would write an empty info/N)."""
     info, chan, log = b"", {}, []
     uid = pid = 0
     for record in todo_data.split(b"\0")[:-1]:
@@ -46,7 +48,14 @@ def plan(n, todo_data, mess_size, rewriter):
             chan[channel] = chan.get(channel, b"") + b"T" + addr + b"\0"
         else:
             return Plan(info, chan, log, sendlog.warning("unknown_todo", sendlog.flat_fn("todo", n)))
+    if not info:
+        return Plan(info, chan, log, sendlog.warning("no_sender", sendlog.flat_fn("todo", n)))
     return Plan(info, chan, log, None)
+
+
+def stat_key(st: os.stat_result) -> tuple:
+    """What changes when a file is replaced, rewritten, touched or chmodded."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def unlink_stale(name):
@@ -90,10 +99,12 @@ def splitter(queue, n):
 
 def prepare(n, rewriter, queue=".", hold=False):
     """Read and plan todo/N, no file created: an Unwritten, a Held (if hold and the message qualifies), or a
-    failed Result. todo/N and intd/N are left alone."""
+    failed Result (with aside set if todo/N's content is damaged: a last record without its NUL, an unknown
+    record, no F record). todo/N and intd/N are left alone."""
     split = splitter(queue, n)
     try:
-        fd = os.open(os.path.join(queue, "todo", str(n)), os.O_RDONLY)
+        # O_NONBLOCK as qmail's open_read: a FIFO planted in todo/ reads as empty instead of hanging the loop
+        fd = os.open(os.path.join(queue, "todo", str(n)), os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return failed([], "open", sendlog.flat_fn("todo", n))
     try:
@@ -106,12 +117,17 @@ def prepare(n, rewriter, queue=".", hold=False):
             return stale
         log = [sendlog.new_msg(n)]
         try:
+            key = stat_key(os.fstat(fd))
             data = read_all(fd)
         except OSError:
             return failed(log, "read", sendlog.flat_fn("todo", n))
     finally:
         os.close(fd)
+    if data[-1:] not in (b"", b"\0"):  # qmail-queue ends every record with NUL: the file was cut
+        return Result(False, log + [sendlog.warning("truncated", sendlog.flat_fn("todo", n))], (), key)
     p = plan(n, data, size, rewriter)
+    if p.failure:
+        return Result(False, log + p.log + [p.failure], (), key)  # no info/N: nothing is scheduled
     if hold and holdable(p):
         return Held(n, log + p.log, p.info, p.chan[LOCAL])
     return Unwritten(n, p, log)
@@ -153,11 +169,6 @@ def fill(n, p, log, files, split):
         write_all(files[0][0], p.info)
     except OSError:
         return failed(log, "write", files[0][1], files)
-    if p.failure:
-        # qmail stops here too; what it wrote is debris the next preprocessing unlinks
-        for fd, _ in files:
-            os.close(fd)
-        return Result(False, log + [p.failure], ())
     for channel in CHANNELS:
         if channel in p.chan:
             logged = sendlog.split_fn(channel, n)

@@ -108,7 +108,7 @@ def test_readlist_empty_file_is_not_absent(home):
     assert control.readlist("locals", [b"test.example"]) == []
 
 
-lines = st.lists(st.binary(max_size=20).filter(lambda b: b"\n" not in b), max_size=10)
+lines = st.lists(st.binary(max_size=20).filter(lambda b: b"\n" not in b and b"\0" not in b), max_size=10)
 
 
 @given(lines)
