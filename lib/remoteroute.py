@@ -16,12 +16,13 @@ class Route:
 
 
 def parse_routes(lines):
-    """Return {lowercased domain key: value} from smtproutes lines `domain:value`; the first entry wins."""
+    """Return {lowercased domain key: value} from smtproutes lines `domain:value`, read as qmail's constmap does:
+    a line without `:` is no route, and of duplicate keys the last one wins (constmap chains it in front)."""
     table = {}
     for line in lines:
-        colon = line.find(b":")
-        key, value = (line, b"") if colon < 0 else (line[:colon], line[colon + 1:])
-        table.setdefault(key.lower(), value)
+        key, colon, value = line.partition(b":")
+        if colon:
+            table[key.lower()] = value
     return table
 
 

@@ -118,9 +118,10 @@ def test_ehlo_keywords_and_remote_said():
     assert smtpclient.remote_said(b"") == b""
 
 
-ROUTES = remoteroute.parse_routes([b"Example.COM:relay.example:2525", b".sub.example.com:[10.0.0.1]",
-                                   b"a.sub.example.com:", b"v6.example:[IPv6:::1]:26", b":default.example",
-                                   b"example.com:second"])
+# qmail's constmap: of duplicate keys the last wins, and a line without a colon (here after a NUL) is no route
+ROUTES = remoteroute.parse_routes([b"example.com:first", b"Example.COM:relay.example:2525",
+                                   b".sub.example.com:[10.0.0.1]", b"other.example", b"a.sub.example.com:",
+                                   b"v6.example:[IPv6:::1]:26", b":default.example"])
 
 
 @pytest.mark.parametrize("host, relay, port", [
@@ -129,7 +130,7 @@ ROUTES = remoteroute.parse_routes([b"Example.COM:relay.example:2525", b".sub.exa
     (b"x.sub.example.com", b"[10.0.0.1]", 25),
     (b"a.sub.example.com", None, 25),
     (b"v6.example", b"[IPv6:::1]", 26),
-    (b"other.example", b"default.example", 25),
+    (b"other.example", b"default.example", 25),  # its colon-less line is not a route: the default applies
 ])
 def test_smtproutes_lookup(host, relay, port):
     r = remoteroute.find_route(ROUTES, host)
