@@ -1,8 +1,8 @@
 """bouncesaying: bounce the message with a text, or only if a program exits 0."""
 
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
-from pyqmail.lib.runchild import bytes_argv, fatal, run_and_wait, say_exit
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main
+from pyqmail.lib.local.runchild import bytes_argv, fatal, run_and_wait, say_exit
 
 USAGE = "bouncesaying: usage: bouncesaying error [ program [ arg ... ] ]"
 

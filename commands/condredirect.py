@@ -2,10 +2,10 @@
 
 import os
 
-from pyqmail.lib.errstr import error_str
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
-from pyqmail.lib.runchild import bytes_argv, fatal, queue_message, queued_or_exit, run_and_wait, say_exit
+from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main
+from pyqmail.lib.local.runchild import bytes_argv, fatal, queue_message, queued_or_exit, run_and_wait, say_exit
 
 USAGE = "condredirect: usage: condredirect newaddress program [ arg ... ]"
 

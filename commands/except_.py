@@ -1,7 +1,7 @@
 """except: reverse a program's verdict: success becomes a bounce (100), failure becomes success."""
 
-from pyqmail.lib.program import main
-from pyqmail.lib.runchild import bytes_argv, run_and_wait, say_exit
+from pyqmail.lib.util.program import main
+from pyqmail.lib.local.runchild import bytes_argv, run_and_wait, say_exit
 
 USAGE = "except: usage: except program [ arg ... ]"
 

@@ -2,8 +2,8 @@
 
 import os
 
-from pyqmail.lib.program import main
-from pyqmail.lib.runchild import fatal, queue_message, queued_or_exit, say_exit
+from pyqmail.lib.util.program import main
+from pyqmail.lib.local.runchild import fatal, queue_message, queued_or_exit, say_exit
 
 
 def body(argv):

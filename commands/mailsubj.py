@@ -2,11 +2,11 @@
 
 import os
 
-from pyqmail.lib import control
-from pyqmail.lib.errstr import error_str
-from pyqmail.lib.program import main
-from pyqmail.lib.queue import write_all
-from pyqmail.lib.runchild import fatal, say_exit, wait_code
+from pyqmail.lib.config import control
+from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.program import main
+from pyqmail.lib.queue.queue import write_all
+from pyqmail.lib.local.runchild import fatal, say_exit, wait_code
 
 USAGE = "mailsubj: usage: mailsubj subject recip ..."
 

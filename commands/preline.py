@@ -2,10 +2,10 @@
 
 import os
 
-from pyqmail.lib.delivery_env import one_line
-from pyqmail.lib.errstr import error_str, is_temp
-from pyqmail.lib.program import main, split_options
-from pyqmail.lib.runchild import fatal, say_exit, wait_code
+from pyqmail.lib.local.delivery_env import one_line
+from pyqmail.lib.util.errstr import error_str, is_temp
+from pyqmail.lib.util.program import main, split_options
+from pyqmail.lib.local.runchild import fatal, say_exit, wait_code
 
 USAGE = "preline: usage: preline cmd [ arg ... ]"
 FLAGS = {"f": ("ufline", False), "r": ("rpline", False), "d": ("dtline", False),
@@ -90,6 +90,6 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    from pyqmail.lib.envsnapshot import undo_locale_coercion
+    from pyqmail.lib.util.envsnapshot import undo_locale_coercion
     undo_locale_coercion()  # the command inherits our environment: not the interpreter's LC_CTYPE
     main("preline", body, crash_code=111)

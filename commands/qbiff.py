@@ -2,8 +2,9 @@
 
 import os
 
-from pyqmail.lib import biff, headerbody
-from pyqmail.lib.program import main
+from pyqmail.lib.local import biff
+from pyqmail.lib.rfc822 import headerbody
+from pyqmail.lib.util.program import main
 
 
 def read_utmp():

@@ -3,10 +3,12 @@
 import os
 import time
 
-from pyqmail.lib import control, queuepool, spawnproto
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
-from pyqmail.lib.queue import write_all
+from pyqmail.lib.config import control
+from pyqmail.lib.queue import queuepool
+from pyqmail.lib.spawn import spawnproto
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main
+from pyqmail.lib.queue.queue import write_all
 
 SPLIT = 23
 OSSIFIED = 129600  # 36 hours: older than qmail-queue's 24-hour limit, so no live injection owns it

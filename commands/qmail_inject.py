@@ -3,15 +3,16 @@
 import os
 import time
 
-from pyqmail.lib import control, token822
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.injecthdr import Header, default_from, default_sender, die, refuse_controls, unparsable
-from pyqmail.lib.injectinput import Input, header
-from pyqmail.lib.injectrw import Rewriter
-from pyqmail.lib.program import main
-from pyqmail.lib.queue import write_all
-from pyqmail.lib.quote import quote2
-from pyqmail.lib.sgetopt import BadOption, getopt
+from pyqmail.lib.config import control
+from pyqmail.lib.rfc822 import token822
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.inject.injecthdr import Header, default_from, default_sender, die, refuse_controls, unparsable
+from pyqmail.lib.inject.injectinput import Input, header
+from pyqmail.lib.inject.injectrw import Rewriter
+from pyqmail.lib.util.program import main
+from pyqmail.lib.queue.queue import write_all
+from pyqmail.lib.rfc822.quote import quote2
+from pyqmail.lib.util.sgetopt import BadOption, getopt
 
 PROGRAM = "qmail-inject"
 
@@ -94,7 +95,7 @@ class Output:
     def __init__(self, queue):
         self.qq = None
         if queue:
-            from pyqmail.lib.queuehere import open_queue
+            from pyqmail.lib.queue.queuehere import open_queue
             try:
                 self.qq = open_queue(".")
             except OSError:

@@ -3,12 +3,13 @@
 import os
 import time
 
-from pyqmail.lib import dotqmail, msgfd
-from pyqmail.lib.qmailfile import exists, find_qmail, read_qmail
-from pyqmail.lib.delivery_env import Delivery
-from pyqmail.lib.errstr import error_str
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main, split_options
+from pyqmail.lib.config import dotqmail
+from pyqmail.lib.local import msgfd
+from pyqmail.lib.local.qmailfile import exists, find_qmail, read_qmail
+from pyqmail.lib.local.delivery_env import Delivery
+from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main, split_options
 
 USAGE = "qmail-local: usage: qmail-local [ -nN ] user homedir local dash ext domain sender aliasempty"
 PATRN = 0o002  # conf-patrn: a world-writable home or .qmail is refused
@@ -83,7 +84,7 @@ def run_program(command, env):
 
 def forward(dtline, sender, recipients):
     """Queue DTLINE + message to every forward recipient in one qmail-queue run; return its pid."""
-    from pyqmail.lib.queuehere import open_queue
+    from pyqmail.lib.queue.queuehere import open_queue
     msgfd.rewind(0)
     try:
         qq = open_queue()
@@ -103,7 +104,7 @@ def forward(dtline, sender, recipients):
 
 def execute(lines, d, doit, forward_only, env):
     """Carry out the .qmail lines in order; return (files, forwards, programs, forward recipients)."""
-    from pyqmail.lib import maildir, mbox
+    from pyqmail.lib.local import maildir, mbox
     counts = {"file": 0, "forward": 0, "program": 0}
     recipients = []
     for kind, value, shown in lines:
@@ -188,6 +189,6 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    from pyqmail.lib.envsnapshot import undo_locale_coercion
+    from pyqmail.lib.util.envsnapshot import undo_locale_coercion
     undo_locale_coercion()  # |program lines get our environment: not the interpreter's LC_CTYPE
     main("qmail-local", body, crash_code=111)

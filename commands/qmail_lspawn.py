@@ -2,40 +2,24 @@
 
 import os
 
-from pyqmail.lib import spawnproto, users
-from pyqmail.lib.errstr import is_temp
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
+from pyqmail.lib.config import getpw, users
+from pyqmail.lib.spawn import spawnproto
+from pyqmail.lib.util.errstr import is_temp
+from pyqmail.lib.util.exits import QLX_NOMEM, QLX_ROOT, QLX_SYS, QLX_USAGE, QLX_EXECHARD, QLX_EXECSOFT, Exit
+from pyqmail.lib.util.program import main
 
-QLX_USAGE = 112
-QLX_ROOT = 113
-QLX_CDB = 117
-QLX_SYS = 118
-QLX_NOMEM = 119
-QLX_EXECSOFT = 120
-QLX_EXECHARD = 126
 OVERRIDE = "QMAILLOCAL"  # a qmail-local program to exec instead of the pre-loaded one
 
 
 def preload():
     """Import what deliveries use, once, so that forked children start with it in memory."""
     import cdbx  # noqa: F401  (users/cdb)
-    from pyqmail.commands import qmail_getpw, qmail_local  # noqa: F401
-    from pyqmail.lib import delivery_env, dotqmail, inject, maildir, mbox, qmailfile, queuehere  # noqa: F401
+    from pyqmail.commands import qmail_local  # noqa: F401
+    from pyqmail.lib.config import dotqmail  # noqa: F401
+    from pyqmail.lib.local import delivery_env, maildir, mbox, qmailfile  # noqa: F401
+    from pyqmail.lib.queue import client, queuehere  # noqa: F401
     import gc
     gc.freeze()  # the loaded code stays out of the collector: workers neither scan nor copy it
-
-
-def getpw_assignment(local):
-    """Return qmail-getpw's answer for local as an Assignment (its exit codes raise Exit)."""
-    from pyqmail.commands import qmail_getpw
-    found = qmail_getpw.user_ext(local)
-    if found is None:
-        found = qmail_getpw.getpwnam(users.ALIAS.encode()), b"-", local
-    pw, dash, ext = found
-    if pw is None:
-        raise Exit(qmail_getpw.QLX_NOALIAS)
-    return users.Assignment(os.fsencode(pw.pw_name), pw.pw_uid, pw.pw_gid, os.fsencode(pw.pw_dir), dash, ext)
 
 
 def assignment(home, local):
@@ -44,7 +28,7 @@ def assignment(home, local):
         found = users.lookup(home, local)
     except users.UsersCdbError as e:
         raise Exit(e.code)
-    return found if found is not None else getpw_assignment(local)
+    return found if found is not None else getpw.assignment(local)
 
 
 def become(uid, gid):
@@ -130,7 +114,7 @@ def become_code(uid, gid):
 def serve_local(argv):
     """In a worker: run the pre-loaded qmail-local on one delivery; return its exit code."""
     from pyqmail.commands import qmail_local
-    from pyqmail.lib.program import call
+    from pyqmail.lib.util.program import call
     return call("qmail-local", qmail_local.body, 111, argv=[os.fsdecode(a) for a in argv])
 
 
@@ -139,12 +123,12 @@ def body(argv):
     if not argv:
         raise Exit(100)
     aliasempty = os.fsencode(argv[0])
-    from pyqmail.lib.spawner import Spawner, enter_mess
+    from pyqmail.lib.spawn.spawner import Spawner, enter_mess
     home, owner = enter_mess()
     preload()
     launch = workers = None
     if not os.environb.get(OVERRIDE.encode()):  # $QMAILLOCAL is exec'd in a child per delivery, as before
-        from pyqmail.lib.localworkers import LocalWorkers
+        from pyqmail.lib.spawn.localworkers import LocalWorkers
         workers = LocalWorkers(become_code, serve_local)
         launch = worker_launch(home, aliasempty, workers)
     return Spawner(delivery_child(home, aliasempty), spawnproto.local_report, spawnproto.LOCAL_TRUNC, owner,
@@ -153,6 +137,6 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    from pyqmail.lib.envsnapshot import undo_locale_coercion
+    from pyqmail.lib.util.envsnapshot import undo_locale_coercion
     undo_locale_coercion()  # qmail-local inherits our environment: not the interpreter's LC_CTYPE
     main("qmail-lspawn", body, crash_code=111)

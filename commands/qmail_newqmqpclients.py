@@ -2,9 +2,9 @@
 
 import os
 
-from pyqmail.lib import access, control
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
+from pyqmail.lib.config import access, control
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main
 
 SOURCE = "qmqpclients"
 TEMP = "qmqpclients.tmp"

@@ -2,9 +2,9 @@
 
 import os
 
-from pyqmail.lib import cdbmake, control, users
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
+from pyqmail.lib.config import cdbmake, control, users
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main
 
 TEMP = 111
 

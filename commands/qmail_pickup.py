@@ -7,9 +7,10 @@ import os
 import signal
 import time
 
-from pyqmail.lib import control, maildrop, queue
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main, warn
+from pyqmail.lib.config import control
+from pyqmail.lib.queue import maildrop, queue
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main, warn
 
 RESCAN = 60  # seconds between scans when inotify is silent (or unavailable)
 waiting = []

@@ -4,9 +4,9 @@ import getopt
 import os
 import sys
 
-from pyqmail.lib import control, users
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
+from pyqmail.lib.config import control, users
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main
 
 USAGE = "usage: qmail-pw2u [ -/ohHuUC ] [ -c char ]"
 SKIP_MISSING, STOP_MISSING, NO_HOME_CHECK = "o", "h", "H"

@@ -3,11 +3,14 @@
 import os
 import _socket
 
-from pyqmail.lib import control, envelope, fdio, netstring, qmqpservers
-from pyqmail.lib.exits import (CONFIG, CONN_FAILED, CONN_REJECTED, CONN_TIMEOUT, CUSTOM, CUSTOM_MAX, ENVELOPE_FORMAT,
+from pyqmail.lib.config import control
+from pyqmail.lib.qmqp import qmqpservers
+from pyqmail.lib.queue import envelope
+from pyqmail.lib.util import fdio, netstring
+from pyqmail.lib.util.exits import (CONFIG, CONN_FAILED, CONN_REJECTED, CONN_TIMEOUT, CUSTOM, CUSTOM_MAX, ENVELOPE_FORMAT,
                                Exit, HOME, NETWORK, NOMEM, PERM_REFUSED, QUEUED, READ_ERROR, TEMP_REFUSED,
                                WRITE_ERROR)
-from pyqmail.lib.program import main
+from pyqmail.lib.util.program import main
 
 # Like qmail-queue, no diagnostics on fd 2: under inetd a caller's fd 2 can be the SMTP client's socket.
 

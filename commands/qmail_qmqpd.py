@@ -1,14 +1,16 @@
 """qmail-qmqpd: take one QMQP request from an authorized client and queue it (reference §1.3, §6.2, §6.4)."""
 
-import posix  # not os: start-up cost (lib/control)
+import posix  # not os: start-up cost (lib/config/control)
 import time
 import _signal  # not `signal`: it imports enum
 
-from pyqmail.lib import access, qmqp, qmqpd_policy, tcpenv
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.netlog import Log
-from pyqmail.lib.program import call
-from pyqmail.lib.queue import write_all
+from pyqmail.lib.config import access
+from pyqmail.lib.qmqp import qmqp, qmqpd_policy
+from pyqmail.lib.tcpserver import tcpenv
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.netlog import Log
+from pyqmail.lib.util.program import call
+from pyqmail.lib.queue.queue import write_all
 
 CONFIG_ERROR = "ZError: server configuration error"
 
@@ -36,7 +38,7 @@ class Session:
             self.log("lost connection from %s while sending reply" % self.who)
             return 0
         if not text.startswith("K"):  # the client may still be sending: do not let close() reset it
-            from pyqmail.lib.timedio import linger
+            from pyqmail.lib.util.timedio import linger
             linger()
         return 0
 
@@ -70,8 +72,8 @@ class Spool:
 
     def begin(self, length):
         """Start qmail-queue with our Received line; return the sink for the message bytes."""
-        from pyqmail.lib.queuehere import open_queue
-        from pyqmail.lib.received import received
+        from pyqmail.lib.queue.queuehere import open_queue
+        from pyqmail.lib.queue.received import received
         peer = self.session.peer
         self.qq = open_queue()
         self.qq.put(received(b"QMQP", peer.localhost or peer.localip or b"unknown", peer.remoteip or b"unknown",
@@ -103,7 +105,7 @@ def receive(session):
     """Read the request while streaming the message into qmail-queue, then answer it."""
     policy, log = session.policy, session.log
     spool = Spool(session)
-    from pyqmail.lib.timedio import TimedInput
+    from pyqmail.lib.util.timedio import TimedInput
     try:
         request = qmqp.read_request(TimedInput(0, policy.timeout), policy.maxbytes, spool.begin, policy.maxrcpt)
     except qmqp.RequestError as e:

@@ -1,13 +1,15 @@
 """qmail-qmtpd: receive mail via QMTP, package after package, one response per recipient (reference §1.13, §6.3)."""
 
-import posix  # not os: start-up cost (lib/control)
+import posix  # not os: start-up cost (lib/config/control)
 import time
 
-from pyqmail.lib import qmtp, qmtppolicy, tcpenv
-from pyqmail.lib.netlog import Log
-from pyqmail.lib.netstring import Reader
-from pyqmail.lib.program import call
-from pyqmail.lib.qmtpio import ClientGone, Deadline, DeadlineReached, Input, Output
+from pyqmail.lib.qmtp import qmtp, qmtppolicy
+from pyqmail.lib.tcpserver import tcpenv
+from pyqmail.lib.util.netlog import Log
+from pyqmail.lib.config.rcpthosts import RcptHostsError
+from pyqmail.lib.util.netstring import Reader
+from pyqmail.lib.util.program import call
+from pyqmail.lib.qmtp.qmtpio import ClientGone, Deadline, DeadlineReached, Input, Output
 
 BATCH = 1000  # overflow responses are written this many at a time
 
@@ -25,8 +27,8 @@ class Spool:
 
     def begin(self, crlf):
         """Start qmail-queue (or queue in-process) with our Received line; return the sink for the message."""
-        from pyqmail.lib.queuehere import open_queue
-        from pyqmail.lib.received import received
+        from pyqmail.lib.queue.queuehere import open_queue
+        from pyqmail.lib.queue.received import received
         peer = self.peer
         self.qq = open_queue()
         self.pid = self.qq.pid
@@ -117,7 +119,7 @@ class Session:
         except qmtp.PackageError as e:
             spool.abort()
             return self.broken(e)
-        except (DeadlineReached, ClientGone, TimeoutError, qmtppolicy.RcptHostsError) as e:
+        except (DeadlineReached, ClientGone, TimeoutError, RcptHostsError) as e:
             spool.abort()
             return self.ended(e)
 
@@ -136,7 +138,7 @@ class Session:
             self.output.flush()
         except (ClientGone, TimeoutError, DeadlineReached):
             return 100
-        from pyqmail.lib.timedio import linger
+        from pyqmail.lib.util.timedio import linger
         linger()  # the client may still be sending: do not let close() reset the reply away
         return 111 if error.kind == "length" else 100
 

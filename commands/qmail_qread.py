@@ -3,11 +3,12 @@
 import os
 import sys
 
-from pyqmail.lib import control, qreport
-from pyqmail.lib.errstr import error_str
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
-from pyqmail.lib.queue import SPLIT, split_name
+from pyqmail.lib.config import control
+from pyqmail.lib.queue import qreport
+from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main
+from pyqmail.lib.queue.queue import SPLIT, split_name
 
 
 def say(text):

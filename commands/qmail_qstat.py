@@ -3,9 +3,10 @@
 import os
 import sys
 
-from pyqmail.lib import control, qreport
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
+from pyqmail.lib.config import control
+from pyqmail.lib.queue import qreport
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main
 
 
 def count_below(directory):

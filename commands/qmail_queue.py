@@ -3,9 +3,11 @@
 import os
 import _signal  # not `signal`: it imports enum, a third of our start-up budget
 
-from pyqmail.lib import control, envelope, fdio, queue
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
+from pyqmail.lib.config import control
+from pyqmail.lib.queue import envelope, queue
+from pyqmail.lib.util import fdio
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main
 
 
 def queue_directly(home, uid, pid):
@@ -32,7 +34,7 @@ def body(argv):
     if queue.owns_queue(home):
         queue_directly(home, uid, pid)
     else:
-        from pyqmail.lib import maildrop
+        from pyqmail.lib.queue import maildrop
         maildrop.drop(home, pid, fdio.chunks(0), fdio.FdStream(1))
     return 0
 

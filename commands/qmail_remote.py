@@ -2,9 +2,9 @@
 
 import os
 
-from pyqmail.lib import smtpclient
-from pyqmail.lib.program import main
-from pyqmail.lib.remotesession import Connection, Finish, Session
+from pyqmail.lib.remote import smtpclient
+from pyqmail.lib.util.program import main
+from pyqmail.lib.remote.remotesession import Connection, Finish, Session
 
 USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n"
 NOCONN = b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"
@@ -37,13 +37,13 @@ def perm_dns(host):
 
 def find_targets(config, route, host):
     """Return the Targets to try, in order, for a route or the host's MX; DNS failures raise Finish."""
-    from pyqmail.lib.dnsmx import Target
-    from pyqmail.lib.remoteroute import literal_ip
+    from pyqmail.lib.remote.dnsmx import Target
+    from pyqmail.lib.remote.remoteroute import literal_ip
     name = route.relay if route.relay is not None else host
     ip = literal_ip(name) if route.relay is not None or host.startswith(b"[") else None
     if ip is not None:
         return [Target(0, ip, ip.encode())]
-    from pyqmail.lib import dnsmx
+    from pyqmail.lib.remote import dnsmx
     try:
         resolver = dnsmx.make_resolver(dnsmx.server_list(config.dnsservers))
         if route.relay is not None:
@@ -61,7 +61,7 @@ def usable(targets, routed):
         raise Finish(NOMX)
     prefme = ROUTED_PREF
     if not routed:
-        from pyqmail.lib.smtpipme import ipv4_addresses, ipv6_addresses
+        from pyqmail.lib.config.ipme import ipv4_addresses, ipv6_addresses
         try:
             mine = ipv4_addresses() | ipv6_addresses()
         except OSError:
@@ -99,7 +99,7 @@ def relay_auth(route):
     """Return (user, password) for the route's relay from control/remoteauth, or None."""
     if route.relay is None:
         return None
-    from pyqmail.lib import remoteconf
+    from pyqmail.lib.remote import remoteconf
     try:
         return remoteconf.auth_for(route.relay)
     except remoteconf.AuthFileExposed:
@@ -110,8 +110,8 @@ def relay_auth(route):
 
 def features_for(config, host, target, auth):
     """Return the Features for one connection: TLS policy of the domain, AUTH for the relay."""
-    from pyqmail.lib import control
-    from pyqmail.lib.remotefeatures import Features
+    from pyqmail.lib.config import control
+    from pyqmail.lib.remote.remotefeatures import Features
     cafile = control.path("control", "tlscafile")
     return Features(config.tls_policy(host), target.name.decode("utf-8", "replace"), auth,
                     cafile=cafile if os.path.exists(cafile) else None,
@@ -120,7 +120,7 @@ def features_for(config, host, target, auth):
 
 def attempt(config, route, host, target, sock, sender, recipients, out, auth):
     """Run the SMTP session on a connected socket; opportunistic TLS trouble means one plain retry."""
-    from pyqmail.lib.remotefeatures import RetryPlain
+    from pyqmail.lib.remote.remotefeatures import RetryPlain
     features = features_for(config, host, target, auth)
     budget = smtpclient.session_budget(config.timeout, len(recipients))
     size = message_size(0)
@@ -140,8 +140,9 @@ def attempt(config, route, host, target, sock, sender, recipients, out, auth):
 
 def deliver(host, sender, recipients, out):
     """Everything after argv: controls, route, lookups, connections; ends by raising Finish."""
-    from pyqmail.lib import control, remoteconf, tcpto
-    from pyqmail.lib.remoteroute import find_route
+    from pyqmail.lib.config import control
+    from pyqmail.lib.remote import remoteconf, tcpto
+    from pyqmail.lib.remote.remoteroute import find_route
     try:
         os.chdir(control.qmailhome())
     except OSError:

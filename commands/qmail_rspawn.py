@@ -2,9 +2,9 @@
 
 import os
 
-from pyqmail.lib import spawnproto
-from pyqmail.lib.errstr import error_str
-from pyqmail.lib.program import main
+from pyqmail.lib.spawn import spawnproto
+from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.program import main
 
 OVERRIDE = "QMAILREMOTE"
 TCPTO_SIZE = 1024
@@ -31,11 +31,11 @@ def remote_program():
 
 def is_ours(program, path=None, dirs=None):
     """True if program, found as execvp would find it, is our installed qmail-remote or its launcher."""
-    from pyqmail.lib import inprocess
-    found = inprocess.which(os.fsdecode(program), os.environ.get("PATH", "") if path is None else path)
+    from pyqmail.lib.util import installed
+    found = installed.which(os.fsdecode(program), os.environ.get("PATH", "") if path is None else path)
     if found is None:
         return False
-    return inprocess.is_program(found, "qmail-remote", dirs)
+    return installed.is_program(found, "qmail-remote", dirs)
 
 
 def preload():
@@ -81,7 +81,7 @@ def remote_child(program, preloaded=False):
 
 def body(argv):
     """Serve qmail-send on fds 0 and 1 until it closes fd 0 and every delivery is reported."""
-    from pyqmail.lib.spawner import Spawner, enter_mess
+    from pyqmail.lib.spawn.spawner import Spawner, enter_mess
     _, owner = enter_mess()
     clear_tcpto()
     program = remote_program()

@@ -9,14 +9,14 @@ import select
 import signal
 import time
 
-from pyqmail.lib import sendlog, todo
-from pyqmail.lib.channel import LOCAL, REMOTE
-from pyqmail.lib.sendchannel import Channel
-from pyqmail.lib.sendclean import Clean
-from pyqmail.lib.sendheld import Held
-from pyqmail.lib.sendmessages import SLEEP_SYSFAIL, Cleanup, Todo, message_done, split_names
-from pyqmail.lib.sendstart import FDS, Stop, flush_log, log, reread, start
-from pyqmail.lib.timequeue import TimeQueue
+from pyqmail.lib.send import sendlog, todo
+from pyqmail.lib.send.channel import LOCAL, REMOTE
+from pyqmail.lib.send.sendchannel import Channel
+from pyqmail.lib.send.sendclean import Clean
+from pyqmail.lib.send.inmemory import Held
+from pyqmail.lib.send.sendmessages import SLEEP_SYSFAIL, Cleanup, Todo, message_done, split_names
+from pyqmail.lib.send.sendstart import FDS, Stop, flush_log, log, reread, start
+from pyqmail.lib.send.timequeue import TimeQueue
 
 SLEEP_FOREVER = 86400
 SLEEP_FUZZ = 1

@@ -18,9 +18,10 @@ import socket
 import sys
 from pathlib import Path
 
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main, warn
-from pyqmail.lib import launcher, tree
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main, warn
+from pyqmail.lib.config import tree
+from pyqmail.lib.util import launcher
 
 PROGRAMS = (
     "qmail-queue", "qmail-pickup", "qmail-qmqpd", "qmail-qmqpc", "qmail-newqmqpclients",

@@ -5,10 +5,10 @@ import os
 import pwd
 import sys
 
-from pyqmail.lib import control, ctlreport, users
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
-from pyqmail.lib.queue import SPLIT
+from pyqmail.lib.config import control, ctlreport, users
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main
+from pyqmail.lib.queue.queue import SPLIT
 
 PATERNALISM = 0o002  # conf-patrn
 SPAWN = 120  # conf-spawn

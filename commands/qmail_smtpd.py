@@ -2,12 +2,12 @@
 
 import time
 
-from pyqmail.lib import smtpcmd
-from pyqmail.lib.program import main
-from pyqmail.lib.quote import has_control
-from pyqmail.lib.smtpconf import Config, ControlError
-from pyqmail.lib.smtpio import Gone, LineTooLong, SmtpIO
-from pyqmail.lib.smtpreply import REPLY, Quit
+from pyqmail.lib.smtpd import smtpcmd
+from pyqmail.lib.util.program import main
+from pyqmail.lib.rfc822.quote import has_control
+from pyqmail.lib.smtpd.smtpconf import Config, ControlError
+from pyqmail.lib.smtpd.smtpio import Gone, LineTooLong, SmtpIO
+from pyqmail.lib.smtpd.smtpreply import REPLY, Quit
 
 
 class Session:
@@ -33,7 +33,7 @@ class Session:
             return None
         if self.conf.liphost is not None and b"@[" in addr:
             if self.ipme is None:
-                from pyqmail.lib.smtpipme import IpMe
+                from pyqmail.lib.config.ipme import IpMe
                 self.ipme = IpMe()
             try:
                 addr = smtpcmd.replace_local_literal(addr, self.conf.liphost, self.ipme, self.conf.ipv6)
@@ -106,7 +106,7 @@ class Session:
         elif self.user is None and not self.allowed(addr):
             return self.io.out(REPLY["nogateway"])
         if self.conf.rcptcheck:
-            from pyqmail.lib.smtprcpt import check
+            from pyqmail.lib.smtpd.smtprcpt import check
             refusal = check(addr)
             if refusal:
                 return self.io.out(REPLY[refusal] if refusal in REPLY else refusal)
@@ -122,13 +122,13 @@ class Session:
             raise Quit(1)
 
     def smtp_data(self, arg):
-        """DATA: queue the message (lib/smtpqueue)."""
+        """DATA: queue the message (lib/smtpd/smtpqueue)."""
         if not self.seenmail:
             return self.io.out(REPLY["wantmail"])
         if not self.rcptto:
             return self.io.out(REPLY["wantrcpt"])
         self.seenmail = False
-        from pyqmail.lib.smtpqueue import deliver
+        from pyqmail.lib.smtpd.smtpqueue import deliver
         deliver(self)
 
     def smtp_quit(self, arg):
@@ -152,12 +152,12 @@ class Session:
         """STARTTLS: only when control/servercert.pem exists and fd 0 is a socket."""
         if not self.conf.certfile or self.io.tls is not None or not self.io.can_tls():
             return self.io.out(REPLY["unimpl"])
-        from pyqmail.lib.smtptls import start
+        from pyqmail.lib.smtpd.smtptls import start
         start(self)
 
     def smtp_auth(self, arg):
-        """AUTH: PLAIN and LOGIN, over TLS only (lib/smtpauth)."""
-        from pyqmail.lib.smtpauth import auth
+        """AUTH: PLAIN and LOGIN, over TLS only (lib/smtpd/smtpauth)."""
+        from pyqmail.lib.smtpd.smtpauth import auth
         auth(self, arg)
 
     def smtp_unknown(self, arg):
@@ -182,7 +182,7 @@ def serve(session):
 
 def body(argv):
     """Greet, serve commands, and map how the session ended to qmail-smtpd's exit codes."""
-    from pyqmail.lib.netlog import Log
+    from pyqmail.lib.util.netlog import Log
     Log("qmail-smtpd")  # only for its guard: fd 2 must never be the client's socket
     io = SmtpIO(0, 1)
     linger = False
@@ -215,7 +215,7 @@ def body(argv):
     except (Gone, TimeoutError):
         return code
     if linger:
-        from pyqmail.lib.timedio import linger as drain
+        from pyqmail.lib.util.timedio import linger as drain
         drain()  # the client is still sending its line: closing now could reset the reply away
     return code
 

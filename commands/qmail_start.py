@@ -12,9 +12,9 @@ import subprocess
 import time
 from collections import namedtuple
 
-from pyqmail.lib import control
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
+from pyqmail.lib.config import control
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main
 
 DEFAULT_DELIVERY = "./Mailbox"
 POLL = 1.0  # seconds between the pickup guard's checks that qmail-send still runs
@@ -185,6 +185,6 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    from pyqmail.lib.envsnapshot import undo_locale_coercion
+    from pyqmail.lib.util.envsnapshot import undo_locale_coercion
     undo_locale_coercion()  # everything started inherits our environment: not the interpreter's LC_CTYPE
     main("qmail-start", body, crash_code=111)

@@ -2,10 +2,11 @@
 
 import os
 
-from pyqmail.lib import control, tcpto
-from pyqmail.lib.errstr import error_str
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
+from pyqmail.lib.config import control
+from pyqmail.lib.remote import tcpto
+from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main
 
 
 def fatal(what, e):

@@ -6,10 +6,12 @@ import signal
 import socket
 import sys
 
-from pyqmail.lib import envsnapshot, inprocess, tcppool, tcprules, tcpserve
-from pyqmail.lib.errstr import error_str
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main
+from pyqmail.lib.tcpserver import tcppool, tcprules, tcpserve
+from pyqmail.lib.tcpserver import inprocess
+from pyqmail.lib.util import envsnapshot
+from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main
 
 HANDLED = (signal.SIGCHLD, signal.SIGTERM)
 
@@ -144,7 +146,7 @@ class Listener:
         os._exit(code or 0)
 
     def fork_worker(self):
-        """Fork a worker that accepts and serves connections itself (lib/tcppool)."""
+        """Fork a worker that accepts and serves connections itself (lib/tcpserver/tcppool)."""
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         listener = os.getpid()
         try:

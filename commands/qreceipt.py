@@ -2,10 +2,10 @@
 
 import os
 
-from pyqmail.lib import addrlist, headerbody
-from pyqmail.lib.program import main
-from pyqmail.lib.quote import quote2
-from pyqmail.lib.runchild import queue_message, say_exit
+from pyqmail.lib.rfc822 import addrlist, headerbody
+from pyqmail.lib.util.program import main
+from pyqmail.lib.rfc822.quote import quote2
+from pyqmail.lib.local.runchild import queue_message, say_exit
 
 USAGE = "qreceipt: usage: qreceipt deliveryaddress"
 NOTICE_FIELD = b"notice-requested-upon-delivery-to"

@@ -3,10 +3,10 @@
 import os
 import sys
 
-from pyqmail.lib import control
-from pyqmail.lib.exits import Exit
-from pyqmail.lib.program import main, warn
-from pyqmail.lib.sgetopt import BadOption, getopt
+from pyqmail.lib.config import control
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import main, warn
+from pyqmail.lib.util.sgetopt import BadOption, getopt
 
 USAGE = "usage: sendmail [ -t ] [ -fsender ] [ -Fname ] [ -bp ] [ -bs ] [ arg ... ]"
 SPEC = "vimte:f:p:o:B:F:EJxb:"

@@ -77,7 +77,7 @@ class PyQmail:
         ids = []
         if self.qmaild:  # qmail-queue then drops the message into maildrop/ for qmail-pickup
             ids = ["-u", str(pwd.getpwnam("qmaild").pw_uid), "-g", str(grp.getgrnam("nofiles").gr_gid)]
-        elif self.queue_owner:  # qmail-qmqpd may then write the queue itself (lib/queuehere)
+        elif self.queue_owner:  # qmail-qmqpd may then write the queue itself (lib/queue/queuehere)
             st = (self.tree / "queue").stat()
             ids = ["-u", str(st.st_uid), "-g", str(st.st_gid)]
         server = self.listener if self.listener == "tcpserver" else str(BIN / self.listener)

@@ -59,7 +59,8 @@ def measure_qmqpd(tree, n):
     """Call qmail-qmqpd's connection() n times; return (user, kernel) seconds spent in the calls."""
     os.environ.update(TCP_ENV, QMAILHOME=tree)
     from pyqmail.commands import qmail_qmqpd
-    from pyqmail.lib import qmqp, queuehere
+    from pyqmail.lib.qmqp import qmqp
+    from pyqmail.lib.queue import queuehere
     if not queuehere.possible(tree):
         sys.exit("bench_hot: qmail-qmqpd would run qmail-queue here (not the queue's owner?)")
     request = qmqp.encode_request(MESSAGE, b"sender@" + DOMAIN.encode(), [b"bench@" + DOMAIN.encode()])
@@ -90,8 +91,8 @@ def measure_qmqpd(tree, n):
 def measure_local(home, n):
     """Call qmail-local's delivery n times; return (user, kernel) seconds spent in the calls."""
     from pyqmail.commands import qmail_local
-    from pyqmail.lib import envsnapshot
-    from pyqmail.lib.program import call
+    from pyqmail.lib.util import envsnapshot
+    from pyqmail.lib.util.program import call
     fd, path = tempfile.mkstemp()
     os.write(fd, b"Received: (qmail 1 invoked from network); 21 Nov 2026 00:00:00 -0000\n" + MESSAGE)
     os.unlink(path)

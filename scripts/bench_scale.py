@@ -7,7 +7,7 @@ Run through scripts/bench-scale, which installs everything first.
 Three runs: the baseline, the big queue, the baseline again (two runs of one size differ by 10 % or
 more, and the machine drifts over minutes: the big run is judged against the mean of the two). Each
 fills a fresh tree with its count of 2 KB messages to one local Maildir recipient, written by the
-real queueing code (lib/queuehere) from 4 processes running as the queue's owner. The filling skips
+real queueing code (lib/queue/queuehere) from 4 processes running as the queue's owner. The filling skips
 fsync: it is set-up, not what is measured; one sync(2) then puts it on the disk, as qmail-queue's
 fsyncs would have, so that the delivery is not charged with its writeback (before that sync, the
 100,000-message run was). Then qmail-start starts the delivery side on the full todo/ (nothing
@@ -36,14 +36,14 @@ MESSAGE += (b"y" * 79 + b"\n") * ((2048 - len(MESSAGE)) // 80)
 
 def fill(tree, count, part):
     """In a child: become the queue's owner and queue count messages the way qmail-queue does, unsynced."""
-    from pyqmail.lib import queue
-    from pyqmail.lib.queuehere import QueueHere
+    from pyqmail.lib.queue import queue
+    from pyqmail.lib.queue.queuehere import QueueHere
     st = os.stat(os.path.join(tree, "queue"))
     if os.geteuid() == 0:
         os.setgroups([])
         os.setgid(st.st_gid)
         os.setuid(st.st_uid)
-    import posix  # lib/queue calls posix.fsync (os's start-up cost)
+    import posix  # lib/queue/queue calls posix.fsync (os's start-up cost)
     os.fsync = posix.fsync = lambda fd: None  # set-up only: the measured delivery side fsyncs as always
     queue.fsync_dir = lambda name: None
     for i in range(count):

@@ -1,4 +1,4 @@
-"""lib/access.py patterns and lookups, and qmail-newqmqpclients against tinycdb's `cdb`."""
+"""lib/config/access.py patterns and lookups, and qmail-newqmqpclients against tinycdb's `cdb`."""
 
 import ipaddress
 import subprocess
@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from hypothesis import given, strategies as st
 
-from pyqmail.lib import access
+from pyqmail.lib.config import access
 from conftest import need, program, qenv
 
 ipv4 = st.integers(min_value=0, max_value=2 ** 32 - 1).map(lambda n: ipaddress.IPv4Address(n))

@@ -5,8 +5,8 @@ import calendar
 import pytest
 from hypothesis import given, strategies as st
 
-from pyqmail.lib import bounce, verp
-from pyqmail.lib.rewrite import Rewriter
+from pyqmail.lib.send import bounce, verp
+from pyqmail.lib.send.rewrite import Rewriter
 
 CONTROLS = bounce.BounceControls(b"MAILER-DAEMON", b"test.example", b"postmaster@test.example")
 NOW = calendar.timegm((1995, 9, 26, 4, 46, 54))

@@ -1,11 +1,11 @@
-"""lib/control: QMAILHOME and qmail's control-file reading rules (reference §0.1)."""
+"""lib/config/control: QMAILHOME and qmail's control-file reading rules (reference §0.1)."""
 
 import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pyqmail.lib import control
+from pyqmail.lib.config import control
 
 
 @pytest.fixture

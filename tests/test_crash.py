@@ -21,7 +21,7 @@ import pytest
 
 from conftest import queue_message, queued
 from mailsystem import MailSystem, alive, assign_users, children, delivery_account, make_home
-from pyqmail.lib import queuepool
+from pyqmail.lib.queue import queuepool
 
 LOG = logging.getLogger("pyqmail.test_crash")
 TOKEN = re.compile(rb"^token (\S+)$", re.M)

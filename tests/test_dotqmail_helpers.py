@@ -9,7 +9,7 @@ import tempfile
 import pytest
 
 from conftest import program, qenv, queued
-from pyqmail.lib import biff
+from pyqmail.lib.local import biff
 
 MSG = b"Subject: hello\nMessage-ID: <m1@example.org>\n\nbody\n"
 DT = b"Delivered-To: joe@test.example\n"

@@ -6,11 +6,13 @@ import tempfile
 
 from hypothesis import given, strategies as st
 
-from pyqmail.lib import addrlist, biff, dotqmail, headerbody, msgfd
-from pyqmail.lib.delivery_env import dtline, myctime, rpline, ufline
-from pyqmail.lib.mbox import FromQuoter, gfrom, quote_lines
-from pyqmail.lib.quote import quote, quote2, quote_need
-from pyqmail.lib.maildir import unique_name
+from pyqmail.lib.config import dotqmail
+from pyqmail.lib.local import biff, msgfd
+from pyqmail.lib.rfc822 import addrlist, headerbody
+from pyqmail.lib.local.delivery_env import dtline, myctime, rpline, ufline
+from pyqmail.lib.local.mbox import FromQuoter, gfrom, quote_lines
+from pyqmail.lib.rfc822.quote import quote, quote2, quote_need
+from pyqmail.lib.local.maildir import unique_name
 
 ext_bytes = st.binary(max_size=40) | st.text("abAB.-:/xdefault", max_size=30).map(str.encode)
 

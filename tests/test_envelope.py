@@ -1,11 +1,11 @@
-"""lib/envelope: qmail-queue's F/T envelope (reference §1.1, §9) and the queue's u/p/F/T files."""
+"""lib/queue/envelope: qmail-queue's F/T envelope (reference §1.1, §9) and the queue's u/p/F/T files."""
 
 import io
 
 import pytest
 from hypothesis import given, strategies as st
 
-from pyqmail.lib.envelope import ADDR_MAX, EnvelopeError, decode, encode, parse_todo, read, todo_record
+from pyqmail.lib.queue.envelope import ADDR_MAX, EnvelopeError, decode, encode, parse_todo, read, todo_record
 
 address = st.binary(max_size=60).map(lambda b: b.replace(b"\0", b""))
 recipients = st.lists(address, max_size=8)

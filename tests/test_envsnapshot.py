@@ -5,7 +5,7 @@ import subprocess
 
 from hypothesis import given, settings, strategies as st
 
-from pyqmail.lib import envsnapshot
+from pyqmail.lib.util import envsnapshot
 
 NAMES = st.sampled_from(["PYQ_A", "PYQ_B", "PYQ_C", "TCPREMOTEIP", "HOME", "PATH", "LANG"])
 VALUES = st.text(st.characters(min_codepoint=32, max_codepoint=0x7E), max_size=20)

@@ -1,12 +1,12 @@
-"""lib/exits: qmail-queue's exit codes (reference §1.1) and qmail.c's result strings (§0.3), transcribed."""
+"""lib/util/exits: qmail-queue's exit codes (reference §1.1) and qmail.c's result strings (§0.3), transcribed."""
 
 import pytest
 from hypothesis import given, strategies as st
 
-from pyqmail.lib import exits
-from pyqmail.lib.exits import qq_text
+from pyqmail.lib.util import exits
+from pyqmail.lib.util.exits import qq_text
 
-# §0.3, one row per code, copied from the reference table rather than from lib/exits.py
+# §0.3, one row per code, copied from the reference table rather than from lib/util/exits.py
 SPEC = {
     11: "Denvelope address too long for qq (#5.1.3)",
     115: "Denvelope address too long for qq (#5.1.3)",

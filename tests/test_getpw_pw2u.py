@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from conftest import program, qenv
-from pyqmail.lib import users
+from pyqmail.lib.config import users
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create accounts")
 
@@ -23,7 +23,7 @@ def getpw(local, home="/nonexistent"):
 @pytest.fixture
 def alias_account(world_tmp):
     """qmail's alias account (created as qmail-setup would, when missing)."""
-    from pyqmail.lib import tree
+    from pyqmail.lib.config import tree
     if os.geteuid() != 0:
         try:
             return pwd.getpwnam("alias")

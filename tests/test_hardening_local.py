@@ -16,9 +16,9 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import BIN, program, queue_message, queued
 from mailsystem import ROOT, assign_users, delivery_account
-from pyqmail.lib import envsnapshot
-from pyqmail.lib.delivery_env import Delivery, dtline, one_line, rpline, ufline
-from pyqmail.lib.quote import quote2
+from pyqmail.lib.util import envsnapshot
+from pyqmail.lib.local.delivery_env import Delivery, dtline, one_line, rpline, ufline
+from pyqmail.lib.rfc822.quote import quote2
 
 MSG = b"Subject: hardening\nMessage-ID: <h@x>\n\nbody line\n"
 SENDER = b"s\rX-Evil: 1@x.test"

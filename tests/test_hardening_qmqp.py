@@ -15,9 +15,11 @@ from conftest import program, qenv, queued, tcpserver
 from test_qmail_tcpserver import serve
 from test_envelope import Trickle
 from test_qmqpd import assert_nothing_queued, control, K_REPLY, session
-from pyqmail.lib import envelope, qmqp, tcppool
-from pyqmail.lib.envelope import EnvelopeError, Recipients
-from pyqmail.lib.netstring import encode
+from pyqmail.lib.qmqp import qmqp
+from pyqmail.lib.queue import envelope
+from pyqmail.lib.tcpserver import tcppool
+from pyqmail.lib.queue.envelope import EnvelopeError, Recipients
+from pyqmail.lib.util.netstring import encode
 
 MB = 1 << 20
 SMALL = qmqp.encode_request(b"Subject: x\n\nhi\n", b"a@b", [b"c@d"])
@@ -192,7 +194,7 @@ def test_a_reused_worker_gets_back_to_its_idle_size(procs, qtree):
 
 
 def test_a_worker_keeps_serving_until_a_connection_leaves_it_grown_past_the_bound():
-    # lib/tcppool's worker loop in a forked process, as qmail-tcpserver runs it; the third connection keeps
+    # lib/tcpserver/tcppool's worker loop in a forked process, as qmail-tcpserver runs it; the third connection keeps
     # three times GROWTH_MAX alive: a fresh worker is the way back to the idle size
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

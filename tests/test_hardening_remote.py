@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import need, program, qenv
-from pyqmail.lib import smtpclient
-from pyqmail.lib.remotesession import Connection, Dropped
+from pyqmail.lib.remote import smtpclient
+from pyqmail.lib.remote.remotesession import Connection, Dropped
 
 HOST = "127.0.0.13"
 PACE = 0.1  # seconds between two trickled bytes, far below timeoutremote

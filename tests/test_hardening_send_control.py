@@ -2,7 +2,7 @@
 
 from hypothesis import given, strategies as st
 
-from pyqmail.lib import control
+from pyqmail.lib.config import control
 from test_qmail_smtpd import GREETING, OK, smtpd
 
 NOGATEWAY = b"553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)\r\n"

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from conftest import make_tree, queue_message
-from pyqmail.lib import todo
+from pyqmail.lib.send import todo
 from test_qmail_send import make_backlog, mailbox, start_send, wait_for  # noqa: F401 (mailbox: a fixture)
 from test_todo import REWRITER, queue_one, split
 

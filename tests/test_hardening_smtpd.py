@@ -13,8 +13,8 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from conftest import program, qenv, queued
-from pyqmail.lib import smtpcmd, smtpio
-from pyqmail.lib.quote import has_control
+from pyqmail.lib.smtpd import smtpcmd, smtpio
+from pyqmail.lib.rfc822.quote import has_control
 from test_qmail_smtpd import GREETING, MSG, OK, control, messages, smtpd, trickle
 from test_qmail_smtpd_data import addrparse
 

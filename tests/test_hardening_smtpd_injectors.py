@@ -8,9 +8,9 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from conftest import queued
-from pyqmail.lib import qmtp
-from pyqmail.lib.injecthdr import visible
-from pyqmail.lib.netstring import Reader
+from pyqmail.lib.qmtp import qmtp
+from pyqmail.lib.inject.injecthdr import visible
+from pyqmail.lib.util.netstring import Reader
 from test_qmail_inject import inject, only_message
 from test_qmail_qmtpd import K, RCPTHOSTS_D, control, package, session
 from test_qmqpd import assert_nothing_queued

@@ -3,7 +3,7 @@
 
 import pytest
 
-from pyqmail.lib.inject import QmailQueue
+from pyqmail.lib.queue.client import QmailQueue
 from conftest import queued
 
 

@@ -1,11 +1,11 @@
-"""lib/netstring: exact encoding, strict lengths, bounded decoding, the streaming Reader (reference §6.1)."""
+"""lib/util/netstring: exact encoding, strict lengths, bounded decoding, the streaming Reader (reference §6.1)."""
 
 import io
 
 import pytest
 from hypothesis import given, strategies as st
 
-from pyqmail.lib.netstring import MAX_DIGITS, NetstringError, Reader, decode, decode_all, encode, parse_length
+from pyqmail.lib.util.netstring import MAX_DIGITS, NetstringError, Reader, decode, decode_all, encode, parse_length
 
 BAD_LENGTHS = [b"", b"1_0", b" 10", b"10 ", b"+5", b"-5", b"01", b"00", b"0x1", b"1e3", b"\xd9\xa1",
                "\u0661".encode(), "\uff11".encode(), b"\xb2", b"1.0", b"12345678901", b"\t1"]

@@ -6,11 +6,11 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pyqmail.lib import token822, token822list
-from pyqmail.lib.injectinput import Input, header
-from pyqmail.lib.injectrw import Rewriter, known
-from pyqmail.lib.sgetopt import BadOption, getopt
-from pyqmail.lib.token822 import ATOM, COMMA, COMMENT, LITERAL, QUOTE
+from pyqmail.lib.rfc822 import token822, token822list
+from pyqmail.lib.inject.injectinput import Input, header
+from pyqmail.lib.inject.injectrw import Rewriter, known
+from pyqmail.lib.util.sgetopt import BadOption, getopt
+from pyqmail.lib.rfc822.token822 import ATOM, COMMA, COMMENT, LITERAL, QUOTE
 
 RW = Rewriter(b"silverton", b"berkeley.edu", b"berkeley.edu")
 HEADERISH = st.lists(st.sampled_from([b"a", b"b.c", b"@", b",", b" ", b"<", b">", b":", b";", b"(x)", b'"q r"',
@@ -140,7 +140,7 @@ def test_header_reader_unfolds_fields_and_passes_the_body_untouched(fields, body
     r, w = os.pipe()
     os.write(w, data)
     os.close(w)
-    import pyqmail.lib.injectinput as ii
+    import pyqmail.lib.inject.injectinput as ii
     old, ii.CHUNK = ii.CHUNK, chunk
     try:
         source = Input(r)

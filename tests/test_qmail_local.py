@@ -118,7 +118,7 @@ def test_maildir_delivery_never_names_a_file_in_tmp(home, tmp_path):
 
 def test_maildir_without_o_tmpfile_uses_a_named_tmp_file(tmp_path, monkeypatch):
     """Where O_TMPFILE or /proc is missing, the delivery goes through tmp/<unique> as in qmail."""
-    from pyqmail.lib import maildir
+    from pyqmail.lib.local import maildir
     md = tmp_path / "Maildir"
     for sub in ("", "tmp", "new", "cur"):
         (md / sub).mkdir()

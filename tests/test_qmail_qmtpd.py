@@ -13,7 +13,7 @@ import pytest
 from conftest import need, program, qenv, queued
 from test_qmqpd import assert_nothing_queued, read_all
 
-# ---- a QMTP client written from cr.yp.to/proto/qmtp.txt, independent of lib/qmtp ----
+# ---- a QMTP client written from cr.yp.to/proto/qmtp.txt, independent of lib/qmtp/qmtp ----
 
 
 def ns(data):

@@ -1,4 +1,4 @@
-"""The QMTP package reader (lib/qmtp): properties over any input and any way of cutting it into reads."""
+"""The QMTP package reader (lib/qmtp/qmtp): properties over any input and any way of cutting it into reads."""
 
 import io
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 
 from conftest import queued
-from pyqmail.lib import qmtp
-from pyqmail.lib.netstring import Reader
+from pyqmail.lib.qmtp import qmtp
+from pyqmail.lib.util.netstring import Reader
 from test_qmail_qmtpd import package, session
 
 tricky_st = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"\0", b"\xff", b",", b":", b"1"]), max_size=30).map(b"".join)

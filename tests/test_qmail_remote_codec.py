@@ -3,8 +3,8 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pyqmail.lib import remoteroute, smtpclient, tcpto
-from pyqmail.lib.smtpclient import DataEncoder, encode_message
+from pyqmail.lib.remote import remoteroute, smtpclient, tcpto
+from pyqmail.lib.remote.smtpclient import DataEncoder, encode_message
 
 # bytes that matter to transparency, mixed with others
 MESSAGE = st.lists(st.sampled_from([b"\r", b"\n", b".", b"\r\n", b"\n.", b"\r.", b"a", b"\0", b"\xff", b" "]),
@@ -207,14 +207,14 @@ def test_outsafe(data):
     (b"smart.example:u", None), (b"smart.example::pw", None), (b"[::1]joe:pw", None), (b"nocolon", None),
 ])
 def test_remoteauth_lines(line, fields):
-    from pyqmail.lib.remoteconf import parse_auth_line
+    from pyqmail.lib.remote.remoteconf import parse_auth_line
     assert parse_auth_line(line) == fields
 
 
 @given(st.binary(max_size=10).filter(lambda r: b":" not in r and not r.startswith(b"[")),
        st.binary(min_size=1, max_size=10).filter(lambda u: b":" not in u), st.binary(max_size=10))
 def test_remoteauth_round_trip(relay, user, password):
-    from pyqmail.lib.remoteconf import parse_auth_line
+    from pyqmail.lib.remote.remoteconf import parse_auth_line
     assert parse_auth_line(relay + b":" + user + b":" + password) == (relay.lower(), user, password)
 
 
@@ -224,13 +224,13 @@ def test_remoteauth_round_trip(relay, user, password):
     ([b"name.example", b"1.2.3.4:x"], [("1.2.3.4", 0)]),
 ])
 def test_dnsservers_lines(lines, servers):
-    from pyqmail.lib.dnsmx import server_list
+    from pyqmail.lib.remote.dnsmx import server_list
     assert server_list(lines) == servers
 
 
 @given(st.lists(st.binary(max_size=30), max_size=5))
 def test_dnsservers_any_lines(lines):
-    from pyqmail.lib.dnsmx import server_list
+    from pyqmail.lib.remote.dnsmx import server_list
     for ip, port in server_list(lines):
         assert 0 <= port <= 65535 and ip
 

@@ -12,8 +12,8 @@ from hypothesis import given, strategies as st
 
 from conftest import program, qenv, queue_message
 from mailsystem import assign_users, make_home
-from pyqmail.lib.sendchannel import REPORTMAX, split_reports
-from pyqmail.lib.timequeue import TimeQueue
+from pyqmail.lib.send.sendchannel import REPORTMAX, split_reports
+from pyqmail.lib.send.timequeue import TimeQueue
 
 ENVELOPE = b"Fsender@example.org\0Tjoe@test.example\0\0"
 

@@ -1,4 +1,4 @@
-"""qmail-send's held messages (lib/sendheld): local-only mail delivered with todo/N as its only record,
+"""qmail-send's held messages (lib/send/inmemory): local-only mail delivered with todo/N as its only record,
 spilled to qmail's info/N and local/N on a deferral, a failure or a TERM after some deliveries."""
 
 import re
@@ -8,8 +8,8 @@ import time
 import pytest
 
 from conftest import queue_message
-from pyqmail.lib.sendheld import HOLD_MAX
-from pyqmail.lib.sendmessages import TODO_BATCH
+from pyqmail.lib.send.inmemory import HOLD_MAX
+from pyqmail.lib.send.sendmessages import TODO_BATCH
 from test_qmail_send import make_backlog, scripted, start_send, wait_for
 
 def noting(tree, *reports):

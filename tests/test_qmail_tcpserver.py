@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings, HealthCheck, strategies as st
 
 from conftest import free_port, need, program, qenv, queued, wait_port
-from pyqmail.lib import tcprules, tcpserve
+from pyqmail.lib.tcpserver import tcprules, tcpserve
 
 RULES = ('127.0.0.1:allow,FOO="bar",BAZ="x y",QMQPCLIENT=""\n127.0.0.2:deny\n127.0.5.:allow,NET="five"\n'
          '127.0.6.:allow,TCPLOCALHOST="over.example",EMPTY=""\n=host.example:deny\n:allow,DEF="d=e"\n')
@@ -131,7 +131,7 @@ def test_in_process_program_gets_the_rules_environment(procs, tree, world_tmp):
 
 
 def test_qmail_qmqpd_launcher_in_qmailhome_runs_in_process_and_the_child_is_no_new_interpreter(procs, tree):
-    from pyqmail.lib import launcher
+    from pyqmail.lib.util import launcher
     link = tree / "bin" / "qmail-qmqpd"  # qmail-setup's launcher, recognised as ours
     assert launcher.runs(str(link), "pyqmail.commands.qmail_qmqpd")
     port, p, log = serve(procs, tree, program("qmail-tcpserver"), [str(link)], env=qenv(tree))

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from conftest import free_port, need, program, qenv, wait_port
-from pyqmail.lib import envelope, netstring
+from pyqmail.lib.queue import envelope
+from pyqmail.lib.util import netstring
 
 MESSAGE = b"Subject: test\n\nhello\n"
 SENDER = b"a@example.org"

@@ -5,8 +5,8 @@ import os
 import pytest
 
 from conftest import free_port, make_tree, program, qenv, queued, run_queue_program, tcpserver
-from pyqmail.lib import envelope
-from pyqmail.lib.inject import QmailQueue
+from pyqmail.lib.queue import envelope
+from pyqmail.lib.queue.client import QmailQueue
 
 MESSAGE = b"Subject: mini-qmail\n\nline one\nline two\n"
 SENDER = b"joe@client.example"
@@ -77,7 +77,7 @@ def test_hub_refusal_of_a_bad_address_is_permanent(hub, tree, client):
 
 
 def test_qmail_queue_client_reports_success_through_qmqpc(hub, tree, client, monkeypatch):
-    """The injector side: lib/inject.QmailQueue with QMAILQUEUE=qmail-qmqpc, as mini-qmail runs it."""
+    """The injector side: lib/queue/client.QmailQueue with QMAILQUEUE=qmail-qmqpc, as mini-qmail runs it."""
     set_servers(client, "127.0.0.1:%d" % hub)
     monkeypatch.setenv("QMAILQUEUE", program("qmail-qmqpc"))
     monkeypatch.setenv("QMAILHOME", str(client))

@@ -1,11 +1,11 @@
-"""lib/qmqpservers: which control/qmqpservers lines are servers, and with what port."""
+"""lib/qmqp/qmqpservers: which control/qmqpservers lines are servers, and with what port."""
 
 import ipaddress
 
 import pytest
 from hypothesis import given, strategies as st
 
-from pyqmail.lib.qmqpservers import QMQP_PORT, parse, parse_line
+from pyqmail.lib.qmqp.qmqpservers import QMQP_PORT, parse, parse_line
 
 ipv4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: "%d.%d.%d.%d" % t)
 ipv6 = st.integers(0, 2 ** 128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))

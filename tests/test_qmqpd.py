@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import program, qenv, queued
-from pyqmail.lib.qmqp import encode_request
+from pyqmail.lib.qmqp.qmqp import encode_request
 
 HI = encode_request(b"hi\n", b"a@b", [b"c@d"])
 K_REPLY = re.compile(rb"^(\d+):(Kok (\d+) qp (\d+)),$")

@@ -1,4 +1,4 @@
-"""lib/qmqp.py (request reading), lib/received.py and lib/tcpenv.py: unit and property tests."""
+"""lib/qmqp/qmqp.py (request reading), lib/queue/received.py and lib/tcpserver/tcpenv.py: unit and property tests."""
 
 import io
 import os
@@ -7,8 +7,10 @@ import socket
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pyqmail.lib import qmqp, received, tcpenv
-from pyqmail.lib.netstring import encode
+from pyqmail.lib.qmqp import qmqp
+from pyqmail.lib.queue import received
+from pyqmail.lib.tcpserver import tcpenv
+from pyqmail.lib.util.netstring import encode
 
 addresses = st.binary(min_size=0, max_size=60).filter(lambda a: b"\0" not in a)
 
@@ -209,7 +211,7 @@ def test_a_timed_input_gives_what_reading_byte_by_byte_gives(message, sender, re
     # TimedInput hands read_length the bytes it holds, so a length field is parsed in one go; the
     # outcome must be the byte-by-byte reading's, errors and where they happen included, whatever
     # the chunks the socket delivers (CHUNK-sized reads split the fields anywhere)
-    from pyqmail.lib import timedio
+    from pyqmail.lib.util import timedio
     wire = mutated(qmqp.encode_request(message, sender, recipients), edits)
     wire = wire[:len(wire) - cut] if cut < 10 else wire
     expected = outcome(io.BytesIO(wire), maxbytes)

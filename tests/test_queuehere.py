@@ -1,4 +1,4 @@
-"""Queueing inside the caller (lib/queuehere): the same queue files and replies as running qmail-queue."""
+"""Queueing inside the caller (lib/queue/queuehere): the same queue files and replies as running qmail-queue."""
 
 import os
 import pwd

@@ -1,4 +1,4 @@
-"""The file pool: qmail-clean parks finished queue files in pid/, qmail-queue reuses them (lib/queuepool)."""
+"""The file pool: qmail-clean parks finished queue files in pid/, qmail-queue reuses them (lib/queue/queuepool)."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import program, qenv, queue_message, queued
-from pyqmail.lib import queuepool
+from pyqmail.lib.queue import queuepool
 
 
 def clean(tree, commands):
@@ -164,7 +164,7 @@ def test_an_empty_slot_0_hides_no_file_and_a_full_slot_0_no_free_slot(tmp_path, 
 
 RACER = """
 import os, sys
-from pyqmail.lib import queuepool
+from pyqmail.lib.queue import queuepool
 os.chdir(sys.argv[1])
 role, count = sys.argv[2], int(sys.argv[3])
 got = []

@@ -5,7 +5,7 @@ import math
 import pytest
 from hypothesis import given, strategies as st
 
-from pyqmail.lib.retry import TOO_LONG, dying_report, is_dying, isqrt, next_retry, on_time_schedule
+from pyqmail.lib.send.retry import TOO_LONG, dying_report, is_dying, isqrt, next_retry, on_time_schedule
 
 
 @pytest.mark.parametrize("x, root", [(0, 0), (1, 1), (3, 1), (4, 2), (99, 9), (100, 10), (-5, 0),

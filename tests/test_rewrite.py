@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from pyqmail.lib.rewrite import Rewriter
+from pyqmail.lib.send.rewrite import Rewriter
 
 VDOMS = b"""# comment
 virt.example:vprep

@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from pyqmail.lib import sendlog as L
+from pyqmail.lib.send import sendlog as L
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -41,7 +41,7 @@ def test_bin_links_point_at_the_installed_programs(tree):
 
 
 def test_per_message_programs_get_launchers_without_site(tree):
-    from pyqmail.lib import launcher
+    from pyqmail.lib.util import launcher
     for name in ("qmail-queue", "qmail-qmqpd", "qmail-smtpd", "qmail-local", "qmail-remote", "sendmail"):
         path = tree / "bin" / name
         assert path.is_file() and not path.is_symlink() and os.access(path, os.X_OK)
@@ -61,7 +61,7 @@ def test_per_message_programs_get_launchers_without_site(tree):
 
 
 def test_a_launcher_from_before_the_package_line_is_still_recognised(tree):
-    from pyqmail.lib import launcher
+    from pyqmail.lib.util import launcher
     path = tree / "bin" / "qmail-queue"
     lines = path.read_text().split("\n")
     older = tree / "older-qmail-queue"
@@ -89,7 +89,7 @@ def test_idempotent_and_never_clobbers(tree):
 def test_mini_qmail_tree(world_tmp):
     root = make_tree(world_tmp / "mini", "--single-user", "--me", "leaf.example",
                      "--mini", "127.0.0.1", "--mini", "[::1]:6628")
-    from pyqmail.lib import launcher
+    from pyqmail.lib.util import launcher
     assert launcher.runs(str(root / "bin" / "qmail-queue"), "pyqmail.commands.qmail_qmqpc")  # qmail-qmqpc's
     assert (root / "control" / "qmqpservers").read_text() == "127.0.0.1\n[::1]:6628\n"
     assert not (root / "queue").exists()

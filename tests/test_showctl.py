@@ -8,7 +8,7 @@ import subprocess
 from hypothesis import given, strategies as st
 
 from conftest import program, qenv
-from pyqmail.lib import ctlreport
+from pyqmail.lib.config import ctlreport
 
 
 def showctl(tree):

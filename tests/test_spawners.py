@@ -12,7 +12,7 @@ import pytest
 
 from conftest import program, qenv, queued, queue_message as conftest_queue_message
 from mailsystem import alive
-from pyqmail.lib.spawnproto import encode_request
+from pyqmail.lib.spawn.spawnproto import encode_request
 
 ROOT = os.geteuid() == 0
 MSG = b"Subject: spawn test\n\nhello\n"
@@ -294,7 +294,7 @@ def program_parent(home, name):
 
 
 def test_lspawn_reuses_one_worker_per_user_and_each_delivery_starts_clean(procs, users, home):
-    from pyqmail.lib import localworkers
+    from pyqmail.lib.spawn import localworkers
     dotqmail(home, "ppid", "|echo $PPID > %s/ppid-$(cat %s/n); ls /proc/self/fd | wc -l > %s/fds-$(cat %s/n);"
              " echo \"${LEAK-unset}\" > %s/leak-$(cat %s/n)\n" % ((home,) * 6))
     messid, _ = queue_message(users)

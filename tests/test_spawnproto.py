@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from pyqmail.lib import spawnproto as sp
+from pyqmail.lib.spawn import spawnproto as sp
 
 no_nul = st.binary(max_size=300).map(lambda b: b.replace(b"\0", b"."))
 requests = st.tuples(st.integers(0, 255), no_nul, no_nul, no_nul)

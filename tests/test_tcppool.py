@@ -1,4 +1,4 @@
-"""qmail-tcpserver's reused workers (lib/tcppool): one worker serves many connections, and none leaks into the next."""
+"""qmail-tcpserver's reused workers (lib/tcpserver/tcppool): one worker serves many connections, and none leaks into the next."""
 
 import collections
 import os
@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from conftest import program, qenv, queued
 from mailsystem import alive, children
 from test_qmail_tcpserver import serve, tcprules_cdb, wait_log
-from pyqmail.lib import tcppool
+from pyqmail.lib.tcpserver import tcppool
 
 
 def request(message, sender=b"a@b.example", recipients=(b"c@d.example",)):

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from pyqmail.lib import envelope, todo
-from pyqmail.lib.control import scan_ulong
-from pyqmail.lib.rewrite import Rewriter
+from pyqmail.lib.queue import envelope
+from pyqmail.lib.send import todo
+from pyqmail.lib.config.control import scan_ulong
+from pyqmail.lib.send.rewrite import Rewriter
 from conftest import queue_message
 
 REWRITER = Rewriter(b"test.example", [b"test.example"], [b"relay.example"], [b"virt.example:vprep"])

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import need, program, qenv
-from pyqmail.lib import users
+from pyqmail.lib.config import users
 
 ASSIGN = (b"=joe:joe:1001:100:/home/joe:::\n"
           b"+joe-:joe:1001:100:/home/joe:-::\n"

@@ -1,0 +1,33 @@
+"""Replace a cdb atomically, as qmail's qmail-newu and qmail-newmrh do: write name.tmp, fsync, rename."""
+
+import os
+
+from pyqmail.lib.util.exits import Exit
+
+
+def replace(temp, target, records, open_text, write_text):
+    """Write (key, value) records to temp, fsync and close it, rename it over target; Exit 111 on failure.
+
+    open_text and write_text are the program's own `fatal:` texts for creating and for writing temp."""
+    import cdbx
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError:
+        raise Exit(111, "fatal: " + open_text)
+    try:
+        maker = cdbx.CDB.make(fd, close=False)
+        for key, value in records:
+            maker.add(key, value)
+        maker.commit().close()
+        os.fsync(fd)
+    except (OSError, ValueError):
+        os.close(fd)
+        raise Exit(111, "fatal: " + write_text)
+    try:
+        os.close(fd)  # NFS reports write errors at close
+    except OSError:
+        raise Exit(111, "fatal: " + write_text)
+    try:
+        os.rename(temp, target)
+    except OSError:
+        raise Exit(111, "fatal: unable to move %s to %s" % (temp, target))

@@ -1,0 +1,150 @@
+"""qmail-users(5): the users/assign parser, users/cdb records, and lspawn's lookup (reference §1.27, §1.6)."""
+
+import os
+from collections import namedtuple
+
+from pyqmail.lib.config.control import scan_ulong
+
+BREAK = b"-"  # conf-break: the user-extension delimiter
+ALIAS = "alias"  # conf-users' first account: the catch-all for local parts without a user
+WILDCHARS_KEY = b""
+
+Entry = namedtuple("Entry", "wild local fields")  # fields: user uid gid homedir dash ext, as bytes
+Assignment = namedtuple("Assignment", "user uid gid homedir dash ext")
+
+
+class AssignError(ValueError):
+    """users/assign is not in qmail-users(5) format."""
+
+
+class UsersCdbError(Exception):
+    """users/cdb exists but cannot be used; `code` is the QLX exit code qmail-lspawn's child uses."""
+
+    def __init__(self, message, code=117):
+        super().__init__(message)
+        self.code = code
+
+
+def lower(data):
+    """Lowercase ASCII letters only, as qmail's case_lowerb."""
+    return data.lower()  # bytes.lower touches A-Z only
+
+
+def parse_line(line):
+    """Parse one assign line (without its newline) into an Entry."""
+    if b"\0" in line:
+        raise AssignError("NUL in users/assign")
+    colon = line.find(b":")
+    if colon <= 0:
+        raise AssignError("missing or leading colon in users/assign")
+    fields = line[colon + 1:].split(b":")
+    if len(fields) < 7:  # six colon-terminated fields; whatever follows the sixth colon is ignored
+        raise AssignError("fewer than six fields in users/assign")
+    return Entry(line[:1] == b"+", line[1:colon], tuple(fields[:6]))
+
+
+def parse_assign(data):
+    """Parse users/assign's bytes into a list of Entry; everything after the `.` line is ignored."""
+    entries = []
+    start = 0
+    while True:
+        end = data.find(b"\n", start)
+        line = data[start:] if end < 0 else data[start:end]
+        if line[:1] == b".":
+            return entries
+        if end < 0:
+            raise AssignError("users/assign does not end with a `.` line")
+        entries.append(parse_line(line))
+        start = end + 1
+
+
+def format_entry(entry):
+    """Return the assign line (with newline) for an Entry."""
+    return (b"+" if entry.wild else b"=") + entry.local + b":" + b":".join(entry.fields) + b":\n"
+
+
+def cdb_records(entries):
+    """Return users/cdb's (key, value) pairs in qmail-newu's order, the wildcard-character record last."""
+    records = []
+    wildchars = bytearray()
+    for entry in entries:
+        if entry.wild:
+            key = b"!" + lower(entry.local)
+            last = entry.local[-1:]  # the original case, as qmail-newu stores it
+            if last and last not in wildchars:
+                wildchars += last
+        else:
+            key = b"!" + lower(entry.local) + b"\0"
+        records.append((key, b"\0".join(entry.fields)))
+    records.append((WILDCHARS_KEY, bytes(wildchars)))
+    return records
+
+
+def split_assignment(data):
+    """Split NUL-separated user, uid, gid, homedir, dash, ext into an Assignment."""
+    fields = data.split(b"\0", 5)
+    if len(fields) < 6:
+        raise UsersCdbError("users/cdb record has fewer than six fields", code=112)
+    user, uid, gid, homedir, dash, ext = fields
+    return Assignment(user, scan_ulong(uid, 0), scan_ulong(gid, 0), homedir, dash, ext.split(b"\0", 1)[0])
+
+
+def search(get, local):
+    """qmail-lspawn's search with get(key) -> bytes or None: exact key, then wildcard prefixes, longest first."""
+    wildchars = get(WILDCHARS_KEY)
+    if wildchars is None:
+        raise UsersCdbError("users/cdb has no wildcard-character record")
+    key = b"!" + lower(local) + b"\0"
+    i = len(key)
+    wild = False
+    while i:
+        if not wild or i == 1 or key[i - 1:i] in wildchars:
+            data = get(key[:i])
+            if data is not None:
+                return split_assignment(data + (local[i - 1:] if wild else b""))
+        i -= 1
+        wild = True
+    return None
+
+
+CACHED = 1024  # answers kept per users/cdb version in a long-running process (qmail-lspawn)
+_cache = {"version": None, "answers": {}}
+
+
+def lookup(home, local):
+    """Look local up in home/users/cdb: an Assignment, or None (no cdb, or no entry: ask qmail-getpw).
+    Answers are remembered while users/cdb is the same file (qmail-newu renames a new one into place)."""
+    if isinstance(local, str):
+        local = os.fsencode(local)
+    path = os.path.join(home, "users", "cdb")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise UsersCdbError("unable to read users/cdb: %s" % e)
+    version = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    answers = _cache["answers"]
+    if _cache["version"] != version or len(answers) >= CACHED:
+        answers.clear()
+        _cache["version"] = version
+    if local not in answers:
+        answers[local] = read_answer(path, local)
+    return answers[local]
+
+
+def read_answer(path, local):
+    """Search users/cdb at path for local (UsersCdbError when it cannot be read)."""
+    import cdbx
+    try:
+        db = cdbx.CDB(path, mmap=False)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise UsersCdbError("unable to read users/cdb: %s" % e)
+    try:
+        return search(db.get, local)
+    except (OSError, ValueError) as e:
+        raise UsersCdbError("unable to read users/cdb: %s" % e)
+    finally:
+        db.close()

@@ -1,0 +1,145 @@
+"""mbox delivery as qmail-local does it (mbox(5), mboxrd): flock, From_ line, >From quoting, fsync."""
+
+import os
+
+from pyqmail.lib.local import msgfd
+from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.exits import Exit
+
+FROM_ = b"From "
+LOCK_SECONDS = 30
+FLUSH_AT = 65536
+
+
+def gfrom(line):
+    """Return True if line is a From_ line after skipping any number of leading `>` (qmail's gfrom)."""
+    return line.lstrip(b">").startswith(FROM_)
+
+
+def quote_lines(data):
+    """Return data with one more `>` before every From_ line, and a final `\\n` if the last line is partial."""
+    quoter = FromQuoter()
+    return b"".join(quoter.feed(data)) + quoter.finish()
+
+
+class FromQuoter:
+    """Streaming >From quoting with bounded state: a count of `>` and at most 5 bytes of `From `."""
+
+    def __init__(self):
+        self.at_start = True
+        self.gt = 0
+        self.partial = b""
+
+    def _prefix(self, quoted):
+        """Yield the held-back start of a line, with the extra `>` if it is a From_ line."""
+        gt = self.gt + (1 if quoted else 0)
+        while gt:
+            n = min(gt, FLUSH_AT)
+            yield b">" * n
+            gt -= n
+        if self.partial:
+            yield self.partial
+        self.gt, self.partial, self.at_start = 0, b"", False
+
+    def feed(self, data):
+        """Return a list of output pieces for the next bytes of the message."""
+        out = []
+        pos, n = 0, len(data)
+        while pos < n:
+            if self.at_start:
+                while pos < n and not self.partial and data[pos] == 0x3E:
+                    self.gt += 1
+                    pos += 1
+                while pos < n and len(self.partial) < 5 and data[pos] == FROM_[len(self.partial)]:
+                    self.partial += data[pos:pos + 1]
+                    pos += 1
+                if len(self.partial) < 5 and pos >= n:
+                    break  # undecided: wait for more bytes
+                out.extend(self._prefix(len(self.partial) == 5))
+            nl = data.find(b"\n", pos)
+            end = n if nl < 0 else nl + 1
+            out.append(data[pos:end])
+            pos = end
+            self.at_start = nl >= 0
+        return out
+
+    def finish(self):
+        """Return what ends the message: the held-back partial line and its missing `\\n`."""
+        if self.at_start and not self.gt and not self.partial:
+            return b""
+        return b"".join(self._prefix(False)) + b"\n"
+
+
+def _lock(fd):
+    """flock fd exclusively, waiting at most 30 s; return whether the lock was obtained."""
+    import _signal
+    import fcntl
+
+    def slow(*_):
+        raise Exit(111, "File has been locked for 30 seconds straight. (#4.3.0)")
+
+    _signal.signal(_signal.SIGALRM, slow)
+    _signal.alarm(LOCK_SECONDS)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    except OSError:
+        return False
+    finally:
+        _signal.alarm(0)
+        _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
+
+
+def _write_all(fd, data):
+    """Write every byte of data to fd."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def deliver(path, head, fd_in):
+    """Append the message on fd_in to the mbox at path, preceded by head (UFLINE, RPLINE, DTLINE)."""
+    shown = path.decode("utf-8", "surrogateescape")
+    msgfd.rewind(fd_in)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600)
+    except OSError as e:
+        raise Exit(111, "Unable to open %s: %s. (#4.2.1)" % (shown, error_str(e.errno)))
+    locked = False
+    pos = 0
+    try:
+        locked = _lock(fd)
+        pos = os.lseek(fd, 0, os.SEEK_END)
+        quoter = FromQuoter()
+        pending = [head]
+        size = len(head)
+        for chunk in msgfd.chunks(fd_in):
+            for piece in quoter.feed(chunk):
+                pending.append(piece)
+                size += len(piece)
+            if size >= FLUSH_AT:
+                _write_all(fd, b"".join(pending))
+                pending, size = [], 0
+        pending.append(quoter.finish() + b"\n")
+        _write_all(fd, b"".join(pending))
+        os.fsync(fd)
+    except msgfd.MessageReadError as e:
+        _undo(fd, locked, pos)
+        raise Exit(111, msgfd.read_text(e))
+    except OSError as e:
+        _undo(fd, locked, pos)
+        raise Exit(111, "Unable to write %s: %s. (#4.3.0)" % (shown, error_str(e.errno)))
+    except BaseException:
+        _undo(fd, locked, pos)
+        raise
+    os.close(fd)
+
+
+def _undo(fd, locked, pos):
+    """Cut the mbox back to where this delivery began (only when we hold the lock), then close it."""
+    try:
+        if locked:
+            os.ftruncate(fd, pos)
+    except OSError:
+        pass
+    os.close(fd)

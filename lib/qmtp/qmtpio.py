@@ -1,0 +1,113 @@
+"""qmail-qmtpd's connection: responses held until the next read would wait, timeouts, the session deadline."""
+
+import posix  # not os: start-up cost (lib/config/control)
+import select
+import _signal  # not `signal`: it imports enum
+
+
+CHUNK = 65536
+FLUSH_AT = 65536  # responses are written once this much is pending, even while input keeps coming
+
+
+class DeadlineReached(Exception):
+    """The session's hour is up."""
+
+
+class ClientGone(Exception):
+    """Writing to the client failed: it closed or reset the connection."""
+
+
+class Deadline:
+    """qmail's alarm(3600), raised only while we wait for the client, so a queue write is never cut short."""
+
+    def __init__(self, seconds):
+        self.expired = False
+        self.waiting = False
+        _signal.signal(_signal.SIGALRM, self._alarm)
+        _signal.alarm(seconds)
+
+    def _alarm(self, signum, frame):
+        """Note the deadline; interrupt a wait for the client at once."""
+        self.expired = True
+        if self.waiting:
+            raise DeadlineReached()
+
+    def wait(self, action, *args):
+        """Run action, which may block on the client, under the deadline."""
+        if self.expired:
+            raise DeadlineReached()
+        self.waiting = True
+        try:
+            return action(*args)
+        finally:
+            self.waiting = False
+
+
+class Output:
+    """Responses waiting to be sent; written when the input runs dry (as qmail's flush before read)."""
+
+    def __init__(self, fd, timeout, deadline):
+        self.fd = fd
+        self.timeout_ms = int(timeout * 1000)
+        self.deadline = deadline
+        self.pending = []
+        self.size = 0
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLOUT)
+
+    def add(self, data):
+        """Queue a response; write out if much is pending."""
+        self.pending.append(data)
+        self.size += len(data)
+        if self.size >= FLUSH_AT:
+            self.flush()
+
+    def flush(self):
+        """Write every pending response (TimeoutError if the client stops reading, ClientGone if it left)."""
+        if not self.pending:
+            return
+        data = memoryview(b"".join(self.pending))
+        self.pending, self.size = [], 0
+        while data:
+            data = data[self.deadline.wait(self._write_some, data):]
+
+    def _write_some(self, data):
+        """Write what the client will take now; return how much."""
+        if not self.poller.poll(self.timeout_ms):
+            raise TimeoutError("write timeout")
+        try:
+            return posix.write(self.fd, data[:FLUSH_AT])
+        except OSError as e:
+            raise ClientGone(str(e))
+
+
+class Input:
+    """The client's bytes; before waiting for more, pending responses go out (QMTP allows no delay then)."""
+
+    def __init__(self, fd, timeout, output, deadline):
+        self.fd = fd
+        self.timeout_ms = int(timeout * 1000)
+        self.output = output
+        self.deadline = deadline
+        self.buffer = b""
+        self.pos = 0  # an offset, not slicing: a buffer full of small pipelined packages is read in tiny pieces
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLIN)
+
+    def read(self, n):
+        """Return up to n bytes (b"" at the end or on a reset); raise TimeoutError after a silence."""
+        if self.pos >= len(self.buffer):
+            self.output.flush()
+            self.buffer, self.pos = self.deadline.wait(self._fill), 0
+        data = self.buffer[self.pos:self.pos + n]
+        self.pos += len(data)
+        return data
+
+    def _fill(self):
+        """Wait for the client's next bytes."""
+        if not self.poller.poll(self.timeout_ms):
+            raise TimeoutError("read timeout")
+        try:
+            return posix.read(self.fd, CHUNK)
+        except OSError:  # a reset connection is a lost connection, as EOF
+            return b""

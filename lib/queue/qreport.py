@@ -1,0 +1,47 @@
+"""qmail-qread's and qmail-qstat's views of the queue (reference §4.1, §4.2, §2.1-§2.3), as pure functions."""
+
+from pyqmail.lib.queue.queue import date822
+
+
+def printable(data, replacement=b"_"):
+    """Replace every byte outside 32..126 (qmail-qread's out())."""
+    return bytes(b if 32 <= b <= 126 else replacement[0] for b in data)
+
+
+def first_record(data):
+    """Return the bytes up to the first NUL (a C string)."""
+    return data.split(b"\0", 1)[0]
+
+
+def header_line(mtime, n, size, info, bouncing):
+    """Return a message's header line: date, number, size, sender, and ` bouncing` if bounce/n exists."""
+    sender = first_record(info)[1:]
+    date = date822(mtime)[:-len(" -0000")]
+    line = b"%s GMT  #%d  %d  <%s> " % (date.encode(), n, size, sender)
+    if bouncing:
+        line += b" bouncing"
+    return printable(line) + b"\n"
+
+
+def recipient_lines(channel, data):
+    """Return the lines for a local/n or remote/n file: `\\t<channel>\\t<addr>`, `  done` before delivered ones."""
+    out = []
+    records = data.split(b"\0")[:-1]  # a record without its NUL is unfinished: ignored
+    for record in records:
+        kind = record[:1]
+        if kind not in (b"T", b"D"):
+            continue
+        prefix = b"  done" if kind == b"D" else b""
+        out.append(b"%s\t%s\t%s\n" % (prefix, channel, printable(record[1:])))
+    return b"".join(out)
+
+
+def message_numbers(names):
+    """Return the message numbers among directory entry names, in ascending order (non-numeric names skipped)."""
+    return sorted(int(name) for name in names if name.isdigit() and name.isascii())
+
+
+def qstat_lines(in_queue, not_preprocessed):
+    """Return qmail-qstat's two lines."""
+    return (b"messages in queue: %d\n"
+            b"messages in queue but not yet preprocessed: %d\n" % (in_queue, not_preprocessed))

@@ -1,0 +1,241 @@
+"""Writing one message into qmail's queue, exactly in qmail-queue's order (reference §1.1, §2.3)."""
+
+import posix  # not os: start-up cost (lib/config/control)
+import time
+
+from pyqmail.lib.queue import envelope, queuepool
+from pyqmail.lib.config.control import join
+from pyqmail.lib.util.exits import Exit
+
+SPLIT = 23
+DEATH = 86400  # qmail-queue's whole-run alarm; the orphan rule (36 h) depends on it
+WHO_BY_NAME = {"alias": "by alias", "qmaild": "from network", "qmails": "for bounce"}
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def split_name(directory, n):
+    """Return the split path of message n in a split directory (mess, info, local, remote)."""
+    return "%s/%d/%d" % (directory, n % SPLIT, n)
+
+
+def date822(t):
+    """Return qmail's RFC 822 date: GMT, day not zero-padded, `-0000` zone."""
+    g = time.gmtime(t)
+    return "%d %s %d %02d:%02d:%02d -0000" % (
+        g.tm_mday, MONTHS[g.tm_mon - 1], g.tm_year, g.tm_hour, g.tm_min, g.tm_sec)
+
+
+_who = {}  # uid -> phrase: a reused worker queues many messages, and getpwuid reads /etc/passwd each time
+
+
+def who_for_uid(uid):
+    """Return qmail-queue's `invoked ...` phrase for the injecting uid."""
+    if uid not in _who:
+        import pwd
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = None
+        _who[uid] = WHO_BY_NAME.get(name, "by uid %d" % uid)
+    return _who[uid]
+
+
+def received_line(pid, uid, now):
+    """Return the Received line qmail-queue prepends."""
+    return b"Received: (qmail %d invoked %s); %s\n" % (pid, who_for_uid(uid).encode(), date822(now).encode())
+
+
+def write_all(fd, data):
+    """Write every byte of data to fd."""
+    view = memoryview(data)
+    while view:
+        view = view[posix.write(fd, view):]
+
+
+def write_parts(fd: int, parts: list) -> None:
+    """Write every byte of parts to fd in turn: one writev when the kernel takes them all, no joined copy."""
+    done = posix.writev(fd, parts)
+    for part in parts:
+        if done >= len(part):
+            done -= len(part)
+        else:
+            write_all(fd, memoryview(part)[done:])
+            done = 0
+
+
+def fsync_dir(name):
+    """fsync a directory so that the entries the commit depends on survive a crash (Linux)."""
+    fd = posix.open(name, posix.O_RDONLY | posix.O_DIRECTORY)
+    try:
+        posix.fsync(fd)
+    finally:
+        posix.close(fd)
+
+
+class Injection:
+    """One message being queued; files it made are removed if it fails before the commit."""
+
+    def __init__(self, pid, uid):
+        self.pid = pid
+        self.uid = uid
+        self.now = time.time()
+        self.created = []
+        self.reused = set()  # fds of files taken from the pool: truncated to what was written
+
+    def fail(self, code):
+        """Remove what was created (intd, then mess), and raise Exit(code)."""
+        for name in reversed(self.created):
+            try:
+                posix.truncate(name, 0)
+                posix.unlink(name)
+            except OSError:
+                pass
+        raise Exit(code)
+
+    def open_mess(self):
+        """Take a pooled file or create the pid file, link it to mess/<inode>, and return (fd, inode)."""
+        fd = -1
+        for seq in range(1, 10):
+            pidfn = "pid/%d.%d.%d" % (posix.getpid(), int(self.now), seq)
+            try:
+                fd = self.open_new(pidfn, "mess")
+                break
+            except FileExistsError:
+                continue
+            except OSError:
+                raise Exit(63)
+        if fd < 0:
+            raise Exit(63)
+        n = posix.fstat(fd).st_ino
+        self.messfn = split_name("mess", n)
+        try:
+            posix.link(pidfn, self.messfn)
+        except OSError:
+            posix.unlink(pidfn)
+            raise Exit(64)
+        self.created.append(self.messfn)
+        try:
+            posix.unlink(pidfn)
+        except OSError:
+            self.fail(63)
+        self.number = n
+        return fd, n
+
+    def open_new(self, name, kind):
+        """Open name for writing as a new file: a pooled one renamed to it, else created (O_EXCL)."""
+        if queuepool.take(kind, name):
+            try:
+                fd = posix.open(name, posix.O_WRONLY | posix.O_NOFOLLOW)
+            except OSError:
+                fd = -1
+            if fd >= 0 and queuepool.reusable(posix.fstat(fd)):
+                self.reused.add(fd)
+                return fd
+            if fd >= 0:
+                posix.close(fd)
+            queuepool.discard(name)  # not a file of ours to overwrite: create one instead
+        return posix.open(name, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL, 0o644)
+
+    def sync(self, fd):
+        """Cut a reused file to what was written, fsync and close fd."""
+        if fd in self.reused:
+            self.reused.discard(fd)
+            posix.ftruncate(fd, posix.lseek(fd, 0, 1))  # 1: SEEK_CUR
+        posix.fsync(fd)
+        posix.close(fd)
+
+    def write_message(self, fd, chunks):
+        """Write the Received line and the message chunks to mess, fsync it (with its name: qmail-queue(8))."""
+        try:
+            write_all(fd, received_line(self.pid, self.uid, self.now))
+        except OSError:
+            self.fail(53)
+        try:
+            for chunk in chunks:
+                write_all(fd, chunk)
+        except Exit as e:
+            self.fail(e.code)
+        except OSError:
+            self.fail(53)
+        try:
+            self.sync(fd)
+        except OSError:
+            self.fail(53)
+
+    def commit(self, sender, recipients):
+        """Write intd/N, fsync, link it to todo/N, fsync todo/: after this the message is queued."""
+        intdfn = "intd/%d" % self.number
+        try:
+            fd = self.open_new(intdfn, "intd")
+        except OSError:
+            self.fail(65)
+        self.created.append(intdfn)
+        try:
+            write_parts(fd, envelope.todo_parts(self.uid, self.pid, sender, recipients))
+            self.sync(fd)
+        except OSError:
+            self.fail(53)
+        try:
+            posix.link(intdfn, "todo/%d" % self.number)
+        except OSError:
+            self.fail(66)
+        try:
+            fsync_dir("todo")
+        except OSError:
+            pass  # todo/N exists: the message is queued; only its durability under power loss is weaker
+        pull_trigger()
+
+
+def pull_trigger(name="lock/trigger"):
+    """Wake qmail-send: write one byte to the trigger FIFO without blocking, ignoring errors."""
+    try:
+        fd = posix.open(name, posix.O_WRONLY | posix.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        posix.write(fd, b"\0")
+    except OSError:
+        pass
+    finally:
+        posix.close(fd)
+
+
+def enter_queue(home):
+    """chdir to QMAILHOME/queue (exit 61/62) and set qmail-queue's umask."""
+    try:
+        posix.chdir(home)
+    except OSError:
+        raise Exit(61)
+    try:
+        posix.chdir("queue")
+    except OSError:
+        raise Exit(62)
+    posix.umask(0o033)
+
+
+def become_queue_owner(home):
+    """As root, switch to the queue's owner (qmailq), as qmail's setuid qmail-queue runs."""
+    try:
+        if posix.stat(home).st_mode & 0o170000 != 0o040000:  # not a directory
+            raise Exit(61)
+    except OSError:
+        raise Exit(61)
+    try:
+        st = posix.stat(join(home, "queue"))
+    except OSError:
+        raise Exit(62)
+    if st.st_uid == 0:
+        return
+    posix.setgroups([])
+    posix.setgid(st.st_gid)
+    posix.setuid(st.st_uid)
+
+
+def owns_queue(home):
+    """Return True when this process may write the queue itself (it owns queue/)."""
+    try:
+        return posix.stat(join(home, "queue")).st_uid == posix.geteuid()
+    except FileNotFoundError:
+        return True  # let enter_queue report the missing directory with qmail's code
+    except OSError:
+        raise Exit(61)

@@ -1,0 +1,176 @@
+"""qmail-queue's work done inside the calling program, when that is exactly what qmail-queue would do.
+
+Starting qmail-queue costs a Python interpreter start per message. A program that owns the queue (a
+single-user tree, or qmail-send/qmqpd running as the queue owner) and would run our own qmail-queue
+writes the queue itself, with the same files, order, fsyncs and result texts (lib/queue/queue.Injection).
+$QMAILQUEUE, a foreign bin/qmail-queue, root, or not owning the queue: the caller execs qmail-queue.
+A network server queueing here records what qmail's qmail-queue, run by qmaild, would (network_uid).
+"""
+
+import posix  # not os: start-up cost (lib/config/control)
+import sys
+
+from pyqmail.lib.queue import envelope, queue
+from pyqmail.lib.config.control import is_regular, join
+from pyqmail.lib.util.exits import Exit, qq_text
+
+
+# qmail runs these as qmaild (tcpserver/inprocess.PROGRAMS serves the same three from qmail-tcpserver)
+NETWORK_SERVERS = ("pyqmail.commands.qmail_qmqpd", "pyqmail.commands.qmail_qmtpd", "pyqmail.commands.qmail_smtpd")
+_recognised = {}  # QMAILHOME/bin/qmail-queue's (inode, mtime, size) -> our_qmail_queue's answer
+
+
+def our_qmail_queue(home):
+    """True if QMAILHOME/bin/qmail-queue is the qmail-queue installed beside this interpreter, or the
+    launcher qmail-setup wrote for it. A long-lived process (a reused qmail-tcpserver worker) asks again
+    only when the file itself changes."""
+    path = join(home, "bin", "qmail-queue")
+    try:
+        st = posix.lstat(path)
+    except OSError:
+        return False
+    key = (path, st.st_ino, st.st_mtime_ns, st.st_size)
+    if key not in _recognised:
+        _recognised.clear()
+        _recognised[key] = recognise(path, st)
+    return _recognised[key]
+
+
+def recognise(path, st):
+    """True if the file at path (lstat st) is our qmail-queue; a plain file is first read as qmail-setup's
+    launcher, which needs no os import (start-up cost, lib/config/control)."""
+    from pyqmail.lib.util import launcher
+    if is_regular(st.st_mode) and launcher.runs(path, launcher.module_of("qmail-queue")):
+        return True
+    from pyqmail.lib.util import installed
+    return installed.is_program(path, "qmail-queue", [sys.executable.rsplit("/", 1)[0]])
+
+
+def possible(home):
+    """True if this process may queue a message itself instead of running qmail-queue."""
+    if posix.environ.get(b"QMAILQUEUE") or posix.geteuid() == 0:
+        return False
+    try:
+        return queue.owns_queue(home) and our_qmail_queue(home)
+    except Exit:
+        return False
+
+
+def network_server() -> bool:
+    """True in a network server's process: its program module is loaded (by its console script, the
+    launcher, or the qmail-tcpserver listener whose children and workers serve it)."""
+    return any(name in sys.modules for name in NETWORK_SERVERS)
+
+
+_network_uid = {}  # our uid -> the uid recorded for a network server's messages
+
+
+def network_uid(uid: int) -> int:
+    """The uid a network server running as uid records: qmaild's in a tree with qmail's users (uid is
+    qmailq's: only the queue's owner queues here), so that the Received line says `invoked from network`
+    and qmail-send logs qmaild's uid, as with qmail; uid itself in a single-user tree (one account in every
+    role: what qmail-queue run by it writes) or without a qmaild account."""
+    if uid not in _network_uid:
+        import pwd
+        try:
+            _network_uid[uid] = pwd.getpwnam("qmaild").pw_uid if pwd.getpwuid(uid).pw_name == "qmailq" else uid
+        except KeyError:
+            _network_uid[uid] = uid
+    return _network_uid[uid]
+
+
+class QueueHere:
+    """QmailQueue's interface (put, fail, close, abort, pid) writing the queue from this process."""
+
+    def __init__(self, home: str, uid: "int | None" = None):
+        self.pid = posix.getpid()
+        self.home = home
+        self.code = 0
+        self.fd = -1
+        self.injection = queue.Injection(self.pid, posix.getuid() if uid is None else uid)
+        try:
+            self.in_queue(self.open)
+        except Exit as e:
+            self.code = e.code
+
+    def in_queue(self, action, *args):
+        """Run action inside QMAILHOME/queue with qmail-queue's umask, then come back."""
+        here = posix.open(".", posix.O_RDONLY | posix.O_DIRECTORY)
+        mask = posix.umask(0o033)
+        try:
+            queue.enter_queue(self.home)
+            return action(*args)
+        finally:
+            posix.umask(mask)
+            posix.fchdir(here)
+            posix.close(here)
+
+    def open(self):
+        """Create mess/N and write the Received line qmail-queue adds."""
+        self.fd, _ = self.injection.open_mess()
+        self.write(queue.received_line(self.pid, self.injection.uid, self.injection.now))
+
+    def write(self, data):
+        """Write to mess/N; a failure is remembered (53) and reported at close."""
+        try:
+            queue.write_all(self.fd, data)
+        except OSError:
+            self.code = self.code or 53
+
+    def put(self, data):
+        """Append message bytes."""
+        if not self.code and data:
+            self.write(data)
+
+    def fail(self):
+        """Make sure nothing is queued."""
+        self.code = self.code or 54  # what qmail-queue sees: the message ends before the envelope is read
+
+    def close(self, sender, recipients):
+        """Fsync the message, commit the envelope; return qmail.c's result text ("" when queued)."""
+        try:
+            self.in_queue(self.finish, sender, recipients)
+        except Exit as e:
+            return qq_text(e.code)
+        return ""
+
+    def finish(self, sender, recipients):
+        """Inside the queue: fsync mess, then write intd/N and link todo/N."""
+        injection = self.injection
+        if self.fd >= 0:
+            try:
+                if self.code:
+                    posix.close(self.fd)
+                else:
+                    injection.sync(self.fd)
+                self.fd = -1
+            except OSError:
+                self.code = 53
+        if not self.code:
+            try:  # exactly what qmail-queue would make of these bytes (a NUL inside an address, a long one)
+                sender, recipients = envelope.decode(envelope.encode(sender, recipients))
+            except envelope.EnvelopeError as e:
+                self.code = e.code
+        if self.code:
+            if injection.created:
+                injection.fail(self.code)
+            raise Exit(self.code)
+        injection.commit(sender, recipients)
+
+    def abort(self):
+        """Give up on this message: remove what was made."""
+        self.fail()
+        return self.close(b"", [])
+
+
+def open_queue(home=None):
+    """Return a QueueHere when this process may queue by itself, else a running qmail-queue (QmailQueue)."""
+    from pyqmail.lib.config import control
+    home = home or control.qmailhome()
+    if not home.startswith("/"):
+        import os.path
+        home = os.path.abspath(home)
+    if possible(home):
+        return QueueHere(home, network_uid(posix.getuid()) if network_server() else None)
+    from pyqmail.lib.queue.client import QmailQueue
+    return QmailQueue(home)

@@ -1,0 +1,86 @@
+"""qmail-remote's control files: qmail's four, and ours for DNS servers, TLS and AUTH (see qmail-remote(8))."""
+
+import os
+
+from pyqmail.lib.config import control
+from pyqmail.lib.remote.remoteroute import parse_routes, route_keys
+
+AUTH_FILE = "remoteauth"
+
+
+class ControlError(Exception):
+    """A control file exists but cannot be read (qmail's temp_control)."""
+
+
+class AuthFileExposed(Exception):
+    """control/remoteauth can be read by others than its owner: its passwords are not used."""
+
+
+class Config:
+    """Everything qmail-remote reads from control/ before it looks anything up."""
+
+    def __init__(self):
+        try:
+            self.timeout = control.readint("timeoutremote", 1200)
+            self.timeoutconnect = control.readint("timeoutconnect", 60)
+            self.helohost = control.rldef("helohost", None)
+            self.routes = parse_routes(control.readlist("smtproutes"))
+            self.tls = parse_routes(control.readlist("tlsdestinations"))
+            self.dnsservers = control.readlist("dnsservers")
+        except OSError:
+            raise ControlError()
+        if self.helohost is None:
+            raise ControlError()
+
+    def tls_policy(self, host):
+        """Return None (opportunistic), b"encrypt" or b"verify" for a recipient domain (smtproutes matching)."""
+        for key in route_keys(host.lower()):
+            if key in self.tls:
+                return b"verify" if self.tls[key].strip().lower() == b"verify" else b"encrypt"
+        return None
+
+
+def parse_auth_line(line):
+    """Split a remoteauth line `relay:user:password` ([..] relays may hold colons) into its three fields."""
+    if line.startswith(b"["):
+        end = line.find(b"]")
+        if end < 0 or line[end + 1:end + 2] != b":":
+            return None
+        relay, rest = line[:end + 1], line[end + 2:]
+    else:
+        relay, colon, rest = line.partition(b":")
+        if not colon:
+            return None
+    user, colon, password = rest.partition(b":")
+    if not colon or not user:
+        return None
+    return relay.lower(), user, password
+
+
+def auth_for(relay):
+    """Return (user, password) for a relay from control/remoteauth, or None; refuse a file others can read."""
+    name = control.path("control", AUTH_FILE)
+    try:
+        fd = os.open(name, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        raise ControlError()
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            raise AuthFileExposed()
+        data = b""
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        raise ControlError()
+    finally:
+        os.close(fd)
+    for line in control.parse_list(data):
+        fields = parse_auth_line(line)
+        if fields and fields[0] == relay.lower():
+            return fields[1], fields[2]
+    return None

@@ -1,0 +1,220 @@
+"""qmail-remote's SMTP dialogue on a connected socket: qmail's steps, texts and reports (reference §1.8)."""
+
+import os
+import time
+
+from pyqmail.lib.remote import smtpclient
+from pyqmail.lib.rfc822.quote import quote2
+
+CHUNK = 65536
+
+
+class Finish(Exception):
+    """The delivery is over: report is the message report (K/Z/D text, without its NUL)."""
+
+    def __init__(self, report):
+        super().__init__(report)
+        self.report = report
+
+
+class Dropped(Exception):
+    """The connection died: EOF, reset, timeout, or a reply over our bounds."""
+
+
+class Connection:
+    """A socket with deadlines, a bounded reply reader and qmail's `dropped` semantics.
+
+    Each write and each reply must complete within `timeout` seconds (a reply: from when we start waiting for it,
+    after its command was sent); the whole session within `budget` seconds of the connection plus the message's
+    allowance (smtpclient.data_allowance of its `size`, or of the bytes read, if more). Missing a deadline is a
+    dropped connection.
+    """
+
+    def __init__(self, sock, timeout, budget=None, size=0, clock=time.monotonic):
+        self.sock = sock
+        self.timeout = max(timeout, 1)  # 0 would make the socket non-blocking
+        self.clock = clock
+        if budget is None:
+            budget = smtpclient.session_budget(timeout, 1)
+        self.deadline = clock() + budget + smtpclient.data_allowance(size)
+        self.allowed = size  # message bytes the deadline allows for
+        self.sock.settimeout(self.timeout)
+        self.leftover = b""
+
+    def message_read(self, total: int) -> None:
+        """The message has reached total bytes: move the session's deadline for those not yet allowed for."""
+        if total > self.allowed:
+            self.deadline += smtpclient.data_allowance(total - self.allowed)
+            self.allowed = total
+
+    def limit(self, step_deadline: float) -> None:
+        """Make the next socket operation end by step_deadline and the session's deadline; none left: dropped."""
+        left = min(step_deadline, self.deadline) - self.clock()
+        if left <= 0:
+            raise Dropped()
+        self.sock.settimeout(left)  # recv returns what came; sendall, TLS reads and handshakes count it in total
+
+    def send(self, data):
+        """Send all of data within the step timeout; any failure (timeout included) is a dropped connection."""
+        self.limit(self.clock() + self.timeout)
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            raise Dropped()
+
+    def reply(self):
+        """Read one reply by its deadline; EOF, errors, lateness and over-long replies are a dropped connection."""
+        parser = smtpclient.ReplyParser()
+        data, self.leftover = self.leftover, b""
+        deadline = self.clock() + self.timeout
+        try:
+            while True:
+                done = parser.feed(data)
+                if done is not None:
+                    reply, self.leftover = done
+                    return reply
+                self.limit(deadline)
+                data = self.sock.recv(CHUNK)
+                if not data:
+                    raise Dropped()
+        except (OSError, smtpclient.ReplyTooLong):
+            raise Dropped()
+
+    def command(self, line):
+        """Send one command line (CRLF added) and return its reply."""
+        self.send(line + b"\r\n")
+        return self.reply()
+
+    def start_tls(self, context, server_name):
+        """Wrap the socket in TLS; plain-text bytes the server sent ahead are thrown away (CVE-2011-0411)."""
+        import socket
+        self.leftover = b""
+        if not isinstance(self.sock, socket.socket):
+            self.sock = socket.socket(fileno=self.sock.detach())
+        self.limit(self.clock() + self.timeout)  # the handshake is one step
+        try:
+            self.sock = context.wrap_socket(self.sock, server_hostname=server_name or None)
+        except OSError as e:
+            import ssl
+            if isinstance(e, ssl.SSLError):
+                raise
+            raise Dropped()
+
+    def close(self):
+        """Close the socket, ignoring errors."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Session:
+    """One delivery attempt to one connected address; run() ends by raising Finish."""
+
+    def __init__(self, conn, ip, helohost, sender, recipients, out, features):
+        self.conn = conn
+        self.ip = ip.encode()
+        self.helohost = helohost
+        self.sender = sender
+        self.recipients = recipients
+        self.out = out  # a list collecting recipient reports (each with its NUL)
+        self.features = features  # a remotefeatures.Features: STARTTLS, AUTH, SIZE, 8BITMIME
+        self.critical = False
+        self.last = None
+
+    def dropped(self):
+        """Return the Finish for a connection that died (qmail's dropped)."""
+        dup = b"Possible duplicate! " if self.critical else b""
+        return Finish(b"ZConnected to " + self.ip + b" but connection died. " + dup + b"(#4.4.2)\n")
+
+    def quit(self, prepend, append):
+        """Send QUIT without waiting and finish with prepend + ip + append + `.` and the remote text."""
+        try:
+            self.conn.send(b"QUIT\r\n")
+        except Dropped:
+            pass
+        text = self.last.text if self.last is not None else b""
+        raise Finish(prepend + self.ip + append + b".\n" + smtpclient.remote_said(text))
+
+    def code(self, line=None):
+        """Send line (if any), read the reply, remember it for the report; return its code."""
+        self.last = self.conn.command(line) if line is not None else self.conn.reply()
+        return self.last.code
+
+    def run(self, message_fd):
+        """Talk SMTP from the greeting to the final reply; always raises Finish."""
+        try:
+            self.dialogue(message_fd)
+        except Dropped:
+            raise self.dropped()
+
+    def hello(self):
+        """Greet with EHLO (HELO if EHLO is refused); return the EHLO keywords ({} after HELO)."""
+        if self.code(b"EHLO " + self.helohost) == 250:
+            return smtpclient.ehlo_keywords(self.last)
+        if self.code(b"HELO " + self.helohost) != 250:
+            self.quit(b"ZConnected to ", b" but my name was rejected")
+        return {}
+
+    def dialogue(self, message_fd):
+        """qmail's smtp(): greeting, HELO, MAIL, RCPT per recipient, DATA, message, final reply."""
+        if self.code() != 220:
+            self.quit(b"ZConnected to ", b" but greeting failed")
+        keywords = self.hello()
+        keywords = self.features.negotiate(self, keywords)
+        params = self.features.mail_parameters(keywords, message_fd)
+        code = self.code(b"MAIL FROM:<" + quote2(self.sender) + b">" + params)
+        if code >= 500:
+            self.quit(b"DConnected to ", b" but sender was rejected")
+        if code >= 400:
+            self.quit(b"ZConnected to ", b" but sender was rejected")
+        bother = False
+        for recipient in self.recipients:
+            if smtpclient.has_line_break(recipient):
+                self.out.append(b"hSorry, an address with a CR or LF in it can't be sent in SMTP. (#5.1.3)\n\0")
+                continue
+            code = self.code(b"RCPT TO:<" + quote2(recipient) + b">")
+            if code >= 400:
+                letter = b"h" if code >= 500 else b"s"
+                self.out.append(letter + self.ip + b" does not like recipient.\n"
+                                + smtpclient.remote_said(self.last.text) + b"\0")
+            else:
+                self.out.append(b"r\0")
+                bother = True
+        if not bother:
+            self.last = None
+            self.quit(b"DGiving up on ", b"")
+        code = self.code(b"DATA")
+        if code >= 500:
+            self.quit(b"D", b" failed on DATA command")
+        if code >= 400:
+            self.quit(b"Z", b" failed on DATA command")
+        self.blast(message_fd)
+        code = self.code()
+        self.critical = False
+        if code >= 500:
+            self.quit(b"D", b" failed after I sent the message")
+        if code >= 400:
+            self.quit(b"Z", b" failed after I sent the message")
+        self.quit(b"K", b" accepted message")
+
+    def blast(self, fd):
+        """Send the message from fd, transparent (smtpclient.DataEncoder), then `.`; a read error is temporary."""
+        encoder = smtpclient.DataEncoder()
+        pending = b""
+        total = 0
+        while True:
+            try:
+                data = os.read(fd, CHUNK)
+            except OSError:
+                raise Finish(b"ZUnable to read message. (#4.3.0)\n")
+            if not data:
+                break
+            total += len(data)
+            self.conn.message_read(total)  # a pipe has no size: its bytes are allowed for as they come
+            pending += encoder.feed(data)
+            if len(pending) >= CHUNK:
+                self.conn.send(pending)
+                pending = b""
+        self.critical = True
+        self.conn.send(pending + encoder.end())

@@ -1,0 +1,284 @@
+"""qmail-send's delivery channels: spawner pipes, delivery slots, jobs and passes (qmail-send.c comm/del/job/pass)."""
+
+import errno
+import os
+import time
+
+from pyqmail.lib.send import bounce, retry, sendlog, verp
+from pyqmail.lib.send.channel import CHANNELS
+from pyqmail.lib.queue.queue import SPLIT, split_name, write_all
+from pyqmail.lib.send.sendmessages import SLEEP_ALERT, SLEEP_SYSFAIL, InfoDamaged, read_info
+from pyqmail.lib.spawn.spawnproto import encode_request
+
+REPORTMAX = 10000  # qmail-send keeps at most this much of a report, whatever the spawner sends
+
+
+class Job:
+    """A message's work in one channel, alive while its pass or any of its deliveries runs."""
+    __slots__ = ("id", "retry", "sender", "numtodo", "hiteof", "dying", "refs")
+
+    def __init__(self, id, retry_at, sender, dying):
+        self.id, self.retry, self.sender, self.dying = id, retry_at, sender, dying
+        self.numtodo, self.hiteof, self.refs = 0, False, 1
+
+
+class Delivery:
+    """One delivery a spawner is working on."""
+    __slots__ = ("job", "delid", "mpos", "recip")
+
+    def __init__(self, job, delid, mpos, recip):
+        self.job, self.delid, self.mpos, self.recip = job, delid, mpos, recip
+
+
+def split_reports(buf, data):
+    """Add data to the report buffer; return finished reports (delnum byte + text), the NUL excluded."""
+    done = []
+    i, end = 0, len(data)
+    while i < end:
+        if not buf:  # the first byte is the delivery number, even when it is NUL
+            buf.append(data[i])
+            i += 1
+            continue
+        nul = data.find(b"\0", i)
+        stop = end if nul < 0 else nul
+        room = REPORTMAX - 1 - len(buf)
+        if room > 0:
+            buf += data[i:min(stop, i + room)]
+        if nul < 0:
+            break
+        done.append(bytes(buf))
+        buf.clear()
+        i = nul + 1
+    return done
+
+
+def append_bounce(name, text, log):
+    """Append text to bounce/N and fsync it, sleeping and retrying while that fails, as qmail does."""
+    while True:
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600)
+            try:
+                write_all(fd, text)
+                os.fsync(fd)  # qmail does not; we keep the bounce before the record is marked D
+            finally:
+                os.close(fd)
+            return
+        except OSError:
+            log(sendlog.alert("bounce_append"))
+            sendlog.flush_log()
+            time.sleep(SLEEP_ALERT)
+
+
+class Channel:
+    """The local or remote channel: its spawner, delivery slots, scheduler and the one pass it reads."""
+
+    def __init__(self, send, name, fd_out, fd_in, concurrency, schedule):
+        self.send, self.name, self.fd_out, self.fd_in = send, name, fd_out, fd_in
+        self.concurrency, self.schedule = concurrency, schedule
+        self.slots = [None] * concurrency
+        self.used = 0
+        self.alive = True
+        self.pending = b""  # a command the spawner's pipe has not taken yet
+        self.reports = bytearray()
+        self.job = None  # the pass: its job, the channel file's records and the read position
+        self.records, self.pos = b"", 0
+        os.set_blocking(fd_out, False)
+
+    def fn(self, id):
+        """Return the channel file's path for message id."""
+        return split_name(self.name, id)
+
+    def can_deliver(self):
+        """qmail's del_avail: spawner alive, its pipe free, a slot free."""
+        return self.alive and not self.pending and self.used < self.concurrency
+
+    def write_pending(self):
+        """Write as much of the pending command as the pipe takes (after the log lines before it)."""
+        sendlog.flush_log()
+        try:
+            n = os.write(self.fd_out, self.pending)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if e.errno == errno.EPIPE:
+                self.died()
+            return
+        self.pending = self.pending[n:]
+
+    def died(self):
+        """The spawner is gone: no more deliveries here, and qmail-send winds down."""
+        if self.alive:
+            self.alive = False
+            self.send.log(sendlog.alert("lost_spawn"))
+            self.send.exitasap = True
+
+    def start_delivery(self, job, mpos, recip):
+        """Hand one recipient to the spawner in a free slot (qmail's del_start)."""
+        delnum = self.slots.index(None)
+        send = self.send
+        d = Delivery(job, send.next_delid(), mpos, recip)
+        self.slots[delnum] = d
+        self.used += 1
+        job.refs += 1
+        messid = b"%d/%d" % (job.id % SPLIT, job.id)
+        self.pending = encode_request(delnum, messid, verp.delivery_sender(job.sender, recip), recip)
+        self.write_pending()
+        send.log(sendlog.starting_delivery(d.delid, job.id, self.name, recip))
+        send.log_status()
+
+    def read_reports(self):
+        """Read the spawner's reports and act on each finished one (qmail's del_dochan)."""
+        try:
+            data = os.read(self.fd_in, 4096)
+        except OSError:
+            return
+        if not data:
+            return self.died()
+        for line in split_reports(self.reports, data):
+            self.finish(line[0], line[1:])
+
+    def finish(self, delnum, report):
+        """Log a delivery's result, mark its record, note a bounce, release the slot."""
+        send = self.send
+        d = self.slots[delnum] if delnum < self.concurrency else None
+        if d is None:
+            return send.log(sendlog.fixed_warning("report_range"))
+        job = d.job
+        if job.dying:
+            report = retry.dying_report(report)
+        send.log(sendlog.delivery_result(d.delid, report))
+        letter = report[:1]
+        if letter != b"K":
+            send.held.spill(job.id)  # if held: a deferral or a bounce needs qmail's files from here on
+        if letter == b"D":
+            append_bounce("bounce/%d" % job.id, bounce.entry(d.recip, report[1:].split(b"\0", 1)[0],
+                                                             send.rewriter.strip_vdom_prepend), send.log)
+        if letter in (b"K", b"D"):
+            self.mark_done(job.id, d.mpos)
+            job.numtodo -= 1
+        self.close_job(job)
+        self.slots[delnum] = None
+        self.used -= 1
+        send.log_status()
+
+    def mark_done(self, id, pos):
+        """Turn the record's T into D in place (no fsync: a crash means a second delivery, never a loss)."""
+        if self.send.held.mark_done(id, pos):
+            return
+        name = self.fn(id)
+        try:
+            fd = os.open(name, os.O_WRONLY)
+            try:
+                if os.pwrite(fd, b"D", pos) == 1:
+                    return
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+        self.send.log(sendlog.warning("mark", sendlog.split_fn(self.name, id)))
+
+    def close_job(self, job):
+        """Drop a reference; the last one unlinks a finished channel file or reschedules (qmail's job_close)."""
+        job.refs -= 1
+        if job.refs > 0:
+            return
+        send = self.send
+        send.jobs_used -= 1
+        due = job.retry
+        if job.hiteof and not job.numtodo:
+            if send.held.finish(job.id):
+                return
+            try:
+                os.unlink(self.fn(job.id))
+            except OSError:
+                send.log(sendlog.warning("unlink_later", sendlog.split_fn(self.name, job.id)))
+                due = send.recent + SLEEP_SYSFAIL
+            else:
+                for other in CHANNELS:
+                    if other != self.name:
+                        try:
+                            os.stat(split_name(other, job.id))
+                            return  # the other channel still has work
+                        except FileNotFoundError:
+                            pass
+                        except OSError:
+                            send.log(sendlog.warning("stat", sendlog.split_fn(other, job.id)))
+                            break
+                send.pqdone.add(job.id, int(time.time()))
+                return
+        self.schedule.add(job.id, due)
+
+    def open_pass(self, recent):
+        """Start reading the next due message's channel file; False if there is none."""
+        send = self.send
+        id = self.schedule.pop_due(recent)
+        if id is None:
+            return False
+        try:
+            held = send.held.read(id)
+            if held is not None:
+                records, birth, sender = held
+            else:
+                with open(self.fn(id), "rb") as f:
+                    records = f.read()
+                birth, sender = read_info(id)
+        except InfoDamaged:
+            # no sender, no delivery and no bounce: retrying every 123 s would only repeat the warning
+            if id not in send.info_damaged:
+                send.info_damaged.add(id)
+                send.log(sendlog.warning("info_no_sender", sendlog.split_fn("info", id)))
+            return False  # left out of the schedule: the next start looks again
+        except OSError:
+            send.log(sendlog.warning("open_later", sendlog.split_fn(self.name, id)))
+            self.schedule.add(id, recent + SLEEP_SYSFAIL)
+            return False
+        send.jobs_used += 1
+        self.job = Job(id, retry.next_retry(birth, recent, self.name), sender,
+                       retry.is_dying(birth, recent, send.lifetime))
+        self.records, self.pos = records, 0
+        return True
+
+    def end_pass(self, hiteof):
+        """Stop reading the channel file and release the pass's reference on its job."""
+        job, self.job, self.records = self.job, None, b""
+        job.hiteof = hiteof
+        self.close_job(job)
+
+    def step(self, recent):
+        """One pass step (qmail's pass_dochan): open a due message, then start at most one delivery."""
+        send = self.send
+        if send.exitasap:
+            if self.job is not None and not send.held.owns(self.job.id):
+                self.end_pass(False)  # scheduled as at a pass's end, so that persist() writes its retry time
+            return
+        if self.job is None:
+            if not send.job_available() or not self.open_pass(recent):
+                return
+        if not self.can_deliver():
+            return
+        nul = self.records.find(b"\0", self.pos)
+        if nul < 0:
+            return self.end_pass(True)
+        record, mpos = self.records[self.pos:nul], self.pos
+        self.pos = nul + 1
+        kind = record[:1]
+        if kind == b"T":
+            self.job.numtodo += 1
+            self.start_delivery(self.job, mpos, record[1:])
+        elif kind != b"D":
+            send.log(sendlog.warning("unknown_chan", sendlog.split_fn(self.name, self.job.id)))
+            self.end_pass(False)
+
+    def busy(self):
+        """True if a pass could do something right now (the loop must not sleep)."""
+        return self.job is not None and self.can_deliver()
+
+    def persist(self, log):
+        """At exit: store each scheduled time as the channel file's mtime (qmail's pqfinish)."""
+        for id, due in self.schedule.drain():
+            if self.send.held.owns(id):
+                continue  # no file: todo/N brings it back at the next start
+            try:
+                os.utime(self.fn(id), (due, due))
+            except OSError:
+                log(sendlog.warning("utime", sendlog.split_fn(self.name, id)))

@@ -1,0 +1,173 @@
+"""qmail-send's log lines as bytes (reference §3; qmail-send.c, qsutil.c, qmail-log(5))."""
+
+from pyqmail.lib.queue.queue import SPLIT, write_all
+
+_unwritten = []  # log lines not yet written to fd 0
+
+
+def log(line):
+    """Queue log lines for fd 0; flush_log() writes them, before qmail-send next waits or tells another
+    program to act, so no action is seen before the lines that led to it."""
+    _unwritten.append(line)
+
+
+def flush_log():
+    """Write the queued log lines to fd 0 in one write; a dead logger must not stop deliveries."""
+    if not _unwritten:
+        return
+    data = b"".join(_unwritten)
+    _unwritten.clear()
+    try:
+        write_all(0, data)
+    except OSError:
+        pass
+
+
+_SAFE = frozenset(range(33, 127)) - {ord("%")}
+
+
+def logsafe(text):
+    """Return text as qsutil's logsafe writes it: up to its first NUL, `\\n`→`/`, unsafe bytes→`_`."""
+    text = text.split(b"\0", 1)[0]  # qmail logs C strings
+    return bytes(c if c in _SAFE else 0x2F if c == 0x0A else 0x5F for c in text)
+
+
+def split_fn(directory, n):
+    """Return the name qmail-send logs for message n in a split directory (`info/5/28`)."""
+    return b"%s/%d/%d" % (directory.encode(), n % SPLIT, n)
+
+
+def flat_fn(directory, n):
+    """Return the name qmail-send logs for message n in todo/, bounce/ or foop/ (`todo/28`)."""
+    return b"%s/%d" % (directory.encode(), n)
+
+
+def status(local, maxlocal, remote, maxremote, exitasap=False):
+    """Return `status: local l/L remote r/R[ exitasap]`."""
+    line = b"status: local %d/%d remote %d/%d" % (local, maxlocal, remote, maxremote)
+    return line + (b" exitasap\n" if exitasap else b"\n")
+
+
+def exiting():
+    """Return the clean-exit line."""
+    return b"status: exiting\n"
+
+
+def new_msg(n):
+    """Return `new msg n`."""
+    return b"new msg %d\n" % n
+
+
+def info_msg(n, size, sender, qp, uid):
+    """Return `info msg n: bytes size from <sender> qp qp uid uid` (sender logsafe)."""
+    return b"info msg %d: bytes %d from <%s> qp %d uid %d\n" % (n, size, logsafe(sender), qp, uid)
+
+
+def starting_delivery(d, n, channel, recip):
+    """Return `starting delivery d: msg n to local|remote recip` (recip logsafe)."""
+    return b"starting delivery %d: msg %d to %s %s\n" % (d, n, channel.encode(), logsafe(recip))
+
+
+RESULT_WORDS = {b"K": b"success", b"Z": b"deferral", b"D": b"failure"}
+
+
+def delivery_result(d, report):
+    """Return the line for a spawner report (letter then text); other letters: `report mangled`."""
+    word = RESULT_WORDS.get(report[:1])
+    if word is None:
+        return b"delivery %d: report mangled, will defer\n" % d
+    return b"delivery %d: %s: %s\n" % (d, word, logsafe(report[1:]))
+
+
+def bounce_msg(n, qp):
+    """Return `bounce msg n qp qp`."""
+    return b"bounce msg %d qp %d\n" % (n, qp)
+
+
+def triple_bounce(n):
+    """Return `triple bounce: discarding bounce/n`."""
+    return b"triple bounce: discarding bounce/%d\n" % n
+
+
+def end_msg(n):
+    """Return `end msg n`."""
+    return b"end msg %d\n" % n
+
+
+CANNOT_START = {
+    "home": b"unable to switch to home directory",
+    "controls": b"unable to read controls",
+    "queue": b"unable to switch to queue directory",
+    "mutex": b"unable to open mutex",
+    "running": b"qmail-send is already running",
+    "spawn": b"hath the daemon spawn no fire?",
+}
+
+
+def cannot_start(reason):
+    """Return `alert: cannot start: ...` for a key of CANNOT_START."""
+    return b"alert: cannot start: " + CANNOT_START[reason] + b"\n"
+
+
+ALERTS = {
+    "lost_clean": b"alert: oh no! lost qmail-clean connection! dying...\n",
+    "lost_spawn": b"alert: oh no! lost spawn connection! dying...\n",
+    "nomem": b"alert: out of memory, sleeping...\n",
+    "bounce_append": b"alert: unable to append to bounce message; HELP! sleeping...\n",
+    "reread_home": b"alert: unable to reread controls: unable to switch to home directory\n",
+    "reread_locals": b"alert: unable to reread control/locals\n",
+    "reread_virtualdomains": b"alert: unable to reread control/virtualdomains\n",
+    "back_to_queue": b"alert: unable to switch back to queue directory; HELP! sleeping...\n",
+}
+
+
+def alert(kind):
+    """Return a fixed alert line, a key of ALERTS."""
+    return ALERTS[kind]
+
+
+def unable_to_opendir(directory):
+    """Return `alert: unable to opendir dir, sleeping...`."""
+    return b"alert: unable to opendir %s, sleeping...\n" % directory.encode()
+
+
+WARNINGS = {  # what: (before the file name, after it)
+    "fsync": (b"trouble fsyncing ", b""),
+    "mark": (b"trouble marking ", b"; message will be delivered twice!"),
+    "open_later": (b"trouble opening ", b"; will try again later"),
+    "read": (b"trouble reading ", b""),
+    "read_later": (b"trouble reading ", b"; will try again later"),
+    "write": (b"trouble writing to ", b""),
+    "create": (b"unable to create ", b""),
+    "open": (b"unable to open ", b""),
+    "stat": (b"unable to stat ", b""),
+    "stat_later": (b"unable to stat ", b"; will try again later"),
+    "unlink": (b"unable to unlink ", b""),
+    "unlink_later": (b"unable to unlink ", b"; will try again later"),
+    "utime": (b"unable to utime ", b"; message will be retried too soon"),
+    "unknown_todo": (b"unknown record type in ", b""),
+    "no_sender": (b"no sender record in ", b"; message set aside"),  # not qmail's: qmail loops on it
+    "truncated": (b"truncated record in ", b"; message set aside"),  # not qmail's: it drops the record
+    "info_no_sender": (b"no sender record in ", b"; message set aside until qmail-send restarts"),
+    "unknown_chan": (b"unknown record type in ", b"!"),
+    "clean": (b"qmail-clean unable to clean up ", b""),
+}
+
+
+def warning(what, fn):
+    """Return `warning: <what> <fn><suffix>` for a key of WARNINGS and a logged file name."""
+    before, after = WARNINGS[what]
+    return b"warning: " + before + fn + after + b"\n"
+
+
+FIXED_WARNINGS = {
+    "select": b"warning: trouble in select\n",
+    "report_range": b"warning: internal error: delivery report out of range\n",
+    "inject": b"warning: trouble injecting bounce message, will try later\n",
+    "start_qq": b"warning: unable to start qmail-queue, will try later\n",
+}
+
+
+def fixed_warning(kind):
+    """Return a warning line that names no file, a key of FIXED_WARNINGS."""
+    return FIXED_WARNINGS[kind]

@@ -1,0 +1,372 @@
+"""qmail-send's message life outside the channels: todo scans, bounces, end of message, clean-up."""
+
+import collections
+import os
+import time
+
+from pyqmail.lib.send import bounce, sendlog, todo
+from pyqmail.lib.send.channel import CHANNELS
+from pyqmail.lib.queue.queuehere import open_queue
+from pyqmail.lib.queue.queue import SPLIT, split_name
+
+SLEEP_TODO = 1500
+SLEEP_CLEANUP = 76431
+SLEEP_SYSFAIL = 123  # retry after trouble with a file
+SLEEP_ALERT = 10  # pause after an alert that needs the administrator
+RESCAN_REST = 9  # a listing of todo/ is followed by 9 times its cost without another one
+TODO_BATCH = 16  # todo entries preprocessed per round, their fsyncs overlapped (qmail: one, fsynced in turn)
+FSYNC_THREADS = 8
+OSSIFIED = 129600  # 36 hours: longer than qmail-queue's 24-hour limit, so no injection still owns it
+TRIGGER = "lock/trigger"
+
+
+class InfoDamaged(OSError):
+    """info/N was read but holds no F record: trying again cannot help."""
+
+
+def read_info(id):
+    """Return (birth, sender) from info/N: its mtime and its F record; OSError if unreadable, InfoDamaged if
+    it has no F record."""
+    with open(split_name("info", id), "rb") as f:
+        birth = int(os.fstat(f.fileno()).st_mtime)
+        data = f.read()
+    nul = data.find(b"\0")
+    if nul < 0 or data[:1] != b"F":
+        raise InfoDamaged("info has no sender")
+    return birth, data[1:nul]
+
+
+def numeric_entries(entries):
+    """Yield the numeric names of an open os.scandir iterator as ints, lazily, and close it."""
+    with entries:
+        for entry in entries:
+            if is_number(entry.name):
+                yield int(entry.name)
+
+
+def is_number(name):
+    """True for a queue file's name: ASCII digits only (str.isdigit alone also takes `²`, which int refuses)."""
+    return name.isdigit() and name.isascii()
+
+
+def numeric_names(directory):
+    """Yield the numeric entries of one directory as ints (none if it cannot be read)."""
+    try:
+        entries = os.scandir(directory)
+    except OSError:
+        return
+    yield from numeric_entries(entries)
+
+
+def split_names(directory):
+    """Yield the numeric entries of directory/0 … directory/22, in qmail's order."""
+    for i in range(SPLIT):
+        yield from numeric_names("%s/%d" % (directory, i))
+
+
+class Todo:
+    """The todo scan: on a trigger or every SLEEP_TODO seconds, batches of up to TODO_BATCH todo entries,
+    read and planned in the loop (a held message needs no more), their files created and fsynced in a
+    thread while the loop goes on; a message is scheduled only after qmail-clean's answer. A todo/N that
+    fails is logged once: tried again at each scan (qmail's way) but silent while it fails the same way,
+    and not even read again while a damaged one (todo.Result.aside) is unchanged."""
+
+    def __init__(self, send):
+        self.send = send
+        self.trigger = -1
+        self.cleaning = set()  # preprocessed; qmail-clean has not answered for todo/N yet
+        self.gone = set()  # todo/N removed while this scan's directory listing may still name it
+        self.scan = None
+        self.pending = collections.deque()  # ids of this listing taken back while the hold was full
+        self.failing = {}  # id -> (todo.Result.aside, its log lines) of a todo/N whose last try failed
+        self.next_run = 0  # scan at once when starting
+        self.fsyncer = None  # threads for fsync_all, started at the first batch
+        self.batcher = None  # the thread a batch is preprocessed in, off the loop (creates and fsyncs block)
+        self.inflight = None  # that batch's Future
+        self.rest_until = 0.0  # monotonic time before which a pull does not start another listing
+        self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.reopen_trigger()
+
+    def reopen_trigger(self):
+        """Close and reopen lock/trigger, so that it selects readable only after the next pull."""
+        if self.trigger >= 0:
+            os.close(self.trigger)
+        try:
+            self.trigger = os.open(TRIGGER, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            self.trigger = -1
+
+    def resting(self):
+        """Seconds left before a pull may start the next listing of todo/, or the next entry be taken while
+        the hold holds them back (0 when it may now)."""
+        return max(0.0, self.rest_until - time.monotonic(), self.send.held.holding_back())
+
+    def wakeup(self, wake):
+        """Return the earliest time the todo scan needs the loop (0 while scanning, unless a batch runs)."""
+        if self.inflight is not None or self.send.held.holding_back():
+            return wake  # done_r wakes the loop; or a message leaving the hold, or the end of its stall
+        return 0 if self.scan is not None or self.pending else min(wake, self.next_run)
+
+    def step(self, pulled, recent):
+        """Preprocess up to TODO_BATCH todo entries; start a scan when it is due."""
+        send = self.send
+        if self.inflight is not None:
+            return  # one batch at a time: finish_batch takes its results
+        if send.held.holding_back():
+            return  # the scan goes on, and a pull is seen, once a message leaves the hold
+        if self.scan is None and not self.pending:
+            if not pulled and recent < self.next_run:
+                return
+            self.reopen_trigger()
+            began = time.monotonic()
+            try:
+                names = os.listdir("todo")
+            except OSError:
+                send.log(sendlog.unable_to_opendir("todo"))
+                sendlog.flush_log()
+                time.sleep(SLEEP_ALERT)  # qmail's pausedir; the scan is tried again next round
+                return
+            self.gone = set()
+            # held messages keep their todo/N: every scan meets them, so they are left out here at once
+            skip = self.cleaning | send.held.messages.keys()
+            listed = [n for n in map(int, filter(is_number, names)) if n not in skip]
+            if self.failing:
+                self.forget_removed(set(listed))
+            self.scan = iter(listed)
+            self.next_run = recent + SLEEP_TODO
+            # held messages stay in todo/, so a listing can cost milliseconds; pulls come once per
+            # message: the next listing waits RESCAN_REST times this one's cost, so that listing takes
+            # at most a tenth of the loop's time (a new message then waits that long, at most)
+            now = time.monotonic()
+            self.rest_until = now + RESCAN_REST * (now - began)
+        ids = []
+        while len(ids) < TODO_BATCH:
+            if self.pending:
+                id = self.pending.popleft()
+            else:
+                id = next(self.scan, None) if self.scan is not None else None
+            if id is None:
+                self.scan = None
+                break
+            if id not in self.cleaning and id not in self.gone and not send.held.owns(id) \
+                    and not self.set_aside(id):
+                ids.append(id)  # (else qmail-clean has not answered yet, it is being delivered held, or damaged)
+        results, unwritten, hold = {}, [], send.held.room()
+        for i, id in enumerate(ids):  # reading and planning is quick: here; files and fsyncs: in the thread
+            if hold <= 0 and send.held.moving():  # the rest waits for room, in todo/
+                self.pending.extendleft(reversed(ids[i:]))  # not a chain around the scan: those nest
+                break
+            r = todo.prepare(id, send.rewriter, hold=hold > 0)
+            if isinstance(r, todo.Unwritten):
+                unwritten.append(r)
+            else:
+                results[id] = r
+                hold -= isinstance(r, todo.Held)
+        self.take(results)
+        if not unwritten:
+            return
+        if self.batcher is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self.batcher = ThreadPoolExecutor(1)
+        self.inflight = self.batcher.submit(self.run_batch, unwritten)
+
+    def run_batch(self, unwritten):
+        """In the batch thread: write and fsync the files, then wake the loop; return {id: Result}."""
+        try:
+            return todo.write_files(unwritten, fsync_all=self.fsync_all)
+        finally:
+            os.write(self.done_w, b"+")
+
+    def set_aside(self, id):
+        """True if todo/N was found damaged and has not changed since: it is not read again."""
+        failed = self.failing.get(id)
+        if failed is None or failed[0] is None:
+            return False
+        try:
+            return todo.stat_key(os.stat("todo/%d" % id)) == failed[0]
+        except OSError:
+            return False  # then the try says what is wrong
+
+    def forget_removed(self, present):
+        """Forget failing entries whose todo/N is no longer listed (removed by hand)."""
+        self.failing = {id: f for id, f in self.failing.items() if id in present}
+
+    def news(self, id, result):
+        """Return the lines to log for an entry's result: none if it failed just as at its last try."""
+        lines = b"".join(result.log)
+        if isinstance(result, todo.Held) or result.ok:
+            self.failing.pop(id, None)
+            return lines
+        before = self.failing.get(id)
+        self.failing[id] = (result.aside, lines)
+        return b"" if before is not None and before[1] == lines else lines
+
+    def take(self, results):
+        """Log each entry's lines (a failure once); keep the held ones, hand the good ones' todo/N to
+        qmail-clean."""
+        for id, result in results.items():
+            self.send.log(self.news(id, result))
+            if isinstance(result, todo.Held):
+                self.send.held.add(result, int(time.time()))
+            elif result.ok:
+                self.remove(id, then=lambda id=id, channels=result.channels: self.schedule(id, channels))
+
+    def finish_batch(self):
+        """In the loop, once done_r is readable: log each entry and hand the good ones to qmail-clean."""
+        try:
+            os.read(self.done_r, 16)
+        except BlockingIOError:
+            pass
+        if self.inflight is None:
+            return
+        future, self.inflight = self.inflight, None
+        # the byte is written just before the batch returns: wait for that moment, never skip the batch.
+        # An unexpected exception surfaces here, as an internal error.
+        self.take(future.result())
+
+    def fsync_all(self, fds):
+        """fsync the batch's files from several threads at once, so that one journal commit serves many."""
+        if len(fds) < 2:
+            return todo.fsync_each(fds)
+        if self.fsyncer is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self.fsyncer = ThreadPoolExecutor(FSYNC_THREADS)
+        return set().union(*self.fsyncer.map(todo.fsync_each, [[fd] for fd in fds]))
+
+    def remove(self, id, then=None):
+        """Hand todo/N to qmail-clean, the scan leaving it alone meanwhile; call then() once it is gone. If
+        qmail-clean cannot remove it, todo/N stays and the next scan preprocesses the message again."""
+        def cleaned(ok):
+            self.cleaning.discard(id)
+            if ok:
+                self.gone.add(id)
+                if then is not None:
+                    then()
+        self.cleaning.add(id)
+        self.send.clean.ask("todo/%d" % id, cleaned)
+
+    def schedule(self, id, channels):
+        """todo/N is gone: the message's channels may start at once (with none, it is done)."""
+        now = int(time.time())
+        for name in channels:
+            self.send.channels[name].schedule.add(id, now)
+        if not channels:
+            self.send.pqdone.add(id, now)
+
+
+def inject_bounce(send, id):
+    """Queue the bounce for bounce/N if there is one and remove it; False means try again later."""
+    name = "bounce/%d" % id
+    try:
+        os.stat(name)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        send.log(sendlog.warning("stat", sendlog.flat_fn("bounce", id)))
+        return False
+    try:
+        _, sender = read_info(id)
+    except OSError:
+        return False
+    plan = bounce.plan(sender, send.bounce_controls)
+    if plan.kind == bounce.TRIPLE:
+        send.log(sendlog.triple_bounce(id))
+    else:
+        try:
+            qq = open_queue(send.home)
+        except OSError:
+            send.log(sendlog.fixed_warning("start_qq"))
+            return False
+        try:
+            with open(name, "rb") as text, open(split_name("mess", id), "rb") as mess:
+                qq.put(bounce.message(plan, send.bounce_controls, time.time(), text.read(), b""))
+                for chunk in iter(lambda: mess.read(65536), b""):
+                    qq.put(chunk)
+        except OSError:
+            qq.fail()
+        if qq.close(plan.sender, [plan.recipient]):
+            send.log(sendlog.fixed_warning("inject"))
+            return False
+        send.log(sendlog.bounce_msg(id, qq.pid))
+    try:
+        os.unlink(name)
+    except OSError:
+        send.log(sendlog.warning("unlink", sendlog.flat_fn("bounce", id)))
+        return False
+    return True
+
+
+def still_there(send, names):
+    """Return True if any of names exists, None after logging a stat failure, False if all are gone."""
+    for directory, id, logged in names:
+        try:
+            os.stat(directory)
+            return True
+        except FileNotFoundError:
+            continue
+        except OSError:
+            send.log(sendlog.warning("stat_later", logged))
+            return None
+    return False
+
+
+def message_done(send, id):
+    """The message has no channel work left: bounce, log `end msg`, remove info/N, have mess/N removed."""
+    names = [(split_name(c, id), id, sendlog.split_fn(c, id)) for c in CHANNELS]
+    names.append(("todo/%d" % id, id, sendlog.flat_fn("todo", id)))
+    busy = still_there(send, names)
+    if busy is None:
+        return send.pqdone.add(id, int(time.time()) + SLEEP_SYSFAIL)
+    if busy:
+        return  # a false alarm: work remains
+    info = still_there(send, [(split_name("info", id), id, sendlog.split_fn("info", id))])
+    if info is None or (info and not inject_bounce(send, id)):
+        return send.pqdone.add(id, int(time.time()) + SLEEP_SYSFAIL)
+    if not info:
+        return
+    send.log(sendlog.end_msg(id))
+    try:
+        os.unlink(split_name("info", id))
+    except OSError:
+        send.log(sendlog.warning("unlink_later", sendlog.split_fn("info", id)))
+        return send.pqdone.add(id, int(time.time()) + SLEEP_SYSFAIL)
+    send.clean.ask("foop/%d" % id)
+
+
+class Cleanup:
+    """Every SLEEP_CLEANUP seconds walk mess/, one entry per round, and remove debris of dead injections."""
+
+    def __init__(self, send):
+        self.send = send
+        self.scan = None
+        self.next_run = 0
+
+    def wakeup(self, wake):
+        """Return the earliest time the clean-up needs the loop."""
+        return min(wake, self.next_run) if self.scan is None else 0
+
+    def step(self, recent):
+        """Look at one mess/ entry: old, with neither info/N nor todo/N, means an injection died."""
+        if self.scan is None:
+            if recent < self.next_run:
+                return
+            self.scan = split_names("mess")
+        id = next(self.scan, None)
+        if id is None:
+            self.scan = None
+            self.next_run = recent + SLEEP_CLEANUP
+            return
+        try:
+            if recent <= os.stat(split_name("mess", id)).st_atime + OSSIFIED:
+                return
+        except OSError:
+            return
+        for name in (split_name("info", id), "todo/%d" % id):
+            try:
+                os.stat(name)
+                return
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return
+        self.send.clean.ask("foop/%d" % id)

@@ -1,0 +1,179 @@
+"""qmail-lspawn's reused delivery workers: a process per recipient uid serves many deliveries in turn.
+
+A fork costs a Python process 2-3 ms of CPU (the kernel copying pages that reference counts write to),
+more than a Maildir delivery. So qmail-lspawn forks a worker per (uid, gid) that switches to that user
+once and then runs qmail-local for up to MAX_USE deliveries, one at a time. Each request carries the
+message and the output pipe as descriptors (SCM_RIGHTS) and qmail-local's arguments; the worker answers
+with qmail-local's exit code. A worker never serves another uid: it could not, having dropped root.
+"""
+
+import _signal
+import os
+import signal
+import socket
+
+from pyqmail.lib.util import envsnapshot
+
+MAX_USE = 1000  # deliveries per worker (Postfix's max_use is 100: a fork costs a Python worker far more)
+MAX_IDLE = 60  # seconds an idle worker waits before it exits
+IDLE_KEEP = 20  # idle workers kept; beyond that the least recently used one is told to go
+REQUEST_MAX = 1 << 18  # bytes of arguments in one request (addresses are bounded far below this)
+
+
+class Worker:
+    """The spawner's handle on one worker process."""
+
+    def __init__(self, pid, sock, key):
+        self.pid, self.sock, self.key = pid, sock, key
+        self.busy = self.gone = False
+        self.uses = 0
+
+
+class LocalWorkers:
+    """Start, reuse and retire workers; serve(argv) runs in the worker as the user and returns an exit code."""
+
+    def __init__(self, become, serve):
+        self.become, self.serve = become, serve
+        self.workers = {}  # pid: Worker
+        self.idle = []  # least recently used first
+
+    def launch(self, key, argv, fdmess, fdout):
+        """Hand a delivery to an idle worker of key, or a new one; return the worker's pid."""
+        for w in list(reversed(self.idle)):
+            if w.key == key:
+                self.idle.remove(w)
+                if self.send(w, argv, fdmess, fdout):
+                    return w.pid
+                self.retire(w)
+        w = self.fork(key)
+        if not self.send(w, argv, fdmess, fdout):
+            self.retire(w)
+            raise OSError("worker gone")
+        return w.pid
+
+    def send(self, w, argv, fdmess, fdout):
+        """Send one request; False if the worker is gone."""
+        try:
+            socket.send_fds(w.sock, [b"\0".join(argv)], [fdmess, fdout])
+        except OSError:
+            return False
+        w.busy = True
+        w.uses += 1
+        return True
+
+    def fork(self, key):
+        """Fork a worker for (uid, gid)."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            code = 111
+            try:
+                mine.close()
+                code = self.worker(theirs, key)
+            finally:
+                os._exit(code)
+        theirs.close()
+        w = Worker(pid, mine, key)
+        self.workers[pid] = w
+        return w
+
+    def busy_socks(self):
+        """The sockets of workers with a delivery running: their answers are to be read."""
+        return {w.sock.fileno(): w for w in self.workers.values() if w.busy}
+
+    def answer(self, w):
+        """Read a worker's answer; return the delivery's wait status (the worker's own if it died)."""
+        try:
+            data = w.sock.recv(1)
+        except OSError:
+            data = b""
+        if not data:
+            return None  # it died: reaping gives the status
+        w.busy = False
+        if w.uses >= MAX_USE:
+            self.retire(w)
+        else:
+            self.idle.append(w)
+            if len(self.idle) > IDLE_KEEP:
+                self.retire(self.idle.pop(0))
+        return data[0] << 8
+
+    def retire(self, w):
+        """Close a worker's socket: it exits when it reads the end."""
+        if w in self.idle:
+            self.idle.remove(w)
+        w.sock.close()
+        w.busy, w.gone = False, True
+
+    def ended(self, pid):
+        """A child died: forget it if it was a worker."""
+        w = self.workers.pop(pid, None)
+        if w is not None and not w.gone:
+            self.retire(w)
+
+    def worker(self, sock, key):
+        """In the worker: become the user, then serve requests until the socket ends; return the exit code."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        close_all_but(sock.fileno())
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        code = self.become(*key)
+        if code:
+            return code
+        os.chdir("/")  # not the queue: the user may not read it; qmail-local goes to the user's home
+        environ, mask = envsnapshot.take(), os.umask(0o077)
+        os.umask(mask)
+        signal.signal(signal.SIGALRM, idle_exit)
+        buf = bytearray(REQUEST_MAX)
+        while True:
+            signal.alarm(MAX_IDLE)
+            try:
+                data, fds = receive(sock, buf)
+            except OSError:
+                return 0
+            signal.alarm(0)
+            if not data or len(fds) != 2:
+                return 0
+            for fd, target in zip(fds, (0, 1)):
+                os.dup2(fd, target)
+                os.close(fd)
+            os.dup2(1, 2)
+            code = self.serve(data.split(b"\0"))
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)  # the pipe's write end closes here: the spawner then sees its end
+            os.close(null)
+            close_all_but(sock.fileno())  # whatever the delivery left open
+            envsnapshot.restore(environ)
+            os.chdir("/")
+            os.umask(mask)
+            _signal.signal(_signal.SIGALRM, idle_exit)  # _signal: no enum conversions per delivery
+            sock.send(bytes([code & 0xFF]))
+
+
+def receive(sock, buf):
+    """Read one request into buf, which the worker allocates once (a fresh REQUEST_MAX buffer per
+    request costs an mmap and its page faults); return (its bytes, the descriptors it carried)."""
+    n, ancdata, _, _ = sock.recvmsg_into([buf], socket.CMSG_SPACE(2 * 4))
+    fds = []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += memoryview(data[:len(data) - len(data) % 4]).cast("i")
+    return bytes(memoryview(buf)[:n]), fds
+
+
+def idle_exit(signum, frame):
+    """SIGALRM in an idle worker: no request for MAX_IDLE seconds, so exit."""
+    os._exit(0)
+
+
+def close_all_but(*keep):
+    """Close every descriptor from 3 up except those in keep."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))

@@ -1,0 +1,222 @@
+"""The select loop qmail-lspawn and qmail-rspawn share (qmail's spawn.c; reference §1.5)."""
+
+import errno
+import os
+import select
+import signal
+import stat
+
+from pyqmail.lib.config import control
+from pyqmail.lib.spawn import spawnproto
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.spawn.spawnproto import encode_report
+
+COLLECT_READS = 16  # reads of one child's output per turn of the loop
+
+
+def enter_mess():
+    """chdir to QMAILHOME/queue/mess (exit 111 if impossible); return (absolute QMAILHOME, owner of mess/)."""
+    home = os.path.abspath(control.qmailhome())
+    os.environ["QMAILHOME"] = home  # children run elsewhere; forwards and qmail-remote must still find the tree
+    try:
+        os.chdir(os.path.join(home, "queue", "mess"))
+    except OSError:
+        raise Exit(111)
+    return home, os.stat(".").st_uid  # qmailq, or a single-user tree's one account
+
+
+class Delivery:
+    """One running child: the read end of its output pipe, our copy of the write end, its status and output."""
+
+    def __init__(self, pid, fdin, fdout):
+        self.pid = pid
+        self.fdin = fdin
+        self.fdout = fdout  # held open until the child is reaped, so EOF means "dead and done"
+        self.wstat = None
+        self.output = bytearray()
+
+
+class Spawner:
+    """Reads requests on fd 0, forks one child per delivery, writes reports on fd 1 as they finish."""
+
+    def __init__(self, child, report, trunc, owner_uid, limit=spawnproto.SPAWN_LIMIT, child_crash=111,
+                 launch=None, workers=None):
+        self.child = child  # child(sender, recipient) -> exit code; runs with fd 0 = message, fds 1, 2 = pipe
+        self.launch = launch or self.fork_child  # launch(req, fdmess, fdout) -> (pid, wait status if done)
+        self.workers = workers  # reused delivery workers (lib/spawn/localworkers), if launch uses them
+        self.report = report  # report(wstat, output) -> report text
+        self.trunc = trunc
+        self.owner_uid = owner_uid
+        self.limit = limit
+        self.child_crash = child_crash
+        self.running = {}
+        self.writing = True
+
+    def write(self, data):
+        """Write to qmail-send; after a failure, stop writing for good (spawn.c's okwrite)."""
+        view = memoryview(data)
+        while view and self.writing:
+            try:
+                view = view[os.write(1, view):]
+            except InterruptedError:
+                continue
+            except OSError:
+                self.writing = False
+
+    def refuse(self, delnum, text):
+        """Answer a request at once with a report."""
+        self.write(encode_report(delnum, text))
+
+    def start(self, req):
+        """Validate a request, open its message and fork its child; refusals are reported at once."""
+        text = spawnproto.request_error(req, self.limit, self.running)
+        if text:
+            return self.refuse(req.delnum, text)
+        try:
+            fdmess = os.open(req.messid, os.O_RDONLY)
+        except OSError:
+            return self.refuse(req.delnum, b"Zqmail-spawn unable to open message. (#4.3.0)\n")
+        try:
+            text = self.check_message(fdmess)
+            if text:
+                return self.refuse(req.delnum, text)
+            try:
+                fdin, fdout = os.pipe()
+                os.set_blocking(fdin, False)  # our end only: collect() reads on to EOF without waiting
+            except OSError:
+                return self.refuse(req.delnum, b"Zqmail-spawn unable to create pipe. (#4.3.0)\n")
+            try:
+                pid, wstat = self.launch(req, fdmess, fdout)
+            except OSError:
+                os.close(fdin)
+                os.close(fdout)
+                return self.refuse(req.delnum, b"Zqmail-spawn unable to fork. (#4.3.0)\n")
+            d = self.running[req.delnum] = Delivery(pid, fdin, fdout)
+            if wstat is not None:  # answered without a process: the status is known now
+                self.finished(d, wstat)
+        finally:
+            os.close(fdmess)
+
+    def fork_child(self, req, fdmess, fdout):
+        """Fork a child for the delivery; return (its pid, None)."""
+        pid = os.fork()
+        if pid == 0:
+            self.in_child(fdmess, fdout, req.sender, req.recipient)
+        return pid, None
+
+    def finished(self, d, wstat):
+        """A delivery's process is done (or its worker answered): keep the status, close our pipe end."""
+        d.wstat = wstat
+        os.close(d.fdout)
+        d.fdout = -1
+
+    def check_message(self, fd):
+        """Return spawn.c's refusal for a message that is not a regular file of the queue's owner, or None."""
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            return b"Zqmail-spawn unable to fstat message. (#4.3.0)\n"
+        if not stat.S_ISREG(st.st_mode):
+            return b"ZSorry, message has wrong type. (#4.3.5)\n"
+        if st.st_uid != self.owner_uid:
+            return b"ZSorry, message has wrong owner. (#4.3.5)\n"
+        return None
+
+    def in_child(self, fdmess, fdout, sender, recipient):
+        """In the forked child: become a plain process with the message on 0 and the pipe on 1 and 2; never return."""
+        code = self.child_crash
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.dup2(fdmess, 0)
+            os.dup2(fdout, 1)
+            os.dup2(1, 2)
+            os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
+            code = self.child(sender, recipient)
+        except BaseException:  # whatever went wrong, this process must not run on as a second spawner
+            pass
+        finally:
+            os._exit(code if isinstance(code, int) else self.child_crash)
+
+    def reap(self):
+        """Collect every dead child's status and close our copy of its pipe."""
+        by_pid = {d.pid: d for d in self.running.values() if d.wstat is None}
+        while True:
+            try:
+                pid, wstat = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.workers is not None:
+                self.workers.ended(pid)
+            d = by_pid.pop(pid, None)
+            if d is not None:
+                self.finished(d, wstat)
+
+    def answered(self, w):
+        """A worker answered for its delivery (or its socket ended: reaping gives the status then)."""
+        wstat = self.workers.answer(w)
+        if wstat is None:
+            return
+        for d in self.running.values():
+            if d.pid == w.pid and d.wstat is None:
+                return self.finished(d, wstat)
+
+    def collect(self, delnum):
+        """Read a child's output; at EOF (it is dead: we closed our end on reaping) send its report."""
+        d = self.running[delnum]
+        for _ in range(COLLECT_READS):  # on to EOF if it is there (a worker's answer comes with its output)
+            try:
+                data = os.read(d.fdin, 4096)
+            except OSError:  # BlockingIOError: not yet
+                return
+            if not data:
+                break
+            spawnproto.append_output(d.output, data, self.trunc)
+        else:
+            return  # a child that keeps writing waits for the next turn, as the others do
+        os.close(d.fdin)
+        del self.running[delnum]
+        self.write(encode_report(delnum, self.report(d.wstat, d.output)))
+
+    def serve(self):
+        """Announce the concurrency limit, then run until fd 0 ends and every delivery has been reported."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_w)
+        self.write(bytes([self.limit]))
+        reader = spawnproto.RequestReader()
+        reading = True
+        while reading or self.running:
+            socks = self.workers.busy_socks() if self.workers is not None else {}
+            fds = [wake_r] + [d.fdin for d in self.running.values()] + ([0] if reading else []) + list(socks)
+            try:
+                ready, _, _ = select.select(fds, [], [])
+            except InterruptedError:
+                continue
+            if wake_r in ready:  # a SIGCHLD (the handler writes here): collect the dead
+                try:
+                    os.read(wake_r, 512)
+                except BlockingIOError:
+                    pass
+                self.reap()
+            if 0 in ready:
+                try:
+                    data = os.read(0, 1024)
+                except OSError as e:
+                    data = b"" if e.errno != errno.EINTR else None
+                if data == b"":
+                    reading = False
+                for req in reader.feed(data or b""):
+                    self.start(req)
+            for fd, w in socks.items():
+                if fd in ready:
+                    self.answered(w)
+            for delnum, d in list(self.running.items()):
+                if d.fdin in ready:
+                    self.collect(delnum)
+        return 0

@@ -1,0 +1,156 @@
+"""qmail-send ↔ spawner wire protocol, the spawners' reports and qmail-clean's commands (reference §1.5–1.10)."""
+
+import os
+from collections import namedtuple
+
+from pyqmail.lib.util.exits import QLX_TEXTS
+
+SPAWN_LIMIT = 120  # conf-spawn: the concurrency byte a spawner announces
+MESSID_MAX = 100  # messid length counting its NUL, as spawn.c checks it
+FIELD_MAX = 65536  # our bound on a sender or recipient; qmail grows until malloc fails
+LOCAL_TRUNC = 3000  # qmail-lspawn's truncreport
+TRUNC_TEXT = b"\nError report too long, sorry.\n"
+REMOTE_OUTPUT_MAX = 100000  # rspawn keeps everything in qmail; we keep this much (two reports fit easily)
+
+OUT_OF_MEMORY = b"Zqmail-spawn out of memory. (#4.3.0)\n"
+Request = namedtuple("Request", "delnum messid sender recipient overflow")
+
+LOCAL_TEMPORARY = frozenset((111, 71, 74, 75))
+
+
+class RequestReader:
+    """Split qmail-send's byte stream into Requests: delnum byte, then messid, sender, recipient, each NUL-ended."""
+
+    def __init__(self, field_max=FIELD_MAX):
+        self.field_max = field_max
+        self.delnum = None
+        self.fields = []
+        self.current = bytearray()
+        self.overflow = False
+
+    def feed(self, data):
+        """Consume data; return the Requests it completed, in order."""
+        done = []
+        pos = 0
+        while pos < len(data):
+            if self.delnum is None:
+                self.delnum = data[pos]
+                pos += 1
+                continue
+            nul = data.find(b"\0", pos)
+            end = len(data) if nul < 0 else nul
+            room = self.field_max - len(self.current)
+            if end - pos > room:
+                self.overflow = True  # keep the bound; the request will be answered "out of memory"
+            self.current += data[pos:pos + max(0, min(end - pos, room))]
+            if nul < 0:
+                break
+            pos = nul + 1
+            self.fields.append(bytes(self.current))
+            self.current.clear()
+            if len(self.fields) == 3:
+                done.append(Request(self.delnum, *self.fields, self.overflow))
+                self.delnum, self.fields, self.overflow = None, [], False
+        return done
+
+
+def encode_request(delnum, messid, sender, recipient):
+    """Return the bytes qmail-send writes for one delivery."""
+    return bytes([delnum]) + messid + b"\0" + sender + b"\0" + recipient + b"\0"
+
+
+def request_error(req, limit, in_use):
+    """Return spawn.c's report text for a request it refuses before opening the message, or None."""
+    if req.overflow:
+        return OUT_OF_MEMORY
+    if req.delnum >= limit:
+        return b"ZInternal error: delnum too big. (#4.3.5)\n"
+    if req.delnum in in_use:
+        return b"ZInternal error: delnum in use. (#4.3.5)\n"
+    for i, byte in enumerate(req.messid):
+        if (i == 0 or byte != 0x2F) and not 0x30 <= byte <= 0x39:
+            return b"DInternal error: messid has nonnumerics. (#5.3.5)\n"
+    if len(req.messid) + 1 > MESSID_MAX:
+        return b"DInternal error: messid too long. (#5.3.5)\n"
+    if not req.messid:
+        return b"DInternal error: messid too short. (#5.3.5)\n"
+    if b"@" not in req.recipient:
+        return b"DSorry, address must include host name. (#5.1.3)\n"
+    return None
+
+
+def split_recipient(recipient):
+    """Split an address at its last `@` into (local, domain)."""
+    at = recipient.rindex(b"@")
+    return recipient[:at], recipient[at + 1:]
+
+
+def encode_report(delnum, text):
+    """Return the response bytes: delnum, the report text, NUL."""
+    return bytes([delnum]) + text + b"\0"
+
+
+def append_output(output, data, trunc=LOCAL_TRUNC):
+    """Append a child's output to the bytearray output, cutting it as spawn.c does once it passes trunc."""
+    output += data
+    if len(output) > trunc:
+        del output[trunc - len(TRUNC_TEXT) - 3:]
+        output += TRUNC_TEXT
+    return output
+
+
+def before_nul(data):
+    """Return data up to its first NUL."""
+    nul = data.find(b"\0")
+    return bytes(data) if nul < 0 else bytes(data[:nul])
+
+
+def local_report(wstat, output):
+    """Return qmail-lspawn's report for qmail-local's wait status and output."""
+    if os.WIFSIGNALED(wstat):
+        return b"Zqmail-local crashed.\n"
+    code = os.WEXITSTATUS(wstat)
+    if code in QLX_TEXTS:
+        return QLX_TEXTS[code]
+    letter = b"K" if code == 0 else b"Z" if code in LOCAL_TEMPORARY else b"D"
+    return letter + before_nul(output)
+
+
+def remote_report(wstat, output):
+    """Return qmail-rspawn's report for qmail-remote's wait status and its NUL-ended r/h/s and K/Z/D reports."""
+    if os.WIFSIGNALED(wstat):
+        return b"Zqmail-remote crashed.\n"
+    code = os.WEXITSTATUS(wstat)
+    if code == 111:
+        return b"ZUnable to run qmail-remote.\n"
+    if code:
+        return b"DUnable to run qmail-remote.\n"
+    if not output:
+        return b"Zqmail-remote produced no output.\n"
+    output = bytes(output)
+    result = -1
+    for rep in output.split(b"\0")[:-1]:  # only NUL-ended reports count
+        if rep[:1] in (b"K", b"Z"):
+            result = 1 if rep[:1] == b"K" else 0
+            break
+        if rep[:1] == b"D":
+            break
+    emitted = {b"s": 0, b"h": -1}.get(output[:1], result)
+    text = b""
+    end = output.find(b"\0", 1)
+    if end >= 0:
+        text = output[1:end]
+        nxt = output[end + 1:end + 2]
+        if result <= emitted and nxt in (b"K", b"Z", b"D"):
+            text += before_nul(output[end + 2:])
+    return b"KZD"[1 - emitted:2 - emitted] + text
+
+
+def clean_command(line):
+    """Parse one qmail-clean command (without its NUL): ("foop"|"todo", n), or None for `x`."""
+    if len(line) + 1 < 7 or len(line) + 1 > 100:
+        return None
+    kind, digits = line[:5], line[5:]
+    if kind not in (b"foop/", b"todo/") or not digits.isdigit() or not digits.isascii():
+        return None
+    return kind[:4].decode(), int(digits)

@@ -1,0 +1,161 @@
+"""qmail-tcpserver's parts: its options, the listening socket, the tcp-environ(5) variables, tcpserver's log lines."""
+
+import getopt
+import os
+import signal
+import socket
+
+from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.tcpserver.tcpenv import unmap
+
+USAGE = ("usage: tcpserver [ -146jUXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ] [ -g gid ]"
+         " [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] host port program")
+FLAGS = "146jUXpPhHrRoOdDqQv"
+WITH_ARGUMENT = "cxBgublt"
+NUMERIC = {"c": "limit", "b": "backlog", "u": "uid", "g": "gid", "t": "timeout"}  # -t: ident, never asked
+
+
+class UsageError(ValueError):
+    """The command line is not tcpserver's."""
+
+
+class Options:
+    """tcpserver's settings with its defaults."""
+
+    def __init__(self):
+        self.limit, self.backlog, self.verbosity, self.timeout = 40, 20, 1, 26
+        self.rules = None
+        self.rules_optional = False
+        self.banner = b""
+        self.uid = self.gid = 0
+        self.localname = None
+        self.print_port = False
+        self.nodelay = False
+        self.kill_ipoptions = True
+        self.family = None  # 4, 6, or None: from the host's form
+        self.host = self.port = None
+        self.argv = []
+
+
+def _number(flag, text):
+    """Return a non-negative decimal option argument."""
+    if not text.isdigit() or not text.isascii():
+        raise UsageError("option -%s wants a number, not %r" % (flag, text))
+    return int(text)
+
+
+def parse(argv, environ):
+    """Return Options for tcpserver's argv (after the program name); raise UsageError."""
+    try:
+        pairs, rest = getopt.getopt(argv, FLAGS + "".join(f + ":" for f in WITH_ARGUMENT))
+    except getopt.GetoptError as e:
+        raise UsageError(str(e))
+    o = Options()
+    for flag, value in pairs:
+        f = flag[1]
+        if f in NUMERIC:
+            setattr(o, NUMERIC[f], _number(f, value))
+        elif f == "x":
+            o.rules = value
+        elif f == "B":
+            o.banner = value.encode("utf-8", "surrogateescape")
+        elif f == "l":
+            o.localname = value
+        elif f == "U":
+            o.uid = _number("U", environ.get("UID", ""))
+            o.gid = _number("U", environ.get("GID", ""))
+        o.rules_optional |= f == "X"
+        o.print_port |= f == "1"
+        o.verbosity = {"q": 0, "Q": 1, "v": 2}.get(f, o.verbosity)
+        o.nodelay = {"D": True, "d": False}.get(f, o.nodelay)
+        o.kill_ipoptions = {"O": True, "o": False}.get(f, o.kill_ipoptions)
+        o.family = {"4": 4, "6": 6}.get(f, o.family)
+    if len(rest) < 3:
+        raise UsageError("need host, port and program")
+    if o.limit < 1:
+        raise UsageError("the limit must be at least 1")
+    o.host, o.port, o.argv = rest[0], rest[1], rest[2:]
+    return o
+
+
+def environment(local, remote, localname):
+    """Return the tcp-environ(5) variables (None = unset) for ((ip, port), (ip, port)) of a connection."""
+    lip, rip = unmap(local[0]), unmap(remote[0])
+    return {
+        "PROTO": "TCP6" if ":" in rip else "TCP",
+        "TCPLOCALIP": lip, "TCPLOCALPORT": str(local[1]), "TCPLOCALHOST": localname,
+        "TCPREMOTEIP": rip, "TCPREMOTEPORT": str(remote[1]),
+        "TCPREMOTEHOST": None, "TCPREMOTEINFO": None,  # never looked up: no DNS, no ident
+    }
+
+
+ENVIRONMENT = frozenset(name.encode() for name in environment(("", 0), ("", 0), None))  # every one it sets
+
+
+def status_line(children, limit):
+    """Return tcpserver's `status: n/limit` line."""
+    return "tcpserver: status: %d/%d" % (children, limit)
+
+
+def pid_line(pid, ip):
+    """Return tcpserver's `pid N from IP` line."""
+    return "tcpserver: pid %d from %s" % (pid, ip)
+
+
+def verdict_line(deny, pid, env):
+    """Return tcpserver's `ok`/`deny` line: localhost:localip:localport remotehost:remoteip:info:remoteport."""
+    def v(name):
+        """Return a variable's value, empty when unset."""
+        return env.get(name) or ""
+    return "tcpserver: %s %d %s:%s:%s %s:%s:%s:%s" % (
+        "deny" if deny else "ok", pid, v("TCPLOCALHOST"), v("TCPLOCALIP"), v("TCPLOCALPORT"),
+        v("TCPREMOTEHOST"), v("TCPREMOTEIP"), v("TCPREMOTEINFO"), v("TCPREMOTEPORT"))
+
+
+def end_lines(pid, wstat):
+    """Return tcpserver's `end N status W` line, plus a plain warning when a signal killed the child."""
+    lines = ["tcpserver: end %d status %d" % (pid, wstat)]
+    if wstat & 0x7F and wstat & 0x7F not in (0x7F, signal.SIGPIPE):  # SIGPIPE: the client left first
+        lines.append("tcpserver: warning: child %d crashed: killed by signal %d%s"
+                     % (pid, wstat & 0x7F, " (core dumped)" if wstat & 0x80 else ""))
+    return lines
+
+
+def listen(o):
+    """Return the bound, listening socket for host and port, as tcpserver makes it."""
+    host = {"0": "::" if o.family == 6 else "0.0.0.0"}.get(o.host, o.host)
+    try:
+        port = int(o.port) if o.port.isdigit() else socket.getservbyname(o.port, "tcp")
+    except OSError:
+        raise Exit(111, "fatal: unable to figure out port number for %s" % o.port)
+    want = {4: socket.AF_INET, 6: socket.AF_INET6}.get(o.family, socket.AF_UNSPEC)
+    try:  # a name is resolved once here, by the system resolver; an address never is
+        family, _, _, _, address = socket.getaddrinfo(host, port, want, socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError):
+        raise Exit(111, "fatal: no IP address for %s" % o.host)
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(address)
+        s.listen(o.backlog)
+    except OSError as e:
+        raise Exit(111, "fatal: unable to bind: %s" % error_str(e.errno))
+    if o.print_port:
+        os.write(1, b"%d\n" % s.getsockname()[1])
+    return s
+
+
+def drop_privileges(o):
+    """Switch gid then uid after binding, as tcpserver does (0 means: keep)."""
+    if o.gid:
+        try:
+            os.setgroups([o.gid])
+            os.setgid(o.gid)
+        except OSError as e:
+            raise Exit(111, "fatal: unable to set gid: %s" % error_str(e.errno))
+    if o.uid:
+        try:
+            os.setuid(o.uid)
+        except OSError as e:
+            raise Exit(111, "fatal: unable to set uid: %s" % error_str(e.errno))

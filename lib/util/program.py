@@ -1,0 +1,57 @@
+"""The one wrapper every program runs under: exceptions become exit codes, never tracebacks."""
+
+import posix  # not os: start-up cost (lib/config/control)
+import sys
+
+from pyqmail.lib.util.exits import Exit
+
+
+def warn(program, text):
+    """Write one diagnostic line to fd 2, ignoring a closed or broken descriptor."""
+    try:
+        posix.write(2, ("%s: %s\n" % (program, text)).encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass
+
+
+def split_options(argv, allowed):
+    """Split qmail's getopt-style `-abc` flags from the operands; None if a flag is not in allowed."""
+    i = 0
+    flags = ""
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+        i += 1
+        if argv[i - 1] == "--":
+            break
+        flags += argv[i - 1][1:]
+    if any(flag not in allowed for flag in flags):
+        return None
+    return flags, argv[i:]
+
+
+def call(program, body, crash_code=111, argv=None):
+    """Run body(argv) and return its exit code; Exit gives its code and message, anything else crash_code."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = body(argv)
+    except Exit as e:
+        if e.message:
+            warn(program, e.message)
+        code = e.code
+    except KeyboardInterrupt:
+        code = crash_code
+    except MemoryError:
+        warn(program, "out of memory")
+        code = crash_code
+    except Exception as e:  # the last line of defence: one clear line, no traceback
+        warn(program, "internal error: %s: %s" % (type(e).__name__, e))
+        code = crash_code
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    return code or 0
+
+
+def main(program, body, crash_code=111, argv=None):
+    """Run body(argv) and exit with its code (see call)."""
+    posix._exit(call(program, body, crash_code, argv))
