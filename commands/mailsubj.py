@@ -5,7 +5,7 @@ import os
 from pyqmail.lib.config import control
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.program import main
-from pyqmail.lib.queue.queue import write_all
+from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.local.runchild import fatal, say_exit, wait_code
 
 USAGE = "mailsubj: usage: mailsubj subject recip ..."

@@ -8,7 +8,7 @@ from pyqmail.lib.queue import queuepool
 from pyqmail.lib.spawn import spawnproto
 from pyqmail.lib.util.exits import Exit
 from pyqmail.lib.util.program import main
-from pyqmail.lib.queue.queue import write_all
+from pyqmail.lib.util.fdio import write_all
 
 SPLIT = 23
 OSSIFIED = 129600  # 36 hours: older than qmail-queue's 24-hour limit, so no live injection owns it

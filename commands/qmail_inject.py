@@ -10,7 +10,7 @@ from pyqmail.lib.inject.injecthdr import Header, default_from, default_sender, d
 from pyqmail.lib.inject.injectinput import Input, header
 from pyqmail.lib.inject.injectrw import Rewriter
 from pyqmail.lib.util.program import main
-from pyqmail.lib.queue.queue import write_all
+from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.rfc822.quote import quote2
 from pyqmail.lib.util.sgetopt import BadOption, getopt
 

@@ -10,7 +10,7 @@ from pyqmail.lib.tcpserver import tcpenv
 from pyqmail.lib.util.exits import Exit
 from pyqmail.lib.util.netlog import Log
 from pyqmail.lib.util.program import call
-from pyqmail.lib.queue.queue import write_all
+from pyqmail.lib.util.fdio import write_all
 
 CONFIG_ERROR = "ZError: server configuration error"
 

@@ -6,7 +6,7 @@ import os
 from pyqmail.lib.config import control
 from pyqmail.lib.queue import envelope
 from pyqmail.lib.util.exits import EXEC_FAILED, CUSTOM, CUSTOM_MAX, qq_text, QQ_CRASHED, QQ_WAITPID_SURPRISE
-from pyqmail.lib.queue.queue import write_all
+from pyqmail.lib.util.fdio import write_all
 
 
 def _child(msg_r, env_r, err_w, home, program):

@@ -11,6 +11,7 @@ lets a writer whose directory fsync failed take its drop back without a race.
 import os
 
 from pyqmail.lib.queue import envelope, queue
+from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.exits import Exit
 
 MAGIC = b"pqmaildrop1"
@@ -58,14 +59,14 @@ def write_drop(fd: int, pid: int, chunks, envelope_stream) -> None:
     try:
         size = 0
         for chunk in chunks:
-            queue.write_all(fd, chunk)
+            write_all(fd, chunk)
             size += len(chunk)
         try:
             sender, recipients = envelope.read(envelope_stream)
         except envelope.EnvelopeError as e:
             raise Exit(e.code)
-        queue.write_all(fd, envelope.encode(sender, recipients))
-        queue.write_all(fd, b"%s %d %d\n" % (MAGIC, pid, size))
+        write_all(fd, envelope.encode(sender, recipients))
+        write_all(fd, b"%s %d %d\n" % (MAGIC, pid, size))
         os.fsync(fd)
     except BaseException:
         try:

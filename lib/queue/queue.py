@@ -6,6 +6,7 @@ import time
 from pyqmail.lib.queue import envelope, queuepool
 from pyqmail.lib.config.control import join
 from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.fdio import write_all
 
 SPLIT = 23
 DEATH = 86400  # qmail-queue's whole-run alarm; the orphan rule (36 h) depends on it
@@ -43,13 +44,6 @@ def who_for_uid(uid):
 def received_line(pid, uid, now):
     """Return the Received line qmail-queue prepends."""
     return b"Received: (qmail %d invoked %s); %s\n" % (pid, who_for_uid(uid).encode(), date822(now).encode())
-
-
-def write_all(fd, data):
-    """Write every byte of data to fd."""
-    view = memoryview(data)
-    while view:
-        view = view[posix.write(fd, view):]
 
 
 def write_parts(fd: int, parts: list) -> None:

@@ -11,6 +11,7 @@ import posix  # not os: start-up cost (lib/config/control)
 import sys
 
 from pyqmail.lib.queue import envelope, queue
+from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.config.control import is_regular, join
 from pyqmail.lib.util.exits import Exit, qq_text
 
@@ -113,7 +114,7 @@ class QueueHere:
     def write(self, data):
         """Write to mess/N; a failure is remembered (53) and reported at close."""
         try:
-            queue.write_all(self.fd, data)
+            write_all(self.fd, data)
         except OSError:
             self.code = self.code or 53
 

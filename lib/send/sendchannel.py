@@ -6,7 +6,8 @@ import time
 
 from pyqmail.lib.send import bounce, retry, sendlog, verp
 from pyqmail.lib.send.channel import CHANNELS
-from pyqmail.lib.queue.queue import SPLIT, split_name, write_all
+from pyqmail.lib.queue.queue import SPLIT, split_name
+from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.send.sendmessages import SLEEP_ALERT, SLEEP_SYSFAIL, InfoDamaged, read_info
 from pyqmail.lib.spawn.spawnproto import encode_request
 

@@ -4,7 +4,7 @@ import os
 from collections import deque
 
 from pyqmail.lib.send import sendlog
-from pyqmail.lib.queue.queue import write_all
+from pyqmail.lib.util.fdio import write_all
 
 
 class Clean:

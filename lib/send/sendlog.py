@@ -1,6 +1,7 @@
 """qmail-send's log lines as bytes (reference §3; qmail-send.c, qsutil.c, qmail-log(5))."""
 
-from pyqmail.lib.queue.queue import SPLIT, write_all
+from pyqmail.lib.queue.queue import SPLIT
+from pyqmail.lib.util.fdio import write_all
 
 _unwritten = []  # log lines not yet written to fd 0
 

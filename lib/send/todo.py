@@ -6,7 +6,8 @@ from collections import namedtuple
 from pyqmail.lib.send import sendlog
 from pyqmail.lib.send.channel import CHANNELS, LOCAL
 from pyqmail.lib.config.control import scan_ulong
-from pyqmail.lib.queue.queue import split_name, write_all
+from pyqmail.lib.queue.queue import split_name
+from pyqmail.lib.util.fdio import write_all
 
 Plan = namedtuple("Plan", "info chan log failure")
 Plan.__doc__ = ("Bytes for info/N and {channel: bytes}, log lines, and the failing warning or None. "

@@ -1,19 +1,26 @@
-"""Unbuffered reading from raw descriptors, with read errors turned into qmail-queue's exit 54."""
+"""Raw descriptors: the one write-all loop, and unbuffered reading with read errors turned into exit 54."""
 
-import os
+import posix  # not os: the per-connection servers write through here (start-up cost, lib/config/control)
 
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import READ_ERROR, Exit
 
 CHUNK = 65536
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of data to fd (a short write goes on where it stopped)."""
+    view = memoryview(data)
+    while view:
+        view = view[posix.write(fd, view):]
 
 
 def chunks(fd):
     """Yield what fd delivers until EOF; a read error ends the program with exit 54."""
     while True:
         try:
-            data = os.read(fd, CHUNK)
+            data = posix.read(fd, CHUNK)
         except OSError:
-            raise Exit(54)
+            raise Exit(READ_ERROR)
         if not data:
             return
         yield data
@@ -28,6 +35,6 @@ class FdStream:
     def read(self, n):
         """Read up to n bytes; a read error ends the program with exit 54."""
         try:
-            return os.read(self.fd, n)
+            return posix.read(self.fd, n)
         except OSError:
-            raise Exit(54)
+            raise Exit(READ_ERROR)
