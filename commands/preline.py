@@ -4,7 +4,8 @@ import os
 
 from pyqmail.lib.local.delivery_env import one_line
 from pyqmail.lib.util.errstr import error_str, is_temp
-from pyqmail.lib.util.program import main, split_options
+from pyqmail.lib.util.program import main
+from pyqmail.lib.util.sgetopt import BadOption, options
 from pyqmail.lib.local.runchild import fatal, say_exit, wait_code
 
 USAGE = "preline: usage: preline cmd [ arg ... ]"
@@ -15,12 +16,15 @@ FLAGS = {"f": ("ufline", False), "r": ("rpline", False), "d": ("dtline", False),
 def parse_args(argv):
     """Return ({line: wanted?}, command argv) from `[-frdFRD] cmd [arg ...]`."""
     wanted = {"ufline": True, "rpline": True, "dtline": True}
-    split = split_options(argv, FLAGS)
-    if split is None or not split[1]:
+    try:
+        flags, operands = options(argv, "frdFRD", "preline")
+    except BadOption:
         raise say_exit(100, USAGE)
-    for flag in split[0]:
+    if not operands:
+        raise say_exit(100, USAGE)
+    for flag, _ in flags:
         wanted[FLAGS[flag][0]] = FLAGS[flag][1]
-    return wanted, [os.fsencode(a) for a in split[1]]
+    return wanted, [os.fsencode(a) for a in operands]
 
 
 def start(command):

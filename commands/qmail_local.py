@@ -9,7 +9,8 @@ from pyqmail.lib.local.qmailfile import exists, find_qmail, read_qmail
 from pyqmail.lib.local.delivery_env import Delivery
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import Exit
-from pyqmail.lib.util.program import main, split_options
+from pyqmail.lib.util.program import main
+from pyqmail.lib.util.sgetopt import BadOption, options
 
 USAGE = "qmail-local: usage: qmail-local [ -nN ] user homedir local dash ext domain sender aliasempty"
 PATRN = 0o002  # conf-patrn: a world-writable home or .qmail is refused
@@ -19,11 +20,11 @@ HARD_EXITS = frozenset((100, 64, 65, 70, 76, 77, 78, 112))
 
 def parse_args(argv):
     """Return (deliver?, [8 operands as bytes]) from `[-nN] user homedir local dash ext domain sender dd`."""
-    split = split_options(argv, "nN")
-    if split is None:
+    try:
+        flags, rest = options(argv, "nN", "qmail-local")
+    except BadOption:
         raise Exit(100, USAGE)
-    flags, rest = split
-    doit = not flags or flags[-1] == "N"
+    doit = not flags or flags[-1][0] == "N"
     operands = [os.fsencode(a) for a in rest]
     if len(operands) != 8 or not operands[1].startswith(b"/"):
         raise Exit(100, USAGE)

@@ -1,12 +1,12 @@
 """qmail-pw2u: turn a V7 passwd file (stdin) into qmail-users(5) assignments (stdout) (reference §1.27)."""
 
-import getopt
 import os
 import sys
 
 from pyqmail.lib.config import control, users
 from pyqmail.lib.util.exits import Exit
 from pyqmail.lib.util.program import main
+from pyqmail.lib.util.sgetopt import BadOption, options
 
 USAGE = "usage: qmail-pw2u [ -/ohHuUC ] [ -c char ]"
 SKIP_MISSING, STOP_MISSING, NO_HOME_CHECK = "o", "h", "H"
@@ -21,19 +21,19 @@ class Settings:
         self.no_upper = True
         self.brk = users.BREAK
         try:
-            options, _ = getopt.getopt(argv, "/ohHuUc:C")
-        except getopt.GetoptError as e:
-            raise Exit(100, "%s\n%s" % (e, USAGE))
-        for flag, value in options:
-            if flag == "-/":
+            flags, _ = options(argv, "/ohHuUc:C", "qmail-pw2u")
+        except BadOption as e:
+            raise Exit(100, "%s\n%s" % (e.why, USAGE))
+        for flag, value in flags:
+            if flag == "/":
                 self.dashcolon = b"-/:"
-            elif flag in ("-o", "-h", "-H"):
-                self.homes = flag[1]
-            elif flag in ("-u", "-U"):
-                self.no_upper = flag == "-U"
-            elif flag == "-c":
+            elif flag in ("o", "h", "H"):
+                self.homes = flag
+            elif flag in ("u", "U"):
+                self.no_upper = flag == "U"
+            elif flag == "c":
                 self.brk = os.fsencode(value)[:1]
-            elif flag == "-C":
+            elif flag == "C":
                 self.brk = b""
 
 

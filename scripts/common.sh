@@ -33,7 +33,9 @@ ensure_venv() {
     "$py" -m venv "$VENV" || return 1
   fi
   "$VENV/bin/pip" install -q --disable-pip-version-check "$top[test]" 2>&1 | grep -v "^WARNING: Location" >&2
-  # a plain install, reinstalled each time, so the tests run exactly what a user installs
+  # a plain install, reinstalled each time, so the tests run exactly what a user installs; setuptools'
+  # build/ keeps every module it ever copied, so a moved or deleted module would install again without this
+  rm -rf "$top/build"
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$top" 2>&1 | grep -v "^WARNING: Location" >&2
   [ -x "$VENV/bin/qmail-queue" ]
 }

@@ -1,6 +1,5 @@
 """qmail-tcpserver's parts: its options, the listening socket, the tcp-environ(5) variables, tcpserver's log lines."""
 
-import getopt
 import os
 import signal
 import socket
@@ -47,13 +46,13 @@ def _number(flag, text):
 
 def parse(argv, environ):
     """Return Options for tcpserver's argv (after the program name); raise UsageError."""
+    from pyqmail.lib.util.sgetopt import BadOption, options
     try:
-        pairs, rest = getopt.getopt(argv, FLAGS + "".join(f + ":" for f in WITH_ARGUMENT))
-    except getopt.GetoptError as e:
-        raise UsageError(str(e))
+        pairs, rest = options(argv, FLAGS + "".join(f + ":" for f in WITH_ARGUMENT), "tcpserver")
+    except BadOption as e:
+        raise UsageError(e.why)
     o = Options()
-    for flag, value in pairs:
-        f = flag[1]
+    for f, value in pairs:
         if f in NUMERIC:
             setattr(o, NUMERIC[f], _number(f, value))
         elif f == "x":

@@ -1,5 +1,7 @@
 """Raw descriptors: the one write-all loop, and unbuffered reading with read errors turned into exit 54."""
 
+from __future__ import annotations
+
 import posix  # not os: the per-connection servers write through here (start-up cost, lib/config/control)
 
 from pyqmail.lib.util.exits import READ_ERROR, Exit
@@ -7,7 +9,7 @@ from pyqmail.lib.util.exits import READ_ERROR, Exit
 CHUNK = 65536
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """Write every byte of data to fd (a short write goes on where it stopped)."""
     view = memoryview(data)
     while view:

@@ -14,20 +14,6 @@ def warn(program, text):
         pass
 
 
-def split_options(argv, allowed):
-    """Split qmail's getopt-style `-abc` flags from the operands; None if a flag is not in allowed."""
-    i = 0
-    flags = ""
-    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
-        i += 1
-        if argv[i - 1] == "--":
-            break
-        flags += argv[i - 1][1:]
-    if any(flag not in allowed for flag in flags):
-        return None
-    return flags, argv[i:]
-
-
 def call(program, body, crash_code=111, argv=None):
     """Run body(argv) and return its exit code; Exit gives its code and message, anything else crash_code."""
     argv = sys.argv[1:] if argv is None else argv

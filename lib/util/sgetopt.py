@@ -5,8 +5,8 @@ class BadOption(Exception):
     """An unknown option letter, or one missing its argument; str() is sgetopt's complaint."""
 
     def __init__(self, program, letter, missing):
-        why = "option requires an argument" if missing else "illegal option"
-        super().__init__("%s: %s -- %s" % (program, why, letter))
+        self.why = "%s -- %s" % ("option requires an argument" if missing else "illegal option", letter)
+        super().__init__("%s: %s" % (program, self.why))
 
 
 def getopt(argv, spec, program, rest=""):
@@ -44,3 +44,9 @@ def getopt(argv, spec, program, rest=""):
                 raise BadOption(program, letter, True)
             break
     yield None, argv[i:]
+
+
+def options(argv, spec, program, rest=""):
+    """Return ([(letter, argument or None)...], operands) for argv, as getopt yields them; raises BadOption."""
+    found = list(getopt(argv, spec, program, rest))
+    return found[:-1], found[-1][1]
