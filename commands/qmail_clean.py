@@ -1,17 +1,16 @@
-"""qmail-clean: remove a message's queue files when qmail-send says so (reference §1.10, §2.3)."""
+"""qmail-clean: remove a message's queue files when qmail-send says so (qmail-clean(8))."""
 
 import os
 import time
 
 from pyqmail.lib.config import control
 from pyqmail.lib.queue import queuepool
+from pyqmail.lib.queue.queue import OSSIFIED, split_name
 from pyqmail.lib.spawn import spawnproto
 from pyqmail.lib.util.exits import Exit
 from pyqmail.lib.util.program import main
 from pyqmail.lib.util.fdio import write_all
 
-SPLIT = 23
-OSSIFIED = 129600  # 36 hours: older than qmail-queue's 24-hour limit, so no live injection owns it
 CLEANUP_EVERY = 30
 POOL_SWEEP = 3600  # the pool's idle files are looked at hourly, not with every 31st command
 LINE_MAX = 100  # longer commands are answered `x` and their bytes dropped, never stored
@@ -55,7 +54,7 @@ def answer(line):
         return b"x"
     kind, n = command
     if kind == "foop":
-        pool, last = "mess", "mess/%d/%d" % (n % SPLIT, n)
+        pool, last = "mess", split_name("mess", n)
     else:
         pool, last = "intd", "todo/%d" % n
     if not removed("intd/%d" % n):

@@ -1,4 +1,5 @@
-"""qmail-pickup: move mail that users dropped into QMAILHOME/maildrop into the queue, as its owner.
+"""qmail-pickup: move mail that users dropped into QMAILHOME/maildrop into the queue, as its owner
+(qmail-pickup(8)).
 
 Usage: qmail-pickup [-1]   (-1: one pass over maildrop, then exit)
 """
@@ -13,9 +14,9 @@ from pyqmail.lib.util.exits import Exit
 from pyqmail.lib.util.program import main, warn
 
 RESCAN = 60  # seconds between scans when inotify is silent (or unavailable)
-waiting = []
+waiting: list[int] = []  # one entry while idle, waiting for a drop
 MAILDROP = "../maildrop/"
-stopping = []
+stopping: list[int] = []  # one entry once TERM arrived
 
 
 def log(text):

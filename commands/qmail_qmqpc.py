@@ -1,4 +1,4 @@
-"""qmail-qmqpc: hand the message (fd 0) and envelope (fd 1) to the first reachable QMQP server."""
+"""qmail-qmqpc: hand the message (fd 0) and envelope (fd 1) to the first reachable QMQP server (qmail-qmqpc(8))."""
 
 import os
 import _socket
@@ -7,9 +7,9 @@ from pyqmail.lib.config import control
 from pyqmail.lib.qmqp import qmqpservers
 from pyqmail.lib.queue import envelope
 from pyqmail.lib.util import fdio, netstring
-from pyqmail.lib.util.exits import (CONFIG, CONN_FAILED, CONN_REJECTED, CONN_TIMEOUT, CUSTOM, CUSTOM_MAX, ENVELOPE_FORMAT,
-                               Exit, HOME, NETWORK, NOMEM, PERM_REFUSED, QUEUED, READ_ERROR, TEMP_REFUSED,
-                               WRITE_ERROR)
+from pyqmail.lib.util.exits import (BUG, CONFIG, CONN_FAILED, CONN_REJECTED, CONN_TIMEOUT, CUSTOM, CUSTOM_MAX,
+                                    ENVELOPE_FORMAT, Exit, HOME, NETWORK, NOMEM, PERM_REFUSED, QUEUED, READ_ERROR,
+                                    TEMP_REFUSED, WRITE_ERROR)
 from pyqmail.lib.util.program import main
 
 # Like qmail-queue, no diagnostics on fd 2: under inetd a caller's fd 2 can be the SMTP client's socket.
@@ -82,7 +82,7 @@ def read_envelope():
     try:
         return envelope.read(BoundedStream(1, ENVELOPE_MAX))
     except envelope.EnvelopeError as e:
-        raise Exit(ENVELOPE_FORMAT if e.code == 54 else e.code)
+        raise Exit(ENVELOPE_FORMAT if e.code == READ_ERROR else e.code)
 
 
 def read_servers():
@@ -227,4 +227,4 @@ def qmqpc():
 
 def run():
     """Console-script entry point."""
-    main("qmail-qmqpc", body, crash_code=81)
+    main("qmail-qmqpc", body, crash_code=BUG)

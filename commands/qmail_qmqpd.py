@@ -1,4 +1,4 @@
-"""qmail-qmqpd: take one QMQP request from an authorized client and queue it (reference §1.3, §6.2, §6.4)."""
+"""qmail-qmqpd: take one QMQP request from an authorized client and queue it (qmail-qmqpd(8))."""
 
 import posix  # not os: start-up cost (lib/config/control)
 import time

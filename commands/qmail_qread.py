@@ -1,4 +1,4 @@
-"""qmail-qread: list every preprocessed message in the queue with its recipients (reference §4.1)."""
+"""qmail-qread: list every preprocessed message in the queue with its recipients (qmail-qread(8))."""
 
 import os
 import sys

@@ -1,4 +1,4 @@
-"""qmail-qstat: count the messages in the queue and those not yet preprocessed (reference §4.2)."""
+"""qmail-qstat: count the messages in the queue and those not yet preprocessed (qmail-qstat(8))."""
 
 import os
 import sys

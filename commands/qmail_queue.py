@@ -1,4 +1,4 @@
-"""qmail-queue: put one message (fd 0) with its envelope (fd 1) into the queue."""
+"""qmail-queue: put one message (fd 0) with its envelope (fd 1) into the queue (qmail-queue(8))."""
 
 import os
 import _signal  # not `signal`: it imports enum, a third of our start-up budget
@@ -6,7 +6,7 @@ import _signal  # not `signal`: it imports enum, a third of our start-up budget
 from pyqmail.lib.config import control
 from pyqmail.lib.queue import envelope, queue
 from pyqmail.lib.util import fdio
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import BUG, TIMEOUT, Exit
 from pyqmail.lib.util.program import main
 
 
@@ -25,7 +25,7 @@ def queue_directly(home, uid, pid):
 
 def body(argv):
     """Queue the message directly, or through the maildrop for users who do not own the queue."""
-    _signal.signal(_signal.SIGALRM, lambda *_: os._exit(52))  # no clean-up: qmail-send's orphan rule owns it
+    _signal.signal(_signal.SIGALRM, lambda *_: os._exit(TIMEOUT))  # no clean-up: qmail-send's orphan rule owns it
     _signal.alarm(queue.DEATH)
     home = control.qmailhome()
     uid, pid = os.getuid(), os.getpid()
@@ -41,4 +41,4 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    main("qmail-queue", body, crash_code=81)
+    main("qmail-queue", body, crash_code=BUG)

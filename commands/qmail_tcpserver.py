@@ -1,4 +1,5 @@
-"""qmail-tcpserver: tcpserver's interface and log; pyqmail's own programs run in pre-loaded forked children."""
+"""qmail-tcpserver: tcpserver's interface and log; pyqmail's own programs run in pre-loaded forked children
+(qmail-tcpserver(8))."""
 
 import os
 import select

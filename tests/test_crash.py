@@ -1,7 +1,8 @@
 """Crash safety of the delivery side (issue 3): kill -9 qmail-send, qmail-lspawn and qmail-local, restart, count.
 
-Reference §2.4: a message qmail-queue accepted is delivered at least once, whatever dies when; a crash
-during delivery may deliver it twice, and the duplicates are counted, not forbidden.
+A message qmail-queue accepted is delivered at least once, whatever dies when (qmail-send(8): `todo/N` is
+preprocessed again until qmail-clean has removed it, and a recipient is marked done only once its delivery
+reported success); a crash during delivery may deliver it twice, and the duplicates are counted, not forbidden.
 
 PYQMAIL_CRASH_SEED repeats the random run; PYQMAIL_CRASH_MESSAGES (1000) and PYQMAIL_CRASH_ROUNDS (1: 18 kills)
 make it bigger.
@@ -357,7 +358,7 @@ def test_kill_9_before_the_delivery_finished(procs, tree, world_tmp, when, how):
 
 @pytest.mark.parametrize("stale", [False, True], ids=["as-qmail-send-wrote-them", "stale"])
 def test_todo_still_there_means_preprocess_again(procs, tree, world_tmp, stale):
-    """A crash after info/N and local/N were written but before qmail-clean removed todo/N (reference §2.4)."""
+    """A crash after info/N and local/N were written but before qmail-clean removed todo/N (qmail-send(8), Start)."""
     joe, bounces = homes(tree, world_tmp)
     assert queue_message(tree, message(b"todo-wins"), envelope()) == 0
     [n] = queued(tree)

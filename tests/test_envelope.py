@@ -1,14 +1,24 @@
-"""lib/queue/envelope: qmail-queue's F/T envelope (reference §1.1, §9) and the queue's u/p/F/T files."""
+"""lib/queue/envelope: qmail-queue's F/T envelope (qmail-queue(8)) and the queue's u/p/F/T files."""
 
 import io
 
 import pytest
 from hypothesis import given, strategies as st
 
-from pyqmail.lib.queue.envelope import ADDR_MAX, EnvelopeError, decode, encode, parse_todo, read, todo_record
+from pyqmail.lib.queue.envelope import ADDR_MAX, EnvelopeError, decode, encode, read, todo_parts
 
 address = st.binary(max_size=60).map(lambda b: b.replace(b"\0", b""))
 recipients = st.lists(address, max_size=8)
+
+
+def todo_record(uid, pid, sender, recipients):
+    """Return the bytes qmail-queue writes to intd/N: u, p, F, T records, no final empty record."""
+    return b"".join(todo_parts(uid, pid, sender, recipients))
+
+
+def parse_todo(data):
+    """Split a todo/N or intd/N file into a list of (type byte, value) records."""
+    return [(r[:1], r[1:]) for r in data.split(b"\0")[:-1] if r]
 
 
 class Trickle:

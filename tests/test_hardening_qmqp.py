@@ -13,8 +13,9 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import program, qenv, queued, tcpserver
 from test_qmail_tcpserver import serve
-from test_envelope import Trickle
+from test_envelope import Trickle, todo_record
 from test_qmqpd import assert_nothing_queued, control, K_REPLY, session
+from test_qmqpd_request import parse_request
 from pyqmail.lib.qmqp import qmqp
 from pyqmail.lib.queue import envelope
 from pyqmail.lib.tcpserver import tcppool
@@ -331,7 +332,7 @@ def test_recipients_hold_the_addresses_as_t_records(rcpts):
     assert list(held) == rcpts and len(held) == len(rcpts) and held == rcpts
     assert bytes(held.records) == b"".join(b"T" + r + b"\0" for r in rcpts)
     assert envelope.encode(b"s", held) == envelope.encode(b"s", rcpts)
-    assert envelope.todo_record(1, 2, b"s", held) == envelope.todo_record(1, 2, b"s", rcpts)
+    assert todo_record(1, 2, b"s", held) == todo_record(1, 2, b"s", rcpts)
     assert envelope.decode(envelope.encode(b"s", held)) == (b"s", held)
 
 
@@ -342,7 +343,7 @@ def test_an_address_with_a_nul_cannot_be_held():
 
 @given(st.lists(addresses, max_size=12), st.integers(1, 12))
 def test_read_request_keeps_at_most_maxrcpt_recipients(rcpts, maxrcpt):
-    _, request = qmqp.parse_request(qmqp.encode_request(b"hi\n", b"a@b", rcpts), maxrcpt=maxrcpt)
+    _, request = parse_request(qmqp.encode_request(b"hi\n", b"a@b", rcpts), maxrcpt=maxrcpt)
     assert request.too_many_recipients == (len(rcpts) > maxrcpt)
     assert list(request.recipients) == rcpts[:maxrcpt]
     assert request.refusal() == ("DError: too many recipients" if len(rcpts) > maxrcpt else "")
@@ -356,7 +357,7 @@ def test_a_1mb_request_is_held_in_about_its_own_size(data, count):
     import tracemalloc
     tracemalloc.start()
     try:
-        _, request = qmqp.parse_request(data)
+        _, request = parse_request(data)
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -1,4 +1,4 @@
-"""The privilege boundary (DESIGN §5, docs/qmail-queue.8.md): run as root, with qmail's users and a plain user."""
+"""The privilege boundary (docs/qmail-queue.8.md, README.md): run as root, with qmail's users and a plain user."""
 
 import os
 import pwd

@@ -1,4 +1,4 @@
-"""qmail-queue as a program: queue files byte for byte, exit codes, clean-up, trigger (reference §1.1, §2, §9)."""
+"""qmail-queue as a program: queue files byte for byte, exit codes, clean-up, trigger (qmail-queue(8))."""
 
 import os
 import re

@@ -18,7 +18,7 @@ RECIPIENTS = [b"c@example.net", b"d@example.net"]
 
 
 def qmqp_request(message, sender, recipients):
-    """The exact bytes a QMQP client must send (reference §6.2)."""
+    """The exact bytes a QMQP client must send (qmail-qmqpc(8))."""
     inner = netstring.encode(message) + netstring.encode(sender)
     inner += b"".join(netstring.encode(r) for r in recipients)
     return netstring.encode(inner)

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from conftest import free_port, make_tree, program, qenv, queued, run_queue_program, tcpserver
+from test_envelope import parse_todo
 from pyqmail.lib.queue import envelope
 from pyqmail.lib.queue.client import QmailQueue
 
@@ -42,7 +43,7 @@ def only_message(tree):
     messages = queued(tree)
     assert len(messages) == 1
     mess, todo = next(iter(messages.values()))
-    return mess, envelope.parse_todo(todo)
+    return mess, parse_todo(todo)
 
 
 def test_message_reaches_the_hub_queue_intact(hub, tree, client):

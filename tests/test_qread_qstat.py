@@ -1,4 +1,4 @@
-"""qmail-qread and qmail-qstat on queues built by hand and by the real qmail-queue (reference §4.1, §4.2, §2)."""
+"""qmail-qread and qmail-qstat on queues built by hand and by the real qmail-queue (qmail-qread(8), qmail-qstat(8))."""
 
 import os
 import subprocess
@@ -7,6 +7,7 @@ from pathlib import Path
 from hypothesis import given, strategies as st
 
 from conftest import program, qenv, queue_message, queued
+from test_envelope import parse_todo
 from pyqmail.lib.queue import qreport
 
 BIRTH = 812090814  # 26 Sep 1995 04:46:54 GMT
@@ -85,7 +86,6 @@ def test_qstat_counts(tree):
 
 def preprocess_like_qmail_send(tree, n, todo):
     """Turn todo/n into info/n and local/n or remote/n, then remove todo/n and intd/n (S4 -> S5)."""
-    from pyqmail.lib.queue.envelope import parse_todo
     records = parse_todo(todo)
     sender = [v for t, v in records if t == b"F"][0]
     put(tree, "info", n, b"F" + sender + b"\0", mtime=BIRTH)

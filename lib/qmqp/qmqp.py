@@ -1,7 +1,14 @@
-"""QMQP requests (cr.yp.to/proto/qmqp.html, reference §6.2): a bounded streaming reader and its replies."""
+"""QMQP requests (qmail-qmqpd(8), qmail-qmqpc(8)): a bounded streaming reader and its replies."""
+
+from __future__ import annotations
 
 from pyqmail.lib.queue.envelope import Recipients
 from pyqmail.lib.util.netstring import NetstringError, Reader, encode
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable, Iterable
+    from pyqmail.lib.queue.envelope import BinaryInput
 
 ADDR_MAX = 1000  # qmail-qmqpd: an address of this many bytes or more (or with a NUL) spoils the message
 HARD_MAX = 200000000  # qmail-qmqpd's cap on any netstring length
@@ -19,12 +26,12 @@ TRAILER = "receiving QMQP packet trailer"
 class RequestError(Exception):
     """The client broke the protocol or went away: kind is "format", "length", "eof" or "timeout"."""
 
-    def __init__(self, kind, where):
+    def __init__(self, kind: str, where: str) -> None:
         super().__init__("%s while %s" % (kind, where))
         self.kind = kind
         self.where = where
 
-    def reply(self):
+    def reply(self) -> str:
         """Return the D text for this error (Postfix qmqpd's wording)."""
         if self.kind == "length" and self.where == HEADER:
             return "DError: message too large"
@@ -35,15 +42,15 @@ class RequestError(Exception):
 class Request:
     """One request as read: envelope, message length, and whatever spoils it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.length = 0
-        self.sender = b""
+        self.sender: bytes | None = b""  # None: the sender address was refused
         self.recipients = Recipients()  # one buffer of T records, as qmail-queue's envelope takes them
         self.bad_address = False
         self.too_large = False
         self.too_many_recipients = False
 
-    def refusal(self):
+    def refusal(self) -> str:
         """Return the D text that refuses this request, or "" if it may be queued."""
         if self.too_large:
             return "DError: message too large"
@@ -54,7 +61,7 @@ class Request:
         return ""  # zero recipients is queued, as qmail-qmqpd does (Postfix refuses it)
 
 
-def _address(reader, request):
+def _address(reader: Reader, request: Request) -> bytes | None:
     """Read one address netstring; long ones are skipped and addresses with NUL refused (qmail)."""
     length = reader.read_length(HARD_MAX)
     if length >= ADDR_MAX:
@@ -69,7 +76,8 @@ def _address(reader, request):
     return address
 
 
-def read_request(stream, maxbytes, begin, maxrcpt=ENVELOPE_MAX):
+def read_request(stream: BinaryInput, maxbytes: int, begin: Callable[[int], Callable[[bytes], object] | None],
+                 maxrcpt: int = ENVELOPE_MAX) -> Request:
     """Read one request; begin(length) returns a sink for the message bytes, or None to discard them.
 
     Every byte is charged against the outer netstring; its length may not exceed
@@ -113,20 +121,12 @@ def read_request(stream, maxbytes, begin, maxrcpt=ENVELOPE_MAX):
     return request
 
 
-def parse_request(data, maxbytes=HARD_MAX, maxrcpt=ENVELOPE_MAX):
-    """Parse a complete request held in bytes; return (message, request). For tests and tools."""
-    import io
-    parts = []
-    request = read_request(io.BytesIO(data), maxbytes, lambda length: parts.append, maxrcpt)
-    return b"".join(parts), request
-
-
-def encode_request(message, sender, recipients):
+def encode_request(message: bytes, sender: bytes, recipients: Iterable[bytes]) -> bytes:
     """Return the request bytes a QMQP client sends."""
     return encode(encode(message) + encode(sender) + b"".join(encode(r) for r in recipients))
 
 
-def reply(text):
+def reply(text: str) -> bytes:
     """Return a reply netstring for a K/Z/D text."""
     return encode(text.encode("latin-1", "replace"))
 
@@ -136,12 +136,12 @@ class HopCounter:
 
     PREFIXES = (b"received:", b"delivered-to:")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.count = 0
         self.head = b""
         self.in_header = True
 
-    def feed(self, chunk):
+    def feed(self, chunk: bytes) -> None:
         """Account for the next piece of the message."""
         pos = 0
         while self.in_header and pos < len(chunk):
@@ -154,7 +154,7 @@ class HopCounter:
             self._line_done()
             pos = nl + 1
 
-    def _line_done(self):
+    def _line_done(self) -> None:
         """Count a finished header line; a blank line ends the header."""
         head, self.head = self.head.lower(), b""
         if head in (b"", b"\r"):

@@ -1,4 +1,6 @@
-"""qmail-qmqpd's control files and their defaults (Postfix qmqpd's parameters, qmail's deadline)."""
+"""qmail-qmqpd's control files and their defaults (Postfix qmqpd's parameters, qmail's deadline): qmail-qmqpd(8)."""
+
+from __future__ import annotations
 
 from pyqmail.lib.config import control
 from pyqmail.lib.qmqp.qmqp import ENVELOPE_MAX, HARD_MAX
@@ -20,7 +22,7 @@ DEBUG_PEERS = "qmqpddebugpeers"
 class Policy:
     """The settings one session runs with."""
 
-    def __init__(self, values, debug_peers):
+    def __init__(self, values: dict[str, int], debug_peers: list[bytes]) -> None:
         self.maxbytes = values["qmqpdmaxbytes"] or HARD_MAX
         self.maxrcpt = values["qmqpdmaxrcpt"] or ENVELOPE_MAX  # a recipient takes 3 bytes at least
         self.maxhops = values["qmqpdmaxhops"]
@@ -32,20 +34,20 @@ class Policy:
         self.debug_peers = debug_peers
         self.clients_cdb = control.path("control", CLIENTS_CDB)
 
-    def final(self, text):
+    def final(self, text: str) -> str:
         """Return a reply text after soft bounce (D becomes Z)."""
         if self.soft_bounce and text.startswith("D"):
             return "Z" + text[1:]
         return text
 
 
-def load():
+def load() -> Policy:
     """Read the control files (again only once they change, in a reused worker); an unreadable one raises
     OSError (the caller answers Z)."""
     return control.memo("qmail-qmqpd", [*DEFAULTS, DEBUG_PEERS], read)
 
 
-def read():
+def read() -> Policy:
     """Read the control files into a Policy."""
     values = {name: control.readint(name, default) for name, default in DEFAULTS.items()}
     return Policy(values, control.readlist(DEBUG_PEERS))

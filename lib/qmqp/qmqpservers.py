@@ -1,4 +1,6 @@
-"""control/qmqpservers lines as (host, port): literal IPv4/IPv6 addresses only, never DNS."""
+"""control/qmqpservers lines as (host, port): literal IPv4/IPv6 addresses only, never DNS (qmail-qmqpc(8))."""
+
+from __future__ import annotations
 
 from _socket import AF_INET6, inet_pton
 
@@ -9,7 +11,7 @@ _DIGITS = b"0123456789"
 _BLANKS = b" \t"
 
 
-def _ipv4(text):
+def _ipv4(text: bytes) -> str | None:
     """Return text as a normalised dotted quad, or None; octets are decimal 0..255 as qmail's ip_scan reads them."""
     octets = text.split(b".")
     if len(octets) != 4:
@@ -25,7 +27,7 @@ def _ipv4(text):
     return "%d.%d.%d.%d" % tuple(values)
 
 
-def _ipv6(text):
+def _ipv6(text: bytes) -> str | None:
     """Return text as an IPv6 literal if inet_pton accepts it, else None."""
     if not text or not text.isascii() or b"%" in text:
         return None
@@ -36,7 +38,7 @@ def _ipv6(text):
     return text.decode("ascii")
 
 
-def _port(text):
+def _port(text: bytes) -> int | None:
     """Return a decimal port 1..65535, or None."""
     if not text or len(text) > 5 or text.strip(_DIGITS) or text[:1] == b"0":
         return None
@@ -44,7 +46,7 @@ def _port(text):
     return value if value <= 65535 else None
 
 
-def parse_line(line, default_port=QMQP_PORT):
+def parse_line(line: bytes, default_port: int = QMQP_PORT) -> tuple[str, int] | None:
     """Return (host, port) for one qmqpservers line, or None if the line is not an address.
 
     Forms: `1.2.3.4`, `1.2.3.4:6628`, `::1`, `[::1]`, `[::1]:6628`. Anything after the address
@@ -73,7 +75,7 @@ def parse_line(line, default_port=QMQP_PORT):
     return (host, default_port) if host else None
 
 
-def parse(data, default_port=QMQP_PORT):
+def parse(data: bytes, default_port: int = QMQP_PORT) -> list[tuple[str, int]]:
     """Return the usable (host, port) pairs of a qmqpservers file's bytes, in file order."""
     servers = (parse_line(line, default_port) for line in parse_list(data))
     return [server for server in servers if server is not None]

@@ -1,15 +1,23 @@
-"""The client side of qmail-queue for every injector (reference §0.3): start it, feed it, read its verdict."""
+"""The client side of qmail-queue for every injector (qmail-queue(8)): start it, feed it, read its verdict."""
+
+from __future__ import annotations
 
 import fcntl
 import os
 
 from pyqmail.lib.config import control
 from pyqmail.lib.queue import envelope
-from pyqmail.lib.util.exits import EXEC_FAILED, CUSTOM, CUSTOM_MAX, qq_text, QQ_CRASHED, QQ_WAITPID_SURPRISE
+from pyqmail.lib.util.exits import (CUSTOM, CUSTOM_MAX, EXEC_FAILED, QQ_CRASHED, QQ_WAITPID_SURPRISE, QUEUED,
+                                    READ_ERROR, qq_text)
 from pyqmail.lib.util.fdio import write_all
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable
+    from typing import NoReturn
 
-def _child(msg_r, env_r, err_w, home, program):
+
+def _child(msg_r: int, env_r: int, err_w: int, home: str, program: str) -> NoReturn:
     """In the forked child: wire fds 0, 1 and 6, chdir to QMAILHOME, exec qmail-queue; never returns."""
     try:
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (msg_r, env_r, err_w)]
@@ -26,7 +34,7 @@ def _child(msg_r, env_r, err_w, home, program):
 class QmailQueue:
     """One running qmail-queue ($QMAILQUEUE or QMAILHOME/bin/qmail-queue) being fed a message."""
 
-    def __init__(self, home=None):
+    def __init__(self, home: str | None = None) -> None:
         home = home or control.qmailhome()
         program = os.environ.get("QMAILQUEUE") or "bin/qmail-queue"
         msg_r, self.msg_w = os.pipe()
@@ -39,7 +47,7 @@ class QmailQueue:
         for fd in (msg_r, env_r, err_w):
             os.close(fd)
 
-    def put(self, data):
+    def put(self, data: bytes) -> None:
         """Append message bytes; a write error is remembered and reported at close."""
         if self.failed or not data:
             return
@@ -48,11 +56,11 @@ class QmailQueue:
         except OSError:
             self.failed = True
 
-    def fail(self):
+    def fail(self) -> None:
         """Make sure nothing is queued: qmail-queue will see its input end before the envelope does."""
         self.failed = True
 
-    def close(self, sender, recipients):
+    def close(self, sender: bytes, recipients: Iterable[bytes]) -> str:
         """Send the envelope (unless failed), wait for qmail-queue, and return its result string."""
         os.close(self.msg_w)
         if not self.failed:
@@ -80,11 +88,11 @@ class QmailQueue:
             except OSError:
                 pass
         os.close(self.err_r)
-        if code == 0 and self.failed:
-            code = 54
+        if code == QUEUED and self.failed:
+            code = READ_ERROR
         return qq_text(code, custom)
 
-    def abort(self):
+    def abort(self) -> str:
         """Give up on this message: close the pipes without an envelope and reap qmail-queue."""
         self.failed = True
         return self.close(b"", [])

@@ -6,46 +6,55 @@ fsynced, and renamed to maildrop/<random>; qmail-pickup, running as the queue's
 owner and woken by inotify, claims it by renaming it to maildrop/p<random>, queues
 it with the file owner's uid in the `u` record, and removes it. The claim is what
 lets a writer whose directory fsync failed take its drop back without a race.
+The boundary and its exit codes: qmail-queue(8), PRIVILEGE BOUNDARY; qmail-pickup(8).
 """
+
+from __future__ import annotations
 
 import os
 
+from pyqmail.lib.config.control import is_regular
 from pyqmail.lib.queue import envelope, queue
+from pyqmail.lib.util.exits import HOME, QUEUE_DIR, QUEUE_PID, READ_ERROR, WRITE_ERROR, Exit
 from pyqmail.lib.util.fdio import write_all
-from pyqmail.lib.util.exits import Exit
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable, Iterator
+    from pyqmail.lib.queue.envelope import BinaryInput, Recipients
 
 MAGIC = b"pqmaildrop1"
 TRAILER_MAX = 64
 ENVELOPE_MAX = 64 << 20  # bytes of envelope pickup will read into memory
-ORPHAN_AGE = 129600  # unfinished drops older than qmail's OSSIFIED are removed
+ORPHAN_AGE = queue.OSSIFIED  # unfinished drops older than this are removed
 CLAIMED = "p"  # qmail-pickup renames maildrop/<name> to p<name> before queueing it (see take_back)
 
 
-def drop(home: str, pid: int, chunks, envelope_stream) -> str:
+def drop(home: str, pid: int, chunks: Iterable[bytes], envelope_stream: BinaryInput) -> str:
     """Write one message into home/maildrop and commit it; return the file's name. Exit when it is not
     committed, and then nothing of it is left for qmail-pickup (see take_back)."""
     directory = os.path.join(home, "maildrop")
     if not os.path.isdir(home):
-        raise Exit(61)
+        raise Exit(HOME)
     if not os.path.isdir(directory):
-        raise Exit(62)
+        raise Exit(QUEUE_DIR)
     name = os.urandom(16).hex()
     tmp = os.path.join(directory, "t" + name)
     os.umask(0o027)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
     except OSError:
-        raise Exit(63)
+        raise Exit(QUEUE_PID)
     try:
         write_drop(fd, pid, chunks, envelope_stream)
         try:
             os.rename(tmp, os.path.join(directory, name))
         except OSError:
-            raise Exit(62)
+            raise Exit(QUEUE_DIR)
     except BaseException as e:
         remove(tmp)
         if isinstance(e, OSError):
-            raise Exit(53)
+            raise Exit(WRITE_ERROR)
         raise
     try:  # the rename made the drop visible to qmail-pickup; this makes it survive a power loss
         queue.fsync_dir(directory)
@@ -54,7 +63,7 @@ def drop(home: str, pid: int, chunks, envelope_stream) -> str:
     return name
 
 
-def write_drop(fd: int, pid: int, chunks, envelope_stream) -> None:
+def write_drop(fd: int, pid: int, chunks: Iterable[bytes], envelope_stream: BinaryInput) -> None:
     """Write the message, its envelope and the trailer to fd, fsync it, and close fd (in every case)."""
     try:
         size = 0
@@ -86,7 +95,7 @@ def remove(name: str) -> None:
 
 
 def take_back(directory: str, name: str) -> None:
-    """maildrop/'s fsync failed after the rename: remove the drop and Exit(53), so that a retry cannot
+    """maildrop/'s fsync failed after the rename: remove the drop and exit 53 (WRITE_ERROR), so that a retry cannot
     queue the message twice; if qmail-pickup claimed it first, return once pickup has queued it."""
     try:
         os.unlink(os.path.join(directory, name))
@@ -95,7 +104,7 @@ def take_back(directory: str, name: str) -> None:
             return
     except OSError:
         pass  # neither removed nor known to be durable: failure (a duplicate is possible, a loss is not)
-    raise Exit(53)
+    raise Exit(WRITE_ERROR)
 
 
 def wait_for_pickup(directory: str, name: str) -> bool:
@@ -117,7 +126,7 @@ def wait_for_pickup(directory: str, name: str) -> bool:
     return not os.path.lexists(os.path.join(directory, "bad." + name))
 
 
-def parse_trailer(tail):
+def parse_trailer(tail: bytes) -> tuple[int, int, int] | None:
     """Return (pid, envelope offset, trailer length) from a drop file's last bytes, or None."""
     start = tail.rfind(MAGIC + b" ")
     if start < 0 or not tail.endswith(b"\n"):
@@ -128,7 +137,7 @@ def parse_trailer(tail):
     return int(fields[1]), int(fields[2]), len(tail) - start
 
 
-def open_drop(name):
+def open_drop(name: str) -> tuple[int, os.stat_result] | None:
     """Open a finished drop file safely; return (fd, stat) or None for anything that is not one."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -136,13 +145,13 @@ def open_drop(name):
         return None
     st = os.fstat(fd)
     # a hard link to someone else's file would be recorded under its owner's uid
-    if not (st.st_mode & 0o170000 == 0o100000 and st.st_nlink == 1):
+    if not (is_regular(st.st_mode) and st.st_nlink == 1):
         os.close(fd)
         return None
     return fd, st
 
 
-def read_drop(fd, size):
+def read_drop(fd: int, size: int) -> tuple[int, bytes, Recipients, int] | None:
     """Return (pid, sender, recipients, message offset end) of an open drop file, or None if malformed."""
     tail_len = min(size, TRAILER_MAX)
     tail = os.pread(fd, tail_len, size - tail_len)
@@ -160,12 +169,12 @@ def read_drop(fd, size):
     return pid, sender, recipients, offset
 
 
-def file_chunks(fd, end):
+def file_chunks(fd: int, end: int) -> Iterator[bytes]:
     """Yield bytes 0..end of fd."""
     pos = 0
     while pos < end:
         data = os.pread(fd, min(65536, end - pos), pos)
         if not data:
-            raise Exit(54)
+            raise Exit(READ_ERROR)
         pos += len(data)
         yield data

@@ -1,19 +1,25 @@
-"""qmail-qread's and qmail-qstat's views of the queue (reference §4.1, §4.2, §2.1-§2.3), as pure functions."""
+"""qmail-qread's and qmail-qstat's views of the queue (qmail-qread(8), qmail-qstat(8)), as pure functions."""
+
+from __future__ import annotations
 
 from pyqmail.lib.queue.queue import date822
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable
 
-def printable(data, replacement=b"_"):
+
+def printable(data: bytes, replacement: bytes = b"_") -> bytes:
     """Replace every byte outside 32..126 (qmail-qread's out())."""
     return bytes(b if 32 <= b <= 126 else replacement[0] for b in data)
 
 
-def first_record(data):
+def first_record(data: bytes) -> bytes:
     """Return the bytes up to the first NUL (a C string)."""
     return data.split(b"\0", 1)[0]
 
 
-def header_line(mtime, n, size, info, bouncing):
+def header_line(mtime: int, n: int, size: int, info: bytes, bouncing: bool) -> bytes:
     """Return a message's header line: date, number, size, sender, and ` bouncing` if bounce/n exists."""
     sender = first_record(info)[1:]
     date = date822(mtime)[:-len(" -0000")]
@@ -23,7 +29,7 @@ def header_line(mtime, n, size, info, bouncing):
     return printable(line) + b"\n"
 
 
-def recipient_lines(channel, data):
+def recipient_lines(channel: bytes, data: bytes) -> bytes:
     """Return the lines for a local/n or remote/n file: `\\t<channel>\\t<addr>`, `  done` before delivered ones."""
     out = []
     records = data.split(b"\0")[:-1]  # a record without its NUL is unfinished: ignored
@@ -36,12 +42,12 @@ def recipient_lines(channel, data):
     return b"".join(out)
 
 
-def message_numbers(names):
+def message_numbers(names: Iterable[str]) -> list[int]:
     """Return the message numbers among directory entry names, in ascending order (non-numeric names skipped)."""
     return sorted(int(name) for name in names if name.isdigit() and name.isascii())
 
 
-def qstat_lines(in_queue, not_preprocessed):
+def qstat_lines(in_queue: int, not_preprocessed: int) -> bytes:
     """Return qmail-qstat's two lines."""
     return (b"messages in queue: %d\n"
             b"messages in queue but not yet preprocessed: %d\n" % (in_queue, not_preprocessed))

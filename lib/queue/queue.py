@@ -1,52 +1,61 @@
-"""Writing one message into qmail's queue, exactly in qmail-queue's order (reference §1.1, §2.3)."""
+"""Writing one message into qmail's queue, exactly in qmail-queue's order (qmail-queue(8))."""
+
+from __future__ import annotations
 
 import posix  # not os: start-up cost (lib/config/control)
 import time
 
 from pyqmail.lib.queue import envelope, queuepool
 from pyqmail.lib.config.control import join
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import HOME, QUEUE_DIR, QUEUE_INTD, QUEUE_MESS, QUEUE_PID, QUEUE_TODO, WRITE_ERROR, Exit
 from pyqmail.lib.util.fdio import write_all
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable
+    from typing import NoReturn
 
 SPLIT = 23
 DEATH = 86400  # qmail-queue's whole-run alarm; the orphan rule (36 h) depends on it
+OSSIFIED = 129600  # 36 hours: longer than DEATH, so no live injection still owns a file this old (qmail-clean(8))
 WHO_BY_NAME = {"alias": "by alias", "qmaild": "from network", "qmails": "for bounce"}
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def split_name(directory, n):
+def split_name(directory: str, n: int) -> str:
     """Return the split path of message n in a split directory (mess, info, local, remote)."""
     return "%s/%d/%d" % (directory, n % SPLIT, n)
 
 
-def date822(t):
+def date822(t: float) -> str:
     """Return qmail's RFC 822 date: GMT, day not zero-padded, `-0000` zone."""
     g = time.gmtime(t)
     return "%d %s %d %02d:%02d:%02d -0000" % (
         g.tm_mday, MONTHS[g.tm_mon - 1], g.tm_year, g.tm_hour, g.tm_min, g.tm_sec)
 
 
-_who = {}  # uid -> phrase: a reused worker queues many messages, and getpwuid reads /etc/passwd each time
+# uid -> phrase: a reused worker queues many messages, and getpwuid reads /etc/passwd each time
+_who: dict[int, str] = {}
 
 
-def who_for_uid(uid):
+def who_for_uid(uid: int) -> str:
     """Return qmail-queue's `invoked ...` phrase for the injecting uid."""
     if uid not in _who:
         import pwd
         try:
             name = pwd.getpwuid(uid).pw_name
         except KeyError:
-            name = None
+            name = ""
         _who[uid] = WHO_BY_NAME.get(name, "by uid %d" % uid)
     return _who[uid]
 
 
-def received_line(pid, uid, now):
+def received_line(pid: int, uid: int, now: float) -> bytes:
     """Return the Received line qmail-queue prepends."""
     return b"Received: (qmail %d invoked %s); %s\n" % (pid, who_for_uid(uid).encode(), date822(now).encode())
 
 
-def write_parts(fd: int, parts: list) -> None:
+def write_parts(fd: int, parts: list[bytes | bytearray]) -> None:
     """Write every byte of parts to fd in turn: one writev when the kernel takes them all, no joined copy."""
     done = posix.writev(fd, parts)
     for part in parts:
@@ -57,7 +66,7 @@ def write_parts(fd: int, parts: list) -> None:
             done = 0
 
 
-def fsync_dir(name):
+def fsync_dir(name: str) -> None:
     """fsync a directory so that the entries the commit depends on survive a crash (Linux)."""
     fd = posix.open(name, posix.O_RDONLY | posix.O_DIRECTORY)
     try:
@@ -69,14 +78,14 @@ def fsync_dir(name):
 class Injection:
     """One message being queued; files it made are removed if it fails before the commit."""
 
-    def __init__(self, pid, uid):
+    def __init__(self, pid: int, uid: int) -> None:
         self.pid = pid
         self.uid = uid
         self.now = time.time()
-        self.created = []
-        self.reused = set()  # fds of files taken from the pool: truncated to what was written
+        self.created: list[str] = []
+        self.reused: set[int] = set()  # fds of files taken from the pool: truncated to what was written
 
-    def fail(self, code):
+    def fail(self, code: int) -> NoReturn:
         """Remove what was created (intd, then mess), and raise Exit(code)."""
         for name in reversed(self.created):
             try:
@@ -86,7 +95,7 @@ class Injection:
                 pass
         raise Exit(code)
 
-    def open_mess(self):
+    def open_mess(self) -> tuple[int, int]:
         """Take a pooled file or create the pid file, link it to mess/<inode>, and return (fd, inode)."""
         fd = -1
         for seq in range(1, 10):
@@ -97,25 +106,25 @@ class Injection:
             except FileExistsError:
                 continue
             except OSError:
-                raise Exit(63)
+                raise Exit(QUEUE_PID)
         if fd < 0:
-            raise Exit(63)
+            raise Exit(QUEUE_PID)
         n = posix.fstat(fd).st_ino
         self.messfn = split_name("mess", n)
         try:
             posix.link(pidfn, self.messfn)
         except OSError:
             posix.unlink(pidfn)
-            raise Exit(64)
+            raise Exit(QUEUE_MESS)
         self.created.append(self.messfn)
         try:
             posix.unlink(pidfn)
         except OSError:
-            self.fail(63)
+            self.fail(QUEUE_PID)
         self.number = n
         return fd, n
 
-    def open_new(self, name, kind):
+    def open_new(self, name: str, kind: str) -> int:
         """Open name for writing as a new file: a pooled one renamed to it, else created (O_EXCL)."""
         if queuepool.take(kind, name):
             try:
@@ -130,7 +139,7 @@ class Injection:
             queuepool.discard(name)  # not a file of ours to overwrite: create one instead
         return posix.open(name, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL, 0o644)
 
-    def sync(self, fd):
+    def sync(self, fd: int) -> None:
         """Cut a reused file to what was written, fsync and close fd."""
         if fd in self.reused:
             self.reused.discard(fd)
@@ -138,41 +147,41 @@ class Injection:
         posix.fsync(fd)
         posix.close(fd)
 
-    def write_message(self, fd, chunks):
+    def write_message(self, fd: int, chunks: Iterable[bytes]) -> None:
         """Write the Received line and the message chunks to mess, fsync it (with its name: qmail-queue(8))."""
         try:
             write_all(fd, received_line(self.pid, self.uid, self.now))
         except OSError:
-            self.fail(53)
+            self.fail(WRITE_ERROR)
         try:
             for chunk in chunks:
                 write_all(fd, chunk)
         except Exit as e:
             self.fail(e.code)
         except OSError:
-            self.fail(53)
+            self.fail(WRITE_ERROR)
         try:
             self.sync(fd)
         except OSError:
-            self.fail(53)
+            self.fail(WRITE_ERROR)
 
-    def commit(self, sender, recipients):
+    def commit(self, sender: bytes, recipients: Iterable[bytes]) -> None:
         """Write intd/N, fsync, link it to todo/N, fsync todo/: after this the message is queued."""
         intdfn = "intd/%d" % self.number
         try:
             fd = self.open_new(intdfn, "intd")
         except OSError:
-            self.fail(65)
+            self.fail(QUEUE_INTD)
         self.created.append(intdfn)
         try:
             write_parts(fd, envelope.todo_parts(self.uid, self.pid, sender, recipients))
             self.sync(fd)
         except OSError:
-            self.fail(53)
+            self.fail(WRITE_ERROR)
         try:
             posix.link(intdfn, "todo/%d" % self.number)
         except OSError:
-            self.fail(66)
+            self.fail(QUEUE_TODO)
         try:
             fsync_dir("todo")
         except OSError:
@@ -180,7 +189,7 @@ class Injection:
         pull_trigger()
 
 
-def pull_trigger(name="lock/trigger"):
+def pull_trigger(name: str = "lock/trigger") -> None:
     """Wake qmail-send: write one byte to the trigger FIFO without blocking, ignoring errors."""
     try:
         fd = posix.open(name, posix.O_WRONLY | posix.O_NONBLOCK)
@@ -194,30 +203,31 @@ def pull_trigger(name="lock/trigger"):
         posix.close(fd)
 
 
-def enter_queue(home):
+def enter_queue(home: str) -> None:
     """chdir to QMAILHOME/queue (exit 61/62) and set qmail-queue's umask."""
     try:
         posix.chdir(home)
     except OSError:
-        raise Exit(61)
+        raise Exit(HOME)
     try:
         posix.chdir("queue")
     except OSError:
-        raise Exit(62)
+        raise Exit(QUEUE_DIR)
     posix.umask(0o033)
 
 
-def become_queue_owner(home):
+def become_queue_owner(home: str) -> None:
     """As root, switch to the queue's owner (qmailq), as qmail's setuid qmail-queue runs."""
+    from stat import S_ISDIR  # loaded already by os, which qmail-queue and qmail-pickup import
     try:
-        if posix.stat(home).st_mode & 0o170000 != 0o040000:  # not a directory
-            raise Exit(61)
+        if not S_ISDIR(posix.stat(home).st_mode):
+            raise Exit(HOME)
     except OSError:
-        raise Exit(61)
+        raise Exit(HOME)
     try:
         st = posix.stat(join(home, "queue"))
     except OSError:
-        raise Exit(62)
+        raise Exit(QUEUE_DIR)
     if st.st_uid == 0:
         return
     posix.setgroups([])
@@ -225,11 +235,11 @@ def become_queue_owner(home):
     posix.setuid(st.st_uid)
 
 
-def owns_queue(home):
+def owns_queue(home: str) -> bool:
     """Return True when this process may write the queue itself (it owns queue/)."""
     try:
         return posix.stat(join(home, "queue")).st_uid == posix.geteuid()
     except FileNotFoundError:
         return True  # let enter_queue report the missing directory with qmail's code
     except OSError:
-        raise Exit(61)
+        raise Exit(HOME)

@@ -5,7 +5,10 @@ single-user tree, or qmail-send/qmqpd running as the queue owner) and would run 
 writes the queue itself, with the same files, order, fsyncs and result texts (lib/queue/queue.Injection).
 $QMAILQUEUE, a foreign bin/qmail-queue, root, or not owning the queue: the caller execs qmail-queue.
 A network server queueing here records what qmail's qmail-queue, run by qmaild, would (network_uid).
+See qmail-queue(8), QUEUEING INSIDE THE CALLER.
 """
+
+from __future__ import annotations
 
 import posix  # not os: start-up cost (lib/config/control)
 import sys
@@ -13,15 +16,21 @@ import sys
 from pyqmail.lib.queue import envelope, queue
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.config.control import is_regular, join
-from pyqmail.lib.util.exits import Exit, qq_text
+from pyqmail.lib.util.exits import QUEUED, READ_ERROR, WRITE_ERROR, Exit, qq_text
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable, Iterable
+    from pyqmail.lib.queue.client import QmailQueue
 
 
 # qmail runs these as qmaild (tcpserver/inprocess.PROGRAMS serves the same three from qmail-tcpserver)
 NETWORK_SERVERS = ("pyqmail.commands.qmail_qmqpd", "pyqmail.commands.qmail_qmtpd", "pyqmail.commands.qmail_smtpd")
-_recognised = {}  # QMAILHOME/bin/qmail-queue's (inode, mtime, size) -> our_qmail_queue's answer
+# QMAILHOME/bin/qmail-queue's (path, inode, mtime, size) -> our_qmail_queue's answer
+_recognised: dict[tuple[str, int, int, int], bool] = {}
 
 
-def our_qmail_queue(home):
+def our_qmail_queue(home: str) -> bool:
     """True if QMAILHOME/bin/qmail-queue is the qmail-queue installed beside this interpreter, or the
     launcher qmail-setup wrote for it. A long-lived process (a reused qmail-tcpserver worker) asks again
     only when the file itself changes."""
@@ -37,7 +46,7 @@ def our_qmail_queue(home):
     return _recognised[key]
 
 
-def recognise(path, st):
+def recognise(path: str, st: posix.stat_result) -> bool:
     """True if the file at path (lstat st) is our qmail-queue; a plain file is first read as qmail-setup's
     launcher, which needs no os import (start-up cost, lib/config/control)."""
     from pyqmail.lib.util import launcher
@@ -47,7 +56,7 @@ def recognise(path, st):
     return installed.is_program(path, "qmail-queue", [sys.executable.rsplit("/", 1)[0]])
 
 
-def possible(home):
+def possible(home: str) -> bool:
     """True if this process may queue a message itself instead of running qmail-queue."""
     if posix.environ.get(b"QMAILQUEUE") or posix.geteuid() == 0:
         return False
@@ -63,7 +72,7 @@ def network_server() -> bool:
     return any(name in sys.modules for name in NETWORK_SERVERS)
 
 
-_network_uid = {}  # our uid -> the uid recorded for a network server's messages
+_network_uid: dict[int, int] = {}  # our uid -> the uid recorded for a network server's messages
 
 
 def network_uid(uid: int) -> int:
@@ -83,10 +92,10 @@ def network_uid(uid: int) -> int:
 class QueueHere:
     """QmailQueue's interface (put, fail, close, abort, pid) writing the queue from this process."""
 
-    def __init__(self, home: str, uid: "int | None" = None):
+    def __init__(self, home: str, uid: int | None = None) -> None:
         self.pid = posix.getpid()
         self.home = home
-        self.code = 0
+        self.code = QUEUED
         self.fd = -1
         self.injection = queue.Injection(self.pid, posix.getuid() if uid is None else uid)
         try:
@@ -94,40 +103,40 @@ class QueueHere:
         except Exit as e:
             self.code = e.code
 
-    def in_queue(self, action, *args):
+    def in_queue(self, action: Callable[..., None], *args: object) -> None:
         """Run action inside QMAILHOME/queue with qmail-queue's umask, then come back."""
         here = posix.open(".", posix.O_RDONLY | posix.O_DIRECTORY)
         mask = posix.umask(0o033)
         try:
             queue.enter_queue(self.home)
-            return action(*args)
+            action(*args)
         finally:
             posix.umask(mask)
             posix.fchdir(here)
             posix.close(here)
 
-    def open(self):
+    def open(self) -> None:
         """Create mess/N and write the Received line qmail-queue adds."""
         self.fd, _ = self.injection.open_mess()
         self.write(queue.received_line(self.pid, self.injection.uid, self.injection.now))
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         """Write to mess/N; a failure is remembered (53) and reported at close."""
         try:
             write_all(self.fd, data)
         except OSError:
-            self.code = self.code or 53
+            self.code = self.code or WRITE_ERROR
 
-    def put(self, data):
+    def put(self, data: bytes) -> None:
         """Append message bytes."""
         if not self.code and data:
             self.write(data)
 
-    def fail(self):
+    def fail(self) -> None:
         """Make sure nothing is queued."""
-        self.code = self.code or 54  # what qmail-queue sees: the message ends before the envelope is read
+        self.code = self.code or READ_ERROR  # what qmail-queue sees: the message ends before the envelope is read
 
-    def close(self, sender, recipients):
+    def close(self, sender: bytes, recipients: Iterable[bytes]) -> str:
         """Fsync the message, commit the envelope; return qmail.c's result text ("" when queued)."""
         try:
             self.in_queue(self.finish, sender, recipients)
@@ -135,7 +144,7 @@ class QueueHere:
             return qq_text(e.code)
         return ""
 
-    def finish(self, sender, recipients):
+    def finish(self, sender: bytes, recipients: Iterable[bytes]) -> None:
         """Inside the queue: fsync mess, then write intd/N and link todo/N."""
         injection = self.injection
         if self.fd >= 0:
@@ -146,7 +155,7 @@ class QueueHere:
                     injection.sync(self.fd)
                 self.fd = -1
             except OSError:
-                self.code = 53
+                self.code = WRITE_ERROR
         if not self.code:
             try:  # exactly what qmail-queue would make of these bytes (a NUL inside an address, a long one)
                 sender, recipients = envelope.decode(envelope.encode(sender, recipients))
@@ -158,13 +167,13 @@ class QueueHere:
             raise Exit(self.code)
         injection.commit(sender, recipients)
 
-    def abort(self):
+    def abort(self) -> str:
         """Give up on this message: remove what was made."""
         self.fail()
         return self.close(b"", [])
 
 
-def open_queue(home=None):
+def open_queue(home: str | None = None) -> QueueHere | QmailQueue:
     """Return a QueueHere when this process may queue by itself, else a running qmail-queue (QmailQueue)."""
     from pyqmail.lib.config import control
     home = home or control.qmailhome()

@@ -18,7 +18,10 @@ Safety rests on renames only: a slot's inode has no other name, so nothing in th
 taker writes into it; two takers racing for a slot cannot both get it; qmail-clean is the one giver, so
 a slot it finds free stays free until it fills it; a slot left idle is removed by qmail-clean's 36-hour
 rule for pid/, like any dead injection's file.
+See qmail-clean(8), THE FILE POOL, and qmail-queue(8).
 """
+
+from __future__ import annotations
 
 import posix  # not os: start-up cost (lib/config/control)
 
@@ -31,17 +34,17 @@ PREFIX = "pool."
 FULL_REST = 16  # after a give found its looks all full: files of that kind unlinked unlooked-at before the next look
 
 
-def slot(kind, k):
+def slot(kind: str, k: int) -> str:
     """Return the pid/ name of slot k for kind (`mess` or `intd`)."""
     return "pid/%s%s.%d" % (PREFIX, kind, k)
 
 
-def looks():
+def looks() -> list[int]:
     """Return the slots to look at, in order: 0, then TRIES - 1 drawn at random."""
     return [0] + [b % SLOTS for b in posix.urandom(TRIES - 1)]
 
 
-def take(kind, target):
+def take(kind: str, target: str) -> bool:
     """Rename a pooled file of kind to target; True if target now names it (to be overwritten)."""
     for k in looks():
         name = slot(kind, k)
@@ -56,7 +59,7 @@ def take(kind, target):
     return False
 
 
-def give(kind, path):
+def give(kind: str, path: str) -> bool | None:
     """Move path (a finished queue file with no other name) into a free slot: True if moved, False if every
     slot looked at was full, None if path may not be pooled; the caller unlinks it unless True."""
     try:
@@ -85,10 +88,10 @@ class Giver:
     offered (a full pool means no qmail-queue is taking: a queue draining with nothing injected would
     otherwise pay nine failed lookups per file)."""
 
-    def __init__(self):
-        self.rest = {}
+    def __init__(self) -> None:
+        self.rest: dict[str, int] = {}
 
-    def give(self, kind, path):
+    def give(self, kind: str, path: str) -> bool | None:
         """Like give(), but False at once while kind rests after finding the pool full."""
         if self.rest.get(kind):
             self.rest[kind] -= 1
@@ -99,12 +102,12 @@ class Giver:
         return moved
 
 
-def reusable(st):
+def reusable(st: posix.stat_result) -> bool:
     """True for a plain file with no other name: one the pool may hand out and a taker may overwrite."""
     return st.st_nlink == 1 and is_regular(st.st_mode)
 
 
-def discard(name):
+def discard(name: str) -> None:
     """Remove what a taker got but may not use (not a plain file, another name, not openable)."""
     try:
         posix.unlink(name)
@@ -117,6 +120,6 @@ def discard(name):
         pass
 
 
-def is_pooled(name):
+def is_pooled(name: str) -> bool:
     """True for a pid/ entry that is a pool slot."""
     return name.startswith(PREFIX)

@@ -1,4 +1,7 @@
-"""The Received line network daemons add (reference §0.4, qmail's received.c) and safeput."""
+"""The Received line network servers add (qmail's received.c; shown in qmail-smtpd(8), qmail-qmtpd(8), qmail-qmqpd(8))
+and safeput."""
+
+from __future__ import annotations
 
 from pyqmail.lib.queue.queue import date822
 
@@ -6,12 +9,13 @@ SAFE = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.@%+/=:-[
 _UNSAFE_TO_QUESTION = bytes(c if c in SAFE else ord("?") for c in range(256))
 
 
-def safeput(value):
+def safeput(value: bytes) -> bytes:
     """Return value with every byte outside qmail's safe set turned into `?`."""
     return value.translate(_UNSAFE_TO_QUESTION)
 
 
-def received(protocol, local, remoteip, remotehost, remoteinfo=None, helo=None, now=None):
+def received(protocol: bytes, local: bytes, remoteip: bytes, remotehost: bytes, remoteinfo: bytes | None = None,
+             helo: bytes | None = None, now: float | None = None) -> bytes:
     """Return `Received: from host[ (HELO h)] ([info@]ip)\\n  by local with PROTO; date\\n` as bytes."""
     if now is None:
         import time

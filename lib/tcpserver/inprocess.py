@@ -3,11 +3,19 @@
 A program is recognised when it is our installed program (lib/util/installed) of a name in PROGRAMS.
 The child then calls the module's `run()`, which is what the installed launcher does after a fresh
 interpreter has started.
+See qmail-tcpserver(8).
 """
+
+from __future__ import annotations
 
 import os
 
 from pyqmail.lib.util.installed import is_program, which
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable
+    from types import ModuleType
 
 # per-connection programs that read the connection on fds 0/1 and end with os._exit; the network servers
 # that record qmaild's uid when queueing in-process (queuehere.NETWORK_SERVERS) are the same three
@@ -31,7 +39,7 @@ PRELOAD = {
 }
 
 
-def recognise(program, path=None, dirs=None):
+def recognise(program: str, path: str | None = None, dirs: Iterable[str] | None = None) -> str | None:
     """Return the module name serving program in-process, or None when it must be exec'd."""
     found = which(program, os.environ.get("PATH", "") if path is None else path)
     if found is None:
@@ -42,7 +50,7 @@ def recognise(program, path=None, dirs=None):
     return None
 
 
-def preload(module):
+def preload(module: str) -> None:
     """Import the modules a program would import lazily for every connection; missing ones are skipped."""
     import importlib
     for name in PRELOAD.get(module, ()):
@@ -52,7 +60,7 @@ def preload(module):
             pass
 
 
-def load(module):
+def load(module: str) -> ModuleType | None:
     """Import a program's module and return it, or None if this install lacks it.
 
     Its `run()` serves one connection and exits; a module that also has `connection()` (serve one

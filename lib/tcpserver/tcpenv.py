@@ -1,16 +1,27 @@
 """Who is on the other end: tcp-environ(5) variables, else getpeername(2) on fd 0, else REMOTE_ADDR."""
 
+from __future__ import annotations
+
 import posix  # not os: start-up cost (lib/config/control)
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Mapping
 
 
 class Peer:
     """The connection's two ends as bytes; absent values are None."""
 
-    def __init__(self):
-        self.remoteip = self.remoteport = self.remotehost = self.remoteinfo = None
-        self.localip = self.localport = self.localhost = None
+    def __init__(self) -> None:
+        self.remoteip: bytes | None = None
+        self.remoteport: bytes | None = None
+        self.remotehost: bytes | None = None
+        self.remoteinfo: bytes | None = None
+        self.localip: bytes | None = None
+        self.localport: bytes | None = None
+        self.localhost: bytes | None = None
 
-    def name(self, with_port=False):
+    def name(self, with_port: bool = False) -> str:
         """Return Postfix's `host[addr]` (with `:port` if asked) for logs and replies."""
         from pyqmail.lib.queue.received import safeput  # a PTR name may hold anything; it goes into replies
         text = b"%s[%s]" % (safeput(self.remotehost or b"unknown"), safeput(self.remoteip or b"unknown"))
@@ -19,7 +30,7 @@ class Peer:
         return text.decode("latin-1")
 
 
-def unmap(address):
+def unmap(address: str) -> str:
     """Return an IPv4-mapped IPv6 address in IPv4 form, without a scope suffix."""
     address = address.split("%", 1)[0]
     if address.lower().startswith("::ffff:") and "." in address:
@@ -27,7 +38,7 @@ def unmap(address):
     return address
 
 
-def _socket_ends(fd):
+def _socket_ends(fd: int) -> tuple[tuple[str, int], tuple[str, int]] | None:
     """Return ((ip, port), (ip, port)) for the peer and local end of a TCP socket on fd, or None."""
     import _socket
     try:
@@ -44,7 +55,7 @@ def _socket_ends(fd):
         sock.detach()  # the descriptor belongs to our caller; never close it here
 
 
-def peer(environ=None, fd=0):
+def peer(environ: Mapping[bytes, bytes] | None = None, fd: int = 0) -> Peer:
     """Return the Peer of the connection on fd: TCP* variables first (tcpserver), then the socket."""
     env = posix.environ if environ is None else environ  # os.environb's dict
     p = Peer()

@@ -5,7 +5,10 @@ more than the rest of a QMQP transaction. So for pyqmail's own servers the liste
 when every worker is busy, and each worker accepts and serves up to MAX_USE connections one at a time
 (the oldest idle worker first: see exclusive_waiter).
 Workers tell the listener when they become busy or idle through a pipe, in RECORD-byte records.
+See qmail-tcpserver(8).
 """
+
+from __future__ import annotations
 
 import _signal
 import os
@@ -13,6 +16,15 @@ import signal
 import sys
 
 from pyqmail.lib.util import envsnapshot
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    import _socket
+    import select
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import NoReturn
+    from pyqmail.lib.tcpserver.tcpserve import SocketAddress
 
 MAX_USE = 1000  # connections per worker (Postfix's max_use is 100: a fork costs a Python worker far more)
 MAX_IDLE = 100  # seconds an idle worker waits for a connection before it exits (Postfix's max_idle)
@@ -25,26 +37,26 @@ GROWTH_MAX = 8 << 20  # private resident bytes a worker may gain over its size w
 class Pool:
     """The listener's view of its workers: which exist and which are serving a connection."""
 
-    def __init__(self):
-        self.busy = {}  # pid: True while it serves a connection
+    def __init__(self) -> None:
+        self.busy: dict[int, bool] = {}  # pid: True while it serves a connection
         self.idle_count = 0  # kept with busy: the listener asks at every turn of its loop
         self.status_r, self.status_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.partial = b""
 
-    def idle(self):
+    def idle(self) -> int:
         """Number of workers waiting for a connection."""
         return self.idle_count
 
-    def serving(self):
+    def serving(self) -> int:
         """Number of connections being served."""
         return len(self.busy) - self.idle_count
 
-    def added(self, pid):
+    def added(self, pid: int) -> None:
         """A worker was forked; it starts idle."""
         self.busy[pid] = False
         self.idle_count += 1
 
-    def read(self):
+    def read(self) -> bool:
         """Read the workers' records; return True if any arrived."""
         data = self.partial
         while True:
@@ -66,7 +78,7 @@ class Pool:
         self.partial = data[whole:]
         return whole > 0
 
-    def ended(self, pid):
+    def ended(self, pid: int) -> bool | None:
         """A child ended: True if it was a worker serving a connection, False if idle, None if no worker."""
         self.read()  # its last record is in the pipe before it can be reaped
         was = self.busy.pop(pid, None)
@@ -74,7 +86,7 @@ class Pool:
             self.idle_count -= 1
         return was
 
-    def stop(self):
+    def stop(self) -> None:
         """Ask every worker to exit: idle ones at once, busy ones after their connection."""
         for pid in self.busy:
             try:
@@ -99,7 +111,7 @@ def private_resident() -> int:
         os.close(fd)
 
 
-def malloc_trim():
+def malloc_trim() -> Callable[[int], int] | None:
     """Return glibc's malloc_trim, which hands the heap's free pages back to the kernel, or None elsewhere."""
     try:
         import ctypes
@@ -108,7 +120,7 @@ def malloc_trim():
         return None
 
 
-def die_with_parent():
+def die_with_parent() -> None:
     """Have the kernel TERM this worker when the listener dies (Linux prctl; nothing elsewhere)."""
     try:
         import ctypes
@@ -117,7 +129,7 @@ def die_with_parent():
         pass
 
 
-def exclusive_waiter(listen_fd, keep):
+def exclusive_waiter(listen_fd: int, keep: Callable[[int, int], int]) -> select.epoll | None:
     """Return an epoll object (its descriptor moved by keep) waiting for a connection on listen_fd with
     EPOLLEXCLUSIVE, or None where there is none (before Linux 4.5, elsewhere): workers then block in accept().
     Blocked in accept(), the longest-idle worker is woken, so connections go round every worker and keep
@@ -140,7 +152,8 @@ class Worker:
     connection that left it GROWTH_MAX bigger than it was forked, even after malloc_trim (Python keeps
     blocks it freed for reuse: a fresh worker is the sure way back to the idle size)."""
 
-    def __init__(self, listen_fd, status_w, serve, say_end, keep_env=frozenset()):
+    def __init__(self, listen_fd: int, status_w: int, serve: Callable[[_socket.socket, SocketAddress], int],
+                 say_end: Callable[[int, int], None], keep_env: frozenset[bytes] = frozenset()) -> None:
         self.serve, self.say_end, self.keep_env = serve, say_end, keep_env
         self.busy = self.stopping = False
         self.base = max(3, min(KEEP_FD, os.sysconf("SC_OPEN_MAX") - 8))
@@ -155,26 +168,26 @@ class Worker:
         self.umask = os.umask(0o022)
         os.umask(self.umask)
 
-    def keep(self, fd, slot):
+    def keep(self, fd: int, slot: int) -> int:
         """Move fd to base+slot, where clean_up leaves it alone, not inherited by programs run later."""
         return os.dup2(fd, self.base + slot, inheritable=False)
 
-    def tell(self, state):
+    def tell(self, state: bytes) -> None:
         """Tell the listener this worker is now busy (B) or idle (I)."""
         os.write(self.status_w, self.record + state)
 
-    def on_term(self, signum, frame):
+    def on_term(self, signum: int, frame: FrameType | None) -> None:
         """TERM: an idle worker exits at once, a busy one after its connection."""
         if not self.busy:
             os._exit(0)
         self.stopping = True
 
-    def on_alarm(self, signum, frame):
+    def on_alarm(self, signum: int, frame: FrameType | None) -> None:
         """No connection for MAX_IDLE seconds: exit (the listener forks anew when it needs to)."""
         if not self.busy:
             os._exit(0)
 
-    def run(self, listener_pid):
+    def run(self, listener_pid: int) -> NoReturn:
         """Serve up to MAX_USE connections; never returns."""
         import _socket
         die_with_parent()
@@ -197,7 +210,7 @@ class Worker:
             try:
                 if waiter is not None:
                     waiter.poll()
-                fd, remote = sock._accept()
+                fd, remote = sock._accept()  # type: ignore[attr-defined]  # CPython's, not in typeshed
             except OSError:  # BlockingIOError: another worker woken with this one took the connection
                 continue
             served += 1
@@ -216,7 +229,7 @@ class Worker:
                 break
         os._exit(0)
 
-    def clean_up(self):
+    def clean_up(self) -> None:
         """Leave the process as it was before the connection: descriptors, alarm, environment, cwd, umask."""
         signal.alarm(0)
         _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
@@ -228,7 +241,7 @@ class Worker:
         os.fchdir(self.cwd)
         os.umask(self.umask)
 
-    def too_big(self):
+    def too_big(self) -> bool:
         """Trim the heap if it grew TRIM_OVER since the last trim (a freed megabyte buffer stays in glibc's
         heap otherwise); True if the worker is still GROWTH_MAX over its size when forked."""
         size = private_resident()

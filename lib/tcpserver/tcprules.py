@@ -4,12 +4,18 @@ Keys, tried in this order until one exists (ucspi-tcp 0.88 rules.c): `info@ip`, 
 with an ident answer), `ip`, `=host` (only with a DNS name), then the IP cut after each `.` (or `:`
 for IPv6) from the longest, `=.domain` suffixes of the host, `=`, and last the empty key. A value is
 a sequence of NUL-terminated entries: `D` denies, `+NAME=value` sets a variable; anything else, and
-bytes after the last NUL, are ignored as tcpserver ignores them.
+bytes after the last NUL, are ignored as tcpserver ignores them. See qmail-tcpserver(8).
 """
+
+from __future__ import annotations
 
 import errno
 
 from pyqmail.lib.config.access import NotCdb, open_cdb
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable
 
 DENY = b"D"
 SET = b"+"
@@ -22,13 +28,13 @@ class Unreadable(Exception):
 class Rule:
     """What the first matching key said: deny or not, the variables in order, and the key."""
 
-    def __init__(self, key, deny, env):
+    def __init__(self, key: bytes, deny: bool, env: list[tuple[bytes, bytes]]) -> None:
         self.key = key
         self.deny = deny
         self.env = env
 
 
-def keys(ip, host=None, info=None):
+def keys(ip: bytes, host: bytes | None = None, info: bytes | None = None) -> list[bytes]:
     """Return the cdb keys tcpserver tries for a client, most specific first (all bytes)."""
     out = []
     if info is not None:
@@ -48,7 +54,7 @@ def keys(ip, host=None, info=None):
     return out
 
 
-def parse_value(data):
+def parse_value(data: bytes) -> tuple[bool, list[tuple[bytes, bytes]]]:
     """Return (deny, [(name, value)]) for one rules.cdb value, exactly as tcpserver's found() reads it."""
     deny = False
     env = []
@@ -63,13 +69,8 @@ def parse_value(data):
     return deny, env
 
 
-def encode_value(deny, env):
-    """Return the rules.cdb value tcprules writes for a rule (the inverse of parse_value)."""
-    out = b"D\0" if deny else b""
-    return out + b"".join(b"+%s=%s\0" % (name, value) for name, value in env)
-
-
-def lookup(get, ip, host=None, info=None):
+def lookup(get: Callable[[bytes], bytes | None], ip: bytes, host: bytes | None = None,
+           info: bytes | None = None) -> Rule | None:
     """Return the Rule of the first key get(key) -> bytes|None knows, or None when no key matches."""
     for key in keys(ip, host, info):
         data = get(key)
@@ -79,12 +80,12 @@ def lookup(get, ip, host=None, info=None):
     return None
 
 
-def settable(name):
+def settable(name: bytes) -> bool:
     """Return True when a rule's variable name can go into an environment (no `=`, no NUL, not empty)."""
     return bool(name) and b"=" not in name and b"\0" not in name
 
 
-def read(filename, ip, optional=False):
+def read(filename: str, ip: str, optional: bool = False) -> Rule | None:
     """Return the Rule for ip from a rules.cdb, None without a match (or file, if optional); else Unreadable."""
     from pyqmail.lib.util.errstr import error_str
     try:

@@ -1,4 +1,7 @@
-"""qmail-tcpserver's parts: its options, the listening socket, the tcp-environ(5) variables, tcpserver's log lines."""
+"""qmail-tcpserver's parts: its options, the listening socket, the tcp-environ(5) variables, tcpserver's log lines
+(qmail-tcpserver(8))."""
+
+from __future__ import annotations
 
 import os
 import signal
@@ -7,6 +10,12 @@ import socket
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import Exit
 from pyqmail.lib.tcpserver.tcpenv import unmap
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Mapping
+    # a TCP socket's address: (ip, port) for IPv4, (ip, port, flowinfo, scope id) for IPv6
+    SocketAddress = tuple[str, int] | tuple[str, int, int, int]
 
 USAGE = ("usage: tcpserver [ -146jUXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ] [ -g gid ]"
          " [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] host port program")
@@ -22,29 +31,29 @@ class UsageError(ValueError):
 class Options:
     """tcpserver's settings with its defaults."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.limit, self.backlog, self.verbosity, self.timeout = 40, 20, 1, 26
-        self.rules = None
+        self.rules: str | None = None
         self.rules_optional = False
         self.banner = b""
         self.uid = self.gid = 0
-        self.localname = None
+        self.localname: str | None = None
         self.print_port = False
         self.nodelay = False
         self.kill_ipoptions = True
-        self.family = None  # 4, 6, or None: from the host's form
-        self.host = self.port = None
-        self.argv = []
+        self.family: int | None = None  # 4, 6, or None: from the host's form
+        self.host = self.port = ""  # set by parse from the command line
+        self.argv: list[str] = []
 
 
-def _number(flag, text):
+def _number(flag: str, text: str) -> int:
     """Return a non-negative decimal option argument."""
     if not text.isdigit() or not text.isascii():
         raise UsageError("option -%s wants a number, not %r" % (flag, text))
     return int(text)
 
 
-def parse(argv, environ):
+def parse(argv: list[str], environ: Mapping[str, str]) -> Options:
     """Return Options for tcpserver's argv (after the program name); raise UsageError."""
     from pyqmail.lib.util.sgetopt import BadOption, options
     try:
@@ -53,14 +62,15 @@ def parse(argv, environ):
         raise UsageError(e.why)
     o = Options()
     for f, value in pairs:
-        if f in NUMERIC:
-            setattr(o, NUMERIC[f], _number(f, value))
-        elif f == "x":
-            o.rules = value
-        elif f == "B":
-            o.banner = value.encode("utf-8", "surrogateescape")
-        elif f == "l":
-            o.localname = value
+        if value is not None:  # one of WITH_ARGUMENT
+            if f in NUMERIC:
+                setattr(o, NUMERIC[f], _number(f, value))
+            elif f == "x":
+                o.rules = value
+            elif f == "B":
+                o.banner = value.encode("utf-8", "surrogateescape")
+            elif f == "l":
+                o.localname = value
         elif f == "U":
             o.uid = _number("U", environ.get("UID", ""))
             o.gid = _number("U", environ.get("GID", ""))
@@ -78,7 +88,7 @@ def parse(argv, environ):
     return o
 
 
-def environment(local, remote, localname):
+def environment(local: SocketAddress, remote: SocketAddress, localname: str | None) -> dict[str, str | None]:
     """Return the tcp-environ(5) variables (None = unset) for ((ip, port), (ip, port)) of a connection."""
     lip, rip = unmap(local[0]), unmap(remote[0])
     return {
@@ -92,27 +102,27 @@ def environment(local, remote, localname):
 ENVIRONMENT = frozenset(name.encode() for name in environment(("", 0), ("", 0), None))  # every one it sets
 
 
-def status_line(children, limit):
+def status_line(children: int, limit: int) -> str:
     """Return tcpserver's `status: n/limit` line."""
     return "tcpserver: status: %d/%d" % (children, limit)
 
 
-def pid_line(pid, ip):
+def pid_line(pid: int, ip: str) -> str:
     """Return tcpserver's `pid N from IP` line."""
     return "tcpserver: pid %d from %s" % (pid, ip)
 
 
-def verdict_line(deny, pid, env):
+def verdict_line(deny: bool, pid: int, env: Mapping[str, str | None]) -> str:
     """Return tcpserver's `ok`/`deny` line: localhost:localip:localport remotehost:remoteip:info:remoteport."""
-    def v(name):
+    def shown(name: str) -> str:
         """Return a variable's value, empty when unset."""
         return env.get(name) or ""
     return "tcpserver: %s %d %s:%s:%s %s:%s:%s:%s" % (
-        "deny" if deny else "ok", pid, v("TCPLOCALHOST"), v("TCPLOCALIP"), v("TCPLOCALPORT"),
-        v("TCPREMOTEHOST"), v("TCPREMOTEIP"), v("TCPREMOTEINFO"), v("TCPREMOTEPORT"))
+        "deny" if deny else "ok", pid, shown("TCPLOCALHOST"), shown("TCPLOCALIP"), shown("TCPLOCALPORT"),
+        shown("TCPREMOTEHOST"), shown("TCPREMOTEIP"), shown("TCPREMOTEINFO"), shown("TCPREMOTEPORT"))
 
 
-def end_lines(pid, wstat):
+def end_lines(pid: int, wstat: int) -> list[str]:
     """Return tcpserver's `end N status W` line, plus a plain warning when a signal killed the child."""
     lines = ["tcpserver: end %d status %d" % (pid, wstat)]
     if wstat & 0x7F and wstat & 0x7F not in (0x7F, signal.SIGPIPE):  # SIGPIPE: the client left first
@@ -121,14 +131,14 @@ def end_lines(pid, wstat):
     return lines
 
 
-def listen(o):
+def listen(o: Options) -> socket.socket:
     """Return the bound, listening socket for host and port, as tcpserver makes it."""
     host = {"0": "::" if o.family == 6 else "0.0.0.0"}.get(o.host, o.host)
     try:
         port = int(o.port) if o.port.isdigit() else socket.getservbyname(o.port, "tcp")
     except OSError:
         raise Exit(111, "fatal: unable to figure out port number for %s" % o.port)
-    want = {4: socket.AF_INET, 6: socket.AF_INET6}.get(o.family, socket.AF_UNSPEC)
+    want = socket.AF_INET if o.family == 4 else socket.AF_INET6 if o.family == 6 else socket.AF_UNSPEC
     try:  # a name is resolved once here, by the system resolver; an address never is
         family, _, _, _, address = socket.getaddrinfo(host, port, want, socket.SOCK_STREAM)[0]
     except (OSError, UnicodeError):
@@ -145,7 +155,7 @@ def listen(o):
     return s
 
 
-def drop_privileges(o):
+def drop_privileges(o: Options) -> None:
     """Switch gid then uid after binding, as tcpserver does (0 means: keep)."""
     if o.gid:
         try:
