@@ -1,4 +1,4 @@
-"""qmail-newmrh: compile control/morercpthosts into control/morercpthosts.cdb, atomically (reference §1.28)."""
+"""qmail-newmrh: compile control/morercpthosts into control/morercpthosts.cdb, atomically (qmail-newmrh(8))."""
 
 import os
 

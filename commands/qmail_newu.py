@@ -1,4 +1,4 @@
-"""qmail-newu: compile QMAILHOME/users/assign into users/cdb, atomically (reference §1.27)."""
+"""qmail-newu: compile QMAILHOME/users/assign into users/cdb, atomically (qmail-newu(8))."""
 
 import os
 

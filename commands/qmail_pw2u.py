@@ -1,4 +1,4 @@
-"""qmail-pw2u: turn a V7 passwd file (stdin) into qmail-users(5) assignments (stdout) (reference §1.27)."""
+"""qmail-pw2u: turn a V7 passwd file (stdin) into qmail-users(5) assignments (stdout) (qmail-pw2u(8))."""
 
 import os
 import sys

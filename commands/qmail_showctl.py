@@ -1,4 +1,4 @@
-"""qmail-showctl: describe the compile-time settings and every control file (reference §4.3)."""
+"""qmail-showctl: describe the compile-time settings and every control file (qmail-showctl(8))."""
 
 import grp
 import os

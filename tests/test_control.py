@@ -1,4 +1,4 @@
-"""lib/config/control: QMAILHOME and qmail's control-file reading rules (reference §0.1)."""
+"""lib/config/control: QMAILHOME and qmail's control-file reading rules (qmail's control.c)."""
 
 import os
 

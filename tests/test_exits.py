@@ -1,4 +1,5 @@
-"""lib/util/exits: qmail-queue's exit codes (reference §1.1) and qmail.c's result strings (§0.3), transcribed."""
+"""lib/util/exits: qmail-queue's exit codes (qmail-queue(8), qmail-qmqpc(8)) and qmail.c's result strings,
+transcribed."""
 
 import pytest
 from hypothesis import given, strategies as st
@@ -6,7 +7,7 @@ from hypothesis import given, strategies as st
 from pyqmail.lib.util import exits
 from pyqmail.lib.util.exits import qq_text
 
-# §0.3, one row per code, copied from the reference table rather than from lib/util/exits.py
+# qmail.c's qmail_close, one row per code, copied from it rather than from lib/util/exits.py
 SPEC = {
     11: "Denvelope address too long for qq (#5.1.3)",
     115: "Denvelope address too long for qq (#5.1.3)",
@@ -34,7 +35,7 @@ SPEC = {
 
 
 @pytest.mark.parametrize("code,text", sorted(SPEC.items()))
-def test_table_matches_reference(code, text):
+def test_table_matches_qmail_c(code, text):
     assert qq_text(code) == text
 
 

@@ -1,4 +1,4 @@
-"""Per-message programs import only what their code path needs (issue 4: start-up cost).
+"""Per-message programs import only what their code path needs (start-up cost: docs/benchmarks.md).
 
 Each program is run for real, on a real message, under `python -X importtime`; the modules it imported are read
 from that report and checked against a deny-list of heavy modules.

@@ -1,4 +1,4 @@
-"""lib.inject.QmailQueue: the one qmail-queue client; $QMAILQUEUE, fd 6 on exit 82, qmail.c's texts (§0.3)."""
+"""lib/queue/client.QmailQueue: the one qmail-queue client; $QMAILQUEUE, fd 6 on exit 82, qmail.c's texts."""
 
 
 import pytest

@@ -1,11 +1,12 @@
-"""lib/util/netstring: exact encoding, strict lengths, bounded decoding, the streaming Reader (reference §6.1)."""
+"""lib/util/netstring: exact encoding, strict lengths (qmail-qmqpd(8), *Strict netstrings*), bounded decoding, the
+streaming Reader."""
 
 import io
 
 import pytest
 from hypothesis import given, strategies as st
 
-from pyqmail.lib.util.netstring import MAX_DIGITS, NetstringError, Reader, decode, decode_all, encode, parse_length
+from pyqmail.lib.util.netstring import MAX_DIGITS, NetstringError, Reader, decode, encode, parse_length
 
 BAD_LENGTHS = [b"", b"1_0", b" 10", b"10 ", b"+5", b"-5", b"01", b"00", b"0x1", b"1e3", b"\xd9\xa1",
                "\u0661".encode(), "\uff11".encode(), b"\xb2", b"1.0", b"12345678901", b"\t1"]
@@ -16,9 +17,18 @@ def reader(data, budget=None):
     return Reader(io.BytesIO(data), budget)
 
 
+def decode_all(data, limit=1 << 30):
+    """Return the list of payloads of a concatenation of netstrings."""
+    items = []
+    while data:
+        item, data = decode(data, limit)
+        items.append(item)
+    return items
+
+
 @pytest.mark.parametrize("payload,wire", [
     (b"", b"0:,"), (b"hello world!", b"12:hello world!,"), (b"a,b:c", b"5:a,b:c,"),
-    (b"3:hi\n,3:a@b,3:c@d,", b"18:3:hi\n,3:a@b,3:c@d,,"),  # the QMQP example of §6.2
+    (b"3:hi\n,3:a@b,3:c@d,", b"18:3:hi\n,3:a@b,3:c@d,,"),  # a QMQP request, as qmail-qmqpc(8) builds it
 ])
 def test_encode_exact(payload, wire):
     assert encode(payload) == wire

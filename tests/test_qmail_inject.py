@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import program, queued
-from pyqmail.lib.queue.envelope import parse_todo
+from test_envelope import parse_todo
 from test_e2e_delivery import maildir, mtree, mutt_read, start, stop, users  # noqa: F401 (mtree: a fixture)
 from test_qmail_inject_rewrite import DATE, inject_env
 

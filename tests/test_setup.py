@@ -1,4 +1,4 @@
-"""qmail-setup: the tree's layout, control defaults, idempotence, mini-qmail (issue 2 §1)."""
+"""qmail-setup: the tree's layout, control defaults, idempotence, mini-qmail (qmail-setup(8))."""
 
 import os
 import pwd

@@ -129,9 +129,14 @@ local = st.binary(min_size=1, max_size=8).filter(lambda b: b":" not in b and b"\
 entry = st.builds(users.Entry, st.booleans(), local, st.tuples(*[field] * 6))
 
 
+def format_entry(entry):
+    """Return the assign line (with newline) for an Entry."""
+    return (b"+" if entry.wild else b"=") + entry.local + b":" + b":".join(entry.fields) + b":\n"
+
+
 @given(st.lists(entry, max_size=8))
 def test_assign_round_trip(entries):
-    text = b"".join(users.format_entry(e) for e in entries) + b".\n"
+    text = b"".join(format_entry(e) for e in entries) + b".\n"
     assert users.parse_assign(text) == entries
 
 

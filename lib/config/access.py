@@ -7,6 +7,22 @@ first, comma separated). A lookup tries only those lengths, longest first: the m
 pattern wins, whatever the order of the source lines.
 """
 
+from __future__ import annotations
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable, Iterable
+    from typing import Protocol
+
+    class Cdb(Protocol):
+        """What callers use of an open cdbx.CDB."""
+
+        def get(self, key: bytes, /) -> bytes | None: ...
+
+        def close(self) -> None: ...
+
+    Get = Callable[[bytes], bytes | None]  # a table's lookup: key -> value, None when absent
+    Pattern = tuple[bytes, int, int, int]  # (verdict, family, network, prefix length)
 
 FORMAT = b"pyqmail-qmqpclients 1"
 ALLOW, DENY = b"+", b"-"
@@ -22,12 +38,12 @@ class TableError(Exception):
     """The compiled table is unreadable or not ours: callers fail closed."""
 
 
-def _show(text):
+def _show(text: bytes) -> str:
     """Return a pattern as printable text for an error message."""
     return text.decode("latin-1").encode("ascii", "backslashreplace").decode("ascii")
 
 
-def _ipv4(text):
+def _ipv4(text: bytes) -> int | None:
     """Return the 32-bit value of a strict dotted quad (no leading zeros), or None."""
     parts = text.split(b".")
     if len(parts) != 4:
@@ -42,7 +58,7 @@ def _ipv4(text):
     return value
 
 
-def parse_address(text):
+def parse_address(text: bytes) -> tuple[int, int]:
     """Return (family, value) for an IPv4 or IPv6 address; IPv4-mapped IPv6 counts as IPv4."""
     text = text.strip()
     value = _ipv4(text)
@@ -62,7 +78,7 @@ def parse_address(text):
     return 6, value
 
 
-def _prefix(text):
+def _prefix(text: bytes) -> tuple[int, int, int] | None:
     """Return (4, value, bits) for a tcprules prefix like `10.` or `10.1.2.`, or None."""
     if not text.endswith(b".") or b":" in text:
         return None
@@ -75,7 +91,7 @@ def _prefix(text):
     return 4, value, 8 * len(parts)
 
 
-def parse_pattern(line):
+def parse_pattern(line: bytes) -> Pattern:
     """Return (verdict, family, network, bits) for one pattern line (`!` denies)."""
     text = line.strip()
     verdict = ALLOW
@@ -98,7 +114,7 @@ def parse_pattern(line):
     return verdict, family, value, bits
 
 
-def network_key(family, value, bits):
+def network_key(family: int, value: int, bits: int) -> bytes:
     """Return the canonical cdb key of a network: `a.b.c.d/n` or `<inet_ntop form>/n`."""
     value &= ~((1 << (BITS[family] - bits)) - 1)
     if family == 4:
@@ -109,10 +125,10 @@ def network_key(family, value, bits):
     return b"%s/%d" % (text.encode("ascii"), bits)
 
 
-def compile_patterns(lines):
+def compile_patterns(lines: Iterable[tuple[int, bytes]]) -> list[tuple[bytes, bytes]]:
     """Return the cdb records (key, value) for pattern lines; raise PatternError with the line number."""
-    table = {}
-    lengths = {4: set(), 6: set()}
+    table: dict[bytes, bytes] = {}
+    lengths: dict[int, set[int]] = {4: set(), 6: set()}
     for number, line in lines:
         try:
             verdict, family, value, bits = parse_pattern(line)
@@ -129,7 +145,7 @@ def compile_patterns(lines):
     return records + sorted(table.items())
 
 
-def _lengths(get, family):
+def _lengths(get: Get, family: int) -> list[int]:
     """Return the prefix lengths the table uses for a family, longest first."""
     raw = get(b"#lengths%d" % family)
     if raw is None:
@@ -145,7 +161,7 @@ def _lengths(get, family):
     return lengths
 
 
-def lookup(get, address):
+def lookup(get: Get, address: bytes) -> bytes | None:
     """Return ALLOW, DENY or None (no pattern matches) for an address, using get(key) -> bytes|None."""
     if get(b"#format") != FORMAT:
         raise TableError("not a qmqpclients table (no #format %s)" % FORMAT.decode())
@@ -162,10 +178,10 @@ def lookup(get, address):
     return None
 
 
-_loopback = {}  # address -> is_loopback's answer, for a reused worker's next connections
+_loopback: dict[bytes, bool] = {}  # address -> is_loopback's answer, for a reused worker's next connections
 
 
-def is_loopback(address):
+def is_loopback(address: bytes) -> bool:
     """Return True for 127.0.0.0/8 and ::1 (IPv4-mapped forms included)."""
     if address in _loopback:
         return _loopback[address]
@@ -185,7 +201,7 @@ class NotCdb(Exception):
     """The file opened but is not a cdb."""
 
 
-def open_cdb(filename):
+def open_cdb(filename: str) -> Cdb:
     """Return an open cdbx.CDB; OSError if the file cannot be opened, NotCdb if it is no cdb."""
     import posix  # not os: a client without a table must not pay its import (start-up cost, lib/config/control)
     fd = posix.open(filename, posix.O_RDONLY)
@@ -197,7 +213,7 @@ def open_cdb(filename):
         raise NotCdb(str(e))
 
 
-def open_table(filename):
+def open_table(filename: str) -> Cdb | None:
     """Return an open cdb, or None if the file does not exist; other trouble raises TableError."""
     try:
         return open_cdb(filename)
@@ -209,7 +225,7 @@ def open_table(filename):
         raise TableError("cannot read %s: %s" % (filename, e))
 
 
-def authorize(address, marked, filename):
+def authorize(address: bytes, marked: bool, filename: str) -> tuple[bool, str]:
     """Decide whether a client may use the service: (allowed, why); TableError means fail closed."""
     if marked:
         return True, "QMQPCLIENT set"
@@ -225,7 +241,7 @@ def authorize(address, marked, filename):
     return verdict == ALLOW, "qmqpclients"
 
 
-def in_list(address, lines):
+def in_list(address: bytes, lines: Iterable[bytes]) -> bool:
     """Return True when the most specific of a small pattern list (debug peers) allows address."""
     valid = []
     for line in lines:

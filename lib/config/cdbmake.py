@@ -1,11 +1,17 @@
 """Replace a cdb atomically, as qmail's qmail-newu and qmail-newmrh do: write name.tmp, fsync, rename."""
 
+from __future__ import annotations
+
 import os
 
 from pyqmail.lib.util.exits import Exit
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable
 
-def replace(temp, target, records, open_text, write_text):
+
+def replace(temp: str, target: str, records: Iterable[tuple[bytes, bytes]], open_text: str, write_text: str) -> None:
     """Write (key, value) records to temp, fsync and close it, rename it over target; Exit 111 on failure.
 
     open_text and write_text are the program's own `fatal:` texts for creating and for writing temp."""

@@ -1,27 +1,38 @@
-"""qmail's control files and QMAILHOME (reference §0.1).
+"""qmail's control files (read as qmail's control.c reads them) and QMAILHOME.
 
 This module and the rest of qmail-qmqpd's per-connection path use `posix`, not `os`: importing os costs
 about 1.5 ms of CPU per interpreter start here, a tenth of what a connection costs under tcpserver.
 """
 
+from __future__ import annotations
+
 import posix
 import sys
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable, Iterable
+    from os import stat_result
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
+    StatKey = tuple[int, int, int, int, int]
 
 DEFAULT_HOME = "/var/qmail"
 
 
-def qmailhome():
+def qmailhome() -> str:
     """Return the qmail tree's root: $QMAILHOME or /var/qmail."""
     value = posix.environ.get(b"QMAILHOME")  # the dict os.environ writes through to
     return fsdecode(value) if value else DEFAULT_HOME
 
 
-def fsdecode(name):
+def fsdecode(name: bytes) -> str:
     """Return a file name's bytes as os.fsdecode does."""
     return name.decode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
 
 
-def join(first, *parts):
+def join(first: str, *parts: str) -> str:
     """Join path names as os.path.join does."""
     for part in parts:
         if part.startswith("/") or not first:
@@ -33,7 +44,7 @@ def join(first, *parts):
     return first
 
 
-def exists(name):
+def exists(name: str) -> bool:
     """True if name exists, symlinks followed (os.path.exists)."""
     try:
         posix.stat(name)
@@ -42,12 +53,12 @@ def exists(name):
         return False
 
 
-def is_regular(mode):
+def is_regular(mode: int) -> bool:
     """True for a regular file's st_mode (stat.S_ISREG, without importing stat)."""
     return mode & 0o170000 == 0o100000
 
 
-def is_file(name):
+def is_file(name: str) -> bool:
     """True if name is a regular file, symlinks followed (os.path.isfile)."""
     try:
         return is_regular(posix.stat(name).st_mode)
@@ -55,21 +66,22 @@ def is_file(name):
         return False
 
 
-def path(*parts):
+def path(*parts: str) -> str:
     """Return a path inside the qmail tree."""
     return join(qmailhome(), *parts)
 
 
 SETTLED_NS = 10**9  # a timestamp this close to now may hide a second change within the same clock tick
-_memo = {}  # (key, control directory) -> (its stat key, {file: stat key} of those that existed, value)
+# (key, control directory) -> (its stat key, {file: stat key} of those that existed, value): values of any type
+_memo: dict[tuple[str, str], tuple[StatKey, dict[str, StatKey], Any]] = {}
 
 
-def _stat_key(st):
+def _stat_key(st: stat_result) -> StatKey:
     """What changes when a file is replaced, written or touched."""
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def _existing(directory, names):
+def _existing(directory: str, names: Iterable[str]) -> dict[str, StatKey]:
     """Return {name: stat key} for those of names that exist in directory."""
     found = {}
     for name in names:
@@ -80,7 +92,7 @@ def _existing(directory, names):
     return found
 
 
-def memo(key, names, build):
+def memo(key: str, names: Iterable[str], build: Callable[[], T]) -> T:
     """Return build(), which reads the control files names; a long-lived process (a reused worker) gets
     the value it built last while control/ and those of the files that existed are unchanged."""
     directory = path("control")
@@ -103,7 +115,7 @@ def memo(key, names, build):
     return value
 
 
-def read_file(name):
+def read_file(name: str) -> bytes | None:
     """Return the control file's bytes, or None if it does not exist (other errors raise OSError)."""
     try:
         with open(path("control", name), "rb") as f:
@@ -112,31 +124,31 @@ def read_file(name):
         return None
 
 
-def first_line(data):
+def first_line(data: bytes) -> bytes:
     """Return a control file's first line without its newline and trailing spaces and tabs."""
     return data.split(b"\n", 1)[0].rstrip(b" \t")
 
 
-def scan_ulong(line, default=None):
+def scan_ulong(line: bytes, default: T) -> int | T:
     """Return the value of the line's leading decimal digits (qmail's scan_ulong), or default if none."""
     digits = len(line) - len(line.lstrip(b"0123456789"))
     return int(line[:digits]) if digits else default
 
 
-def readline(name):
+def readline(name: str) -> bytes | None:
     """Return the first line with trailing newline, spaces and tabs stripped, or None if absent."""
     data = read_file(name)
     return None if data is None else first_line(data)
 
 
-def readint(name, default):
+def readint(name: str, default: int) -> int:
     """Return the leading decimal digits of the first line (qmail's scan_ulong); none → default."""
     line = readline(name)
-    value = None if line is None else scan_ulong(line)
+    value = None if line is None else scan_ulong(line, None)
     return default if value is None else value
 
 
-def readlist(name, default=None):
+def readlist(name: str, default: Iterable[bytes] | None = None) -> list[bytes]:
     """Return the entries of a list control file (parse_list); absent → default or []."""
     data = read_file(name)
     if data is None:
@@ -144,7 +156,7 @@ def readlist(name, default=None):
     return parse_list(data)
 
 
-def parse_list(data: bytes) -> list:
+def parse_list(data: bytes) -> list[bytes]:
     """Return a list control file's entries as qmail's control_readfile and constmap see them: each line
     with trailing spaces and tabs stripped; a line that is then empty, or starts with `#` or NUL, is
     skipped; any other line is split at its NULs into entries (`a\\0b` gives `a`, `b`; `a\\0` gives `a`, ``)."""
@@ -156,12 +168,12 @@ def parse_list(data: bytes) -> list:
     return entries
 
 
-def me():
+def me() -> bytes | None:
     """Return control/me, or None."""
     return readline("me")
 
 
-def rldef(name, default):
+def rldef(name: str, default: T) -> bytes | T:
     """Return the control's first line, else control/me, else the literal default."""
     value = readline(name)
     if value is not None:

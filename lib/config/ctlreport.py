@@ -1,13 +1,19 @@
-"""qmail-showctl's descriptions of control files (reference §4.3), as pure functions over the files' bytes.
+"""qmail-showctl's descriptions of control files (qmail-showctl(8)), as pure functions over the files' bytes.
 
 Each function takes the file's bytes, or None when it does not exist, and returns the entry's text,
 starting with the blank line and `<name>: ` that precede every entry.
 """
 
+from __future__ import annotations
+
 from pyqmail.lib.config.control import first_line, parse_list as lines, scan_ulong
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable
+
 # (kind, name, default, pre, post): qmail-showctl's order and texts; "str-me" defaults to control/me
-ENTRIES = (
+ENTRIES: tuple[tuple[str, str, str | None, str | None, str | None], ...] = (
     ("list", "badmailfrom", "Any MAIL FROM is allowed.", "", " not accepted in MAIL FROM."),
     ("str", "bouncefrom", "MAILER-DAEMON", "Bounce user name is ", ""),
     ("str-me", "bouncehost", "bouncehost", "Bounce host name is ", ""),
@@ -45,33 +51,33 @@ MORE_WITHOUT_RCPTHOSTS = ("No rcpthosts; morercpthosts is irrelevant.",
                           "No rcpthosts; doesn't matter that morercpthosts has ", ".")
 
 
-def safe(data):
+def safe(data: bytes) -> bytes:
     """Replace bytes outside 32..126 with `?`."""
     return bytes(b if 32 <= b <= 126 else 63 for b in data)
 
 
-def scan_uint(line):
+def scan_uint(line: bytes) -> int | None:
     """Return control_readint's value (leading digits, as a C int clamped at 0), or None to use the default."""
-    value = scan_ulong(line)
+    value = scan_ulong(line, None)
     if value is None:
         return None
     value &= 0xFFFFFFFF
     return 0 if value >= 1 << 31 else value
 
 
-def start(name):
+def start(name: str) -> bytes:
     """Return the blank line and `<name>: ` that open every entry."""
     return b"\n" + name.encode() + b": "
 
 
-def int_entry(name, data, default, pre, post):
+def int_entry(name: str, data: bytes | None, default: str, pre: str, post: str) -> bytes:
     """Describe an integer control."""
     value = None if data is None else scan_uint(first_line(data))
     text = ("(Default.) " + pre + default if value is None else pre + str(value)) + post + ".\n"
     return start(name) + text.encode()
 
 
-def str_entry(name, data, default, pre, me=None):
+def str_entry(name: str, data: bytes | None, default: str, pre: str, me: bytes | None = None) -> bytes:
     """Describe a one-line control; me replaces the default for controls that default to control/me."""
     if data is None:
         value = me if me is not None else default.encode()
@@ -79,7 +85,7 @@ def str_entry(name, data, default, pre, me=None):
     return start(name) + pre.encode() + safe(first_line(data)) + b".\n"
 
 
-def list_entry(name, data, default, pre, post):
+def list_entry(name: str, data: bytes | None, default: str, pre: str, post: str) -> bytes:
     """Describe a list control: one line per entry, or the default text."""
     if data is None:
         return start(name) + b"(Default.) " + default.encode() + b"\n"
@@ -87,7 +93,7 @@ def list_entry(name, data, default, pre, post):
     return start(name) + b"\n" + body
 
 
-def cdb_entry(mrh_mtime, cdb_mtime):
+def cdb_entry(mrh_mtime: float | None, cdb_mtime: float | None) -> bytes:
     """Describe morercpthosts.cdb from the two files' mtimes (None when a file is absent)."""
     if mrh_mtime is None:
         text = "(Default.) No effect." if cdb_mtime is None else "Oops! morercpthosts.cdb exists but morercpthosts doesn't."
@@ -100,12 +106,12 @@ def cdb_entry(mrh_mtime, cdb_mtime):
     return start("morercpthosts.cdb") + text.encode() + b"\n"
 
 
-def unknown_entry(name):
+def unknown_entry(name: str) -> bytes:
     """Describe a file qmail does not use."""
     return start(name) + b"I have no idea what this file does.\n"
 
 
-def header(home, brk, patrn, spawn, split, uids, gids):
+def header(home: str, brk: str, patrn: int, spawn: int, split: int, uids: Iterable[int], gids: Iterable[int]) -> bytes:
     """Return the lines before the control files: compile-time settings and the qmail ids."""
     return ("qmail home directory: %s.\nuser-ext delimiter: %s.\npaternalism (in decimal): %d.\n"
             "silent concurrency limit: %d.\nsubdirectory split: %d.\nuser ids: %s.\ngroup ids: %s.\n" % (

@@ -1,5 +1,7 @@
 """The .qmail language (dot-qmail(5)): file lookup order, line types, and the address-derived values."""
 
+from __future__ import annotations
+
 DEFAULT = b"default"
 QMAIL_MAX = 1 << 20  # a .qmail file larger than this is refused (qmail has no limit)
 
@@ -8,12 +10,12 @@ BLANK, FIRST_BLANK, COMMENT, MBOX, MAILDIR, PROGRAM, FORWARD, LIST, PLUS = (
     "blank", "first-blank", "comment", "mbox", "maildir", "program", "forward", "+list", "plus")
 
 
-def safe_ext(ext):
+def safe_ext(ext: bytes) -> bytes:
     """Return the extension as used in file names: ASCII lower-cased, every `.` turned into `:`."""
     return ext.lower().replace(b".", b":")
 
 
-def candidates(dash, ext):
+def candidates(dash: bytes, ext: bytes) -> list[tuple[bytes, bytes | None]]:
     """Return [(file name, DEFAULT value or None)] in qmail-local's search order (qmesearch)."""
     safe = safe_ext(ext)
     exact_default = ext[len(safe) - len(DEFAULT):] if safe.endswith(DEFAULT) else None
@@ -24,13 +26,13 @@ def candidates(dash, ext):
     return out
 
 
-def owner_files(dash, ext):
+def owner_files(dash: bytes, ext: bytes) -> tuple[bytes, bytes]:
     """Return the names of the -owner and -owner-default files that choose NEWSENDER."""
     base = b".qmail" + dash + safe_ext(ext)
     return base + b"-owner", base + b"-owner-default"
 
 
-def new_sender(sender, local, host, has_owner, has_owner_default):
+def new_sender(sender: bytes, local: bytes, host: bytes, has_owner: bool, has_owner_default: bool) -> bytes:
     """Return the envelope sender for forwards (dot-qmail(5) "-owner" rules)."""
     if not sender or sender == b"#@[]" or not has_owner:
         return sender
@@ -39,7 +41,7 @@ def new_sender(sender, local, host, has_owner, has_owner_default):
     return local + b"-owner@" + host
 
 
-def ext_parts(ext):
+def ext_parts(ext: bytes) -> tuple[bytes, bytes, bytes]:
     """Return (EXT2, EXT3, EXT4): ext after its first, second and third `-` (empty when fewer)."""
     parts = []
     rest = ext
@@ -47,10 +49,10 @@ def ext_parts(ext):
         dash = rest.find(b"-")
         rest = rest[dash + 1:] if dash >= 0 else b""
         parts.append(rest)
-    return tuple(parts)
+    return parts[0], parts[1], parts[2]
 
 
-def host_parts(host):
+def host_parts(host: bytes) -> tuple[bytes, bytes, bytes]:
     """Return (HOST2, HOST3, HOST4): host before its last, 2nd-to-last, 3rd-to-last `.` (whole if none)."""
     parts = []
     end = len(host)
@@ -58,16 +60,16 @@ def host_parts(host):
         dot = host.rfind(b".", 0, end)
         end = dot if dot >= 0 else end
         parts.append(host[:end])
-    return tuple(parts)
+    return parts[0], parts[1], parts[2]
 
 
-def _cstring(value):
+def _cstring(value: bytes) -> bytes:
     """Return value up to its first NUL, as qmail's C strings see it."""
     nul = value.find(b"\0")
     return value if nul < 0 else value[:nul]
 
 
-def classify(line, first):
+def classify(line: bytes, first: bool) -> tuple[str, bytes]:
     """Return (kind, value) for one .qmail line whose trailing spaces and tabs are already stripped."""
     head = line[:1]
     if head in (b"", b"\0"):
@@ -85,7 +87,7 @@ def classify(line, first):
     return FORWARD, _cstring(line)
 
 
-def parse(text):
+def parse(text: bytes) -> list[tuple[str, bytes, bytes]]:
     """Split .qmail contents into [(kind, value, shown)]; `shown` is what -n prints for the line."""
     if not text.endswith(b"\n"):
         text += b"\n"

@@ -1,12 +1,14 @@
 """This host's own IP addresses (qmail's ipme), asked for only when an address names a domain literal."""
 
+from __future__ import annotations
+
 import _socket
 
 SIOCGIFCONF = 0x8912
 IFREQ = 40  # sizeof(struct ifreq) on 64-bit Linux
 
 
-def ipv4_addresses():
+def ipv4_addresses() -> set[str]:
     """Return the interfaces' IPv4 addresses (SIOCGIFCONF), plus 127.0.0.1 and 0.0.0.0 as qmail counts them."""
     import array
     import fcntl
@@ -25,9 +27,9 @@ def ipv4_addresses():
     return found
 
 
-def ipv6_addresses():
+def ipv6_addresses() -> set[str]:
     """Return the interfaces' IPv6 addresses from /proc/net/if_inet6 (none if it cannot be read)."""
-    found = set()
+    found: set[str] = set()
     try:
         with open("/proc/net/if_inet6", "rb") as f:
             lines = f.read().splitlines()
@@ -43,10 +45,10 @@ def ipv6_addresses():
 class IpMe:
     """Answers `is this one of my addresses?`, reading the interfaces once, on first use."""
 
-    def __init__(self):
-        self.addresses = None
+    def __init__(self) -> None:
+        self.addresses: set[str] | None = None
 
-    def __call__(self, ip):
+    def __call__(self, ip: str) -> bool:
         """True when ip (canonical text) is an address of this host; OSError if they cannot be listed."""
         if self.addresses is None:
             self.addresses = ipv4_addresses() | ipv6_addresses()

@@ -1,20 +1,27 @@
 """Which recipient domains a server accepts: control/rcpthosts, then control/morercpthosts.cdb (qmail's
 rcpthosts.c), shared by qmail-smtpd and qmail-qmtpd."""
 
+from __future__ import annotations
+
 from pyqmail.lib.config import control
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Container, Iterable
+    from pyqmail.lib.config.access import Cdb, Get
 
 
 class RcptHostsError(OSError):
     """morercpthosts.cdb could not be read: the caller gives up as qmail does (die_control, exit 111)."""
 
 
-def domain_of(address):
+def domain_of(address: bytes) -> bytes | None:
     """Return the part after the last @, or None when there is no @."""
     at = address.rfind(b"@")
     return None if at < 0 else address[at + 1:]
 
 
-def host_allowed(domain, listed, more_get=None):
+def host_allowed(domain: bytes, listed: Container[bytes], more_get: Get | None = None) -> bool:
     """qmail's rcpthosts(): the domain or any `.suffix` of it is listed, else in morercpthosts.cdb."""
     host = domain.lower()
     if not host:  # qmail's loop over the host's positions never runs
@@ -28,11 +35,11 @@ def host_allowed(domain, listed, more_get=None):
 class RcptHosts:
     """The accepted recipient domains: None when control/rcpthosts is absent (every domain), and the cdb."""
 
-    def __init__(self, hosts, more=None):
+    def __init__(self, hosts: Iterable[bytes] | None, more: Cdb | None = None) -> None:
         self.hosts = None if hosts is None else {h.lower() for h in hosts}
         self.more = more
 
-    def allowed(self, address):
+    def allowed(self, address: bytes) -> bool:
         """Return True if address may be accepted (any domain when rcpthosts is absent, and no domain at all)."""
         domain = domain_of(address)
         if self.hosts is None or domain is None:
@@ -42,14 +49,14 @@ class RcptHosts:
         except OSError as e:
             raise RcptHostsError("cannot read morercpthosts.cdb: %s" % e)
 
-    def close(self):
+    def close(self) -> None:
         """Close morercpthosts.cdb."""
         if self.more is not None:
             self.more.close()
             self.more = None
 
 
-def load():
+def load() -> RcptHosts:
     """Read control/rcpthosts and open control/morercpthosts.cdb; OSError if either is unreadable."""
     data = control.read_file("rcpthosts")
     if data is None:

@@ -1,28 +1,44 @@
-"""The qmail tree's layout, owners and modes (reference §2.1; qmail's hier.c), created idempotently."""
+"""The qmail tree's layout, owners and modes (qmail-setup(8); qmail's hier.c), created idempotently."""
+
+from __future__ import annotations
 
 import grp
 import os
 import pwd
 import shlex
 import subprocess
-from collections import namedtuple
 from pathlib import Path
+from typing import NamedTuple  # only qmail-setup uses this module
 
 SPLIT = 23
-Owners = namedtuple("Owners", "single root control alias queue send remote log")
+Ids = tuple[int, int]  # (uid, gid)
+
+
+class Owners(NamedTuple):
+    """Who owns each part of the tree; single: one account owns everything (single-user mode)."""
+
+    single: bool
+    root: Ids
+    control: Ids
+    alias: Ids
+    queue: Ids
+    send: Ids
+    remote: Ids
+    log: Ids
+
 QMAIL_USERS = (  # name, group: qmail's conf-users and conf-groups
     ("alias", "nofiles"), ("qmaild", "nofiles"), ("qmaill", "nofiles"), ("qmailp", "nofiles"),
     ("qmailq", "qmail"), ("qmailr", "qmail"), ("qmails", "qmail"),
 )
 
 
-def single_owner(uid, gid):
+def single_owner(uid: int, gid: int) -> Owners:
     """Every file owned by one account (single-user mode)."""
     ids = (uid, gid)
     return Owners(True, ids, ids, ids, ids, ids, ids, ids)
 
 
-def ensure_account(name, group, home):
+def ensure_account(name: str, group: str, home: Path) -> Ids:
     """Create a qmail system account and its group unless they exist; return (uid, gid)."""
     try:
         grp.getgrnam(group)
@@ -38,9 +54,9 @@ def ensure_account(name, group, home):
     return pw.pw_uid, pw.pw_gid
 
 
-def qmail_owners(root):
+def qmail_owners(root: Path) -> Owners:
     """Create or reuse qmail's users and groups (run as root); return the ownership plan."""
-    ids = {}
+    ids: dict[str, Ids] = {}
     for name, group in QMAIL_USERS:
         ids[name] = ensure_account(name, group, root / "alias" if name == "alias" else root)
     gid_qmail = grp.getgrnam("qmail").gr_gid
@@ -49,14 +65,14 @@ def qmail_owners(root):
                   (ids["qmailr"][0], gid_qmail), ids["qmaill"])
 
 
-def lchown(path, ids):
+def lchown(path: str | Path, ids: Ids) -> None:
     """Set owner and group, without following a symlink; a no-op when nothing would change."""
     st = os.lstat(path)
     if (st.st_uid, st.st_gid) != tuple(ids) and (os.geteuid() == 0 or st.st_uid == ids[0]):
         os.lchown(path, *ids)
 
 
-def directory(path, ids, mode):
+def directory(path: str | Path, ids: Ids, mode: int) -> None:
     """Make a directory (if missing) with owner and mode; existing contents are left alone."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -64,7 +80,7 @@ def directory(path, ids, mode):
     os.chmod(path, mode)
 
 
-def new_file(path, ids, mode, data=b""):
+def new_file(path: str | Path, ids: Ids, mode: int, data: bytes = b"") -> None:
     """Create a file with data unless it exists."""
     path = Path(path)
     if path.exists() or path.is_symlink():
@@ -76,7 +92,7 @@ def new_file(path, ids, mode, data=b""):
     os.rename(tmp, path)
 
 
-def fifo(path, ids, mode):
+def fifo(path: str | Path, ids: Ids, mode: int) -> None:
     """Create a named pipe unless it exists."""
     path = Path(path)
     if not path.exists():
@@ -85,7 +101,7 @@ def fifo(path, ids, mode):
     os.chmod(path, mode)
 
 
-def make_base(root, o):
+def make_base(root: Path, o: Owners) -> None:
     """Create QMAILHOME and its top-level directories."""
     directory(root, o.root, 0o755)
     for name in ("bin", "control", "users"):
@@ -96,10 +112,10 @@ def make_base(root, o):
     directory(root / "maildrop", o.queue, 0o700 if o.single else 0o3777)
 
 
-def install_controls(root, o, me, mini):
+def install_controls(root: Path, o: Owners, me: str, mini: list[str]) -> None:
     """Install the default control files (never overwriting), and qmqpservers for mini-qmail."""
-    from pyqmail import control as defaults
-    template_dir = Path(defaults.__path__[0])
+    import importlib  # pyqmail.control holds data files only: a type checker sees no module there
+    template_dir = Path(importlib.import_module("pyqmail.control").__path__[0])
     domain = me.split(".", 1)[1] if "." in me else me
     for template in sorted(template_dir.iterdir()):
         if template.name == "README" or not template.is_file():
@@ -111,7 +127,7 @@ def install_controls(root, o, me, mini):
                  "".join(hub + "\n" for hub in mini).encode())
 
 
-def make_queue(q, o):
+def make_queue(q: Path, o: Owners) -> None:
     """Create qmail 1.03's queue (split 23) with qmail's owners and modes."""
     directory(q, o.queue, 0o750)
     directory(q / "pid", o.queue, 0o700)
@@ -135,7 +151,7 @@ ALIASES = (".qmail-postmaster", ".qmail-mailer-daemon", ".qmail-root")  # qmail'
 DEFAULT_DELIVERY = b"./Maildir/\n"
 
 
-def rc_script(root):
+def rc_script(root: Path) -> str:
     """Return QMAILHOME/rc, qmail's /var/qmail/rc for this tree (logging with multilog when it is installed)."""
     return """#!/bin/sh
 # Start mail delivery on this qmail tree: qmail-start(8) with qmail-send and its helpers.
@@ -158,7 +174,7 @@ exec env - PATH="$QMAILHOME/bin:$PATH" QMAILHOME="$QMAILHOME" qmail-start "$dd" 
 """ % shlex.quote(str(root))
 
 
-def make_delivery(root, o):
+def make_delivery(root: Path, o: Owners) -> None:
     """Add what delivery needs: control/defaultdelivery, rc, log/, and the alias user's .qmail files and Maildir."""
     new_file(root / "control" / "defaultdelivery", o.control, 0o644, DEFAULT_DELIVERY)
     new_file(root / "rc", o.root, 0o755, rc_script(root).encode())
@@ -170,7 +186,7 @@ def make_delivery(root, o):
         directory(str(root / "alias" / "Maildir") + sub, o.alias, 0o700)
 
 
-def alias_home_warning(root):
+def alias_home_warning(root: Path) -> str | None:
     """Return a warning when the alias account's passwd home is not this tree's alias/ (its mail goes there)."""
     try:
         home = pwd.getpwnam("alias").pw_dir

@@ -1,16 +1,38 @@
-"""qmail-users(5): the users/assign parser, users/cdb records, and lspawn's lookup (reference §1.27, §1.6)."""
+"""qmail-users(5): the users/assign parser, users/cdb records (qmail-newu(8)), and qmail-lspawn's lookup
+(qmail-lspawn(8))."""
+
+from __future__ import annotations
 
 import os
 from collections import namedtuple
 
 from pyqmail.lib.config.control import scan_ulong
+from pyqmail.lib.util.exits import QLX_CDB, QLX_USAGE
 
 BREAK = b"-"  # conf-break: the user-extension delimiter
 ALIAS = "alias"  # conf-users' first account: the catch-all for local parts without a user
 WILDCHARS_KEY = b""
 
-Entry = namedtuple("Entry", "wild local fields")  # fields: user uid gid homedir dash ext, as bytes
-Assignment = namedtuple("Assignment", "user uid gid homedir dash ext")
+MYPY = False
+if MYPY:  # typing only: the same tuples with typed fields (typing.NamedTuple costs start-up)
+    from collections.abc import Callable
+    from typing import NamedTuple
+
+    class Entry(NamedTuple):
+        wild: bool
+        local: bytes
+        fields: tuple[bytes, ...]  # user uid gid homedir dash ext, as in users/assign
+
+    class Assignment(NamedTuple):
+        user: bytes
+        uid: int
+        gid: int
+        homedir: bytes
+        dash: bytes
+        ext: bytes
+else:
+    Entry = namedtuple("Entry", "wild local fields")  # fields: user uid gid homedir dash ext, as bytes
+    Assignment = namedtuple("Assignment", "user uid gid homedir dash ext")
 
 
 class AssignError(ValueError):
@@ -20,17 +42,17 @@ class AssignError(ValueError):
 class UsersCdbError(Exception):
     """users/cdb exists but cannot be used; `code` is the QLX exit code qmail-lspawn's child uses."""
 
-    def __init__(self, message, code=117):
+    def __init__(self, message: str, code: int = QLX_CDB) -> None:
         super().__init__(message)
         self.code = code
 
 
-def lower(data):
+def lower(data: bytes) -> bytes:
     """Lowercase ASCII letters only, as qmail's case_lowerb."""
     return data.lower()  # bytes.lower touches A-Z only
 
 
-def parse_line(line):
+def parse_line(line: bytes) -> Entry:
     """Parse one assign line (without its newline) into an Entry."""
     if b"\0" in line:
         raise AssignError("NUL in users/assign")
@@ -43,9 +65,9 @@ def parse_line(line):
     return Entry(line[:1] == b"+", line[1:colon], tuple(fields[:6]))
 
 
-def parse_assign(data):
+def parse_assign(data: bytes) -> list[Entry]:
     """Parse users/assign's bytes into a list of Entry; everything after the `.` line is ignored."""
-    entries = []
+    entries: list[Entry] = []
     start = 0
     while True:
         end = data.find(b"\n", start)
@@ -58,12 +80,7 @@ def parse_assign(data):
         start = end + 1
 
 
-def format_entry(entry):
-    """Return the assign line (with newline) for an Entry."""
-    return (b"+" if entry.wild else b"=") + entry.local + b":" + b":".join(entry.fields) + b":\n"
-
-
-def cdb_records(entries):
+def cdb_records(entries: list[Entry]) -> list[tuple[bytes, bytes]]:
     """Return users/cdb's (key, value) pairs in qmail-newu's order, the wildcard-character record last."""
     records = []
     wildchars = bytearray()
@@ -80,16 +97,16 @@ def cdb_records(entries):
     return records
 
 
-def split_assignment(data):
+def split_assignment(data: bytes) -> Assignment:
     """Split NUL-separated user, uid, gid, homedir, dash, ext into an Assignment."""
     fields = data.split(b"\0", 5)
     if len(fields) < 6:
-        raise UsersCdbError("users/cdb record has fewer than six fields", code=112)
+        raise UsersCdbError("users/cdb record has fewer than six fields", code=QLX_USAGE)
     user, uid, gid, homedir, dash, ext = fields
     return Assignment(user, scan_ulong(uid, 0), scan_ulong(gid, 0), homedir, dash, ext.split(b"\0", 1)[0])
 
 
-def search(get, local):
+def search(get: Callable[[bytes], bytes | None], local: bytes) -> Assignment | None:
     """qmail-lspawn's search with get(key) -> bytes or None: exact key, then wildcard prefixes, longest first."""
     wildchars = get(WILDCHARS_KEY)
     if wildchars is None:
@@ -108,10 +125,11 @@ def search(get, local):
 
 
 CACHED = 1024  # answers kept per users/cdb version in a long-running process (qmail-lspawn)
-_cache = {"version": None, "answers": {}}
+_version: tuple[str, int, int, int, int] | None = None  # the users/cdb _answers come from
+_answers: dict[bytes, Assignment | None] = {}
 
 
-def lookup(home, local):
+def lookup(home: str, local: bytes | str) -> Assignment | None:
     """Look local up in home/users/cdb: an Assignment, or None (no cdb, or no entry: ask qmail-getpw).
     Answers are remembered while users/cdb is the same file (qmail-newu renames a new one into place)."""
     if isinstance(local, str):
@@ -124,16 +142,16 @@ def lookup(home, local):
     except OSError as e:
         raise UsersCdbError("unable to read users/cdb: %s" % e)
     version = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-    answers = _cache["answers"]
-    if _cache["version"] != version or len(answers) >= CACHED:
-        answers.clear()
-        _cache["version"] = version
-    if local not in answers:
-        answers[local] = read_answer(path, local)
-    return answers[local]
+    global _version
+    if _version != version or len(_answers) >= CACHED:
+        _answers.clear()
+        _version = version
+    if local not in _answers:
+        _answers[local] = read_answer(path, local)
+    return _answers[local]
 
 
-def read_answer(path, local):
+def read_answer(path: str, local: bytes) -> Assignment | None:
     """Search users/cdb at path for local (UsersCdbError when it cannot be read)."""
     import cdbx
     try:

@@ -5,10 +5,16 @@ becomes an `MBOX-Line: From ...` field, the first line that is not a field ends 
 line is put before it, and a last line without a newline gets one.
 """
 
+from __future__ import annotations
+
 import os
 
 from pyqmail.lib.util.exits import Exit
 from pyqmail.lib.rfc822.headerbody import is_field_start
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable, Iterator
 
 HEADER_MAX = 16 << 20  # bytes of header kept in memory; a longer header is refused (exit 100)
 CHUNK = 65536
@@ -17,14 +23,14 @@ CHUNK = 65536
 class Input:
     """Lines from a file descriptor, then the rest of it in chunks."""
 
-    def __init__(self, fd):
+    def __init__(self, fd: int) -> None:
         self.fd = fd
         self.buf = b""
         self.pos = 0
         self.eof = False
         self.header_bytes = 0
 
-    def _read(self):
+    def _read(self) -> bool:
         """Read one more chunk onto what is left of the buffer; False at end of input. A read error is Exit 111."""
         if self.eof:
             return False
@@ -39,7 +45,7 @@ class Input:
         self.pos = 0
         return True
 
-    def line(self):
+    def line(self) -> bytes | None:
         """Return the next line with its newline (one is added to a last partial line), or None at the end."""
         while True:
             nl = self.buf.find(b"\n", self.pos)
@@ -58,7 +64,7 @@ class Input:
         self.header_bytes += len(line)
         return line
 
-    def chunks(self):
+    def chunks(self) -> Iterator[bytes]:
         """Yield the rest of the input, ending it with a newline if its last line had none."""
         last = b"\n"
         while self.pos < len(self.buf) or self._read():
@@ -70,9 +76,9 @@ class Input:
             yield b"\n"
 
 
-def header(source, on_field):
+def header(source: Input, on_field: Callable[[bytes], object]) -> bytes:
     """Feed each header field to on_field; return the bytes that start the body (b"" if there is none)."""
-    field = None
+    field: list[bytes] | None = None
     while True:
         line = source.line()
         if line is None:

@@ -1,7 +1,13 @@
 """qmail-inject's address rewriting (qmail-header(5)) and the header fields it knows by name (hfield)."""
 
+from __future__ import annotations
+
 from pyqmail.lib.rfc822 import token822
 from pyqmail.lib.rfc822.token822 import AT, ATOM, COLON, DOT, LITERAL
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from pyqmail.lib.rfc822.token822 import Token
 
 KNOWN = (
     b"sender", b"from", b"reply-to", b"to", b"cc", b"bcc", b"date", b"message-id", b"subject",
@@ -13,7 +19,7 @@ KNOWN = (
 _KNOWN = frozenset(KNOWN)
 
 
-def known(field):
+def known(field: bytes) -> bytes | None:
     """Return the lower-case name of a field qmail knows (`Name`, blanks, `:`; any case), else None."""
     colon = field.find(b":")
     if colon < 0:
@@ -25,18 +31,17 @@ def known(field):
 class Rewriter:
     """The rewriting rules for one run: default host, default domain and plus domain as tokens."""
 
-    def __init__(self, defaulthost, defaultdomain, plusdomain):
-        self.lines = (b"." + defaultdomain, b"@" + defaulthost, b"." + plusdomain)
-        self.domain, self.host, self.plus = (token822.parse(line) for line in self.lines)
+    def __init__(self, defaulthost: bytes, defaultdomain: bytes, plusdomain: bytes) -> None:
+        lines = (b"." + defaultdomain, b"@" + defaulthost, b"." + plusdomain)
+        parsed = [token822.parse(line) for line in lines]
+        self.bad = next((line for line, tokens in zip(lines, parsed) if tokens is None), None)
+        self.domain, self.host, self.plus = (tokens or [] for tokens in parsed)  # used only when bad is None
 
-    def unparsable(self):
+    def unparsable(self) -> bytes | None:
         """Return the first of `.defaultdomain`, `@defaulthost`, `.plusdomain` that does not parse, else None."""
-        for tokens, line in zip((self.domain, self.host, self.plus), self.lines):
-            if tokens is None:
-                return line
-        return None
+        return self.bad
 
-    def address(self, tokens):
+    def address(self, tokens: list[Token]) -> list[Token]:
         """Return the tokens of one address rewritten by qmail-inject's rules (qmail-header(5))."""
         if not tokens:
             return tokens  # <> stays <>
@@ -60,7 +65,7 @@ class Rewriter:
         return tokens if self._qualified(tokens) else tokens + self.domain
 
     @staticmethod
-    def _qualified(tokens):
+    def _qualified(tokens: list[Token]) -> bool:
         """True if the host part (after the last @) has a dot or is a domain literal."""
         for kind, _ in reversed(tokens):
             if kind == AT:

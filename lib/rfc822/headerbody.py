@@ -1,11 +1,17 @@
 """Reading a message as header fields then body lines (qmail's headerbody), with bounded memory."""
 
+from __future__ import annotations
+
 import os
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable, Iterator
 
 FIELD_MAX = 1 << 20  # bytes kept of one header field; the rest of an oversized field is dropped
 
 
-def is_field_start(line):
+def is_field_start(line: bytes) -> bool:
     """Return True if line starts a header field: a name of printable non-blank bytes, then `:`."""
     colon = line.find(b":")
     if colon <= 0:
@@ -14,12 +20,12 @@ def is_field_start(line):
     return bool(name) and all(33 <= c <= 126 for c in name)
 
 
-def field_name(field):
+def field_name(field: bytes) -> bytes:
     """Return the field's name, lower-cased, without trailing blanks."""
     return field.split(b":", 1)[0].rstrip(b" \t").lower()
 
 
-def field_value_start(field):
+def field_value_start(field: bytes) -> int:
     """Return the offset of the field's value: after the colon and any spaces or tabs (hfield_skipname)."""
     i = field.find(b":")
     i = len(field) if i < 0 else i + 1
@@ -28,7 +34,7 @@ def field_value_start(field):
     return i
 
 
-def lines(fd, limit=FIELD_MAX):
+def lines(fd: int, limit: int = FIELD_MAX) -> Iterator[bytes]:
     """Yield the lines of fd (each with its `\\n` if it had one), each cut to limit bytes."""
     buf = b""
     dropping = False
@@ -52,9 +58,9 @@ def lines(fd, limit=FIELD_MAX):
             dropping, buf = False, buf[nl + 1:]
 
 
-def split(line_source):
+def split(line_source: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
     """Yield ("field", bytes) for each header field, then ("body", line) for each body line."""
-    field = None
+    field: bytes | None = None
     in_header = True
     for line in line_source:
         if in_header:

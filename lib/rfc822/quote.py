@@ -1,11 +1,13 @@
 """qmail's address quoting (quote.c): quote the box part only when RFC 821/822 need it."""
 
+from __future__ import annotations
+
 # bytes that may stand unquoted in a box part (qmail's `ok` table)
 _ATOM_SAFE = frozenset(
     b"!#$%&'*+-./0123456789=?ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~")
 
 
-def quote_need(box):
+def quote_need(box: bytes) -> bool:
     """Return True if the box part must be put in double quotes."""
     if not box:
         return True
@@ -14,7 +16,7 @@ def quote_need(box):
     return box[:1] == b"." or box[-1:] == b"." or b".." in box
 
 
-def quote(box):
+def quote(box: bytes) -> bytes:
     """Return the box part, double-quoted with backslashes before CR, LF, `"` and `\\` if needed."""
     if not quote_need(box):
         return box
@@ -27,7 +29,7 @@ def quote(box):
     return bytes(out)
 
 
-def quote2(address):
+def quote2(address: bytes) -> bytes:
     """Return address with the part before its last `@` quoted; an empty address stays empty."""
     if not address:
         return address

@@ -4,6 +4,14 @@ A token is (kind, text). Kinds: ATOM, QUOTE, LITERAL, COMMENT carry their unesca
 `. , @ < > : ;` are their own kind with empty text.
 """
 
+from __future__ import annotations
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable
+
+    Token = tuple[str, bytes]  # (kind, text)
+
 ATOM, QUOTE, LITERAL, COMMENT = "atom", "quote", "literal", "comment"
 DOT, COMMA, AT, LEFT, RIGHT, COLON, SEMI = ".", ",", "@", "<", ">", ":", ";"
 WORDS = (ATOM, QUOTE, LITERAL, COMMENT)
@@ -16,9 +24,9 @@ _ENCLOSE = {QUOTE: (b'"', b'"'), LITERAL: (b"[", b"]"), COMMENT: (b"(", b")"), A
 _CLOSERS = {ord('"'): (QUOTE, ord('"'), None), ord("["): (LITERAL, ord("]"), None), ord("("): (COMMENT, ord(")"), ord("("))}
 
 
-def parse(data):
+def parse(data: bytes) -> list[Token] | None:
     """Return the tokens of data, or None if it has an unbalanced `)` or `]` or an unfinished (, " or [."""
-    tokens = []
+    tokens: list[Token] = []
     i, n = 0, len(data)
     while i < n:
         c = data[i]
@@ -31,10 +39,10 @@ def parse(data):
             return None
         elif c in _CLOSERS:
             kind, close, nest = _CLOSERS[c]
-            text, i = _enclosed(data, i + 1, close, nest)
-            if text is None:
+            enclosed, i = _enclosed(data, i + 1, close, nest)
+            if enclosed is None:
                 return None
-            tokens.append((kind, text))
+            tokens.append((kind, enclosed))
         else:
             text, i = _atom(data, i)
             quote = any(ch in _QUOTE_IF for ch in text)
@@ -42,7 +50,7 @@ def parse(data):
     return tokens
 
 
-def _enclosed(data, i, close, nest):
+def _enclosed(data: bytes, i: int, close: int, nest: int | None) -> tuple[bytes | None, int]:
     """Return (text, index after close) from just inside a comment, quoted string or domain literal.
 
     Backslash escapes are resolved; in comments the nested parentheses themselves are dropped (as qmail)."""
@@ -67,7 +75,7 @@ def _enclosed(data, i, close, nest):
         i += 1
 
 
-def _atom(data, i):
+def _atom(data: bytes, i: int) -> tuple[bytes, int]:
     """Return (text, index after the atom): bytes up to a blank or special, `\\` escaping the next byte."""
     out = bytearray()
     n = len(data)
@@ -82,7 +90,7 @@ def _atom(data, i):
             return bytes(out), i
 
 
-def _needspace(last, kind):
+def _needspace(last: str | None, kind: str) -> bool:
     """True if printing puts a space between tokens of kinds last and kind."""
     if last is None:
         return False
@@ -91,7 +99,7 @@ def _needspace(last, kind):
     return last in WORDS and kind in WORDS
 
 
-def _escaped(text):
+def _escaped(text: bytes) -> bytes:
     """Return text with a backslash before each byte that token822 escapes."""
     if not any(c in _ESCAPE for c in text):
         return text
@@ -103,12 +111,13 @@ def _escaped(text):
     return bytes(out)
 
 
-def unparse(tokens, linelen=80):
+def unparse(tokens: Iterable[Token], linelen: int = 80) -> bytes:
     """Print tokens as a header field ending in `\\n`, folding after commas at linelen (0: never)."""
-    segments, kept = [], []
-    current = []
+    segments: list[bytes] = []
+    kept: list[bool] = []
+    current: list[bytes] = []
     pending, line, since = False, 0, 0
-    last = None
+    last: str | None = None
     for kind, text in tokens:
         piece = b" " if _needspace(last, kind) else b""
         last = kind
@@ -133,7 +142,7 @@ def unparse(tokens, linelen=80):
     return b"".join(out)
 
 
-def _fold(kept, pending, line, since, linelen):
+def _fold(kept: list[bool], pending: bool, line: int, since: int, linelen: int) -> tuple[bool, int]:
     """Decide the previous tentative line break at a fold point; return (pending, line length so far)."""
     if not pending:
         return True, line + 2
@@ -144,7 +153,7 @@ def _fold(kept, pending, line, since, linelen):
     return True, since + 3
 
 
-def unquote(tokens):
+def unquote(tokens: Iterable[Token]) -> bytes:
     """Return the plain address of tokens: texts without quotes, literals in brackets, no comments."""
     out = []
     for kind, text in tokens:

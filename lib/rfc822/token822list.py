@@ -1,21 +1,30 @@
 """RFC 822 address lists as qmail-inject walks them (qmail's token822_addrlist), over lib/rfc822/token822 tokens."""
 
+from __future__ import annotations
+
 from pyqmail.lib.rfc822.token822 import AT, ATOM, COLON, COMMA, COMMENT, DOT, LEFT, LITERAL, QUOTE, RIGHT, SEMI
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable
+
+    from pyqmail.lib.rfc822.token822 import Token
 
 _PHRASE = (COMMENT, ATOM, QUOTE, AT, DOT)
 _COMMA_TOKEN = (COMMA, b"")
 
 
-def addrlist(tokens, rewrite):
+def addrlist(tokens: list[Token], rewrite: Callable[[list[Token]], list[Token]]) -> list[Token] | None:
     """Rewrite each address of a field's tokens (name and colon first) with rewrite(tokens) -> tokens.
 
     Walks right to left as qmail does (so rewrite sees the last address first), inserts commas between
     addresses separated only by blanks; returns the new token list, or None if the list is malformed."""
-    out, addr = [], []
+    out: list[Token] = []
+    addr: list[Token] = []
     ingroup, wordok = False, True
     i = len(tokens) - 1
 
-    def flush(comma=False):
+    def flush(comma: bool = False) -> None:
         if addr:
             out.extend(reversed(rewrite(addr[::-1])))
             addr.clear()

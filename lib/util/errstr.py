@@ -1,5 +1,7 @@
 """qmail's texts for errno values (error_str) and its temporary-error test (error_temp)."""
 
+from __future__ import annotations
+
 import errno as _e
 import os
 
@@ -28,13 +30,13 @@ _TEMP = {
 }
 
 
-def error_str(code):
+def error_str(code: int | None) -> str:
     """Return qmail's wording for an errno value."""
     if code in _TEXT:
         return _TEXT[code]
     return "unknown error" if code is None else os.strerror(code).lower()
 
 
-def is_temp(code):
+def is_temp(code: int | None) -> bool:
     """Return True for the errno values qmail treats as temporary (error_temp.c, the one set every program uses)."""
     return code in _TEMP

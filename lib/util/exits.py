@@ -1,4 +1,10 @@
-"""qmail's exit codes and the D/Z texts callers of qmail-queue report (reference §0.3, §1.1)."""
+"""qmail's exit codes and the D/Z texts callers of qmail-queue report.
+
+qmail-queue's codes are listed in qmail-queue(8) (and, for a QMQP client's, qmail-qmqpc(8)); the texts are
+those of qmail.c's qmail_close; the QLX_ codes are qmail's qlx.h.
+"""
+
+from __future__ import annotations
 
 QUEUED = 0
 ADDR_TOO_LONG = 11
@@ -23,10 +29,11 @@ BUG = 81
 CUSTOM = 82
 ENVELOPE_FORMAT = 91
 EXEC_FAILED = 120
+ADDR_TOO_LONG_COMPAT = 115  # qmail.c reads it as ADDR_TOO_LONG too (its "compatibility" case)
+PERMANENT_FIRST, PERMANENT_LAST = 11, 40  # the codes qmail.c counts as permanent failures
 
 # qmail-lspawn's delivery children exit with these (qmail's qlx.h); 0, 111 and 100 are qmail-local's own.
 # qmail-getpw shares QLX_NFS and QLX_NOALIAS, and exits GETPW_USAGE when it is given no local part.
-QLX_BUG = 101
 QLX_USAGE = 112
 QLX_ROOT = 113
 QLX_NFS = 115
@@ -54,28 +61,28 @@ QLX_TEXTS = {
 }
 
 _QQ_TEXT = {
-    11: "Denvelope address too long for qq (#5.1.3)",
-    115: "Denvelope address too long for qq (#5.1.3)",
-    31: "Dmail server permanently rejected message (#5.3.0)",
-    51: "Zqq out of memory (#4.3.0)",
-    52: "Zqq timeout (#4.3.0)",
-    53: "Zqq write error or disk full (#4.3.0)",
-    54: "Zqq read error (#4.3.0)",
-    55: "Zqq unable to read configuration (#4.3.0)",
-    56: "Zqq trouble making network connection (#4.3.0)",
-    61: "Zqq trouble in home directory (#4.3.0)",
-    62: "Zqq trouble creating files in queue (#4.3.0)",
-    63: "Zqq trouble creating files in queue (#4.3.0)",
-    64: "Zqq trouble creating files in queue (#4.3.0)",
-    65: "Zqq trouble creating files in queue (#4.3.0)",
-    66: "Zqq trouble creating files in queue (#4.3.0)",
-    71: "Zmail server temporarily rejected message (#4.3.0)",
-    72: "Zconnection to mail server timed out (#4.4.1)",
-    73: "Zconnection to mail server rejected (#4.4.1)",
-    74: "Zcommunication with mail server failed (#4.4.2)",
-    81: "Zqq internal bug (#4.3.0)",
-    91: "Zqq internal bug (#4.3.0)",
-    120: "Zunable to exec qq (#4.3.0)",
+    ADDR_TOO_LONG: "Denvelope address too long for qq (#5.1.3)",
+    ADDR_TOO_LONG_COMPAT: "Denvelope address too long for qq (#5.1.3)",
+    PERM_REFUSED: "Dmail server permanently rejected message (#5.3.0)",
+    NOMEM: "Zqq out of memory (#4.3.0)",
+    TIMEOUT: "Zqq timeout (#4.3.0)",
+    WRITE_ERROR: "Zqq write error or disk full (#4.3.0)",
+    READ_ERROR: "Zqq read error (#4.3.0)",
+    CONFIG: "Zqq unable to read configuration (#4.3.0)",
+    NETWORK: "Zqq trouble making network connection (#4.3.0)",
+    HOME: "Zqq trouble in home directory (#4.3.0)",
+    QUEUE_DIR: "Zqq trouble creating files in queue (#4.3.0)",
+    QUEUE_PID: "Zqq trouble creating files in queue (#4.3.0)",
+    QUEUE_MESS: "Zqq trouble creating files in queue (#4.3.0)",
+    QUEUE_INTD: "Zqq trouble creating files in queue (#4.3.0)",
+    QUEUE_TODO: "Zqq trouble creating files in queue (#4.3.0)",
+    TEMP_REFUSED: "Zmail server temporarily rejected message (#4.3.0)",
+    CONN_TIMEOUT: "Zconnection to mail server timed out (#4.4.1)",
+    CONN_REJECTED: "Zconnection to mail server rejected (#4.4.1)",
+    CONN_FAILED: "Zcommunication with mail server failed (#4.4.2)",
+    BUG: "Zqq internal bug (#4.3.0)",
+    ENVELOPE_FORMAT: "Zqq internal bug (#4.3.0)",
+    EXEC_FAILED: "Zunable to exec qq (#4.3.0)",
 }
 
 QQ_CRASHED = "Zqq crashed (#4.3.0)"
@@ -83,7 +90,7 @@ QQ_WAITPID_SURPRISE = "Zqq waitpid surprise (#4.3.0)"
 CUSTOM_MAX = 255
 
 
-def qq_text(code, custom=b""):
+def qq_text(code: int, custom: bytes = b"") -> str:
     """Return qmail.c's result string for a qmail-queue exit code ("" on success)."""
     if code == QUEUED:
         return ""
@@ -91,7 +98,7 @@ def qq_text(code, custom=b""):
         return custom[:CUSTOM_MAX].decode("latin-1").rstrip("\n")
     if code in _QQ_TEXT:
         return _QQ_TEXT[code]
-    if 11 <= code <= 40:
+    if PERMANENT_FIRST <= code <= PERMANENT_LAST:
         return "Dqq permanent problem (#5.3.0)"
     return "Zqq temporary problem (#4.3.0)"
 
@@ -99,7 +106,7 @@ def qq_text(code, custom=b""):
 class Exit(Exception):
     """Raised to end a program with a given exit code and an optional message for fd 2."""
 
-    def __init__(self, code, message=""):
+    def __init__(self, code: int, message: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message

@@ -6,6 +6,10 @@ import posix  # not os: the per-connection servers write through here (start-up 
 
 from pyqmail.lib.util.exits import READ_ERROR, Exit
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterator
+
 CHUNK = 65536
 
 
@@ -16,7 +20,7 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[posix.write(fd, view):]
 
 
-def chunks(fd):
+def chunks(fd: int) -> Iterator[bytes]:
     """Yield what fd delivers until EOF; a read error ends the program with exit 54."""
     while True:
         try:
@@ -31,10 +35,10 @@ def chunks(fd):
 class FdStream:
     """A minimal binary stream over a descriptor, for envelope.read."""
 
-    def __init__(self, fd):
+    def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    def read(self, n):
+    def read(self, n: int) -> bytes:
         """Read up to n bytes; a read error ends the program with exit 54."""
         try:
             return posix.read(self.fd, n)

@@ -5,17 +5,23 @@ is the bin/ of the interpreter running (the virtual environment pyqmail is insta
 launcher qmail-setup wrote into QMAILHOME/bin for that name (lib/util/launcher).
 """
 
+from __future__ import annotations
+
 import os
 import sys
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable
 
-def bindirs():
+
+def bindirs() -> list[str]:
     """Return the directories our installed programs live in."""
     dirs = [os.path.dirname(sys.executable), os.path.join(sys.prefix, "bin")]
     return list(dict.fromkeys(d for d in dirs if d))
 
 
-def which(program, path):
+def which(program: str, path: str | None) -> str | None:
     """Return the file execvp would run for program with PATH=path, or None (no shell involved)."""
     if "/" in program:
         return program
@@ -26,7 +32,7 @@ def which(program, path):
     return None
 
 
-def is_program(path, name, dirs=None):
+def is_program(path: str, name: str, dirs: Iterable[str] | None = None) -> bool:
     """True if path, symlinks resolved, is our installed program called name (in one of dirs, by default
     bindirs()), or the launcher qmail-setup wrote for it."""
     real = os.path.realpath(path)

@@ -9,6 +9,8 @@ qmail-tcpserver, qmail-rspawn and in-process queueing recognise a launcher as th
 so that they still run that program in-process instead of exec'ing it.
 """
 
+from __future__ import annotations
+
 import sys
 
 PACKAGE_LINE = 'pyqmail = sys.modules["pyqmail"] = type(sys)("pyqmail")'
@@ -18,17 +20,17 @@ TEMPLATE = ("#!%s -S\n# %s, written by qmail-setup: no site module (about 2 ms l
 MAX_SIZE = 4096
 
 
-def module_of(name):
+def module_of(name: str) -> str:
     """Return the module serving the program called name."""
     return "pyqmail.commands." + name.replace("-", "_")
 
 
-def text(name, paths):
+def text(name: str, paths: list[str]) -> str:
     """Return the launcher for name: this interpreter with -S, paths put first on sys.path, run()."""
     return TEMPLATE % (sys.executable, name, paths, package_dir(), module_of(name))
 
 
-def here(resolved=True):
+def here(resolved: bool = True) -> str:
     """Return the directory pyqmail is imported from in this process (what a launcher must put on sys.path);
     resolved=False: as this module's path names it, without resolving symlinks (no os import)."""
     if not resolved:
@@ -37,12 +39,12 @@ def here(resolved=True):
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))))
 
 
-def package_dir(resolved=True):
+def package_dir(resolved: bool = True) -> str:
     """Return the pyqmail package's directory in this process."""
     return here(resolved) + "/pyqmail"
 
 
-def same_file(a, b):
+def same_file(a: str, b: str) -> bool:
     """True if paths a and b name the same file: equal, or equal once symlinks are resolved."""
     if a == b:
         return True
@@ -50,7 +52,7 @@ def same_file(a, b):
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def runs(path, module):
+def runs(path: str, module: str) -> bool:
     """True if path is a launcher written by qmail-setup that runs module with this process's interpreter
     and this process's pyqmail."""
     try:

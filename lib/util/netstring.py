@@ -1,22 +1,34 @@
 """Netstrings (cr.yp.to/proto/netstrings.txt): strict encoding and bounded decoding."""
 
+from __future__ import annotations
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable
+    from typing import Protocol
+
+    class Stream(Protocol):
+        """What Reader reads from: a binary stream's read(n)."""
+
+        def read(self, n: int, /) -> bytes: ...
+
 MAX_DIGITS = 10
 
 
 class NetstringError(ValueError):
     """A netstring broke the format: `kind` is "format" or "length"."""
 
-    def __init__(self, kind, message):
+    def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
 
 
-def encode(payload):
+def encode(payload: bytes) -> bytes:
     """Return payload as a netstring."""
     return b"%d:%s," % (len(payload), payload)
 
 
-def parse_length(digits, limit):
+def parse_length(digits: bytes, limit: int) -> int:
     """Return the length a netstring's length field states, refusing anything but plain digits."""
     if not digits or len(digits) > MAX_DIGITS or not digits.isdigit() or not digits.isascii():
         raise NetstringError("format", "netstring length is not plain digits")
@@ -28,7 +40,7 @@ def parse_length(digits, limit):
     return length
 
 
-def decode(data, limit=1 << 30):
+def decode(data: bytes, limit: int = 1 << 30) -> tuple[bytes, bytes]:
     """Split one netstring off the front of data; return (payload, rest)."""
     colon = data.find(b":", 0, MAX_DIGITS + 1)
     if colon < 0:
@@ -42,23 +54,14 @@ def decode(data, limit=1 << 30):
     return data[colon + 1:end], data[end + 1:]
 
 
-def decode_all(data, limit=1 << 30):
-    """Return the list of payloads of a concatenation of netstrings."""
-    items = []
-    while data:
-        item, data = decode(data, limit)
-        items.append(item)
-    return items
-
-
 class Reader:
     """Reads netstrings from a binary stream, charging every byte against an optional budget."""
 
-    def __init__(self, stream, budget=None):
+    def __init__(self, stream: Stream, budget: int | None = None) -> None:
         self.stream = stream
         self.budget = budget
 
-    def _take(self, n):
+    def _take(self, n: int) -> bytes:
         """Read exactly n bytes or raise EOFError; over-running the budget is a format error."""
         if self.budget is not None:
             if n > self.budget:
@@ -73,7 +76,7 @@ class Reader:
             n -= len(chunk)
         return b"".join(chunks)
 
-    def read_length(self, limit):
+    def read_length(self, limit: int) -> int:
         """Read a length field up to and including its colon."""
         buffered = getattr(self.stream, "buffered", None)
         if buffered is not None:  # the whole field already in memory: one read instead of one per byte
@@ -83,8 +86,8 @@ class Reader:
                 try:
                     length = parse_length(head[:colon], limit)
                 except NetstringError:
-                    length = None  # reported below, at the byte that breaks the format
-                if length is not None:
+                    pass  # reported below, at the byte that breaks the format
+                else:
                     self._take(colon + 1)
                     return length
         # byte by byte: the first byte that breaks the format, or the budget, is the one reported
@@ -98,12 +101,12 @@ class Reader:
             digits += c
             parse_length(digits, limit)
 
-    def read_comma(self):
+    def read_comma(self) -> None:
         """Read the comma that ends a netstring."""
         if self._take(1) != b",":
             raise NetstringError("format", "netstring has no comma")
 
-    def read(self, limit):
+    def read(self, limit: int) -> bytes:
         """Read one whole netstring whose payload may not exceed limit bytes."""
         return self.read_payload(self.read_length(limit))
 
@@ -113,7 +116,7 @@ class Reader:
         self.read_comma()
         return payload
 
-    def skip(self, length, sink=None):
+    def skip(self, length: int, sink: Callable[[bytes], object] | None = None) -> None:
         """Consume length payload bytes, handing them to sink in chunks if given."""
         while length > 0:
             chunk = self._take(min(length, 65536))

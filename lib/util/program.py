@@ -1,12 +1,21 @@
 """The one wrapper every program runs under: exceptions become exit codes, never tracebacks."""
 
+from __future__ import annotations
+
 import posix  # not os: start-up cost (lib/config/control)
 import sys
 
 from pyqmail.lib.util.exits import Exit
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable, Sequence
+    from typing import NoReturn
 
-def warn(program, text):
+    Body = Callable[[list[str]], int | None]  # a program's body: argv without its name -> exit code
+
+
+def warn(program: str, text: str) -> None:
     """Write one diagnostic line to fd 2, ignoring a closed or broken descriptor."""
     try:
         posix.write(2, ("%s: %s\n" % (program, text)).encode("utf-8", "backslashreplace"))
@@ -14,7 +23,7 @@ def warn(program, text):
         pass
 
 
-def call(program, body, crash_code=111, argv=None):
+def call(program: str, body: Body, crash_code: int = 111, argv: list[str] | None = None) -> int:
     """Run body(argv) and return its exit code; Exit gives its code and message, anything else crash_code."""
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -38,6 +47,6 @@ def call(program, body, crash_code=111, argv=None):
     return code or 0
 
 
-def main(program, body, crash_code=111, argv=None):
+def main(program: str, body: Body, crash_code: int = 111, argv: list[str] | None = None) -> NoReturn:
     """Run body(argv) and exit with its code (see call)."""
     posix._exit(call(program, body, crash_code, argv))

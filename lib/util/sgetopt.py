@@ -1,15 +1,22 @@
 """qmail's getopt (sgetopt/subgetopt): `-abc` clusters, `-fARG` or `-f ARG`, `--` ends the options, `-` is an operand."""
 
+from __future__ import annotations
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterator
+
 
 class BadOption(Exception):
     """An unknown option letter, or one missing its argument; str() is sgetopt's complaint."""
 
-    def __init__(self, program, letter, missing):
+    def __init__(self, program: str, letter: str, missing: bool) -> None:
         self.why = "%s -- %s" % ("option requires an argument" if missing else "illegal option", letter)
         super().__init__("%s: %s" % (program, self.why))
 
 
-def getopt(argv, spec, program, rest=""):
+def getopt(argv: list[str], spec: str, program: str,
+           rest: str = "") -> Iterator[tuple[str, str | None] | tuple[None, list[str]]]:
     """Yield (letter, argument or None) for each option of argv (without its program name), then (None, operands).
 
     spec is getopt's string (`f:` takes an argument); letters in rest take the rest of their word, if any,
@@ -46,7 +53,14 @@ def getopt(argv, spec, program, rest=""):
     yield None, argv[i:]
 
 
-def options(argv, spec, program, rest=""):
+def options(argv: list[str], spec: str, program: str,
+            rest: str = "") -> tuple[list[tuple[str, str | None]], list[str]]:
     """Return ([(letter, argument or None)...], operands) for argv, as getopt yields them; raises BadOption."""
-    found = list(getopt(argv, spec, program, rest))
-    return found[:-1], found[-1][1]
+    pairs: list[tuple[str, str | None]] = []
+    operands: list[str] = []
+    for found in getopt(argv, spec, program, rest):
+        if found[0] is None:
+            operands = found[1]
+        else:
+            pairs.append(found)
+    return pairs, operands

@@ -1,5 +1,7 @@
 """Reading a network descriptor with a per-read timeout, buffered so netstring digits cost no syscalls."""
 
+from __future__ import annotations
+
 import posix  # not os: start-up cost (lib/config/control)
 import select
 
@@ -9,7 +11,7 @@ CHUNK = 65536
 class TimedInput:
     """A binary stream over fd whose reads give up after `timeout` seconds of silence."""
 
-    def __init__(self, fd, timeout):
+    def __init__(self, fd: int, timeout: float) -> None:
         self.fd = fd
         self.timeout_ms = int(timeout * 1000)
         self.buffer = b""
@@ -17,7 +19,7 @@ class TimedInput:
         self.poller = select.poll()
         self.poller.register(fd, select.POLLIN)
 
-    def read(self, n):
+    def read(self, n: int) -> bytes:
         """Return up to n bytes (b"" at EOF or on a read error); raise TimeoutError on silence."""
         if self.pos >= len(self.buffer):
             if not self.poller.poll(self.timeout_ms):
@@ -31,12 +33,12 @@ class TimedInput:
         self.pos += len(data)
         return data
 
-    def buffered(self, n):
+    def buffered(self, n: int) -> bytes:
         """Return up to n of the bytes already read from fd and not yet returned; never reads."""
         return self.buffer[self.pos:self.pos + n]
 
 
-def linger(fd_in=0, fd_out=1, seconds=2.0, limit=1 << 20):
+def linger(fd_in: int = 0, fd_out: int = 1, seconds: float = 2.0, limit: int = 1 << 20) -> None:
     """After replying: send FIN, then drain what the client still sends (bounded), so that
     closing with unread input does not reset the connection and destroy the reply in flight."""
     import _socket
