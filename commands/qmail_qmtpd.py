@@ -1,4 +1,4 @@
-"""qmail-qmtpd: receive mail via QMTP, package after package, one response per recipient (reference §1.13, §6.3)."""
+"""qmail-qmtpd: receive mail via QMTP, package after package, one response per recipient (see qmail-qmtpd(8))."""
 
 import posix  # not os: start-up cost (lib/config/control)
 import time

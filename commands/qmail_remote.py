@@ -1,8 +1,10 @@
-"""qmail-remote: send the message on fd 0 by SMTP to a host's mail exchangers; reports on fd 1 (reference §1.8)."""
+"""qmail-remote: send the message on fd 0 by SMTP to a host's mail exchangers; reports on fd 1 (see qmail-remote(8))."""
 
 import os
 
+from pyqmail.lib.config.control import is_regular
 from pyqmail.lib.remote import smtpclient
+from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
 from pyqmail.lib.remote.remotesession import Connection, Finish, Session
 
@@ -18,16 +20,6 @@ AUTH_EXPOSED = b"ZSorry, control/remoteauth can be read by others; I won't use i
 BAD_SENDER = b"DSorry, a sender address with a CR or LF in it can't be sent in SMTP. (#5.1.7)\n"
 OSERR = b"ZSystem resources temporarily unavailable. (#4.3.0)\n"
 ROUTED_PREF = 300000  # with a route, qmail disables the "an MX is me" check
-
-
-def write_all(data):
-    """Write data to fd 1; if that fails there is nobody to tell."""
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(1, view):]
-        except OSError:
-            return
 
 
 def perm_dns(host):
@@ -92,7 +84,7 @@ def message_size(fd):
         st = os.fstat(fd)
     except OSError:
         return 0
-    return st.st_size if (st.st_mode & 0o170000) == 0o100000 else 0
+    return st.st_size if is_regular(st.st_mode) else 0
 
 
 def relay_auth(route):
@@ -182,7 +174,10 @@ def body(argv):
             deliver(argv[0], argv[1], argv[2:], out)
         except Finish as f:
             report = f.report
-    write_all(b"".join(out) + report + b"\0")
+    try:
+        write_all(1, b"".join(out) + report + b"\0")
+    except OSError:
+        pass  # fd 1 failed: there is nobody to tell
     return 0
 
 

@@ -1,4 +1,4 @@
-"""qmail-smtpd: receive mail via SMTP and hand it to qmail-queue (reference §1.12)."""
+"""qmail-smtpd: receive mail via SMTP and hand it to qmail-queue (see qmail-smtpd(8))."""
 
 import time
 
@@ -153,7 +153,7 @@ class Session:
         if not self.conf.certfile or self.io.tls is not None or not self.io.can_tls():
             return self.io.out(REPLY["unimpl"])
         from pyqmail.lib.smtpd.smtptls import start
-        start(self)
+        start(self, self.conf.certfile)
 
     def smtp_auth(self, arg):
         """AUTH: PLAIN and LOGIN, over TLS only (lib/smtpd/smtpauth)."""

@@ -1,4 +1,4 @@
-"""qmail-tcpok: forget every remembered connection timeout (1024 NUL bytes over queue/lock/tcpto; §1.23)."""
+"""qmail-tcpok: forget every remembered connection timeout: 1024 NUL bytes over queue/lock/tcpto (qmail-tcpok(8))."""
 
 import os
 
@@ -6,6 +6,7 @@ from pyqmail.lib.config import control
 from pyqmail.lib.remote import tcpto
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
 
 
@@ -35,9 +36,7 @@ def body(argv):
     except OSError as e:
         fatal("unable to lock %s/queue/lock/tcpto" % home, e)
     try:
-        data = bytes(tcpto.SIZE)
-        while data:
-            data = data[os.write(fd, data):]
+        write_all(fd, bytes(tcpto.SIZE))
     except OSError as e:
         fatal("unable to clear %s/queue/lock/tcpto" % home, e)
     return 0

@@ -1,4 +1,4 @@
-"""qmail-tcpto: print the TCP timeout table queue/lock/tcpto (reference §1.23)."""
+"""qmail-tcpto: print the TCP timeout table queue/lock/tcpto (see qmail-tcpto(8))."""
 
 import os
 import time
@@ -7,6 +7,7 @@ from pyqmail.lib.config import control
 from pyqmail.lib.remote import tcpto
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
 
 
@@ -39,9 +40,7 @@ def body(argv):
         fatal("unable to read tcpto", e)
     os.close(fd)
     os.close(fdlock)
-    out = tcpto.report_lines(table, int(time.time()))
-    while out:
-        out = out[os.write(1, out):]
+    write_all(1, tcpto.report_lines(table, int(time.time())))
     return 0
 
 

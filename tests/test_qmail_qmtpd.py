@@ -17,12 +17,12 @@ from test_qmqpd import assert_nothing_queued, read_all
 
 
 def ns(data):
-    """Netstring (spec §6)."""
+    """Netstring: `<length>:<bytes>,` (qmtp.txt's section 6)."""
     return str(len(data)).encode() + b":" + data + b","
 
 
 def package(message_lines, sender, recipients, crlf=False):
-    """Spec §4: encoding #1 is 0d then lines joined by 0d0a; encoding #2 is 0a then lines joined by 0a."""
+    """qmtp.txt's section 4 (and qmail-qmtpd(8)): encoding #1 is 0d then lines joined by 0d0a; #2 is 0a then 0a."""
     sep = b"\r\n" if crlf else b"\n"
     encoded = (b"\r" if crlf else b"\n") + sep.join(message_lines)
     return ns(encoded) + ns(sender) + ns(b"".join(ns(r) for r in recipients))
@@ -34,7 +34,7 @@ def lines(message):
 
 
 def read_responses(sock, count, timeout=20):
-    """Read count response netstrings (spec §5); each must be nonempty and start with K, Z or D."""
+    """Read count response netstrings (qmtp.txt's section 5, qmail-qmtpd(8)); each nonempty, starting with K, Z or D."""
     sock.settimeout(timeout)
     buf = b""
     out = []

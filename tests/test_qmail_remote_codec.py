@@ -4,11 +4,22 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pyqmail.lib.remote import remoteroute, smtpclient, tcpto
-from pyqmail.lib.remote.smtpclient import DataEncoder, encode_message
+from pyqmail.lib.remote.smtpclient import DataEncoder
 
 # bytes that matter to transparency, mixed with others
 MESSAGE = st.lists(st.sampled_from([b"\r", b"\n", b".", b"\r\n", b"\n.", b"\r.", b"a", b"\0", b"\xff", b" "]),
                    max_size=60).map(b"".join) | st.binary(max_size=300)
+
+
+def encode_message(data):
+    """Return the whole DATA stream (after the DATA command) for a message."""
+    e = DataEncoder()
+    return e.feed(data) + e.end()
+
+
+def parse_reply(data):
+    """Return (Reply, leftover) for bytes holding a whole reply, or None if incomplete."""
+    return smtpclient.ReplyParser().feed(data)
 
 
 def normalized(message):
@@ -81,17 +92,17 @@ def test_examples(message, wire):
     (b"25\r\n", 400, b"25\n"),
 ])
 def test_reply_parsing(data, code, text):
-    reply, rest = smtpclient.parse_reply(data + b"250 next\r\n")
+    reply, rest = parse_reply(data + b"250 next\r\n")
     assert (reply.code, reply.text, rest) == (code, text, b"250 next\r\n")
 
 
 def test_reply_incomplete_and_bounds():
-    assert smtpclient.parse_reply(b"250-a\r\n250 b") is None
+    assert parse_reply(b"250-a\r\n250 b") is None
     with pytest.raises(smtpclient.ReplyTooLong):
-        smtpclient.parse_reply(b"250-x\r\n" * (smtpclient.REPLY_LINES_MAX + 1))
+        parse_reply(b"250-x\r\n" * (smtpclient.REPLY_LINES_MAX + 1))
     with pytest.raises(smtpclient.ReplyTooLong):
-        smtpclient.parse_reply(b"2" * (smtpclient.REPLY_BYTES_MAX + 1))
-    reply, _ = smtpclient.parse_reply(b"250-" + b"x" * 6000 + b"\r\n250 y\r\n")
+        parse_reply(b"2" * (smtpclient.REPLY_BYTES_MAX + 1))
+    reply, _ = parse_reply(b"250-" + b"x" * 6000 + b"\r\n250 y\r\n")
     assert len(reply.text) == smtpclient.SMTPTEXT_MAX
 
 
@@ -104,7 +115,7 @@ def test_reply_parser_any_bytes_any_chunks(data, size):
         result = p.feed(data[i:i + size])
         if result is not None:
             break
-    whole = smtpclient.parse_reply(data)
+    whole = parse_reply(data)
     if whole is None:
         assert result is None
     else:
@@ -112,7 +123,7 @@ def test_reply_parser_any_bytes_any_chunks(data, size):
 
 
 def test_ehlo_keywords_and_remote_said():
-    reply, _ = smtpclient.parse_reply(b"250-mx\r\n250-SIZE 1000\r\n250-auth plain LOGIN\r\n250 STARTTLS\r\n")
+    reply, _ = parse_reply(b"250-mx\r\n250-SIZE 1000\r\n250-auth plain LOGIN\r\n250 STARTTLS\r\n")
     assert smtpclient.ehlo_keywords(reply) == {b"SIZE": [b"1000"], b"AUTH": [b"plain", b"LOGIN"], b"STARTTLS": []}
     assert smtpclient.remote_said(b"550 a\0b\n") == b"Remote host said: 550 a?b\n"
     assert smtpclient.remote_said(b"") == b""

@@ -1,7 +1,18 @@
-"""QMTP packages (cr.yp.to/proto/qmtp.txt, reference §6.3): a bounded streaming reader, encoder and replies."""
+"""QMTP packages as qmail-qmtpd(8) reads them: a bounded streaming reader, and the response netstrings."""
 
-from pyqmail.lib.util.netstring import MAX_DIGITS, NetstringError, Reader, encode, parse_length
+from __future__ import annotations
+
+from pyqmail.lib.util.netstring import MAX_DIGITS, NetstringError, encode, parse_length
 from pyqmail.lib.rfc822.quote import has_control
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable
+
+    from pyqmail.lib.util.netstring import Reader
+
+    Sink = Callable[[bytes], None]  # takes the decoded message bytes, chunk by chunk
+    Begin = Callable[[bool], Sink | None]  # begin(crlf): called once the encoding is known
 
 ADDR_MAX = 1000  # qmail-qmtpd: an address this long (RELAYCLIENT included) or longer is refused
 HARD_MAX = 200000000  # qmail-qmtpd's cap on any netstring length
@@ -32,12 +43,12 @@ TOO_BIG = "Dsorry, that message size exceeds my databytes limit (#5.3.4)"
 class PackageError(Exception):
     """The client broke the protocol or went away: kind is "format", "length", "encoding", "eof" or "timeout"."""
 
-    def __init__(self, kind, where):
+    def __init__(self, kind: str, where: str) -> None:
         super().__init__("%s while receiving the %s" % (kind, where))
         self.kind = kind
         self.where = where
 
-    def reply(self):
+    def reply(self) -> str:
         """Return the D text sent before hanging up on a broken package."""
         if self.kind == "encoding":
             return "Dmessage is neither LF (\\n) nor CRLF (\\r) encoded (#5.6.0)"
@@ -48,24 +59,24 @@ class PackageError(Exception):
 class Package:
     """One package as read: message encoding and size, sender, recipients (None = too long)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.crlf = False
         self.length = 0  # message bytes after decoding
         self.sender = b""
         self.sender_ok = True
         self.sender_refusal = ""  # the D text every recipient gets when the sender is refused
-        self.recipients = []
+        self.recipients: list[bytes | None] = []
         self.overflow = 0  # recipients past ENVELOPE_MAX, answered TOO_MANY
 
 
 class CrlfDecoder:
     """Turns CRLF into LF across chunk boundaries; a lone CR is kept (qmail-qmtpd's encoding #1)."""
 
-    def __init__(self, sink):
+    def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self.held_cr = False
 
-    def __call__(self, chunk):
+    def __call__(self, chunk: bytes) -> None:
         """Decode the next piece of the encoded message."""
         if self.held_cr:
             chunk = b"\r" + chunk
@@ -74,30 +85,30 @@ class CrlfDecoder:
             chunk = chunk[:-1]
         self.sink(chunk.replace(b"\r\n", b"\n"))
 
-    def close(self):
+    def close(self) -> None:
         """The message ended: a CR at its very end is part of it."""
         if self.held_cr:
             self.held_cr = False
             self.sink(b"\r")
 
 
-def _byte(reader):
+def _byte(reader: Reader) -> bytes:
     """Read one byte (EOFError at the end of input)."""
-    got = []
+    got: list[bytes] = []
     reader.skip(1, got.append)
     return got[0]
 
 
-def _counting(package, sink):
+def _counting(package: Package, sink: Sink | None) -> Sink:
     """Return a sink that counts decoded bytes into package.length before passing them on."""
-    def count(chunk):
+    def count(chunk: bytes) -> None:
         package.length += len(chunk)
         if sink is not None and chunk:
             sink(chunk)
     return count
 
 
-def _message(reader, package, length, begin):
+def _message(reader: Reader, package: Package, length: int, begin: Begin) -> None:
     """Read the message netstring's payload, streaming its decoded bytes into the sink begin(crlf) returns."""
     if length == 0:
         raise PackageError("encoding", MESSAGE)
@@ -115,20 +126,20 @@ def _message(reader, package, length, begin):
     reader.read_comma()
 
 
-def _address(reader, limit):
+def _address(reader: Reader, limit: int) -> bytes | None:
     """Read one address netstring; return its bytes, or None if it is limit bytes or longer (skipped)."""
     length = reader.read_length(HARD_MAX)
     if length >= limit:
         reader.skip(length)
         reader.read_comma()
         return None
-    parts = []
+    parts: list[bytes] = []
     reader.skip(length, parts.append)
     reader.read_comma()
     return b"".join(parts)
 
 
-def _recipients(reader, package, limit):
+def _recipients(reader: Reader, package: Package, limit: int) -> None:
     """Read the recipient list netstring, charging every byte of it against its stated length."""
     biglen = reader.read_length(HARD_MAX)
     reader.budget = biglen
@@ -142,7 +153,7 @@ def _recipients(reader, package, limit):
     reader.read_comma()
 
 
-def sender_refusal(sender: "bytes | None") -> str:
+def sender_refusal(sender: bytes | None) -> str:
     """Return "" for a sender qmail-qmtpd takes, else the D text: too long (None) or NUL as qmail, CR or LF."""
     if sender is None or b"\0" in sender:
         return BAD_SENDER
@@ -156,7 +167,7 @@ def recipient_verdict(address: bytes) -> str:
     return HAS_CONTROL if has_control(address) else ""
 
 
-def _first_length(reader):
+def _first_length(reader: Reader) -> int | None:
     """Read the length field that starts a package; return None at a clean end of input."""
     try:
         digits = _byte(reader)
@@ -172,7 +183,7 @@ def _first_length(reader):
         digits += c
 
 
-def read_package(reader, begin, relayclient_len=0):
+def read_package(reader: Reader, begin: Begin, relayclient_len: int = 0) -> Package | None:
     """Read the next package from a netstring Reader; return None at a clean end of input.
 
     begin(crlf) is called once the message's encoding is known and returns a sink for the
@@ -203,35 +214,7 @@ def read_package(reader, begin, relayclient_len=0):
     return package
 
 
-def encode_message(message, crlf=False):
-    """Return the QMTP encoding of an LF-terminated message: encoding #1 (CRLF) or #2 (LF)."""
-    if crlf:
-        return b"\r" + message.replace(b"\n", b"\r\n")
-    return b"\n" + message
-
-
-def encode_package(message, sender, recipients, crlf=False):
-    """Return the package bytes a QMTP client sends."""
-    return (encode(encode_message(message, crlf)) + encode(sender)
-            + encode(b"".join(encode(r) for r in recipients)))
-
-
-def reply(text):
+def reply(text: str) -> bytes:
     """Return a response netstring for a K/Z/D text."""
     return encode(text.encode("latin-1", "replace"))
 
-
-def parse_packages(data, relayclient_len=0):
-    """Parse a whole client stream held in bytes; return ([(message, Package)], PackageError or None)."""
-    import io
-    reader = Reader(io.BytesIO(data))
-    out = []
-    while True:
-        parts = []
-        try:
-            package = read_package(reader, lambda crlf: parts.append, relayclient_len)
-        except PackageError as e:
-            return out, e
-        if package is None:
-            return out, None
-        out.append((b"".join(parts), package))

@@ -1,9 +1,18 @@
 """qmail-qmtpd's connection: responses held until the next read would wait, timeouts, the session deadline."""
 
+from __future__ import annotations
+
 import posix  # not os: start-up cost (lib/config/control)
 import select
 import _signal  # not `signal`: it imports enum
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 CHUNK = 65536
 FLUSH_AT = 65536  # responses are written once this much is pending, even while input keeps coming
@@ -20,19 +29,19 @@ class ClientGone(Exception):
 class Deadline:
     """qmail's alarm(3600), raised only while we wait for the client, so a queue write is never cut short."""
 
-    def __init__(self, seconds):
+    def __init__(self, seconds: int) -> None:
         self.expired = False
         self.waiting = False
         _signal.signal(_signal.SIGALRM, self._alarm)
         _signal.alarm(seconds)
 
-    def _alarm(self, signum, frame):
+    def _alarm(self, signum: int, frame: FrameType | None) -> None:
         """Note the deadline; interrupt a wait for the client at once."""
         self.expired = True
         if self.waiting:
             raise DeadlineReached()
 
-    def wait(self, action, *args):
+    def wait(self, action: Callable[..., T], *args: object) -> T:
         """Run action, which may block on the client, under the deadline."""
         if self.expired:
             raise DeadlineReached()
@@ -46,23 +55,23 @@ class Deadline:
 class Output:
     """Responses waiting to be sent; written when the input runs dry (as qmail's flush before read)."""
 
-    def __init__(self, fd, timeout, deadline):
+    def __init__(self, fd: int, timeout: float, deadline: Deadline) -> None:
         self.fd = fd
         self.timeout_ms = int(timeout * 1000)
         self.deadline = deadline
-        self.pending = []
+        self.pending: list[bytes] = []
         self.size = 0
         self.poller = select.poll()
         self.poller.register(fd, select.POLLOUT)
 
-    def add(self, data):
+    def add(self, data: bytes) -> None:
         """Queue a response; write out if much is pending."""
         self.pending.append(data)
         self.size += len(data)
         if self.size >= FLUSH_AT:
             self.flush()
 
-    def flush(self):
+    def flush(self) -> None:
         """Write every pending response (TimeoutError if the client stops reading, ClientGone if it left)."""
         if not self.pending:
             return
@@ -71,7 +80,7 @@ class Output:
         while data:
             data = data[self.deadline.wait(self._write_some, data):]
 
-    def _write_some(self, data):
+    def _write_some(self, data: memoryview) -> int:
         """Write what the client will take now; return how much."""
         if not self.poller.poll(self.timeout_ms):
             raise TimeoutError("write timeout")
@@ -84,7 +93,7 @@ class Output:
 class Input:
     """The client's bytes; before waiting for more, pending responses go out (QMTP allows no delay then)."""
 
-    def __init__(self, fd, timeout, output, deadline):
+    def __init__(self, fd: int, timeout: float, output: Output, deadline: Deadline) -> None:
         self.fd = fd
         self.timeout_ms = int(timeout * 1000)
         self.output = output
@@ -94,7 +103,7 @@ class Input:
         self.poller = select.poll()
         self.poller.register(fd, select.POLLIN)
 
-    def read(self, n):
+    def read(self, n: int) -> bytes:
         """Return up to n bytes (b"" at the end or on a reset); raise TimeoutError after a silence."""
         if self.pos >= len(self.buffer):
             self.output.flush()
@@ -103,7 +112,7 @@ class Input:
         self.pos += len(data)
         return data
 
-    def _fill(self):
+    def _fill(self) -> bytes:
         """Wait for the client's next bytes."""
         if not self.poller.poll(self.timeout_ms):
             raise TimeoutError("read timeout")

@@ -1,5 +1,7 @@
 """qmail-qmtpd's settings: rcpthosts and morercpthosts.cdb (qmail's rcpthosts.c), RELAYCLIENT, databytes."""
 
+from __future__ import annotations
+
 import posix  # not os: start-up cost (lib/config/control)
 
 from pyqmail.lib.config import control, rcpthosts
@@ -8,7 +10,7 @@ TIMEOUT_DEFAULT = 1200  # seconds of silence per read, as qmail-smtpd's timeouts
 DEADLINE_DEFAULT = 3600  # qmail-qmtpd's whole-session alarm
 
 
-def databytes():
+def databytes() -> int:
     """Return the message size limit: $DATABYTES, else control/databytes; 0 means none (qmail)."""
     value = posix.environ.get(b"DATABYTES")  # os.environb's dict
     if value is not None:
@@ -19,7 +21,7 @@ def databytes():
 class Policy:
     """Everything one session decides with."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.rcpthosts = rcpthosts.load()
         self.relayclient = posix.environ.get(b"RELAYCLIENT")
         self.databytes = databytes()
@@ -27,11 +29,11 @@ class Policy:
         self.timeout = timeout if timeout > 0 else 1
         self.deadline = max(control.readint("qmtpddeadline", DEADLINE_DEFAULT), 1)
 
-    def close(self):
+    def close(self) -> None:
         """Close morercpthosts.cdb."""
         self.rcpthosts.close()
 
-    def recipient(self, address):
+    def recipient(self, address: bytes | None) -> tuple[str, bytes | None]:
         """Return (verdict letter or "", envelope address) for one recipient, in qmail-qmtpd's order."""
         from pyqmail.lib.qmtp import qmtp
         if address is None:

@@ -1,12 +1,28 @@
-"""qmail-remote's DNS: MX lookup then A/AAAA, through dnspython, imported only here (reference §1.8).
+"""qmail-remote's DNS: MX lookup then A/AAAA, through dnspython, imported only here (see qmail-remote(8)).
 
 Results are lists of Target(pref, ip, name) in the order to try them; errors are DnsSoft / DnsHard.
 """
 
+from __future__ import annotations
+
 import os
 from collections import namedtuple
 
-Target = namedtuple("Target", "pref ip name")
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable
+    from typing import Any, NamedTuple
+
+    import dns.name
+    import dns.resolver
+
+    class Target(NamedTuple):
+        """One address to try: the exchanger's preference, its IP address as text, its name."""
+        pref: int
+        ip: str
+        name: bytes
+else:
+    Target = namedtuple("Target", "pref ip name")
 LIFETIME = 30.0  # seconds for one lookup, all servers and retries included
 
 
@@ -18,10 +34,10 @@ class DnsHard(Exception):
     """The name does not exist (NXDOMAIN) or cannot be a domain name."""
 
 
-def server_list(lines):
+def server_list(lines: Iterable[bytes]) -> list[tuple[str, int]]:
     """Return [(ip, port)] from control/dnsservers lines: `ip`, `ip:port`, `[ip]`, `[ip]:port`."""
     from pyqmail.lib.remote.remoteroute import literal_ip, port_of
-    servers = []
+    servers: list[tuple[str, int]] = []
     for line in lines:
         line = line.strip()
         if line.startswith(b"[") and b"]" in line:
@@ -36,7 +52,7 @@ def server_list(lines):
     return servers
 
 
-def make_resolver(servers):
+def make_resolver(servers: list[tuple[str, int]]) -> dns.resolver.Resolver:
     """Return a dnspython Resolver: servers from control/dnsservers if any, else /etc/resolv.conf."""
     import dns.resolver
     r = dns.resolver.Resolver(configure=not servers)
@@ -47,7 +63,7 @@ def make_resolver(servers):
     return r
 
 
-def to_name(host):
+def to_name(host: bytes) -> dns.name.Name:
     """Return host as a dnspython absolute name; DnsHard if it cannot be one."""
     import dns.exception
     import dns.name
@@ -57,8 +73,9 @@ def to_name(host):
         raise DnsHard()
 
 
-def query(resolver, name, rdtype):
-    """Return the answer's records (empty list when there are none); NXDOMAIN → DnsHard, failures → DnsSoft."""
+def query(resolver: dns.resolver.Resolver, name: dns.name.Name, rdtype: str) -> list[Any]:
+    """Return the answer's records (empty list when there are none); NXDOMAIN → DnsHard, failures → DnsSoft.
+    Their class depends on rdtype (A and AAAA records have .address, MX records .preference and .exchange)."""
     import dns.exception
     import dns.resolver
     try:
@@ -70,7 +87,7 @@ def query(resolver, name, rdtype):
     return list(answer.rrset or ())
 
 
-def addresses(resolver, name):
+def addresses(resolver: dns.resolver.Resolver, name: dns.name.Name) -> list[str]:
     """Return the IPv4 then IPv6 addresses of a name (AAAA failures count as no AAAA)."""
     ips = [r.address for r in query(resolver, name, "A")]
     try:
@@ -80,20 +97,20 @@ def addresses(resolver, name):
     return ips
 
 
-def host_targets(resolver, host):
+def host_targets(resolver: dns.resolver.Resolver, host: bytes) -> list[Target]:
     """Return the Targets of a relay name: its addresses, preference 0 (qmail's dns_ip)."""
     name = to_name(host)
     return [Target(0, ip, host) for ip in addresses(resolver, name)]
 
 
-def mx_targets(resolver, host):
+def mx_targets(resolver: dns.resolver.Resolver, host: bytes) -> list[Target]:
     """Return the Targets for a mail domain: MX by preference (random among equals), each MX's addresses;
     no MX → the domain's own addresses. A temporary failure on any MX's addresses fails the lookup (qmail)."""
     name = to_name(host)
     mxs = [(r.preference, os.urandom(4), r.exchange) for r in query(resolver, name, "MX")]
     if not mxs:
         return [Target(0, ip, host) for ip in addresses(resolver, name)]
-    targets = []
+    targets: list[Target] = []
     soft = False
     for pref, _, exchange in sorted(mxs):
         try:

@@ -1,9 +1,15 @@
 """qmail-remote's control files: qmail's four, and ours for DNS servers, TLS and AUTH (see qmail-remote(8))."""
 
+from __future__ import annotations
+
 import os
 
 from pyqmail.lib.config import control
 from pyqmail.lib.remote.remoteroute import parse_routes, route_keys
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable
 
 AUTH_FILE = "remoteauth"
 
@@ -19,20 +25,21 @@ class AuthFileExposed(Exception):
 class Config:
     """Everything qmail-remote reads from control/ before it looks anything up."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         try:
             self.timeout = control.readint("timeoutremote", 1200)
             self.timeoutconnect = control.readint("timeoutconnect", 60)
-            self.helohost = control.rldef("helohost", None)
+            helohost = control.rldef("helohost", None)
             self.routes = parse_routes(control.readlist("smtproutes"))
-            self.tls = parse_routes(control.readlist("tlsdestinations"))
+            self.tls = parse_tls_destinations(control.readlist("tlsdestinations"))
             self.dnsservers = control.readlist("dnsservers")
         except OSError:
             raise ControlError()
-        if self.helohost is None:
+        if helohost is None:
             raise ControlError()
+        self.helohost: bytes = helohost
 
-    def tls_policy(self, host):
+    def tls_policy(self, host: bytes) -> bytes | None:
         """Return None (opportunistic), b"encrypt" or b"verify" for a recipient domain (smtproutes matching)."""
         for key in route_keys(host.lower()):
             if key in self.tls:
@@ -40,7 +47,17 @@ class Config:
         return None
 
 
-def parse_auth_line(line):
+def parse_tls_destinations(lines: Iterable[bytes]) -> dict[bytes, bytes]:
+    """Return {lowercased key: value} from tlsdestinations lines `domain[:verify]`: unlike a route, a line without
+    `:` counts (encryption required); of duplicate keys the first one wins."""
+    table: dict[bytes, bytes] = {}
+    for line in lines:
+        key, _, value = line.partition(b":")
+        table.setdefault(key.lower(), value)
+    return table
+
+
+def parse_auth_line(line: bytes) -> tuple[bytes, bytes, bytes] | None:
     """Split a remoteauth line `relay:user:password` ([..] relays may hold colons) into its three fields."""
     if line.startswith(b"["):
         end = line.find(b"]")
@@ -57,7 +74,7 @@ def parse_auth_line(line):
     return relay.lower(), user, password
 
 
-def auth_for(relay):
+def auth_for(relay: bytes) -> tuple[bytes, bytes] | None:
     """Return (user, password) for a relay from control/remoteauth, or None; refuse a file others can read."""
     name = control.path("control", AUTH_FILE)
     try:

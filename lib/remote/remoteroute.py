@@ -1,4 +1,10 @@
-"""qmail-remote's control/smtproutes and address literals (reference §1.8)."""
+"""qmail-remote's control/smtproutes and address literals (see qmail-remote(8))."""
+
+from __future__ import annotations
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable, Mapping
 
 PORT_SMTP = 25
 
@@ -6,19 +12,18 @@ PORT_SMTP = 25
 class Route:
     """Where to send: a relay (name or literal) and port; relay None means "look up the MX"."""
 
-    def __init__(self, relay, port=PORT_SMTP, key=None):
+    def __init__(self, relay: bytes | None, port: int = PORT_SMTP) -> None:
         self.relay = relay
         self.port = port
-        self.key = key  # the smtproutes key that matched (None: no route)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Route(%r, %d)" % (self.relay, self.port)
 
 
-def parse_routes(lines):
+def parse_routes(lines: Iterable[bytes]) -> dict[bytes, bytes]:
     """Return {lowercased domain key: value} from smtproutes lines `domain:value`, read as qmail's constmap does:
     a line without `:` is no route, and of duplicate keys the last one wins (constmap chains it in front)."""
-    table = {}
+    table: dict[bytes, bytes] = {}
     for line in lines:
         key, colon, value = line.partition(b":")
         if colon:
@@ -26,7 +31,7 @@ def parse_routes(lines):
     return table
 
 
-def route_keys(host):
+def route_keys(host: bytes) -> list[bytes]:
     """Return the keys qmail tries for host: the host, each `.suffix` (longest first), then the empty key."""
     keys = [host]
     keys += [host[i:] for i in range(1, len(host)) if host[i:i + 1] == b"."]
@@ -34,7 +39,7 @@ def route_keys(host):
     return keys
 
 
-def parse_relay(value):
+def parse_relay(value: bytes) -> tuple[bytes | None, int]:
     """Split a route's value into (relay or None, port): `relay[:port]`, `[literal][:port]`, `:port`."""
     if value.startswith(b"["):
         end = value.find(b"]")
@@ -46,22 +51,22 @@ def parse_relay(value):
     return relay or None, port
 
 
-def port_of(text):
+def port_of(text: bytes) -> int:
     """Return the port in text as qmail's scan_ulong reads it (leading digits; none → 0, as qmail)."""
     digits = len(text) - len(text.lstrip(b"0123456789"))
     return int(text[:digits]) & 0xFFFF if digits else 0
 
 
-def find_route(table, host):
+def find_route(table: Mapping[bytes, bytes], host: bytes) -> Route:
     """Return the Route for host: the first matching key; no match → MX lookup on port 25."""
     for key in route_keys(host.lower()):
         if key in table:
             relay, port = parse_relay(table[key])
-            return Route(relay, port, key)
+            return Route(relay, port)
     return Route(None)
 
 
-def literal_ip(text):
+def literal_ip(text: bytes) -> str | None:
     """Return the address in `[1.2.3.4]`, `[IPv6:..]`, `[::1]` or a bare IPv4 address as text, else None."""
     import _socket
     inner = text[1:-1] if text.startswith(b"[") and text.endswith(b"]") else text

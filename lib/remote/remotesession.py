@@ -1,4 +1,6 @@
-"""qmail-remote's SMTP dialogue on a connected socket: qmail's steps, texts and reports (reference §1.8)."""
+"""qmail-remote's SMTP dialogue on a connected socket: qmail's steps, texts and reports (see qmail-remote(8))."""
+
+from __future__ import annotations
 
 import os
 import time
@@ -6,13 +8,23 @@ import time
 from pyqmail.lib.remote import smtpclient
 from pyqmail.lib.rfc822.quote import quote2
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    import ssl
+    from collections.abc import Callable
+    from typing import NoReturn
+
+    from _socket import socket as RawSocket
+    from pyqmail.lib.remote.remotefeatures import Features
+    from pyqmail.lib.remote.smtpclient import Reply
+
 CHUNK = 65536
 
 
 class Finish(Exception):
     """The delivery is over: report is the message report (K/Z/D text, without its NUL)."""
 
-    def __init__(self, report):
+    def __init__(self, report: bytes) -> None:
         super().__init__(report)
         self.report = report
 
@@ -30,7 +42,8 @@ class Connection:
     dropped connection.
     """
 
-    def __init__(self, sock, timeout, budget=None, size=0, clock=time.monotonic):
+    def __init__(self, sock: RawSocket, timeout: int, budget: float | None = None, size: int = 0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.sock = sock
         self.timeout = max(timeout, 1)  # 0 would make the socket non-blocking
         self.clock = clock
@@ -54,7 +67,7 @@ class Connection:
             raise Dropped()
         self.sock.settimeout(left)  # recv returns what came; sendall, TLS reads and handshakes count it in total
 
-    def send(self, data):
+    def send(self, data: bytes) -> None:
         """Send all of data within the step timeout; any failure (timeout included) is a dropped connection."""
         self.limit(self.clock() + self.timeout)
         try:
@@ -62,7 +75,7 @@ class Connection:
         except OSError:
             raise Dropped()
 
-    def reply(self):
+    def reply(self) -> Reply:
         """Read one reply by its deadline; EOF, errors, lateness and over-long replies are a dropped connection."""
         parser = smtpclient.ReplyParser()
         data, self.leftover = self.leftover, b""
@@ -80,12 +93,12 @@ class Connection:
         except (OSError, smtpclient.ReplyTooLong):
             raise Dropped()
 
-    def command(self, line):
+    def command(self, line: bytes) -> Reply:
         """Send one command line (CRLF added) and return its reply."""
         self.send(line + b"\r\n")
         return self.reply()
 
-    def start_tls(self, context, server_name):
+    def start_tls(self, context: ssl.SSLContext, server_name: str | None) -> None:
         """Wrap the socket in TLS; plain-text bytes the server sent ahead are thrown away (CVE-2011-0411)."""
         import socket
         self.leftover = b""
@@ -100,7 +113,7 @@ class Connection:
                 raise
             raise Dropped()
 
-    def close(self):
+    def close(self) -> None:
         """Close the socket, ignoring errors."""
         try:
             self.sock.close()
@@ -111,7 +124,8 @@ class Connection:
 class Session:
     """One delivery attempt to one connected address; run() ends by raising Finish."""
 
-    def __init__(self, conn, ip, helohost, sender, recipients, out, features):
+    def __init__(self, conn: Connection, ip: str, helohost: bytes, sender: bytes, recipients: list[bytes],
+                 out: list[bytes], features: Features) -> None:
         self.conn = conn
         self.ip = ip.encode()
         self.helohost = helohost
@@ -120,14 +134,14 @@ class Session:
         self.out = out  # a list collecting recipient reports (each with its NUL)
         self.features = features  # a remotefeatures.Features: STARTTLS, AUTH, SIZE, 8BITMIME
         self.critical = False
-        self.last = None
+        self.last: Reply | None = None
 
-    def dropped(self):
+    def dropped(self) -> Finish:
         """Return the Finish for a connection that died (qmail's dropped)."""
         dup = b"Possible duplicate! " if self.critical else b""
         return Finish(b"ZConnected to " + self.ip + b" but connection died. " + dup + b"(#4.4.2)\n")
 
-    def quit(self, prepend, append):
+    def quit(self, prepend: bytes, append: bytes) -> NoReturn:
         """Send QUIT without waiting and finish with prepend + ip + append + `.` and the remote text."""
         try:
             self.conn.send(b"QUIT\r\n")
@@ -136,27 +150,33 @@ class Session:
         text = self.last.text if self.last is not None else b""
         raise Finish(prepend + self.ip + append + b".\n" + smtpclient.remote_said(text))
 
-    def code(self, line=None):
-        """Send line (if any), read the reply, remember it for the report; return its code."""
-        self.last = self.conn.command(line) if line is not None else self.conn.reply()
-        return self.last.code
+    def exchange(self, line: bytes | None = None) -> Reply:
+        """Send line (if any), read the reply, remember it for the report; return it."""
+        reply = self.conn.command(line) if line is not None else self.conn.reply()
+        self.last = reply
+        return reply
 
-    def run(self, message_fd):
+    def code(self, line: bytes | None = None) -> int:
+        """Send line (if any), read the reply, remember it for the report; return its code."""
+        return self.exchange(line).code
+
+    def run(self, message_fd: int) -> NoReturn:
         """Talk SMTP from the greeting to the final reply; always raises Finish."""
         try:
             self.dialogue(message_fd)
         except Dropped:
             raise self.dropped()
 
-    def hello(self):
+    def hello(self) -> dict[bytes, list[bytes]]:
         """Greet with EHLO (HELO if EHLO is refused); return the EHLO keywords ({} after HELO)."""
-        if self.code(b"EHLO " + self.helohost) == 250:
-            return smtpclient.ehlo_keywords(self.last)
+        reply = self.exchange(b"EHLO " + self.helohost)
+        if reply.code == 250:
+            return smtpclient.ehlo_keywords(reply)
         if self.code(b"HELO " + self.helohost) != 250:
             self.quit(b"ZConnected to ", b" but my name was rejected")
         return {}
 
-    def dialogue(self, message_fd):
+    def dialogue(self, message_fd: int) -> NoReturn:
         """qmail's smtp(): greeting, HELO, MAIL, RCPT per recipient, DATA, message, final reply."""
         if self.code() != 220:
             self.quit(b"ZConnected to ", b" but greeting failed")
@@ -173,11 +193,11 @@ class Session:
             if smtpclient.has_line_break(recipient):
                 self.out.append(b"hSorry, an address with a CR or LF in it can't be sent in SMTP. (#5.1.3)\n\0")
                 continue
-            code = self.code(b"RCPT TO:<" + quote2(recipient) + b">")
-            if code >= 400:
-                letter = b"h" if code >= 500 else b"s"
+            reply = self.exchange(b"RCPT TO:<" + quote2(recipient) + b">")
+            if reply.code >= 400:
+                letter = b"h" if reply.code >= 500 else b"s"
                 self.out.append(letter + self.ip + b" does not like recipient.\n"
-                                + smtpclient.remote_said(self.last.text) + b"\0")
+                                + smtpclient.remote_said(reply.text) + b"\0")
             else:
                 self.out.append(b"r\0")
                 bother = True
@@ -198,7 +218,7 @@ class Session:
             self.quit(b"Z", b" failed after I sent the message")
         self.quit(b"K", b" accepted message")
 
-    def blast(self, fd):
+    def blast(self, fd: int) -> None:
         """Send the message from fd, transparent (smtpclient.DataEncoder), then `.`; a read error is temporary."""
         encoder = smtpclient.DataEncoder()
         pending = b""

@@ -1,4 +1,6 @@
-"""SMTP client codecs for qmail-remote: DATA transparency, bounded reply parsing, report texts (reference §1.8)."""
+"""SMTP client codecs for qmail-remote: DATA transparency, bounded reply parsing, report texts (see qmail-remote(8))."""
+
+from __future__ import annotations
 
 SMTPTEXT_MAX = 5000  # qmail's HUGESMTPTEXT: how much reply text a report quotes
 REPLY_BYTES_MAX = 65536  # our bound on one reply (all its lines); more and the peer counts as gone
@@ -19,11 +21,11 @@ class DataEncoder:
     `.`; a partial last line is completed. So no byte sequence in a message can end DATA early.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.at_line_start = True
         self.held_cr = False  # a chunk ended in CR: it may be half of a CRLF
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> bytes:
         """Return the wire bytes for the next chunk of the message."""
         if self.held_cr:
             data = b"\r" + data
@@ -40,7 +42,7 @@ class DataEncoder:
         self.at_line_start = text.endswith(b"\n")
         return text.replace(b"\n", b"\r\n")
 
-    def end(self):
+    def end(self) -> bytes:
         """Return the bytes that finish DATA: a held CR as a line break, a completed last line, `.` CRLF."""
         out = b""
         if self.held_cr:
@@ -52,25 +54,19 @@ class DataEncoder:
         return out + b".\r\n"
 
 
-def encode_message(data):
-    """Return the whole DATA stream (after the DATA command) for a message."""
-    e = DataEncoder()
-    return e.feed(data) + e.end()
-
-
 class Reply:
     """One SMTP reply: its code (from the first line) and its text as qmail keeps it (CRs removed, ≤5000)."""
 
-    def __init__(self, code, text, lines):
+    def __init__(self, code: int, text: bytes, lines: list[bytes]) -> None:
         self.code = code
         self.text = text
         self.lines = lines  # the lines without CR LF, for EHLO keywords
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Reply(%d, %r)" % (self.code, self.text)
 
 
-def reply_code(line):
+def reply_code(line: bytes) -> int:
     """Return the code of a reply line: its three leading digits, else MALFORMED_CODE."""
     head = line[:3]
     if len(head) == 3 and head.isdigit() and head.isascii():
@@ -81,12 +77,12 @@ def reply_code(line):
 class ReplyParser:
     """Collect reply lines fed as bytes until a line whose fourth byte is not `-`; bounded."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.buffer = bytearray()
-        self.lines = []
+        self.lines: list[bytes] = []
         self.size = 0
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> tuple[Reply, bytes] | None:
         """Consume data; return (Reply, leftover bytes) once complete, else None. Raises ReplyTooLong."""
         self.buffer += data
         while True:
@@ -104,16 +100,11 @@ class ReplyParser:
             if line[3:4] != b"-":
                 return self.reply(), bytes(self.buffer)
 
-    def reply(self):
+    def reply(self) -> Reply:
         """Return the Reply for the collected lines."""
         text = b"".join(self.lines).replace(b"\r", b"")[:SMTPTEXT_MAX]
         bare = [line.rstrip(b"\n").replace(b"\r", b"") for line in self.lines]
         return Reply(reply_code(self.lines[0]), text, bare)
-
-
-def parse_reply(data):
-    """Return (Reply, leftover) for bytes holding a whole reply, or None if incomplete."""
-    return ReplyParser().feed(data)
 
 
 def session_budget(timeout: int, recipients: int) -> int:
@@ -126,9 +117,9 @@ def data_allowance(size: int) -> float:
     return size / MIN_DATA_RATE
 
 
-def ehlo_keywords(reply):
+def ehlo_keywords(reply: Reply) -> dict[bytes, list[bytes]]:
     """Return {KEYWORD: parameters} from an EHLO reply's lines after the first."""
-    found = {}
+    found: dict[bytes, list[bytes]] = {}
     for line in reply.lines[1:]:
         words = line[4:].split()
         if words:
@@ -136,18 +127,18 @@ def ehlo_keywords(reply):
     return found
 
 
-def remote_said(text):
+def remote_said(text: bytes) -> bytes:
     """Return qmail's `Remote host said: ` quotation of reply text (NUL shown as `?`), or b"" if none."""
     if not text:
         return b""
     return b"Remote host said: " + text.replace(b"\0", b"?")
 
 
-def outsafe(data):
+def outsafe(data: bytes) -> bytes:
     """Return data with bytes below 33 or above 126 shown as `?` (qmail's outsafe)."""
     return bytes(c if 33 <= c <= 126 else 63 for c in data)
 
 
-def has_line_break(address):
+def has_line_break(address: bytes) -> bool:
     """True if an address holds CR or LF: sent in a command, it would end that command early."""
     return b"\r" in address or b"\n" in address

@@ -1,4 +1,6 @@
-"""qmail's TCP timeout table queue/lock/tcpto: 64 records of 16 bytes (reference §1.23)."""
+"""qmail's TCP timeout table queue/lock/tcpto: 64 records of 16 bytes (see qmail-tcpto(8), qmail-remote(8))."""
+
+from __future__ import annotations
 
 import os
 import time
@@ -9,13 +11,13 @@ COUNT_MAX = 10
 RETRY_GAP = 120  # a second timeout within this many seconds of the last does not count
 
 
-def path():
+def path() -> str:
     """Return the table's path in the qmail tree."""
     from pyqmail.lib.config import control
     return control.path("queue", "lock", "tcpto")
 
 
-def ip_bytes(ip):
+def ip_bytes(ip: str) -> bytes | None:
     """Return the four bytes of a dotted-quad IPv4 address, or None for anything else (IPv6 is not recorded)."""
     parts = ip.split(".")
     if len(parts) != 4 or not all(p.isdigit() and p.isascii() and int(p) < 256 for p in parts):
@@ -23,7 +25,7 @@ def ip_bytes(ip):
     return bytes(int(p) for p in parts)
 
 
-def records(table):
+def records(table: bytes) -> list[tuple[bytes, int, int]]:
     """Return (ip bytes, count, when) for every whole record of the table's bytes."""
     out = []
     for pos in range(0, len(table) - RECORD + 1, RECORD):
@@ -32,7 +34,7 @@ def records(table):
     return out
 
 
-def report_lines(table, now):
+def report_lines(table: bytes, now: int) -> bytes:
     """Return qmail-tcpto's output for a table: one line per record with a count."""
     lines = []
     for ip, count, when in records(table):
@@ -42,7 +44,7 @@ def report_lines(table, now):
     return b"".join(lines)
 
 
-def should_skip(table, ip4, now, pid):
+def should_skip(table: bytes, ip4: bytes, now: int, pid: int) -> tuple[bool, bool]:
     """Return (skip, found): skip an address with ≥2 recent timeouts for (60 + pid%32) * 64 seconds."""
     for ip, count, when in records(table):
         if ip == ip4:
@@ -50,12 +52,12 @@ def should_skip(table, ip4, now, pid):
     return False, False
 
 
-def record(ip4, count, when):
+def record(ip4: bytes, count: int, when: int) -> bytes:
     """Return the 16 bytes of one record."""
     return ip4 + bytes([count, 0, 0, 0]) + (when & 0xFFFFFFFF).to_bytes(4, "little") + bytes(4)
 
 
-def update(table, ip4, timed_out, now):
+def update(table: bytes, ip4: bytes, timed_out: bool, now: int) -> tuple[int, bytes] | None:
     """Return (record index, new record bytes) after an attempt on ip4, or None when nothing changes."""
     recs = records(table)
     for i, (ip, count, when) in enumerate(recs):
@@ -80,11 +82,11 @@ def update(table, ip4, timed_out, now):
 class Table:
     """The table on disk, read and changed under an exclusive flock as qmail does."""
 
-    def __init__(self, filename=None):
+    def __init__(self, filename: str | None = None) -> None:
         self.filename = filename or path()
         self.found = False
 
-    def read_locked(self):
+    def read_locked(self) -> tuple[int | None, bytes]:
         """Return (fd locked for writing, table bytes) or (None, b"") when the table can't be used."""
         import fcntl
         try:
@@ -99,7 +101,7 @@ class Table:
             return None, b""
         return fd, table
 
-    def skip(self, ip):
+    def skip(self, ip: str) -> bool:
         """True if ip timed out often and recently enough to be skipped now."""
         ip4 = ip_bytes(ip)
         if ip4 is None:
@@ -111,7 +113,7 @@ class Table:
         skip, self.found = should_skip(table, ip4, int(time.time()), os.getpid())
         return skip
 
-    def note(self, ip, timed_out):
+    def note(self, ip: str, timed_out: bool) -> None:
         """Record the result of a connection attempt to ip (after skip() looked it up)."""
         ip4 = ip_bytes(ip)
         if ip4 is None or (not timed_out and not self.found):

@@ -2,11 +2,17 @@
 
 control/smtpcheckpassword names the program, one argv element per line (no shell), e.g.
 `/usr/local/bin/checkpassword` and `/bin/true`. It gets `login\\0password\\0timestamp\\0` on fd 3
-(reference §1.17): exit 0 accepts, 1 (and 2) refuse, anything else is a temporary failure.
+(see qmail-smtpd(8)): exit 0 accepts, 1 (and 2) refuse, anything else is a temporary failure.
 """
+
+from __future__ import annotations
 
 import os
 import time
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from pyqmail.lib.smtpd.smtpio import Session, SmtpIO
 
 CHECK_TIMEOUT = 60
 REPLIES = {
@@ -26,7 +32,7 @@ class Cancelled(Exception):
     """The client sent `*` or undecodable base64."""
 
 
-def decode(line):
+def decode(line: bytes) -> bytes:
     """Return the bytes of one base64 client response; Cancelled on `*` or bad base64."""
     import binascii
     line = line.rstrip(b"\r")
@@ -38,7 +44,7 @@ def decode(line):
         raise Cancelled("syntax")
 
 
-def ask(io, prompt):
+def ask(io: SmtpIO, prompt: bytes) -> bytes:
     """Send a 334 challenge and return the decoded answer."""
     import binascii
     io.out(b"334 " + binascii.b2a_base64(prompt, newline=False) + b"\r\n")
@@ -46,7 +52,7 @@ def ask(io, prompt):
     return decode(io.readline())
 
 
-def plain(io, initial):
+def plain(io: SmtpIO, initial: bytes) -> tuple[bytes, bytes]:
     """Return (login, password) from an AUTH PLAIN exchange (authzid\\0authcid\\0passwd)."""
     response = decode(initial) if initial else ask(io, b"")
     parts = response.split(b"\0")
@@ -55,13 +61,16 @@ def plain(io, initial):
     return parts[1], parts[2]
 
 
-def login(io, initial):
+def login(io: SmtpIO, initial: bytes) -> tuple[bytes, bytes]:
     """Return (login, password) from an AUTH LOGIN exchange."""
     user = decode(initial) if initial else ask(io, b"Username:")
     return user, ask(io, b"Password:")
 
 
-def checkpassword(argv, user, password, stamp):
+EXCHANGES = {b"PLAIN": plain, b"LOGIN": login}
+
+
+def checkpassword(argv: list[bytes], user: bytes, password: bytes, stamp: bytes) -> str:
     """Run the checkpassword program with the credentials on fd 3; return "ok", "bad" or "temp"."""
     if not user or not password or b"\0" in user + password:
         return "bad"
@@ -83,7 +92,7 @@ def checkpassword(argv, user, password, stamp):
     return _verdict(pid)
 
 
-def _verdict(pid):
+def _verdict(pid: int) -> str:
     """Wait (bounded) for the checker; map its exit status."""
     deadline = time.monotonic() + CHECK_TIMEOUT
     while True:
@@ -91,7 +100,8 @@ def _verdict(pid):
         if done:
             break
         if time.monotonic() > deadline:
-            os.kill(pid, 9)
+            import _signal  # not `signal`: it imports enum
+            os.kill(pid, _signal.SIGKILL)
             os.waitpid(pid, 0)
             return "temp"
         time.sleep(0.005)
@@ -102,25 +112,31 @@ def _verdict(pid):
     return "temp"
 
 
-def auth(session, arg):
+def auth(session: Session, arg: bytes) -> None:
     """Run one AUTH command: refusals, the exchange, the check; success lets the session relay."""
     io, conf = session.io, session.conf
     if not conf.checkpassword:
-        return io.out(b"502 unimplemented (#5.5.1)\r\n")
+        io.out(b"502 unimplemented (#5.5.1)\r\n")
+        return
     if io.tls is None:
-        return io.out(REPLIES["tls"])
+        io.out(REPLIES["tls"])
+        return
     if session.user is not None:
-        return io.out(REPLIES["again"])
+        io.out(REPLIES["again"])
+        return
     if session.seenmail:
-        return io.out(REPLIES["mail"])
+        io.out(REPLIES["mail"])
+        return
     mechanism, _, initial = arg.partition(b" ")
-    exchange = {b"PLAIN": plain, b"LOGIN": login}.get(mechanism.upper())
+    exchange = EXCHANGES.get(mechanism.upper())
     if exchange is None:
-        return io.out(REPLIES["mech"])
+        io.out(REPLIES["mech"])
+        return
     try:  # a response line over the bound ends the session as a command line does (LineTooLong)
         user, password = exchange(io, initial.strip(b" "))
     except Cancelled as e:
-        return io.out(REPLIES[e.args[0]])
+        io.out(REPLIES[e.args[0]])
+        return
     stamp = b"<%d.%d@%s>" % (os.getpid(), int(time.time()), conf.greeting.split(b" ", 1)[0])
     verdict = checkpassword([os.fsencode(a) for a in conf.checkpassword], user, password, stamp)
     if verdict == "ok":

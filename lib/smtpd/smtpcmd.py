@@ -1,10 +1,16 @@
-"""qmail-smtpd's command-line parsers as pure functions over bytes (reference §1.12, qmail's commands.c and addrparse)."""
+"""qmail-smtpd's command-line parsers as pure functions over bytes (qmail-smtpd(8); qmail's commands.c, addrparse)."""
+
+from __future__ import annotations
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable, Collection
 
 ADDR_LIMIT = 900  # qmail counts the address plus its NUL: 900 bytes or more is a syntax error
 PARAM_LIMIT = 32  # ESMTP parameters looked at per MAIL/RCPT (the line bound limits them anyway)
 
 
-def split_command(line):
+def split_command(line: bytes) -> tuple[bytes, bytes]:
     """Return (verb lowercased, argument) for one command line without its LF, as qmail's commands() does."""
     if line[-1:] == b"\r":
         line = line[:-1]
@@ -15,7 +21,7 @@ def split_command(line):
     return verb.lower(), arg.lstrip(b" ")
 
 
-def _unquote(text, terminator):
+def _unquote(text: bytes, terminator: bytes) -> tuple[bytes, bytes]:
     """Copy text up to an unquoted terminator, dropping quotes and backslashes; return (address, rest)."""
     if b'"' not in text and b"\\" not in text:
         end = text.find(terminator)
@@ -37,7 +43,7 @@ def _unquote(text, terminator):
     return bytes(out), b""
 
 
-def parse_address(arg):
+def parse_address(arg: bytes) -> tuple[bytes, bytes]:
     """Return (address, rest after it) from a MAIL/RCPT argument, as qmail's addrparse reads it."""
     start = arg.find(b"<")
     if start >= 0:
@@ -51,12 +57,12 @@ def parse_address(arg):
     return _unquote(text, terminator)
 
 
-def too_long(address):
+def too_long(address: bytes) -> bool:
     """True when qmail-smtpd would answer `555 syntax error` for this address."""
     return len(address) + 1 > ADDR_LIMIT
 
 
-def parse_params(rest):
+def parse_params(rest: bytes) -> list[tuple[bytes, bytes | None]]:
     """Return the ESMTP parameters after an address as [(KEYWORD, value or None)]; malformed ones are skipped."""
     params = []
     for token in rest.split(b" ")[:PARAM_LIMIT]:
@@ -66,7 +72,7 @@ def parse_params(rest):
     return params
 
 
-def size_param(params):
+def size_param(params: list[tuple[bytes, bytes | None]]) -> int | None:
     """Return the SIZE= value as an int, or None when absent or not plain decimal digits."""
     for key, value in params:
         if key == b"SIZE" and value and value.isdigit() and value.isascii() and len(value) <= 20:
@@ -74,7 +80,7 @@ def size_param(params):
     return None
 
 
-def in_badmailfrom(address, entries):
+def in_badmailfrom(address: bytes, entries: Collection[bytes]) -> bool:
     """True when the address or its @domain is listed (entries lowercased; qmail's constmap ignores case)."""
     if not entries:
         return False
@@ -84,7 +90,7 @@ def in_badmailfrom(address, entries):
     return at >= 0 and address[at:].lower() in entries
 
 
-def ipv4_literal(text):
+def ipv4_literal(text: bytes) -> str | None:
     """Return the IPv4 address of a `[a.b.c.d]` literal (qmail's ip_scanbracket, octets taken mod 256), or None."""
     if text[:1] != b"[" or text[-1:] != b"]":
         return None
@@ -94,7 +100,7 @@ def ipv4_literal(text):
     return ".".join(str(int(p) % 256) for p in parts)
 
 
-def ipv6_literal(text):
+def ipv6_literal(text: bytes) -> str | None:
     """Return the canonical IPv6 address of a `[IPv6:...]` literal (RFC 5321), or None."""
     if text[:6].lower() != b"[ipv6:" or text[-1:] != b"]" or len(text) > 60:
         return None
@@ -105,7 +111,7 @@ def ipv6_literal(text):
         return None
 
 
-def replace_local_literal(address, liphost, mine, ipv6=False):
+def replace_local_literal(address: bytes, liphost: bytes, mine: Callable[[str], bool], ipv6: bool = False) -> bytes:
     """Replace a domain literal naming one of my addresses (mine(ip) -> bool) by localiphost, as qmail does."""
     at = address.rfind(b"@")
     if at < 0 or address[at + 1:at + 2] != b"[":

@@ -1,8 +1,14 @@
-"""qmail-smtpd's control files and environment, read once per session (reference §1.12, §0.1)."""
+"""qmail-smtpd's control files and environment, read once per session (see qmail-smtpd(8))."""
+
+from __future__ import annotations
 
 import posix  # not os: start-up cost (lib/config/control)
 
 from pyqmail.lib.config import control, rcpthosts
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Mapping
 
 HARD_MAX_RCPT = 10000  # recipients per message when control/smtpmaxrcpt does not say (qmail has no bound)
 
@@ -11,7 +17,7 @@ class ControlError(Exception):
     """A control file exists but cannot be read: `421 unable to read controls (#4.3.0)`."""
 
 
-def _flag(name):
+def _flag(name: str) -> bool:
     """Return True when the control file's number is not 0 (absent: off)."""
     return control.readint(name, 0) != 0
 
@@ -19,7 +25,7 @@ def _flag(name):
 class Config:
     """Everything qmail-smtpd needs to know before the greeting."""
 
-    def __init__(self, environ=None):
+    def __init__(self, environ: Mapping[bytes, bytes] | None = None) -> None:
         env = posix.environ if environ is None else environ  # os.environb's dict
         try:
             self._read_controls(env)
@@ -28,16 +34,17 @@ class Config:
         self.remoteip = env.get(b"TCPREMOTEIP") or b"unknown"
         self.local = env.get(b"TCPLOCALHOST") or env.get(b"TCPLOCALIP") or b"unknown"
         self.remotehost = env.get(b"TCPREMOTEHOST") or b"unknown"
-        self.remoteinfo = env.get(b"TCPREMOTEINFO")
-        self.relayclient = env.get(b"RELAYCLIENT")
+        self.remoteinfo: bytes | None = env.get(b"TCPREMOTEINFO")
+        self.relayclient: bytes | None = env.get(b"RELAYCLIENT")
 
-    def _read_controls(self, env):
+    def _read_controls(self, env: Mapping[bytes, bytes]) -> None:
         """Read qmail's controls and ours; any unreadable one raises OSError."""
-        self.greeting = control.readline("smtpgreeting")
-        if self.greeting is None:
-            self.greeting = control.me()
-        if self.greeting is None:
+        greeting = control.readline("smtpgreeting")
+        if greeting is None:
+            greeting = control.me()
+        if greeting is None:
             raise OSError("no control/smtpgreeting and no control/me")
+        self.greeting: bytes = greeting
         self.liphost = control.rldef("localiphost", None)
         self.timeout = control.readint("timeoutsmtpd", 1200) or 1
         self.badmailfrom = set(line.lower() for line in control.readlist("badmailfrom"))
@@ -53,9 +60,9 @@ class Config:
         self.deadline = control.readint("smtpdeadline", 0)
         self.minrate = control.readint("smtpminrate", 0)
         cert = control.path("control", "servercert.pem")
-        self.certfile = cert if control.is_file(cert) else None
+        self.certfile: str | None = cert if control.is_file(cert) else None
         self.checkpassword = control.readlist("smtpcheckpassword") or None
 
-    def host_allowed(self, address):
+    def host_allowed(self, address: bytes) -> bool:
         """qmail's rcpthosts(): addresses without @ and every domain (no rcpthosts) are allowed."""
         return self.rcpthosts.allowed(address)

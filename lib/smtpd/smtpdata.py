@@ -6,6 +6,8 @@ line that is just `.` ends the data. Header lines starting with `Received` or `D
 Complete lines are decoded in bulk (bytes.replace / split); at most LONG bytes of a line are held.
 """
 
+from __future__ import annotations
+
 LONG = 65536  # a line without LF longer than this is passed on in pieces, never held whole
 
 
@@ -13,7 +15,7 @@ class StrayNewline(Exception):
     """A bare LF in the data: qmail answers 451 and drops the connection."""
 
 
-def _unstuff(text):
+def _unstuff(text: bytes) -> bytes:
     """Remove the leading dot of every line (LF-terminated, CRs already folded) unless a CR follows it."""
     if text[:1] == b"." and text[1:2] != b"\r":
         text = text[1:]
@@ -26,17 +28,17 @@ def _unstuff(text):
 class DataDecoder:
     """Feed raw DATA bytes; get back the bytes to store, and, once the end is seen, what follows it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.tail = b""  # start of an incomplete line (or a held-back CR in the middle of a long line)
         self.midline = False  # the current line's start has been decoded already
         self.in_header = True
         self.hops = 0
 
-    def feed(self, chunk):
+    def feed(self, chunk: bytes) -> tuple[bytes, bytes | None]:
         """Return (stored bytes, rest): rest is None until the end line, then the bytes after it."""
         data = self.tail + chunk if self.tail else chunk
         self.tail = b""
-        out = []
+        out: list[bytes] = []
         if self.midline:
             nl = data.find(b"\n")
             if nl < 0:
@@ -65,7 +67,7 @@ class DataDecoder:
             self.tail = tail
         return b"".join(out), None
 
-    def _header_line(self, line, out):
+    def _header_line(self, line: bytes, out: list[bytes]) -> bool:
         """Decode one complete header line; True if it is the end line."""
         if len(line) < 2 or line[-2] != 13:
             raise StrayNewline()
@@ -81,13 +83,13 @@ class DataDecoder:
         out.append(content + b"\n")
         return False
 
-    def _count_hop(self, start):
+    def _count_hop(self, start: bytes) -> None:
         """Count a header line starting with Received or Delivered (any case)."""
         head = start[:9].lower()
         if head[:8] == b"received" or head == b"delivered":
             self.hops += 1
 
-    def _body(self, block, out):
+    def _body(self, block: bytes, out: list[bytes]) -> int:
         """Decode complete body lines in bulk; return the offset of the end line, or -1."""
         if block[:3] == b".\r\n":
             end = 0
@@ -100,7 +102,7 @@ class DataDecoder:
         out.append(_unstuff(region.replace(b"\r\n", b"\n")))
         return end
 
-    def _start_long(self, tail, out):
+    def _start_long(self, tail: bytes, out: list[bytes]) -> None:
         """Begin passing on a line too long to hold: its start decides hops and dot-unstuffing now."""
         if self.in_header:
             self._count_hop(tail)
@@ -109,7 +111,7 @@ class DataDecoder:
         self.midline = True
         self._pass_long(tail, out)
 
-    def _pass_long(self, data, out):
+    def _pass_long(self, data: bytes, out: list[bytes]) -> None:
         """Pass on the middle of a long line, holding back a final CR that may start the CRLF."""
         if data[-1:] == b"\r":
             data, self.tail = data[:-1], b"\r"

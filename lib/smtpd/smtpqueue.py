@@ -1,14 +1,22 @@
-"""qmail-smtpd's DATA: start qmail-queue (or queue in this process), stream the message, answer (reference §1.12)."""
+"""qmail-smtpd's DATA: start qmail-queue (or queue in this process), stream the message, answer (qmail-smtpd(8))."""
+
+from __future__ import annotations
 
 import time
 
 from pyqmail.lib.smtpd.smtpdata import DataDecoder, StrayNewline
 from pyqmail.lib.smtpd.smtpreply import REPLY, STRAY_NEWLINE, Quit
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from pyqmail.lib.queue.client import QmailQueue
+    from pyqmail.lib.queue.queuehere import QueueHere
+    from pyqmail.lib.smtpd.smtpio import Session, SmtpIO
+
 MAXHOPS = 100
 
 
-def protocol(session):
+def protocol(session: Session) -> bytes:
     """Return the Received line's `with` word: SMTP as qmail, else RFC 3848/6531's for TLS, AUTH, SMTPUTF8."""
     tls, auth = session.io.tls is not None, session.user is not None
     if not (tls or auth or session.utf8):
@@ -16,7 +24,7 @@ def protocol(session):
     return (b"UTF8SMTP" if session.utf8 else b"ESMTP") + (b"S" if tls else b"") + (b"A" if auth else b"")
 
 
-def blast(io, qq, databytes, minrate=0):
+def blast(io: SmtpIO, qq: QueueHere | QmailQueue, databytes: int, minrate: int = 0) -> tuple[int, bool]:
     """Copy the DATA into qq until CRLF.CRLF; return (hops, too big). Bytes after the end go back to io.
     With minrate, DATA must arrive at that many bytes per second on average after one timeout's grace."""
     decoder = DataDecoder()
@@ -25,7 +33,7 @@ def blast(io, qq, databytes, minrate=0):
         io.data_deadline = time.monotonic() + io.timeout
     while True:
         chunk = io.read_chunk()
-        if minrate:
+        if minrate and io.data_deadline is not None:
             io.data_deadline += len(chunk) / minrate
         data, rest = decoder.feed(chunk)
         if data and not failed:
@@ -41,7 +49,7 @@ def blast(io, qq, databytes, minrate=0):
             return decoder.hops, failed
 
 
-def deliver(session):
+def deliver(session: Session) -> None:
     """Answer 354, queue the message with our Received line, then give qmail-smtpd's verdict."""
     from pyqmail.lib.queue.queuehere import open_queue
     from pyqmail.lib.queue.received import received
@@ -49,7 +57,8 @@ def deliver(session):
     try:
         qq = open_queue()
     except OSError:
-        return io.out(REPLY["qqt"])
+        io.out(REPLY["qqt"])
+        return
     qp = qq.pid
     io.out(b"354 go ahead\r\n")
     qq.put(received(protocol(session), conf.local, conf.remoteip, conf.remotehost, conf.remoteinfo,
@@ -67,9 +76,10 @@ def deliver(session):
         qq.fail()
     result = qq.close(session.mailfrom, session.rcptto)
     if not result:
-        return io.out(b"250 ok %d qp %d\r\n" % (int(time.time()), qp))
-    if hops >= MAXHOPS:
-        return io.out(REPLY["hops"])
-    if too_big:
-        return io.out(REPLY["size"])
-    io.out((b"554 " if result[:1] == "D" else b"451 ") + result[1:].encode("latin-1") + b"\r\n")
+        io.out(b"250 ok %d qp %d\r\n" % (int(time.time()), qp))
+    elif hops >= MAXHOPS:
+        io.out(REPLY["hops"])
+    elif too_big:
+        io.out(REPLY["size"])
+    else:
+        io.out((b"554 " if result[:1] == "D" else b"451 ") + result[1:].encode("latin-1") + b"\r\n")

@@ -1,4 +1,6 @@
-"""qmail-smtpd's replies, byte for byte (reference §1.12), and the session's way out."""
+"""qmail-smtpd's replies, byte for byte (see qmail-smtpd(8)), and the session's way out."""
+
+from __future__ import annotations
 
 STRAY_NEWLINE = b"451 See https://cr.yp.to/docs/smtplf.html.\r\n"
 REPLY = {
@@ -25,6 +27,6 @@ REPLY = {
 class Quit(Exception):
     """End the session with this exit code (replies already queued)."""
 
-    def __init__(self, code):
+    def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
