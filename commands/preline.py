@@ -4,6 +4,7 @@ import os
 
 from pyqmail.lib.local.delivery_env import one_line
 from pyqmail.lib.util.errstr import error_str, is_temp
+from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
 from pyqmail.lib.util.sgetopt import BadOption, options
 from pyqmail.lib.local.runchild import fatal, say_exit, wait_code
@@ -65,9 +66,7 @@ def copy(w, head):
     """Write head, then fd 0 to its end, to w."""
     data = head
     while True:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(w, view):]
+        write_all(w, data)
         data = os.read(0, 65536)
         if not data:
             return

@@ -1,19 +1,19 @@
-"""qmail-local: deliver the message on fd 0 to one local recipient as the user's .qmail file says."""
+"""qmail-local: deliver the message on fd 0 to one local recipient as the user's .qmail file says (qmail-local(8))."""
 
 import os
 import time
 
 from pyqmail.lib.config import dotqmail
 from pyqmail.lib.local import msgfd
-from pyqmail.lib.local.qmailfile import exists, find_qmail, read_qmail
+from pyqmail.lib.local.qmailfile import PATRN, exists, find_qmail, read_qmail
 from pyqmail.lib.local.delivery_env import Delivery
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
 from pyqmail.lib.util.sgetopt import BadOption, options
 
 USAGE = "qmail-local: usage: qmail-local [ -nN ] user homedir local dash ext domain sender aliasempty"
-PATRN = 0o002  # conf-patrn: a world-writable home or .qmail is refused
 STICKY = 0o1000
 HARD_EXITS = frozenset((100, 64, 65, 70, 76, 77, 78, 112))
 
@@ -33,9 +33,7 @@ def parse_args(argv):
 
 def say(text):
     """Write one report line to fd 1."""
-    data = text + b"\n"
-    while data:
-        data = data[os.write(1, data):]
+    write_all(1, text + b"\n")
 
 
 def enter_home(home, doit):

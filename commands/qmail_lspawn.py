@@ -1,4 +1,4 @@
-"""qmail-lspawn: run qmail-local for each local delivery qmail-send asks for (reference §1.5, §1.6)."""
+"""qmail-lspawn: run qmail-local for each local delivery qmail-send asks for (qmail-lspawn(8))."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""qmail-rspawn: run qmail-remote for each remote delivery qmail-send asks for (reference §1.5, §1.7)."""
+"""qmail-rspawn: run qmail-remote for each remote delivery qmail-send asks for (qmail-rspawn(8))."""
 
 import os
 
@@ -41,8 +41,9 @@ def is_ours(program, path=None, dirs=None):
 def preload():
     """Import what qmail-remote uses, DNS and TLS included, once: forked children start with it in memory."""
     from pyqmail.commands import qmail_remote  # noqa: F401
-    from pyqmail.lib import (dnsmx, remoteconf, remotefeatures, remoteroute, smtpipme,  # noqa: F401
-                             remotesession, smtpclient, tcpto)
+    from pyqmail.lib.config import ipme  # noqa: F401
+    from pyqmail.lib.remote import (dnsmx, remoteconf, remotefeatures, remoteroute,  # noqa: F401
+                                    remotesession, smtpclient, tcpto)
     import binascii, errno, fcntl, socket, ssl  # noqa: F401,E401
     try:
         import dns.rdata

@@ -1,8 +1,11 @@
-"""qmail-send: schedule and hand out deliveries, bounce failures, log it all (reference §1.4, §2, §3).
+"""qmail-send: schedule and hand out deliveries, bounce failures, log it all (qmail-send(8),
+docs/qmail-send-design.md).
 
 Descriptors, set up by qmail-start: 0 log output, 1 → qmail-lspawn, 2 ← qmail-lspawn,
 3 → qmail-rspawn, 4 ← qmail-rspawn, 5 → qmail-clean, 6 ← qmail-clean.
 """
+
+from __future__ import annotations
 
 import os
 import select
@@ -13,10 +16,16 @@ from pyqmail.lib.send import sendlog, todo
 from pyqmail.lib.send.channel import LOCAL, REMOTE
 from pyqmail.lib.send.sendchannel import Channel
 from pyqmail.lib.send.sendclean import Clean
-from pyqmail.lib.send.inmemory import Held
+from pyqmail.lib.send.inmemory import InMemory
+from pyqmail.lib.send.sendlog import flush_log, log
 from pyqmail.lib.send.sendmessages import SLEEP_SYSFAIL, Cleanup, Todo, message_done, split_names
-from pyqmail.lib.send.sendstart import FDS, Stop, flush_log, log, reread, start
+from pyqmail.lib.send.sendstart import FDS, Stop, reread, start
 from pyqmail.lib.send.timequeue import TimeQueue
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from pyqmail.lib.send.bounce import BounceControls
+    from pyqmail.lib.send.rewrite import Rewriter
 
 SLEEP_FOREVER = 86400
 SLEEP_FUZZ = 1
@@ -25,7 +34,8 @@ SLEEP_FUZZ = 1
 class Send:
     """Everything qmail-send holds in memory."""
 
-    def __init__(self, home, settings, rewriter, bounce_controls, limits):
+    def __init__(self, home: str, settings: dict[str, int], rewriter: Rewriter, bounce_controls: BounceControls,
+                 limits: dict[str, int]) -> None:
         self.home, self.rewriter, self.bounce_controls = home, rewriter, bounce_controls
         self.lifetime = settings["lifetime"]
         self.log = log
@@ -33,38 +43,38 @@ class Send:
         self.recent = int(time.time())
         self.delid = 0
         self.pqdone, self.pqfail = TimeQueue(), TimeQueue()
-        self.channels = {}
+        self.channels: dict[str, Channel] = {}
         for name, (fd_out, fd_in) in FDS.items():
             self.channels[name] = Channel(self, name, fd_out, fd_in, min(settings[name], limits[name]), TimeQueue())
         self.numjobs = sum(c.concurrency for c in self.channels.values())
         self.jobs_used = 0
         self.clean = Clean(self, 5, 6)
         self.todo = Todo(self)
-        self.held = Held(self)
+        self.inmemory = InMemory(self)
         self.cleanup = Cleanup(self)
-        self.info_damaged = set()  # messages whose info/N has no sender: warned once, not scheduled again
+        self.info_damaged: set[int] = set()  # messages whose info/N has no sender: warned once, not scheduled again
 
-    def next_delid(self):
+    def next_delid(self) -> int:
         """Return the next delivery number (1, 2, 3, … per run)."""
         self.delid += 1
         return self.delid
 
-    def job_available(self):
+    def job_available(self) -> bool:
         """True if another job may be opened."""
         return self.jobs_used < self.numjobs
 
-    def log_status(self):
+    def log_status(self) -> None:
         """Log the `status:` line."""
         c = self.channels
         log(sendlog.status(c[LOCAL].used, c[LOCAL].concurrency, c[REMOTE].used, c[REMOTE].concurrency,
                            self.exitasap))
 
-    def schedule_at_start(self):
+    def schedule_at_start(self) -> None:
         """Put every message in info/ into its channels' schedules, as qmail's pqstart."""
         for id in split_names("info"):
             self.schedule_one(id)
 
-    def schedule_one(self, id):
+    def schedule_one(self, id: int) -> None:
         """Schedule a message found in info/ (qmail's pqadd): its channels at their mtimes, or done."""
         start = todo.schedule_at_start(id)
         log(b"".join(start.log))
@@ -76,11 +86,11 @@ class Send:
         elif start.state == "retry":
             self.pqfail.add(id, int(time.time()) + SLEEP_SYSFAIL)
 
-    def can_exit(self):
+    def can_exit(self) -> bool:
         """True when terminating and no live spawner has a delivery running."""
         return self.exitasap and not any(c.alive and c.used for c in self.channels.values())
 
-    def round(self, flags, wake_r):
+    def round(self, flags: dict[str, bool], wake_r: int) -> None:
         """One turn of qmail-send's loop: compute the wakeup, select, then do each kind of work once."""
         recent = self.recent = int(time.time())
         if flags.pop("alrm", None):
@@ -103,11 +113,13 @@ class Send:
                 wake = 0
             elif self.job_available():
                 for c in self.channels.values():
-                    if c.job is None and c.schedule.next_due() is not None:
-                        wake = min(wake, c.schedule.next_due())
+                    due = c.schedule.next_due()
+                    if c.job is None and due is not None:
+                        wake = min(wake, due)
             for q in (self.pqfail, self.pqdone):
-                if q.next_due() is not None:
-                    wake = min(wake, q.next_due())
+                due = q.next_due()
+                if due is not None:
+                    wake = min(wake, due)
             rest = self.todo.resting()
             if self.todo.inflight is not None:
                 rfds.append(self.todo.done_r)  # a pull meanwhile stays readable in the trigger until then
@@ -115,14 +127,15 @@ class Send:
                 rfds.append(self.todo.trigger)  # (while resting, a pull stays readable until the rest ends)
             wake = self.todo.wakeup(wake)
             wake = self.cleanup.wakeup(wake)
-        timeout = 0 if wake <= recent else wake - recent + SLEEP_FUZZ
+        timeout: float = 0 if wake <= recent else wake - recent + SLEEP_FUZZ
         if rest:
             timeout = min(timeout, rest)
         self.clean.flush()  # and the log before it: nothing waits in a buffer while qmail-send sleeps
         try:
             ready_r, ready_w, _ = select.select(rfds, wfds, [], timeout)
         except OSError:
-            return log(sendlog.fixed_warning("select"))
+            log(sendlog.fixed_warning("select"))
+            return
         if wake_r in ready_r:
             os.read(wake_r, 512)
         recent = self.recent = int(time.time())
@@ -148,9 +161,10 @@ class Send:
         if not self.exitasap:
             self.cleanup.step(recent)
 
-def serve(send):
+
+def serve(send: Send) -> int:
     """Run the loop until TERM has been handled, then persist retry times and say so."""
-    flags = {}
+    flags: dict[str, bool] = {}
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -158,21 +172,21 @@ def serve(send):
     signal.signal(signal.SIGALRM, lambda *_: flags.__setitem__("alrm", True))
     signal.signal(signal.SIGHUP, lambda *_: flags.__setitem__("hup", True))
 
-    def term(*_):
+    def term(*_: object) -> None:
         send.exitasap = True
     signal.signal(signal.SIGTERM, term)
     send.schedule_at_start()
     send.log_status()
     while not send.can_exit():
         send.round(flags, wake_r)
-    send.held.spill_at_exit()
+    send.inmemory.spill_at_exit()
     for c in send.channels.values():
         c.persist(log)
     log(sendlog.exiting())
     return 0
 
 
-def run():
+def run() -> None:
     """Console-script entry point: alerts go to the log (fd 0), never a traceback."""
     try:
         code = serve(Send(*start()))

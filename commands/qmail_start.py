@@ -1,7 +1,9 @@
-"""qmail-start: start qmail-send with its helpers wired to qmail's descriptors (reference §1.11).
+"""qmail-start: start qmail-send with its helpers wired to qmail's descriptors (qmail-start(8)).
 
 Usage: qmail-start [defaultdelivery [logger arg ...]]
 """
+
+from __future__ import annotations
 
 import fcntl
 import grp
@@ -19,7 +21,7 @@ from pyqmail.lib.util.program import main
 DEFAULT_DELIVERY = "./Mailbox"
 POLL = 1.0  # seconds between the pickup guard's checks that qmail-send still runs
 RESTART_DELAY = 60
-children = []
+children: list[subprocess.Popen[bytes]] = []  # what start() started
 Ids = namedtuple("Ids", "uid gid groups")  # uid None: keep ours
 Roles = namedtuple("Roles", "logger lspawn rspawn clean send pickup")
 

@@ -1,4 +1,5 @@
-"""qmail-send's bounces: bounce/N entries, single/double/triple bounces, VERP (reference §2.6, §1.4)."""
+"""qmail-send's bounces: bounce/N entries, single/double/triple bounces, VERP (qmail-send(8); qmail-send.c
+addbounce, injectbounce, senderadd)."""
 
 import calendar
 

@@ -10,7 +10,7 @@ from pyqmail.lib.config import dotqmail
 from pyqmail.lib.local import biff, msgfd
 from pyqmail.lib.rfc822 import addrlist, headerbody
 from pyqmail.lib.local.delivery_env import dtline, myctime, rpline, ufline
-from pyqmail.lib.local.mbox import FromQuoter, gfrom, quote_lines
+from pyqmail.lib.local.mbox import FROM_, FromQuoter
 from pyqmail.lib.rfc822.quote import quote, quote2, quote_need
 from pyqmail.lib.local.maildir import unique_name
 
@@ -135,6 +135,17 @@ def test_myctime_and_ufline():
     assert myctime(1000000000) == b"Sun Sep 09 01:46:40 2001\n"
     assert ufline(b"", 0) == b"From MAILER-DAEMON Thu Jan 01 00:00:00 1970\n"
     assert ufline(b"a b\tc\nd", 0).startswith(b"From a-b-c-d ")
+
+
+def gfrom(line):
+    """Return True if line is a From_ line after skipping any number of leading `>` (qmail's gfrom)."""
+    return line.lstrip(b">").startswith(FROM_)
+
+
+def quote_lines(data):
+    """Return data with one more `>` before every From_ line, and a final `\\n` if the last line is partial."""
+    quoter = FromQuoter()
+    return b"".join(quoter.feed(data)) + quoter.finish()
 
 
 def reference_quote(data):

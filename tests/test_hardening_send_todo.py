@@ -13,7 +13,7 @@ from hypothesis import given, strategies as st
 from conftest import make_tree, queue_message
 from pyqmail.lib.send import todo
 from test_qmail_send import make_backlog, mailbox, start_send, wait_for  # noqa: F401 (mailbox: a fixture)
-from test_todo import REWRITER, queue_one, split
+from test_todo import REWRITER, preprocess, queue_one, split
 
 GOOD = b"Fsender@example.org\0Tjoe@test.example\0\0"
 
@@ -65,7 +65,7 @@ def test_prepare_refuses_a_damaged_todo_and_writes_no_file(tree, data, warning):
     split(tree, "info", n).write_bytes(b"Fstale\0")  # debris of an earlier try: never trusted
     (Path(q) / "todo" / str(n)).unlink()
     (Path(q) / "todo" / str(n)).write_bytes(data)
-    result = todo.preprocess(n, REWRITER, q)
+    result = preprocess(n, REWRITER, q)
     assert not result.ok and result.channels == ()
     assert result.log[0] == b"new msg %d\n" % n and result.log[-1] == warning % n
     assert result.aside == todo.stat_key(os.stat(Path(q) / "todo" / str(n)))
@@ -85,7 +85,7 @@ def test_a_fifo_in_todo_does_not_hang_preprocessing(tree):
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(5)
     try:
-        result = todo.preprocess(n, REWRITER, q)  # no writer: reads as empty at once
+        result = preprocess(n, REWRITER, q)  # no writer: reads as empty at once
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)

@@ -114,8 +114,8 @@ def test_without_locals_or_me_it_cannot_start(procs, tree):
 
 
 def test_a_second_qmail_send_finds_the_mutex_taken(procs, tree):
-    with open(tree / "queue" / "lock" / "sendmutex", "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
+    with open(tree / "queue" / "lock" / "sendmutex", "w") as mutex:
+        fcntl.flock(mutex, fcntl.LOCK_EX)
         proc, log = start_send(procs, tree)
         assert proc.wait(10) == 111
     assert log.read_bytes() == b"alert: cannot start: qmail-send is already running\n"
@@ -301,8 +301,8 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_a_pull_with_1000_held_messages_is_served_soon_and_without_spinning(procs, tree, mailbox):
-    """Held messages keep todo/N, so each listing is long: the next one waits a while, never long."""
+def test_a_pull_with_1000_messages_kept_in_memory_is_served_soon_and_without_spinning(procs, tree, mailbox):
+    """Messages kept in memory keep todo/N, so each listing is long: the next one waits a while, never long."""
     make_backlog(tree / "queue", 1000)
     proc, log = start_send(procs, tree, lspawn=[sys.executable, "-c", SILENT_SPAWNER])
     wait_for(log, b"new msg ", count=1000, timeout=60)
@@ -311,7 +311,7 @@ def test_a_pull_with_1000_held_messages_is_served_soon_and_without_spinning(proc
     assert queue_message(tree, b"Subject: late\n\nbody\n", b"F\0Tjoe@test.example\0\0") == 0
     [late] = [int(p.name) for p in set((tree / "queue" / "todo").iterdir()) - backlog]
     wait_for(log, b"new msg %d\n" % late, timeout=5)
-    print("with 1000 held: the next message preprocessed after %.3f s" % (time.time() - started))
+    print("with 1000 kept in memory: the next message preprocessed after %.3f s" % (time.time() - started))
     before = cpu_seconds(proc.pid)
     time.sleep(2)
     assert cpu_seconds(proc.pid) - before < 0.5  # idle: no loop around a trigger left readable

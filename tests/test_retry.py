@@ -1,11 +1,19 @@
-"""qmail-send's retry schedule and queue lifetime (reference §2.5, §9)."""
+"""qmail-send's retry schedule and queue lifetime (qmail-send(8), passes and reports; qmail-send.c nextretry)."""
 
 import math
 
 import pytest
 from hypothesis import given, strategies as st
 
-from pyqmail.lib.send.retry import TOO_LONG, dying_report, is_dying, isqrt, next_retry, on_time_schedule
+from pyqmail.lib.send.retry import TOO_LONG, dying_report, is_dying, isqrt, next_retry
+
+
+def on_time_schedule(channel, passes):
+    """Return the first `passes` pass times (seconds after birth) when every pass starts on time."""
+    times = [0]
+    while len(times) < passes:
+        times.append(next_retry(0, times[-1], channel))
+    return times
 
 
 @pytest.mark.parametrize("x, root", [(0, 0), (1, 1), (3, 1), (4, 2), (99, 9), (100, 10), (-5, 0),

@@ -1,4 +1,4 @@
-"""qmail-send's recipient rewriting: envnoathost, percenthack, locals, virtualdomains (reference §1.4)."""
+"""qmail-send's recipient rewriting: envnoathost, percenthack, locals, virtualdomains (qmail-send(8), controls)."""
 
 import pytest
 from hypothesis import given, strategies as st

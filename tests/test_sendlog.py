@@ -1,4 +1,4 @@
-"""qmail-send's log lines, byte for byte (reference §3; qmail-log(5))."""
+"""qmail-send's log lines, byte for byte (qmail-send(8), LOG; qmail-send.c, qsutil.c)."""
 
 import pytest
 from hypothesis import given, strategies as st

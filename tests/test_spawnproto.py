@@ -1,4 +1,5 @@
-"""The spawn wire protocol, the lspawn/rspawn report mappings and qmail-clean's commands (reference §1.5–1.10)."""
+"""The spawn wire protocol, the lspawn/rspawn report mappings and qmail-clean's commands (qmail-lspawn(8),
+qmail-rspawn(8), qmail-clean(8))."""
 
 import pytest
 from hypothesis import given, strategies as st

@@ -1,4 +1,5 @@
-"""qmail-send's todo preprocessing on a real queue tree fed by the installed qmail-queue (reference §2.3, §2.4)."""
+"""qmail-send's todo preprocessing on a real queue tree fed by the installed qmail-queue (qmail-send(8), the todo
+scan and damaged messages)."""
 
 import os
 import re
@@ -12,9 +13,29 @@ from pyqmail.lib.send import todo
 from pyqmail.lib.config.control import scan_ulong
 from pyqmail.lib.send.rewrite import Rewriter
 from conftest import queue_message
+from test_envelope import todo_record
 
 REWRITER = Rewriter(b"test.example", [b"test.example"], [b"relay.example"], [b"virt.example:vprep"])
 UID = os.getuid()
+
+
+def preprocess_many(ids, rewriter, queue=".", fsync_all=todo.fsync_each):
+    """Preprocess several todo entries as qmail-send's todo scan does, their fsyncs handed to fsync_all together;
+    return {N: todo.Result}. todo/N and intd/N are left alone."""
+    results, unwritten = {}, []
+    for n in ids:
+        r = todo.prepare(n, rewriter, queue)
+        if isinstance(r, todo.Unwritten):
+            unwritten.append(r)
+        else:
+            results[n] = r
+    results.update(todo.write_files(unwritten, queue, fsync_all))
+    return results
+
+
+def preprocess(n, rewriter, queue="."):
+    """Preprocess todo/N in the queue directory as qmail-send does; todo/N and intd/N are left alone."""
+    return preprocess_many([n], rewriter, queue)[n]
 
 
 def queue_one(tree, message, sender, recipients):
@@ -35,7 +56,7 @@ def test_preprocess_writes_info_local_remote(tree):
     n, qp = queue_one(tree, message, b"joe@a.example",
                       [b"me@test.example", b"far@b.example", b"x@virt.example", b"bare", b"u%z.example@relay.example"])
     size = split(tree, "mess", n).stat().st_size
-    result = todo.preprocess(n, REWRITER, str(Path(tree) / "queue"))
+    result = preprocess(n, REWRITER, str(Path(tree) / "queue"))
     assert result == todo.Result(True, [
         b"new msg %d\n" % n,
         b"info msg %d: bytes %d from <joe@a.example> qp %d uid %d\n" % (n, size, qp, UID),
@@ -55,12 +76,12 @@ def test_preprocess_writes_info_local_remote(tree):
 def test_only_remote_and_no_recipients(tree):
     q = str(Path(tree) / "queue")
     n, qp = queue_one(tree, b"x\n", b"", [b"far@b.example"])
-    assert todo.preprocess(n, REWRITER, q).channels == ("remote",)
+    assert preprocess(n, REWRITER, q).channels == ("remote",)
     assert not split(tree, "local", n).exists()
     assert split(tree, "info", n).read_bytes() == b"F\0"
     os.unlink(Path(q) / "todo" / str(n))
     m, _ = queue_one(tree, b"y\n", b"s@a", [])
-    result = todo.preprocess(m, REWRITER, q)
+    result = preprocess(m, REWRITER, q)
     assert result.ok and result.channels == ()
     assert not split(tree, "local", m).exists() and not split(tree, "remote", m).exists()
 
@@ -71,13 +92,13 @@ def test_stale_files_are_replaced_while_todo_exists(tree):
     for d, junk in (("info", b"Fold\0"), ("local", b"Dold\0"), ("remote", b"Tstale@x\0")):
         split(tree, d, n).write_bytes(junk)
     assert todo.schedule_at_start(n, q).state == "skip"   # todo/N exists: do not trust them
-    result = todo.preprocess(n, REWRITER, q)
+    result = preprocess(n, REWRITER, q)
     assert result.ok and result.channels == ("local",)
     assert split(tree, "info", n).read_bytes() == b"Fs@a\0"
     assert split(tree, "local", n).read_bytes() == b"Tme@test.example\0"
     assert not split(tree, "remote", n).exists()
     # preprocessing twice (a crash before qmail-clean removed todo/N) gives the same files
-    assert todo.preprocess(n, REWRITER, q) == result
+    assert preprocess(n, REWRITER, q) == result
     assert split(tree, "local", n).read_bytes() == b"Tme@test.example\0"
 
 
@@ -85,7 +106,7 @@ def test_schedule_at_start(tree):
     q = str(Path(tree) / "queue")
     n, _ = queue_one(tree, b"x\n", b"s@a", [b"me@test.example", b"far@b.example"])
     assert todo.schedule_at_start(n, q) == todo.Start("skip", {}, [])  # no info/N yet
-    todo.preprocess(n, REWRITER, q)
+    preprocess(n, REWRITER, q)
     os.unlink(Path(q) / "todo" / str(n))  # as qmail-clean would
     os.utime(split(tree, "local", n), (1000, 1000))
     os.utime(split(tree, "remote", n), (2000, 2000))
@@ -97,15 +118,15 @@ def test_schedule_at_start(tree):
 
 def test_failures_are_logged_as_qmail_does(tree):
     q = str(Path(tree) / "queue")
-    assert todo.preprocess(999, REWRITER, q) == todo.Result(False, [b"warning: unable to open todo/999\n"], ())
+    assert preprocess(999, REWRITER, q) == todo.Result(False, [b"warning: unable to open todo/999\n"], ())
     n, _ = queue_one(tree, b"x\n", b"s@a", [b"me@test.example"])
     os.rename(split(tree, "mess", n), Path(q) / "saved")
-    assert todo.preprocess(n, REWRITER, q) == todo.Result(
+    assert preprocess(n, REWRITER, q) == todo.Result(
         False, [b"warning: unable to stat mess/%d/%d\n" % (n % 23, n)], ())
     os.rename(Path(q) / "saved", split(tree, "mess", n))
     (Path(q) / "todo" / str(n)).unlink()
     (Path(q) / "todo" / str(n)).write_bytes(b"u1\0p2\0Fs@a\0Tme@test.example\0Xodd\0Tfar@b\0")
-    result = todo.preprocess(n, REWRITER, q)
+    result = preprocess(n, REWRITER, q)
     assert not result.ok
     assert result.log[0] == b"new msg %d\n" % n
     assert result.log[-1] == b"warning: unknown record type in todo/%d\n" % n
@@ -115,7 +136,7 @@ def test_unlink_failure_is_logged(tree):
     q = str(Path(tree) / "queue")
     n, _ = queue_one(tree, b"x\n", b"s@a", [b"me@test.example"])
     split(tree, "local", n).mkdir()  # unlink of a directory fails with EISDIR
-    assert todo.preprocess(n, REWRITER, q) == todo.Result(
+    assert preprocess(n, REWRITER, q) == todo.Result(
         False, [b"warning: unable to unlink local/%d/%d\n" % (n % 23, n)], ())
     split(tree, "local", n).rmdir()
 
@@ -125,7 +146,7 @@ ADDR = st.binary(min_size=0, max_size=20).filter(lambda b: b"\0" not in b)
 
 @given(st.integers(0, 2 ** 31), st.integers(0, 2 ** 31), ADDR, st.lists(ADDR, max_size=6))
 def test_plan_of_qmail_queue_records(uid, pid, sender, recipients):
-    data = envelope.todo_record(uid, pid, sender, recipients)
+    data = todo_record(uid, pid, sender, recipients)
     p = todo.plan(7, data, 99, REWRITER)
     assert p.failure is None
     assert p.info == b"F" + sender + b"\0"
@@ -167,11 +188,11 @@ def test_a_batch_hands_every_file_to_one_fsync_call_and_a_failed_fsync_fails_onl
             os.fsync(fd)
         return {fds[4]}
 
-    results = todo.preprocess_many(ids, REWRITER, q, fsync_all)
+    results = preprocess_many(ids, REWRITER, q, fsync_all)
     assert len(calls) == 1 and len(calls[0]) == 9  # info, local and remote of all three, at once
     assert [results[n].ok for n in ids] == [True, False, True]
     assert results[ids[1]].log[-1] == b"warning: trouble fsyncing local/%d/%d\n" % (ids[1] % 23, ids[1])
-    assert results[ids[0]] == todo.preprocess(ids[0], REWRITER, q)  # the same as one at a time
+    assert results[ids[0]] == preprocess(ids[0], REWRITER, q)  # the same as one at a time
     for fd in calls[0]:
         with pytest.raises(OSError):
             os.fstat(fd)  # every descriptor closed

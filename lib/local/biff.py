@@ -1,7 +1,13 @@
-"""qbiff's notice and the ttys it goes to (Linux glibc utmp records)."""
+"""qbiff's notice and the ttys it goes to (qbiff(1); Linux glibc utmp records)."""
+
+from __future__ import annotations
 
 import os
 import sys
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable
 
 UTMP = "/var/run/utmp"
 RECORD = 384  # sizeof(struct utmp) on Linux glibc (x86-64, aarch64 and i386 alike)
@@ -11,18 +17,18 @@ USER_PROCESS = 7
 TEXT_MAX = 78
 
 
-def printable(data, replacement):
+def printable(data: bytes, replacement: int) -> bytes:
     """Return data with every byte outside 32..126 replaced."""
     return bytes(c if 32 <= c <= 126 else replacement for c in data)
 
 
-def notice(local, sender, text):
+def notice(local: bytes, sender: bytes, text: bytes) -> bytes:
     """Return the bytes written to a tty: bell, `*** TO <local> FROM <sender>`, then the text line."""
     tofrom = printable(b"*** TO <" + local + b"> FROM <" + sender + b">", ord("_"))
     return b"\r\n\a" + tofrom + b"\r\n" + printable(text[:TEXT_MAX], ord("/")) + b"\r\n"
 
 
-def preview(parts):
+def preview(parts: Iterable[tuple[str, bytes]]) -> bytes:
     """Return 4 spaces + the Subject value + body lines, cut to 78 bytes; parts are (kind, bytes)."""
     from pyqmail.lib.rfc822.headerbody import field_name, field_value_start
     text = b"    "
@@ -36,9 +42,9 @@ def preview(parts):
     return text[:TEXT_MAX]
 
 
-def tty_lines(utmp, user):
+def tty_lines(utmp: bytes, user: bytes) -> list[bytes]:
     """Return the tty names (relative to /dev) of user's login records in utmp bytes."""
-    out = []
+    out: list[bytes] = []
     if len(user) > USER_LEN:
         return out
     for at in range(0, len(utmp) - RECORD + 1, RECORD):
@@ -55,7 +61,7 @@ def tty_lines(utmp, user):
     return out
 
 
-def write_tty(name, data, uid):
+def write_tty(name: bytes, data: bytes, uid: int) -> bool:
     """Append data to /dev/<name> if it is ours and owner-executable (biff y); never block."""
     try:
         fd = os.open(b"/dev/" + name, os.O_WRONLY | os.O_APPEND | os.O_NOCTTY | os.O_NONBLOCK)

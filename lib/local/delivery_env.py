@@ -1,15 +1,21 @@
-"""The lines and environment qmail-local gives every delivery (qmail-command(8), reference §5.1, §5.4)."""
+"""The lines and environment qmail-local gives every delivery (qmail-local(8), dot-qmail(5) PROGRAMS)."""
+
+from __future__ import annotations
 
 import time
 
 from pyqmail.lib.config.dotqmail import ext_parts, host_parts
 from pyqmail.lib.rfc822.quote import LINE_SAFE, line_safe, quote2
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Mapping
+
 DAYS = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")
 MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
 
 
-def myctime(t):
+def myctime(t: float) -> bytes:
     """Return qmail's mbox date `Www Mmm DD HH:MM:SS YYYY\\n` in GMT, day zero-padded."""
     g = time.gmtime(t)
     return b"%s %s %02d %02d:%02d:%02d %d\n" % (
@@ -46,7 +52,8 @@ def ufline(sender: bytes, now: float) -> bytes:
 class Delivery:
     """What one qmail-local run knows about its recipient: the lines and the program environment."""
 
-    def __init__(self, user, home, local, ext, host, sender, now):
+    def __init__(self, user: bytes, home: bytes, local: bytes, ext: bytes, host: bytes, sender: bytes,
+                 now: float) -> None:
         self.local, self.host, self.sender = local, host, sender
         self.dtline = dtline(local, host)
         self.rpline = rpline(sender)
@@ -61,7 +68,8 @@ class Delivery:
             b"HOST2": host2, b"HOST3": host3, b"HOST4": host4,
         }
 
-    def program_env(self, inherited, default, newsender):
+    def program_env(self, inherited: Mapping[bytes, bytes], default: bytes | None,
+                    newsender: bytes) -> dict[bytes, bytes]:
         """Return the environment for `|program` lines: inherited variables overridden by ours."""
         env = {k: v for k, v in inherited.items() if k != b"DEFAULT"}
         env.update(self.env)

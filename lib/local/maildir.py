@@ -1,6 +1,9 @@
 """maildir delivery (maildir(5)): the message written into an unnamed file in tmp/ (O_TMPFILE) and fsynced,
 then linked into new/<unique> and new/ fsynced; where the kernel or file system has no O_TMPFILE, or /proc
-is not mounted, as qmail does: tmp/<unique> created O_EXCL, fsynced, linked into new/ and unlinked."""
+is not mounted, as qmail does: tmp/<unique> created O_EXCL, fsynced, linked into new/ and unlinked
+(qmail-local(8))."""
+
+from __future__ import annotations
 
 import errno
 import os
@@ -9,35 +12,43 @@ import time
 from pyqmail.lib.local import msgfd
 from pyqmail.lib.util.errstr import is_temp
 from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.fdio import write_all
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable
+    from typing import NoReturn, TypeVar
+
+    T = TypeVar("T")
 
 DEATH = 86400  # qmail-local's whole-delivery alarm
 TRIES = 3
 RETRY_SLEEP = 2
 TEMP_ERROR = "Temporary error on maildir delivery. (#4.3.0)"
-_host = []  # [os.uname().nodename], once asked
-_proc_fd = []  # [True] once /proc/self/fd was found, [False] if not: linkat reaches an unnamed file there
+_host: list[str] = []  # [os.uname().nodename], once asked
+_proc_fd: list[bool] = []  # [True] once /proc/self/fd was found, [False] if not: linkat reaches an unnamed file there
 
 
-def safe_host(host):
+def safe_host(host: str) -> str:
     """Return the host name as maildir(5) wants it in file names: `/` as \\057, `:` as \\072."""
     return host.replace("/", "\\057").replace(":", "\\072")
 
 
-def unique_name(now, pid, host, random_hex):
+def unique_name(now: float, pid: int, host: str, random_hex: str) -> str:
     """Return a maildir unique name `<sec>.M<usec>P<pid>R<random>.<host>`."""
     sec = int(now)
     usec = int((now - sec) * 1000000)
     return "%d.M%dP%dR%s.%s" % (sec, usec, pid, random_hex, safe_host(host))
 
 
-def hostname():
+def hostname() -> str:
     """This host's name for unique names, asked once per process (a reused worker delivers many)."""
     if not _host:
         _host.append(os.uname().nodename)
     return _host[0]
 
 
-def _with_unique_name(make):
+def _with_unique_name(make: Callable[[str], T]) -> T:
     """Return make(a fresh unique name), trying another name while one exists (3 tries, 2 s apart)."""
     host = hostname()
     for attempt in range(TRIES):
@@ -50,13 +61,13 @@ def _with_unique_name(make):
     raise Exit(111, TEMP_ERROR)
 
 
-def _open_tmp(dfd):
+def _open_tmp(dfd: int) -> tuple[int, str]:
     """Create tmp/<unique> exclusively; return (fd, name)."""
     return _with_unique_name(lambda name: (
         os.open("tmp/" + name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dfd), name))
 
 
-def _open_unnamed(dfd):
+def _open_unnamed(dfd: int) -> int | None:
     """Open an unnamed file in tmp/ (O_TMPFILE); return its descriptor, or None where that is not possible."""
     # On ext4 without a journal, fsync of a new tmp/<unique> also writes tmp/ and its inode (the file
     # was just added to it); nobody needs tmp/'s entry, so an unnamed file saves two of six writes.
@@ -72,27 +83,20 @@ def _open_unnamed(dfd):
         raise
 
 
-def _link_unnamed(fd, dfd):
+def _link_unnamed(fd: int, dfd: int) -> None:
     """Link the unnamed file on fd into new/<unique>."""
     _with_unique_name(lambda name: os.link("/proc/self/fd/%d" % fd, "new/" + name, dst_dir_fd=dfd))
 
 
-def _write_all(fd, data):
-    """Write every byte of data to fd."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _copy(fd, head, fd_in):
+def _copy(fd: int, head: bytes, fd_in: int) -> None:
     """Write head and the message to fd, then fsync it."""
-    _write_all(fd, head)
+    write_all(fd, head)
     for chunk in msgfd.chunks(fd_in):
-        _write_all(fd, chunk)
+        write_all(fd, chunk)
     os.fsync(fd)
 
 
-def _fsync_new(dfd):
+def _fsync_new(dfd: int) -> None:
     """fsync new/ so that the link survives a crash (Linux needs it; qmail relied on sync directories)."""
     try:
         nfd = os.open("new", os.O_RDONLY | os.O_DIRECTORY, dir_fd=dfd)
@@ -105,7 +109,7 @@ def _fsync_new(dfd):
     os.close(nfd)
 
 
-def deliver(directory, head, fd_in):
+def deliver(directory: bytes, head: bytes, fd_in: int) -> None:
     """Deliver the message on fd_in, preceded by head (RPLINE, DTLINE), into the maildir directory."""
     import _signal
     msgfd.rewind(fd_in)
@@ -113,9 +117,9 @@ def deliver(directory, head, fd_in):
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
         raise Exit(111, TEMP_ERROR if is_temp(e.errno) else "Unable to chdir to maildir. (#4.2.1)")
-    state = {"tmp": None}
+    tmp: str | None = None  # tmp/<unique>, once created there
 
-    def give_up(*_):
+    def give_up(*_: object) -> NoReturn:
         raise Exit(111, "Timeout on maildir delivery. (#4.3.0)")
 
     _signal.signal(_signal.SIGALRM, give_up)
@@ -130,12 +134,12 @@ def deliver(directory, head, fd_in):
                 os.close(fd)
         else:
             fd, name = _open_tmp(dfd)
-            state["tmp"] = "tmp/" + name
+            tmp = "tmp/" + name
             try:
                 _copy(fd, head, fd_in)
             finally:
                 os.close(fd)
-            os.link(state["tmp"], "new/" + name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            os.link(tmp, "new/" + name, src_dir_fd=dfd, dst_dir_fd=dfd)
         _fsync_new(dfd)
     except msgfd.MessageReadError:
         raise Exit(111, "Unable to read message. (#4.3.0)")
@@ -144,9 +148,9 @@ def deliver(directory, head, fd_in):
     finally:
         _signal.alarm(0)
         _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
-        if state["tmp"]:
+        if tmp:
             try:
-                os.unlink(state["tmp"], dir_fd=dfd)
+                os.unlink(tmp, dir_fd=dfd)
             except OSError:
                 pass
         os.close(dfd)

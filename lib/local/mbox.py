@@ -1,36 +1,34 @@
-"""mbox delivery as qmail-local does it (mbox(5), mboxrd): flock, From_ line, >From quoting, fsync."""
+"""mbox delivery as qmail-local does it (qmail-local(8); mbox(5), mboxrd): flock, From_ line, >From quoting,
+fsync."""
+
+from __future__ import annotations
 
 import os
 
 from pyqmail.lib.local import msgfd
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.fdio import write_all
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterator
+    from typing import NoReturn
 
 FROM_ = b"From "
 LOCK_SECONDS = 30
 FLUSH_AT = 65536
 
 
-def gfrom(line):
-    """Return True if line is a From_ line after skipping any number of leading `>` (qmail's gfrom)."""
-    return line.lstrip(b">").startswith(FROM_)
-
-
-def quote_lines(data):
-    """Return data with one more `>` before every From_ line, and a final `\\n` if the last line is partial."""
-    quoter = FromQuoter()
-    return b"".join(quoter.feed(data)) + quoter.finish()
-
-
 class FromQuoter:
     """Streaming >From quoting with bounded state: a count of `>` and at most 5 bytes of `From `."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.at_start = True
         self.gt = 0
         self.partial = b""
 
-    def _prefix(self, quoted):
+    def _prefix(self, quoted: bool) -> Iterator[bytes]:
         """Yield the held-back start of a line, with the extra `>` if it is a From_ line."""
         gt = self.gt + (1 if quoted else 0)
         while gt:
@@ -41,9 +39,9 @@ class FromQuoter:
             yield self.partial
         self.gt, self.partial, self.at_start = 0, b"", False
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> list[bytes]:
         """Return a list of output pieces for the next bytes of the message."""
-        out = []
+        out: list[bytes] = []
         pos, n = 0, len(data)
         while pos < n:
             if self.at_start:
@@ -63,19 +61,19 @@ class FromQuoter:
             self.at_start = nl >= 0
         return out
 
-    def finish(self):
+    def finish(self) -> bytes:
         """Return what ends the message: the held-back partial line and its missing `\\n`."""
         if self.at_start and not self.gt and not self.partial:
             return b""
         return b"".join(self._prefix(False)) + b"\n"
 
 
-def _lock(fd):
+def _lock(fd: int) -> bool:
     """flock fd exclusively, waiting at most 30 s; return whether the lock was obtained."""
     import _signal
     import fcntl
 
-    def slow(*_):
+    def slow(*_: object) -> NoReturn:
         raise Exit(111, "File has been locked for 30 seconds straight. (#4.3.0)")
 
     _signal.signal(_signal.SIGALRM, slow)
@@ -90,14 +88,7 @@ def _lock(fd):
         _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
 
 
-def _write_all(fd, data):
-    """Write every byte of data to fd."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def deliver(path, head, fd_in):
+def deliver(path: bytes, head: bytes, fd_in: int) -> None:
     """Append the message on fd_in to the mbox at path, preceded by head (UFLINE, RPLINE, DTLINE)."""
     shown = path.decode("utf-8", "surrogateescape")
     msgfd.rewind(fd_in)
@@ -118,10 +109,10 @@ def deliver(path, head, fd_in):
                 pending.append(piece)
                 size += len(piece)
             if size >= FLUSH_AT:
-                _write_all(fd, b"".join(pending))
+                write_all(fd, b"".join(pending))
                 pending, size = [], 0
         pending.append(quoter.finish() + b"\n")
-        _write_all(fd, b"".join(pending))
+        write_all(fd, b"".join(pending))
         os.fsync(fd)
     except msgfd.MessageReadError as e:
         _undo(fd, locked, pos)
@@ -135,7 +126,7 @@ def deliver(path, head, fd_in):
     os.close(fd)
 
 
-def _undo(fd, locked, pos):
+def _undo(fd: int, locked: bool, pos: int) -> None:
     """Cut the mbox back to where this delivery began (only when we hold the lock), then close it."""
     try:
         if locked:

@@ -1,9 +1,15 @@
 """The message qmail-local delivers: a seekable descriptor, re-read from the start for each instruction."""
 
+from __future__ import annotations
+
 import os
 
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import Exit
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterator
 
 CHUNK = 65536
 
@@ -11,12 +17,12 @@ CHUNK = 65536
 class MessageReadError(Exception):
     """Reading the message failed; `errno` says why."""
 
-    def __init__(self, errno):
+    def __init__(self, errno: int | None) -> None:
         super().__init__(errno)
         self.errno = errno
 
 
-def rewind(fd):
+def rewind(fd: int) -> None:
     """Seek fd back to its start; failure is qmail-local's temporary "Unable to rewind message."."""
     try:
         os.lseek(fd, 0, os.SEEK_SET)
@@ -24,7 +30,7 @@ def rewind(fd):
         raise Exit(111, "Unable to rewind message. (#4.3.0)")
 
 
-def chunks(fd):
+def chunks(fd: int) -> Iterator[bytes]:
     """Yield the message in bounded chunks until EOF; a read error raises MessageReadError."""
     while True:
         try:
@@ -36,12 +42,12 @@ def chunks(fd):
         yield data
 
 
-def read_text(e):
+def read_text(e: MessageReadError) -> str:
     """Return qmail-local's report for a message read error."""
     return "Unable to read message: %s. (#4.3.0)" % error_str(e.errno)
 
 
-def header_has_line(fd, wanted):
+def header_has_line(fd: int, wanted: bytes) -> bool:
     """Return True if a header line of the message (before the first empty line) equals wanted."""
     rewind(fd)
     line = bytearray()

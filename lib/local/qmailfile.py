@@ -1,34 +1,38 @@
-"""Finding and reading the user's .qmail file the way qmail-local does (qmesearch, qmeexists, qmeox)."""
+"""Finding and reading the user's .qmail file the way qmail-local does (dot-qmail(5), which file; qmail-local.c
+qmesearch, qmeexists, qmeox)."""
 
+from __future__ import annotations
+
+import errno
 import os
 
 from pyqmail.lib.config import dotqmail
+from pyqmail.lib.config.control import is_regular
 from pyqmail.lib.util.errstr import error_str, is_temp
 from pyqmail.lib.util.exits import Exit
 
-PATRN = 0o002  # conf-patrn: a world-writable .qmail is refused
+PATRN = 0o002  # conf-patrn: a world-writable home or .qmail file is refused
 OWNER_EXEC = 0o100  # x bit: the file may only forward
-EPERM, EACCES = 1, 13
 
 
-def cannot_open(name, errno):
-    """Return the temporary failure for a .qmail file that exists but cannot be opened."""
-    return Exit(111, "Unable to open %s: %s. (#4.3.0)" % (os.fsdecode(name), error_str(errno)))
+def cannot_open(name: bytes, code: int | None) -> Exit:
+    """Return the temporary failure for a .qmail file that exists but cannot be opened (code: its errno)."""
+    return Exit(111, "Unable to open %s: %s. (#4.3.0)" % (os.fsdecode(name), error_str(code)))
 
 
-def open_qmail(name):
+def open_qmail(name: bytes) -> tuple[int, bool] | None:
     """Return (fd, forward-only?) for an existing regular .qmail file, or None to try the next name."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
-        if is_temp(e.errno) or e.errno in (EPERM, EACCES):
+        if is_temp(e.errno) or e.errno in (errno.EPERM, errno.EACCES):
             raise cannot_open(name, e.errno)
         return None
     try:
         mode = os.fstat(fd).st_mode
     except OSError as e:
         raise cannot_open(name, e.errno)
-    if mode & 0o170000 != 0o100000:
+    if not is_regular(mode):
         os.close(fd)
         return None
     if mode & PATRN:
@@ -36,7 +40,7 @@ def open_qmail(name):
     return fd, bool(mode & OWNER_EXEC)
 
 
-def find_qmail(dash, ext):
+def find_qmail(dash: bytes, ext: bytes) -> tuple[bytes, int, bool, bytes | None] | tuple[None, None, bool, None]:
     """Return (name, fd, forward-only?, DEFAULT) of the first .qmail file in search order, or Nones."""
     for name, default in dotqmail.candidates(dash, ext):
         found = open_qmail(name)
@@ -45,7 +49,7 @@ def find_qmail(dash, ext):
     return None, None, False, None
 
 
-def exists(name):
+def exists(name: bytes) -> bool:
     """Return True if name exists (qmeox: a temporary stat error is a temporary failure)."""
     try:
         os.stat(name)
@@ -56,7 +60,7 @@ def exists(name):
         return False
 
 
-def read_qmail(name, fd):
+def read_qmail(name: bytes, fd: int) -> bytes:
     """Return the .qmail file's contents (bounded), closing fd."""
     data = b""
     try:

@@ -1,17 +1,25 @@
-"""What the dot-qmail helpers share: fatal messages, running a program and reading its exit code."""
+"""What the dot-qmail helpers share: fatal messages, running a program and reading its exit code (preline(1),
+condredirect(1), bouncesaying(1), except(1), forward(1), qreceipt(1))."""
+
+from __future__ import annotations
 
 import os
 
 from pyqmail.lib.util.errstr import error_str, is_temp
 from pyqmail.lib.util.exits import Exit
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable
+    from typing import NoReturn
 
-def fatal(program, code, text):
+
+def fatal(program: str, code: int, text: str) -> Exit:
     """Return Exit(code) after writing `<program>: fatal: <text>` to fd 2."""
     return say_exit(code, "%s: fatal: %s" % (program, text))
 
 
-def say_exit(code, text):
+def say_exit(code: int, text: str) -> Exit:
     """Return Exit(code) after writing text and a newline to fd 2 (no prefix added)."""
     try:
         os.write(2, text.encode("utf-8", "surrogateescape") + b"\n")
@@ -20,7 +28,7 @@ def say_exit(code, text):
     return Exit(code)
 
 
-def exec_or_exit(argv, stdin_fd=None):
+def exec_or_exit(argv: list[bytes], stdin_fd: int | None = None) -> NoReturn:
     """In a child: exec argv via PATH; if that fails exit 111 for a temporary error, else 100."""
     try:
         import _signal
@@ -34,7 +42,7 @@ def exec_or_exit(argv, stdin_fd=None):
         os._exit(111)
 
 
-def run_and_wait(program, argv):
+def run_and_wait(program: str, argv: list[bytes]) -> int:
     """Run argv (program name first) on our fd 0 and return its exit code; a crash is fatal (111)."""
     from pyqmail.lib.util.envsnapshot import undo_locale_coercion
     undo_locale_coercion()  # the program gets the delivery's environment, not the interpreter's LC_CTYPE
@@ -47,7 +55,7 @@ def run_and_wait(program, argv):
     return wait_code(program, pid)
 
 
-def wait_code(program, pid):
+def wait_code(program: str, pid: int) -> int:
     """Wait for pid and return its exit code; a crashed child is fatal (111)."""
     try:
         _, status = os.waitpid(pid, 0)
@@ -58,12 +66,13 @@ def wait_code(program, pid):
     return os.WEXITSTATUS(status)
 
 
-def bytes_argv(argv):
+def bytes_argv(argv: Iterable[str]) -> list[bytes]:
     """Return argv as bytes, exactly as the kernel passed it."""
     return [os.fsencode(a) for a in argv]
 
 
-def queue_message(program, head, sender, recipients, fd=0):
+def queue_message(program: str, head: bytes, sender: bytes, recipients: Iterable[bytes],
+                  fd: int | None = 0) -> tuple[int, str]:
     """Queue head + the rest of fd through qmail-queue; return (its pid, its D/Z text or "")."""
     from pyqmail.lib.queue.queuehere import open_queue
     try:
@@ -83,7 +92,7 @@ def queue_message(program, head, sender, recipients, fd=0):
     return qq.pid, qq.close(sender, recipients)
 
 
-def queued_or_exit(program, pid_result):
+def queued_or_exit(program: str, pid_result: tuple[int, str]) -> int:
     """Return the qmail-queue pid, or raise its failure as `<program>: fatal: <text>` (D: 100, Z: 111)."""
     pid, result = pid_result
     if result:

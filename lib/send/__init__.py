@@ -1,5 +1,6 @@
 """qmail-send: the todo pass (todo), the channels and their delivery jobs (channel, sendchannel), messages and
 their recipients kept in memory (sendmessages, inmemory), address rewriting (rewrite), retry schedules (retry,
-timequeue), bounces and VERP (bounce, verp), clean-up (sendclean), start-up (sendstart) and log lines (sendlog).
+timequeue), bounces and VERP (bounce, verp), clean-up (sendclean), start-up (sendstart), log lines (sendlog), and
+what those parts see of the whole (sendstate, for the type checker).
 May import: util, config, rfc822, queue, spawn (its protocol only).
 """

@@ -1,20 +1,26 @@
-"""qmail-send's recipient rewriting at todo preprocessing (reference §1.4; qmail-send.c rewrite)."""
+"""qmail-send's recipient rewriting at todo preprocessing (qmail-send(8), controls; qmail-send.c rewrite)."""
+
+from __future__ import annotations
 
 from pyqmail.lib.send.channel import LOCAL, REMOTE
 from pyqmail.lib.config.control import parse_list
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Iterable, Iterator
 
-def lookup_key(key):
+
+def lookup_key(key: bytes) -> bytes:
     """Return the form under which qmail's constmap compares keys: ASCII case folded."""
     return key.lower()  # bytes.lower() folds A-Z only, exactly as constmap's hash and case_diffb
 
 
-def key_set(lines):
+def key_set(lines: Iterable[bytes]) -> frozenset[bytes]:
     """Return the lookup keys of a list control (locals, percenthack): each whole line is a key."""
     return frozenset(lookup_key(line) for line in lines)
 
 
-def virtualdomain_map(lines):
+def virtualdomain_map(lines: Iterable[bytes]) -> dict[bytes, bytes]:
     """Return {key: prepend} of virtualdomains lines; lines without `:` are ignored, as constmap does."""
     table = {}
     for line in lines:
@@ -25,7 +31,7 @@ def virtualdomain_map(lines):
     return table
 
 
-def locals_lines(locals_data, me):
+def locals_lines(locals_data: bytes | None, me: bytes | None) -> list[bytes]:
     """Return the locals list: control/locals, or control/me when locals is absent (None)."""
     if locals_data is not None:
         return parse_list(locals_data)
@@ -37,26 +43,28 @@ def locals_lines(locals_data, me):
 class Rewriter:
     """Recipient classification built from control contents; rebuild it on HUP."""
 
-    def __init__(self, envnoathost, locals_list, percenthack_list=(), virtualdomain_lines=()):
+    def __init__(self, envnoathost: bytes, locals_list: Iterable[bytes], percenthack_list: Iterable[bytes] = (),
+                 virtualdomain_lines: Iterable[bytes] = ()) -> None:
         self.envnoathost = envnoathost
         self.locals = key_set(locals_list)
         self.percenthack = key_set(percenthack_list)
         self.virtualdomains = virtualdomain_map(virtualdomain_lines)
 
     @classmethod
-    def from_controls(cls, envnoathost, locals_data, me, percenthack_data=None, virtualdomains_data=None):
+    def from_controls(cls, envnoathost: bytes, locals_data: bytes | None, me: bytes | None,
+                      percenthack_data: bytes | None = None, virtualdomains_data: bytes | None = None) -> Rewriter:
         """Build from control files' bytes (None = file absent); locals falls back to me."""
         return cls(envnoathost, locals_lines(locals_data, me),
                    parse_list(percenthack_data or b""), parse_list(virtualdomains_data or b""))
 
-    def reloaded(self, locals_data, me, virtualdomains_data):
+    def reloaded(self, locals_data: bytes | None, me: bytes | None, virtualdomains_data: bytes | None) -> Rewriter:
         """Return the Rewriter after HUP: new locals and virtualdomains, same envnoathost and percenthack."""
         fresh = Rewriter(self.envnoathost, locals_lines(locals_data, me))
         fresh.percenthack = self.percenthack
         fresh.virtualdomains = virtualdomain_map(parse_list(virtualdomains_data or b""))
         return fresh
 
-    def percent_hacked(self, addr):
+    def percent_hacked(self, addr: bytes) -> bytes:
         """Return addr with envnoathost added if it has no `@`, and percenthack applied."""
         at = addr.rfind(b"@")
         if at < 0:
@@ -70,13 +78,13 @@ class Rewriter:
             at = pct
         return addr
 
-    def virtualdomain_keys(self, addr, at):
+    def virtualdomain_keys(self, addr: bytes, at: int) -> Iterator[bytes]:
         """Yield virtualdomains keys in qmail's order: address, domain, `.suffix`es longest first, ``."""
         for i in range(len(addr) + 1):
             if i == 0 or i == at + 1 or i == len(addr) or (i > at and addr[i:i + 1] == b"."):
                 yield addr[i:]
 
-    def rewrite(self, recip):
+    def rewrite(self, recip: bytes) -> tuple[str, bytes]:
         """Return (channel, rewritten address) for a T record's address."""
         addr = self.percent_hacked(recip)
         at = addr.rfind(b"@")
@@ -91,7 +99,7 @@ class Rewriter:
             return LOCAL, prepend + b"-" + addr
         return REMOTE, addr
 
-    def strip_vdom_prepend(self, recip):
+    def strip_vdom_prepend(self, recip: bytes) -> bytes:
         """Return recip without the `prepend-` its domain's virtualdomains entry added (for bounces)."""
         at = recip.rfind(b"@")
         if at < 0:

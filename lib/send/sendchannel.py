@@ -1,4 +1,7 @@
-"""qmail-send's delivery channels: spawner pipes, delivery slots, jobs and passes (qmail-send.c comm/del/job/pass)."""
+"""qmail-send's delivery channels: spawner pipes, delivery slots, jobs and passes (qmail-send(8), passes and
+reports; qmail-send.c comm/del/job/pass)."""
+
+from __future__ import annotations
 
 import errno
 import os
@@ -11,6 +14,12 @@ from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.send.sendmessages import SLEEP_ALERT, SLEEP_SYSFAIL, InfoDamaged, read_info
 from pyqmail.lib.spawn.spawnproto import encode_request
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable
+    from pyqmail.lib.send.sendstate import SendState
+    from pyqmail.lib.send.timequeue import TimeQueue
+
 REPORTMAX = 10000  # qmail-send keeps at most this much of a report, whatever the spawner sends
 
 
@@ -18,7 +27,7 @@ class Job:
     """A message's work in one channel, alive while its pass or any of its deliveries runs."""
     __slots__ = ("id", "retry", "sender", "numtodo", "hiteof", "dying", "refs")
 
-    def __init__(self, id, retry_at, sender, dying):
+    def __init__(self, id: int, retry_at: int, sender: bytes, dying: bool) -> None:
         self.id, self.retry, self.sender, self.dying = id, retry_at, sender, dying
         self.numtodo, self.hiteof, self.refs = 0, False, 1
 
@@ -27,11 +36,11 @@ class Delivery:
     """One delivery a spawner is working on."""
     __slots__ = ("job", "delid", "mpos", "recip")
 
-    def __init__(self, job, delid, mpos, recip):
+    def __init__(self, job: Job, delid: int, mpos: int, recip: bytes) -> None:
         self.job, self.delid, self.mpos, self.recip = job, delid, mpos, recip
 
 
-def split_reports(buf, data):
+def split_reports(buf: bytearray, data: bytes) -> list[bytes]:
     """Add data to the report buffer; return finished reports (delnum byte + text), the NUL excluded."""
     done = []
     i, end = 0, len(data)
@@ -53,7 +62,7 @@ def split_reports(buf, data):
     return done
 
 
-def append_bounce(name, text, log):
+def append_bounce(name: str, text: bytes, log: Callable[[bytes], None]) -> None:
     """Append text to bounce/N and fsync it, sleeping and retrying while that fails, as qmail does."""
     while True:
         try:
@@ -73,27 +82,28 @@ def append_bounce(name, text, log):
 class Channel:
     """The local or remote channel: its spawner, delivery slots, scheduler and the one pass it reads."""
 
-    def __init__(self, send, name, fd_out, fd_in, concurrency, schedule):
+    def __init__(self, send: SendState, name: str, fd_out: int, fd_in: int, concurrency: int,
+                 schedule: TimeQueue) -> None:
         self.send, self.name, self.fd_out, self.fd_in = send, name, fd_out, fd_in
         self.concurrency, self.schedule = concurrency, schedule
-        self.slots = [None] * concurrency
+        self.slots: list[Delivery | None] = [None] * concurrency
         self.used = 0
         self.alive = True
         self.pending = b""  # a command the spawner's pipe has not taken yet
         self.reports = bytearray()
-        self.job = None  # the pass: its job, the channel file's records and the read position
+        self.job: Job | None = None  # the pass: its job, the channel file's records and the read position
         self.records, self.pos = b"", 0
         os.set_blocking(fd_out, False)
 
-    def fn(self, id):
+    def fn(self, id: int) -> str:
         """Return the channel file's path for message id."""
         return split_name(self.name, id)
 
-    def can_deliver(self):
+    def can_deliver(self) -> bool:
         """qmail's del_avail: spawner alive, its pipe free, a slot free."""
         return self.alive and not self.pending and self.used < self.concurrency
 
-    def write_pending(self):
+    def write_pending(self) -> None:
         """Write as much of the pending command as the pipe takes (after the log lines before it)."""
         sendlog.flush_log()
         try:
@@ -106,14 +116,14 @@ class Channel:
             return
         self.pending = self.pending[n:]
 
-    def died(self):
+    def died(self) -> None:
         """The spawner is gone: no more deliveries here, and qmail-send winds down."""
         if self.alive:
             self.alive = False
             self.send.log(sendlog.alert("lost_spawn"))
             self.send.exitasap = True
 
-    def start_delivery(self, job, mpos, recip):
+    def start_delivery(self, job: Job, mpos: int, recip: bytes) -> None:
         """Hand one recipient to the spawner in a free slot (qmail's del_start)."""
         delnum = self.slots.index(None)
         send = self.send
@@ -127,30 +137,32 @@ class Channel:
         send.log(sendlog.starting_delivery(d.delid, job.id, self.name, recip))
         send.log_status()
 
-    def read_reports(self):
+    def read_reports(self) -> None:
         """Read the spawner's reports and act on each finished one (qmail's del_dochan)."""
         try:
             data = os.read(self.fd_in, 4096)
         except OSError:
             return
         if not data:
-            return self.died()
+            self.died()
+            return
         for line in split_reports(self.reports, data):
             self.finish(line[0], line[1:])
 
-    def finish(self, delnum, report):
+    def finish(self, delnum: int, report: bytes) -> None:
         """Log a delivery's result, mark its record, note a bounce, release the slot."""
         send = self.send
         d = self.slots[delnum] if delnum < self.concurrency else None
         if d is None:
-            return send.log(sendlog.fixed_warning("report_range"))
+            send.log(sendlog.fixed_warning("report_range"))
+            return
         job = d.job
         if job.dying:
             report = retry.dying_report(report)
         send.log(sendlog.delivery_result(d.delid, report))
         letter = report[:1]
         if letter != b"K":
-            send.held.spill(job.id)  # if held: a deferral or a bounce needs qmail's files from here on
+            send.inmemory.spill(job.id)  # if kept in memory: a deferral or a bounce needs qmail's files from here on
         if letter == b"D":
             append_bounce("bounce/%d" % job.id, bounce.entry(d.recip, report[1:].split(b"\0", 1)[0],
                                                              send.rewriter.strip_vdom_prepend), send.log)
@@ -162,9 +174,9 @@ class Channel:
         self.used -= 1
         send.log_status()
 
-    def mark_done(self, id, pos):
+    def mark_done(self, id: int, pos: int) -> None:
         """Turn the record's T into D in place (no fsync: a crash means a second delivery, never a loss)."""
-        if self.send.held.mark_done(id, pos):
+        if self.send.inmemory.mark_done(id, pos):
             return
         name = self.fn(id)
         try:
@@ -178,7 +190,7 @@ class Channel:
             pass
         self.send.log(sendlog.warning("mark", sendlog.split_fn(self.name, id)))
 
-    def close_job(self, job):
+    def close_job(self, job: Job) -> None:
         """Drop a reference; the last one unlinks a finished channel file or reschedules (qmail's job_close)."""
         job.refs -= 1
         if job.refs > 0:
@@ -187,7 +199,7 @@ class Channel:
         send.jobs_used -= 1
         due = job.retry
         if job.hiteof and not job.numtodo:
-            if send.held.finish(job.id):
+            if send.inmemory.finish(job.id):
                 return
             try:
                 os.unlink(self.fn(job.id))
@@ -209,16 +221,16 @@ class Channel:
                 return
         self.schedule.add(job.id, due)
 
-    def open_pass(self, recent):
-        """Start reading the next due message's channel file; False if there is none."""
+    def open_pass(self, recent: int) -> Job | None:
+        """Start reading the next due message's channel file; return the pass's job, None if there is none."""
         send = self.send
         id = self.schedule.pop_due(recent)
         if id is None:
-            return False
+            return None
         try:
-            held = send.held.read(id)
-            if held is not None:
-                records, birth, sender = held
+            kept = send.inmemory.read(id)
+            if kept is not None:
+                records, birth, sender = kept
             else:
                 with open(self.fn(id), "rb") as f:
                     records = f.read()
@@ -228,56 +240,61 @@ class Channel:
             if id not in send.info_damaged:
                 send.info_damaged.add(id)
                 send.log(sendlog.warning("info_no_sender", sendlog.split_fn("info", id)))
-            return False  # left out of the schedule: the next start looks again
+            return None  # left out of the schedule: the next start looks again
         except OSError:
             send.log(sendlog.warning("open_later", sendlog.split_fn(self.name, id)))
             self.schedule.add(id, recent + SLEEP_SYSFAIL)
-            return False
+            return None
         send.jobs_used += 1
         self.job = Job(id, retry.next_retry(birth, recent, self.name), sender,
                        retry.is_dying(birth, recent, send.lifetime))
         self.records, self.pos = records, 0
-        return True
+        return self.job
 
-    def end_pass(self, hiteof):
+    def end_pass(self, job: Job, hiteof: bool) -> None:
         """Stop reading the channel file and release the pass's reference on its job."""
-        job, self.job, self.records = self.job, None, b""
+        self.job, self.records = None, b""
         job.hiteof = hiteof
         self.close_job(job)
 
-    def step(self, recent):
+    def step(self, recent: int) -> None:
         """One pass step (qmail's pass_dochan): open a due message, then start at most one delivery."""
         send = self.send
+        job = self.job
         if send.exitasap:
-            if self.job is not None and not send.held.owns(self.job.id):
-                self.end_pass(False)  # scheduled as at a pass's end, so that persist() writes its retry time
+            if job is not None and not send.inmemory.owns(job.id):
+                self.end_pass(job, False)  # scheduled as at a pass's end, so that persist() writes its retry time
             return
-        if self.job is None:
-            if not send.job_available() or not self.open_pass(recent):
+        if job is None:
+            if not send.job_available():
+                return
+            job = self.open_pass(recent)
+            if job is None:
                 return
         if not self.can_deliver():
             return
         nul = self.records.find(b"\0", self.pos)
         if nul < 0:
-            return self.end_pass(True)
+            self.end_pass(job, True)
+            return
         record, mpos = self.records[self.pos:nul], self.pos
         self.pos = nul + 1
         kind = record[:1]
         if kind == b"T":
-            self.job.numtodo += 1
-            self.start_delivery(self.job, mpos, record[1:])
+            job.numtodo += 1
+            self.start_delivery(job, mpos, record[1:])
         elif kind != b"D":
-            send.log(sendlog.warning("unknown_chan", sendlog.split_fn(self.name, self.job.id)))
-            self.end_pass(False)
+            send.log(sendlog.warning("unknown_chan", sendlog.split_fn(self.name, job.id)))
+            self.end_pass(job, False)
 
-    def busy(self):
+    def busy(self) -> bool:
         """True if a pass could do something right now (the loop must not sleep)."""
         return self.job is not None and self.can_deliver()
 
-    def persist(self, log):
+    def persist(self, log: Callable[[bytes], None]) -> None:
         """At exit: store each scheduled time as the channel file's mtime (qmail's pqfinish)."""
         for id, due in self.schedule.drain():
-            if self.send.held.owns(id):
+            if self.send.inmemory.owns(id):
                 continue  # no file: todo/N brings it back at the next start
             try:
                 os.utime(self.fn(id), (due, due))

@@ -1,4 +1,6 @@
-"""qmail-send's side of the qmail-clean pipe: commands out, one answer byte each back (reference §1.10)."""
+"""qmail-send's side of the qmail-clean pipe: commands out, one answer byte each back (qmail-clean(8))."""
+
+from __future__ import annotations
 
 import os
 from collections import deque
@@ -6,18 +8,24 @@ from collections import deque
 from pyqmail.lib.send import sendlog
 from pyqmail.lib.util.fdio import write_all
 
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable
+    from pyqmail.lib.send.sendstate import SendState
+
 
 class Clean:
     """The qmail-clean pipe: commands go out together before the loop waits, answers (one byte each, in
     order) are read in the loop."""
 
-    def __init__(self, send, fd_out, fd_in):
+    def __init__(self, send: SendState, fd_out: int, fd_in: int) -> None:
         self.send, self.fd_out, self.fd_in = send, fd_out, fd_in
-        self.waiting = deque()  # (name, what to do on `+`) for each command not answered yet
-        self.unsent = []  # commands asked, written at the next flush (before qmail-send waits)
+        # (name, what to do on `+`) for each command not answered yet
+        self.waiting: deque[tuple[str, Callable[[bool], None] | None]] = deque()
+        self.unsent: list[bytes] = []  # commands asked, written at the next flush (before qmail-send waits)
         self.alive = True
 
-    def died(self):
+    def died(self) -> None:
         """qmail-clean is gone: wind down (what it did not answer stays in todo/ or mess/ for next time)."""
         if self.alive:
             self.alive = False
@@ -26,14 +34,14 @@ class Clean:
             self.send.log(sendlog.alert("lost_clean"))
             self.send.exitasap = True
 
-    def ask(self, name, then=None):
+    def ask(self, name: str, then: Callable[[bool], None] | None = None) -> None:
         """Ask qmail-clean to remove name (todo/N or foop/N); call then(answered `+`) when it answers."""
         if not self.alive:
             return
         self.unsent.append(name.encode() + b"\0")
         self.waiting.append((name, then))
 
-    def flush(self):
+    def flush(self) -> None:
         """Write the commands asked since the last flush, in one write (qmail-clean reads them in turn),
         after the log lines before them."""
         sendlog.flush_log()
@@ -46,13 +54,13 @@ class Clean:
         except OSError:
             return self.died()
 
-    def wait(self):
+    def wait(self) -> None:
         """Block until qmail-clean has answered every command asked (at exit)."""
         while self.waiting and self.alive:
             self.flush()  # an answer's follow-up (foop/N after todo/N) is asked while waiting
             self.read_answers()
 
-    def read_answers(self):
+    def read_answers(self) -> None:
         """Read qmail-clean's answers and act on each, in the order the commands were sent."""
         try:
             data = os.read(self.fd_in, 4096)

@@ -1,18 +1,20 @@
-"""qmail-send's log lines as bytes (reference §3; qmail-send.c, qsutil.c, qmail-log(5))."""
+"""qmail-send's log lines as bytes (qmail-send(8), LOG; qmail-send.c, qsutil.c, qmail's qmail-log(5))."""
+
+from __future__ import annotations
 
 from pyqmail.lib.queue.queue import SPLIT
 from pyqmail.lib.util.fdio import write_all
 
-_unwritten = []  # log lines not yet written to fd 0
+_unwritten: list[bytes] = []  # log lines not yet written to fd 0
 
 
-def log(line):
+def log(line: bytes) -> None:
     """Queue log lines for fd 0; flush_log() writes them, before qmail-send next waits or tells another
     program to act, so no action is seen before the lines that led to it."""
     _unwritten.append(line)
 
 
-def flush_log():
+def flush_log() -> None:
     """Write the queued log lines to fd 0 in one write; a dead logger must not stop deliveries."""
     if not _unwritten:
         return
@@ -27,44 +29,44 @@ def flush_log():
 _SAFE = frozenset(range(33, 127)) - {ord("%")}
 
 
-def logsafe(text):
+def logsafe(text: bytes) -> bytes:
     """Return text as qsutil's logsafe writes it: up to its first NUL, `\\n`→`/`, unsafe bytes→`_`."""
     text = text.split(b"\0", 1)[0]  # qmail logs C strings
     return bytes(c if c in _SAFE else 0x2F if c == 0x0A else 0x5F for c in text)
 
 
-def split_fn(directory, n):
+def split_fn(directory: str, n: int) -> bytes:
     """Return the name qmail-send logs for message n in a split directory (`info/5/28`)."""
     return b"%s/%d/%d" % (directory.encode(), n % SPLIT, n)
 
 
-def flat_fn(directory, n):
+def flat_fn(directory: str, n: int) -> bytes:
     """Return the name qmail-send logs for message n in todo/, bounce/ or foop/ (`todo/28`)."""
     return b"%s/%d" % (directory.encode(), n)
 
 
-def status(local, maxlocal, remote, maxremote, exitasap=False):
+def status(local: int, maxlocal: int, remote: int, maxremote: int, exitasap: bool = False) -> bytes:
     """Return `status: local l/L remote r/R[ exitasap]`."""
     line = b"status: local %d/%d remote %d/%d" % (local, maxlocal, remote, maxremote)
     return line + (b" exitasap\n" if exitasap else b"\n")
 
 
-def exiting():
+def exiting() -> bytes:
     """Return the clean-exit line."""
     return b"status: exiting\n"
 
 
-def new_msg(n):
+def new_msg(n: int) -> bytes:
     """Return `new msg n`."""
     return b"new msg %d\n" % n
 
 
-def info_msg(n, size, sender, qp, uid):
+def info_msg(n: int, size: int, sender: bytes, qp: int, uid: int) -> bytes:
     """Return `info msg n: bytes size from <sender> qp qp uid uid` (sender logsafe)."""
     return b"info msg %d: bytes %d from <%s> qp %d uid %d\n" % (n, size, logsafe(sender), qp, uid)
 
 
-def starting_delivery(d, n, channel, recip):
+def starting_delivery(d: int, n: int, channel: str, recip: bytes) -> bytes:
     """Return `starting delivery d: msg n to local|remote recip` (recip logsafe)."""
     return b"starting delivery %d: msg %d to %s %s\n" % (d, n, channel.encode(), logsafe(recip))
 
@@ -72,7 +74,7 @@ def starting_delivery(d, n, channel, recip):
 RESULT_WORDS = {b"K": b"success", b"Z": b"deferral", b"D": b"failure"}
 
 
-def delivery_result(d, report):
+def delivery_result(d: int, report: bytes) -> bytes:
     """Return the line for a spawner report (letter then text); other letters: `report mangled`."""
     word = RESULT_WORDS.get(report[:1])
     if word is None:
@@ -80,17 +82,17 @@ def delivery_result(d, report):
     return b"delivery %d: %s: %s\n" % (d, word, logsafe(report[1:]))
 
 
-def bounce_msg(n, qp):
+def bounce_msg(n: int, qp: int) -> bytes:
     """Return `bounce msg n qp qp`."""
     return b"bounce msg %d qp %d\n" % (n, qp)
 
 
-def triple_bounce(n):
+def triple_bounce(n: int) -> bytes:
     """Return `triple bounce: discarding bounce/n`."""
     return b"triple bounce: discarding bounce/%d\n" % n
 
 
-def end_msg(n):
+def end_msg(n: int) -> bytes:
     """Return `end msg n`."""
     return b"end msg %d\n" % n
 
@@ -105,7 +107,7 @@ CANNOT_START = {
 }
 
 
-def cannot_start(reason):
+def cannot_start(reason: str) -> bytes:
     """Return `alert: cannot start: ...` for a key of CANNOT_START."""
     return b"alert: cannot start: " + CANNOT_START[reason] + b"\n"
 
@@ -122,12 +124,12 @@ ALERTS = {
 }
 
 
-def alert(kind):
+def alert(kind: str) -> bytes:
     """Return a fixed alert line, a key of ALERTS."""
     return ALERTS[kind]
 
 
-def unable_to_opendir(directory):
+def unable_to_opendir(directory: str) -> bytes:
     """Return `alert: unable to opendir dir, sleeping...`."""
     return b"alert: unable to opendir %s, sleeping...\n" % directory.encode()
 
@@ -155,7 +157,7 @@ WARNINGS = {  # what: (before the file name, after it)
 }
 
 
-def warning(what, fn):
+def warning(what: str, fn: bytes) -> bytes:
     """Return `warning: <what> <fn><suffix>` for a key of WARNINGS and a logged file name."""
     before, after = WARNINGS[what]
     return b"warning: " + before + fn + after + b"\n"
@@ -169,6 +171,6 @@ FIXED_WARNINGS = {
 }
 
 
-def fixed_warning(kind):
+def fixed_warning(kind: str) -> bytes:
     """Return a warning line that names no file, a key of FIXED_WARNINGS."""
     return FIXED_WARNINGS[kind]

@@ -1,6 +1,10 @@
-"""qmail-send's message life outside the channels: todo scans, bounces, end of message, clean-up."""
+"""qmail-send's message life outside the channels: todo scans, bounces, end of message, clean-up (qmail-send(8),
+the loop)."""
+
+from __future__ import annotations
 
 import collections
+import functools
 import os
 import time
 
@@ -8,6 +12,14 @@ from pyqmail.lib.send import bounce, sendlog, todo
 from pyqmail.lib.send.channel import CHANNELS
 from pyqmail.lib.queue.queuehere import open_queue
 from pyqmail.lib.queue.queue import SPLIT, split_name
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from concurrent.futures import Future, ThreadPoolExecutor
+    from pyqmail.lib.send.sendstate import SendState
+
+    Outcome = todo.Result | todo.Kept  # what became of a todo entry read in the loop
 
 SLEEP_TODO = 1500
 SLEEP_CLEANUP = 76431
@@ -24,7 +36,7 @@ class InfoDamaged(OSError):
     """info/N was read but holds no F record: trying again cannot help."""
 
 
-def read_info(id):
+def read_info(id: int) -> tuple[int, bytes]:
     """Return (birth, sender) from info/N: its mtime and its F record; OSError if unreadable, InfoDamaged if
     it has no F record."""
     with open(split_name("info", id), "rb") as f:
@@ -36,7 +48,7 @@ def read_info(id):
     return birth, data[1:nul]
 
 
-def numeric_entries(entries):
+def numeric_entries(entries: os._ScandirIterator[str]) -> Iterator[int]:
     """Yield the numeric names of an open os.scandir iterator as ints, lazily, and close it."""
     with entries:
         for entry in entries:
@@ -44,12 +56,12 @@ def numeric_entries(entries):
                 yield int(entry.name)
 
 
-def is_number(name):
+def is_number(name: str) -> bool:
     """True for a queue file's name: ASCII digits only (str.isdigit alone also takes `²`, which int refuses)."""
     return name.isdigit() and name.isascii()
 
 
-def numeric_names(directory):
+def numeric_names(directory: str) -> Iterator[int]:
     """Yield the numeric entries of one directory as ints (none if it cannot be read)."""
     try:
         entries = os.scandir(directory)
@@ -58,7 +70,7 @@ def numeric_names(directory):
     yield from numeric_entries(entries)
 
 
-def split_names(directory):
+def split_names(directory: str) -> Iterator[int]:
     """Yield the numeric entries of directory/0 … directory/22, in qmail's order."""
     for i in range(SPLIT):
         yield from numeric_names("%s/%d" % (directory, i))
@@ -66,28 +78,31 @@ def split_names(directory):
 
 class Todo:
     """The todo scan: on a trigger or every SLEEP_TODO seconds, batches of up to TODO_BATCH todo entries,
-    read and planned in the loop (a held message needs no more), their files created and fsynced in a
+    read and planned in the loop (a message kept in memory needs no more), their files created and fsynced in a
     thread while the loop goes on; a message is scheduled only after qmail-clean's answer. A todo/N that
     fails is logged once: tried again at each scan (qmail's way) but silent while it fails the same way,
     and not even read again while a damaged one (todo.Result.aside) is unchanged."""
 
-    def __init__(self, send):
+    def __init__(self, send: SendState) -> None:
         self.send = send
         self.trigger = -1
-        self.cleaning = set()  # preprocessed; qmail-clean has not answered for todo/N yet
-        self.gone = set()  # todo/N removed while this scan's directory listing may still name it
-        self.scan = None
-        self.pending = collections.deque()  # ids of this listing taken back while the hold was full
-        self.failing = {}  # id -> (todo.Result.aside, its log lines) of a todo/N whose last try failed
+        self.cleaning: set[int] = set()  # preprocessed; qmail-clean has not answered for todo/N yet
+        self.gone: set[int] = set()  # todo/N removed while this scan's directory listing may still name it
+        self.scan: Iterator[int] | None = None
+        # ids of this listing taken back while the messages kept in memory left no room
+        self.pending: collections.deque[int] = collections.deque()
+        # id -> (todo.Result.aside, its log lines) of a todo/N whose last try failed
+        self.failing: dict[int, tuple[todo.StatKey | None, bytes]] = {}
         self.next_run = 0  # scan at once when starting
-        self.fsyncer = None  # threads for fsync_all, started at the first batch
-        self.batcher = None  # the thread a batch is preprocessed in, off the loop (creates and fsyncs block)
-        self.inflight = None  # that batch's Future
+        self.fsyncer: ThreadPoolExecutor | None = None  # threads for fsync_all, started at the first batch
+        # the thread a batch is preprocessed in, off the loop (creates and fsyncs block)
+        self.batcher: ThreadPoolExecutor | None = None
+        self.inflight: Future[dict[int, todo.Result]] | None = None  # that batch's Future
         self.rest_until = 0.0  # monotonic time before which a pull does not start another listing
         self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.reopen_trigger()
 
-    def reopen_trigger(self):
+    def reopen_trigger(self) -> None:
         """Close and reopen lock/trigger, so that it selects readable only after the next pull."""
         if self.trigger >= 0:
             os.close(self.trigger)
@@ -96,24 +111,24 @@ class Todo:
         except OSError:
             self.trigger = -1
 
-    def resting(self):
+    def resting(self) -> float:
         """Seconds left before a pull may start the next listing of todo/, or the next entry be taken while
-        the hold holds them back (0 when it may now)."""
-        return max(0.0, self.rest_until - time.monotonic(), self.send.held.holding_back())
+        the messages kept in memory make them wait (0 when it may now)."""
+        return max(0.0, self.rest_until - time.monotonic(), self.send.inmemory.intake_pause())
 
-    def wakeup(self, wake):
+    def wakeup(self, wake: int) -> int:
         """Return the earliest time the todo scan needs the loop (0 while scanning, unless a batch runs)."""
-        if self.inflight is not None or self.send.held.holding_back():
-            return wake  # done_r wakes the loop; or a message leaving the hold, or the end of its stall
+        if self.inflight is not None or self.send.inmemory.intake_pause():
+            return wake  # done_r wakes the loop; or a message leaving the memory, or the end of its stall
         return 0 if self.scan is not None or self.pending else min(wake, self.next_run)
 
-    def step(self, pulled, recent):
+    def step(self, pulled: bool, recent: int) -> None:
         """Preprocess up to TODO_BATCH todo entries; start a scan when it is due."""
         send = self.send
         if self.inflight is not None:
             return  # one batch at a time: finish_batch takes its results
-        if send.held.holding_back():
-            return  # the scan goes on, and a pull is seen, once a message leaves the hold
+        if send.inmemory.intake_pause():
+            return  # the scan goes on, and a pull is seen, once a message leaves the memory
         if self.scan is None and not self.pending:
             if not pulled and recent < self.next_run:
                 return
@@ -127,41 +142,43 @@ class Todo:
                 time.sleep(SLEEP_ALERT)  # qmail's pausedir; the scan is tried again next round
                 return
             self.gone = set()
-            # held messages keep their todo/N: every scan meets them, so they are left out here at once
-            skip = self.cleaning | send.held.messages.keys()
+            # messages kept in memory keep their todo/N: every scan meets them, so they are left out here at once
+            skip = self.cleaning | send.inmemory.messages.keys()
             listed = [n for n in map(int, filter(is_number, names)) if n not in skip]
             if self.failing:
                 self.forget_removed(set(listed))
             self.scan = iter(listed)
             self.next_run = recent + SLEEP_TODO
-            # held messages stay in todo/, so a listing can cost milliseconds; pulls come once per
+            # messages kept in memory stay in todo/, so a listing can cost milliseconds; pulls come once per
             # message: the next listing waits RESCAN_REST times this one's cost, so that listing takes
             # at most a tenth of the loop's time (a new message then waits that long, at most)
             now = time.monotonic()
             self.rest_until = now + RESCAN_REST * (now - began)
-        ids = []
+        ids: list[int] = []
         while len(ids) < TODO_BATCH:
             if self.pending:
-                id = self.pending.popleft()
+                id: int | None = self.pending.popleft()
             else:
                 id = next(self.scan, None) if self.scan is not None else None
             if id is None:
                 self.scan = None
                 break
-            if id not in self.cleaning and id not in self.gone and not send.held.owns(id) \
+            if id not in self.cleaning and id not in self.gone and not send.inmemory.owns(id) \
                     and not self.set_aside(id):
-                ids.append(id)  # (else qmail-clean has not answered yet, it is being delivered held, or damaged)
-        results, unwritten, hold = {}, [], send.held.room()
+                ids.append(id)  # (else qmail-clean has not answered yet, it is being delivered from memory, or damaged)
+        results: dict[int, Outcome] = {}
+        unwritten: list[todo.Unwritten] = []
+        room = send.inmemory.room()
         for i, id in enumerate(ids):  # reading and planning is quick: here; files and fsyncs: in the thread
-            if hold <= 0 and send.held.moving():  # the rest waits for room, in todo/
+            if room <= 0 and send.inmemory.moving():  # the rest waits for room, in todo/
                 self.pending.extendleft(reversed(ids[i:]))  # not a chain around the scan: those nest
                 break
-            r = todo.prepare(id, send.rewriter, hold=hold > 0)
+            r = todo.prepare(id, send.rewriter, keep=room > 0)
             if isinstance(r, todo.Unwritten):
                 unwritten.append(r)
             else:
                 results[id] = r
-                hold -= isinstance(r, todo.Held)
+                room -= isinstance(r, todo.Kept)
         self.take(results)
         if not unwritten:
             return
@@ -170,14 +187,14 @@ class Todo:
             self.batcher = ThreadPoolExecutor(1)
         self.inflight = self.batcher.submit(self.run_batch, unwritten)
 
-    def run_batch(self, unwritten):
+    def run_batch(self, unwritten: list[todo.Unwritten]) -> dict[int, todo.Result]:
         """In the batch thread: write and fsync the files, then wake the loop; return {id: Result}."""
         try:
             return todo.write_files(unwritten, fsync_all=self.fsync_all)
         finally:
             os.write(self.done_w, b"+")
 
-    def set_aside(self, id):
+    def set_aside(self, id: int) -> bool:
         """True if todo/N was found damaged and has not changed since: it is not read again."""
         failed = self.failing.get(id)
         if failed is None or failed[0] is None:
@@ -187,31 +204,31 @@ class Todo:
         except OSError:
             return False  # then the try says what is wrong
 
-    def forget_removed(self, present):
+    def forget_removed(self, present: set[int]) -> None:
         """Forget failing entries whose todo/N is no longer listed (removed by hand)."""
         self.failing = {id: f for id, f in self.failing.items() if id in present}
 
-    def news(self, id, result):
+    def news(self, id: int, result: Outcome) -> bytes:
         """Return the lines to log for an entry's result: none if it failed just as at its last try."""
         lines = b"".join(result.log)
-        if isinstance(result, todo.Held) or result.ok:
+        if isinstance(result, todo.Kept) or result.ok:
             self.failing.pop(id, None)
             return lines
         before = self.failing.get(id)
         self.failing[id] = (result.aside, lines)
         return b"" if before is not None and before[1] == lines else lines
 
-    def take(self, results):
-        """Log each entry's lines (a failure once); keep the held ones, hand the good ones' todo/N to
-        qmail-clean."""
+    def take(self, results: Mapping[int, Outcome]) -> None:
+        """Log each entry's lines (a failure once); keep those to be kept in memory, hand the good ones' todo/N
+        to qmail-clean."""
         for id, result in results.items():
             self.send.log(self.news(id, result))
-            if isinstance(result, todo.Held):
-                self.send.held.add(result, int(time.time()))
+            if isinstance(result, todo.Kept):
+                self.send.inmemory.add(result, int(time.time()))
             elif result.ok:
-                self.remove(id, then=lambda id=id, channels=result.channels: self.schedule(id, channels))
+                self.remove(id, then=functools.partial(self.schedule, id, result.channels))
 
-    def finish_batch(self):
+    def finish_batch(self) -> None:
         """In the loop, once done_r is readable: log each entry and hand the good ones to qmail-clean."""
         try:
             os.read(self.done_r, 16)
@@ -224,7 +241,7 @@ class Todo:
         # An unexpected exception surfaces here, as an internal error.
         self.take(future.result())
 
-    def fsync_all(self, fds):
+    def fsync_all(self, fds: list[int]) -> set[int]:
         """fsync the batch's files from several threads at once, so that one journal commit serves many."""
         if len(fds) < 2:
             return todo.fsync_each(fds)
@@ -233,10 +250,10 @@ class Todo:
             self.fsyncer = ThreadPoolExecutor(FSYNC_THREADS)
         return set().union(*self.fsyncer.map(todo.fsync_each, [[fd] for fd in fds]))
 
-    def remove(self, id, then=None):
+    def remove(self, id: int, then: Callable[[], None] | None = None) -> None:
         """Hand todo/N to qmail-clean, the scan leaving it alone meanwhile; call then() once it is gone. If
         qmail-clean cannot remove it, todo/N stays and the next scan preprocesses the message again."""
-        def cleaned(ok):
+        def cleaned(ok: bool) -> None:
             self.cleaning.discard(id)
             if ok:
                 self.gone.add(id)
@@ -245,7 +262,7 @@ class Todo:
         self.cleaning.add(id)
         self.send.clean.ask("todo/%d" % id, cleaned)
 
-    def schedule(self, id, channels):
+    def schedule(self, id: int, channels: Iterable[str]) -> None:
         """todo/N is gone: the message's channels may start at once (with none, it is done)."""
         now = int(time.time())
         for name in channels:
@@ -254,7 +271,7 @@ class Todo:
             self.send.pqdone.add(id, now)
 
 
-def inject_bounce(send, id):
+def inject_bounce(send: SendState, id: int) -> bool:
     """Queue the bounce for bounce/N if there is one and remove it; False means try again later."""
     name = "bounce/%d" % id
     try:
@@ -272,6 +289,7 @@ def inject_bounce(send, id):
     if plan.kind == bounce.TRIPLE:
         send.log(sendlog.triple_bounce(id))
     else:
+        assert plan.sender is not None and plan.recipient is not None  # only a TRIPLE bounce has none
         try:
             qq = open_queue(send.home)
         except OSError:
@@ -296,7 +314,7 @@ def inject_bounce(send, id):
     return True
 
 
-def still_there(send, names):
+def still_there(send: SendState, names: Iterable[tuple[str, int, bytes]]) -> bool | None:
     """Return True if any of names exists, None after logging a stat failure, False if all are gone."""
     for directory, id, logged in names:
         try:
@@ -310,7 +328,7 @@ def still_there(send, names):
     return False
 
 
-def message_done(send, id):
+def message_done(send: SendState, id: int) -> None:
     """The message has no channel work left: bounce, log `end msg`, remove info/N, have mess/N removed."""
     names = [(split_name(c, id), id, sendlog.split_fn(c, id)) for c in CHANNELS]
     names.append(("todo/%d" % id, id, sendlog.flat_fn("todo", id)))
@@ -336,16 +354,16 @@ def message_done(send, id):
 class Cleanup:
     """Every SLEEP_CLEANUP seconds walk mess/, one entry per round, and remove debris of dead injections."""
 
-    def __init__(self, send):
+    def __init__(self, send: SendState) -> None:
         self.send = send
-        self.scan = None
+        self.scan: Iterator[int] | None = None
         self.next_run = 0
 
-    def wakeup(self, wake):
+    def wakeup(self, wake: int) -> int:
         """Return the earliest time the clean-up needs the loop."""
         return min(wake, self.next_run) if self.scan is None else 0
 
-    def step(self, recent):
+    def step(self, recent: int) -> None:
         """Look at one mess/ entry: old, with neither info/N nor todo/N, means an injection died."""
         if self.scan is None:
             if recent < self.next_run:

@@ -1,4 +1,7 @@
-"""How qmail-send starts: controls, queue directory, mutex and the spawners' limits (reference §1.4)."""
+"""How qmail-send starts: controls, queue directory, mutex and the spawners' limits (qmail-send(8), start and
+controls); how it rereads its controls on HUP."""
+
+from __future__ import annotations
 
 import fcntl
 import os
@@ -7,21 +10,25 @@ import time
 
 from pyqmail.lib.config import control
 from pyqmail.lib.send import bounce, sendlog
-from pyqmail.lib.send.sendlog import flush_log, log  # noqa: F401  (qmail-send's log, used from here)
+from pyqmail.lib.send.sendlog import flush_log, log
 from pyqmail.lib.send.retry import QUEUELIFETIME
 from pyqmail.lib.send.channel import LOCAL, REMOTE
 from pyqmail.lib.send.rewrite import Rewriter
 from pyqmail.lib.send.sendmessages import SLEEP_ALERT
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from pyqmail.lib.send.bounce import BounceControls
 
 FDS = {LOCAL: (1, 2), REMOTE: (3, 4)}  # channel: (to its spawner, from its spawner)
 DEFAULT_CONCURRENCY = {LOCAL: 10, REMOTE: 20}
 
 
 class Stop(Exception):
-    """qmail-send cannot start: the alert has been logged; exit 111."""
+    """qmail-send cannot start: args[0] is the alert line to log before exiting 111."""
 
 
-def read_controls():
+def read_controls() -> tuple[dict[str, int], Rewriter, BounceControls]:
     """Read qmail-send's controls from QMAILHOME/control; return (settings dict, Rewriter, BounceControls)."""
     me = control.readline("me")
     settings = {"lifetime": control.readint("queuelifetime", QUEUELIFETIME),
@@ -33,9 +40,9 @@ def read_controls():
     return settings, rewriter, bounce.controls_from(control.readline, me)
 
 
-def spawn_limits():
+def spawn_limits() -> dict[str, int]:
     """Read the one byte each spawner sends first: its concurrency limit."""
-    limits = {}
+    limits: dict[str, int] = {}
     for name, (_, fd_in) in FDS.items():
         try:
             byte = os.read(fd_in, 1)
@@ -47,7 +54,7 @@ def spawn_limits():
     return limits
 
 
-def start():
+def start() -> tuple[str, dict[str, int], Rewriter, BounceControls, dict[str, int]]:
     """Start as qmail-send does; return (home, settings, Rewriter, BounceControls, spawner limits)."""
     home = os.path.abspath(control.qmailhome())
     os.environ["QMAILHOME"] = home  # control reads and bounce injection must not depend on the cwd
@@ -77,9 +84,7 @@ def start():
     return home, settings, rewriter, bounce_controls, spawn_limits()
 
 
-
-
-def reread(home, rewriter):
+def reread(home: str, rewriter: Rewriter) -> Rewriter:
     """SIGHUP: return the Rewriter with locals and virtualdomains reread (the old one if that fails)."""
     try:
         os.chdir(home)

@@ -1,7 +1,10 @@
-"""qmail-send's todo preprocessing: todo/N → info/N, local/N, remote/N (reference §2.3.2, §2.4)."""
+"""qmail-send's todo preprocessing: todo/N → info/N, local/N, remote/N (qmail-send(8), the todo scan and
+damaged messages; docs/qmail-send-design.md)."""
+
+from __future__ import annotations
 
 import os
-from collections import namedtuple
+from typing import NamedTuple  # qmail-send only, started once: not a per-message program
 
 from pyqmail.lib.send import sendlog
 from pyqmail.lib.send.channel import CHANNELS, LOCAL
@@ -9,31 +12,59 @@ from pyqmail.lib.config.control import scan_ulong
 from pyqmail.lib.queue.queue import split_name
 from pyqmail.lib.util.fdio import write_all
 
-Plan = namedtuple("Plan", "info chan log failure")
-Plan.__doc__ = ("Bytes for info/N and {channel: bytes}, log lines, and the failing warning or None. "
-                "chan holds a channel only if a T record went to it (its file is created O_EXCL then).")
-Result = namedtuple("Result", "ok log channels aside", defaults=(None,))
-Result.__doc__ = ("Whether todo/N may be handed to qmail-clean, the log lines, the channels that got a file; "
-                  "aside: todo/N's stat_key when its content is damaged (it is not read again while unchanged).")
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable, Iterable
+    from pyqmail.lib.send.rewrite import Rewriter
 
-Held = namedtuple("Held", "n log info records")
-Held.__doc__ = ("A message to deliver from memory (lib/send/inmemory): the log lines, info/N's and local/N's bytes "
-                "as they would be written; no file was written: todo/N stays its only record until it is finished.")
+    StatKey = tuple[int, int, int, int, int]
+    Split = Callable[[str], str]  # split(directory) -> the path of the message's file in that split directory
+    FsyncAll = Callable[[list[int]], set[int]]  # fsyncs descriptors, returns those that failed
+
+
+class Plan(NamedTuple):
+    """Bytes for info/N and {channel: bytes}, log lines, and the failing warning or None. chan holds a channel
+    only if a T record went to it (its file is created O_EXCL then)."""
+    info: bytes
+    chan: dict[str, bytes]
+    log: list[bytes]
+    failure: bytes | None
+
+
+class Result(NamedTuple):
+    """Whether todo/N may be handed to qmail-clean, the log lines, the channels that got a file; aside: todo/N's
+    stat_key when its content is damaged (it is not read again while unchanged)."""
+    ok: bool
+    log: list[bytes]
+    channels: tuple[str, ...]
+    aside: StatKey | None = None
+
+
+class Kept(NamedTuple):
+    """A message to deliver from memory (lib/send/inmemory): the log lines, info/N's and local/N's bytes as they
+    would be written; no file was written: todo/N stays its only record until it is finished."""
+    n: int
+    log: list[bytes]
+    info: bytes
+    records: bytes
+
 
 FILE_MODE = 0o600  # qmail opens with 0644 under qmail-send's umask 077
-HOLD_RCPTS = 16  # local recipients a held message may have; more go through info/ and local/ as in qmail
+KEEP_RCPTS = 16  # local recipients a message kept in memory may have; more go through info/ and local/ as in qmail
 
 
-def holdable(p):
-    """True if the Plan p may be held: no failure, every recipient local, at most HOLD_RCPTS of them."""
+def keepable(p: Plan) -> bool:
+    """True if the Plan p may be kept in memory: no failure, every recipient local, at most KEEP_RCPTS of them."""
     return (p.failure is None and p.info[:1] == b"F" and list(p.chan) == [LOCAL]
-            and p.chan[LOCAL].count(b"\0") <= HOLD_RCPTS)
+            and p.chan[LOCAL].count(b"\0") <= KEEP_RCPTS)
 
 
-def plan(n, todo_data, mess_size, rewriter):
+def plan(n: int, todo_data: bytes, mess_size: int, rewriter: Rewriter) -> Plan:
     """Return the Plan for todo/N's bytes: a trailing record without its NUL is ignored, as qmail does
     (prepare refuses such a file first); no F record is a failure (qmail would write an empty info/N)."""
-    info, chan, log = b"", {}, []
+    info = b""
+    chan: dict[str, bytes] = {}
+    log: list[bytes] = []
     uid = pid = 0
     for record in todo_data.split(b"\0")[:-1]:
         kind, value = record[:1], record[1:]
@@ -54,12 +85,12 @@ def plan(n, todo_data, mess_size, rewriter):
     return Plan(info, chan, log, None)
 
 
-def stat_key(st: os.stat_result) -> tuple:
+def stat_key(st: os.stat_result) -> StatKey:
     """What changes when a file is replaced, rewritten, touched or chmodded."""
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def unlink_stale(name):
+def unlink_stale(name: str) -> bool:
     """Remove name; True if it is gone (ENOENT is fine)."""
     try:
         os.unlink(name)
@@ -70,36 +101,43 @@ def unlink_stale(name):
     return True
 
 
-Written = namedtuple("Written", "n log channels files")
-Written.__doc__ = ("todo/N's files written but not yet fsynced: the log so far, the channels that got a file, "
-                   "and [(open descriptor, name for the log)] in qmail's order, info first.")
+class Written(NamedTuple):
+    """todo/N's files written but not yet fsynced: the log so far, the channels that got a file, and
+    [(open descriptor, name for the log)] in qmail's order, info first."""
+    n: int
+    log: list[bytes]
+    channels: tuple[str, ...]
+    files: list[tuple[int, bytes]]
 
 
-def create(name):
+def create(name: str) -> int:
     """Create name O_EXCL with qmail-send's mode; return its descriptor."""
     return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
 
 
-def failed(log, what, fn, files=()):
+def failed(log: list[bytes], what: str, fn: bytes, files: Iterable[tuple[int, bytes]] = ()) -> Result:
     """Close what was opened; return a failed Result: the log so far plus one warning."""
     for fd, _ in files:
         os.close(fd)
     return Result(False, log + [sendlog.warning(what, fn)], ())
 
 
-Unwritten = namedtuple("Unwritten", "n plan log")
-Unwritten.__doc__ = "todo/N read and planned, its files not created yet (write_files does that, and the fsyncs)."
+class Unwritten(NamedTuple):
+    """todo/N read and planned, its files not created yet (write_files does that, and the fsyncs)."""
+    n: int
+    plan: Plan
+    log: list[bytes]
 
 
-def splitter(queue, n):
+def splitter(queue: str, n: int) -> Split:
     """Return split(directory) -> the path of message n's file in that split directory of the queue."""
-    def split(directory):
+    def split(directory: str) -> str:
         return os.path.join(queue, split_name(directory, n))
     return split
 
 
-def prepare(n, rewriter, queue=".", hold=False):
-    """Read and plan todo/N, no file created: an Unwritten, a Held (if hold and the message qualifies), or a
+def prepare(n: int, rewriter: Rewriter, queue: str = ".", keep: bool = False) -> Unwritten | Kept | Result:
+    """Read and plan todo/N, no file created: an Unwritten, a Kept (if keep and the message qualifies), or a
     failed Result (with aside set if todo/N's content is damaged: a last record without its NUL, an unknown
     record, no F record). todo/N and intd/N are left alone."""
     split = splitter(queue, n)
@@ -129,14 +167,14 @@ def prepare(n, rewriter, queue=".", hold=False):
     p = plan(n, data, size, rewriter)
     if p.failure:
         return Result(False, log + p.log + [p.failure], (), key)  # no info/N: nothing is scheduled
-    if hold and holdable(p):
-        return Held(n, log + p.log, p.info, p.chan[LOCAL])
+    if keep and keepable(p):
+        return Kept(n, log + p.log, p.info, p.chan[LOCAL])
     return Unwritten(n, p, log)
 
 
-def read_all(fd):
+def read_all(fd: int) -> bytes:
     """Read fd to its end."""
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:
@@ -144,7 +182,7 @@ def read_all(fd):
         chunks.append(chunk)
 
 
-def remove_stale(n, split):
+def remove_stale(n: int, split: Split) -> Result | None:
     """Unlink info/N and the channel files: never trusted while todo/N exists, as a crash may have left
     them half-written. Return None, or a failed Result."""
     for directory in (*CHANNELS, "info"):
@@ -153,7 +191,7 @@ def remove_stale(n, split):
     return None
 
 
-def create_files(n, p, log, split):
+def create_files(n: int, p: Plan, log: list[bytes], split: Split) -> Written | Result:
     """Create info/N and the plan p's channel files and write them (not fsynced): a Written, or a failed
     Result (a failure to create info/N is logged without log, as qmail does)."""
     try:
@@ -163,7 +201,8 @@ def create_files(n, p, log, split):
     return fill(n, p, log, files, split)
 
 
-def fill(n, p, log, files, split):
+def fill(n: int, p: Plan, log: list[bytes], files: list[tuple[int, bytes]],
+         split: Split) -> Written | Result:
     """Write info/N and the channel files of the plan p; return the Written or a failed Result."""
     log += p.log
     try:
@@ -185,7 +224,7 @@ def fill(n, p, log, files, split):
     return Written(n, log, tuple(c for c in CHANNELS if c in p.chan), files)
 
 
-def fsync_each(fds):
+def fsync_each(fds: Iterable[int]) -> set[int]:
     """fsync each descriptor in turn; return the set of those that failed."""
     bad = set()
     for fd in fds:
@@ -196,7 +235,7 @@ def fsync_each(fds):
     return bad
 
 
-def complete(written, bad):
+def complete(written: Written, bad: set[int]) -> Result:
     """Close a Written's files; return its Result, failed if one of them (in bad) could not be fsynced."""
     for fd, _ in written.files:
         os.close(fd)
@@ -206,11 +245,13 @@ def complete(written, bad):
     return Result(True, written.log, written.channels)
 
 
-def write_files(unwritten, queue=".", fsync_all=fsync_each):
+def write_files(unwritten: Iterable[Unwritten], queue: str = ".",
+                fsync_all: FsyncAll = fsync_each) -> dict[int, Result]:
     """Create and write the files of several Unwritten entries, their fsyncs handed to fsync_all together
     so they can overlap; return {N: Result}. As in qmail, todo/N may be removed only once its Result is
     ok: every file is fsynced by then."""
-    results, written = {}, []
+    results: dict[int, Result] = {}
+    written: list[Written] = []
     for u in unwritten:
         w = create_files(u.n, u.plan, u.log, splitter(queue, u.n))
         if isinstance(w, Written):
@@ -223,31 +264,15 @@ def write_files(unwritten, queue=".", fsync_all=fsync_each):
     return results
 
 
-def preprocess_many(ids, rewriter, queue=".", fsync_all=fsync_each, hold=0):
-    """Preprocess several todo entries; return {N: Result or Held}, at most `hold` entries Held."""
-    results, unwritten = {}, []
-    for n in ids:
-        r = prepare(n, rewriter, queue, hold > 0)
-        if isinstance(r, Unwritten):
-            unwritten.append(r)
-        else:
-            results[n] = r
-            hold -= isinstance(r, Held)
-    results.update(write_files(unwritten, queue, fsync_all))
-    return results
+class Start(NamedTuple):
+    """How a message found in info/ is scheduled when qmail-send starts: state 'skip' (no info/N, or todo/N
+    exists), 'chan' with {channel: mtime}, 'done' (no channel file), 'retry' (stat failed)."""
+    state: str
+    times: dict[str, int]
+    log: list[bytes]
 
 
-def preprocess(n, rewriter, queue="."):
-    """Preprocess todo/N in the queue directory as qmail-send does; todo/N and intd/N are left alone."""
-    return preprocess_many([n], rewriter, queue)[n]
-
-
-Start = namedtuple("Start", "state times log")
-Start.__doc__ = ("How a message found in info/ is scheduled when qmail-send starts: state 'skip' (no info/N, "
-                 "or todo/N exists), 'chan' with {channel: mtime}, 'done' (no channel file), 'retry' (stat failed).")
-
-
-def exists(name):
+def exists(name: str) -> bool:
     """Return True/False for name's existence; raise OSError for anything but ENOENT."""
     try:
         os.stat(name)
@@ -256,7 +281,7 @@ def exists(name):
     return True
 
 
-def schedule_at_start(n, queue="."):
+def schedule_at_start(n: int, queue: str = ".") -> Start:
     """Return the Start for message n, as qmail-send's pqadd: a todo/N means info/local/remote are not trusted."""
     name = os.path.join(queue, split_name("info", n))
     logged = sendlog.split_fn("info", n)
@@ -266,7 +291,7 @@ def schedule_at_start(n, queue="."):
         name, logged = os.path.join(queue, "todo", str(n)), sendlog.flat_fn("todo", n)
         if exists(name):
             return Start("skip", {}, [])  # preprocessing never finished: the todo scan redoes it
-        times = {}
+        times: dict[str, int] = {}
         for channel in CHANNELS:
             name, logged = os.path.join(queue, split_name(channel, n)), sendlog.split_fn(channel, n)
             try:

@@ -1,9 +1,11 @@
-"""qmail's VERP senders `pre-@host-@[]` (reference §1.4; qmail-send.c senderadd, injectbounce)."""
+"""qmail's VERP senders `pre-@host-@[]` (qmail-send(8), passes and done; qmail-send.c senderadd, injectbounce)."""
+
+from __future__ import annotations
 
 VERP_SUFFIX = b"-@[]"
 
 
-def delivery_sender(sender, recip):
+def delivery_sender(sender: bytes, recip: bytes) -> bytes:
     """Return the sender handed to a spawner: `pre-@host-@[]` + `box@rhost` → `pre-box=rhost@host`."""
     if not sender.endswith(VERP_SUFFIX):
         return sender
@@ -14,7 +16,7 @@ def delivery_sender(sender, recip):
     return sender[:at] + recip[:rat] + b"=" + recip[rat + 1:] + b"@" + sender[at + 1:len(sender) - 4]
 
 
-def bounce_recipient(sender):
+def bounce_recipient(sender: bytes) -> bytes:
     """Return the sender a bounce goes to: a VERP sender loses its `-@[]` (`pre-@host`)."""
     if sender.endswith(VERP_SUFFIX):
         return sender[:-4]

@@ -7,12 +7,22 @@ message and the output pipe as descriptors (SCM_RIGHTS) and qmail-local's argume
 with qmail-local's exit code. A worker never serves another uid: it could not, having dropped root.
 """
 
+from __future__ import annotations
+
 import _signal
 import os
 import signal
 import socket
 
 from pyqmail.lib.util import envsnapshot
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import NoReturn
+
+    Key = tuple[int, int]  # (uid, gid): whom a worker delivers as
 
 MAX_USE = 1000  # deliveries per worker (Postfix's max_use is 100: a fork costs a Python worker far more)
 MAX_IDLE = 60  # seconds an idle worker waits before it exits
@@ -23,7 +33,7 @@ REQUEST_MAX = 1 << 18  # bytes of arguments in one request (addresses are bounde
 class Worker:
     """The spawner's handle on one worker process."""
 
-    def __init__(self, pid, sock, key):
+    def __init__(self, pid: int, sock: socket.socket, key: Key) -> None:
         self.pid, self.sock, self.key = pid, sock, key
         self.busy = self.gone = False
         self.uses = 0
@@ -32,12 +42,12 @@ class Worker:
 class LocalWorkers:
     """Start, reuse and retire workers; serve(argv) runs in the worker as the user and returns an exit code."""
 
-    def __init__(self, become, serve):
+    def __init__(self, become: Callable[[int, int], int], serve: Callable[[list[bytes]], int]) -> None:
         self.become, self.serve = become, serve
-        self.workers = {}  # pid: Worker
-        self.idle = []  # least recently used first
+        self.workers: dict[int, Worker] = {}  # pid: Worker
+        self.idle: list[Worker] = []  # least recently used first
 
-    def launch(self, key, argv, fdmess, fdout):
+    def launch(self, key: Key, argv: list[bytes], fdmess: int, fdout: int) -> int:
         """Hand a delivery to an idle worker of key, or a new one; return the worker's pid."""
         for w in list(reversed(self.idle)):
             if w.key == key:
@@ -51,7 +61,7 @@ class LocalWorkers:
             raise OSError("worker gone")
         return w.pid
 
-    def send(self, w, argv, fdmess, fdout):
+    def send(self, w: Worker, argv: list[bytes], fdmess: int, fdout: int) -> bool:
         """Send one request; False if the worker is gone."""
         try:
             socket.send_fds(w.sock, [b"\0".join(argv)], [fdmess, fdout])
@@ -61,7 +71,7 @@ class LocalWorkers:
         w.uses += 1
         return True
 
-    def fork(self, key):
+    def fork(self, key: Key) -> Worker:
         """Fork a worker for (uid, gid)."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
@@ -77,11 +87,11 @@ class LocalWorkers:
         self.workers[pid] = w
         return w
 
-    def busy_socks(self):
+    def busy_socks(self) -> dict[int, Worker]:
         """The sockets of workers with a delivery running: their answers are to be read."""
         return {w.sock.fileno(): w for w in self.workers.values() if w.busy}
 
-    def answer(self, w):
+    def answer(self, w: Worker) -> int | None:
         """Read a worker's answer; return the delivery's wait status (the worker's own if it died)."""
         try:
             data = w.sock.recv(1)
@@ -98,20 +108,20 @@ class LocalWorkers:
                 self.retire(self.idle.pop(0))
         return data[0] << 8
 
-    def retire(self, w):
+    def retire(self, w: Worker) -> None:
         """Close a worker's socket: it exits when it reads the end."""
         if w in self.idle:
             self.idle.remove(w)
         w.sock.close()
         w.busy, w.gone = False, True
 
-    def ended(self, pid):
+    def ended(self, pid: int) -> None:
         """A child died: forget it if it was a worker."""
         w = self.workers.pop(pid, None)
         if w is not None and not w.gone:
             self.retire(w)
 
-    def worker(self, sock, key):
+    def worker(self, sock: socket.socket, key: Key) -> int:
         """In the worker: become the user, then serve requests until the socket ends; return the exit code."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -154,23 +164,23 @@ class LocalWorkers:
             sock.send(bytes([code & 0xFF]))
 
 
-def receive(sock, buf):
+def receive(sock: socket.socket, buf: bytearray) -> tuple[bytes, list[int]]:
     """Read one request into buf, which the worker allocates once (a fresh REQUEST_MAX buffer per
     request costs an mmap and its page faults); return (its bytes, the descriptors it carried)."""
     n, ancdata, _, _ = sock.recvmsg_into([buf], socket.CMSG_SPACE(2 * 4))
-    fds = []
+    fds: list[int] = []
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds += memoryview(data[:len(data) - len(data) % 4]).cast("i")
     return bytes(memoryview(buf)[:n]), fds
 
 
-def idle_exit(signum, frame):
+def idle_exit(signum: int, frame: FrameType | None) -> NoReturn:
     """SIGALRM in an idle worker: no request for MAX_IDLE seconds, so exit."""
     os._exit(0)
 
 
-def close_all_but(*keep):
+def close_all_but(*keep: int) -> None:
     """Close every descriptor from 3 up except those in keep."""
     low = 3
     for fd in sorted(keep):

@@ -1,20 +1,31 @@
-"""The select loop qmail-lspawn and qmail-rspawn share (qmail's spawn.c; reference §1.5)."""
+"""The select loop qmail-lspawn and qmail-rspawn share (qmail-lspawn(8), qmail-rspawn(8); qmail's spawn.c)."""
+
+from __future__ import annotations
 
 import errno
 import os
 import select
 import signal
-import stat
 
 from pyqmail.lib.config import control
 from pyqmail.lib.spawn import spawnproto
 from pyqmail.lib.util.exits import Exit
-from pyqmail.lib.spawn.spawnproto import encode_report
+from pyqmail.lib.util.fdio import write_all
+from pyqmail.lib.spawn.spawnproto import Request, encode_report
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable
+    from typing import NoReturn
+    from pyqmail.lib.spawn.localworkers import LocalWorkers, Worker
+
+    # launch(request, message fd, output pipe's write end) -> (pid, wait status if the delivery is already done)
+    Launch = Callable[[Request, int, int], tuple[int, int | None]]
 
 COLLECT_READS = 16  # reads of one child's output per turn of the loop
 
 
-def enter_mess():
+def enter_mess() -> tuple[str, int]:
     """chdir to QMAILHOME/queue/mess (exit 111 if impossible); return (absolute QMAILHOME, owner of mess/)."""
     home = os.path.abspath(control.qmailhome())
     os.environ["QMAILHOME"] = home  # children run elsewhere; forwards and qmail-remote must still find the tree
@@ -28,19 +39,20 @@ def enter_mess():
 class Delivery:
     """One running child: the read end of its output pipe, our copy of the write end, its status and output."""
 
-    def __init__(self, pid, fdin, fdout):
+    def __init__(self, pid: int, fdin: int, fdout: int) -> None:
         self.pid = pid
         self.fdin = fdin
-        self.fdout = fdout  # held open until the child is reaped, so EOF means "dead and done"
-        self.wstat = None
+        self.fdout = fdout  # kept open until the child is reaped, so EOF means "dead and done"
+        self.wstat: int | None = None
         self.output = bytearray()
 
 
 class Spawner:
     """Reads requests on fd 0, forks one child per delivery, writes reports on fd 1 as they finish."""
 
-    def __init__(self, child, report, trunc, owner_uid, limit=spawnproto.SPAWN_LIMIT, child_crash=111,
-                 launch=None, workers=None):
+    def __init__(self, child: Callable[[bytes, bytes], int], report: Callable[[int, bytearray], bytes], trunc: int,
+                 owner_uid: int, limit: int = spawnproto.SPAWN_LIMIT, child_crash: int = 111,
+                 launch: Launch | None = None, workers: LocalWorkers | None = None) -> None:
         self.child = child  # child(sender, recipient) -> exit code; runs with fd 0 = message, fds 1, 2 = pipe
         self.launch = launch or self.fork_child  # launch(req, fdmess, fdout) -> (pid, wait status if done)
         self.workers = workers  # reused delivery workers (lib/spawn/localworkers), if launch uses them
@@ -49,25 +61,24 @@ class Spawner:
         self.owner_uid = owner_uid
         self.limit = limit
         self.child_crash = child_crash
-        self.running = {}
+        self.running: dict[int, Delivery] = {}  # by delnum
         self.writing = True
 
-    def write(self, data):
-        """Write to qmail-send; after a failure, stop writing for good (spawn.c's okwrite)."""
-        view = memoryview(data)
-        while view and self.writing:
-            try:
-                view = view[os.write(1, view):]
-            except InterruptedError:
-                continue
-            except OSError:
-                self.writing = False
+    def write(self, data: bytes) -> None:
+        """Write to qmail-send; after a failure (EPIPE: SIGPIPE is ignored), stop writing for good (spawn.c's
+        okwrite)."""
+        if not self.writing:
+            return
+        try:
+            write_all(1, data)
+        except OSError:
+            self.writing = False
 
-    def refuse(self, delnum, text):
+    def refuse(self, delnum: int, text: bytes) -> None:
         """Answer a request at once with a report."""
         self.write(encode_report(delnum, text))
 
-    def start(self, req):
+    def start(self, req: Request) -> None:
         """Validate a request, open its message and fork its child; refusals are reported at once."""
         text = spawnproto.request_error(req, self.limit, self.running)
         if text:
@@ -97,32 +108,32 @@ class Spawner:
         finally:
             os.close(fdmess)
 
-    def fork_child(self, req, fdmess, fdout):
+    def fork_child(self, req: Request, fdmess: int, fdout: int) -> tuple[int, int | None]:
         """Fork a child for the delivery; return (its pid, None)."""
         pid = os.fork()
         if pid == 0:
             self.in_child(fdmess, fdout, req.sender, req.recipient)
         return pid, None
 
-    def finished(self, d, wstat):
+    def finished(self, d: Delivery, wstat: int) -> None:
         """A delivery's process is done (or its worker answered): keep the status, close our pipe end."""
         d.wstat = wstat
         os.close(d.fdout)
         d.fdout = -1
 
-    def check_message(self, fd):
+    def check_message(self, fd: int) -> bytes | None:
         """Return spawn.c's refusal for a message that is not a regular file of the queue's owner, or None."""
         try:
             st = os.fstat(fd)
         except OSError:
             return b"Zqmail-spawn unable to fstat message. (#4.3.0)\n"
-        if not stat.S_ISREG(st.st_mode):
+        if not control.is_regular(st.st_mode):
             return b"ZSorry, message has wrong type. (#4.3.5)\n"
         if st.st_uid != self.owner_uid:
             return b"ZSorry, message has wrong owner. (#4.3.5)\n"
         return None
 
-    def in_child(self, fdmess, fdout, sender, recipient):
+    def in_child(self, fdmess: int, fdout: int, sender: bytes, recipient: bytes) -> NoReturn:
         """In the forked child: become a plain process with the message on 0 and the pipe on 1 and 2; never return."""
         code = self.child_crash
         try:
@@ -138,7 +149,7 @@ class Spawner:
         finally:
             os._exit(code if isinstance(code, int) else self.child_crash)
 
-    def reap(self):
+    def reap(self) -> None:
         """Collect every dead child's status and close our copy of its pipe."""
         by_pid = {d.pid: d for d in self.running.values() if d.wstat is None}
         while True:
@@ -154,16 +165,17 @@ class Spawner:
             if d is not None:
                 self.finished(d, wstat)
 
-    def answered(self, w):
+    def answered(self, workers: LocalWorkers, w: Worker) -> None:
         """A worker answered for its delivery (or its socket ended: reaping gives the status then)."""
-        wstat = self.workers.answer(w)
+        wstat = workers.answer(w)
         if wstat is None:
             return
         for d in self.running.values():
             if d.pid == w.pid and d.wstat is None:
-                return self.finished(d, wstat)
+                self.finished(d, wstat)
+                return
 
-    def collect(self, delnum):
+    def collect(self, delnum: int) -> None:
         """Read a child's output; at EOF (it is dead: we closed our end on reaping) send its report."""
         d = self.running[delnum]
         for _ in range(COLLECT_READS):  # on to EOF if it is there (a worker's answer comes with its output)
@@ -178,9 +190,10 @@ class Spawner:
             return  # a child that keeps writing waits for the next turn, as the others do
         os.close(d.fdin)
         del self.running[delnum]
+        assert d.wstat is not None  # EOF: our copy of the write end is closed, which happens once the status is known
         self.write(encode_report(delnum, self.report(d.wstat, d.output)))
 
-    def serve(self):
+    def serve(self) -> int:
         """Announce the concurrency limit, then run until fd 0 ends and every delivery has been reported."""
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
@@ -191,8 +204,9 @@ class Spawner:
         self.write(bytes([self.limit]))
         reader = spawnproto.RequestReader()
         reading = True
+        workers = self.workers
         while reading or self.running:
-            socks = self.workers.busy_socks() if self.workers is not None else {}
+            socks = workers.busy_socks() if workers is not None else {}
             fds = [wake_r] + [d.fdin for d in self.running.values()] + ([0] if reading else []) + list(socks)
             try:
                 ready, _, _ = select.select(fds, [], [])
@@ -205,6 +219,7 @@ class Spawner:
                     pass
                 self.reap()
             if 0 in ready:
+                data: bytes | None
                 try:
                     data = os.read(0, 1024)
                 except OSError as e:
@@ -214,8 +229,8 @@ class Spawner:
                 for req in reader.feed(data or b""):
                     self.start(req)
             for fd, w in socks.items():
-                if fd in ready:
-                    self.answered(w)
+                if fd in ready and workers is not None:
+                    self.answered(workers, w)
             for delnum, d in list(self.running.items()):
                 if d.fdin in ready:
                     self.collect(delnum)

@@ -1,9 +1,16 @@
-"""qmail-send ↔ spawner wire protocol, the spawners' reports and qmail-clean's commands (reference §1.5–1.10)."""
+"""qmail-send ↔ spawner wire protocol, the spawners' reports and qmail-clean's commands (qmail-lspawn(8) PROTOCOL
+and REPORTS, qmail-rspawn(8) REPORTS, qmail-clean(8); qmail's spawn.c)."""
+
+from __future__ import annotations
 
 import os
-from collections import namedtuple
+from typing import NamedTuple  # daemons only (qmail-send, the spawners, qmail-clean): not a per-message program
 
 from pyqmail.lib.util.exits import QLX_TEXTS
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Container
 
 SPAWN_LIMIT = 120  # conf-spawn: the concurrency byte a spawner announces
 MESSID_MAX = 100  # messid length counting its NUL, as spawn.c checks it
@@ -13,7 +20,16 @@ TRUNC_TEXT = b"\nError report too long, sorry.\n"
 REMOTE_OUTPUT_MAX = 100000  # rspawn keeps everything in qmail; we keep this much (two reports fit easily)
 
 OUT_OF_MEMORY = b"Zqmail-spawn out of memory. (#4.3.0)\n"
-Request = namedtuple("Request", "delnum messid sender recipient overflow")
+
+
+class Request(NamedTuple):
+    """One delivery qmail-send asks for; overflow: a field was longer than the reader's bound (cut there)."""
+    delnum: int
+    messid: bytes
+    sender: bytes
+    recipient: bytes
+    overflow: bool
+
 
 LOCAL_TEMPORARY = frozenset((111, 71, 74, 75))
 
@@ -21,14 +37,14 @@ LOCAL_TEMPORARY = frozenset((111, 71, 74, 75))
 class RequestReader:
     """Split qmail-send's byte stream into Requests: delnum byte, then messid, sender, recipient, each NUL-ended."""
 
-    def __init__(self, field_max=FIELD_MAX):
+    def __init__(self, field_max: int = FIELD_MAX) -> None:
         self.field_max = field_max
-        self.delnum = None
-        self.fields = []
+        self.delnum: int | None = None
+        self.fields: list[bytes] = []
         self.current = bytearray()
         self.overflow = False
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> list[Request]:
         """Consume data; return the Requests it completed, in order."""
         done = []
         pos = 0
@@ -48,18 +64,19 @@ class RequestReader:
             pos = nul + 1
             self.fields.append(bytes(self.current))
             self.current.clear()
-            if len(self.fields) == 3:
-                done.append(Request(self.delnum, *self.fields, self.overflow))
+            if len(self.fields) == 3 and self.delnum is not None:  # (delnum is set: a field follows it)
+                messid, sender, recipient = self.fields
+                done.append(Request(self.delnum, messid, sender, recipient, self.overflow))
                 self.delnum, self.fields, self.overflow = None, [], False
         return done
 
 
-def encode_request(delnum, messid, sender, recipient):
+def encode_request(delnum: int, messid: bytes, sender: bytes, recipient: bytes) -> bytes:
     """Return the bytes qmail-send writes for one delivery."""
     return bytes([delnum]) + messid + b"\0" + sender + b"\0" + recipient + b"\0"
 
 
-def request_error(req, limit, in_use):
+def request_error(req: Request, limit: int, in_use: Container[int]) -> bytes | None:
     """Return spawn.c's report text for a request it refuses before opening the message, or None."""
     if req.overflow:
         return OUT_OF_MEMORY
@@ -79,18 +96,18 @@ def request_error(req, limit, in_use):
     return None
 
 
-def split_recipient(recipient):
+def split_recipient(recipient: bytes) -> tuple[bytes, bytes]:
     """Split an address at its last `@` into (local, domain)."""
     at = recipient.rindex(b"@")
     return recipient[:at], recipient[at + 1:]
 
 
-def encode_report(delnum, text):
+def encode_report(delnum: int, text: bytes) -> bytes:
     """Return the response bytes: delnum, the report text, NUL."""
     return bytes([delnum]) + text + b"\0"
 
 
-def append_output(output, data, trunc=LOCAL_TRUNC):
+def append_output(output: bytearray, data: bytes, trunc: int = LOCAL_TRUNC) -> bytearray:
     """Append a child's output to the bytearray output, cutting it as spawn.c does once it passes trunc."""
     output += data
     if len(output) > trunc:
@@ -99,13 +116,13 @@ def append_output(output, data, trunc=LOCAL_TRUNC):
     return output
 
 
-def before_nul(data):
+def before_nul(data: bytes | bytearray) -> bytes:
     """Return data up to its first NUL."""
     nul = data.find(b"\0")
     return bytes(data) if nul < 0 else bytes(data[:nul])
 
 
-def local_report(wstat, output):
+def local_report(wstat: int, output: bytes | bytearray) -> bytes:
     """Return qmail-lspawn's report for qmail-local's wait status and output."""
     if os.WIFSIGNALED(wstat):
         return b"Zqmail-local crashed.\n"
@@ -116,7 +133,7 @@ def local_report(wstat, output):
     return letter + before_nul(output)
 
 
-def remote_report(wstat, output):
+def remote_report(wstat: int, output: bytes | bytearray) -> bytes:
     """Return qmail-rspawn's report for qmail-remote's wait status and its NUL-ended r/h/s and K/Z/D reports."""
     if os.WIFSIGNALED(wstat):
         return b"Zqmail-remote crashed.\n"
@@ -146,7 +163,7 @@ def remote_report(wstat, output):
     return b"KZD"[1 - emitted:2 - emitted] + text
 
 
-def clean_command(line):
+def clean_command(line: bytes) -> tuple[str, int] | None:
     """Parse one qmail-clean command (without its NUL): ("foop"|"todo", n), or None for `x`."""
     if len(line) + 1 < 7 or len(line) + 1 > 100:
         return None

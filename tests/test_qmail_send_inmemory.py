@@ -1,5 +1,5 @@
-"""qmail-send's held messages (lib/send/inmemory): local-only mail delivered with todo/N as its only record,
-spilled to qmail's info/N and local/N on a deferral, a failure or a TERM after some deliveries."""
+"""qmail-send's messages kept in memory (lib/send/inmemory): local-only mail delivered with todo/N as its only
+record, spilled to qmail's info/N and local/N on a deferral, a failure or a TERM after some deliveries."""
 
 import re
 import signal
@@ -8,9 +8,10 @@ import time
 import pytest
 
 from conftest import queue_message
-from pyqmail.lib.send.inmemory import HOLD_MAX
+from pyqmail.lib.send.inmemory import KEEP_MAX
 from pyqmail.lib.send.sendmessages import TODO_BATCH
 from test_qmail_send import make_backlog, scripted, start_send, wait_for
+
 
 def noting(tree, *reports):
     """Return the argv of a scripted spawner that notes the queue files of each delivery, and the notes."""
@@ -67,7 +68,7 @@ def test_a_local_message_is_delivered_with_todo_as_its_only_record(procs, tree):
 
 @pytest.mark.parametrize("recipients", [
     [b"a@remote.example", b"joe@test.example"],  # a remote one: qmail's way
-    [b"u%d@test.example" % i for i in range(17)],  # more than HOLD_RCPTS local ones
+    [b"u%d@test.example" % i for i in range(17)],  # more than KEEP_RCPTS local ones
 ])
 def test_other_messages_go_through_info_and_channel_files_as_in_qmail(procs, tree, recipients):
     argv, notes = noting(tree)
@@ -163,17 +164,17 @@ def test_term_before_any_delivery_leaves_todo_for_the_next_start(procs, tree):
     assert proc.wait(10) == 0
 
 
-def test_a_backlog_beyond_the_hold_waits_in_todo_while_held_messages_are_delivered(procs, tree):
-    """With more local messages in todo/ than may be held, the others wait there while the held ones are
-    delivered, and are held in turn, instead of being preprocessed into info/N and local/N."""
-    make_backlog(tree / "queue", HOLD_MAX + 500)
-    argv, notes = noting(tree, *["sleep:0.002", "#Kok\\0"] * (HOLD_MAX + 500))  # slower than the intake
+def test_a_backlog_beyond_the_memory_waits_in_todo_while_the_kept_messages_are_delivered(procs, tree):
+    """With more local messages in todo/ than may be kept in memory, the others wait there while the kept ones
+    are delivered, and are kept in turn, instead of being preprocessed into info/N and local/N."""
+    make_backlog(tree / "queue", KEEP_MAX + 500)
+    argv, notes = noting(tree, *["sleep:0.002", "#Kok\\0"] * (KEEP_MAX + 500))  # slower than the intake
     proc, log = start_send(procs, tree, lspawn=argv)
-    wait_for(log, b"end msg ", count=HOLD_MAX + 500, timeout=180)
+    wait_for(log, b"end msg ", count=KEEP_MAX + 500, timeout=180)
     seen = notes.read_text().splitlines()
-    assert len(seen) == HOLD_MAX + 500
+    assert len(seen) == KEEP_MAX + 500
     preprocessed = [line for line in seen if "info" in line]
-    # qmail's way for the first batches, while no held message has been delivered yet, at most
+    # qmail's way for the first batches, while no kept message has been delivered yet, at most
     assert len(preprocessed) <= 2 * TODO_BATCH, len(preprocessed)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
