@@ -1,6 +1,6 @@
 """bouncesaying: bounce the message with a text, or only if a program exits 0."""
 
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
 from pyqmail.lib.local.runchild import bytes_argv, fatal, run_and_wait, say_exit
 
@@ -22,4 +22,4 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    main("bouncesaying", body, crash_code=111)
+    main("bouncesaying", body, crash_code=TEMP_FAILURE)

@@ -3,7 +3,7 @@
 import os
 
 from pyqmail.lib.util.errstr import error_str
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
 from pyqmail.lib.local.runchild import bytes_argv, fatal, queue_message, queued_or_exit, run_and_wait, say_exit
 
@@ -36,4 +36,4 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    main("condredirect", body, crash_code=111)
+    main("condredirect", body, crash_code=TEMP_FAILURE)

@@ -2,6 +2,7 @@
 
 from pyqmail.lib.util.program import main
 from pyqmail.lib.local.runchild import bytes_argv, run_and_wait, say_exit
+from pyqmail.lib.util.exits import TEMP_FAILURE
 
 USAGE = "except: usage: except program [ arg ... ]"
 
@@ -18,4 +19,4 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    main("except", body, crash_code=111)
+    main("except", body, crash_code=TEMP_FAILURE)

@@ -4,6 +4,7 @@ import os
 
 from pyqmail.lib.util.program import main
 from pyqmail.lib.local.runchild import fatal, queue_message, queued_or_exit, say_exit
+from pyqmail.lib.util.exits import TEMP_FAILURE
 
 
 def body(argv):
@@ -21,4 +22,4 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    main("forward", body, crash_code=111)
+    main("forward", body, crash_code=TEMP_FAILURE)

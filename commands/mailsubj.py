@@ -7,6 +7,7 @@ from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.program import main
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.local.runchild import fatal, say_exit, wait_code
+from pyqmail.lib.util.exits import TEMP_FAILURE
 
 USAGE = "mailsubj: usage: mailsubj subject recip ..."
 
@@ -63,4 +64,4 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    main("mailsubj", body, crash_code=111)
+    main("mailsubj", body, crash_code=TEMP_FAILURE)

@@ -8,6 +8,7 @@ from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
 from pyqmail.lib.util.sgetopt import BadOption, options
 from pyqmail.lib.local.runchild import fatal, say_exit, wait_code
+from pyqmail.lib.util.exits import TEMP_FAILURE
 
 USAGE = "preline: usage: preline cmd [ arg ... ]"
 FLAGS = {"f": ("ufline", False), "r": ("rpline", False), "d": ("dtline", False),
@@ -95,4 +96,4 @@ def run():
     """Console-script entry point."""
     from pyqmail.lib.util.envsnapshot import undo_locale_coercion
     undo_locale_coercion()  # the command inherits our environment: not the interpreter's LC_CTYPE
-    main("preline", body, crash_code=111)
+    main("preline", body, crash_code=TEMP_FAILURE)

@@ -7,7 +7,7 @@ from pyqmail.lib.config import control
 from pyqmail.lib.queue import queuepool
 from pyqmail.lib.queue.queue import OSSIFIED, split_name
 from pyqmail.lib.spawn import spawnproto
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
 from pyqmail.lib.util.fdio import write_all
 
@@ -89,7 +89,7 @@ def body(argv):
     try:
         os.chdir(os.path.join(control.qmailhome(), "queue"))
     except OSError:
-        raise Exit(111)
+        raise Exit(TEMP_FAILURE)
     pool_swept = time.time()
     clean_pid_dir(pool_swept)
     countdown = CLEANUP_EVERY
@@ -114,4 +114,4 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    main("qmail-clean", body, crash_code=111)
+    main("qmail-clean", body, crash_code=TEMP_FAILURE)

@@ -5,7 +5,7 @@ import time
 
 from pyqmail.lib.config import control
 from pyqmail.lib.rfc822 import token822
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.inject.injecthdr import Header, default_from, default_sender, die, refuse_controls, unparsable
 from pyqmail.lib.inject.injectinput import Input, header
 from pyqmail.lib.inject.injectrw import Rewriter
@@ -86,7 +86,7 @@ def options(argv, rw):
                 if sender is None:
                     raise unparsable(quote2(os.fsencode(value)))
     except BadOption as e:
-        raise Exit(100, str(e)[len(PROGRAM) + 2:])
+        raise Exit(PERM_FAILURE, str(e)[len(PROGRAM) + 2:])
 
 
 class Output:
@@ -174,4 +174,4 @@ def finish(out, sender, recipients):
 
 def run():
     """Launcher entry point."""
-    main(PROGRAM, body, crash_code=111)
+    main(PROGRAM, body, crash_code=TEMP_FAILURE)

@@ -8,7 +8,7 @@ from pyqmail.lib.local import msgfd
 from pyqmail.lib.local.qmailfile import PATRN, exists, find_qmail, read_qmail
 from pyqmail.lib.local.delivery_env import Delivery
 from pyqmail.lib.util.errstr import error_str
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
 from pyqmail.lib.util.sgetopt import BadOption, options
@@ -23,11 +23,11 @@ def parse_args(argv):
     try:
         flags, rest = options(argv, "nN", "qmail-local")
     except BadOption:
-        raise Exit(100, USAGE)
+        raise Exit(PERM_FAILURE, USAGE)
     doit = not flags or flags[-1][0] == "N"
     operands = [os.fsencode(a) for a in rest]
     if len(operands) != 8 or not operands[1].startswith(b"/"):
-        raise Exit(100, USAGE)
+        raise Exit(PERM_FAILURE, USAGE)
     return doit, operands
 
 
@@ -41,16 +41,16 @@ def enter_home(home, doit):
     try:
         os.chdir(home)
     except OSError as e:
-        raise Exit(111, "Unable to switch to %s: %s. (#4.3.0)" % (os.fsdecode(home), error_str(e.errno)))
+        raise Exit(TEMP_FAILURE, "Unable to switch to %s: %s. (#4.3.0)" % (os.fsdecode(home), error_str(e.errno)))
     try:
         mode = os.stat(".").st_mode
     except OSError as e:
-        raise Exit(111, "Unable to stat home directory: %s. (#4.3.0)" % error_str(e.errno))
+        raise Exit(TEMP_FAILURE, "Unable to stat home directory: %s. (#4.3.0)" % error_str(e.errno))
     if mode & PATRN:
-        raise Exit(111, "Uh-oh: home directory is writable. (#4.7.0)")
+        raise Exit(TEMP_FAILURE, "Uh-oh: home directory is writable. (#4.7.0)")
     if mode & STICKY:
         if doit:
-            raise Exit(111, "Home directory is sticky: user is editing his .qmail file. (#4.2.1)")
+            raise Exit(TEMP_FAILURE, "Home directory is sticky: user is editing his .qmail file. (#4.2.1)")
         os.write(2, b"Warning: home directory is sticky.\n")
 
 
@@ -60,7 +60,7 @@ def run_program(command, env):
     try:
         pid = os.fork()
     except OSError as e:
-        raise Exit(111, "Unable to fork: %s. (#4.3.0)" % error_str(e.errno))
+        raise Exit(TEMP_FAILURE, "Unable to fork: %s. (#4.3.0)" % error_str(e.errno))
     if pid == 0:
         try:
             import _signal
@@ -72,12 +72,12 @@ def run_program(command, env):
             os._exit(111)
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
-        raise Exit(111, "Aack, child crashed. (#4.3.0)")
+        raise Exit(TEMP_FAILURE, "Aack, child crashed. (#4.3.0)")
     code = os.WEXITSTATUS(status)
     if code in HARD_EXITS:
-        raise Exit(100)
+        raise Exit(PERM_FAILURE)
     if code not in (0, 99):
-        raise Exit(111)
+        raise Exit(TEMP_FAILURE)
     return code == 99
 
 
@@ -88,7 +88,7 @@ def forward(dtline, sender, recipients):
     try:
         qq = open_queue()
     except OSError as e:
-        raise Exit(111, "Unable to fork: %s. (#4.3.0)" % error_str(e.errno))
+        raise Exit(TEMP_FAILURE, "Unable to fork: %s. (#4.3.0)" % error_str(e.errno))
     qq.put(dtline)
     try:
         for chunk in msgfd.chunks(0):
@@ -97,7 +97,7 @@ def forward(dtline, sender, recipients):
         qq.fail()
     result = qq.close(sender, recipients)
     if result:
-        raise Exit(100 if result[0] == "D" else 111, "Unable to forward message: %s." % result[1:])
+        raise Exit(PERM_FAILURE if result[0] == "D" else 111, "Unable to forward message: %s." % result[1:])
     return qq.pid
 
 
@@ -109,11 +109,11 @@ def execute(lines, d, doit, forward_only, env):
     for kind, value, shown in lines:
         stop = False
         if kind == dotqmail.FIRST_BLANK:
-            raise Exit(111, "Uh-oh: first line of .qmail file is blank. (#4.2.1)")
+            raise Exit(TEMP_FAILURE, "Uh-oh: first line of .qmail file is blank. (#4.2.1)")
         if kind in (dotqmail.MBOX, dotqmail.MAILDIR):
             counts["file"] += 1
             if forward_only:
-                raise Exit(111, "Uh-oh: .qmail has file delivery but has x bit set. (#4.7.0)")
+                raise Exit(TEMP_FAILURE, "Uh-oh: .qmail has file delivery but has x bit set. (#4.7.0)")
             if not doit:
                 say(kind.encode() + b" " + shown)
             elif kind == dotqmail.MAILDIR:
@@ -123,7 +123,7 @@ def execute(lines, d, doit, forward_only, env):
         elif kind == dotqmail.PROGRAM:
             counts["program"] += 1
             if forward_only:
-                raise Exit(111, "Uh-oh: .qmail has prog delivery but has x bit set. (#4.7.0)")
+                raise Exit(TEMP_FAILURE, "Uh-oh: .qmail has prog delivery but has x bit set. (#4.7.0)")
             if doit:
                 stop = run_program(value, env)
             else:
@@ -146,18 +146,18 @@ def deliver(argv):
     os.umask(0o077)
     doit, (user, home, local, dash, ext, host, sender, aliasempty) = parse_args(argv)
     if doit and (os.getuid() == 0 or os.geteuid() == 0):
-        raise Exit(111, "Not allowed to perform deliveries as root. (#4.3.0)")
+        raise Exit(TEMP_FAILURE, "Not allowed to perform deliveries as root. (#4.3.0)")
     enter_home(home, doit)
     d = Delivery(user, home, local, ext, host, sender, time.time())
     if doit:
         try:
             if msgfd.header_has_line(0, d.dtline):
-                raise Exit(100, "This message is looping: it already has my Delivered-To line. (#5.4.6)")
+                raise Exit(PERM_FAILURE, "This message is looping: it already has my Delivered-To line. (#5.4.6)")
         except msgfd.MessageReadError as e:
-            raise Exit(111, msgfd.read_text(e))
+            raise Exit(TEMP_FAILURE, msgfd.read_text(e))
     name, fd, forward_only, default = find_qmail(dash, ext)
     if fd is None and dash:
-        raise Exit(100, "Sorry, no mailbox here by that name. (#5.1.1)")
+        raise Exit(PERM_FAILURE, "Sorry, no mailbox here by that name. (#5.1.1)")
     owner, owner_default = dotqmail.owner_files(dash, ext)
     has_owner = bool(sender) and sender != b"#@[]" and exists(owner)
     newsender = dotqmail.new_sender(sender, local, host, has_owner, has_owner and exists(owner_default))
@@ -190,4 +190,4 @@ def run():
     """Console-script entry point."""
     from pyqmail.lib.util.envsnapshot import undo_locale_coercion
     undo_locale_coercion()  # |program lines get our environment: not the interpreter's LC_CTYPE
-    main("qmail-local", body, crash_code=111)
+    main("qmail-local", body, crash_code=TEMP_FAILURE)

@@ -5,7 +5,8 @@ import os
 from pyqmail.lib.config import getpw, users
 from pyqmail.lib.spawn import spawnproto
 from pyqmail.lib.util.errstr import is_temp
-from pyqmail.lib.util.exits import QLX_NOMEM, QLX_ROOT, QLX_SYS, QLX_USAGE, QLX_EXECHARD, QLX_EXECSOFT, Exit
+from pyqmail.lib.util.exits import (PERM_FAILURE, QLX_EXECHARD, QLX_EXECSOFT, QLX_NOMEM, QLX_ROOT, QLX_SYS, QLX_USAGE,
+                                    TEMP_FAILURE, Exit)
 from pyqmail.lib.util.program import main
 
 OVERRIDE = "QMAILLOCAL"  # a qmail-local program to exec instead of the pre-loaded one
@@ -121,7 +122,7 @@ def serve_local(argv):
 def body(argv):
     """Serve qmail-send on fds 0 and 1 until it closes fd 0 and every delivery is reported."""
     if not argv:
-        raise Exit(100)
+        raise Exit(PERM_FAILURE)
     aliasempty = os.fsencode(argv[0])
     from pyqmail.lib.spawn.spawner import Spawner, enter_mess
     home, owner = enter_mess()
@@ -139,4 +140,4 @@ def run():
     """Console-script entry point."""
     from pyqmail.lib.util.envsnapshot import undo_locale_coercion
     undo_locale_coercion()  # qmail-local inherits our environment: not the interpreter's LC_CTYPE
-    main("qmail-lspawn", body, crash_code=111)
+    main("qmail-lspawn", body, crash_code=TEMP_FAILURE)

@@ -3,7 +3,7 @@
 import os
 
 from pyqmail.lib.config import access, control
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
 
 SOURCE = "qmqpclients"
@@ -25,7 +25,7 @@ def read_source():
         with open(control.path("control", SOURCE), "rb") as f:
             return f.read()
     except OSError as e:
-        raise Exit(111, "fatal: unable to read control/%s: %s" % (SOURCE, e.strerror))
+        raise Exit(TEMP_FAILURE, "fatal: unable to read control/%s: %s" % (SOURCE, e.strerror))
 
 
 def write_cdb(records):
@@ -35,7 +35,7 @@ def write_cdb(records):
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     except OSError as e:
-        raise Exit(111, "fatal: unable to write control/%s: %s" % (TEMP, e.strerror))
+        raise Exit(TEMP_FAILURE, "fatal: unable to write control/%s: %s" % (TEMP, e.strerror))
     try:
         maker = cdbx.CDB.make(fd)
         for key, value in records:
@@ -43,13 +43,13 @@ def write_cdb(records):
         maker.commit().close()
         os.fsync(fd)
     except OSError as e:
-        raise Exit(111, "fatal: unable to write control/%s: %s" % (TEMP, e.strerror or e))
+        raise Exit(TEMP_FAILURE, "fatal: unable to write control/%s: %s" % (TEMP, e.strerror or e))
     finally:
         os.close(fd)
     try:
         os.rename(temp, target)
     except OSError as e:
-        raise Exit(111, "fatal: unable to move control/%s to control/%s: %s" % (TEMP, TARGET, e.strerror))
+        raise Exit(TEMP_FAILURE, "fatal: unable to move control/%s to control/%s: %s" % (TEMP, TARGET, e.strerror))
     dirfd = os.open(control.path("control"), os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dirfd)
@@ -60,15 +60,15 @@ def write_cdb(records):
 def body(argv):
     """Compile the patterns; a bad line leaves the old table in place and exits 111."""
     if argv:
-        raise Exit(100, "usage: qmail-newqmqpclients")
+        raise Exit(PERM_FAILURE, "usage: qmail-newqmqpclients")
     try:
         records = access.compile_patterns(numbered_lines(read_source()))
     except access.PatternError as e:
-        raise Exit(111, "fatal: control/%s: %s" % (SOURCE, e))
+        raise Exit(TEMP_FAILURE, "fatal: control/%s: %s" % (SOURCE, e))
     write_cdb(records)
     return 0
 
 
 def run():
     """Entry point."""
-    main("qmail-newqmqpclients", body, crash_code=111)
+    main("qmail-newqmqpclients", body, crash_code=TEMP_FAILURE)

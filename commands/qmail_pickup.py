@@ -10,7 +10,7 @@ import time
 
 from pyqmail.lib.config import control
 from pyqmail.lib.queue import maildrop, queue
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import PERM_FAILURE, Exit
 from pyqmail.lib.util.program import main, warn
 
 RESCAN = 60  # seconds between scans when inotify is silent (or unavailable)
@@ -121,7 +121,7 @@ class Watcher:
 def body(argv):
     """Run passes until TERM (or once with -1)."""
     if argv not in ([], ["-1"]):
-        raise Exit(100, "usage: qmail-pickup [-1]")
+        raise Exit(PERM_FAILURE, "usage: qmail-pickup [-1]")
     home = control.qmailhome()
     if os.geteuid() == 0:
         queue.become_queue_owner(home)

@@ -4,7 +4,7 @@ import os
 import sys
 
 from pyqmail.lib.config import control, users
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
 from pyqmail.lib.util.sgetopt import BadOption, options
 
@@ -23,7 +23,7 @@ class Settings:
         try:
             flags, _ = options(argv, "/ohHuUc:C", "qmail-pw2u")
         except BadOption as e:
-            raise Exit(100, "%s\n%s" % (e.why, USAGE))
+            raise Exit(PERM_FAILURE, "%s\n%s" % (e.why, USAGE))
         for flag, value in flags:
             if flag == "/":
                 self.dashcolon = b"-/:"
@@ -39,7 +39,7 @@ class Settings:
 
 def fatal(text):
     """Return the Exit qmail-pw2u dies with: `fatal: <text>`, exit 111."""
-    return Exit(111, "fatal: " + text)
+    return Exit(TEMP_FAILURE, "fatal: " + text)
 
 
 def read_users_file(name):

@@ -7,7 +7,7 @@ import _signal  # not `signal`: it imports enum
 from pyqmail.lib.config import access
 from pyqmail.lib.qmqp import qmqp, qmqpd_policy
 from pyqmail.lib.tcpserver import tcpenv
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.netlog import Log
 from pyqmail.lib.util.program import call
 from pyqmail.lib.util.fdio import write_all
@@ -113,7 +113,7 @@ def receive(session):
         if e.kind in ("eof", "timeout"):
             log("%s from %s while %s" % ("lost connection" if e.kind == "eof" else "timeout", session.who, e.where))
             if e.kind == "timeout":
-                raise Exit(111)
+                raise Exit(TEMP_FAILURE)
             return 0
         return session.reply(e.reply())
     if session.debug:
@@ -165,7 +165,7 @@ def body(argv):
 
 def connection():
     """Serve the connection on fds 0 and 1 and return the exit code (qmail-tcpserver reuses its workers)."""
-    return call("qmail-qmqpd", body, crash_code=111)
+    return call("qmail-qmqpd", body, crash_code=TEMP_FAILURE)
 
 
 def run():

@@ -10,6 +10,7 @@ from pyqmail.lib.config.rcpthosts import RcptHostsError
 from pyqmail.lib.util.netstring import Reader
 from pyqmail.lib.util.program import call
 from pyqmail.lib.qmtp.qmtpio import ClientGone, Deadline, DeadlineReached, Input, Output
+from pyqmail.lib.util.exits import TEMP_FAILURE
 
 BATCH = 1000  # overflow responses are written this many at a time
 
@@ -176,7 +177,7 @@ def body(argv):
 
 def connection():
     """Serve the connection on fds 0 and 1 and return the exit code (qmail-tcpserver reuses its workers)."""
-    return call("qmail-qmtpd", body, crash_code=111)
+    return call("qmail-qmtpd", body, crash_code=TEMP_FAILURE)
 
 
 def run():

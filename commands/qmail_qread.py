@@ -6,7 +6,7 @@ import sys
 from pyqmail.lib.config import control
 from pyqmail.lib.queue import qreport
 from pyqmail.lib.util.errstr import error_str
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
 from pyqmail.lib.queue.queue import SPLIT, split_name
 
@@ -24,7 +24,7 @@ def trouble(n, error):
 def die(what, error):
     """Report a fatal problem on stdout and exit 111."""
     say(b"fatal: %s: %s\n" % (what.encode(), error_str(error.errno).encode()))
-    raise Exit(111)
+    raise Exit(TEMP_FAILURE)
 
 
 def read_info(n):

@@ -5,7 +5,7 @@ import sys
 
 from pyqmail.lib.config import control
 from pyqmail.lib.queue import qreport
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
 
 
@@ -26,7 +26,7 @@ def body(argv):
         in_queue = sum(count_below(d.path) for d in os.scandir("queue/mess") if d.is_dir(follow_symlinks=False))
         not_preprocessed = count_below("queue/todo")
     except OSError as e:
-        raise Exit(111, "fatal: unable to read the queue: %s" % (e.strerror or e))
+        raise Exit(TEMP_FAILURE, "fatal: unable to read the queue: %s" % (e.strerror or e))
     sys.stdout.buffer.write(qreport.qstat_lines(in_queue, not_preprocessed))
     return 0
 

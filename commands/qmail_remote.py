@@ -7,6 +7,7 @@ from pyqmail.lib.remote import smtpclient
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
 from pyqmail.lib.remote.remotesession import Connection, Finish, Session
+from pyqmail.lib.util.exits import TEMP_FAILURE
 
 USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n"
 NOCONN = b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"
@@ -183,4 +184,4 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    main("qmail-remote", body, crash_code=111)
+    main("qmail-remote", body, crash_code=TEMP_FAILURE)

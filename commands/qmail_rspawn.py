@@ -5,6 +5,7 @@ import os
 from pyqmail.lib.spawn import spawnproto
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.program import main
+from pyqmail.lib.util.exits import TEMP_FAILURE
 
 OVERRIDE = "QMAILREMOTE"
 TCPTO_SIZE = 1024
@@ -95,4 +96,4 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    main("qmail-rspawn", body, crash_code=111)
+    main("qmail-rspawn", body, crash_code=TEMP_FAILURE)

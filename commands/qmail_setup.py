@@ -18,7 +18,7 @@ import socket
 import sys
 from pathlib import Path
 
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import PERM_FAILURE, Exit
 from pyqmail.lib.util.program import main, warn
 from pyqmail.lib.config import tree
 from pyqmail.lib.util import launcher
@@ -98,7 +98,7 @@ def resolve_owners(single_user, account):
         try:
             pw = pwd.getpwnam(account) if account else pwd.getpwuid(os.geteuid())
         except KeyError:
-            raise Exit(100, "no such account: %s" % account)
+            raise Exit(PERM_FAILURE, "no such account: %s" % account)
         return tree.single_owner(pw.pw_uid, pw.pw_gid)
     return None
 

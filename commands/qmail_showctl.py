@@ -6,7 +6,7 @@ import pwd
 import sys
 
 from pyqmail.lib.config import control, ctlreport, users
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
 from pyqmail.lib.queue.queue import SPLIT
 
@@ -103,22 +103,22 @@ def body(argv):
         os.chdir(home)
     except OSError:
         say(b"Oops! Unable to chdir to %s.\n" % os.fsencode(home))
-        raise Exit(111)
+        raise Exit(TEMP_FAILURE)
     try:
         os.chdir("control")
     except OSError:
         say(b"Oops! Unable to chdir to control.\n")
-        raise Exit(111)
+        raise Exit(TEMP_FAILURE)
     try:
         others = sorted(set(os.listdir(".")) - ctlreport.KNOWN)
     except OSError:
         say(b"Oops! Unable to open current directory.\n")
-        raise Exit(111)
+        raise Exit(TEMP_FAILURE)
     try:
         me_data = read("me")
     except OSError:
         say(b"Oops! Trouble reading control/me.")
-        raise Exit(111)
+        raise Exit(TEMP_FAILURE)
     me = None if me_data is None else ctlreport.first_line(me_data)
     rcpthosts_present = None
     for kind, name, default, pre, post in ctlreport.ENTRIES:

@@ -15,7 +15,7 @@ import time
 from collections import namedtuple
 
 from pyqmail.lib.config import control
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
 
 DEFAULT_DELIVERY = "./Mailbox"
@@ -71,12 +71,12 @@ def become(ids):
 
 
 def start(argv, stdin, stdout, stderr, ids):
-    """Start argv, found through PATH, with descriptors 0, 1, 2 and ids; Exit(111) if it cannot run."""
+    """Start argv, found through PATH, with descriptors 0, 1, 2 and ids; Exit(TEMP_FAILURE) if it cannot run."""
     try:
         child = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, close_fds=True,
                                  **credentials(ids))
     except (OSError, subprocess.SubprocessError, ValueError):
-        raise Exit(111)
+        raise Exit(TEMP_FAILURE)
     children.append(child)  # kept, so that the subprocess module never reaps it behind qmail-send's back
     return child
 
@@ -109,7 +109,7 @@ def watch_pickup(log, ids, ready):
 
 
 def guard_pickup(log, ids):
-    """Fork the guard that runs qmail-pickup; return when qmail-pickup has started, Exit(111) if it cannot."""
+    """Fork the guard that runs qmail-pickup; return when qmail-pickup has started, Exit(TEMP_FAILURE) if it cannot."""
     ready_r, ready_w = os.pipe()
     if os.fork() == 0:
         code = 111
@@ -123,7 +123,7 @@ def guard_pickup(log, ids):
     started = os.read(ready_r, 1)
     os.close(ready_r)
     if not started:
-        raise Exit(111)
+        raise Exit(TEMP_FAILURE)
 
 
 def place(fds):
@@ -154,7 +154,7 @@ def body(argv):
         who = roles(home)
         os.chdir("/")
     except (OSError, KeyError):
-        raise Exit(111)
+        raise Exit(TEMP_FAILURE)
     os.umask(0o077)
     if logger:
         log_r, log = os.pipe()
@@ -182,11 +182,11 @@ def body(argv):
         os.execvp("qmail-send", ["qmail-send"])
     except OSError:
         pass
-    raise Exit(111)
+    raise Exit(TEMP_FAILURE)
 
 
 def run():
     """Console-script entry point."""
     from pyqmail.lib.util.envsnapshot import undo_locale_coercion
     undo_locale_coercion()  # everything started inherits our environment: not the interpreter's LC_CTYPE
-    main("qmail-start", body, crash_code=111)
+    main("qmail-start", body, crash_code=TEMP_FAILURE)

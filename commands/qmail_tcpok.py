@@ -5,14 +5,14 @@ import os
 from pyqmail.lib.config import control
 from pyqmail.lib.remote import tcpto
 from pyqmail.lib.util.errstr import error_str
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
 
 
 def fatal(what, e):
     """End with `qmail-tcpok: fatal: <what>: <error>` on fd 2 and exit 111."""
-    raise Exit(111, "fatal: %s: %s" % (what, error_str(e.errno)))
+    raise Exit(TEMP_FAILURE, "fatal: %s: %s" % (what, error_str(e.errno)))
 
 
 def body(argv):
@@ -44,4 +44,4 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    main("qmail-tcpok", body, crash_code=111)
+    main("qmail-tcpok", body, crash_code=TEMP_FAILURE)

@@ -11,7 +11,7 @@ from pyqmail.lib.tcpserver import tcppool, tcprules, tcpserve
 from pyqmail.lib.tcpserver import inprocess
 from pyqmail.lib.util import envsnapshot
 from pyqmail.lib.util.errstr import error_str
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
 
 HANDLED = (signal.SIGCHLD, signal.SIGTERM)
@@ -239,7 +239,7 @@ def body(argv):
     try:
         o = tcpserve.parse(argv, os.environ)
     except tcpserve.UsageError as e:
-        raise Exit(100, "%s\ntcpserver: %s" % (e, tcpserve.USAGE))
+        raise Exit(PERM_FAILURE, "%s\ntcpserver: %s" % (e, tcpserve.USAGE))
     envsnapshot.undo_locale_coercion()  # programs get tcpserver's environment, not the interpreter's LC_CTYPE
     sock = tcpserve.listen(o)
     tcpserve.drop_privileges(o)
@@ -261,4 +261,4 @@ def body(argv):
 
 def run():
     """Entry point."""
-    main("tcpserver", body, crash_code=111)
+    main("tcpserver", body, crash_code=TEMP_FAILURE)

@@ -6,7 +6,7 @@ import time
 from pyqmail.lib.config import control
 from pyqmail.lib.remote import tcpto
 from pyqmail.lib.util.errstr import error_str
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
 
@@ -14,7 +14,7 @@ from pyqmail.lib.util.program import main
 def fatal(what, e):
     """End with qmail-tcpto's `fatal: ...: <error>` line on fd 1 and exit 111."""
     os.write(1, b"fatal: %s: %s\n" % (what.encode(), error_str(e.errno).encode()))
-    raise Exit(111)
+    raise Exit(TEMP_FAILURE)
 
 
 def body(argv):
@@ -46,4 +46,4 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    main("qmail-tcpto", body, crash_code=111)
+    main("qmail-tcpto", body, crash_code=TEMP_FAILURE)

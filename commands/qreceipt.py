@@ -6,6 +6,7 @@ from pyqmail.lib.rfc822 import addrlist, headerbody
 from pyqmail.lib.util.program import main
 from pyqmail.lib.rfc822.quote import quote2
 from pyqmail.lib.local.runchild import queue_message, say_exit
+from pyqmail.lib.util.exits import TEMP_FAILURE
 
 USAGE = "qreceipt: usage: qreceipt deliveryaddress"
 NOTICE_FIELD = b"notice-requested-upon-delivery-to"
@@ -67,4 +68,4 @@ def body(argv):
 
 def run():
     """Console-script entry point."""
-    main("qreceipt", body, crash_code=111)
+    main("qreceipt", body, crash_code=TEMP_FAILURE)

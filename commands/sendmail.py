@@ -4,7 +4,7 @@ import os
 import sys
 
 from pyqmail.lib.config import control
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main, warn
 from pyqmail.lib.util.sgetopt import BadOption, getopt
 
@@ -21,7 +21,7 @@ def run_program(name, argv):
         os.execv("bin/" + name, ["bin/" + name] + argv)
     except OSError:
         pass
-    raise Exit(111, "fatal: unable to run " + name)
+    raise Exit(TEMP_FAILURE, "fatal: unable to run " + name)
 
 
 def smtpd():
@@ -48,7 +48,7 @@ def body(argv):
     try:
         os.chdir(control.qmailhome())
     except OSError:
-        raise Exit(111, "fatal: unable to switch to qmail home directory")
+        raise Exit(TEMP_FAILURE, "fatal: unable to switch to qmail home directory")
     progname = os.path.basename(sys.argv[0])
     header, sender = False, None
     try:
@@ -67,14 +67,14 @@ def body(argv):
                 if value[:1] == "s":
                     smtpd()
                 if value[:1] != "m":
-                    raise Exit(100, USAGE)
+                    raise Exit(PERM_FAILURE, USAGE)
     except BadOption as e:
         warn(progname, str(e)[len(progname) + 2:])
-        raise Exit(100, USAGE)
+        raise Exit(PERM_FAILURE, USAGE)
     if progname == "mailq":
         run_program("qmail-qread", [])
     if progname == "newaliases":
-        raise Exit(100, "fatal: please use fastforward/newaliases instead")
+        raise Exit(PERM_FAILURE, "fatal: please use fastforward/newaliases instead")
     args = ["-H" if header else "-a"]
     if sender is not None:
         args += ["-f", sender]
@@ -84,4 +84,4 @@ def body(argv):
 
 def run():
     """Launcher entry point."""
-    main("sendmail", body, crash_code=111)
+    main("sendmail", body, crash_code=TEMP_FAILURE)

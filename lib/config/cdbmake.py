@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -19,7 +19,7 @@ def replace(temp: str, target: str, records: Iterable[tuple[bytes, bytes]], open
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     except OSError:
-        raise Exit(111, "fatal: " + open_text)
+        raise Exit(TEMP_FAILURE, "fatal: " + open_text)
     try:
         maker = cdbx.CDB.make(fd, close=False)
         for key, value in records:
@@ -28,12 +28,12 @@ def replace(temp: str, target: str, records: Iterable[tuple[bytes, bytes]], open
         os.fsync(fd)
     except (OSError, ValueError):
         os.close(fd)
-        raise Exit(111, "fatal: " + write_text)
+        raise Exit(TEMP_FAILURE, "fatal: " + write_text)
     try:
         os.close(fd)  # NFS reports write errors at close
     except OSError:
-        raise Exit(111, "fatal: " + write_text)
+        raise Exit(TEMP_FAILURE, "fatal: " + write_text)
     try:
         os.rename(temp, target)
     except OSError:
-        raise Exit(111, "fatal: unable to move %s to %s" % (temp, target))
+        raise Exit(TEMP_FAILURE, "fatal: unable to move %s to %s" % (temp, target))

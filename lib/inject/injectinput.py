@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.rfc822.headerbody import is_field_start
 
 MYPY = False
@@ -37,7 +37,7 @@ class Input:
         try:
             data = os.read(self.fd, CHUNK)
         except OSError:
-            raise Exit(111, "fatal: read error")
+            raise Exit(TEMP_FAILURE, "fatal: read error")
         if not data:
             self.eof = True
             return False
@@ -54,7 +54,7 @@ class Input:
                 self.pos = nl + 1
                 break
             if self.header_bytes + len(self.buf) - self.pos > HEADER_MAX:
-                raise Exit(100, "fatal: message header longer than %d bytes" % HEADER_MAX)
+                raise Exit(PERM_FAILURE, "fatal: message header longer than %d bytes" % HEADER_MAX)
             if not self._read():
                 if self.pos >= len(self.buf):
                     return None

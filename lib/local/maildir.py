@@ -11,7 +11,7 @@ import time
 
 from pyqmail.lib.local import msgfd
 from pyqmail.lib.util.errstr import is_temp
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
 
 MYPY = False
@@ -58,7 +58,7 @@ def _with_unique_name(make: Callable[[str], T]) -> T:
         except FileExistsError:
             if attempt + 1 < TRIES:
                 time.sleep(RETRY_SLEEP)
-    raise Exit(111, TEMP_ERROR)
+    raise Exit(TEMP_FAILURE, TEMP_ERROR)
 
 
 def _open_tmp(dfd: int) -> tuple[int, str]:
@@ -116,11 +116,11 @@ def deliver(directory: bytes, head: bytes, fd_in: int) -> None:
     try:
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
-        raise Exit(111, TEMP_ERROR if is_temp(e.errno) else "Unable to chdir to maildir. (#4.2.1)")
+        raise Exit(TEMP_FAILURE, TEMP_ERROR if is_temp(e.errno) else "Unable to chdir to maildir. (#4.2.1)")
     tmp: str | None = None  # tmp/<unique>, once created there
 
     def give_up(*_: object) -> NoReturn:
-        raise Exit(111, "Timeout on maildir delivery. (#4.3.0)")
+        raise Exit(TEMP_FAILURE, "Timeout on maildir delivery. (#4.3.0)")
 
     _signal.signal(_signal.SIGALRM, give_up)
     _signal.alarm(DEATH)
@@ -142,9 +142,9 @@ def deliver(directory: bytes, head: bytes, fd_in: int) -> None:
             os.link(tmp, "new/" + name, src_dir_fd=dfd, dst_dir_fd=dfd)
         _fsync_new(dfd)
     except msgfd.MessageReadError:
-        raise Exit(111, "Unable to read message. (#4.3.0)")
+        raise Exit(TEMP_FAILURE, "Unable to read message. (#4.3.0)")
     except OSError:
-        raise Exit(111, TEMP_ERROR)
+        raise Exit(TEMP_FAILURE, TEMP_ERROR)
     finally:
         _signal.alarm(0)
         _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)

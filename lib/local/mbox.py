@@ -7,7 +7,7 @@ import os
 
 from pyqmail.lib.local import msgfd
 from pyqmail.lib.util.errstr import error_str
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
 
 MYPY = False
@@ -74,7 +74,7 @@ def _lock(fd: int) -> bool:
     import fcntl
 
     def slow(*_: object) -> NoReturn:
-        raise Exit(111, "File has been locked for 30 seconds straight. (#4.3.0)")
+        raise Exit(TEMP_FAILURE, "File has been locked for 30 seconds straight. (#4.3.0)")
 
     _signal.signal(_signal.SIGALRM, slow)
     _signal.alarm(LOCK_SECONDS)
@@ -95,7 +95,7 @@ def deliver(path: bytes, head: bytes, fd_in: int) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600)
     except OSError as e:
-        raise Exit(111, "Unable to open %s: %s. (#4.2.1)" % (shown, error_str(e.errno)))
+        raise Exit(TEMP_FAILURE, "Unable to open %s: %s. (#4.2.1)" % (shown, error_str(e.errno)))
     locked = False
     pos = 0
     try:
@@ -116,10 +116,10 @@ def deliver(path: bytes, head: bytes, fd_in: int) -> None:
         os.fsync(fd)
     except msgfd.MessageReadError as e:
         _undo(fd, locked, pos)
-        raise Exit(111, msgfd.read_text(e))
+        raise Exit(TEMP_FAILURE, msgfd.read_text(e))
     except OSError as e:
         _undo(fd, locked, pos)
-        raise Exit(111, "Unable to write %s: %s. (#4.3.0)" % (shown, error_str(e.errno)))
+        raise Exit(TEMP_FAILURE, "Unable to write %s: %s. (#4.3.0)" % (shown, error_str(e.errno)))
     except BaseException:
         _undo(fd, locked, pos)
         raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from pyqmail.lib.util.errstr import error_str
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -27,7 +27,7 @@ def rewind(fd: int) -> None:
     try:
         os.lseek(fd, 0, os.SEEK_SET)
     except OSError:
-        raise Exit(111, "Unable to rewind message. (#4.3.0)")
+        raise Exit(TEMP_FAILURE, "Unable to rewind message. (#4.3.0)")
 
 
 def chunks(fd: int) -> Iterator[bytes]:

@@ -9,7 +9,7 @@ import os
 from pyqmail.lib.config import dotqmail
 from pyqmail.lib.config.control import is_regular
 from pyqmail.lib.util.errstr import error_str, is_temp
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 
 PATRN = 0o002  # conf-patrn: a world-writable home or .qmail file is refused
 OWNER_EXEC = 0o100  # x bit: the file may only forward
@@ -17,7 +17,7 @@ OWNER_EXEC = 0o100  # x bit: the file may only forward
 
 def cannot_open(name: bytes, code: int | None) -> Exit:
     """Return the temporary failure for a .qmail file that exists but cannot be opened (code: its errno)."""
-    return Exit(111, "Unable to open %s: %s. (#4.3.0)" % (os.fsdecode(name), error_str(code)))
+    return Exit(TEMP_FAILURE, "Unable to open %s: %s. (#4.3.0)" % (os.fsdecode(name), error_str(code)))
 
 
 def open_qmail(name: bytes) -> tuple[int, bool] | None:
@@ -36,7 +36,7 @@ def open_qmail(name: bytes) -> tuple[int, bool] | None:
         os.close(fd)
         return None
     if mode & PATRN:
-        raise Exit(111, "Uh-oh: .qmail file is writable. (#4.7.0)")
+        raise Exit(TEMP_FAILURE, "Uh-oh: .qmail file is writable. (#4.7.0)")
     return fd, bool(mode & OWNER_EXEC)
 
 
@@ -70,7 +70,7 @@ def read_qmail(name: bytes, fd: int) -> bytes:
                 return data
             data += chunk
     except OSError as e:
-        raise Exit(111, "Unable to read %s: %s. (#4.3.0)" % (os.fsdecode(name), error_str(e.errno)))
+        raise Exit(TEMP_FAILURE, "Unable to read %s: %s. (#4.3.0)" % (os.fsdecode(name), error_str(e.errno)))
     finally:
         os.close(fd)
-    raise Exit(111, "Unable to read %s: file too big. (#4.3.0)" % os.fsdecode(name))
+    raise Exit(TEMP_FAILURE, "Unable to read %s: file too big. (#4.3.0)" % os.fsdecode(name))

@@ -9,7 +9,7 @@ import signal
 
 from pyqmail.lib.config import control
 from pyqmail.lib.spawn import spawnproto
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.spawn.spawnproto import Request, encode_report
 
@@ -32,7 +32,7 @@ def enter_mess() -> tuple[str, int]:
     try:
         os.chdir(os.path.join(home, "queue", "mess"))
     except OSError:
-        raise Exit(111)
+        raise Exit(TEMP_FAILURE)
     return home, os.stat(".").st_uid  # qmailq, or a single-user tree's one account
 
 

@@ -8,7 +8,7 @@ import signal
 import socket
 
 from pyqmail.lib.util.errstr import error_str
-from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.tcpserver.tcpenv import unmap
 
 MYPY = False
@@ -137,19 +137,19 @@ def listen(o: Options) -> socket.socket:
     try:
         port = int(o.port) if o.port.isdigit() else socket.getservbyname(o.port, "tcp")
     except OSError:
-        raise Exit(111, "fatal: unable to figure out port number for %s" % o.port)
+        raise Exit(TEMP_FAILURE, "fatal: unable to figure out port number for %s" % o.port)
     want = socket.AF_INET if o.family == 4 else socket.AF_INET6 if o.family == 6 else socket.AF_UNSPEC
     try:  # a name is resolved once here, by the system resolver; an address never is
         family, _, _, _, address = socket.getaddrinfo(host, port, want, socket.SOCK_STREAM)[0]
     except (OSError, UnicodeError):
-        raise Exit(111, "fatal: no IP address for %s" % o.host)
+        raise Exit(TEMP_FAILURE, "fatal: no IP address for %s" % o.host)
     s = socket.socket(family, socket.SOCK_STREAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(address)
         s.listen(o.backlog)
     except OSError as e:
-        raise Exit(111, "fatal: unable to bind: %s" % error_str(e.errno))
+        raise Exit(TEMP_FAILURE, "fatal: unable to bind: %s" % error_str(e.errno))
     if o.print_port:
         os.write(1, b"%d\n" % s.getsockname()[1])
     return s
@@ -162,9 +162,9 @@ def drop_privileges(o: Options) -> None:
             os.setgroups([o.gid])
             os.setgid(o.gid)
         except OSError as e:
-            raise Exit(111, "fatal: unable to set gid: %s" % error_str(e.errno))
+            raise Exit(TEMP_FAILURE, "fatal: unable to set gid: %s" % error_str(e.errno))
     if o.uid:
         try:
             os.setuid(o.uid)
         except OSError as e:
-            raise Exit(111, "fatal: unable to set uid: %s" % error_str(e.errno))
+            raise Exit(TEMP_FAILURE, "fatal: unable to set uid: %s" % error_str(e.errno))

@@ -6,6 +6,10 @@ those of qmail.c's qmail_close; the QLX_ codes are qmail's qlx.h.
 
 from __future__ import annotations
 
+# every qmail program's own convention: 0 success, 100 permanent failure, 111 temporary failure
+PERM_FAILURE = 100
+TEMP_FAILURE = 111
+
 QUEUED = 0
 ADDR_TOO_LONG = 11
 PERM_REFUSED = 31
