@@ -9,7 +9,7 @@ from pyqmail.lib.queue.queue import OSSIFIED, split_name
 from pyqmail.lib.spawn import spawnproto
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
-from pyqmail.lib.util.fdio import write_all
+from pyqmail.lib.util.fdio import nul_records, write_all
 
 CLEANUP_EVERY = 30
 POOL_SWEEP = 3600  # the pool's idle files are looked at hourly, not with every 31st command
@@ -70,17 +70,7 @@ def batches(fd):
         data = os.read(fd, 1024)
         if not data:
             return
-        batch, start = [], 0
-        while True:
-            nul = data.find(b"\0", start)
-            chunk = data[start:] if nul < 0 else data[start:nul]
-            line += chunk[:max(0, LINE_MAX + 1 - len(line))]
-            if nul < 0:
-                break
-            batch.append(bytes(line))
-            line.clear()
-            start = nul + 1
-        yield batch
+        yield nul_records(line, data, LINE_MAX + 1)
 
 
 def body(argv):

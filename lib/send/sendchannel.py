@@ -10,7 +10,7 @@ import time
 from pyqmail.lib.send import bounce, retry, sendlog, verp
 from pyqmail.lib.send.channel import CHANNELS
 from pyqmail.lib.queue.queue import SPLIT, split_name
-from pyqmail.lib.util.fdio import write_all
+from pyqmail.lib.util.fdio import nul_records, write_all
 from pyqmail.lib.send.sendmessages import SLEEP_ALERT, SLEEP_SYSFAIL, InfoDamaged, read_info
 from pyqmail.lib.spawn.spawnproto import encode_request
 
@@ -42,24 +42,7 @@ class Delivery:
 
 def split_reports(buf: bytearray, data: bytes) -> list[bytes]:
     """Add data to the report buffer; return finished reports (delnum byte + text), the NUL excluded."""
-    done = []
-    i, end = 0, len(data)
-    while i < end:
-        if not buf:  # the first byte is the delivery number, even when it is NUL
-            buf.append(data[i])
-            i += 1
-            continue
-        nul = data.find(b"\0", i)
-        stop = end if nul < 0 else nul
-        room = REPORTMAX - 1 - len(buf)
-        if room > 0:
-            buf += data[i:min(stop, i + room)]
-        if nul < 0:
-            break
-        done.append(bytes(buf))
-        buf.clear()
-        i = nul + 1
-    return done
+    return nul_records(buf, data, REPORTMAX - 1, head=1)  # the first byte is the delivery number, even a NUL
 
 
 def append_bounce(name: str, text: bytes, log: Callable[[bytes], None]) -> None:

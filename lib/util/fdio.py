@@ -20,6 +20,31 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[posix.write(fd, view):]
 
 
+def nul_records(pending: bytearray, data: bytes, limit: int, head: int = 0) -> list[bytes]:
+    """Add data to pending and return the records it completes, each ended by a NUL (not kept) and cut to
+    limit bytes; the unfinished one stays in pending. The first head bytes of a record are taken as they
+    are, even a NUL (a spawner's report starts with its delivery number)."""
+    done = []
+    i, end = 0, len(data)
+    while i < end:
+        if len(pending) < head:
+            take = min(head - len(pending), end - i)
+            pending += data[i:i + take]
+            i += take
+            continue
+        nul = data.find(b"\0", i)
+        stop = end if nul < 0 else nul
+        room = limit - len(pending)
+        if room > 0:
+            pending += data[i:min(stop, i + room)]
+        if nul < 0:
+            break
+        done.append(bytes(pending))
+        pending.clear()
+        i = nul + 1
+    return done
+
+
 def chunks(fd: int) -> Iterator[bytes]:
     """Yield what fd delivers until EOF; a read error ends the program with exit 54."""
     while True:
