@@ -1,6 +1,7 @@
 """qmail-send: the todo pass (todo), the channels and their delivery jobs (channel, sendchannel), messages and
 their recipients kept in memory (sendmessages, inmemory), address rewriting (rewrite), retry schedules (retry,
-timequeue), bounces and VERP (bounce, verp), clean-up (sendclean), start-up (sendstart), log lines (sendlog), and
-what those parts see of the whole (sendstate, for the type checker).
+timequeue), bounces and VERP (bounce, verp), clean-up (sendclean), start-up (sendstart), log lines (sendlog),
+the qmgr scheduler's pure core and its controls (qmgr, qmgrconf: Postfix qmgr's windows, dead destinations,
+backoff and preemption, not yet wired in), and what those parts see of the whole (sendstate, for the type checker).
 May import: util, config, rfc822, queue, spawn (its protocol only).
 """
