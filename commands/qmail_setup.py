@@ -30,6 +30,7 @@ PROGRAMS = (
     "qmail-newu", "qmail-pw2u", "qmail-getpw", "qmail-qread", "qmail-qstat", "qmail-showctl",
     "qmail-tcpto", "qmail-tcpok", "qmail-newmrh", "qmail-tcpserver", "mailsubj",
     "bouncesaying", "condredirect", "except", "forward", "preline", "qreceipt", "qbiff",
+    "maildirmake", "maildir2mbox", "maildirwatch", "splogger", "tcp-env",
 )
 
 

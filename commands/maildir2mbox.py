@@ -1,0 +1,155 @@
+"""maildir2mbox: move the messages of $MAILDIR (new/ and cur/, oldest first) to the end of the mbox $MAIL,
+through the copy $MAILTMP, under $MAIL's flock; then remove them from the Maildir (maildir2mbox(1))."""
+
+import os
+
+from pyqmail.lib.local import maildirscan
+from pyqmail.lib.local.mbox import FromQuoter
+from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
+from pyqmail.lib.util.fdio import write_all
+from pyqmail.lib.util.program import main, warn
+
+FIRST_LINE_MAX = 65536  # bytes of a message's first line looked at for Return-Path; longer: `From XXX`
+OUT_BUFFER = 65536
+
+
+def fatal(what, e):
+    """End with `maildir2mbox: fatal: <what>: <error>` and exit 111."""
+    raise Exit(TEMP_FAILURE, "fatal: %s: %s" % (what, error_str(e.errno)))
+
+
+class Output:
+    """A buffered writer to MAILTMP: at most OUT_BUFFER bytes held."""
+
+    def __init__(self, fd, name):
+        self.fd, self.name, self.pending, self.size = fd, name, [], 0
+
+    def put(self, data):
+        if data:
+            self.pending.append(data)
+            self.size += len(data)
+            if self.size >= OUT_BUFFER:
+                self.flush()
+
+    def flush(self):
+        try:
+            write_all(self.fd, b"".join(self.pending))
+        except OSError as e:
+            fatal("unable to write to " + self.name, e)
+        self.pending, self.size = [], 0
+
+
+def first_line(fd, path):
+    """Return (first line with its LF if any, the bytes read after it): at most FIRST_LINE_MAX+ bytes held."""
+    got = b""
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError as e:
+            fatal("unable to read $MAILDIR/" + os.fsdecode(path), e)
+        if not data:
+            return got, b""
+        got += data
+        nl = got.find(b"\n")
+        if nl >= 0:
+            return got[:nl + 1], got[nl + 1:]
+        if len(got) > FIRST_LINE_MAX:
+            return b"", got
+
+
+def append_message(out, path, mtime):
+    """Write one message as an mbox entry: From_ line, >From-quoted text ending in LF, then a blank line."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        fatal("unable to read $MAILDIR/" + os.fsdecode(path), e)
+    try:
+        line, rest = first_line(fd, path)
+        out.put(maildirscan.from_line(line, mtime))
+        quoter = FromQuoter()
+        data = line + rest
+        while data:
+            for piece in quoter.feed(data):
+                out.put(piece)
+            try:
+                data = os.read(fd, 65536)
+            except OSError as e:
+                fatal("unable to read $MAILDIR/" + os.fsdecode(path), e)
+        out.put(quoter.finish())
+        out.put(b"\n")
+    finally:
+        os.close(fd)
+
+
+def copy_old(mbox, out):
+    """Copy the current mbox into MAILTMP."""
+    try:
+        old = os.open(mbox, os.O_RDONLY)
+    except OSError as e:
+        fatal("unable to read " + os.fsdecode(mbox), e)
+    try:
+        while True:
+            try:
+                data = os.read(old, 65536)
+            except OSError as e:
+                fatal("unable to read " + os.fsdecode(mbox), e)
+            if not data:
+                return
+            out.put(data)
+    finally:
+        os.close(old)
+
+
+def body(argv):
+    """Move the messages; exit 0, or 111 with the mbox untouched."""
+    os.umask(0o077)
+    env = os.environb
+    mbox = env.get(b"MAIL")
+    if mbox is None:
+        raise Exit(TEMP_FAILURE, "fatal: MAIL not set")
+    mboxtmp = env.get(b"MAILTMP")
+    if mboxtmp is None:
+        raise Exit(TEMP_FAILURE, "fatal: MAILTMP not set")
+    maildirscan.chdir_maildir(env, "maildir2mbox")
+    maildirscan.clean_tmp()
+    messages = maildirscan.scan((b"new", b"cur"))
+    if not messages:
+        return 0
+    name, tmpname = os.fsdecode(mbox), os.fsdecode(mboxtmp)
+    try:
+        lock = os.open(mbox, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        import fcntl
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    except OSError as e:
+        fatal("unable to lock " + name, e)
+    try:
+        new = os.open(mboxtmp, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
+    except OSError as e:
+        fatal("unable to create " + tmpname, e)
+    out = Output(new, tmpname)
+    copy_old(mbox, out)
+    for mtime, path in messages:
+        append_message(out, path, mtime)
+    out.flush()
+    try:
+        os.fsync(new)
+        os.close(new)
+    except OSError as e:
+        fatal("unable to write to " + tmpname, e)
+    try:
+        os.rename(mboxtmp, mbox)
+    except OSError as e:
+        raise Exit(TEMP_FAILURE, "fatal: unable to move %s to %s: %s" % (tmpname, name, error_str(e.errno)))
+    for _, path in messages:
+        try:
+            os.unlink(path)
+        except OSError as e:
+            warn("maildir2mbox", "warning: $MAILDIR/%s will be delivered twice; unable to unlink: %s"
+                 % (os.fsdecode(path), error_str(e.errno)))
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    main("maildir2mbox", body, crash_code=TEMP_FAILURE)

@@ -1,0 +1,56 @@
+"""maildirwatch: every 30 seconds, clear the screen and show each new message of $MAILDIR: sender, recipient,
+From line and the start of its subject and text (qmail 1.03's maildirwatch(1))."""
+
+import os
+
+from pyqmail.lib.local import maildirscan
+from pyqmail.lib.util.exits import TEMP_FAILURE
+from pyqmail.lib.util.fdio import write_all
+from pyqmail.lib.util.program import main
+
+INTERVAL = 30
+CLEAR = b"\033[;H\033[;J"
+
+
+def summary(path):
+    """Return the lines shown for the message at path, or b"" if it cannot be opened."""
+    from pyqmail.lib.rfc822.headerbody import lines, split
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return b""
+    try:
+        s = maildirscan.Summary()
+        for kind, data in split(lines(fd, 65536)):
+            if kind == "field":
+                s.field(data)
+            else:
+                if s.full():
+                    break  # the header is over and no more text is shown
+                s.body(data)
+        return s.render()
+    except OSError:
+        from pyqmail.lib.util.exits import Exit
+        raise Exit(TEMP_FAILURE, "fatal: trouble reading new message")
+    finally:
+        os.close(fd)
+
+
+def body(argv):
+    """Show the screen, sleep, for ever."""
+    import time
+    maildirscan.chdir_maildir(os.environb, "maildirwatch")
+    while True:
+        maildirscan.clean_tmp()
+        messages = maildirscan.scan((b"new",))
+        write_all(1, CLEAR)
+        for _, path in messages:
+            text = summary(path)
+            if text:
+                write_all(1, text)
+        time.sleep(INTERVAL)
+
+
+def run():
+    """Console-script entry point."""
+    main("maildirwatch", body, crash_code=TEMP_FAILURE)
