@@ -1,0 +1,205 @@
+"""qmail-pop3d's maildir session: the listing (tmp/ cleaned, new/ and cur/ by mtime), message numbers,
+the TRANSACTION commands and their replies, RETR/TOP output, and deletion on QUIT (qmail-pop3d(8))."""
+
+from __future__ import annotations
+
+import os
+import time
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Callable, Iterator
+
+OK = b"+OK \r\n"
+TMP_AGE = 129600  # seconds: tmp/ files last accessed longer ago are removed (36 hours)
+ULONG = 1 << 64
+ROOT_EXIT = 1  # qmail-pop3d's one nonzero exit: run as root
+
+
+class ScanError(Exception):
+    """new/ or cur/ could not be read."""
+
+
+def scan_ulong(s: bytes) -> tuple[int, int]:
+    """Return (value, digits used) of the decimal digits s starts with, wrapping as a C unsigned long."""
+    n = 0
+    used = 0
+    for c in s:
+        if not 48 <= c <= 57:
+            break
+        n = (n * 10 + c - 48) % ULONG
+        used += 1
+    return n, used
+
+
+def clean_tmp(now: float) -> None:
+    """Remove tmp/ files (not dot files) last accessed more than 36 hours ago; errors are ignored."""
+    try:
+        names = os.listdir(b"tmp")
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(b"."):
+            continue
+        path = b"tmp/" + name
+        try:
+            if now > os.stat(path).st_atime + TMP_AGE:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def scan(now: float) -> list[tuple[bytes, int]]:
+    """Return [(path, size)] of new/ then cur/ messages (not dot files) modified before this second,
+    oldest first (qmail's maildir_scan)."""
+    found: list[tuple[int, int, bytes, int]] = []
+    second = int(now)
+    for sub in (b"new", b"cur"):
+        try:
+            names = os.listdir(sub)
+        except OSError as e:
+            raise ScanError(str(e))
+        for name in names:
+            if name.startswith(b"."):
+                continue
+            path = sub + b"/" + name
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if int(st.st_mtime) < second:
+                found.append((int(st.st_mtime), len(found), path, st.st_size))
+    found.sort()
+    return [(path, size) for _, _, path, size in found]
+
+
+def blast(read: Callable[[int], bytes], limit: int) -> Iterator[bytes]:
+    """Yield a message as RETR/TOP send it: each line with CRLF, a leading dot doubled, after the
+    header's end only limit - 1 lines (limit 0: all), then `\\r\\n.\\r\\n`. Streams: no line is held whole."""
+    inheaders = True
+    at_start = True
+    chunk = b""
+    pos = 0
+    while True:
+        if pos >= len(chunk):
+            chunk = read(65536)
+            pos = 0
+            if not chunk:
+                if not at_start:
+                    yield b"\r\n"
+                break
+        if at_start:
+            if limit and not inheaders:
+                limit -= 1
+                if not limit:
+                    break
+            at_start = False
+            first = chunk[pos]
+            if first == 10:  # an empty line: the header ends
+                inheaders = False
+                pos += 1
+                at_start = True
+                yield b"\r\n"
+                continue
+            if first == 46:
+                yield b"."
+        lf = chunk.find(b"\n", pos)
+        if lf < 0:
+            yield chunk[pos:]
+            pos = len(chunk)
+            continue
+        yield chunk[pos:lf] + b"\r\n"
+        pos = lf + 1
+        at_start = True
+    yield b"\r\n.\r\n"
+
+
+class Mailbox:
+    """One session's messages: numbered from 1 in listing order; deletions kept until QUIT."""
+
+    def __init__(self, messages: list[tuple[bytes, int]]) -> None:
+        self.paths = [p for p, _ in messages]
+        self.sizes = [s for _, s in messages]
+        self.deleted = [False] * len(messages)
+        self.last = 0
+
+    def number(self, arg: bytes) -> int | bytes:
+        """Return the index of message arg, or the -ERR reply (qmail's msgno)."""
+        n, used = scan_ulong(arg)
+        if not used:
+            return b"-ERR syntax error\r\n"
+        if not n:
+            return b"-ERR messages are counted from 1\r\n"
+        if n - 1 >= len(self.paths):
+            return b"-ERR not that many messages\r\n"
+        if self.deleted[n - 1]:
+            return b"-ERR already deleted\r\n"
+        return n - 1
+
+    def uid(self, i: int) -> bytes:
+        """The unique id: the file name after new/ or cur/, up to its first colon."""
+        return self.paths[i][4:].split(b":", 1)[0]
+
+    def stat(self) -> bytes:
+        """`+OK count octets`: count includes deleted messages, octets do not (qmail's)."""
+        total = sum(s for s, d in zip(self.sizes, self.deleted) if not d)
+        return b"+OK %d %d\r\n" % (len(self.paths), total)
+
+    def listing(self, arg: bytes, uidl: bool) -> bytes:
+        """LIST or UIDL, of one message or of every undeleted one."""
+        def entry(i: int) -> bytes:
+            return b"%d %s\r\n" % (i + 1, self.uid(i) if uidl else b"%d" % self.sizes[i])
+        if arg:
+            i = self.number(arg)
+            if isinstance(i, bytes):
+                return i
+            return b"+OK " + entry(i)
+        return OK + b"".join(entry(i) for i in range(len(self.paths)) if not self.deleted[i]) + b".\r\n"
+
+    def dele(self, arg: bytes) -> bytes:
+        """Mark a message deleted; LAST becomes the highest number deleted."""
+        i = self.number(arg)
+        if isinstance(i, bytes):
+            return i
+        self.deleted[i] = True
+        self.last = max(self.last, i + 1)
+        return OK
+
+    def rset(self) -> bytes:
+        """Undelete everything; LAST goes back to 0."""
+        self.deleted = [False] * len(self.paths)
+        self.last = 0
+        return OK
+
+    def top(self, arg: bytes) -> tuple[bytes, int, int]:
+        """Parse RETR's or TOP's argument: (error reply or b"", index, line limit for blast). As qmail's,
+        RETR takes a line count too, and `TOP n` without one sends the whole message."""
+        i = self.number(arg)
+        if isinstance(i, bytes):
+            return i, -1, 0
+        _, used = scan_ulong(arg)
+        rest = arg[used:].lstrip(b" ")
+        lines, used = scan_ulong(rest)
+        limit = (lines + 1) % ULONG if used else 0
+        return b"", i, limit
+
+    def quit(self) -> bytes:
+        """Unlink deleted messages, move the others from new/X to cur/X:2, and say goodbye."""
+        reply = b""
+        for path, gone in zip(self.paths, self.deleted):
+            if gone:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    reply += b"-ERR unable to unlink all deleted messages\r\n"
+            elif path.startswith(b"new/"):
+                try:
+                    os.rename(path, b"cur/" + path[4:] + b":2,")
+                except OSError:
+                    pass  # as qmail: if it fails, bummer
+        return reply + OK
+
+
+def now() -> float:
+    """The current time (a seam for tests)."""
+    return time.time()
