@@ -57,21 +57,30 @@ def preload():
         pass
 
 
-def run_preloaded(host, sender, recipient):
+def run_preloaded(host, sender, *recipients):
     """Run the pre-loaded qmail-remote in this (forked) process; it ends the process."""
     from pyqmail.commands import qmail_remote
-    main("qmail-remote", qmail_remote.body, 111, argv=[os.fsdecode(a) for a in (host, sender, recipient)])
+    main("qmail-remote", qmail_remote.body, 111, argv=[os.fsdecode(a) for a in (host, sender) + recipients])
     return 111  # not reached: main exits
 
 
 def remote_child(program, preloaded=False):
     """Return the child body: our pre-loaded qmail-remote, or exec `program host sender recipient` (no shell)."""
+    batch = remote_batch_child(program, preloaded)
+
     def child(sender, recipient):
-        _, host = spawnproto.split_recipient(recipient)
+        return batch(sender, [recipient])
+    return child
+
+
+def remote_batch_child(program, preloaded=False):
+    """Return the batch child body: `program host sender recipient...`, host the first recipient's domain."""
+    def child(sender, recipients):
+        _, host = spawnproto.split_recipient(recipients[0])
         if preloaded:
-            return run_preloaded(host, sender, recipient)
+            return run_preloaded(host, sender, *recipients)
         try:
-            os.execvp(program, [program, host, sender, recipient])
+            os.execvp(program, [program, host, sender] + list(recipients))
         except OSError as e:
             # any failure to start it is temporary: a missing program must not bounce mail (qmail: D on ENOENT)
             report = b"ZUnable to run qmail-remote (%s): %s. (#4.3.0)\n\0" % (program, error_str(e.errno).encode())
@@ -91,7 +100,8 @@ def body(argv):
     if preloaded:
         preload()
     return Spawner(remote_child(program, preloaded), spawnproto.remote_report, spawnproto.REMOTE_OUTPUT_MAX,
-                   owner).serve()
+                   owner, batch_child=remote_batch_child(program, preloaded),
+                   batch_report=spawnproto.remote_batch_reports).serve()
 
 
 def run():

@@ -12,7 +12,7 @@ import select
 import signal
 import time
 
-from pyqmail.lib.send import sendlog, todo
+from pyqmail.lib.send import qmgrconf, sendlog, todo
 from pyqmail.lib.send.channel import LOCAL, REMOTE
 from pyqmail.lib.send.sendchannel import Channel
 from pyqmail.lib.send.sendclean import Clean
@@ -53,6 +53,15 @@ class Send:
         self.inmemory = InMemory(self)
         self.cleanup = Cleanup(self)
         self.info_damaged: set[int] = set()  # messages whose info/N has no sender: warned once, not scheduled again
+        self.read_batching()
+
+    def read_batching(self) -> None:
+        """Batch remote recipients (qmgrrecipientlimit per qmail-remote run) unless control/scheduler is qmail."""
+        try:
+            limit = 1 if qmgrconf.read_scheduler() == qmgrconf.QMAIL else qmgrconf.read().recipient_limit
+        except OSError:
+            return  # unreadable: as it was (qmail's one recipient per delivery at start)
+        self.channels[REMOTE].batch_limit = limit
 
     def next_delid(self) -> int:
         """Return the next delivery number (1, 2, 3, … per run)."""
@@ -98,6 +107,7 @@ class Send:
                 c.schedule.run_all_now(recent)
         if flags.pop("hup", None):
             self.rewriter = reread(self.home, self.rewriter)
+            self.read_batching()
         wake = recent + SLEEP_FOREVER
         rfds, wfds = [wake_r], []
         for c in self.channels.values():

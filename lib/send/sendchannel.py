@@ -6,13 +6,14 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections import deque
 
 from pyqmail.lib.send import bounce, retry, sendlog, verp
 from pyqmail.lib.send.channel import CHANNELS
 from pyqmail.lib.queue.queue import SPLIT, split_name
 from pyqmail.lib.util.fdio import nul_records, write_all
 from pyqmail.lib.send.sendmessages import SLEEP_ALERT, SLEEP_SYSFAIL, InfoDamaged, read_info
-from pyqmail.lib.spawn.spawnproto import encode_request
+from pyqmail.lib.spawn.spawnproto import BATCH_MAX, encode_batch, encode_request
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -38,6 +39,21 @@ class Delivery:
 
     def __init__(self, job: Job, delid: int, mpos: int, recip: bytes) -> None:
         self.job, self.delid, self.mpos, self.recip = job, delid, mpos, recip
+
+
+class Batch:
+    """Several deliveries of one job handed to the spawner as one request (one slot, one qmail-remote run); its
+    reports come back in the deliveries' order, all with the batch's delnum."""
+    __slots__ = ("items", "next")
+
+    def __init__(self, items: list[Delivery]) -> None:
+        self.items, self.next = items, 0
+
+
+def batch_domain(recip: bytes) -> bytes | None:
+    """Return what batches group by: the part after the last `@`, lowercased; None without an `@`."""
+    at = recip.rfind(b"@")
+    return None if at < 0 else recip[at + 1:].lower()
 
 
 def split_reports(buf: bytearray, data: bytes) -> list[bytes]:
@@ -69,13 +85,16 @@ class Channel:
                  schedule: TimeQueue) -> None:
         self.send, self.name, self.fd_out, self.fd_in = send, name, fd_out, fd_in
         self.concurrency, self.schedule = concurrency, schedule
-        self.slots: list[Delivery | None] = [None] * concurrency
+        self.slots: list[Delivery | Batch | None] = [None] * concurrency
         self.used = 0
         self.alive = True
         self.pending = b""  # a command the spawner's pipe has not taken yet
         self.reports = bytearray()
         self.job: Job | None = None  # the pass: its job, the channel file's records and the read position
         self.records, self.pos = b"", 0
+        self.batch_limit = 1  # recipients per spawner request; above 1 (remote, scheduler not qmail): batches
+        self.taken: set[int] = set()  # the pass's T records already started in a batch
+        self.index: dict[bytes, deque[tuple[int, bytes]]] | None = None  # the pass's T records by domain
         os.set_blocking(fd_out, False)
 
     def fn(self, id: int) -> str:
@@ -120,6 +139,52 @@ class Channel:
         send.log(sendlog.starting_delivery(d.delid, job.id, self.name, recip))
         send.log_status()
 
+    def batch_for(self, job: Job, mpos: int, recip: bytes) -> list[tuple[int, bytes]]:
+        """Return the T records after mpos to send with recip in one batch: same domain, same sender, up to the
+        limit; an empty list if batching is off or nothing goes with it."""
+        limit = min(self.batch_limit, BATCH_MAX)
+        domain = batch_domain(recip)
+        if limit < 2 or domain is None or verp.delivery_sender(job.sender, recip) != job.sender:
+            return []  # a VERP sender differs for each recipient: one request each
+        if self.index is None:
+            self.index = {}
+            pos = self.pos
+            while True:
+                nul = self.records.find(b"\0", pos)
+                if nul < 0:
+                    break
+                if self.records[pos:pos + 1] == b"T":
+                    key = batch_domain(self.records[pos + 1:nul])
+                    if key is not None:
+                        self.index.setdefault(key, deque()).append((pos, self.records[pos + 1:nul]))
+                pos = nul + 1
+        queue = self.index.get(domain, deque())
+        while queue and queue[0][0] <= mpos:  # (kept in file order: the front is where the pass is)
+            queue.popleft()
+        group: list[tuple[int, bytes]] = []
+        while queue and len(group) < limit - 1:
+            group.append(queue.popleft())
+        return group
+
+    def start_batch(self, job: Job, first: tuple[int, bytes], more: list[tuple[int, bytes]]) -> None:
+        """Hand several recipients to the spawner in one free slot, as one request; log each one's start."""
+        delnum = self.slots.index(None)
+        send = self.send
+        items = []
+        for mpos, recip in [first] + more:
+            self.taken.add(mpos)
+            items.append(Delivery(job, send.next_delid(), mpos, recip))
+        job.numtodo += len(more)
+        self.slots[delnum] = Batch(items)
+        self.used += 1
+        job.refs += 1
+        messid = b"%d/%d" % (job.id % SPLIT, job.id)
+        self.pending = encode_batch(delnum, messid, job.sender, [d.recip for d in items])
+        self.write_pending()
+        for d in items:
+            send.log(sendlog.starting_delivery(d.delid, job.id, self.name, d.recip))
+        send.log_status()
+
     def read_reports(self) -> None:
         """Read the spawner's reports and act on each finished one (qmail's del_dochan)."""
         try:
@@ -135,10 +200,17 @@ class Channel:
     def finish(self, delnum: int, report: bytes) -> None:
         """Log a delivery's result, mark its record, note a bounce, release the slot."""
         send = self.send
-        d = self.slots[delnum] if delnum < self.concurrency else None
-        if d is None:
+        entry = self.slots[delnum] if delnum < self.concurrency else None
+        if entry is None:
             send.log(sendlog.fixed_warning("report_range"))
             return
+        last = True
+        if isinstance(entry, Batch):
+            d = entry.items[entry.next]
+            entry.next += 1
+            last = entry.next == len(entry.items)
+        else:
+            d = entry
         job = d.job
         if job.dying:
             report = retry.dying_report(report)
@@ -152,6 +224,8 @@ class Channel:
         if letter in (b"K", b"D"):
             self.mark_done(job.id, d.mpos)
             job.numtodo -= 1
+        if not last:
+            return  # the batch's slot is still in use: no status change
         self.close_job(job)
         self.slots[delnum] = None
         self.used -= 1
@@ -237,6 +311,7 @@ class Channel:
     def end_pass(self, job: Job, hiteof: bool) -> None:
         """Stop reading the channel file and release the pass's reference on its job."""
         self.job, self.records = None, b""
+        self.taken, self.index = set(), None
         job.hiteof = hiteof
         self.close_job(job)
 
@@ -264,8 +339,14 @@ class Channel:
         self.pos = nul + 1
         kind = record[:1]
         if kind == b"T":
+            if mpos in self.taken:
+                return  # started already, in a batch
             job.numtodo += 1
-            self.start_delivery(job, mpos, record[1:])
+            more = self.batch_for(job, mpos, record[1:]) if self.batch_limit > 1 else []
+            if more:
+                self.start_batch(job, (mpos, record[1:]), more)
+            else:
+                self.start_delivery(job, mpos, record[1:])
         elif kind != b"D":
             send.log(sendlog.warning("unknown_chan", sendlog.split_fn(self.name, job.id)))
             self.end_pass(job, False)

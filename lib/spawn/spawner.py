@@ -11,7 +11,7 @@ from pyqmail.lib.config import control
 from pyqmail.lib.spawn import spawnproto
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
-from pyqmail.lib.spawn.spawnproto import Request, encode_report
+from pyqmail.lib.spawn.spawnproto import Batch, Request, encode_report
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -21,6 +21,8 @@ if MYPY:  # typing only: never imported at run time
 
     # launch(request, message fd, output pipe's write end) -> (pid, wait status if the delivery is already done)
     Launch = Callable[[Request, int, int], tuple[int, int | None]]
+    BatchChild = Callable[[bytes, list[bytes]], int]  # batch_child(sender, recipients) -> exit code
+    BatchReport = Callable[[int, bytearray, int], list[bytes]]  # (wstat, output, count) -> one report each
 
 COLLECT_READS = 16  # reads of one child's output per turn of the loop
 
@@ -45,6 +47,8 @@ class Delivery:
         self.fdout = fdout  # kept open until the child is reaped, so EOF means "dead and done"
         self.wstat: int | None = None
         self.output = bytearray()
+        self.batch: list[bytes | None] | None = None  # a batch: each recipient's refusal, or None if it ran
+        self.trunc = 0  # a batch's own output bound (0: the spawner's)
 
 
 class Spawner:
@@ -52,7 +56,8 @@ class Spawner:
 
     def __init__(self, child: Callable[[bytes, bytes], int], report: Callable[[int, bytearray], bytes], trunc: int,
                  owner_uid: int, limit: int = spawnproto.SPAWN_LIMIT, child_crash: int = 111,
-                 launch: Launch | None = None, workers: LocalWorkers | None = None) -> None:
+                 launch: Launch | None = None, workers: LocalWorkers | None = None,
+                 batch_child: BatchChild | None = None, batch_report: BatchReport | None = None) -> None:
         self.child = child  # child(sender, recipient) -> exit code; runs with fd 0 = message, fds 1, 2 = pipe
         self.launch = launch or self.fork_child  # launch(req, fdmess, fdout) -> (pid, wait status if done)
         self.workers = workers  # reused delivery workers (lib/spawn/localworkers), if launch uses them
@@ -61,6 +66,8 @@ class Spawner:
         self.owner_uid = owner_uid
         self.limit = limit
         self.child_crash = child_crash
+        self.batch_child = batch_child  # batch_child(sender, recipients): set, batches are taken (qmail-rspawn)
+        self.batch_report = batch_report
         self.running: dict[int, Delivery] = {}  # by delnum
         self.writing = True
 
@@ -108,6 +115,64 @@ class Spawner:
         finally:
             os.close(fdmess)
 
+    def refuse_all(self, delnum: int, texts: list[bytes]) -> None:
+        """Answer a batch at once: one report per recipient, in order."""
+        self.write(b"".join(encode_report(delnum, text) for text in texts))
+
+    def start_batch(self, b: Batch) -> None:
+        """Validate a batch, open its message and fork one child for all its acceptable recipients; refusals
+        (all, or a recipient's own) are reported at once, or in their place among the run's reports."""
+        if not b.total:
+            return
+        if b.overflow:
+            return self.refuse_all(b.delnum, [spawnproto.OUT_OF_MEMORY] * b.total)
+        text = spawnproto.request_error(Request(b.delnum, b.messid, b.sender, b"@", False), self.limit,
+                                        self.running)
+        if text:
+            return self.refuse_all(b.delnum, [text] * b.total)
+        own: list[bytes | None] = []
+        run: list[bytes] = []
+        host: bytes | None = None
+        for recipient in b.recipients:
+            if b"@" not in recipient:
+                own.append(b"DSorry, address must include host name. (#5.1.3)\n")
+                continue
+            domain = spawnproto.split_recipient(recipient)[1].lower()
+            if host is not None and domain != host:
+                own.append(b"ZInternal error: batch mixes hosts. (#4.3.5)\n")
+                continue
+            host = domain
+            own.append(None)
+            run.append(recipient)
+        if not run:
+            return self.refuse_all(b.delnum, [t or b"" for t in own])
+        try:
+            fdmess = os.open(b.messid, os.O_RDONLY)
+        except OSError:
+            return self.refuse_all(b.delnum, [b"Zqmail-spawn unable to open message. (#4.3.0)\n"] * b.total)
+        try:
+            text = self.check_message(fdmess)
+            if text:
+                return self.refuse_all(b.delnum, [text] * b.total)
+            try:
+                fdin, fdout = os.pipe()
+                os.set_blocking(fdin, False)
+            except OSError:
+                return self.refuse_all(b.delnum, [b"Zqmail-spawn unable to create pipe. (#4.3.0)\n"] * b.total)
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(fdin)
+                os.close(fdout)
+                return self.refuse_all(b.delnum, [b"Zqmail-spawn unable to fork. (#4.3.0)\n"] * b.total)
+            if pid == 0:
+                self.in_child(fdmess, fdout, b.sender, b"", run)
+            d = self.running[b.delnum] = Delivery(pid, fdin, fdout)
+            d.batch = own
+            d.trunc = max(self.trunc, spawnproto.REMOTE_OUTPUT_MAX // 10 * len(run))
+        finally:
+            os.close(fdmess)
+
     def fork_child(self, req: Request, fdmess: int, fdout: int) -> tuple[int, int | None]:
         """Fork a child for the delivery; return (its pid, None)."""
         pid = os.fork()
@@ -133,7 +198,8 @@ class Spawner:
             return b"ZSorry, message has wrong owner. (#4.3.5)\n"
         return None
 
-    def in_child(self, fdmess: int, fdout: int, sender: bytes, recipient: bytes) -> NoReturn:
+    def in_child(self, fdmess: int, fdout: int, sender: bytes, recipient: bytes,
+                 recipients: list[bytes] | None = None) -> NoReturn:
         """In the forked child: become a plain process with the message on 0 and the pipe on 1 and 2; never return."""
         code = self.child_crash
         try:
@@ -143,7 +209,10 @@ class Spawner:
             os.dup2(fdout, 1)
             os.dup2(1, 2)
             os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
-            code = self.child(sender, recipient)
+            if recipients is not None and self.batch_child is not None:
+                code = self.batch_child(sender, recipients)
+            else:
+                code = self.child(sender, recipient)
         except BaseException:  # whatever went wrong, this process must not run on as a second spawner
             pass
         finally:
@@ -185,13 +254,18 @@ class Spawner:
                 return
             if not data:
                 break
-            spawnproto.append_output(d.output, data, self.trunc)
+            spawnproto.append_output(d.output, data, d.trunc or self.trunc)
         else:
             return  # a child that keeps writing waits for the next turn, as the others do
         os.close(d.fdin)
         del self.running[delnum]
         assert d.wstat is not None  # EOF: our copy of the write end is closed, which happens once the status is known
-        self.write(encode_report(delnum, self.report(d.wstat, d.output)))
+        if d.batch is None:
+            self.write(encode_report(delnum, self.report(d.wstat, d.output)))
+            return
+        assert self.batch_report is not None
+        ran = iter(self.batch_report(d.wstat, d.output, sum(1 for t in d.batch if t is None)))
+        self.refuse_all(delnum, [t if t is not None else next(ran) for t in d.batch])
 
     def serve(self) -> int:
         """Announce the concurrency limit, then run until fd 0 ends and every delivery has been reported."""
@@ -202,7 +276,7 @@ class Spawner:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wake_w)
         self.write(bytes([self.limit]))
-        reader = spawnproto.RequestReader()
+        reader = spawnproto.RequestReader(batch=self.batch_child is not None)
         reading = True
         workers = self.workers
         while reading or self.running:
@@ -227,7 +301,10 @@ class Spawner:
                 if data == b"":
                     reading = False
                 for req in reader.feed(data or b""):
-                    self.start(req)
+                    if isinstance(req, Batch):
+                        self.start_batch(req)
+                    else:
+                        self.start(req)
             for fd, w in socks.items():
                 if fd in ready and workers is not None:
                     self.answered(workers, w)

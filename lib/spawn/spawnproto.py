@@ -22,6 +22,13 @@ REMOTE_OUTPUT_MAX = 100000  # rspawn keeps everything in qmail; we keep this muc
 OUT_OF_MEMORY = b"Zqmail-spawn out of memory. (#4.3.0)\n"
 
 
+BATCH_FLAG = 0x80  # qmail-rspawn only: a delnum byte with this bit set starts a batch (delnums stay below 0x80)
+BATCH_MAX = 1000  # recipients one batch request may carry
+BATCH_BYTES = 1 << 20  # and the bytes its recipients may take, together
+
+BATCH_CUT = b"Zqmail-remote's report was cut short. (#4.3.0)\n"
+
+
 class Request(NamedTuple):
     """One delivery qmail-send asks for; overflow: a field was longer than the reader's bound (cut there)."""
     delnum: int
@@ -31,26 +38,64 @@ class Request(NamedTuple):
     overflow: bool
 
 
+class Batch(NamedTuple):
+    """Several recipients of one message for one qmail-remote run (qmail-rspawn(8), BATCHES): one delnum, one
+    report per recipient in their order; total: the recipients sent (recipients holds at most BATCH_MAX of them);
+    overflow: a bound was passed (the whole batch is answered "out of memory")."""
+    delnum: int
+    messid: bytes
+    sender: bytes
+    recipients: tuple[bytes, ...]
+    total: int
+    overflow: bool
+
+
 LOCAL_TEMPORARY = frozenset((111, 71, 74, 75))
 
 
 class RequestReader:
-    """Split qmail-send's byte stream into Requests: delnum byte, then messid, sender, recipient, each NUL-ended."""
+    """Split qmail-send's byte stream into Requests: delnum byte, then messid, sender, recipient, each NUL-ended.
+    With batch set (qmail-rspawn), a delnum byte with BATCH_FLAG starts a Batch instead: messid, sender, then
+    recipients, each NUL-ended, ended by an empty field."""
 
-    def __init__(self, field_max: int = FIELD_MAX) -> None:
+    def __init__(self, field_max: int = FIELD_MAX, batch: bool = False) -> None:
         self.field_max = field_max
+        self.batch = batch
         self.delnum: int | None = None
+        self.in_batch = False
         self.fields: list[bytes] = []
         self.current = bytearray()
         self.overflow = False
+        self.count = 0  # a batch's recipients so far
+        self.size = 0  # and their bytes kept
 
-    def feed(self, data: bytes) -> list[Request]:
-        """Consume data; return the Requests it completed, in order."""
-        done = []
+    def end_batch_field(self, field: bytes, done: list[Request | Batch]) -> None:
+        """A batch's field is complete: keep it, or end the batch at its empty terminator."""
+        assert self.delnum is not None
+        if len(self.fields) < 2:
+            self.fields.append(field)
+            return
+        if field:
+            self.count += 1
+            self.size += len(field)
+            if self.count > BATCH_MAX or self.size > BATCH_BYTES:
+                self.overflow = True  # counted, not kept
+            else:
+                self.fields.append(field)
+            return
+        messid, sender = self.fields[:2]
+        done.append(Batch(self.delnum & ~BATCH_FLAG, messid, sender, tuple(self.fields[2:]), self.count,
+                          self.overflow))
+        self.delnum, self.fields, self.overflow, self.in_batch, self.count, self.size = None, [], False, False, 0, 0
+
+    def feed(self, data: bytes) -> list[Request | Batch]:
+        """Consume data; return the Requests (and Batches) it completed, in order."""
+        done: list[Request | Batch] = []
         pos = 0
         while pos < len(data):
             if self.delnum is None:
                 self.delnum = data[pos]
+                self.in_batch = self.batch and self.delnum & BATCH_FLAG != 0
                 pos += 1
                 continue
             nul = data.find(b"\0", pos)
@@ -62,6 +107,10 @@ class RequestReader:
             if nul < 0:
                 break
             pos = nul + 1
+            if self.in_batch:
+                self.end_batch_field(bytes(self.current), done)
+                self.current.clear()
+                continue
             self.fields.append(bytes(self.current))
             self.current.clear()
             if len(self.fields) == 3 and self.delnum is not None:  # (delnum is set: a field follows it)
@@ -74,6 +123,12 @@ class RequestReader:
 def encode_request(delnum: int, messid: bytes, sender: bytes, recipient: bytes) -> bytes:
     """Return the bytes qmail-send writes for one delivery."""
     return bytes([delnum]) + messid + b"\0" + sender + b"\0" + recipient + b"\0"
+
+
+def encode_batch(delnum: int, messid: bytes, sender: bytes, recipients: list[bytes]) -> bytes:
+    """Return the bytes qmail-send writes for one batch (delnum below BATCH_FLAG, recipients not empty)."""
+    return (bytes([delnum | BATCH_FLAG]) + messid + b"\0" + sender + b"\0" + b"".join(r + b"\0" for r in recipients)
+            + b"\0")
 
 
 def request_error(req: Request, limit: int, in_use: Container[int]) -> bytes | None:
@@ -161,6 +216,28 @@ def remote_report(wstat: int, output: bytes | bytearray) -> bytes:
         if result <= emitted and nxt in (b"K", b"Z", b"D"):
             text += before_nul(output[end + 2:])
     return b"KZD"[1 - emitted:2 - emitted] + text
+
+
+def remote_batch_reports(wstat: int, output: bytes | bytearray, count: int) -> list[bytes]:
+    """Split one qmail-remote run for count recipients into count qmail-rspawn reports, in recipient order.
+
+    qmail-remote writes one r/h/s report per recipient it reached, in order, then the message report. Recipient i
+    gets remote_report() of its own report followed by the message report and what follows it, exactly as if it
+    had been the only recipient; a recipient without a report of its own (the run ended before its RCPT) gets
+    remote_report() of the message report alone. With no message report at all (the output was cut short),
+    every recipient is deferred."""
+    if os.WIFSIGNALED(wstat) or os.WEXITSTATUS(wstat) or not output:
+        return [remote_report(wstat, output)] * count
+    records = bytes(output).split(b"\0")[:-1]  # only NUL-ended reports count
+    own: list[bytes] = []
+    i = 0
+    while i < len(records) and records[i][:1] in (b"r", b"h", b"s") and len(own) < count:
+        own.append(records[i])
+        i += 1
+    if not any(r[:1] in (b"K", b"Z", b"D") for r in records[i:]):
+        return [BATCH_CUT] * count
+    rest = b"".join(r + b"\0" for r in records[i:])
+    return [remote_report(wstat, own[k] + b"\0" + rest if k < len(own) else rest) for k in range(count)]
 
 
 def clean_command(line: bytes) -> tuple[str, int] | None:
