@@ -3,6 +3,7 @@ user (qmail-pop3d(8))."""
 
 import os
 
+from pyqmail.lib.local.maildirscan import clean_tmp
 from pyqmail.lib.pop3 import pop3d
 from pyqmail.lib.pop3.pop3io import Closed, LineReader, LineTooLong, Output, parse
 from pyqmail.lib.pop3.pop3d import OK, ROOT_EXIT, Mailbox, ScanError, blast
@@ -80,7 +81,7 @@ def body(argv):
             out.err(b"this user has no $HOME/Maildir")
             return 0
         now = pop3d.now()
-        pop3d.clean_tmp(now)
+        clean_tmp(now)
         try:
             mailbox = Mailbox(pop3d.scan(now))
         except ScanError:

@@ -2,5 +2,5 @@
 authorization state machine and the checkpassword hand-over on fd 3 (popup), qmail-pop3d's maildir
 listing, numbering, deletion on QUIT and RETR/TOP output (pop3d), and qmail-checkpassword's password
 file, scrypt and shadow checks and the change of user (checkpw).
-May import: util, config.
+May import: util, config, local (its Maildir scanning).
 """

@@ -11,7 +11,6 @@ if MYPY:  # typing only: never imported at run time
     from collections.abc import Callable, Iterator
 
 OK = b"+OK \r\n"
-TMP_AGE = 129600  # seconds: tmp/ files last accessed longer ago are removed (36 hours)
 ULONG = 1 << 64
 ROOT_EXIT = 1  # qmail-pop3d's one nonzero exit: run as root
 
@@ -30,23 +29,6 @@ def scan_ulong(s: bytes) -> tuple[int, int]:
         n = (n * 10 + c - 48) % ULONG
         used += 1
     return n, used
-
-
-def clean_tmp(now: float) -> None:
-    """Remove tmp/ files (not dot files) last accessed more than 36 hours ago; errors are ignored."""
-    try:
-        names = os.listdir(b"tmp")
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(b"."):
-            continue
-        path = b"tmp/" + name
-        try:
-            if now > os.stat(path).st_atime + TMP_AGE:
-                os.unlink(path)
-        except OSError:
-            pass
 
 
 def scan(now: float) -> list[tuple[bytes, int]]:
