@@ -1,10 +1,11 @@
-"""qmail-popup: the POP3 greeting and authorization; hands USER/PASS or APOP to a checkpassword program
-on fd 3 (qmail-popup(8))."""
+"""qmail-popup: the POP3 greeting and authorization, STLS when control/servercert.pem exists; hands
+USER/PASS or APOP to a checkpassword program on fd 3, relaying TLS for it after STLS (qmail-popup(8))."""
 
 import os
 
-from pyqmail.lib.pop3.pop3io import Closed, LineReader, LineTooLong, Output, parse
-from pyqmail.lib.pop3.popup import DIE, Popup, hand_over
+from pyqmail.lib.config import control
+from pyqmail.lib.pop3.pop3io import TIMEOUT, Closed, LineReader, LineTooLong, Output, parse
+from pyqmail.lib.pop3.popup import DIE, Popup, hand_over, plaintext_allowed
 from pyqmail.lib.util.program import main
 from pyqmail.lib.util.timedio import linger
 
@@ -19,9 +20,18 @@ def body(argv):
         hostname = os.fsencode(argv[0])
         child = [os.fsencode(a) for a in argv[1:]]
         import time
-        popup = Popup(hostname, os.getpid(), int(time.time()))
+        cert = control.path("control", "servercert.pem")
+        certfile = cert if control.is_file(cert) else None
+        if certfile:
+            from pyqmail.lib.pop3.tlsrelay import can_tls
+            if not can_tls(0):
+                certfile = None
+        plaintext = plaintext_allowed(os.environ, control.readint("pop3plaintext", 0))
+        popup = Popup(hostname, os.getpid(), int(time.time()), tls_available=certfile is not None,
+                      plaintext=plaintext)
         out.reply(popup.greeting())
         reader = LineReader(0, exact=True)  # what follows PASS is the subprogram's: never read ahead
+        tls = None
         while True:
             try:
                 line = reader.line()
@@ -30,10 +40,36 @@ def body(argv):
                 linger(0, 1)  # so the reply is not destroyed by a reset for the unread rest
                 return DIE
             reply, auth, end = popup.command(*parse(line))
+            ctx = None
+            if popup.start_tls and certfile:
+                from pyqmail.lib.pop3 import tlsrelay
+                try:
+                    ctx = tlsrelay.context(certfile)
+                except (OSError, ValueError):
+                    popup.start_tls = False
+                    reply = b"-ERR TLS not available\r\n"
             if reply:
                 out.reply(reply)
+            if ctx is not None:
+                try:
+                    tls = tlsrelay.wrap(ctx, 0, TIMEOUT)
+                except OSError:
+                    return DIE  # a failed handshake ends the session
+                popup.start_tls, popup.tls = False, True
+                # reads were one byte each: anything pipelined after STLS went into the handshake (RFC 2595)
+                reader = LineReader(0)
+                reader.recv = tls.recv
+                out.send = tls.sendall
             if auth is not None:
-                result = hand_over(child, auth)
+                relay = None
+                if tls is not None:
+                    session, first = tls, bytes(reader.pending)
+
+                    def relay(fd, session=session, first=first):
+                        from pyqmail.lib.pop3.tlsrelay import relay as carry
+                        carry(session, fd, first, TIMEOUT)
+                        session.settimeout(TIMEOUT)  # for a reply after the subprogram ends
+                result = hand_over(child, auth, relay)
                 if result:
                     out.reply(result)
                 return DIE

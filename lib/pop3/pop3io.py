@@ -9,6 +9,10 @@ import signal
 
 from pyqmail.lib.util.fdio import write_all
 
+MYPY = False
+if MYPY:  # typing only
+    from collections.abc import Callable
+
 TIMEOUT = 1200  # seconds: qmail-popup's and qmail-pop3d's read and write timeouts
 LINE_MAX = 1024  # bytes of one command line, its LF included: qmail-smtpd's and qmail-popup's buffer size
 
@@ -42,6 +46,7 @@ class LineReader:
 
     def __init__(self, fd: int, timeout: float = TIMEOUT, exact: bool = False) -> None:
         self.fd = fd
+        self.recv: Callable[[int], bytes] | None = None  # set after STLS: the TLS socket's (timed) recv
         self.timeout_ms = int(timeout * 1000)
         self.exact = exact
         self.pending = b""
@@ -49,6 +54,14 @@ class LineReader:
         self.poller.register(fd, select.POLLIN)
 
     def _read(self) -> bytes:
+        if self.recv is not None:
+            try:
+                data = self.recv(4096)
+            except OSError:  # ssl.SSLError, socket timeouts
+                raise Closed("read error")
+            if not data:
+                raise Closed("end of input")
+            return data
         if not self.poller.poll(self.timeout_ms):
             raise Closed("timeout")
         try:
@@ -89,6 +102,7 @@ class Output:
         self.timeout = timeout
         self.size = size
         self.buffer = bytearray()
+        self.send: Callable[[bytes], object] | None = None  # set after STLS: the TLS socket's (timed) sendall
         signal.signal(signal.SIGALRM, _alarm)
 
     def put(self, data: bytes) -> None:
@@ -100,6 +114,13 @@ class Output:
     def flush(self) -> None:
         """Write everything buffered."""
         if not self.buffer:
+            return
+        if self.send is not None:
+            try:
+                self.send(bytes(self.buffer))
+            except OSError:
+                raise Closed("write error")
+            del self.buffer[:]
             return
         signal.alarm(self.timeout)
         try:
