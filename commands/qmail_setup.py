@@ -31,7 +31,7 @@ PROGRAMS = (
     "qmail-tcpto", "qmail-tcpok", "qmail-newmrh", "qmail-tcpserver", "mailsubj",
     "bouncesaying", "condredirect", "except", "forward", "preline", "qreceipt", "qbiff",
     "maildirmake", "maildir2mbox", "maildirwatch", "splogger", "tcp-env",
-    "qmail-popup", "qmail-pop3d", "qmail-checkpassword",
+    "qmail-popup", "qmail-pop3d", "qmail-checkpassword", "qmail-qctl",
 )
 
 
