@@ -232,3 +232,32 @@ def test_wrong_passwords_delay_without_hint(procs, pop, server):
     good = attempt(port, b"alice", PASSWORD.encode())
     assert good[1] == b"+OK \r\n" and good[3] < checkpw.DELAY
     assert sorted(os.listdir(pop.maildir / "new")) == sorted(pop.names)  # no QUIT after login: nothing moved
+
+
+def test_qmail_popup_runs_pre_loaded_under_qmail_tcpserver(procs, pop):
+    """qmail-tcpserver serves qmail-popup from a pre-loaded forked child (no new interpreter for the greeting
+    and the login dialogue); the child then execs the checkpassword chain, and the session works."""
+    import re
+    import poplib
+    argv = [program("qmail-popup"), "pop.example", program("qmail-checkpassword"), program("qmail-pop3d"),
+            "Maildir"]
+    port = tcpserver(procs, pop.tree, argv, options=["-v"], server=program("qmail-tcpserver"))
+    log = next(pop.tree.glob("tcpserver-%d.log" % port))
+    client = poplib.POP3("127.0.0.1", port, timeout=30)
+    deadline = time.monotonic() + 20
+    port_probe = 1  # conftest's wait_port made the first connection; ours is the second
+    while len(re.findall(r"tcpserver: ok (\d+) ", log.read_text())) <= port_probe:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.02)
+    assert "running %s in forked children" % program("qmail-popup") in log.read_text()
+    pid = int(re.findall(r"tcpserver: ok (\d+) ", log.read_text())[-1])
+    try:
+        cmdline = open("/proc/%d/cmdline" % pid, "rb").read().split(b"\0")
+    except FileNotFoundError:
+        raise AssertionError(log.read_text())
+    assert any(b"qmail-tcpserver" in part for part in cmdline), cmdline  # the listener's image, forked
+    client.user("alice")
+    client.pass_(PASSWORD)
+    assert client.stat()[0] == len(MESSAGES)
+    assert client.retr(1)[1][-1] is not None
+    client.quit()

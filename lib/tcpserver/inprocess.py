@@ -18,11 +18,12 @@ if MYPY:  # typing only: never imported at run time
     from types import ModuleType
 
 # per-connection programs that read the connection on fds 0/1 and end with os._exit; the network servers
-# that record qmaild's uid when queueing in-process (queuehere.NETWORK_SERVERS) are the same three
+# that record qmaild's uid when queueing in-process (queuehere.NETWORK_SERVERS) are the first three
 PROGRAMS = {
     "qmail-qmqpd": "pyqmail.commands.qmail_qmqpd",
     "qmail-qmtpd": "pyqmail.commands.qmail_qmtpd",
     "qmail-smtpd": "pyqmail.commands.qmail_smtpd",
+    "qmail-popup": "pyqmail.commands.qmail_popup",  # it then execs the checkpassword chain, as under tcpserver
 }
 
 # what a program imports only on its per-connection path, imported once in the listener instead
