@@ -1,7 +1,9 @@
-"""maildirwatch: every 30 seconds, clear the screen and show each new message of $MAILDIR: sender, recipient,
-From line and the start of its subject and text (qmail 1.03's maildirwatch(1))."""
+"""maildirwatch: clear the screen and show each new message of $MAILDIR (sender, recipient, From line and the
+start of its subject and text, qmail 1.03's maildirwatch(1)), again whenever new/ changes (inotify) and at least
+every 30 seconds, as qmail 1.03 does."""
 
 import os
+import time
 
 from pyqmail.lib.local import maildirscan
 from pyqmail.lib.util.exits import TEMP_FAILURE
@@ -38,8 +40,9 @@ def summary(path):
 
 def body(argv):
     """Show the screen, sleep, for ever."""
-    import time
     maildirscan.chdir_maildir(os.environb, "maildirwatch")
+    from pyqmail.lib.util.dirwatch import DirWatch
+    watch = DirWatch(b"new", ("IN_MOVED_TO", "IN_CREATE", "IN_DELETE", "IN_MOVED_FROM"))
     while True:
         maildirscan.clean_tmp()
         messages = maildirscan.scan((b"new",))
@@ -48,7 +51,8 @@ def body(argv):
             text = summary(path)
             if text:
                 write_all(1, text)
-        time.sleep(INTERVAL)
+        watch.wait(INTERVAL)
+        time.sleep(1 - time.time() % 1)  # a message of this very second is listed only once it is over
 
 
 def run():

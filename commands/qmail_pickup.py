@@ -11,6 +11,7 @@ import time
 from pyqmail.lib.config import control
 from pyqmail.lib.queue import maildrop, queue
 from pyqmail.lib.util.exits import PERM_FAILURE, Exit
+from pyqmail.lib.util.dirwatch import DirWatch
 from pyqmail.lib.util.program import main, warn
 
 RESCAN = 60  # seconds between scans when inotify is silent (or unavailable)
@@ -96,28 +97,6 @@ def on_term(*_):
         raise Stop()
 
 
-class Watcher:
-    """Wakes the pass loop when a drop is renamed into maildrop (inotify), or after RESCAN seconds."""
-
-    def __init__(self):
-        try:
-            import pyinotify
-        except ImportError:
-            self.notifier = None
-            return
-        manager = pyinotify.WatchManager()
-        self.notifier = pyinotify.Notifier(manager, pyinotify.ProcessEvent())
-        manager.add_watch(MAILDROP, pyinotify.IN_MOVED_TO | pyinotify.IN_CLOSE_WRITE)
-
-    def wait(self, timeout):
-        """Sleep until something lands in maildrop or timeout seconds pass."""
-        if self.notifier is None:
-            time.sleep(timeout)
-        elif self.notifier.check_events(timeout * 1000):
-            self.notifier.read_events()
-            self.notifier.process_events()
-
-
 def body(argv):
     """Run passes until TERM (or once with -1)."""
     if argv not in ([], ["-1"]):
@@ -127,7 +106,7 @@ def body(argv):
         queue.become_queue_owner(home)
     queue.enter_queue(home)
     signal.signal(signal.SIGTERM, on_term)
-    watcher = None if argv else Watcher()
+    watcher = None if argv else DirWatch(MAILDROP, ("IN_MOVED_TO", "IN_CLOSE_WRITE"))
     while not stopping:
         sweep()
         if argv:

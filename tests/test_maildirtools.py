@@ -248,6 +248,25 @@ def test_maildirwatch_shows_new_messages_on_a_terminal(tmp_path, procs):
                       b"lunch/at noon/ok/\r\n\r\n" + second)
 
 
+def test_maildirwatch_redraws_as_soon_as_mail_arrives(tmp_path, procs):
+    """new/ is watched with inotify (pyinotify): a new message is shown within seconds, not after qmail's 30."""
+    md = maildir(tmp_path / "M")
+    put(md, "new", "1", b"Subject: first\n\none\n", OLD)
+    master, slave = pty.openpty()
+    p = procs.start([program("maildirwatch")], env={"PATH": os.environ["PATH"], "MAILDIR": str(md)},
+                    stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        assert b"first/one/" in read_screen(master, b"first/one/")
+        start = time.time()
+        put(md, "new", "2", b"Subject: arrived\n\nnow\n", time.time())
+        screen = read_screen(master, b"arrived/now/", timeout=25)
+    finally:
+        procs.stop(p)
+        os.close(master)
+    assert b"arrived/now/" in screen and time.time() - start < 10
+
+
 def test_maildirwatch_needs_maildir(tmp_path):
     p = run("maildirwatch")
     assert (p.returncode, p.stderr) == (111, b"maildirwatch: fatal: MAILDIR not set\n")
