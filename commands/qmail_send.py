@@ -12,7 +12,7 @@ import select
 import signal
 import time
 
-from pyqmail.lib.send import qmgrconf, sendlog, todo
+from pyqmail.lib.send import destinations, qmgrconf, sendlog, todo
 from pyqmail.lib.send.channel import LOCAL, REMOTE
 from pyqmail.lib.send.sendchannel import Channel
 from pyqmail.lib.send.sendclean import Clean
@@ -56,12 +56,15 @@ class Send:
         self.read_batching()
 
     def read_batching(self) -> None:
-        """Batch remote recipients (qmgrrecipientlimit per qmail-remote run) unless control/scheduler is qmail."""
+        """Unless control/scheduler is qmail: batch remote recipients (qmgrrecipientlimit per qmail-remote run)
+        and give each destination a qmgr concurrency window (destinations.py)."""
         try:
-            limit = 1 if qmgrconf.read_scheduler() == qmgrconf.QMAIL else qmgrconf.read().recipient_limit
+            config = None if qmgrconf.read_scheduler() == qmgrconf.QMAIL else qmgrconf.read()
         except OSError:
             return  # unreadable: as it was (qmail's one recipient per delivery at start)
-        self.channels[REMOTE].batch_limit = limit
+        remote = self.channels[REMOTE]
+        remote.batch_limit = 1 if config is None else config.recipient_limit
+        remote.configure_qmgr(config)
 
     def next_delid(self) -> int:
         """Return the next delivery number (1, 2, 3, … per run)."""
@@ -69,8 +72,10 @@ class Send:
         return self.delid
 
     def job_available(self) -> bool:
-        """True if another job may be opened."""
-        return self.jobs_used < self.numjobs
+        """True if another job may be opened (under qmgr, messages waiting at destinations count beyond
+        qmail's number, up to destinations.ACTIVE_JOBS more)."""
+        extra = destinations.ACTIVE_JOBS if self.channels[REMOTE].dests is not None else 0
+        return self.jobs_used < self.numjobs + extra
 
     def log_status(self) -> None:
         """Log the `status:` line."""
@@ -126,6 +131,10 @@ class Send:
                     due = c.schedule.next_due()
                     if c.job is None and due is not None:
                         wake = min(wake, due)
+            dests = self.channels[REMOTE].dests
+            revival = dests.next_revival() if dests is not None else None
+            if revival is not None:
+                wake = min(wake, int(revival))
             for q in (self.pqfail, self.pqdone):
                 due = q.next_due()
                 if due is not None:
@@ -189,6 +198,8 @@ def serve(send: Send) -> int:
     send.log_status()
     while not send.can_exit():
         send.round(flags, wake_r)
+    for c in send.channels.values():
+        c.release_waiting()  # recipients waiting at qmgr destinations: their messages go back to the schedule
     send.inmemory.spill_at_exit()
     for c in send.channels.values():
         c.persist(log)

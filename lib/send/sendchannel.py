@@ -8,7 +8,7 @@ import os
 import time
 from collections import deque
 
-from pyqmail.lib.send import bounce, retry, sendlog, verp
+from pyqmail.lib.send import bounce, destinations, retry, sendlog, verp
 from pyqmail.lib.send.channel import CHANNELS
 from pyqmail.lib.queue.queue import SPLIT, split_name
 from pyqmail.lib.util.fdio import nul_records, write_all
@@ -18,6 +18,7 @@ from pyqmail.lib.spawn.spawnproto import BATCH_MAX, encode_batch, encode_request
 MYPY = False
 if MYPY:  # typing only: never imported at run time
     from collections.abc import Callable
+    from pyqmail.lib.send.qmgrconf import QmgrConfig
     from pyqmail.lib.send.sendstate import SendState
     from pyqmail.lib.send.timequeue import TimeQueue
 
@@ -95,7 +96,23 @@ class Channel:
         self.batch_limit = 1  # recipients per spawner request; above 1 (remote, scheduler not qmail): batches
         self.taken: set[int] = set()  # the pass's T records already started in a batch
         self.index: dict[bytes, deque[tuple[int, bytes]]] | None = None  # the pass's T records by domain
+        # the qmgr scheduler (remote, control/scheduler qmgr or oqmgr): windows per destination (None: never on)
+        self.qmgr = False  # passes put their recipients into self.dests
+        self.dests: destinations.Destinations[Job] | None = None
+        self.slot_dest: list[str | None] = [None] * concurrency  # a slot's destination under qmgr
+        self.slot_feedback: list[int] = [0] * concurrency  # its run's feedback so far
+        self.slot_reason: list[bytes] = [b""] * concurrency  # the report that gave it
         os.set_blocking(fd_out, False)
+
+    def configure_qmgr(self, config: QmgrConfig | None) -> None:
+        """Turn the qmgr windows on (a config) or off (None) for the passes to come; what waits goes on."""
+        self.qmgr = config is not None
+        if config is None:
+            return
+        if self.dests is None:
+            self.dests = destinations.Destinations(config.window, config.dead_cache_size)
+        else:
+            self.dests.configure(config.window, config.dead_cache_size)
 
     def fn(self, id: int) -> str:
         """Return the channel file's path for message id."""
@@ -125,9 +142,10 @@ class Channel:
             self.send.log(sendlog.alert("lost_spawn"))
             self.send.exitasap = True
 
-    def start_delivery(self, job: Job, mpos: int, recip: bytes) -> None:
+    def start_delivery(self, job: Job, mpos: int, recip: bytes, dest: str | None = None) -> None:
         """Hand one recipient to the spawner in a free slot (qmail's del_start)."""
         delnum = self.slots.index(None)
+        self.slot_dest[delnum], self.slot_feedback[delnum], self.slot_reason[delnum] = dest, destinations.NONE, b""
         send = self.send
         d = Delivery(job, send.next_delid(), mpos, recip)
         self.slots[delnum] = d
@@ -166,13 +184,16 @@ class Channel:
             group.append(queue.popleft())
         return group
 
-    def start_batch(self, job: Job, first: tuple[int, bytes], more: list[tuple[int, bytes]]) -> None:
+    def start_batch(self, job: Job, first: tuple[int, bytes], more: list[tuple[int, bytes]],
+                    dest: str | None = None) -> None:
         """Hand several recipients to the spawner in one free slot, as one request; log each one's start."""
         delnum = self.slots.index(None)
+        self.slot_dest[delnum], self.slot_feedback[delnum], self.slot_reason[delnum] = dest, destinations.NONE, b""
         send = self.send
         items = []
         for mpos, recip in [first] + more:
-            self.taken.add(mpos)
+            if dest is None:
+                self.taken.add(mpos)  # (a qmgr batch comes from waiting recipients, not from the pass)
             items.append(Delivery(job, send.next_delid(), mpos, recip))
         job.numtodo += len(more)
         self.slots[delnum] = Batch(items)
@@ -212,6 +233,26 @@ class Channel:
         else:
             d = entry
         job = d.job
+        self.result(d, report)
+        name = self.slot_dest[delnum]
+        if name is not None:
+            kind = destinations.classify(report)
+            if kind > self.slot_feedback[delnum] or not self.slot_reason[delnum]:
+                self.slot_feedback[delnum], self.slot_reason[delnum] = kind, report
+        if not last:
+            return  # the batch's slot is still in use: no status change
+        if name is not None:
+            self.slot_dest[delnum] = None
+            self.run_feedback(name, self.slot_feedback[delnum], self.slot_reason[delnum])
+        self.close_job(job)
+        self.slots[delnum] = None
+        self.used -= 1
+        send.log_status()
+
+    def result(self, d: Delivery, report: bytes) -> None:
+        """Log a recipient's result, note a bounce, mark a finished record done."""
+        send = self.send
+        job = d.job
         if job.dying:
             report = retry.dying_report(report)
         send.log(sendlog.delivery_result(d.delid, report))
@@ -224,12 +265,24 @@ class Channel:
         if letter in (b"K", b"D"):
             self.mark_done(job.id, d.mpos)
             job.numtodo -= 1
-        if not last:
-            return  # the batch's slot is still in use: no status change
-        self.close_job(job)
-        self.slots[delnum] = None
-        self.used -= 1
-        send.log_status()
+
+    def run_feedback(self, name: str, kind: int, report: bytes) -> None:
+        """Give a finished run's feedback to its destination; a death defers everything waiting for it."""
+        assert self.dests is not None
+        change = self.dests.feedback(name, kind, report, self.send.recent)
+        if change == destinations.DIED:
+            self.send.log(destinations.dead_line(name, report))
+            for job, mpos, recip in self.dests.drain(name):
+                self.defer_dead(job, mpos, recip, report)
+        elif change == destinations.REVIVED:
+            self.send.log(destinations.alive_line(name))
+
+    def defer_dead(self, job: Job, mpos: int, recip: bytes, reason: bytes) -> None:
+        """Defer a recipient of a dead destination at once, logged as a delivery deferred with the saved reason."""
+        d = Delivery(job, self.send.next_delid(), mpos, recip)
+        self.send.log(sendlog.starting_delivery(d.delid, job.id, self.name, recip))
+        self.result(d, b"Z" + reason[1:])
+        self.close_job(job)  # the reference the waiting recipient held
 
     def mark_done(self, id: int, pos: int) -> None:
         """Turn the record's T into D in place (no fsync: a crash means a second delivery, never a loss)."""
@@ -316,12 +369,24 @@ class Channel:
         self.close_job(job)
 
     def step(self, recent: int) -> None:
-        """One pass step (qmail's pass_dochan): open a due message, then start at most one delivery."""
+        """One pass step (qmail's pass_dochan): open a due message, then start at most one delivery; under qmgr,
+        read the message's recipients in and start what the windows allow."""
+        self.pass_step(recent)
+        self.dispatch()
+
+    def pass_step(self, recent: int) -> None:
+        """One pass step (qmail's pass_dochan), or a whole pass read in under qmgr."""
         send = self.send
         job = self.job
         if send.exitasap:
             if job is not None and not send.inmemory.owns(job.id):
                 self.end_pass(job, False)  # scheduled as at a pass's end, so that persist() writes its retry time
+            self.release_waiting()
+            return
+        if self.dests is not None:
+            for name in self.dests.revive_due(recent):
+                send.log(destinations.alive_line(name))
+        if job is None and self.qmgr and self.dests is not None and not self.dests.has_room():
             return
         if job is None:
             if not send.job_available():
@@ -329,6 +394,9 @@ class Channel:
             job = self.open_pass(recent)
             if job is None:
                 return
+        if self.qmgr:
+            self.read_in(job)
+            return
         if not self.can_deliver():
             return
         nul = self.records.find(b"\0", self.pos)
@@ -351,8 +419,66 @@ class Channel:
             send.log(sendlog.warning("unknown_chan", sendlog.split_fn(self.name, job.id)))
             self.end_pass(job, False)
 
+    def read_in(self, job: Job) -> None:
+        """Under qmgr: put the whole pass's T records to wait at their destinations (a dead one defers them at
+        once) and end the pass; each waiting recipient holds a reference on the job."""
+        assert self.dests is not None
+        dests = self.dests
+        hiteof = True
+        while True:
+            nul = self.records.find(b"\0", self.pos)
+            if nul < 0:
+                break
+            record, mpos = self.records[self.pos:nul], self.pos
+            self.pos = nul + 1
+            kind = record[:1]
+            if kind == b"T":
+                recip = record[1:]
+                job.numtodo += 1
+                job.refs += 1
+                name = destinations.destination_of(recip)
+                if dests.is_dead(name):
+                    self.defer_dead(job, mpos, recip, dests.reason(name))
+                else:
+                    dests.add(name, (job, mpos, recip))
+            elif kind != b"D":
+                self.send.log(sendlog.warning("unknown_chan", sendlog.split_fn(self.name, job.id)))
+                hiteof = False
+                break
+        self.end_pass(job, hiteof)
+
+    def dispatch(self) -> None:
+        """Under qmgr: start deliveries while a slot is free, round robin over destinations with room."""
+        dests = self.dests
+        if dests is None:
+            return
+        while self.can_deliver() and not self.send.exitasap:
+            name = dests.pick()
+            if name is None:
+                return
+            front = dests.waiting[name][0]
+            job, recip = front[0], front[2]
+            same = verp.delivery_sender(job.sender, recip) == job.sender  # a VERP sender: one request each
+            items = dests.take(name, min(self.batch_limit, BATCH_MAX), same)
+            dests.started(name)
+            if len(items) == 1:
+                self.start_delivery(job, items[0][1], recip, name)
+            else:
+                job.numtodo -= len(items) - 1  # start_batch counts the others itself
+                self.start_batch(job, (items[0][1], recip), [(mpos, r) for _, mpos, r in items[1:]], name)
+            job.refs -= len(items)  # the waiting references, now one for the run
+
+    def release_waiting(self) -> None:
+        """At exit: let go of the recipients still waiting (their messages are scheduled as after a pass)."""
+        if self.dests is None:
+            return
+        for job, _, _ in self.dests.drain_all():
+            self.close_job(job)
+
     def busy(self) -> bool:
         """True if a pass could do something right now (the loop must not sleep)."""
+        if self.dests is not None and self.dests.count and self.can_deliver() and self.dests.ready():
+            return True
         return self.job is not None and self.can_deliver()
 
     def persist(self, log: Callable[[bytes], None]) -> None:
