@@ -1,7 +1,9 @@
 """STLS in qmail-popup (docs/qmail-popup.8.md): CAPA, the plaintext-login rule, Python's poplib stls() and
 fetchmail through qmail-popup → qmail-checkpassword → qmail-pop3d under tcpserver with TCPREMOTEIP faked to a
-non-loopback address by a tcprules table, the relay's bounds, and the rule's parsers."""
+non-loopback address by a tcprules table, the relay's bounds, and the rule's parsers; fetchmail over STLS keeping
+and deleting under tcpserver and qmail-tcpserver, and getmail6 (no STLS for POP3) refused a plaintext login."""
 
+import mailbox
 import os
 import poplib
 import socket
@@ -14,6 +16,7 @@ from hypothesis import given, strategies as st
 
 from conftest import need, program, qenv, tcpserver
 from test_pop3 import MESSAGES, PASSWORD, pop  # noqa: F401  (pop is a fixture)
+from test_pop3_peers import SERVERS, account, check_server_side, client_env
 from test_qmail_tcpserver import tcprules_cdb
 from pyqmail.lib.pop3 import popup
 
@@ -31,11 +34,13 @@ def cert(pop, world_tmp):  # noqa: F811
     return pop
 
 
-def serve(procs, pop, remote=REMOTE):  # noqa: F811
-    """The POP3 chain under tcpserver on 127.0.0.1; the rules table sets TCPREMOTEIP to remote."""
+def serve(procs, pop, remote=REMOTE, server="tcpserver"):  # noqa: F811
+    """The POP3 chain on 127.0.0.1 under ucspi-tcp's tcpserver (or qmail-tcpserver); the rules table sets
+    TCPREMOTEIP to remote."""
     rules = tcprules_cdb(pop.tree, '127.0.0.1:allow,TCPREMOTEIP="%s"\n' % remote) if remote else None
     return tcpserver(procs, pop.tree, [program("qmail-popup"), "pop.example", program("qmail-checkpassword"),
-                                       program("qmail-pop3d"), "Maildir"], rules_cdb=rules)
+                                       program("qmail-pop3d"), "Maildir"], rules_cdb=rules,
+                     server=program("qmail-tcpserver") if server == "qmail-tcpserver" else "tcpserver")
 
 
 def client_context():
@@ -223,6 +228,72 @@ def test_fetchmail_uses_stls(procs, cert, world_tmp):
     data = out.read_bytes()
     assert b"first body" in data and b"no final newline" in data
     assert os.listdir(cert.maildir / "new") == [] and os.listdir(cert.maildir / "cur") == []  # fetchmail deleted them
+
+
+def fetchmail_stls(world_tmp, port, keep):
+    """fetchmail with TLS required (sslproto TLS1.2+ without ssl: STLS or nothing), -k keeps, -K deletes;
+    return (the delivered file's bytes, the verbose log)."""
+    need("fetchmail")
+    out = world_tmp / "fetched.mbox"
+    rc = world_tmp / "fetchmailrc"
+    rc.write_text('poll 127.0.0.1 with proto POP3 port %d\n'
+                  '  user "alice" there with password "%s" is "x" here\n'
+                  '  sslproto "TLS1.2+" no sslcertck mda "cat >> %s"\n' % (port, PASSWORD.decode(), out))
+    rc.chmod(0o600)
+    env = dict(client_env(world_tmp), FETCHMAILHOME=str(world_tmp))
+    argv = ["fetchmail", "-f", str(rc), "--nosyslog", "-v", "-a"] + (["-k"] if keep else ["-K"])
+    r = subprocess.run(argv, env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
+    log = (r.stdout + r.stderr).decode(errors="replace")
+    assert r.returncode == 0, log
+    return out.read_bytes(), log
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("keep", [True, False], ids=["keep", "delete"])
+def test_fetchmail_stls_retrieves(procs, cert, world_tmp, server, keep):
+    """fetchmail over STLS from a non-loopback TCPREMOTEIP (plaintext USER would be refused), keeping or
+    deleting, under both servers; the server's Maildir afterwards as test_pop3_peers checks it."""
+    port = serve(procs, cert, server=server)
+    got, log = fetchmail_stls(world_tmp, port, keep)
+    assert "> STLS" in log and "< +OK Begin TLS negotiation" in log, log
+    assert "3 messages" in log, log
+    for text in (b"Subject: one", b"\n.leading dot\n", b"Subject: two", b"no final newline"):
+        assert text in got
+    assert got.count(b"Subject: ") == 3
+    check_server_side(cert, world_tmp, keep)
+
+
+# getmail6 (6.18.11, Debian's) has no STARTTLS/STLS for POP3: its POP3 retrievers are either plain
+# (SimplePOP3Retriever, poplib.POP3 without stls()) or POP3-over-SSL on a separate port
+# (SimplePOP3SSLRetriever), and qmail-popup offers no POP3S (implicit TLS), only STLS. So getmail6 cannot
+# retrieve from a non-loopback client here; what is tested is that its plaintext login is refused and
+# nothing on the server moves (docs/qmail-popup.8.md, SEE ALSO).
+@pytest.mark.parametrize("server", SERVERS)
+def test_getmail6_without_stls_is_refused_plaintext_login(procs, cert, world_tmp, server):
+    need("getmail")
+    port = serve(procs, cert, server=server)
+    dest = world_tmp / "dest"
+    for sub in ("new", "cur", "tmp"):
+        (dest / sub).mkdir(parents=True)
+    gdir = world_tmp / "getmail"
+    gdir.mkdir()
+    rc = gdir / "getmailrc"
+    rc.write_text("[retriever]\ntype = SimplePOP3Retriever\nserver = 127.0.0.1\nport = %d\nusername = alice\n"
+                  "password = %s\ntimeout = 30\n\n[destination]\ntype = Maildir\npath = %s/\n\n"
+                  "[options]\ndelete = true\nverbose = 1\n" % (port, PASSWORD.decode(), dest))
+    os.chmod(rc, 0o600)
+    uid, gid = account()  # getmail refuses to deliver as root: as root it runs as nobody (test_pop3_peers)
+    for d in (dest, dest / "new", dest / "cur", dest / "tmp", gdir, rc):
+        os.chown(d, uid, gid)
+    as_user = {"user": uid, "group": gid, "extra_groups": []} if os.getuid() == 0 else {}
+    r = subprocess.run(["getmail", "--getmaildir", str(gdir), "--rcfile", str(rc)], env=client_env(world_tmp),
+                       capture_output=True, stdin=subprocess.DEVNULL, timeout=120, cwd=gdir, **as_user)
+    out = (r.stdout + r.stderr).decode(errors="replace")
+    assert r.returncode != 0, out
+    assert "plaintext login refused without TLS: use STLS" in out, out
+    assert list(mailbox.Maildir(str(dest), factory=None, create=False)) == []
+    assert sorted(os.listdir(cert.maildir / "new")) == sorted(cert.names)
+    assert os.listdir(cert.maildir / "cur") == []
 
 
 @given(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255))
