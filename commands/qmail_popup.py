@@ -1,5 +1,6 @@
-"""qmail-popup: the POP3 greeting and authorization, STLS when control/servercert.pem exists; hands
-USER/PASS or APOP to a checkpassword program on fd 3, relaying TLS for it after STLS (qmail-popup(8))."""
+"""qmail-popup: the POP3 greeting and authorization, STLS when control/servercert.pem exists (or TLS from the
+first byte with -s, POP3S); hands USER/PASS or APOP to a checkpassword program on fd 3, relaying TLS for it
+(qmail-popup(8))."""
 
 import os
 
@@ -7,6 +8,7 @@ from pyqmail.lib.config import control
 from pyqmail.lib.pop3.pop3io import TIMEOUT, Closed, LineReader, LineTooLong, Output, parse
 from pyqmail.lib.pop3.popup import DIE, Popup, hand_over, plaintext_allowed
 from pyqmail.lib.util.program import main
+from pyqmail.lib.util.sgetopt import BadOption, options
 from pyqmail.lib.util.timedio import linger
 
 
@@ -14,9 +16,14 @@ def body(argv):
     """Greet, read commands until a login is handed over or the client leaves; always exit 1 (qmail's)."""
     out = Output(1, size=1024)
     try:
+        try:
+            flags, argv = options(argv, "s", "qmail-popup")
+        except BadOption:
+            argv = []
         if len(argv) < 2:
             out.err(b"usage: popup hostname subprogram")
             return DIE
+        implicit = bool(flags)  # -s: POP3S, TLS before the greeting (clients without STLS, port 995)
         hostname = os.fsencode(argv[0])
         child = [os.fsencode(a) for a in argv[1:]]
         import time
@@ -29,9 +36,21 @@ def body(argv):
         plaintext = plaintext_allowed(os.environ, control.readint("pop3plaintext", 0))
         popup = Popup(hostname, os.getpid(), int(time.time()), tls_available=certfile is not None,
                       plaintext=plaintext)
-        out.reply(popup.greeting())
         reader = LineReader(0, exact=True)  # what follows PASS is the subprogram's: never read ahead
         tls = None
+        if implicit:
+            if certfile is None:
+                return DIE  # nothing can be said to a client that expects TLS at once
+            from pyqmail.lib.pop3 import tlsrelay
+            try:
+                tls = tlsrelay.wrap(tlsrelay.context(certfile), 0, TIMEOUT)
+            except (OSError, ValueError):
+                return DIE
+            popup.tls = True
+            reader = LineReader(0)
+            reader.recv = tls.recv
+            out.send = tls.sendall
+        out.reply(popup.greeting())
         while True:
             try:
                 line = reader.line()

@@ -77,8 +77,8 @@ def client_env(world_tmp):
     return {"PATH": os.environ["PATH"], "HOME": str(world_tmp), "LANG": "C.UTF-8"}
 
 
-def getmail(world_tmp, port, keep):
-    """Retrieve every message with getmail6 into world_tmp/dest (a Maildir); return the Maildir."""
+def getmail(world_tmp, port, keep, ssl=False, password=PASSWORD):
+    """Retrieve every message with getmail6 into world_tmp/dest (a Maildir); return the Maildir (ssl: POP3S)."""
     need("getmail")
     dest = world_tmp / "dest"
     for sub in ("new", "cur", "tmp"):
@@ -86,10 +86,11 @@ def getmail(world_tmp, port, keep):
     gdir = world_tmp / "getmail"
     gdir.mkdir(exist_ok=True)
     rc = gdir / "getmailrc"
-    rc.write_text("[retriever]\ntype = SimplePOP3Retriever\nserver = 127.0.0.1\nport = %d\nusername = alice\n"
+    rc.write_text("[retriever]\ntype = %s\nserver = 127.0.0.1\nport = %d\nusername = alice\n"
                   "password = %s\ntimeout = 30\n\n[destination]\ntype = Maildir\npath = %s/\n\n"
                   "[options]\nread_all = false\ndelete = %s\nverbose = 1\n"
-                  % (port, PASSWORD, dest, "false" if keep else "true"))
+                  % ("SimplePOP3SSLRetriever" if ssl else "SimplePOP3Retriever", port, password, dest,
+                     "false" if keep else "true"))
     os.chmod(rc, 0o600)
     # getmail refuses to deliver as root: as root it runs as the POP account (nobody), as a mail user would
     uid, gid = account()

@@ -336,3 +336,43 @@ def test_popup_state_machine(verb, arg, cert_present, plaintext):
     if verb == b"capa":
         assert (b"\r\nSTLS\r\n" in reply) == cert_present and (b"\r\nUSER\r\n" in reply) == plaintext
         assert reply.endswith(b"\r\n.\r\n")
+
+
+def serve_pop3s(procs, pop, server):
+    """qmail-popup -s (TLS from the first byte) under the given server, TCPREMOTEIP not loopback."""
+    cdb = tcprules_cdb(pop.tree, '127.0.0.1:allow,TCPREMOTEIP="%s"\n' % REMOTE)
+    return tcpserver(procs, pop.tree, [program("qmail-popup"), "-s", "pop.example", program("qmail-checkpassword"),
+                                       program("qmail-pop3d"), "Maildir"], rules_cdb=cdb,
+                     server=program("qmail-tcpserver") if server == "qmail-tcpserver" else "tcpserver")
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_pop3s_poplib(procs, cert, server):
+    """-s: the handshake first, then qmail's greeting and a whole session over TLS, with no plaintext at all."""
+    port = serve_pop3s(procs, cert, server)
+    c = poplib.POP3_SSL("127.0.0.1", port, context=client_context(), timeout=30)
+    assert c.getwelcome().startswith(b"+OK <")
+    assert "STLS" not in capa(c) and "USER" in capa(c)
+    c.user("alice")
+    c.pass_(PASSWORD.decode())
+    assert c.stat()[0] == len(MESSAGES)
+    c.quit()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # a plaintext client learns nothing
+        s.sendall(b"USER alice\r\n")
+        try:
+            answer = s.recv(100)
+        except ConnectionResetError:  # the failed handshake ends the session
+            answer = b""
+        assert not answer.startswith(b"+OK")
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("keep", [True, False], ids=["keep", "delete"])
+def test_getmail6_over_pop3s(procs, cert, world_tmp, server, keep):
+    """getmail6, which has no STLS, retrieves over POP3S (qmail-popup -s), keeping or deleting."""
+    need("getmail")
+    from test_pop3_peers import getmail
+    port = serve_pop3s(procs, cert, server)
+    dest = getmail(world_tmp, port, keep, ssl=True, password=PASSWORD.decode())
+    assert len(list(mailbox.Maildir(str(dest), factory=None, create=False))) == len(MESSAGES)
+    check_server_side(cert, world_tmp, keep)
