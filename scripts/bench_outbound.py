@@ -25,7 +25,6 @@ exactly once, and no bounce (the senders' domain has a sink of its own), is chec
 import argparse
 import math
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -40,7 +39,7 @@ from pathlib import Path
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
 import smtpsim  # noqa: E402
-from bench_postfix import SERVICES, QMGR, Postfix  # noqa: E402
+from bench_postfix import Postfix  # noqa: E402
 from conftest import Processes, note_freed, queue_message  # noqa: E402
 from mailsystem import MailSystem, make_system_tree  # noqa: E402
 
@@ -122,38 +121,21 @@ class PostfixOut(Postfix):
     """A private Postfix (bench_postfix.py): qmqpd in, smtp(8) out through a transport map to the sinks."""
 
     name = "postfix"
+    extra_services = ["smtp unix - - n - - smtp"]
 
     def setup(self, sim):
-        self.conf.mkdir(parents=True)
-        self.queue.mkdir(mode=0o755)
-        data = self.dir / "data"
-        data.mkdir(mode=0o700)
-        owner = pwd.getpwnam("postfix")
-        os.chown(data, owner.pw_uid, owner.pw_gid)
+        """main.cf: the shared settings, smtp(8) to the sinks through a transport map, no DNS, no TLS."""
+        self.settings = self.base_settings(ME)
         transport = self.conf / "transport"
         transport.write_text("".join("%s smtp:[%s]:%d\n" % (d, s.host, s.port) for d, s in sim.sinks.items()))
-        self.settings = {
-            "compatibility_level": "3.6",
-            "queue_directory": self.queue, "data_directory": data,
-            "maillog_file": self.maillog, "maillog_file_prefixes": self.dir,
-            "myhostname": "postfix." + ME, "mydomain": ME, "mydestination": "localhost",
-            "inet_interfaces": "127.0.0.1", "inet_protocols": "ipv4",
-            "alias_maps": "", "alias_database": "", "biff": "no",
-            "qmqpd_authorized_clients": "127.0.0.1", "qmqpd_error_delay": "0s",
+        self.settings.update({
             "relayhost": "", "transport_maps": "texthash:%s" % transport,
             "smtp_dns_support_level": "disabled", "smtp_host_lookup": "native",
             "smtp_connect_timeout": "%ds" % TIMEOUT_CONNECT, "smtp_helo_timeout": "%ds" % TIMEOUT_REMOTE,
             "default_destination_concurrency_limit": DESTINATION_LIMIT,
             "default_process_limit": CONCURRENCY_REMOTE,
             "smtp_tls_security_level": "none",
-        }
-
-    def write_config(self, delivering):
-        settings = dict(self.settings, **({} if delivering else {"in_flow_delay": "0s"}))
-        (self.conf / "main.cf").write_text("".join("%s = %s\n" % kv for kv in settings.items()))
-        lines = ["127.0.0.1:%d inet n - n - - qmqpd" % self.port, "smtp unix - - n - - smtp"]
-        lines += [" ".join(s) for s in SERVICES + ([QMGR] if delivering else [])]
-        (self.conf / "master.cf").write_text("\n".join(lines) + "\n")
+        })
 
     def inject(self, n, recipients):
         if self.master is None:

@@ -57,6 +57,7 @@ class Postfix:
     """A private Postfix instance: qmqpd on a free loopback port, virtual(8) Maildir delivery."""
 
     name = "postfix"
+    extra_services: list = []  # master.cf lines beyond qmqpd and the standard services
     log_name = "maillog"
 
     def __init__(self, work, procs):
@@ -75,28 +76,34 @@ class Postfix:
             raise RuntimeError("postfix %s failed (%d): %s%s\nmaillog ends:\n%s" % (
                 " ".join(command), r.returncode, r.stdout, r.stderr, self.log_tail()))
 
-    def setup(self):
-        """Write main.cf and master.cf and make the recipient's Maildir (owned by nobody, as pyqmail's)."""
+    def base_settings(self, domain):
+        """Make the instance's directories; return the main.cf settings every private instance shares."""
         self.conf.mkdir(parents=True)
         self.queue.mkdir(mode=0o755)  # postfix start makes the queue's subdirectories
         data = self.dir / "data"
         data.mkdir(mode=0o700)
         owner = pwd.getpwnam("postfix")
         os.chown(data, owner.pw_uid, owner.pw_gid)
-        self.home = make_home(self.work)
-        pw = delivery_account()
-        settings = {
+        return {
             "compatibility_level": "3.6",
             "queue_directory": self.queue, "data_directory": data,
             "maillog_file": self.maillog, "maillog_file_prefixes": self.dir,
-            "myhostname": "postfix." + DOMAIN, "mydomain": DOMAIN, "mydestination": "localhost",
+            "myhostname": "postfix." + domain, "mydomain": domain, "mydestination": "localhost",
             "inet_interfaces": "127.0.0.1", "inet_protocols": "ipv4",
             "alias_maps": "", "alias_database": "", "biff": "no",
             "qmqpd_authorized_clients": "127.0.0.1", "qmqpd_error_delay": "0s",
+        }
+
+    def setup(self):
+        """Write main.cf and master.cf and make the recipient's Maildir (owned by nobody, as pyqmail's)."""
+        settings = self.base_settings(DOMAIN)
+        self.home = make_home(self.work)
+        pw = delivery_account()
+        settings.update({
             "virtual_mailbox_domains": DOMAIN, "virtual_mailbox_base": self.home,
             "virtual_mailbox_maps": "inline:{ %s=Maildir/ }" % RECIPIENT,
             "virtual_uid_maps": "static:%d" % pw.pw_uid, "virtual_gid_maps": "static:%d" % pw.pw_gid,
-        }
+        })
         self.settings = settings
 
     def write_config(self, delivering):
@@ -105,7 +112,7 @@ class Postfix:
         delivering, exactly the settings above and every service, Postfix's defaults for the rest."""
         settings = dict(self.settings, **({} if delivering else {"in_flow_delay": "0s"}))
         (self.conf / "main.cf").write_text("".join("%s = %s\n" % kv for kv in settings.items()))
-        lines = ["127.0.0.1:%d inet n - n - - qmqpd" % self.port]
+        lines = ["127.0.0.1:%d inet n - n - - qmqpd" % self.port] + self.extra_services
         lines += [" ".join(s) for s in SERVICES + ([QMGR] if delivering else [])]
         (self.conf / "master.cf").write_text("\n".join(lines) + "\n")
 
