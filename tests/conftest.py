@@ -182,3 +182,38 @@ def note_freed():
 def pytest_sessionfinish(session, exitstatus):
     """The suite removed its trees: note it, as the benchmarks do."""
     note_freed()
+
+
+def read_screen(fd, want, timeout=20):
+    """Read a pseudo-terminal until want (bytes, or a list of bytes that must all show) showed, or the deadline."""
+    import select
+    wants = [want] if isinstance(want, bytes) else list(want)
+    got = b""
+    deadline = time.time() + timeout
+    while not all(w in got for w in wants) and time.time() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                got += os.read(fd, 65536)
+            except OSError:
+                break
+    return got
+
+
+def mutt_screen(folder, home, want, settings):
+    """Open folder read-only in the real mutt (settings: its -e commands) on a pseudo-terminal; return the
+    screen once want shows (see read_screen)."""
+    import pty
+    need("mutt")
+    (home / "Mail").mkdir(exist_ok=True)  # mutt asks to create its folder otherwise
+    master, slave = pty.openpty()
+    p = subprocess.Popen(["mutt", "-n", "-F", "/dev/null", "-R", "-f", str(folder), "-e", settings],
+                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                         env={"PATH": os.environ["PATH"], "HOME": str(home), "TERM": "vt100"})
+    os.close(slave)
+    try:
+        return read_screen(master, want)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+        os.close(master)

@@ -3,14 +3,13 @@
 import mailbox
 import os
 import pty
-import select
 import subprocess
 import time
 
 import pytest
 from hypothesis import given, strategies as st
 
-from conftest import need, program
+from conftest import mutt_screen, need, program, read_screen
 from pyqmail.lib.local import maildirscan
 from pyqmail.lib.local.delivery_env import myctime
 
@@ -123,25 +122,9 @@ def test_maildir2mbox_result_is_read_by_mutt_and_pythons_mailbox(tmp_path):
     assert msgs[0].get_from() == "s0@x.example " + myctime(OLD).decode().strip()
     assert msgs[1].get_payload() == ">From the start\nline\n"
     need("mutt")
-    screen = mutt_index(tmp_path / "mbox", tmp_path, b"COUNT 3")
+    screen = mutt_screen(tmp_path / "mbox", tmp_path, b"COUNT 3",
+                         'set index_format="IDX %s" status_format="COUNT %m" mbox_type=mbox')
     assert b"COUNT 3" in screen and all(b"IDX n%d" % i in screen for i in range(3))
-
-
-def mutt_index(mbox, home, want):
-    """Open mbox read-only in the real mutt on a pseudo-terminal; return the screen once want shows."""
-    (home / "Mail").mkdir(exist_ok=True)  # mutt asks to create its folder otherwise
-    master, slave = pty.openpty()
-    p = subprocess.Popen(["mutt", "-n", "-F", "/dev/null", "-R", "-f", str(mbox), "-e",
-                          'set index_format="IDX %s" status_format="COUNT %m" mbox_type=mbox'],
-                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                         env={"PATH": os.environ["PATH"], "HOME": str(home), "TERM": "vt100"})
-    os.close(slave)
-    try:
-        return read_screen(master, want)
-    finally:
-        os.killpg(p.pid, 9)
-        p.wait(10)
-        os.close(master)
 
 
 def test_maildir2mbox_waits_for_the_mbox_lock(tmp_path, procs):
@@ -213,19 +196,6 @@ def test_summary_stays_bounded_and_printable(pieces):
 
 
 # ---------------------------------------------------------------- maildirwatch
-
-def read_screen(fd, want, timeout=20):
-    got = b""
-    deadline = time.time() + timeout
-    while want not in got and time.time() < deadline:
-        r, _, _ = select.select([fd], [], [], 0.2)
-        if r:
-            try:
-                got += os.read(fd, 65536)
-            except OSError:
-                break
-    return got
-
 
 def test_maildirwatch_shows_new_messages_on_a_terminal(tmp_path, procs):
     md = maildir(tmp_path / "M")

@@ -4,64 +4,19 @@ server left (kept messages in cur/ with `:2,`, deleted ones gone); wrong passwor
 
 import mailbox
 import os
-import pty
-import pwd
-import select
 import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import need, program, tcpserver
+import test_pop3
+from conftest import mutt_screen, need, program, tcpserver
+from test_pop3 import MESSAGES, account, pop  # noqa: F401  (pop is a fixture)
 from pyqmail.lib.pop3 import checkpw
 
-PASSWORD = "Peer pass 7"
-MESSAGES = [
-    b"From: a@example\nSubject: one\n\nfirst body\n.leading dot\nlast\n",
-    b"Subject: two\n\n" + b"line\n" * 10,
-    b"Subject: three\n\nno final newline",
-]
+PASSWORD = test_pop3.PASSWORD.decode()  # the clients take it as text
 SERVERS = ["tcpserver", "qmail-tcpserver"]
-
-
-def account():
-    """(uid, gid) the POP user runs as: nobody when root (qmail-pop3d refuses root), else ourselves."""
-    if os.getuid() == 0:
-        pw = pwd.getpwnam("nobody")
-        return pw.pw_uid, pw.pw_gid
-    return os.getuid(), os.getgid()
-
-
-class Pop:
-    """The POP account: tree, home, maildir, the message file names."""
-
-
-@pytest.fixture
-def pop(tree, world_tmp):
-    """User `alice` in users/pop3passwords with three messages in ~/Maildir/new."""
-    uid, gid = account()
-    home = world_tmp / "alice"
-    for sub in ("new", "cur", "tmp"):
-        (home / "Maildir" / sub).mkdir(parents=True)
-    past = time.time() - 100
-    names = []
-    for i, text in enumerate(MESSAGES):
-        name = "%d.M%dP1.host" % (2000 + i, i)
-        path = home / "Maildir" / "new" / name
-        path.write_bytes(text)
-        os.utime(path, (past + i, past + i))
-        names.append(name)
-    pwfile = tree / checkpw.PASSWORD_FILE
-    pwfile.write_bytes(b"alice:" + checkpw.make_hash(PASSWORD.encode())
-                       + b":%d:%d:%s\n" % (uid, gid, str(home).encode()))
-    os.chmod(pwfile, 0o600)
-    for dirpath, _dirs, files in os.walk(home):
-        for n in [dirpath] + [os.path.join(dirpath, f) for f in files]:
-            os.chown(n, uid, gid)
-    p = Pop()
-    p.tree, p.home, p.maildir, p.names = tree, home, home / "Maildir", names
-    return p
 
 
 def serve(procs, pop, server):
@@ -118,38 +73,6 @@ def fetchmail(world_tmp, port, keep):
     return out
 
 
-def read_screen(fd, want, timeout=20):
-    """Read a pseudo-terminal until every byte string in want showed, or the deadline."""
-    got = b""
-    deadline = time.time() + timeout
-    while not all(w in got for w in want) and time.time() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                got += os.read(fd, 65536)
-            except OSError:
-                break
-    return got
-
-
-def mutt_screen(maildir, home, want):
-    """Open maildir read-only in the real mutt on a pseudo-terminal; return its screen once want shows."""
-    need("mutt")
-    (home / "Mail").mkdir(exist_ok=True)  # mutt asks to create its folder otherwise
-    master, slave = pty.openpty()
-    p = subprocess.Popen(["mutt", "-n", "-F", "/dev/null", "-R", "-f", str(maildir), "-e",
-                          'set mark_old=yes index_format="IDX %Z [%s]" status_format="COUNT %m NEW %n OLD %o"'],
-                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                         env={"PATH": os.environ["PATH"], "HOME": str(home), "TERM": "vt100"})
-    os.close(slave)
-    try:
-        return read_screen(master, want)
-    finally:
-        os.killpg(p.pid, 9)
-        p.wait(10)
-        os.close(master)
-
-
 def check_server_side(pop, world_tmp, keep):
     """What the POP server left: kept → every message in cur/ as name:2, (mutt: old, unread); else none."""
     new = sorted(os.listdir(pop.maildir / "new"))
@@ -166,7 +89,8 @@ def check_server_side(pop, world_tmp, keep):
     else:
         assert cur == []
         want = [b"COUNT 0"]
-    screen = mutt_screen(pop.maildir, world_tmp, want)
+    screen = mutt_screen(pop.maildir, world_tmp, want,
+                         'set mark_old=yes index_format="IDX %Z [%s]" status_format="COUNT %m NEW %n OLD %o"')
     assert all(w in screen for w in want), screen.decode("latin-1")
     assert b"IDX N" not in screen  # %Z: N new, O old (seen by a reader, not read), padded to 4 columns
 
