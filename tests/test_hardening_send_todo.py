@@ -144,7 +144,9 @@ def plant(qdir, how):
         name.unlink()
         os.mkfifo(name)
     elif how == "no mess":
-        (qdir / "mess" / str(n % 23) / str(n)).unlink()
+        # moved out of the queue, not unlinked: while its inode is in use no new message can be given
+        # number n, whose files would collide with todo/n (qmail-queue's exit 65, as qmail's)
+        os.rename(qdir / "mess" / str(n % 23) / str(n), qdir.parent / ("mess-%d-kept-aside" % n))
     else:
         name.unlink()
         name.write_bytes(how)

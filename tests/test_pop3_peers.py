@@ -170,12 +170,12 @@ def test_qmail_popup_runs_pre_loaded_under_qmail_tcpserver(procs, pop):
     log = next(pop.tree.glob("tcpserver-%d.log" % port))
     client = poplib.POP3("127.0.0.1", port, timeout=30)
     deadline = time.monotonic() + 20
-    port_probe = 1  # conftest's wait_port made the first connection; ours is the second
-    while len(re.findall(r"tcpserver: ok (\d+) ", log.read_text())) <= port_probe:
+    ours = r"tcpserver: ok (\d+) \S+ :127\.0\.0\.1::%d\n" % client.sock.getsockname()[1]  # not the port probe's
+    while not re.search(ours, log.read_text()):
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.02)
     assert "running %s in forked children" % program("qmail-popup") in log.read_text()
-    pid = int(re.findall(r"tcpserver: ok (\d+) ", log.read_text())[-1])
+    pid = int(re.search(ours, log.read_text()).group(1))
     try:
         cmdline = open("/proc/%d/cmdline" % pid, "rb").read().split(b"\0")
     except FileNotFoundError:
