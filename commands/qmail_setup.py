@@ -2,6 +2,8 @@
 
 Usage:
   qmail-setup [--single-user] [--user=ACCOUNT] [--me=HOST] [--mini=HUB]... DIR
+  qmail-setup --services=KIND [--links] [--force] [--destdir=PREFIX] DIR
+  qmail-setup --links [--force] [--destdir=PREFIX] DIR
   qmail-setup (-h | --help)
 
 Options:
@@ -10,17 +12,24 @@ Options:
   --me=HOST         This host's name for control/me (default: the kernel's host name, no DNS).
   --mini=HUB        Make a mini-qmail tree whose qmail-queue is qmail-qmqpc sending to HUB
                     (an address, optionally :PORT or [v6]:PORT); repeat for failover order.
+  --services=KIND   Install the service definitions for the existing tree DIR: runit, daemontools,
+                    systemd or xinetd. An existing file is never overwritten (reported, exit 100).
+  --links           Link /usr/sbin/sendmail, /usr/lib/sendmail, /usr/bin/mailq and /usr/bin/newaliases
+                    to DIR/bin/sendmail; another program's file there is refused (exit 100).
+  --force           With --links: replace another program's file, keeping it as NAME.before-pyqmail.
+  --destdir=PREFIX  Install the service definitions and links under PREFIX instead of / .
 """
 
+import grp
 import os
 import pwd
 import socket
 import sys
 from pathlib import Path
 
-from pyqmail.lib.util.exits import PERM_FAILURE, Exit
+from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main, warn
-from pyqmail.lib.config import tree
+from pyqmail.lib.config import services, tree
 from pyqmail.lib.util import launcher
 
 PROGRAMS = (
@@ -105,11 +114,90 @@ def resolve_owners(single_user, account):
     return None
 
 
+def tree_accounts(root):
+    """Return the services' accounts for an existing tree: qmail's when queue/ belongs to qmailq, else the
+    owner of queue/ (a single-user tree) for everything."""
+    st = os.stat(root / "queue")
+    try:
+        if pwd.getpwnam("qmailq").pw_uid == st.st_uid and st.st_uid != os.stat(root).st_uid:
+            return services.Accounts("qmaild", grp.getgrgid(pwd.getpwnam("qmaild").pw_gid).gr_name,
+                                     "qmaill", grp.getgrgid(pwd.getpwnam("qmaill").pw_gid).gr_name)
+    except KeyError:
+        pass
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+        group = grp.getgrgid(pwd.getpwuid(st.st_uid).pw_gid).gr_name
+    except KeyError:
+        raise Exit(TEMP_FAILURE, "the owner of %s/queue has no account or group name" % root)
+    return services.Accounts(user, group, user, group)
+
+
+def install_services(root, kind, prefix):
+    """Install kind's service definitions for the tree; return the number of files kept as they were."""
+    if kind not in services.KINDS:
+        raise Exit(PERM_FAILURE, "unknown service kind %s (runit, daemontools, systemd or xinetd)" % kind)
+    if not (root / "queue").is_dir() or not (root / "bin" / "qmail-start").exists():
+        raise Exit(TEMP_FAILURE, "%s is not a full qmail tree: run qmail-setup %s first" % (root, root))
+    me = (root / "control" / "me").read_text().split("\n")[0].strip()
+    accounts = tree_accounts(root)
+    for value in (str(root), me) + tuple(accounts):
+        if not services.safe(value):
+            raise Exit(PERM_FAILURE, "cannot write %r into a service definition: use letters, digits, "
+                                     "and / . _ + -" % value)
+    import importlib  # pyqmail.services holds data files only
+    templates = Path(importlib.import_module("pyqmail.services").__path__[0])
+    values = services.values_for(root, me, accounts, kind)
+    kept = 0
+    for item in services.plan(kind, templates, root, prefix, values):
+        result = services.install(item)
+        if result == "kept":
+            kept += 1
+            warn("qmail-setup", "kept %s: it exists and differs from pyqmail's (not overwritten)" % item.path)
+        elif result == "created":
+            print("qmail-setup: installed %s" % item.path)
+    if kind in ("runit", "daemontools"):
+        pw = pwd.getpwnam(accounts.log_user)
+        log_ids = (pw.pw_uid, pw.pw_gid)
+        for name in services.SERVICES:
+            tree.directory(root / "log" / name, log_ids, 0o755)
+    return kept
+
+
+def install_links(root, prefix, force):
+    """Link sendmail, mailq and newaliases to the tree's bin/sendmail; return the number refused."""
+    target = str(root / "bin" / "sendmail")
+    if not os.path.exists(target):
+        raise Exit(TEMP_FAILURE, "%s does not exist: run qmail-setup %s first" % (target, root))
+    refused = 0
+    for name in services.LINKS:
+        path = prefix / name
+        result = services.link(path, target, force)
+        if result == "refused":
+            refused += 1
+            warn("qmail-setup", "refused to replace %s: it is not a link to %s (--force replaces it, keeping "
+                                "it as %s%s)" % (path, target, path.name, services.SAVED))
+        elif result != "unchanged":
+            print("qmail-setup: %s %s -> %s" % ("linked" if result == "created" else
+                                                 "replaced (old one kept as %s%s)" % (path.name, services.SAVED)
+                                                 if result == "replaced" else result, path, target))
+    if str(root) != "/var/qmail":
+        warn("qmail-setup", "note: programs find the tree through QMAILHOME (default /var/qmail): "
+                            "set QMAILHOME=%s for the sendmail links' callers" % root)
+    return refused
+
+
 def body(argv):
-    """Create the tree, its users when root, control files, queue and bin links."""
+    """Create the tree, its users when root, control files, queue and bin links; or install its service
+    definitions and the sendmail links."""
     from docopt import docopt
     args = docopt(__doc__, argv=argv)
     root = Path(os.path.abspath(args["DIR"]))
+    if args["--services"] or args["--links"]:
+        prefix = Path(os.path.abspath(args["--destdir"] or "/"))
+        problems = install_services(root, args["--services"], prefix) if args["--services"] else 0
+        if args["--links"]:
+            problems += install_links(root, prefix, args["--force"])
+        return PERM_FAILURE if problems else 0
     me = args["--me"] or socket.gethostname()
     mini = args["--mini"]
     owners = resolve_owners(args["--single-user"], args["--user"])
