@@ -149,7 +149,10 @@ def install_services(root, kind, prefix):
     values = services.values_for(root, me, accounts, kind)
     kept = 0
     for item in services.plan(kind, templates, root, prefix, values):
-        result = services.install(item)
+        try:
+            result = services.install(item)
+        except OSError as e:
+            raise Exit(TEMP_FAILURE, "unable to install %s: %s" % (item.path, e.strerror))
         if result == "kept":
             kept += 1
             warn("qmail-setup", "kept %s: it exists and differs from pyqmail's (not overwritten)" % item.path)
@@ -171,15 +174,20 @@ def install_links(root, prefix, force):
     refused = 0
     for name in services.LINKS:
         path = prefix / name
-        result = services.link(path, target, force)
+        try:
+            result = services.link(path, target, force)
+        except OSError as e:
+            raise Exit(TEMP_FAILURE, "unable to link %s: %s" % (path, e.strerror))
         if result == "refused":
             refused += 1
             warn("qmail-setup", "refused to replace %s: it is not a link to %s (--force replaces it, keeping "
                                 "it as %s%s)" % (path, target, path.name, services.SAVED))
-        elif result != "unchanged":
-            print("qmail-setup: %s %s -> %s" % ("linked" if result == "created" else
-                                                 "replaced (old one kept as %s%s)" % (path.name, services.SAVED)
-                                                 if result == "replaced" else result, path, target))
+        elif result == "created":
+            print("qmail-setup: linked %s -> %s" % (path, target))
+        elif result == "saved":
+            print("qmail-setup: replaced (old one kept as %s%s) %s -> %s" % (path.name, services.SAVED, path, target))
+        elif result == "replaced":
+            print("qmail-setup: replaced %s -> %s (%s%s was taken)" % (path, target, path.name, services.SAVED))
     if str(root) != "/var/qmail":
         warn("qmail-setup", "note: programs find the tree through QMAILHOME (default /var/qmail): "
                             "set QMAILHOME=%s for the sendmail links' callers" % root)

@@ -47,6 +47,14 @@ def test_another_mtas_file_is_refused_then_replaced_with_force(tree, world_tmp):
         assert os.readlink(prefix / name) == str(tree / "bin" / "sendmail")
     assert (prefix / "usr" / "sbin" / "sendmail.before-pyqmail").read_text() == "#!/bin/sh\n# postfix's sendmail\n"
     assert os.readlink(prefix / "usr" / "bin" / "mailq.before-pyqmail") == "../sbin/sendmail"
+    # another MTA again: the first saved copy is not overwritten
+    (prefix / "usr" / "sbin" / "sendmail").unlink()
+    (prefix / "usr" / "sbin" / "sendmail").write_text("exim\n")
+    assert links(tree, prefix).returncode == 100
+    r = links(tree, prefix, "--force")
+    assert r.returncode == 0 and "(sendmail.before-pyqmail was taken)" in r.stdout
+    assert (prefix / "usr" / "sbin" / "sendmail.before-pyqmail").read_text() == "#!/bin/sh\n# postfix's sendmail\n"
+    assert os.readlink(prefix / "usr" / "sbin" / "sendmail") == str(tree / "bin" / "sendmail")
 
 
 def test_sendmail_mailq_newaliases_through_the_links(tree, world_tmp):

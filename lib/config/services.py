@@ -123,8 +123,8 @@ def same_file(path: Path, data: bytes) -> bool:
 
 def link(path: Path, target: str, force: bool) -> str:
     """Make path a symbolic link to target: return "created", "unchanged" (it already is), "refused" (another
-    file is there and force is off) or "replaced" (force: the other file was moved to path + SAVED, unless
-    that name is taken, then it is replaced)."""
+    file is there and force is off), "saved" (force: the other file is now path + SAVED) or "replaced" (force,
+    but path + SAVED was taken: the other file is gone)."""
     make_parents(path)
     if os.path.islink(path) and os.readlink(path) == target:
         return "unchanged"
@@ -137,11 +137,13 @@ def link(path: Path, target: str, force: bool) -> str:
     if not force:
         return "refused"
     saved = path.with_name(path.name + SAVED)
+    result = "replaced"
     if not os.path.lexists(saved):
         os.link(path, saved, follow_symlinks=False)  # the old one stays reachable under its new name
+        result = "saved"
     temporary = path.with_name("." + path.name + ".qmail-setup")
     if os.path.lexists(temporary):
         os.unlink(temporary)
     os.symlink(target, temporary)
     os.rename(temporary, path)  # atomic: the name never goes missing
-    return "replaced"
+    return result
