@@ -32,6 +32,13 @@ def root_tree(base):
     return tree
 
 
+def listen_on(run, port):
+    """Point a server's run script at 127.0.0.1:port (the admin's edit the script invites)."""
+    text = run.read_text()
+    assert "\nIP=0\n" in text and re.search(r"\nPORT=\d+\n", text)
+    run.write_text(re.sub(r"\nPORT=\d+\n", "\nPORT=%d\n" % port, text.replace("\nIP=0\n", "\nIP=127.0.0.1\n")))
+
+
 def setup_services(tree, kind, prefix):
     """Run qmail-setup --services=kind for tree under prefix; return the finished process."""
     return subprocess.run([program("qmail-setup"), "--services=" + kind, "--destdir", str(prefix), str(tree)],

@@ -4,7 +4,6 @@ stops runsvdir and every process it started."""
 
 import os
 import pwd
-import re
 import signal
 import subprocess
 import time
@@ -12,17 +11,10 @@ import time
 import pytest
 
 from conftest import free_port, need, wait_port
-from servicetree import (SERVERS, alive_pid, delivered, greeting, need_root, root_tree, send_qmqp, send_smtp,
-                         session_pids, setup_services, uid_of, wait_gone)
+from servicetree import (SERVERS, alive_pid, delivered, greeting, listen_on, need_root, root_tree, send_qmqp,
+                         send_smtp, session_pids, setup_services, uid_of, wait_gone)
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
-
-
-def listen_on(run, port):
-    """Point a server's run script at 127.0.0.1:port (the admin's edit the script invites)."""
-    text = run.read_text()
-    assert "\nIP=0\n" in text and re.search(r"\nPORT=\d+\n", text)
-    run.write_text(re.sub(r"\nPORT=\d+\n", "\nPORT=%d\n" % port, text.replace("\nIP=0\n", "\nIP=127.0.0.1\n")))
 
 
 def service_pid(service, old=None, timeout=60):
