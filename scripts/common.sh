@@ -3,7 +3,7 @@
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${PYQMAIL_VENV:-$top/.venv}
-APT_PACKAGES="python3 python3-venv ucspi-tcp postfix tinycdb daemontools swaks mutt dnsmasq-base openssl xinetd fetchmail getmail6"
+APT_PACKAGES="python3 python3-venv ucspi-tcp postfix tinycdb daemontools swaks mutt dnsmasq-base openssl xinetd fetchmail getmail6 runit"
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo -n "$@"; else return 1; fi
