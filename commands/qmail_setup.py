@@ -156,13 +156,18 @@ def install_services(root, kind, prefix):
         if result == "kept":
             kept += 1
             warn("qmail-setup", "kept %s: it exists and differs from pyqmail's (not overwritten)" % item.path)
+        elif result == "symlink":
+            kept += 1
+            warn("qmail-setup", "skipped %s: a directory on its way is a symbolic link (not followed)" % item.path)
         elif result == "created":
             print("qmail-setup: installed %s" % item.path)
     if kind in ("runit", "daemontools"):
         pw = pwd.getpwnam(accounts.log_user)
         log_ids = (pw.pw_uid, pw.pw_gid)
         for name in services.SERVICES:
-            tree.directory(root / "log" / name, log_ids, 0o755)
+            if not services.log_directory(root / "log", name, log_ids):
+                kept += 1
+                warn("qmail-setup", "skipped %s: a symbolic link (not followed)" % (root / "log" / name))
     return kept
 
 

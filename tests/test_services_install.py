@@ -80,3 +80,21 @@ def test_safe_values_are_plain_words(value):
     if services.safe(value):
         assert value.strip() == value and not value.startswith("-")
         assert not set(value) & set(" \t\n'\"`$\\;&|<>()*?[]#~=%{}!,:")
+
+
+def test_planted_directory_links_are_not_followed(tree, world_tmp):
+    """A tree's owner may plant links in supervise/ or log/: root's qmail-setup writes nothing through them."""
+    elsewhere = world_tmp / "elsewhere"
+    elsewhere.mkdir()
+    (tree / "supervise").symlink_to(elsewhere)
+    (tree / "log" / "qmail-smtpd").symlink_to(elsewhere)
+    r = setup_services(tree, "daemontools", "/")  # the tree's own supervise/, as on a real host
+    assert r.returncode == 100
+    assert "skipped %s/supervise/qmail-send/run: a directory on its way is a symbolic link" % tree in r.stderr
+    assert "skipped %s: a symbolic link" % (tree / "log" / "qmail-smtpd") in r.stderr
+    assert list(elsewhere.iterdir()) == [] and os.stat(elsewhere).st_mode & 0o777 == 0o755
+    os.chmod(elsewhere, 0o700)
+    (tree / "supervise").unlink()
+    r = setup_services(tree, "daemontools", "/")
+    assert r.returncode == 100 and r.stderr.count("skipped") == 1  # only the log link is left
+    assert os.stat(elsewhere).st_mode & 0o777 == 0o700 and (tree / "supervise" / "qmail-smtpd" / "log" / "run").is_file()

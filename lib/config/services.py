@@ -24,11 +24,12 @@ class Accounts(NamedTuple):
 
 
 class Item(NamedTuple):
-    """One file to install: where, what, its mode."""
+    """One file to install: where, what, its mode; below base no symbolic link is followed."""
 
     path: Path
     text: str
     mode: int
+    base: Path
 
 
 def safe(value: str) -> bool:
@@ -59,32 +60,53 @@ def service_base(kind: str, root: Path, prefix: Path) -> Path:
     return prefix / where
 
 
+def trusted_base(kind: str, root: Path, prefix: Path) -> Path:
+    """Return the directory below which nothing may be a symbolic link: the tree itself for daemontools (its
+    supervise/ may be the tree owner's), else the definitions' directory (root's own)."""
+    return prefix / str(root).lstrip("/") if kind == "daemontools" else service_base(kind, root, prefix)
+
+
 def plan(kind: str, templates: Path, root: Path, prefix: Path, values: dict[str, str]) -> list[Item]:
     """Return every file a kind's definitions consist of, with the tree's values substituted."""
     base = service_base(kind, root, prefix)
+    top = trusted_base(kind, root, prefix)
     items = []
     if kind in ("runit", "daemontools"):
         log = (templates / "run" / "log").read_text()
         for name in SERVICES:
             one = dict(values, SERVICE=name)
-            items.append(Item(base / name / "run", substitute((templates / "run" / name).read_text(), one), 0o755))
-            items.append(Item(base / name / "log" / "run", substitute(log, one), 0o755))
+            items.append(Item(base / name / "run", substitute((templates / "run" / name).read_text(), one), 0o755,
+                              top))
+            items.append(Item(base / name / "log" / "run", substitute(log, one), 0o755, top))
         return items
     for template in sorted((templates / kind).iterdir()):
-        items.append(Item(base / template.name, substitute(template.read_text(), values), 0o644))
+        items.append(Item(base / template.name, substitute(template.read_text(), values), 0o644, top))
     return items
 
 
-def make_parents(path: Path) -> None:
-    """Create path's missing parent directories (mode 0755)."""
-    os.makedirs(path.parent, mode=0o755, exist_ok=True)
+def make_parents(path: Path, base: Path) -> Path | None:
+    """Create path's missing parent directories (mode 0755), following no symbolic link below base; return
+    the first symbolic link found there (nothing is then created below it), else None."""
+    os.makedirs(base, mode=0o755, exist_ok=True)
+    here = base
+    for part in path.parent.relative_to(base).parts:
+        here = here / part
+        if os.path.islink(here):
+            return here
+        try:
+            os.mkdir(here, 0o755)
+        except FileExistsError:
+            pass
+    return None
 
 
 def install(item: Item) -> str:
     """Install one file unless something is there already: return "created", "unchanged" (the same file is
-    there) or "kept" (something else is there and stays)."""
+    there), "kept" (something else is there and stays) or "symlink" (a directory on its way below item.base
+    is a symbolic link: not followed, nothing written)."""
     data = item.text.encode()
-    make_parents(item.path)
+    if make_parents(item.path, item.base) is not None:
+        return "symlink"
     if os.path.lexists(item.path):
         return "unchanged" if same_file(item.path, data) else "kept"
     temporary = item.path.with_name("." + item.path.name + ".qmail-setup")
@@ -125,7 +147,7 @@ def link(path: Path, target: str, force: bool) -> str:
     """Make path a symbolic link to target: return "created", "unchanged" (it already is), "refused" (another
     file is there and force is off), "saved" (force: the other file is now path + SAVED) or "replaced" (force,
     but path + SAVED was taken: the other file is gone)."""
-    make_parents(path)
+    os.makedirs(path.parent, mode=0o755, exist_ok=True)
     if os.path.islink(path) and os.readlink(path) == target:
         return "unchanged"
     if not os.path.lexists(path):
@@ -147,3 +169,36 @@ def link(path: Path, target: str, force: bool) -> str:
     os.symlink(target, temporary)
     os.rename(temporary, path)  # atomic: the name never goes missing
     return result
+
+
+def log_directory(log: Path, name: str, ids: tuple[int, int]) -> bool:
+    """Make log/name a directory owned by ids, mode 0755, following no symbolic link (log/ itself included:
+    a single-user tree's owner could plant one); False if one was found and nothing was changed."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        parent = os.open(log, flags)
+    except OSError:
+        if os.path.islink(log):
+            return False
+        raise
+    try:
+        try:
+            os.mkdir(name, 0o755, dir_fd=parent)
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(name, flags, dir_fd=parent)
+        except OSError:
+            if os.path.islink(os.path.join(log, name)):
+                return False
+            raise
+        try:
+            st = os.fstat(fd)
+            if (st.st_uid, st.st_gid) != ids and os.geteuid() == 0:
+                os.fchown(fd, *ids)
+            os.fchmod(fd, 0o755)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(parent)
+    return True
