@@ -226,6 +226,21 @@ def escape(text):
     return "".join(out)
 
 
+ASCII = {"\u2014": "\\-\\-", "\u2013": "\\-", "\u2212": "\\-", "\u2192": "\\->", "\u2190": "<\\-", "\u2026": "...",
+         "\u00b5": "u", "\u00d7": "x", "\u230a": "[", "\u230b": "]", "\u221a": "sqrt", "\u00b2": "^2", "\u00a7": "S",
+         "\u00a0": "\\ ", "\u2018": "'", "\u2019": "'", "\u201c": "\\(dq", "\u201d": "\\(dq"}
+
+
+def ascii_for(ch):
+    """Return roff text in ASCII that stands for ch."""
+    if ch in ASCII:
+        return ASCII[ch]
+    import unicodedata
+    plain = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+    plain = "".join(c for c in plain if 32 < ord(c) < 127 and c not in "\\.'\"")
+    return escape(plain) or "?"
+
+
 PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
 
 
@@ -331,7 +346,7 @@ def render_blocks(blocks, nested, section):
             level, text = block[1], block[2]
             out.extend([".SH" if level <= 2 else ".SS"] + (text_lines(inline(text)) or ["\\&"]))
             section[0] = text.strip().upper()
-            first = False
+            first = True  # a heading starts a paragraph of its own: no .PP right after it
             continue
         if kind == "para":
             text = "\n".join(block[1])
@@ -345,7 +360,8 @@ def render_blocks(blocks, nested, section):
             else:
                 out.extend(text_lines(inline(text)))
         elif kind == "code":
-            out.append(".IP" if nested else ".PP")
+            if nested or not first:
+                out.append(".IP" if nested else ".PP")
             if not nested:
                 out.append(".RS 4")
             out.extend([".nf"] + code_lines(block[1]) + [".fi"])
@@ -385,7 +401,11 @@ def render(markdown, name="", section=""):
     title = escape(name.upper() or "UNTITLED").replace('"', "\\(dq")
     section = re.sub(r"[^0-9A-Za-z]", "", section) or "1"
     head = ["'\\\" t", '.TH "%s" "%s" "" "pyqmail" "pyqmail manual"' % (title, section)]
-    return "\n".join(head + render_blocks(blocks, False, [""])) + "\n"
+    body = render_blocks(blocks, False, [""])
+    # an ASCII stand-in for each non-ASCII character the output device lacks (groff -Tascii: the C locale)
+    for code in sorted(set(re.findall(r"\\\[u([0-9A-F]{4,6})\]", "\n".join(body)))):
+        head.append(".if !c\\[u%s] .char \\[u%s] %s" % (code, code, ascii_for(chr(int(code, 16)))))
+    return "\n".join(head + body) + "\n"
 
 
 def main(argv):
