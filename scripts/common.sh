@@ -79,3 +79,24 @@ ensure_venv() {  # ensure_venv [run]: with "run", the package alone (scripts/run
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$top" 2>&1 | grep -v "^WARNING: Location" >&2
   [ -x "$VENV/bin/qmail-queue" ]
 }
+
+# Debian's ucspi-tcp-ipv6 (tcpserver with IPv6) for the IPv6 tests, unpacked into the venv, not installed:
+# it conflicts with ucspi-tcp, and its tcpserver differs on IPv4 too (TCP6* variables, log lines with
+# :::ffff:127.0.0.1), which the tests that compare qmail-tcpserver with ucspi-tcp's tcpserver would see.
+# The tests look for VENV/ucspi-tcp-ipv6/usr/bin/tcpserver (tests/conftest.py ipv6_tcpserver).
+ensure_tcpserver6() {
+  local dir=$VENV/ucspi-tcp-ipv6 tmp
+  [ -x "$dir/usr/bin/tcpserver" ] && return 0
+  command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || return 0
+  tmp=$(mktemp -d) && chmod 755 "$tmp" || return 0  # apt-get download runs as _apt when it can
+  if ! (cd "$tmp" && apt-get download -qq ucspi-tcp-ipv6 >/dev/null 2>&1); then
+    as_root apt-get update -qq >/dev/null 2>&1 && (cd "$tmp" && apt-get download -qq ucspi-tcp-ipv6 >/dev/null 2>&1)
+  fi
+  if ls "$tmp"/ucspi-tcp-ipv6_*.deb >/dev/null 2>&1 && rm -rf "$dir.tmp" &&
+     dpkg-deb -x "$tmp"/ucspi-tcp-ipv6_*.deb "$dir.tmp" && [ -x "$dir.tmp/usr/bin/tcpserver" ]; then
+    chmod 755 "$dir.tmp" && mv "$dir.tmp" "$dir"
+  else
+    echo "warning: could not fetch ucspi-tcp-ipv6 (apt-get download); the IPv6 tcpserver tests are skipped" >&2
+  fi
+  rm -rf "$tmp" "$dir.tmp"
+}
