@@ -166,3 +166,38 @@ while True:
     print("connected", flush=True)
     c.close()
 """
+
+
+def package_steps(tmp, prefix, function):
+    """Run a common.sh function with stand-ins for dpkg-query (nothing installed), apt-get and sudo on PATH;
+    return (its output, the commands the stand-ins were asked to run)."""
+    fake = tmp / "fakebin"
+    fake.mkdir(exist_ok=True)
+    log = tmp / "calls.log"
+    for name, code in (("dpkg-query", 1), ("apt-get", 0), ("sudo", 0), ("debconf-set-selections", 0)):
+        (fake / name).write_text('#!/bin/sh\necho "%s $*" >> %s\nexit %d\n' % (name, log, code))
+        (fake / name).chmod(0o755)
+    log.write_text("")
+    log.chmod(0o666)
+    tmp.chmod(0o755)
+    p = subprocess.run(prefix + ["bash", "-c", '. "$1"; %s' % function, "sh", str(TOP / "scripts" / "common.sh")],
+                       env={"PATH": "%s:/usr/bin:/bin" % fake, "HOME": str(tmp)},
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    return p.stdout.decode(), [line for line in log.read_text().splitlines() if not line.startswith("dpkg-query")]
+
+
+def test_run_installs_only_what_running_needs_and_only_as_root(runner, world_tmp):
+    out, calls = package_steps(world_tmp, runner.prefix, "ensure_run_packages")
+    if runner.prefix or not ROOT:  # a plain user: no apt-get, no sudo, a note of what is missing
+        assert calls == [] and "not root: nothing is installed" in out
+        assert "python3-venv" in out and "postfix" not in out
+    if ROOT:
+        out, calls = package_steps(world_tmp, [], "ensure_run_packages")
+        installs = [c for c in calls if c.startswith("apt-get") and " install " in c]
+        assert installs, (out, calls)
+        asked = set(installs[0].split()) - {"apt-get", "install", "-y", "-qq"}
+        assert asked == {"python3", "python3-venv", "ucspi-tcp", "daemontools"}
+    # the test set is the run set and the peers; scripts/test and the benchmarks install it
+    out, calls = package_steps(world_tmp, [], "ensure_packages")
+    installs = [c for c in calls if " install " in c]
+    assert installs and {"postfix", "swaks", "mutt", "dnsmasq-base", "ucspi-tcp"} <= set(installs[0].split())
