@@ -133,6 +133,24 @@ def tcpserver(procs, tree, argv, host="127.0.0.1", rules_cdb=None, env=None, opt
     return port
 
 
+def ipv6_tcpserver():
+    """Return a ucspi-tcp tcpserver that listens on ::1: the system's if it has IPv6 (Debian's ucspi-tcp-ipv6),
+    else that package unpacked into the venv by scripts/test (scripts/common.sh ensure_tcpserver6); else skip."""
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError as e:
+        pytest.skip("no ::1 on this host: %s" % e)
+    system = shutil.which("tcpserver")
+    if system:
+        probe = subprocess.run([system, "::1", "0", "true"], capture_output=True, timeout=10)
+        if b"no IP address" not in probe.stderr:
+            return system
+    unpacked = BIN.parent / "ucspi-tcp-ipv6" / "usr" / "bin" / "tcpserver"
+    if os.access(unpacked, os.X_OK):
+        return str(unpacked)
+    pytest.skip("no tcpserver with IPv6: ucspi-tcp 0.88 has none, and scripts/test could not fetch ucspi-tcp-ipv6")
+
+
 def queued(tree):
     """Return {message number: (mess bytes, todo bytes)} for every committed message in tree's queue."""
     out = {}

@@ -6,10 +6,11 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import free_port, make_tree, need, program, qenv, queued, tcpserver, wait_port
+from conftest import free_port, ipv6_tcpserver, make_tree, need, program, qenv, queued, tcpserver, wait_port
 from mailsystem import ROOT, MailSystem, assign_users, make_home, make_system_tree
 from test_qmail_qmtpd import K, RCPTHOSTS_D, lines, package, payloads, read_responses
 from test_qmail_tcpserver import tcprules_cdb
@@ -72,6 +73,25 @@ def test_pipelined_packages_through_a_tcp_server_with_tcprules(procs, tree, worl
     check_mixed(tree, 10, b"b", relay=True)
     for mess, _ in queued(tree).values():
         assert re.search(rb"\nReceived: from unknown \(127\.0\.0\.[12]\)\n  by 0 with QMTP; ", mess)
+
+
+def test_ipv6_under_ucspi_tcp_ipv6(procs, tree, world_tmp):
+    """Debian's ucspi-tcp-ipv6 on ::1, with its tcprules table: an IPv6 rule sets RELAYCLIENT for ::1 only."""
+    server = ipv6_tcpserver()
+    tcprules = str(Path(server).parent / "tcprules")
+    cdb, tmp = world_tmp / "qmtp6.cdb", world_tmp / "qmtp6.tmp"
+    subprocess.run([tcprules, str(cdb), str(tmp)], input=b'::1:allow,RELAYCLIENT="@relay.example"\n:deny\n',
+                   check=True)
+    port = tcpserver(procs, tree, [program("qmail-qmtpd")], host="::1", rules_cdb=cdb, server=server)
+    with socket.create_connection(("::1", port), timeout=30) as s:
+        s.sendall(mixed(4, b"six"))
+        out, rest = read_responses(s, 8)
+        s.shutdown(socket.SHUT_WR)
+        assert rest == b"" and s.recv(100) == b""
+    assert all(K.fullmatch(r) for r in out)
+    check_mixed(tree, 4, b"six", relay=True)
+    for mess, _ in queued(tree).values():
+        assert re.search(rb"\nReceived: from unknown \(::1\)\n  by 0 with QMTP; ", mess), mess[:200]
 
 
 def test_qmail_tcpserver_runs_it_in_process(procs, tree, world_tmp):

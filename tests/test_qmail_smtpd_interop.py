@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import need, program, qenv, queued, tcpserver
+from conftest import ipv6_tcpserver, need, program, qenv, queued, tcpserver
 from mailsystem import ROOT, make_system_tree
 from test_qmail_smtpd import control, messages
 from test_qmqpd import read_all
@@ -233,12 +233,16 @@ def test_auth_temporary_checkpassword_trouble_is_454(procs, tls_tree, world_tmp)
         client.close()
 
 
-def test_ipv6_client_under_qmail_tcpserver(procs, tree):
+@pytest.mark.parametrize("server", ["qmail-tcpserver", "ucspi-tcp-ipv6"])
+def test_ipv6_client(procs, tree, server):
+    """swaks over ::1 under qmail-tcpserver and under Debian's ucspi-tcp-ipv6 tcpserver."""
+    need("swaks")
+    server = program(server) if server == "qmail-tcpserver" else ipv6_tcpserver()
     try:
         socket.create_server(("::1", 0), family=socket.AF_INET6).close()
     except OSError:
         pytest.skip("no ::1")
-    port = tcpserver(procs, tree, [program("qmail-smtpd")], host="::1", server=program("qmail-tcpserver"))
+    port = tcpserver(procs, tree, [program("qmail-smtpd")], host="::1", server=server)
     assert swaks_v6(port) != 0  # [IPv6:::1] is no rcpthosts domain (and the extension is off)
     control(tree, smtpipv6literals=1, localiphost="test.example")
     assert swaks_v6(port) == 0

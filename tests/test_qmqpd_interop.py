@@ -3,19 +3,20 @@
 import re
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from conftest import need, program, qenv, queued, tcpserver
+from conftest import ipv6_tcpserver, make_tree, need, program, qenv, queued, run_queue_program, tcpserver
 
 pytestmark = pytest.mark.interop
 
 
-def rules(world_tmp, text):
+def rules(world_tmp, text, tcprules="tcprules"):
     """Compile a tcprules table with the real tcprules; return its path."""
-    need("tcprules")
+    need(tcprules)
     cdb, tmp = world_tmp / "qmqp.cdb", world_tmp / "qmqp.tmp"
-    subprocess.run(["tcprules", str(cdb), str(tmp)], input=text.encode(), check=True)
+    subprocess.run([tcprules, str(cdb), str(tmp)], input=text.encode(), check=True)
     return cdb
 
 
@@ -103,13 +104,30 @@ def test_default_policy_through_tcpserver_admits_loopback(procs, tree):
     assert re.fullmatch(rb"\d+:Kok \d+ qp \d+,", exchange(port, b"18:3:hi\n,3:a@b,3:c@d,,"))
 
 
-def test_ipv6_through_tcpserver_if_it_can(procs, tree):
-    need("tcpserver")
-    probe = subprocess.run(["tcpserver", "::1", "0", "true"], capture_output=True, timeout=10)
-    if b"no IP address" in probe.stderr:
-        pytest.skip("ucspi-tcp 0.88 has no IPv6: ::1 is tested at program level (test_qmqpd.py)")
+def test_ipv6_under_ucspi_tcp_ipv6(procs, tree, world_tmp):
+    """Debian's ucspi-tcp-ipv6 on ::1: its tcprules table with an IPv6 rule, qmail-qmqpc from a mini-qmail
+    tree with [::1]:port in qmqpservers, and a raw client; the Received line names ::1."""
+    server = ipv6_tcpserver()
     (tree / "control" / "qmqpderrordelay").write_text("0\n")
-    port = tcpserver(procs, tree, [program("qmail-qmqpd")], host="::1")
+    # its own tcprules (0.88's cannot parse an IPv6 rule); qmqpclients does not list ::1: QMQPCLIENT admits
+    (tree / "control" / "qmqpclients").write_text("10.9.9.9\n")
+    subprocess.run([program("qmail-newqmqpclients")], env=qenv(tree), check=True)
+    cdb = rules(world_tmp, '::1:allow,QMQPCLIENT=""\n:deny\n', str(Path(server).parent / "tcprules"))
+    port = tcpserver(procs, tree, [program("qmail-qmqpd")], host="::1", rules_cdb=cdb, server=server,
+                     options=["-v"])
     with socket.create_connection(("::1", port), timeout=20) as s:
         s.sendall(b"18:3:hi\n,3:a@b,3:c@d,,")
         assert re.match(rb"\d+:Kok ", s.recv(100))
+    mini = make_tree(world_tmp / "mini", "--single-user", "--me", "mini.example", "--mini", "[::1]:%d" % port)
+    p = run_queue_program("qmail-qmqpc", mini, b"Subject: six\n\nover ::1\n", b"Fs@mini.example\0Tr@x.example\0\0")
+    assert p.returncode == 0, p.stderr_bytes
+    messages = sorted(queued(tree).values())
+    assert len(messages) == 2
+    for mess, _ in messages:
+        assert re.match(rb"Received: \(qmail \d+ invoked [^)]*\); [^\n]+\n"
+                        rb"Received: from unknown \(::1\)\n  by 0 with QMQP; ", mess), mess[:200]
+    assert sorted(todo.split(b"\0")[2:] for _, todo in messages) == [
+        [b"Fa@b", b"Tc@d", b""], [b"Fs@mini.example", b"Tr@x.example", b""]]
+    assert b"\n\nover ::1\n" in messages[1][0] or b"\n\nover ::1\n" in messages[0][0]
+    log = (tree / ("tcpserver-%d.log" % port)).read_text()
+    assert "tcpserver: ok " in log and ":::1:%d " % port in log  # ucspi-tcp-ipv6's own log line
