@@ -170,17 +170,28 @@ class Hub(Host):
         self.send.wait(10)
 
     def fill_disk(self):
-        """Fill the hub's tmpfs to the last block."""
-        with open(self.filler, "wb", buffering=0) as f:
-            for size in (1 << 20, 4096, 1):  # down to the last page
+        """Fill the hub's tmpfs to the last page, and keep it full (the hub's own deliveries free pages)
+        until free_disk()."""
+        self.filling = threading.Event()
+        f = open(self.filler, "wb", buffering=0)
+
+        def fill():
+            """Take every free page, again and again."""
+            for size in (1 << 20, 4096, 1):
                 try:
                     while True:
                         f.write(b"\0" * size)
                 except OSError:
                     pass
+        fill()
+        self.filler_thread = threading.Thread(target=lambda: [fill() for _ in iter(
+            lambda: self.filling.wait(0.005), True)] and f.close(), daemon=True)
+        self.filler_thread.start()
 
     def free_disk(self):
-        """Remove the filler."""
+        """Stop filling; remove the filler."""
+        self.filling.set()
+        self.filler_thread.join(10)
         self.filler.unlink()
 
     def delivered(self):
