@@ -9,6 +9,7 @@ import time
 import pytest
 
 import netns
+from pyqmail.lib.qmqp import hubmemory
 
 REASON = netns.available()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -66,16 +67,43 @@ def test_hub_listener_and_qmail_send_killed_mid_stream(procs, world_tmp):
             node.inject(40, workers=2, env=FAST)
         wait_progress(fleet, 10)
         victim = fleet.hubs[0]
+        victim.kill_send()  # its listener keeps accepting: those messages wait in its queue
+        wait_progress(fleet, 30)
         victim.kill_listener()
-        victim.kill_send()
         killed_at = time.time()
-        wait_progress(fleet, 40)  # the other hub carries the load meanwhile
+        wait_progress(fleet, 50)  # the other hub carries the load meanwhile
+        stranded = not victim.queue_empty()
+        dead = hubmemory.key(victim.ip, 628)
+        assert any(k == dead and kind for node in fleet.nodes  # the nodes (injecting as nobody) remember it
+                   for k, kind, _, _ in hubmemory.records((node.tree / "lock" / "qmqpto").read_bytes()))
         victim.start()  # as a supervisor would restart it
         assert fleet.wait_injectors(240) == [0, 0]
         copies, per_hub, attempts = report(fleet, "kill -9")
         assert len(fleet.accepted()) == 80
-        after = [a for a in attempts if a[4] > killed_at + 1 and a[3] == 0]
-        assert after  # injection went on while the hub was down
+        assert stranded  # messages were in the dead hub's queue, and are delivered after its restart
+        assert [a for a in attempts if a[4] > killed_at + 1 and a[3] == 0]  # injection went on meanwhile
+
+
+@pytest.mark.parametrize("fault", ["kill", "link"])
+def test_the_only_hub_down_injectors_get_111_and_retry(procs, world_tmp, fault):
+    """With no hub to fail over to, qmail-inject and sendmail exit 111 and their caller retries."""
+    with netns.Fleet(world_tmp, procs, nodes=1, hubs=1) as fleet:
+        hub, node = fleet.hubs[0], fleet.nodes[0]
+        if fault == "kill":
+            hub.kill_listener()
+        else:
+            hub.link(False)
+        node.inject(4, workers=2, env=FAST, retry=0.3)
+        netns.wait_for(lambda: {a[1] for a in node.attempts() if a[3] == 111} == {"qmail-inject", "sendmail"},
+                       60, "exit 111 from both injectors")
+        assert not fleet.accepted()
+        if fault == "kill":
+            hub.start_listener()
+        else:
+            hub.link(True)
+        assert fleet.wait_injectors(120) == [0]
+        copies, _, attempts = report(fleet, "only hub " + fault)
+        assert set(copies) == fleet.accepted() == {"n0-%d" % i for i in range(4)}
 
 
 def test_hub_link_down_and_up(procs, world_tmp):
