@@ -1,10 +1,11 @@
 """qmail-qmqpc: hand the message (fd 0) and envelope (fd 1) to the first reachable QMQP server (qmail-qmqpc(8))."""
 
 import os
+import time
 import _socket
 
 from pyqmail.lib.config import control
-from pyqmail.lib.qmqp import qmqpservers
+from pyqmail.lib.qmqp import hubmemory, qmqpservers
 from pyqmail.lib.queue import envelope
 from pyqmail.lib.util import fdio, netstring
 from pyqmail.lib.util.exits import (BUG, CONFIG, CONN_FAILED, CONN_REJECTED, CONN_TIMEOUT, CUSTOM, CUSTOM_MAX,
@@ -16,6 +17,8 @@ from pyqmail.lib.util.program import main
 
 CONNECT_TIMEOUT = 10
 IO_TIMEOUT = 60
+DEADLINE = 3600  # control/timeoutqmqpc's default: qmail-qmqpd's own whole-session alarm
+MEMORY_FILE = "lock/qmqpto"
 MEMORY_SPOOL = 1 << 20  # larger messages go to an unlinked temporary file, not into memory
 ENVELOPE_MAX = 16 << 20
 REPLY_MAX = 1 << 16  # qmail skips junk before the verdict letter forever; we give up after this
@@ -135,10 +138,30 @@ def request_chunks(spool, sender, recipients):
     yield b"," + addresses + b","
 
 
-def read_verdict(sock):
+class Deadline:
+    """The whole request's deadline: each connect, read and write gets the smaller of its own timeout and
+    what is left."""
+
+    def __init__(self, seconds):
+        self.end = time.monotonic() + seconds
+
+    def left(self):
+        """Return the seconds left (may be 0 or less)."""
+        return self.end - time.monotonic()
+
+    def bound(self, sock, seconds):
+        """Set sock's timeout for the next operation; raise TimeoutError once the deadline has passed."""
+        left = self.left()
+        if left <= 0:
+            raise TimeoutError("whole-request deadline")
+        sock.settimeout(min(seconds, left))
+
+
+def read_verdict(sock, deadline, io_timeout):
     """Skip to the first K, Z or D of the reply; return (letter, bytes before it, bytes from it on)."""
     seen = b""
     while len(seen) < REPLY_MAX:
+        deadline.bound(sock, io_timeout)
         data = sock.recv(4096)
         if not data:
             raise OSError("connection closed before a reply")
@@ -176,15 +199,38 @@ def report_custom(text):
     return True
 
 
-def deliver(sock, spool, sender, recipients):
-    """Send the request and return the exit code for the server's verdict; I/O failure → 74."""
+def refused_early(sock):
+    """True if the server closed, or answered Z, before the request was sent: it cannot have the message."""
+    sock.setblocking(False)  # with a timeout set, recv would wait for data before trying
     try:
+        data = sock.recv(4096)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    for byte in data:
+        if byte in VERDICTS:
+            return byte == 0x5A
+    return not data
+
+
+def deliver(sock, spool, sender, recipients, deadline, io_timeout, spread):
+    """Send the request and return the exit code for the server's verdict; I/O failure → 74. With spread,
+    return None (try the next server) when the failure came before the request's last byte was sent."""
+    sent = False
+    try:
+        if spread and refused_early(sock):
+            return None
         for data in request_chunks(spool, sender, recipients):
             view = memoryview(data)
             for start in range(0, len(view), CHUNK):  # one timeout per write, as qmail's timeoutwrite
+                deadline.bound(sock, io_timeout)
                 sock.sendall(view[start:start + CHUNK])
-        letter, before, rest = read_verdict(sock)
+        sent = True  # from here on the server may have queued the message: its answer, or 74
+        letter, before, rest = read_verdict(sock, deadline, io_timeout)
     except OSError:
+        if spread and not sent:
+            return None
         raise Exit(CONN_FAILED)
     code = VERDICTS[letter]
     if code != QUEUED and os.environ.get("QMQPC_CUSTOMERROR"):
@@ -201,27 +247,64 @@ def body(argv):
         raise Exit(NOMEM)
 
 
+def read_controls():
+    """Return (servers, spread, deadline seconds); an unreadable control is exit 55."""
+    servers = read_servers()
+    try:
+        spread = control.readline("qmqpspread") == b"1"
+        deadline = control.readint("timeoutqmqpc", DEADLINE) or DEADLINE
+    except OSError:
+        raise Exit(CONFIG)
+    return servers, spread, deadline
+
+
 def qmqpc():
-    """Read controls, message and envelope, then try each server in file order."""
+    """Read controls, message and envelope, then try the servers: in file order, as qmail, or with
+    control/qmqpspread from a random one, recently failed ones last."""
     try:
         os.chdir(control.qmailhome())
     except OSError:
         raise Exit(HOME)
-    servers = read_servers()
+    servers, spread, seconds = read_controls()
     spool = Spool()
     for data in fdio.chunks(0):
         spool.add(data)
     sender, recipients = read_envelope()
+    deadline = Deadline(seconds)
     connect_timeout = timeout("QMQPC_TIMEOUTCONNECT", CONNECT_TIMEOUT)
     io_timeout = timeout("QMQPC_TIMEOUTREMOTE", IO_TIMEOUT)
+    memory = None
+    if spread and servers:
+        memory = hubmemory.Memory(MEMORY_FILE)
+        recent = memory.recent(int(time.time()))
+        servers = hubmemory.order(servers, int.from_bytes(os.urandom(4), "big"), recent)
     last = CONFIG
     for host, port in servers:
-        sock, failure = connect(host, port, connect_timeout)
+        left = deadline.left()
+        if left <= 0:
+            return CONN_TIMEOUT  # the whole-request deadline passed before this server's turn
+        sock, failure = connect(host, port, min(connect_timeout, left))
         if sock is None:
             last = failure
+            if memory is not None:
+                memory.note(host, port, hubmemory.TIMED_OUT if failure == CONN_TIMEOUT else hubmemory.REFUSED,
+                            int(time.time()))
             continue
-        sock.settimeout(io_timeout)
-        return deliver(sock, spool, sender, recipients)
+        try:
+            code = deliver(sock, spool, sender, recipients, deadline, io_timeout, memory is not None)
+        except Exit:
+            if memory is not None:
+                memory.note(host, port, hubmemory.BROKEN, int(time.time()))
+            raise
+        finally:
+            sock.close()
+        if memory is not None and code in (None, TEMP_REFUSED, QUEUED):
+            kind = hubmemory.REFUSED if code is None else (hubmemory.ANSWERED_Z if code == TEMP_REFUSED else 0)
+            memory.note(host, port, kind, int(time.time()))
+        if code is None:
+            last = CONN_REJECTED
+            continue
+        return code
     return last
 
 

@@ -218,6 +218,9 @@ def body(argv):
         owners = tree.qmail_owners(root)
     tree.make_base(root, owners)
     tree.install_controls(root, owners, me, mini)
+    if mini:  # qmail-qmqpc's memory of failed hubs: every local user's injections write it (qmail-qmqpc(8))
+        tree.directory(root / "lock", owners.root, 0o755)
+        tree.new_file(root / "lock" / "qmqpto", owners.root, 0o644 if owners.single else 0o666)
     if not mini:
         tree.make_queue(root / "queue", owners)
         tree.make_delivery(root, owners)
