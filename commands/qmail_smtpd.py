@@ -1,9 +1,10 @@
 """qmail-smtpd: receive mail via SMTP and hand it to qmail-queue (see qmail-smtpd(8))."""
 
+import posix  # not os: start-up cost (lib/config/control)
 import time
 
 from pyqmail.lib.smtpd import smtpcmd
-from pyqmail.lib.util.program import main
+from pyqmail.lib.util.program import call
 from pyqmail.lib.rfc822.quote import has_control
 from pyqmail.lib.smtpd.smtpconf import Config, ControlError
 from pyqmail.lib.smtpd.smtpio import Gone, LineTooLong, SmtpIO
@@ -185,7 +186,16 @@ def body(argv):
     from pyqmail.lib.util.netlog import Log
     Log("qmail-smtpd")  # only for its guard: fd 2 must never be the client's socket
     io = SmtpIO(0, 1)
+    try:
+        return converse(io)
+    finally:
+        io.close()  # the TLS socket's descriptor: a reused worker must not find it open after the session
+
+
+def converse(io):
+    """Read the controls and hold the session; return the exit code."""
     linger = False
+    conf = None
     try:
         try:
             conf = Config()
@@ -209,6 +219,9 @@ def body(argv):
     except MemoryError:
         io.out(b"421 out of memory (#4.3.0)\r\n")
         code = 1
+    finally:
+        if conf is not None:
+            conf.close()  # morercpthosts.cdb, opened for this session
     io.deadline = io.data_deadline = None  # the last reply gets the per-read timeout after any deadline
     try:
         io.flush()
@@ -220,6 +233,11 @@ def body(argv):
     return code
 
 
+def connection():
+    """Serve the connection on fds 0 and 1 and return the exit code (qmail-tcpserver reuses its workers)."""
+    return call("qmail-smtpd", body, crash_code=1)
+
+
 def run():
     """Entry point."""
-    main("qmail-smtpd", body, crash_code=1)
+    posix._exit(connection())

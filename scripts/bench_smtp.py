@@ -1,106 +1,328 @@
-"""SMTP acceptance benchmark: Postfix's `smtp-source -s 20 -m 2000` into qmail-smtpd and into Postfix's smtpd.
+"""SMTP benchmark (issues 5 and 23): Postfix's smtp-source into pyqmail's qmail-smtpd and into a private Postfix's
+smtpd, into the queue and end to end into a Maildir, alternating rounds in one run.
 
-Usage: python scripts/bench_smtp.py [-s 20] [-m 2000] [-l 600] [--modes qmail-tcpserver,tcpserver-owner,tcpserver-root,postfix]
+Usage: python scripts/bench_smtp.py [--cases 20,5,20x10] [-m 1000] [--modes queue,e2e] [--rounds 3]
+       [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--out docs/benchmarks-smtp.txt]
 Run through scripts/bench-smtp, which installs everything first. Needs root (qmail's accounts, Postfix).
 
-Each mode gets a fresh tree and measures messages accepted per second (smtp-source's wall time; one
-message per connection, smtp-source's default), then checks every message is queued:
-  qmail-tcpserver   qmail-tcpserver -u qmailq -g qmail: pre-loaded forked children queue in-process
-  tcpserver-owner   ucspi-tcp tcpserver -u qmailq -g qmail: a fresh interpreter per connection, queueing in-process
-  tcpserver-root    ucspi-tcp tcpserver as root: a fresh interpreter and a qmail-queue per message
-  postfix           a private Postfix (postfix -c DIR start), smtpd on loopback, cleanup into incoming/; no qmgr,
-                    so mail is queued, not delivered (as for pyqmail, where qmail-send is not running)
+A case is SESSIONS[xRECIPIENTS][:MESSAGES]: `smtp-source -c -s SESSIONS -r RECIPIENTS -m MESSAGES -l 2048`,
+one message per connection (smtp-source's default), recipients bench@, 2bench@ ... RECIPIENTSbench@ of
+bench.example, every one delivered into the same Maildir. For each case, mode and round, each system runs
+on a fresh tree (the order alternating between rounds), and the run ends when every message is queued
+(mode queue: nothing delivers; pyqmail without qmail-send, Postfix without qmgr) or when every recipient's
+copy is a file in Maildir/new and the queue is empty (mode e2e).
+
+  pyqmail   the tree of scripts/bench-e2e (tests/mailsystem.py: qmail's accounts, deliveries as nobody);
+            qmail-smtpd under qmail-tcpserver -c 100 running as the queue's owner, so that its reused
+            workers queue in their own process; no control/rcpthosts (every domain), as Postfix's
+            mynetworks = 127.0.0.0/8 lets loopback relay
+  postfix   bench_postfix's private instance with smtpd on loopback instead of qmqpd, no peer name lookup
+            (tcpserver -H -R), virtual(8) delivery of every recipient into the Maildir
+
+Both fsync every message before the 250 and every Maildir file before reporting it delivered.
+The results file gets every run (rate, CPU per message by process) and a summary of the medians
+with their ratios; the PNG chart goes beside it.
 """
 
 import argparse
+import functools
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
-from bench_postfix import Postfix  # noqa: E402
-from conftest import Processes, program, qenv, tcpserver  # noqa: E402
-from mailsystem import make_system_tree  # noqa: E402
+from bench_e2e import Acceptance, PyQmail, accept_only, code_version, show, wait_delivered, workdir  # noqa: E402
+from bench_postfix import DOMAIN, RECIPIENT, Postfix  # noqa: E402
+from bench_procs import machine_cpu, machine_shares, remove_tree, spread_runs  # noqa: E402
+from bench_qmqp import children_cpu  # noqa: E402
+from conftest import Processes, tcpserver  # noqa: E402
+from mailsystem import assign_users  # noqa: E402
+
+ROOT = os.geteuid() == 0
+LOCAL = RECIPIENT.split("@")[0]
+MOST_RECIPIENTS = 50  # recipients per message a case may ask for (each needs a users/assign entry)
 
 
-class PostfixSmtpd(Postfix):
-    """The benchmark's private Postfix with smtpd instead of qmqpd, loopback clients trusted (mynetworks)."""
+def recipients(count):
+    """The recipients smtp-source -r count sends to: bench@ and 2bench@ ... count bench@ (-r prepends numbers)."""
+    return [RECIPIENT] + ["%d%s" % (n, RECIPIENT) for n in range(2, count + 1)]
+
+
+class PyQmailSmtp(PyQmail):
+    """bench_e2e's pyqmail with qmail-smtpd in place of qmail-qmqpd and every -r recipient assigned."""
+
+    def setup(self):
+        """The e2e tree, and users/assign entries for every recipient a case may use, into one Maildir."""
+        super().setup()
+        assign_users(self.tree, [("=", r.split("@")[0], str(self.home), "", "") for r in recipients(MOST_RECIPIENTS)])
+
+    def start_server(self):
+        """qmail-smtpd under the listener, as the queue's owner (in-process queueing) when root."""
+        from bench_procs import ProcSampler
+        ids = []
+        if self.queue_owner:
+            st = (self.tree / "queue").stat()
+            ids = ["-u", str(st.st_uid), "-g", str(st.st_gid)]
+        server = self.listener if self.listener == "tcpserver" else str(Path(sys.executable).parent / self.listener)
+        self.port = tcpserver(self.procs, self.tree, [str(self.tree / "bin" / "qmail-smtpd")],
+                              options=["-c", "100", *ids], server=server)
+        self.server = self.procs.procs[-1]
+        self.sampler = ProcSampler(self.roots)
+
+    def processes(self):
+        """bench_e2e's kinds, the server's named for qmail-smtpd."""
+        kinds = super().processes()
+        old = next(k for k in kinds if "+qmail-qmqpd" in k)
+        kinds[old.replace("qmail-qmqpd", "qmail-smtpd")] = kinds.pop(old)
+        return kinds
+
+
+class PostfixSmtp(Postfix):
+    """bench_postfix's private instance with smtpd on the port instead of qmqpd, loopback trusted (mynetworks)."""
+
+    def setup(self):
+        """bench_postfix's settings, smtpd's, and every recipient a case may use in the Maildir map."""
+        super().setup()
+        self.settings.update({
+            "mynetworks": "127.0.0.0/8", "smtpd_peername_lookup": "no", "smtpd_client_restrictions": "",
+            "virtual_mailbox_maps": "inline:{ %s }" % ", ".join("%s=Maildir/" % r for r in recipients(MOST_RECIPIENTS)),
+        })
 
     def write_config(self, delivering):
-        """main.cf as the QMQP benchmark's plus smtpd settings; master.cf with smtpd on our port."""
-        self.settings.update({"mynetworks": "127.0.0.0/8", "smtpd_peername_lookup": "no",
-                              "smtpd_client_restrictions": "", "smtpd_delay_reject": "no"})
+        """master.cf with smtpd where bench_postfix has qmqpd."""
         super().write_config(delivering)
         master = self.conf / "master.cf"
         master.write_text(master.read_text().replace("inet n - n - - qmqpd", "inet n - n - - smtpd"))
 
 
-def smtp_source(port, sessions, messages, length):
-    """Run smtp-source; return the elapsed seconds."""
-    start = time.monotonic()
-    r = subprocess.run(["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(length),
-                        "-f", "bench@src.example", "-t", "bench@test.example", "127.0.0.1:%d" % port],
-                       capture_output=True, text=True)
-    if r.returncode:
-        raise RuntimeError("smtp-source failed: %s" % r.stderr)
-    return time.monotonic() - start
+class SmtpSource(Acceptance):
+    """smtp-source -c, followed as bench_e2e follows qmqp-source."""
+
+    def __init__(self, started, port, sessions, messages, rcpts):
+        self.accepted = 0
+        self.started = started
+        self.cpu_before = children_cpu()
+        self.t0 = time.time()
+        self.proc = started.start(["smtp-source", "-c", "-s", str(sessions), "-m", str(messages), "-r", str(rcpts),
+                                   "-l", "2048", "-M", "client.example", "-f", "sender@" + DOMAIN, "-t", RECIPIENT,
+                                   "127.0.0.1:%d" % port], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        import threading
+        self.reader = threading.Thread(target=self.follow, daemon=True)
+        self.reader.start()
 
 
-def pyqmail_run(work, mode, args):
-    """Start qmail-smtpd for mode on a fresh tree, send, count the queue; return (seconds, queued)."""
-    tree = make_system_tree(Path(work) / mode)
-    st = os.stat(tree / "queue")
-    owner = ["-u", str(st.st_uid), "-g", str(st.st_gid)]
-    server, options = {"qmail-tcpserver": (program("qmail-tcpserver"), owner + ["-c", "100"]),
-                       "tcpserver-owner": ("tcpserver", owner + ["-c", "100"]),
-                       "tcpserver-root": ("tcpserver", ["-c", "100"])}[mode]
-    procs = Processes()
+def measure(make, label, work, started, case, e2e):
+    """One run: set up and start the system, send the case's messages; return the results as a dict."""
+    sessions, rcpts, messages = case
+    system = make(work, started)
+    system.setup()
+    title = "%s %s -s %d -r %d -m %d" % (label, "e2e" if e2e else "queue", sessions, rcpts, messages)
     try:
-        port = tcpserver(procs, tree, [program("qmail-smtpd")], env=qenv(tree), options=options, server=server)
-        seconds = smtp_source(port, args.s, args.m, args.l)
+        system.start_server()
+        if e2e:
+            system.start_delivery()
+        cpu0, user0, machine0 = system.cpu(), system.cpu(user=True), machine_cpu()
+        source = SmtpSource(started, system.port, sessions, messages, rcpts)
+        if e2e:
+            accept = wait_delivered(system, title, lambda: messages * rcpts, source.t0, source)
+            time.sleep(0.3)  # the spawners reap their last children, qmail-clean finishes
+            files = sorted(e.stat().st_mtime for e in os.scandir(system.delivered_dir()))
+            seconds = files[-1] - source.t0
+        else:
+            accept = accept_only(system, source, title, messages)
+            seconds = accept[0]
+        cpu1, user1, machine = system.cpu(), system.cpu(user=True), [b - a for a, b in zip(machine0, machine_cpu())]
     finally:
-        procs.stop_all()
-    return seconds, len(os.listdir(tree / "queue" / "todo"))
+        system.stop()
+    if accept[1] != 0:
+        raise RuntimeError("smtp-source exited %d: %s" % (accept[1], accept[2]))
+    return {"label": label, "case": case, "mode": "e2e" if e2e else "queue", "rate": messages / seconds,
+            "seconds": seconds, "accept_s": accept[0], "client_cpu": accept[3],
+            "cpu": {k: cpu1.get(k, 0.0) - cpu0.get(k, 0.0) for k in cpu1},
+            "user_cpu": {k: user1.get(k, 0.0) - user0.get(k, 0.0) for k in user1}, "machine": machine}
 
 
-def postfix_run(work, args):
-    """Same against a private Postfix; return (seconds, queued)."""
-    procs = Processes()
-    pf = PostfixSmtpd(work, procs)
-    pf.setup()
-    pf.start_server()
-    try:
-        seconds = smtp_source(pf.port, args.s, args.m, args.l)
-        deadline = time.time() + 60
-        while pf.queue_size() < args.m and time.time() < deadline:
-            time.sleep(0.1)
-        return seconds, pf.queue_size()
-    finally:
-        pf.stop()
-        procs.stop_all()
+def case_name(case):
+    """'-s 20 -r 10' for a case."""
+    return "-s %d" % case[0] + (" -r %d" % case[1] if case[1] > 1 else "")
+
+
+def report_run(r, report):
+    """Lines for one run: the rate, then CPU per message by process."""
+    sessions, rcpts, messages = r["case"]
+    total = sum(r["cpu"].values())
+    shares = machine_shares(r["machine"])
+    report("%s, %s, smtp-source %s -m %d%s: %.1f msg/s (%.2f s; smtp-source %.2f s, %.2f ms CPU per message);"
+           " machine busy %.0f%%, steal %.0f%%" % (
+               r["label"], r["mode"], case_name(r["case"]), messages, ", round %d" % (r["round"] + 1),
+               r["rate"], r["seconds"], r["accept_s"], 1000 * r["client_cpu"] / messages,
+               100 * shares[0] if shares else 0, 100 * shares[3] if shares else 0))
+    report("  CPU per message: %.2f ms in all, %.2f ms in user mode" % (
+        1000 * total / messages, 1000 * sum(r["user_cpu"].get(k, 0.0) for k in r["cpu"]) / messages))
+    for kind, seconds in sorted(r["cpu"].items(), key=lambda kv: -kv[1]):
+        if seconds >= 0.0005:
+            report("    %-42s %6.3f ms  (user mode %6.3f ms)" % (
+                kind, 1000 * seconds / messages, 1000 * r["user_cpu"].get(kind, 0.0) / messages))
+
+
+def summary(results, report):
+    """The medians per case, mode and system, and each pyqmail system's ratio to Postfix's median."""
+    report("")
+    report("| case | mode | system | msg/s, each round | median msg/s | CPU ms/msg (median) | ÷ Postfix (median)"
+           " | ÷ Postfix, each round |")
+    report("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    keys = []
+    for r in results:
+        if (r["case"], r["mode"]) not in keys:
+            keys.append((r["case"], r["mode"]))
+    for case, mode in keys:
+        runs = [r for r in results if (r["case"], r["mode"]) == (case, mode)]
+        pf = {r["round"]: r for r in runs if r["label"] == "postfix"}
+        pf_median = median(r["rate"] for r in pf.values()) if pf else None
+        for label in sorted({r["label"] for r in runs}, key=lambda x: x == "postfix"):
+            mine = [r for r in runs if r["label"] == label]
+            rate = median(r["rate"] for r in mine)
+            cpu = median(1000 * sum(r["cpu"].values()) / r["case"][2] for r in mine)
+            each = ["%.2fx" % (r["rate"] / pf[r["round"]]["rate"]) for r in mine if r["round"] in pf]
+            report("| %s | %s | %s | %s | **%.0f** | %.2f | %s | %s |" % (
+                case_name(case), mode, label, ", ".join("%.0f" % r["rate"] for r in mine), rate, cpu,
+                "%.2fx" % (rate / pf_median) if pf_median and label != "postfix" else "-",
+                ", ".join(each) if label != "postfix" else "-"))
+
+
+def chart(results, path, title):
+    """Grouped bars: median msg/s per case and mode for each system, the ratio to Postfix under pyqmail's."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    groups = []
+    for r in results:
+        if (r["case"], r["mode"]) not in groups:
+            groups.append((r["case"], r["mode"]))
+    labels = sorted({r["label"] for r in results}, key=lambda x: (x != "postfix", x))
+    rate = {}
+    for r in results:
+        rate.setdefault((r["label"], r["case"], r["mode"]), []).append(r["rate"])
+    rate = {k: median(v) for k, v in rate.items()}
+    colors = {"postfix": "tab:blue"}
+    width = 0.8 / len(labels)
+    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=100)
+    for k, label in enumerate(labels):
+        values = [rate.get((label, c, m), 0) for c, m in groups]
+        xs = [i + (k - (len(labels) - 1) / 2) * width for i in range(len(groups))]
+        bars = ax.bar(xs, values, width * 0.95, label=label, color=colors.get(label))
+        texts = []
+        for (c, m), v in zip(groups, values):
+            pf = rate.get(("postfix", c, m))
+            texts.append("%.0f" % v + ("\n(%.2fx)" % (v / pf) if label != "postfix" and pf and v else ""))
+        ax.bar_label(bars, labels=texts, fontsize=8, padding=2)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(["%s\n%s" % (case_name(c), "into the queue" if m == "queue" else "into a Maildir")
+                        for c, m in groups], fontsize=8)
+    ax.set_ylabel("messages per second (median of the rounds)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_ylim(0, max(rate.values()) * 1.3)
+    ax.grid(axis="y", alpha=0.3)
+    fig.text(0.01, 0.01, "(0.50x): that bar's median divided by Postfix's median for the same case and mode, same run;"
+             " the machine was shared with other work.", fontsize=8)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def parse_cases(text, messages):
+    """'20,5,20x10:300' -> [(20, 1, m), (5, 1, m), (20, 10, 300)]."""
+    cases = []
+    for part in text.split(","):
+        head, _, m = part.partition(":")
+        s, _, r = head.partition("x")
+        rcpts = int(r) if r else 1
+        if not 1 <= rcpts <= MOST_RECIPIENTS:
+            sys.exit("bench_smtp: recipients per message: 1 to %d" % MOST_RECIPIENTS)
+        cases.append((int(s), rcpts, int(m) if m else messages))
+    return cases
 
 
 def main():
-    """Run every mode once, print one line each."""
-    p = argparse.ArgumentParser()
-    p.add_argument("-s", type=int, default=20)
-    p.add_argument("-m", type=int, default=2000)
-    p.add_argument("-l", type=int, default=600)
-    p.add_argument("--modes", default="qmail-tcpserver,tcpserver-owner,tcpserver-root,postfix")
+    """Measure every case, mode and round on every system; write the report and the chart."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cases", default="20,5,20x10:300", help="SESSIONS[xRECIPIENTS][:MESSAGES],... (%(default)s)")
+    p.add_argument("-m", "--messages", type=int, default=1000, help="messages per run (default %(default)s)")
+    p.add_argument("--modes", default="queue,e2e", help="queue and/or e2e (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="runs per case, mode and system (default %(default)s)")
+    p.add_argument("--systems", default="pyqmail,postfix", help="pyqmail and/or postfix (default %(default)s)")
+    p.add_argument("--listener", default="qmail-tcpserver",
+                   help="what runs pyqmail's qmail-smtpd: qmail-tcpserver and/or tcpserver (default %(default)s)")
+    p.add_argument("--out", default="docs/benchmarks-smtp.txt", help="results; the chart goes beside it as .png")
     args = p.parse_args()
-    print("smtp-source -s %d -m %d -l %d, one message per connection, on %d CPUs" % (
-        args.s, args.m, args.l, os.cpu_count()))
-    for mode in args.modes.split(","):
-        with tempfile.TemporaryDirectory(prefix="bench-smtp-") as work:
-            os.chmod(work, 0o755)
-            seconds, count = postfix_run(work, args) if mode == "postfix" else pyqmail_run(work, mode, args)
-        print("%-16s %7.1f msg/s  (%d messages in %.1f s, %d queued)" % (mode, args.m / seconds, args.m, seconds, count),
-              flush=True)
+    if not ROOT:
+        sys.exit("bench_smtp: needs root (qmail's accounts, Postfix)")
+    for tool in ("tcpserver", "smtp-source", "postfix"):
+        if not shutil.which(tool):
+            sys.exit("bench_smtp: %s is not installed (run scripts/bench-smtp)" % tool)
+    cases = parse_cases(args.cases, args.messages)
+    systems = []
+    for name in args.systems.split(","):
+        if name == "pyqmail":
+            systems += [("pyqmail/" + listener, functools.partial(PyQmailSmtp, listener=listener, queue_owner=True))
+                        for listener in args.listener.split(",")]
+        elif name == "postfix":
+            systems.append(("postfix", PostfixSmtp))
+        else:
+            sys.exit("bench_smtp: unknown system %r" % name)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = Processes()
+    base = Path(tempfile.mkdtemp(prefix="pyqmail-smtp-"))
+    os.chmod(base, 0o755)
+    spread_runs(base)
+    lines, results = [], []
+
+    def report(text):
+        print(text, flush=True)
+        lines.append(text)
+    begun = time.time()
+    report("# SMTP benchmark, %s, %s, %d cores (shared with other work: figures are noisy, compare within the run),"
+           " load average %.1f at the start" % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                                os.uname().nodename, os.cpu_count(), os.getloadavg()[0]))
+    report("# command: scripts/bench-smtp %s; code: %s" % (" ".join(sys.argv[1:]), code_version()))
+    report("# smtp-source -c -l 2048 -M client.example, one message per connection; every message fsynced before its"
+           " 250, every Maildir file before it counts as delivered")
+    try:
+        for k, case in enumerate(cases):
+            for mode in args.modes.split(","):
+                for rnd in range(args.rounds):
+                    for label, make in systems if rnd % 2 == 0 else systems[::-1]:
+                        work = workdir(base, "%s-%d-%s-%d" % (label, k, mode, rnd))
+                        r = measure(make, label, work, started, case, mode == "e2e")
+                        r["round"] = rnd
+                        results.append(r)
+                        report_run(r, report)
+                        show("%s %s %s round %d: %.0f msg/s" % (label, mode, case_name(case), rnd + 1, r["rate"]),
+                             final=True)
+    except KeyboardInterrupt:
+        print("\nbench_smtp: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        started.stop_all()
+        remove_tree(base)
+    summary(results, report)
+    report("")
+    report("# %.0f s in all; load average at the end: %.1f" % (time.time() - begun, os.getloadavg()[0]))
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    png = Path(args.out).with_suffix(".png")
+    chart(results, png, "SMTP in, smtp-source -l 2048, one message per connection, every message fsynced; %s, %d"
+          " cores (shared), %s" % (os.uname().nodename, os.cpu_count(), time.strftime("%Y-%m-%d", time.gmtime())))
+    print("written to %s and %s" % (args.out, png), file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -49,6 +49,12 @@ class RcptHosts:
         except OSError as e:
             raise RcptHostsError("cannot read morercpthosts.cdb: %s" % e)
 
+    def with_more(self, more: Cdb | None) -> RcptHosts:
+        """Return these domains with more as morercpthosts.cdb (a kept list, a cdb opened per session)."""
+        both = RcptHosts(None, more)
+        both.hosts = self.hosts
+        return both
+
     def close(self) -> None:
         """Close morercpthosts.cdb."""
         if self.more is not None:

@@ -158,6 +158,13 @@ class SmtpIO:
                 sock.detach()
         return self._on_tcp
 
+    def close(self) -> None:
+        """Close the TLS socket (a dup of fd_in), if any: a reused worker closes descriptors by number, so no
+        object may keep one for the collector to close later, when the number may be another file's."""
+        tls, self.tls = self.tls, None
+        if tls is not None:
+            tls.close()
+
     def start_tls(self, context: ssl.SSLContext) -> None:
         """Drop whatever the client sent before the handshake, then talk TLS on the socket on fd_in."""
         import socket

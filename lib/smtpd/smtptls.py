@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import posix  # not os: start-up cost (lib/config/control)
+
 MYPY = False
 if MYPY:  # typing only: never imported at run time
     import ssl
 
     from pyqmail.lib.smtpd.smtpio import Session
 
+SETTLED_NS = 10**9  # a certificate file changed this recently may change again within the same clock tick
+# certfile -> (its stat key, the context made from it): a reused worker loads the chain once, not per STARTTLS
+_contexts: dict[str, tuple[tuple[int, int, int, int, int], ssl.SSLContext]] = {}
+
 
 def context(certfile: str) -> ssl.SSLContext:
-    """Return a server SSLContext for certfile (TLS 1.2 or later)."""
+    """Return a server SSLContext for certfile (TLS 1.2 or later); the one made before while the file is
+    unchanged (a context holds no descriptor and no session's state)."""
+    st = posix.stat(certfile)
+    key = st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+    held = _contexts.get(certfile)
+    if held is not None and held[0] == key:
+        return held[1]
     import ssl
+    import time
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(certfile)
+    _contexts.pop(certfile, None)
+    if max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - SETTLED_NS:
+        _contexts[certfile] = key, ctx
     return ctx
 
 
