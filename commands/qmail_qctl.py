@@ -221,6 +221,8 @@ def offline(request):
     if ids is None:
         ids = qadmin.held_numbers() if verb == "release" else qadmin.queued_numbers() + (
             qadmin.held_numbers() if verb == "delete" else [])
+        if not ids:
+            yield qadmin.result_line(b"K", None, "no message to %s" % verb)
     for n in sorted(set(ids)):
         try:
             yield offline_one(request, n, now)

@@ -156,6 +156,19 @@ def channels_of(n: int, queue: str = ".") -> list[str]:
     return [c for c in CHANNELS if exists(path(queue, split_name(c, n)))]
 
 
+def to_do(n: int, queue: str = ".") -> list[str]:
+    """Return the channels whose file for message n still has a recipient to do (T)."""
+    out = []
+    for c in CHANNELS:
+        try:
+            with open(path(queue, split_name(c, n)), "rb") as f:
+                if has_todo(f.read(COPY_MAX)):
+                    out.append(c)
+        except FileNotFoundError:
+            pass
+    return out
+
+
 def hold(n: int, queue: str = ".") -> bytes:
     """Rename info/N to hold/N (the caller made sure nothing delivers it); return the reply line."""
     if exists(path(queue, hold_name(n))):
@@ -253,9 +266,12 @@ def delete(n: int, wanted: Iterable[bytes] | None, bounce: bool, queue: str = ".
 
 
 def append(name: str, data: bytes) -> None:
-    """Append data to a file (created 0600) and fsync it."""
+    """Append data to a file (created 0600, owned as its directory when root makes it) and fsync it."""
     fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
     try:
+        if os.geteuid() == 0:  # qmail-qctl as root: bounce/N must stay readable by qmail-send's user
+            st = os.stat(os.path.dirname(name) or ".")
+            os.fchown(fd, st.st_uid, st.st_gid)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]

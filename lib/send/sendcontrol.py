@@ -82,6 +82,11 @@ class Control:
             send.log(b"warning: unable to listen on queue/%s: qmail-qctl cannot reach qmail-send\n"
                      % qadmin.SOCKET.encode())
 
+    def note_damaged(self, n: int, why: str) -> None:
+        """A pass found message n's channel file damaged: set it aside once nothing delivers it."""
+        if n not in self.damaged:
+            self.damaged[n] = (Action(n), why)
+
     def fds(self) -> list[int]:
         """Return the descriptors the loop selects on for reading."""
         out = [c.sock.fileno() for c in self.conns if c.request is None]
@@ -161,6 +166,8 @@ class Control:
                 set(qadmin.queued_numbers()) | set(send.inmemory.messages) | (
                     set(qadmin.held_numbers()) if r.verb == "delete" else set()))
             ids = sorted(found)
+            if not ids:
+                return self.answer(c, [qadmin.result_line(b"K", None, "no message to %s" % r.verb)])
         c.actions = [Action(n) for n in ids]
         c.deadline = time.monotonic() + WAIT_MAX
         self.advance(c, send.recent)
@@ -239,8 +246,11 @@ class Control:
         send, n = self.send, action.n
         try:
             if r.verb == "hold":
-                line = qadmin.hold(n)
-                if line.startswith(b"K"):
+                if qadmin.exists(split_name("info", n)) and not qadmin.to_do(n):
+                    line = qadmin.result_line(b"K", n, "nothing left to deliver: not held")
+                else:
+                    line = qadmin.hold(n)
+                if line.endswith(b": held\n"):
                     send.log(qctl_line("hold", n))
                     action.saved.clear()
                     return line
