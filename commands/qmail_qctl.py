@@ -1,23 +1,30 @@
-"""qmail-qctl: look at a running queue without changing it: list (-p), show (-m), shape (-q), check (-s)
-(qmail-qctl(8)); the requests that change the queue are not implemented yet."""
+"""qmail-qctl: look at a queue: list (-p), show (-m), shape (-q), check (-s); change it: hold (-h), release
+(-H), delete (-d), requeue (-r), flush (-f), through qmail-send's control socket while qmail-send runs, else
+on the files with lock/sendmutex held (qmail-qctl(8)). Repair (-S) is not implemented yet."""
 
+import fcntl
 import os
+import socket
 import time
 
 from pyqmail.lib.config import control
-from pyqmail.lib.queue import qcheck, qlist, qshape
+from pyqmail.lib.queue import qadmin, qcheck, qlist, qshape
 from pyqmail.lib.queue.queue import split_name
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
+from pyqmail.lib.util import netstring
 from pyqmail.lib.util.sgetopt import BadOption, options
 
 PROGRAM = "qmail-qctl"
-SPEC = "pm:qsF:T:o:hHd:r:fS"
-CHANGES = "hHdrfS"  # the requests that would change the queue: not implemented yet
-USAGE = "usage: qmail-qctl -p [-F sender] [-T recipient] [-o domain] | -m id | -q [new|active]... | -s"
+SPEC = "pm:qsF:T:o:h:H:d:r:fSR:b"
+UNIMPLEMENTED = "S"
+CHANGES = {"h": "hold", "H": "release", "d": "delete", "r": "requeue"}  # each takes an id or ALL
+USAGE = ("usage: qmail-qctl -p [-F sender] [-T recipient] [-o domain] | -m id | -q [new|active|hold]... | -s\n"
+         "       qmail-qctl -h id|ALL... | -H id|ALL... | -r id|ALL... | -d id|ALL... [-b] [-R recipient]... | -f")
 MESS_CHUNK = 65536
+REPLY_WAIT = 360  # seconds to wait for qmail-send's reply (it waits up to 300 for running deliveries)
 
 
 def say(data):
@@ -107,9 +114,9 @@ def shape(operands):
     """-q [new|active]...: the table of recipients to do, by domain and age."""
     sets = set()
     for word in operands or ["new", "active"]:
-        if word not in ("new", "active"):
+        if word not in ("new", "active", "hold"):
             raise Exit(PERM_FAILURE, USAGE)
-        sets.add(qlist.NEW if word == "new" else qlist.QUEUED)
+        sets.add({"new": qlist.NEW, "active": qlist.QUEUED, "hold": qlist.HELD}[word])
     now = time.time()
     say(qshape.format_table(qshape.shape(qlist.shape_entries(messages(), now, sets))))
     return 0
@@ -127,6 +134,127 @@ def check():
     return PERM_FAILURE if defects else 0
 
 
+def request_of(change, extra):
+    """Return the qadmin.Request of the change options (one letter, repeated for several ids)."""
+    letter = change[0][0]
+    if letter == "f":
+        return qadmin.Request("flush", [])
+    ids = []
+    for _, value in change:
+        if value == qadmin.ALL:
+            if len(change) != 1:
+                raise Exit(PERM_FAILURE, USAGE)
+            return qadmin.Request(CHANGES[letter], None, extra["R"] or None, extra["b"])
+        n = qadmin.parse_id(value)
+        if n is None:
+            raise Exit(PERM_FAILURE, "fatal: not a message id: %s" % value)
+        ids.append(n)
+    return qadmin.Request(CHANGES[letter], ids, extra["R"] or None, extra["b"])
+
+
+def mutex():
+    """Return lock/sendmutex's descriptor, locked, if qmail-send is not running; None if it is."""
+    try:
+        fd = os.open("lock/sendmutex", os.O_WRONLY)
+    except OSError as e:
+        fatal("unable to open lock/sendmutex", e)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError as e:
+        fatal("unable to lock lock/sendmutex", e)
+    return fd
+
+
+def changes(request):
+    """-h -H -d -r -f: through qmail-send if it runs, else on the files; print each message's result."""
+    fd = mutex()
+    if fd is None:
+        reply = ask(request)
+    else:
+        try:
+            reply = b"".join(offline(request))
+        finally:
+            os.close(fd)
+    say(b"".join(line[1:] + b"\n" for line in reply.split(b"\n") if line))
+    return qadmin.exit_code(reply)
+
+
+def ask(request):
+    """Send the request to qmail-send's control socket; return its reply's lines."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(REPLY_WAIT)
+    try:
+        sock.connect(qadmin.SOCKET)
+        sock.sendall(qadmin.encode_request(request))
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > qadmin.REPLY_MAX:
+                raise Exit(TEMP_FAILURE, "fatal: qmail-send's reply is too long")
+    except OSError as e:
+        fatal("qmail-send is running but its control socket failed (queue/%s)" % qadmin.SOCKET, e)
+    finally:
+        sock.close()
+    try:
+        payload, _ = netstring.decode(data, qadmin.REPLY_MAX)
+    except netstring.NetstringError:
+        raise Exit(TEMP_FAILURE, "fatal: qmail-send's reply was cut short")
+    return payload
+
+
+def offline(request):
+    """qmail-send is not running (and cannot start: lock/sendmutex is ours): change the files; yield lines."""
+    now = time.time()
+    verb = request.verb
+    if verb == "flush":
+        for n in qadmin.queued_numbers():
+            qadmin.touch(n, now)
+        yield qadmin.result_line(b"K", None, "flushed (qmail-send is not running: due when it starts)")
+        return
+    ids = request.ids
+    if ids is None:
+        ids = qadmin.held_numbers() if verb == "release" else qadmin.queued_numbers() + (
+            qadmin.held_numbers() if verb == "delete" else [])
+        if not ids:
+            yield qadmin.result_line(b"K", None, "no message to %s" % verb)
+    for n in sorted(set(ids)):
+        try:
+            yield offline_one(request, n, now)
+        except OSError as e:
+            yield qadmin.result_line(b"Z", n, "trouble: %s" % e)
+
+
+def offline_one(request, n, now):
+    """One message's change on the files; return the reply line."""
+    verb = request.verb
+    if verb == "hold":
+        return qadmin.hold(n)
+    if verb == "release":
+        return qadmin.release(n, due=now)
+    held = qadmin.exists(qadmin.hold_name(n))
+    if qadmin.exists("todo/%d" % n):
+        return qadmin.result_line(b"Z", n, "not preprocessed yet (qmail-send does that)")
+    if not held and not qadmin.exists(split_name("info", n)):
+        return qadmin.result_line(b"D", n, "no such message in the queue")
+    if verb == "requeue":
+        if held:
+            return qadmin.result_line(b"D", n, "held: release it instead")
+        qadmin.touch(n, now)
+        return qadmin.result_line(b"K", n, "requeued")
+    deleted, left = qadmin.delete(n, request.recipients, request.bounce)
+    if held and not left:
+        qadmin.release(n)  # nothing left: qmail-send finishes it at its start (bounce, end msg)
+    if request.recipients is not None and not deleted:
+        return qadmin.result_line(b"D", n, "no such recipient still to do")
+    return qadmin.result_line(b"K", n, "%d recipient%s deleted" % (deleted, "" if deleted == 1 else "s"))
+
+
 def body(argv):
     """Parse the options and run the one request."""
     try:
@@ -135,10 +263,18 @@ def body(argv):
         raise Exit(PERM_FAILURE, "%s\n%s" % (e.why, USAGE))
     filters = {}
     requests = []
+    change = []
+    extra = {"R": [], "b": False}
     for letter, value in pairs:
-        if letter in CHANGES:
+        if letter in UNIMPLEMENTED:
             raise Exit(PERM_FAILURE, "-%s is not implemented yet" % letter)
-        if letter == "F":
+        if letter in CHANGES or letter == "f":
+            change.append((letter, value))
+        elif letter == "R":
+            extra["R"].append(arg(value))
+        elif letter == "b":
+            extra["b"] = True
+        elif letter == "F":
             filters["sender"] = arg(value)
         elif letter == "T":
             filters["recipient"] = arg(value)
@@ -146,6 +282,14 @@ def body(argv):
             filters["domain"] = arg(value)
         else:
             requests.append((letter, value))
+    if change:
+        if requests or filters or operands or len({c for c, _ in change}) != 1 or (
+                (extra["R"] or extra["b"]) and change[0][0] != "d"):
+            raise Exit(PERM_FAILURE, USAGE)
+        enter()
+        return changes(request_of(change, extra))
+    if extra["R"] or extra["b"]:
+        raise Exit(PERM_FAILURE, USAGE)
     if len(requests) != 1 or (filters and requests[0][0] != "p") or (operands and requests[0][0] != "q"):
         raise Exit(PERM_FAILURE, USAGE)
     letter, value = requests[0]

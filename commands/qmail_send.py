@@ -16,6 +16,7 @@ from pyqmail.lib.send import destinations, qmgrconf, sendlog, todo
 from pyqmail.lib.send.channel import LOCAL, REMOTE
 from pyqmail.lib.send.sendchannel import Channel
 from pyqmail.lib.send.sendclean import Clean
+from pyqmail.lib.send.sendcontrol import Control
 from pyqmail.lib.send.inmemory import InMemory
 from pyqmail.lib.send.sendlog import flush_log, log
 from pyqmail.lib.send.sendmessages import SLEEP_SYSFAIL, Cleanup, Todo, message_done, split_names
@@ -53,6 +54,7 @@ class Send:
         self.inmemory = InMemory(self)
         self.cleanup = Cleanup(self)
         self.info_damaged: set[int] = set()  # messages whose info/N has no sender: warned once, not scheduled again
+        self.control = Control(self)  # qmail-qctl's requests (lock/qctl/socket) and damaged messages
         self.read_batching()
 
     def read_batching(self) -> None:
@@ -122,6 +124,8 @@ class Send:
                 rfds.append(c.fd_in)
         if self.clean.waiting:
             rfds.append(self.clean.fd_in)
+        rfds += self.control.fds()
+        wake = self.control.wakeup(wake, recent)
         rest = 0.0
         if not self.exitasap:
             if any(c.busy() for c in self.channels.values()):
@@ -171,6 +175,7 @@ class Send:
             self.todo.step(self.todo.trigger in ready_r, recent)
         for c in self.channels.values():
             c.step(recent)
+        self.control.step(ready_r, recent)
         id = self.pqfail.pop_due(recent)
         if id is not None:
             self.schedule_one(id)
@@ -198,6 +203,7 @@ def serve(send: Send) -> int:
     send.log_status()
     while not send.can_exit():
         send.round(flags, wake_r)
+    send.control.shutdown()  # (before persisting: a waiting request's schedule entries go back first)
     for c in send.channels.values():
         c.release_waiting()  # recipients waiting at qmgr destinations: their messages go back to the schedule
     send.inmemory.spill_at_exit()

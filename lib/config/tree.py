@@ -134,6 +134,8 @@ def make_queue(q: Path, o: Owners) -> None:
     directory(q / "intd", o.queue, 0o700)
     directory(q / "todo", o.queue, 0o750)
     directory(q / "bounce", o.send, 0o700)
+    directory(q / "hold", o.send, 0o700)  # held messages' info/N (qmail-qctl -h); not qmail's
+    directory(q / "corrupt", o.send, 0o700)  # damaged messages set aside (qmail-send, qmail-qctl -S); not qmail's
     directory(q / "mess", o.queue, 0o750)
     for name in ("info", "local", "remote"):
         directory(q / name, o.send, 0o700)
@@ -145,6 +147,7 @@ def make_queue(q: Path, o: Owners) -> None:
     new_file(q / "lock" / "sendmutex", o.send, 0o600)
     new_file(q / "lock" / "tcpto", o.remote, 0o644, bytes(1024))
     fifo(q / "lock" / "trigger", o.send, 0o622)
+    directory(q / "lock" / "qctl", o.send, 0o700)  # qmail-send's control socket: for root and qmail-send only
 
 
 ALIASES = (".qmail-postmaster", ".qmail-mailer-daemon", ".qmail-root")  # qmail's INSTALL.alias

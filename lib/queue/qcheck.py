@@ -19,10 +19,10 @@ if MYPY:  # typing only: never imported at run time
     from collections.abc import Iterable
 
 SPLIT_DIRS = ("mess", "info", "local", "remote")
-FLAT_DIRS = ("pid", "intd", "todo", "bounce")
-CONTENT_DIRS = ("todo", "info", "local", "remote")  # whose bytes are checked
+FLAT_DIRS = ("pid", "intd", "todo", "bounce", "hold")
+CONTENT_DIRS = ("todo", "info", "local", "remote", "hold")  # whose bytes are checked
 MAX_CONTENT = 1 << 24  # bytes read of one envelope file; a larger one is not checked for its records
-LOCK_FILES = ("sendmutex", "tcpto", "trigger")
+LOCK_FILES = ("sendmutex", "tcpto", "trigger", "qctl")
 
 
 class Node(NamedTuple):
@@ -57,13 +57,15 @@ class Snapshot(NamedTuple):
 def layout() -> list[tuple[str, str, str, int]]:
     """Return the directories and lock files qmail-setup makes, with their owners' roles and modes."""
     out = [("", "dir", "queue", 0o750), ("pid", "dir", "queue", 0o700), ("intd", "dir", "queue", 0o700),
-           ("todo", "dir", "queue", 0o750), ("bounce", "dir", "send", 0o700), ("mess", "dir", "queue", 0o750)]
+           ("todo", "dir", "queue", 0o750), ("bounce", "dir", "send", 0o700), ("mess", "dir", "queue", 0o750),
+           ("hold", "dir", "send", 0o700), ("corrupt", "dir", "send", 0o700)]
     out += [(name, "dir", "send", 0o700) for name in ("info", "local", "remote")]
     for k in range(SPLIT):
         out.append(("mess/%d" % k, "dir", "queue", 0o750))
         out += [("%s/%d" % (name, k), "dir", "send", 0o700) for name in ("info", "local", "remote")]
     out += [("lock", "dir", "queue", 0o750), ("lock/sendmutex", "file", "send", 0o600),
-            ("lock/tcpto", "file", "remote", 0o644), ("lock/trigger", "fifo", "send", 0o622)]
+            ("lock/tcpto", "file", "remote", 0o644), ("lock/trigger", "fifo", "send", 0o622),
+            ("lock/qctl", "dir", "send", 0o700)]
     return out
 
 
@@ -217,7 +219,7 @@ def check_records(path: str, data: bytes) -> str | None:
             return "envelope has no F (sender) record"
         if any(k not in (b"u", b"p", b"F", b"T") for k in kinds):
             return "envelope has a record that is not u, p, F or T"
-    elif directory == "info":
+    elif directory in ("info", "hold"):
         if kinds[:1] != [b"F"]:
             return "does not start with an F (sender) record"
     elif any(k not in (b"T", b"D") for k in kinds):
@@ -230,7 +232,8 @@ def check(snap: Snapshot, owners: tree.Owners, now: float) -> list[Defect]:
     nodes = snap.nodes
     out = check_layout(nodes, owners)
     message_owner = {"mess": owners.queue, "intd": owners.queue, "todo": owners.queue, "pid": owners.queue,
-                     "info": owners.send, "local": owners.send, "remote": owners.send, "bounce": owners.send}
+                     "info": owners.send, "local": owners.send, "remote": owners.send, "bounce": owners.send,
+                     "hold": owners.send}
     made = {p for p, _, _, _ in layout()}
     known_top = {p.split("/", 1)[0] for p in made if p}
     present: dict[str, dict[int, Node]] = {d: {} for d in SPLIT_DIRS + FLAT_DIRS}
@@ -242,6 +245,9 @@ def check(snap: Snapshot, owners: tree.Owners, now: float) -> list[Defect]:
         if len(parts) == 2 and parts[0] == "lock":
             if parts[1] not in LOCK_FILES:
                 out.append(Defect(path, "stray name in lock/"))
+            continue
+        if len(parts) == 2 and parts[0] == "corrupt":
+            out.append(Defect(path, "damaged message set aside (look at it, then remove it)"))
             continue
         if len(parts) < 2 or parts[0] not in present:
             continue
@@ -302,6 +308,7 @@ def check_states(present: dict[str, dict[int, Node]], now: float) -> list[Defect
     out = []
     mess, intd, todo = present["mess"], present["intd"], present["todo"]
     info, local, remote, bounce = present["info"], present["local"], present["remote"], present["bounce"]
+    hold = present["hold"]
     for n in sorted(todo):
         if n not in mess:
             out.append(Defect(split_path("todo", n), "todo without mess/%d/%d" % (n % SPLIT, n)))
@@ -313,15 +320,20 @@ def check_states(present: dict[str, dict[int, Node]], now: float) -> list[Defect
     for n in sorted(info):
         if n not in mess:
             out.append(Defect(split_path("info", n), "info without mess/%d/%d" % (n % SPLIT, n)))
+    for n in sorted(hold):
+        if n not in mess:
+            out.append(Defect(split_path("hold", n), "hold without mess/%d/%d" % (n % SPLIT, n)))
+        if n in info:
+            out.append(Defect(split_path("hold", n), "held and in info/%d/%d at once" % (n % SPLIT, n)))
     for channel, files in (("local", local), ("remote", remote)):
         for n in sorted(files):
-            if n not in info and n not in todo:
+            if n not in info and n not in todo and n not in hold:
                 out.append(Defect(split_path(channel, n), "%s without info/%d/%d" % (channel, n % SPLIT, n)))
     for n in sorted(bounce):
-        if n not in info:
+        if n not in info and n not in hold:
             out.append(Defect(split_path("bounce", n), "bounce without info/%d/%d" % (n % SPLIT, n)))
     for n in sorted(mess):
-        if n not in info and n not in todo and n not in intd and now - mess[n].atime > OSSIFIED:
+        if n not in info and n not in todo and n not in intd and n not in hold and now - mess[n].atime > OSSIFIED:
             out.append(Defect(split_path("mess", n), "mess without todo or info, older than 36 hours"))
     return out
 

@@ -17,7 +17,7 @@ if MYPY:  # typing only: never imported at run time
     from collections.abc import Iterable
 
 MAX_ENVELOPE = 1 << 26  # bytes read of one todo/info/local/remote file; a larger one is reported as trouble
-NEW, QUEUED = "new", "queued"  # in todo/ (not yet preprocessed), or preprocessed by qmail-send
+NEW, QUEUED, HELD = "new", "queued", "held"  # in todo/ (not yet preprocessed), preprocessed, or in hold/
 
 
 class Recipient(NamedTuple):
@@ -32,7 +32,7 @@ class Message(NamedTuple):
     """One message as read from the queue."""
 
     n: int
-    state: str  # NEW or QUEUED
+    state: str  # NEW, QUEUED or HELD
     size: int  # of mess/n
     arrival: float  # mtime of info/n (QUEUED, as qmail-qread) or of todo/n (NEW)
     sender: bytes
@@ -78,11 +78,17 @@ def read_bounded(name: str) -> tuple[bytes, float]:
 
 
 def numbers(queue: str = ".") -> list[int]:
-    """Return the numbers of the messages in todo/ and info/*, ascending."""
+    """Return the numbers of the messages in todo/, info/* and hold/, ascending."""
     found: set[int] = set()
     dirs = [os.path.join(queue, "todo")] + [os.path.join(queue, "info", str(k)) for k in range(SPLIT)]
-    for d in dirs:
-        found.update(int(name) for name in os.listdir(d) if name.isascii() and name.isdigit())
+    for d in dirs + [os.path.join(queue, "hold")]:
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            if d.endswith("hold"):
+                continue  # a queue made before hold/ existed
+            raise
+        found.update(int(name) for name in names if name.isascii() and name.isdigit())
     return sorted(found)
 
 
@@ -100,10 +106,15 @@ def read_message(n: int, queue: str = ".") -> Message | None:
         return Message(n, NEW, size, mtime, sender, rcpts, False)
     except FileNotFoundError:
         pass
+    state = QUEUED
     try:
         data, mtime = read_bounded(path(split_name("info", n)))
     except FileNotFoundError:
-        return None
+        try:
+            data, mtime = read_bounded(path("hold/%d" % n))
+            state = HELD
+        except FileNotFoundError:
+            return None
     sender = records(data)[0][1:] if records(data) else b""
     rcpts = []
     for channel in ("local", "remote"):
@@ -112,7 +123,7 @@ def read_message(n: int, queue: str = ".") -> Message | None:
         except FileNotFoundError:
             pass
     bouncing = os.path.exists(path("bounce/%d" % n))
-    return Message(n, QUEUED, size, mtime, sender, rcpts, bouncing)
+    return Message(n, state, size, mtime, sender, rcpts, bouncing)
 
 
 def matches(m: Message, sender: bytes | None = None, recipient: bytes | None = None,

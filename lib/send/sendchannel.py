@@ -401,7 +401,10 @@ class Channel:
             return
         nul = self.records.find(b"\0", self.pos)
         if nul < 0:
-            self.end_pass(job, True)
+            cut = self.pos < len(self.records)  # a last record without its NUL: damaged, never delivered
+            if cut:
+                send.control.note_damaged(job.id, "last record of %s/%d cut short" % (self.name, job.id))
+            self.end_pass(job, not cut)
             return
         record, mpos = self.records[self.pos:nul], self.pos
         self.pos = nul + 1
@@ -417,6 +420,7 @@ class Channel:
                 self.start_delivery(job, mpos, record[1:])
         elif kind != b"D":
             send.log(sendlog.warning("unknown_chan", sendlog.split_fn(self.name, job.id)))
+            send.control.note_damaged(job.id, "unknown record type in %s/%d" % (self.name, job.id))
             self.end_pass(job, False)
 
     def read_in(self, job: Job) -> None:
@@ -428,6 +432,9 @@ class Channel:
         while True:
             nul = self.records.find(b"\0", self.pos)
             if nul < 0:
+                if self.pos < len(self.records):  # a last record without its NUL: damaged, never delivered
+                    self.send.control.note_damaged(job.id, "last record of %s/%d cut short" % (self.name, job.id))
+                    hiteof = False
                 break
             record, mpos = self.records[self.pos:nul], self.pos
             self.pos = nul + 1
@@ -443,6 +450,7 @@ class Channel:
                     dests.add(name, (job, mpos, recip))
             elif kind != b"D":
                 self.send.log(sendlog.warning("unknown_chan", sendlog.split_fn(self.name, job.id)))
+                self.send.control.note_damaged(job.id, "unknown record type in %s/%d" % (self.name, job.id))
                 hiteof = False
                 break
         self.end_pass(job, hiteof)

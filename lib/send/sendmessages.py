@@ -227,6 +227,8 @@ class Todo:
                 self.send.inmemory.add(result, int(time.time()))
             elif result.ok:
                 self.remove(id, then=functools.partial(self.schedule, id, result.channels))
+            elif result.aside is not None and self.send.control.set_aside(id, damage(result.log), foop=False):
+                self.failing.pop(id, None)  # damaged: moved to corrupt/, never retried
 
     def finish_batch(self) -> None:
         """In the loop, once done_r is readable: log each entry and hand the good ones to qmail-clean."""
@@ -269,6 +271,12 @@ class Todo:
             self.send.channels[name].schedule.add(id, now)
         if not channels:
             self.send.pqdone.add(id, now)
+
+
+def damage(lines: list[bytes]) -> str:
+    """Return why a todo entry is damaged: its last log line (the warning), without `warning: `."""
+    last = lines[-1].rstrip(b"\n") if lines else b"damaged"
+    return last.split(b": ", 1)[-1].decode("ascii", "replace")
 
 
 def inject_bounce(send: SendState, id: int) -> bool:
@@ -379,7 +387,7 @@ class Cleanup:
                 return
         except OSError:
             return
-        for name in (split_name("info", id), "todo/%d" % id):
+        for name in (split_name("info", id), "todo/%d" % id, "hold/%d" % id):  # a held message keeps mess/N
             try:
                 os.stat(name)
                 return

@@ -12,6 +12,7 @@ if MYPY:  # typing only: never imported at run time
     from pyqmail.lib.send.rewrite import Rewriter
     from pyqmail.lib.send.sendchannel import Channel
     from pyqmail.lib.send.sendclean import Clean
+    from pyqmail.lib.send.sendcontrol import Control
     from pyqmail.lib.send.sendmessages import Todo
     from pyqmail.lib.send.timequeue import TimeQueue
 
@@ -31,6 +32,7 @@ if MYPY:  # typing only: never imported at run time
         todo: Todo
         inmemory: InMemory
         info_damaged: set[int]
+        control: Control
 
         def log(self, line: bytes) -> None: ...
 

@@ -1,0 +1,221 @@
+"""qmail-qctl's changes on a live system (qmail-send delivering, a qmail-remote stand-in that records every
+attempt, Maildirs): hold, flush, release, requeue, delete (recipients or all, with a bounce or not) through
+qmail-send's control socket, the same on the files while qmail-send is stopped, and hold/release ALL under
+load with nothing lost or delivered twice (qmail-qctl(8))."""
+
+import os
+import re
+import threading
+import time
+
+import pytest
+
+from conftest import queue_message
+from mailsystem import MailSystem, assign_users, make_home, make_system_tree
+from test_qmail_qctl import q, qctl
+
+
+def messes(tree):
+    """Return the message numbers in mess/."""
+    return {int(p.name) for d in q(tree, "mess").iterdir() for p in d.iterdir()}
+
+
+def qput(tree, message, sender=b"me@test.example", rcpts=()):
+    """Queue one message with the real qmail-queue while qmail-send runs; return its number (from mess/:
+    these messages are deferred, so they stay)."""
+    before = messes(tree)
+    env = b"F" + sender + b"\0" + b"".join(b"T" + r + b"\0" for r in rcpts) + b"\0"
+    assert queue_message(tree, message, env) == 0
+    [n] = messes(tree) - before
+    return n
+
+
+def wait_for(condition, what, timeout=30):
+    """Wait until condition() is true, or fail saying what was awaited."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError("never happened: %s" % what)
+
+
+class Live:
+    """A running system: tree, qmail-send, joe's Maildir, and the remote stand-in's record and switch."""
+
+    def __init__(self, world_tmp, procs, settings=None):
+        self.world, self.procs = world_tmp, procs
+        self.tree = make_system_tree(world_tmp / "qmail")
+        self.record = world_tmp / "remote-attempts"
+        self.record.write_text("")
+        self.record.chmod(0o666)
+        self.accept = world_tmp / "remote-accepts"  # exists: the stand-in accepts, else it defers
+        self.fake = world_tmp / "fake-remote"
+        self.fake.write_text("#!/bin/sh\ncat >/dev/null\necho \"$3\" >>%s\nif [ -e %s ]; then "
+                             "printf 'rok\\n\\0Kaccepted.\\n\\0'; else printf 'Zno remote deliveries now.\\n\\0'; fi\n"
+                             % (self.record, self.accept))
+        self.fake.chmod(0o755)
+        self.home = make_home(world_tmp, "joe")
+        assign_users(self.tree, [("=", "joe", self.home, "", "")])
+        for name, value in (settings or {}).items():
+            (self.tree / "control" / name).write_text(value)
+        self.start()
+
+    def start(self):
+        """Start qmail-send (again)."""
+        self.system = MailSystem(self.procs, self.tree, "./Maildir/", env={"QMAILREMOTE": self.fake})
+
+    def attempts(self, recip):
+        """How many times the stand-in was asked to deliver to recip."""
+        return self.record.read_text().split().count(recip)
+
+    def maildir(self):
+        """Return joe's delivered messages' bytes."""
+        new = self.home / "Maildir" / "new"
+        return [p.read_bytes() for p in sorted(new.iterdir())]
+
+    def log(self):
+        """Return qmail-send's log so far."""
+        return self.system.log()
+
+
+@pytest.fixture
+def live(world_tmp, procs):
+    """A running system whose remote deliveries are deferred until live.accept exists."""
+    return Live(world_tmp, procs)
+
+
+def test_hold_flush_release(live):
+    tree = live.tree
+    n = qput(tree, b"Subject: held\n\nx\n", rcpts=(b"r1@far.example",))
+    live.system.wait_log(b"msg %d to remote r1@far.example" % n)
+    live.system.wait_log(b": deferral:")
+    assert qctl(tree, "-h", str(n)) == (0, b"#%d: held\n" % n, b"")
+    assert b"qctl: hold msg %d\n" % n in live.log()
+    assert q(tree, "hold", n).exists() and not q(tree, "info", n % 23, n).exists()
+    assert b"held" in qctl(tree, "-p")[1].splitlines()[0]
+    assert qctl(tree, "-h", "#%d" % n) == (0, b"#%d: held already\n" % n, b"")
+    assert qctl(tree, "-r", str(n)) == (100, b"#%d: held: release it instead\n" % n, b"")
+    assert qctl(tree, "-s") == (0, b"", b"")
+    # a flush makes everything due: another deferred message is tried again, the held one is not
+    m = qput(tree, b"Subject: other\n\nx\n", rcpts=(b"r2@far.example",))
+    wait_for(lambda: live.attempts("r2@far.example") == 1, "first try of r2")
+    assert qctl(tree, "-f") == (0, b"flushed\n", b"")
+    wait_for(lambda: live.attempts("r2@far.example") == 2, "r2 tried again after the flush")
+    assert live.attempts("r1@far.example") == 1
+    live.accept.write_text("")
+    assert qctl(tree, "-H", str(n)) == (0, b"#%d: released\n" % n, b"")
+    live.system.wait_log(b"end msg %d\n" % n)
+    assert b"qctl: release msg %d\n" % n in live.log()
+    assert live.attempts("r1@far.example") == 2
+    assert qctl(tree, "-H", str(n)) == (100, b"#%d: not held\n" % n, b"")
+    assert qctl(tree, "-r", str(m)) == (0, b"#%d: requeued\n" % m, b"")
+    live.system.wait_log(b"end msg %d\n" % m)
+    assert live.system.stop() == 0
+
+
+def test_delete_recipients_then_all_with_a_bounce(live):
+    tree = live.tree
+    n = qput(tree, b"Subject: doomed\n\nx\n", sender=b"joe@test.example",
+             rcpts=(b"a@far.example", b"b@far.example"))
+    wait_for(lambda: live.attempts("a@far.example") == live.attempts("b@far.example") == 1, "first tries")
+    live.system.wait_log(b": deferral:", count=2)
+    assert qctl(tree, "-d", str(n), "-R", "a@far.example") == (0, b"#%d: 1 recipient deleted\n" % n, b"")
+    assert b"qctl: delete 1 recipient of msg %d\n" % n in live.log()
+    assert qctl(tree, "-d", str(n), "-R", "a@far.example")[0] == 100  # done already
+    assert qctl(tree, "-r", str(n)) == (0, b"#%d: requeued\n" % n, b"")
+    wait_for(lambda: live.attempts("b@far.example") == 2, "b tried again")
+    assert live.attempts("a@far.example") == 1
+    assert qctl(tree, "-d", str(n), "-b") == (0, b"#%d: 1 recipient deleted\n" % n, b"")
+    live.system.wait_log(b"end msg %d\n" % n)
+    wait_for(lambda: len(live.maildir()) == 1, "the bounce in joe's Maildir")
+    [bounce] = live.maildir()
+    assert b"<b@far.example>:\nThis message was deleted from the queue by the administrator." in bounce
+    assert b"<a@far.example>" not in bounce
+    assert b"Subject: doomed" in bounce
+    assert qctl(tree, "-d", str(n)) == (100, b"#%d: no such message in the queue\n" % n, b"")
+    assert live.attempts("b@far.example") == 2
+    assert live.system.stop() == 0
+
+
+def test_delete_without_a_bounce_and_bad_requests(live):
+    tree = live.tree
+    n = qput(tree, b"Subject: gone\n\nx\n", sender=b"joe@test.example", rcpts=(b"c@far.example",))
+    live.system.wait_log(b": deferral:")
+    assert qctl(tree, "-h", "ALL") == (0, b"#%d: held\n" % n, b"")
+    assert qctl(tree, "-d", "ALL") == (0, b"#%d: 1 recipient deleted\n" % n, b"")
+    live.system.wait_log(b"end msg %d\n" % n)
+    assert not q(tree, "hold", n).exists() and not q(tree, "mess", n % 23, n).exists()
+    assert qctl(tree, "-h", "99999999")[0] == 100
+    assert qctl(tree, "-H", "ALL") == (0, b"no message to release\n", b"")
+    assert live.maildir() == []  # no bounce
+    assert live.system.stop() == 0
+
+
+def test_changes_while_qmail_send_is_stopped(live):
+    tree = live.tree
+    held = qput(tree, b"Subject: a\n\nx\n", rcpts=(b"d@far.example",))
+    doomed = qput(tree, b"Subject: b\n\nx\n", sender=b"joe@test.example", rcpts=(b"e@far.example",))
+    live.system.wait_log(b": deferral:", count=2)
+    assert live.system.stop() == 0
+    assert qctl(tree, "-h", str(held)) == (0, b"#%d: held\n" % held, b"")
+    assert qctl(tree, "-d", str(doomed), "-b") == (0, b"#%d: 1 recipient deleted\n" % doomed, b"")
+    assert q(tree, "bounce", doomed).stat().st_uid == q(tree, "bounce").stat().st_uid
+    fresh = qput(tree, b"Subject: c\n\nx\n", rcpts=(b"f@far.example",))
+    assert qctl(tree, "-h", str(fresh)) == (111, b"#%d: not preprocessed yet (qmail-send does that)\n" % fresh, b"")
+    assert qctl(tree, "-f")[0] == 0
+    assert qctl(tree, "-s") == (0, b"", b"")
+    live.accept.write_text("")
+    live.start()
+    live.system.wait_log(b"end msg %d\n" % doomed)
+    live.system.wait_log(b"end msg %d\n" % fresh)
+    wait_for(lambda: len(live.maildir()) == 1, "the bounce")
+    assert live.attempts("d@far.example") == 1 and live.attempts("e@far.example") == 1
+    assert qctl(tree, "-H", str(held)) == (0, b"#%d: released\n" % held, b"")
+    live.system.wait_log(b"end msg %d\n" % held)
+    assert live.attempts("d@far.example") == 2
+    assert live.system.stop() == 0
+
+
+def subject(data):
+    """Return a message's Subject value."""
+    return re.search(rb"^Subject: (.*)$", data, re.M).group(1)
+
+
+def test_hold_and_release_all_under_load(world_tmp, procs):
+    live = Live(world_tmp, procs, {"concurrencylocal": "1\n"})
+    (live.home / ".qmail").write_text("|sleep 0.3\n./Maildir/\n")  # slower than the feeding: a queue builds up
+    os.chown(live.home / ".qmail", live.home.stat().st_uid, live.home.stat().st_gid)
+    tree = live.tree
+    total = 60
+    fed = []
+
+    def feed(start):
+        for i in range(start, total, 2):
+            env = b"Fme@test.example\0Tjoe@test.example\0\0"
+            assert queue_message(tree, b"Subject: load %d\n\nx\n" % i, env) == 0
+            fed.append(i)
+    feeders = [threading.Thread(target=feed, args=(k,)) for k in (0, 1)]
+    for t in feeders:
+        t.start()
+    out = b""
+    try:
+        wait_for(lambda: len(fed) >= 20, "a queue building up", timeout=60)
+        code, out, err = qctl(tree, "-h", "ALL")
+        assert code == 0, (out, err)
+    finally:
+        for t in feeders:
+            t.join()
+    held = {int(m) for m in re.findall(rb"^#(\d+): held", out, re.M)}
+    assert held, out
+    held_subjects = {subject(q(tree, "mess", n % 23, n).read_bytes()) for n in held}
+    wait_for(lambda: len(live.maildir()) == total - len(held), "every message not held delivered", timeout=120)
+    assert not held_subjects & {subject(m) for m in live.maildir()}
+    assert sorted(int(p.name) for p in q(tree, "hold").iterdir()) == sorted(held)
+    code, out, _ = qctl(tree, "-H", "ALL")
+    assert code == 0 and out.count(b"released") == len(held)
+    wait_for(lambda: len(live.maildir()) >= total, "every message delivered", timeout=120)
+    subjects = [subject(m) for m in live.maildir()]
+    assert sorted(subjects) == sorted(b"load %d" % i for i in range(total))  # each once, none lost
+    assert live.log().count(b"qctl: hold msg") == len(held)
+    assert live.system.stop() == 0
