@@ -60,11 +60,13 @@ class Send:
         and give each destination a qmgr concurrency window (destinations.py)."""
         try:
             config = None if qmgrconf.read_scheduler() == qmgrconf.QMAIL else qmgrconf.read()
+            routes = qmgrconf.read_routes() if config is not None else None
         except OSError:
             return  # unreadable: as it was (qmail's one recipient per delivery at start)
         remote = self.channels[REMOTE]
         remote.batch_limit = 1 if config is None else config.recipient_limit
-        remote.configure_qmgr(config)
+        remote.configure_qmgr(config, routes)
+        self.channels[LOCAL].configure_qmgr(config)  # round robin per user
 
     def next_delid(self) -> int:
         """Return the next delivery number (1, 2, 3, … per run)."""

@@ -4,5 +4,5 @@ timequeue), bounces and VERP (bounce, verp), clean-up (sendclean), start-up (sen
 the qmgr scheduler's pure core and its controls (qmgr, qmgrconf: Postfix qmgr's windows, dead destinations,
 backoff and preemption), the remote channel's per-destination windows and dead cache built on it (destinations),
 and what those parts see of the whole (sendstate, for the type checker).
-May import: util, config, rfc822, queue, spawn (its protocol only).
+May import: util, config, rfc822, queue, spawn (its protocol only), remote (its smtproutes lookup only).
 """

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pyqmail.lib.config import control
+from pyqmail.lib.remote.remoteroute import parse_routes
 from pyqmail.lib.send import qmgr
 
 QMAIL = "qmail"
@@ -99,3 +100,8 @@ def read() -> QmgrConfig:
         maximal_backoff=maximal_backoff,
         dead_cache_size=max(1, control.readint("qmgrdeadcachesize", qmgr.DEAD_CACHE_SIZE)),
     )
+
+
+def read_routes() -> dict[bytes, bytes]:
+    """Return control/smtproutes as qmail-remote reads it (destinations under qmgr/oqmgr are its next hops)."""
+    return parse_routes(control.readlist("smtproutes") or [])
