@@ -106,6 +106,18 @@ class Send:
         """True when terminating and no live spawner has a delivery running."""
         return self.exitasap and not any(c.alive and c.used for c in self.channels.values())
 
+    def triggered(self, recent: int) -> bool:
+        """Act on the requests read from lock/trigger (qmgr(8)'s): A runs every schedule now (as ALRM), F forgets
+        the dead destinations, D and W only wake the loop; return True if todo/ is to be scanned (I)."""
+        requests = self.todo.read_trigger()
+        if "A" in requests:
+            for c in self.channels.values():
+                c.schedule.run_all_now(recent)
+        if "F" in requests:
+            for c in self.channels.values():
+                c.flush_dead()
+        return "I" in requests
+
     def round(self, flags: dict[str, bool], wake_r: int) -> None:
         """One turn of qmail-send's loop: compute the wakeup, select, then do each kind of work once."""
         recent = self.recent = int(time.time())
@@ -170,7 +182,7 @@ class Send:
         if self.todo.done_r in ready_r:
             self.todo.finish_batch()
         if not self.exitasap:
-            self.todo.step(self.todo.trigger in ready_r, recent)
+            self.todo.step(self.todo.trigger in ready_r and self.triggered(recent), recent)
         for c in self.channels.values():
             c.step(recent)
         id = self.pqfail.pop_due(recent)

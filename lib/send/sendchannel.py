@@ -603,6 +603,13 @@ class Channel:
             self.start_batch(job, items[0], items[1:], name)
         job.refs -= 1  # the entry's reference, now one for the run
 
+    def flush_dead(self) -> None:
+        """Forget every dead destination (the F trigger): each is alive again, logged as after its backoff."""
+        if self.dests is None:
+            return
+        for name in self.dests.flush_dead():
+            self.send.log(destinations.alive_line(name))
+
     def release_waiting(self) -> None:
         """At exit: let go of the entries still waiting (their messages are scheduled as after a pass)."""
         if self.dests is None:
