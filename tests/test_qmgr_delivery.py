@@ -51,7 +51,7 @@ def used_before_first_result(log):
 
 
 def test_slow_start_grows_from_the_initial_window_up_to_the_limit(procs, world_tmp):
-    tree = setup(world_tmp, "slow", qmgrinitialconcurrency=2, qmgrconcurrencylimit=5)
+    tree = setup(world_tmp, "slow", qmgrinitialconcurrency=2, qmgrconcurrencylimit=5, qmgrdebug=1)
     rcpts = [b"u%d@a.example" % i for i in range(24)]
     queue_each(tree, rcpts)
     with Simulator([("a.example", smtpsim.slow_data(0.5))], prefix="127.0.22.", first=10) as sim:
@@ -71,6 +71,9 @@ def test_slow_start_grows_from_the_initial_window_up_to_the_limit(procs, world_t
     first_drop = next(i for i in range(1, len(timeline)) if timeline[i] < timeline[i - 1])
     assert max(timeline[:first_drop]) == 2
     assert records["max_concurrent"] == 5
+    # control/qmgrdebug: each window change logged, one step at a time from 2 up to the limit
+    windows = [int(w) for w in re.findall(rb"destination \S+ window (\d+) busy \d+\n", log)]
+    assert windows == [3, 4, 5]
 
 
 def test_a_mute_destination_costs_one_cohort_then_is_dead_while_others_are_delivered(procs, world_tmp):

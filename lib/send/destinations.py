@@ -79,6 +79,11 @@ def alive_line(name: str) -> bytes:
     return b"destination %s is alive again\n" % logsafe(name.encode("latin-1"))
 
 
+def window_line(name: str, window: int, busy: int) -> bytes:
+    """Return `destination <D> window <W> busy <B>` (logged with control/qmgrdebug on)."""
+    return b"destination %s window %d busy %d\n" % (logsafe(name.encode("latin-1")), window, busy)
+
+
 def destination_of(recip: bytes, routes: Mapping[bytes, bytes] | None = None) -> str:
     """Return a recipient's destination: the smtproutes next hop (`relay:port`) when a route with a relay
     applies to its domain, else the domain (the part after the last `@`, lowercased; the whole address without)."""

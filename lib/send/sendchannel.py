@@ -112,6 +112,7 @@ class Channel:
         self.routes: dict[bytes, bytes] | None = None  # control/smtproutes (remote): destinations are next hops
         self.jobs: list[Job] = []  # qmgr's job list: messages with entries not selected yet, in arrival order
         self.stack: list[tuple[Job, Job]] = []  # (preempting job, the job it preempted), the current one last
+        self.debug = False  # control/qmgrdebug: log window changes
         self.backoff: tuple[int, int] | None = None  # (minimal, maximal) backoff instead of qmail's retry schedule
         self.slot_dest: list[str | None] = [None] * concurrency  # a slot's destination under qmgr
         self.slot_feedback: list[int] = [0] * concurrency  # its run's feedback so far
@@ -129,6 +130,7 @@ class Channel:
         window = destinations.LOCAL_POLICY if local else config.window
         self.preemptive = config.scheduler == QMGR and not local
         self.slot_policy = config.slots
+        self.debug = config.debug and not local
         self.routes = None if local else routes
         self.backoff = None if local else (config.minimal_backoff, config.maximal_backoff)
         if self.dests is None:
@@ -291,7 +293,11 @@ class Channel:
     def run_feedback(self, name: str, kind: int, report: bytes) -> None:
         """Give a finished run's feedback to its destination; a death defers everything waiting for it."""
         assert self.dests is not None
+        queue = self.dests.queues.get(name)
+        before = queue.window if queue is not None else None
         change = self.dests.feedback(name, kind, report, self.send.recent)
+        if self.debug and queue is not None and queue.window != before:
+            self.send.log(destinations.window_line(name, queue.window, queue.busy))
         if change == destinations.DIED:
             self.send.log(destinations.dead_line(name, report))
             for entry in self.dests.drain(name):
