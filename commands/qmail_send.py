@@ -62,11 +62,13 @@ class Send:
         and give each destination a qmgr concurrency window (destinations.py)."""
         try:
             config = None if qmgrconf.read_scheduler() == qmgrconf.QMAIL else qmgrconf.read()
+            routes = qmgrconf.read_routes() if config is not None else None
         except OSError:
             return  # unreadable: as it was (qmail's one recipient per delivery at start)
         remote = self.channels[REMOTE]
         remote.batch_limit = 1 if config is None else config.recipient_limit
-        remote.configure_qmgr(config)
+        remote.configure_qmgr(config, routes)
+        self.channels[LOCAL].configure_qmgr(config)  # round robin per user
 
     def next_delid(self) -> int:
         """Return the next delivery number (1, 2, 3, … per run)."""
@@ -105,6 +107,18 @@ class Send:
     def can_exit(self) -> bool:
         """True when terminating and no live spawner has a delivery running."""
         return self.exitasap and not any(c.alive and c.used for c in self.channels.values())
+
+    def triggered(self, recent: int) -> bool:
+        """Act on the requests read from lock/trigger (qmgr(8)'s): A runs every schedule now (as ALRM), F forgets
+        the dead destinations, D and W only wake the loop; return True if todo/ is to be scanned (I)."""
+        requests = self.todo.read_trigger()
+        if "A" in requests:
+            for c in self.channels.values():
+                c.schedule.run_all_now(recent)
+        if "F" in requests:
+            for c in self.channels.values():
+                c.flush_dead()
+        return "I" in requests
 
     def round(self, flags: dict[str, bool], wake_r: int) -> None:
         """One turn of qmail-send's loop: compute the wakeup, select, then do each kind of work once."""
@@ -172,7 +186,7 @@ class Send:
         if self.todo.done_r in ready_r:
             self.todo.finish_batch()
         if not self.exitasap:
-            self.todo.step(self.todo.trigger in ready_r, recent)
+            self.todo.step(self.todo.trigger in ready_r and self.triggered(recent), recent)
         for c in self.channels.values():
             c.step(recent)
         self.control.step(ready_r, recent)

@@ -51,7 +51,7 @@ def used_before_first_result(log):
 
 
 def test_slow_start_grows_from_the_initial_window_up_to_the_limit(procs, world_tmp):
-    tree = setup(world_tmp, "slow", qmgrinitialconcurrency=2, qmgrconcurrencylimit=5)
+    tree = setup(world_tmp, "slow", qmgrinitialconcurrency=2, qmgrconcurrencylimit=5, qmgrdebug=1)
     rcpts = [b"u%d@a.example" % i for i in range(24)]
     queue_each(tree, rcpts)
     with Simulator([("a.example", smtpsim.slow_data(0.5))], prefix="127.0.22.", first=10) as sim:
@@ -71,6 +71,9 @@ def test_slow_start_grows_from_the_initial_window_up_to_the_limit(procs, world_t
     first_drop = next(i for i in range(1, len(timeline)) if timeline[i] < timeline[i - 1])
     assert max(timeline[:first_drop]) == 2
     assert records["max_concurrent"] == 5
+    # control/qmgrdebug: each window change logged, one step at a time from 2 up to the limit
+    windows = [int(w) for w in re.findall(rb"destination \S+ window (\d+) busy \d+\n", log)]
+    assert windows == [3, 4, 5]
 
 
 def test_a_mute_destination_costs_one_cohort_then_is_dead_while_others_are_delivered(procs, world_tmp):
@@ -86,7 +89,9 @@ def test_a_mute_destination_costs_one_cohort_then_is_dead_while_others_are_deliv
         h = sim.sink("h.example").wait_for(lambda r: r["transaction_count"] == len(healthy))
         m = sim.sink("m.example").snapshot()
         assert m["connections_opened"] <= 2  # one cohort: the initial window
-        dead = re.findall(rb"warning: destination m.example is dead: (\S+)\n", log)
+        # the destination is the smtproutes next hop the simulator's route names
+        hop = b"[%s]:%d" % (sim.sink("m.example").host.encode(), sim.sink("m.example").port)
+        dead = re.findall(rb"warning: destination " + re.escape(hop) + rb" is dead: (\S+)\n", log)
         assert dead == [b"Connected_to_127.0.22.20_but_connection_died._(#4.4.2)/"]
         done = results(log)
         assert sorted(r for r, word, _ in done if word == b"success") == sorted(healthy)
@@ -96,7 +101,7 @@ def test_a_mute_destination_costs_one_cohort_then_is_dead_while_others_are_deliv
         # the recipients behind the dead destination were deferred without a connection of their own
         assert len(deferred) - m["connections_opened"] >= len(mute) - 2
         # minimalbackofftime later it is alive again, and a retry (ALRM) tries it once more
-        log = system.wait_log(b"destination m.example is alive again\n", timeout=30)
+        log = system.wait_log(b"destination %s is alive again\n" % hop, timeout=30)
         assert log.index(b"is alive again") > log.index(b"is dead")
         opened = m["connections_opened"]
         system.signal(signal.SIGALRM)
@@ -181,14 +186,14 @@ def test_destinations_never_start_beyond_the_window(ops, initial, limit):
         if op == "add":
             if dests.is_dead(name):
                 continue
-            dests.add(name, (object(), now, b"r@" + name.encode()))
+            dests.add(destinations.Entry(object(), name, [(now, b"r@" + name.encode())]))
         elif op == "start":
             picked = dests.pick()
             if picked is None:
                 continue
             queue = dests.queues[picked]
             assert queue.busy < queue.window <= limit
-            dests.take(picked, 5, True)
+            dests.pop(picked)
             dests.started(picked)
             running.append(picked)
         elif running:
@@ -198,6 +203,7 @@ def test_destinations_never_start_beyond_the_window(ops, initial, limit):
                 assert dests.is_dead(picked) and dests.reason(picked) == b"Zreason"
         for n, q in dests.queues.items():
             assert q.window <= limit
-            assert not (q.is_dead() and dests.waiting[n])
-        assert dests.count == sum(len(w) for w in dests.waiting.values())
+            assert not (q.is_dead() and dests.live[n])
+            assert dests.live[n] == sum(not e.taken for e in dests.waiting[n])
+        assert dests.count == sum(len(e.items) for w in dests.waiting.values() for e in w if not e.taken)
         dests.revive_due(now)

@@ -5,5 +5,5 @@ the qmgr scheduler's pure core and its controls (qmgr, qmgrconf: Postfix qmgr's 
 backoff and preemption), the remote channel's per-destination windows and dead cache built on it (destinations),
 qmail-qctl's control socket and damaged messages set aside (sendcontrol), and what those parts see of the whole
 (sendstate, for the type checker).
-May import: util, config, rfc822, queue, spawn (its protocol only).
+May import: util, config, rfc822, queue, spawn (its protocol only), remote (its smtproutes lookup only).
 """

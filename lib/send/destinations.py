@@ -24,8 +24,13 @@ from __future__ import annotations
 from collections import deque
 from typing import Generic, TypeVar
 
+from pyqmail.lib.remote.remoteroute import find_route
 from pyqmail.lib.send import qmgr
 from pyqmail.lib.send.sendlog import logsafe
+
+MYPY = False
+if MYPY:  # typing only: never imported at run time
+    from collections.abc import Mapping
 
 T = TypeVar("T")
 
@@ -39,6 +44,9 @@ REVIVED = 2
 
 WAITING_MAX = 20000  # recipients waiting in all destinations (Postfix's qmgr_message_recipient_limit)
 ACTIVE_JOBS = 1000  # messages a qmgr remote channel may hold beyond qmail's job count
+
+LOCAL_USER_WINDOW = 2  # the local channel's deliveries at once per user (Postfix's local_destination_concurrency_limit)
+LOCAL_POLICY = qmgr.WindowPolicy(initial=LOCAL_USER_WINDOW, limit=LOCAL_USER_WINDOW, failed_cohort_limit=0)
 
 NOCONN = b"Sorry, I wasn't able to establish an SMTP connection"
 
@@ -71,20 +79,51 @@ def alive_line(name: str) -> bytes:
     return b"destination %s is alive again\n" % logsafe(name.encode("latin-1"))
 
 
-def destination_of(recip: bytes) -> str:
-    """Return a recipient's destination: the part after the last `@`, lowercased (the whole address without)."""
+def window_line(name: str, window: int, busy: int) -> bytes:
+    """Return `destination <D> window <W> busy <B>` (logged with control/qmgrdebug on)."""
+    return b"destination %s window %d busy %d\n" % (logsafe(name.encode("latin-1")), window, busy)
+
+
+def destination_of(recip: bytes, routes: Mapping[bytes, bytes] | None = None) -> str:
+    """Return a recipient's destination: the smtproutes next hop (`relay:port`) when a route with a relay
+    applies to its domain, else the domain (the part after the last `@`, lowercased; the whole address without)."""
     at = recip.rfind(b"@")
-    return recip[at + 1:].lower().decode("latin-1")
+    domain = recip[at + 1:].lower()
+    if routes:
+        route = find_route(routes, domain)
+        if route.relay is not None:
+            return "%s:%d" % (route.relay.lower().decode("latin-1"), route.port)
+    return domain.decode("latin-1")
+
+
+def local_user_of(recip: bytes) -> str:
+    """Return a local recipient's user for the local channel's round robin: its local part up to the first `-`,
+    lowercased (qmail-lspawn's user, without reading users/assign or the password file)."""
+    at = recip.rfind(b"@")
+    local = recip[:at] if at >= 0 else recip
+    return local.split(b"-", 1)[0].lower().decode("latin-1")
+
+
+class Entry(Generic[T]):
+    """A delivery request waiting at a destination: recipients (record position, address) of one job (its owner),
+    as many as one run takes; `taken` once selected or deferred (the job's and the destination's queues drop
+    taken entries lazily)."""
+    __slots__ = ("owner", "dest", "items", "taken")
+
+    def __init__(self, owner: T, dest: str, items: list[tuple[int, bytes]]) -> None:
+        """Make an entry not taken yet."""
+        self.owner, self.dest, self.items, self.taken = owner, dest, items, False
 
 
 class Destinations(Generic[T]):
-    """The destinations' windows, waiting recipients (job, record position, address), rotation and dead cache."""
+    """The destinations' windows, waiting entries (in arrival order), rotation and dead cache."""
 
     def __init__(self, policy: qmgr.WindowPolicy, dead_cache_size: int = qmgr.DEAD_CACHE_SIZE) -> None:
         """Start with no destination."""
         self.policy = policy
         self.queues: dict[str, qmgr.DestinationQueue] = {}
-        self.waiting: dict[str, deque[tuple[T, int, bytes]]] = {}
+        self.waiting: dict[str, deque[Entry[T]]] = {}
+        self.live: dict[str, int] = {}  # entries waiting (not taken) per destination
         self.rotation: qmgr.RoundRobin[str] = qmgr.RoundRobin()
         self.dead = qmgr.DeadCache(dead_cache_size)
         self.count = 0  # recipients waiting, over all destinations
@@ -105,6 +144,7 @@ class Destinations(Generic[T]):
         if queue is None:
             queue = self.queues[name] = qmgr.DestinationQueue(name, self.policy)
             self.waiting[name] = deque()
+            self.live[name] = 0
             self.rotation.add(name)
         return queue
 
@@ -118,19 +158,25 @@ class Destinations(Generic[T]):
         queue = self.queues.get(name)
         return queue.reason if queue is not None and queue.reason is not None else b"Z"
 
-    def add(self, name: str, item: tuple[T, int, bytes]) -> None:
-        """Let a recipient wait for its destination (which must be alive)."""
-        self.queue(name)
-        self.waiting[name].append(item)
-        self.count += 1
+    def add(self, entry: Entry[T]) -> None:
+        """Let an entry wait for its destination (which must be alive)."""
+        self.queue(entry.dest)
+        self.waiting[entry.dest].append(entry)
+        self.live[entry.dest] += 1
+        self.count += len(entry.items)
 
     def has_room(self) -> bool:
         """True if another message's recipients may be read in."""
         return self.count < WAITING_MAX
 
+    def can_start(self, name: str) -> bool:
+        """True if the destination has room in its window (alive, busy below the window)."""
+        queue = self.queues.get(name)
+        return queue is not None and queue.can_start()
+
     def eligible(self, name: str) -> bool:
-        """True if the destination has a waiting recipient and room in its window."""
-        return bool(self.waiting.get(name)) and self.queues[name].can_start()
+        """True if the destination has a waiting entry and room in its window."""
+        return self.live.get(name, 0) > 0 and self.queues[name].can_start()
 
     def ready(self) -> bool:
         """True if some destination could start a delivery now."""
@@ -142,15 +188,20 @@ class Destinations(Generic[T]):
             return None
         return self.rotation.pick(self.eligible)
 
-    def take(self, name: str, limit: int, same: bool) -> list[tuple[T, int, bytes]]:
-        """Remove and return the front recipient and, if same, up to limit - 1 more of the same job behind it."""
+    def take(self, entry: Entry[T]) -> None:
+        """Mark an entry selected (or deferred): it no longer waits."""
+        entry.taken = True
+        self.live[entry.dest] -= 1
+        self.count -= len(entry.items)
+
+    def pop(self, name: str) -> Entry[T]:
+        """Remove, mark taken and return the destination's oldest waiting entry (oqmgr's FIFO; one must wait)."""
         items = self.waiting[name]
-        first = items.popleft()
-        taken = [first]
-        while same and items and len(taken) < limit and items[0][0] is first[0]:
-            taken.append(items.popleft())
-        self.count -= len(taken)
-        return taken
+        while items[0].taken:
+            items.popleft()
+        entry = items.popleft()
+        self.take(entry)
+        return entry
 
     def started(self, name: str) -> None:
         """Count a delivery (one run, however many recipients) started to the destination."""
@@ -180,22 +231,34 @@ class Destinations(Generic[T]):
             return REVIVED
         return 0
 
-    def drain(self, name: str) -> list[tuple[T, int, bytes]]:
-        """Remove and return every recipient waiting for the destination."""
+    def drain(self, name: str) -> list[Entry[T]]:
+        """Remove, mark taken and return every entry waiting for the destination."""
         items = self.waiting.get(name)
         if not items:
             return []
-        out = list(items)
+        out = [e for e in items if not e.taken]
         items.clear()
-        self.count -= len(out)
+        for entry in out:
+            self.take(entry)
         return out
 
-    def drain_all(self) -> list[tuple[T, int, bytes]]:
-        """Remove and return every waiting recipient (qmail-send is exiting)."""
-        out: list[tuple[T, int, bytes]] = []
+    def drain_all(self) -> list[Entry[T]]:
+        """Remove and return every waiting entry (qmail-send is exiting)."""
+        out: list[Entry[T]] = []
         for name in list(self.waiting):
             out.extend(self.drain(name))
         return out
+
+    def flush_dead(self) -> list[str]:
+        """Revive every dead destination now (the F trigger); return their names."""
+        revived = []
+        for name in self.dead.flush():
+            queue = self.queues.get(name)
+            if queue is not None and queue.is_dead():
+                queue.positive_feedback()
+                revived.append(name)
+                self.drop_if_idle(name)
+        return revived
 
     def revive_due(self, now: float) -> list[str]:
         """Revive the destinations dead for minimal backoff; return their names, oldest death first."""
@@ -220,7 +283,7 @@ class Destinations(Generic[T]):
     def drop_if_idle(self, name: str) -> None:
         """Forget a live destination with nothing waiting and nothing in flight (Postfix frees such a queue)."""
         queue = self.queues.get(name)
-        if queue is None or queue.busy or queue.is_dead() or self.waiting[name]:
+        if queue is None or queue.busy or queue.is_dead() or self.live[name]:
             return
         self.forget(name)
 
@@ -228,12 +291,19 @@ class Destinations(Generic[T]):
         """Remove a destination entirely."""
         del self.queues[name]
         del self.waiting[name]
+        del self.live[name]
         self.rotation.remove(name)
 
     def forget_evicted(self) -> None:
         """Forget dead destinations the cache evicted (they start afresh next time), unless in flight."""
         for name in [n for n, q in self.queues.items() if q.is_dead() and n not in self.dead and not q.busy]:
             self.forget(name)
+
+    def compact(self, name: str) -> None:
+        """Drop taken entries from the front of a destination's queue (they were selected through their job)."""
+        items = self.waiting.get(name)
+        while items and items[0].taken:
+            items.popleft()
 
     def idle(self) -> bool:
         """True if nothing waits and nothing is in flight."""

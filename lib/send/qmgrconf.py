@@ -18,6 +18,7 @@ file is absent or its first line has no leading digits (qmail's scan_ulong, as c
     maximalbackofftime         maximal_backoff_time                                 4000 (seconds)
     qmgrratedelay              default_destination_rate_delay                       0 (seconds; > 0 forces limit 1)
     qmgrdeadcachesize          the dead-destination cache's size                    20000
+    qmgrdebug                  (this project's) 1: log each window change            0
 
 The feedback files take `1`, `1/concurrency` or `1/sqrt(concurrency)` (any number in (0, 1] for the 1); a
 value that does not parse is taken as the default. Values Postfix would refuse are brought into range:
@@ -30,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pyqmail.lib.config import control
+from pyqmail.lib.remote.remoteroute import parse_routes
 from pyqmail.lib.send import qmgr
 
 QMAIL = "qmail"
@@ -69,6 +71,7 @@ class QmgrConfig:
     minimal_backoff: int = qmgr.MINIMAL_BACKOFF
     maximal_backoff: int = qmgr.MAXIMAL_BACKOFF
     dead_cache_size: int = qmgr.DEAD_CACHE_SIZE
+    debug: bool = False  # control/qmgrdebug 1: log every window change
 
 
 def read() -> QmgrConfig:
@@ -98,4 +101,10 @@ def read() -> QmgrConfig:
         minimal_backoff=minimal_backoff,
         maximal_backoff=maximal_backoff,
         dead_cache_size=max(1, control.readint("qmgrdeadcachesize", qmgr.DEAD_CACHE_SIZE)),
+        debug=control.readint("qmgrdebug", 0) > 0,
     )
+
+
+def read_routes() -> dict[bytes, bytes]:
+    """Return control/smtproutes as qmail-remote reads it (destinations under qmgr/oqmgr are its next hops)."""
+    return parse_routes(control.readlist("smtproutes") or [])

@@ -8,8 +8,9 @@ import os
 import time
 from collections import deque
 
-from pyqmail.lib.send import bounce, destinations, retry, sendlog, verp
-from pyqmail.lib.send.channel import CHANNELS
+from pyqmail.lib.send import bounce, destinations, qmgr, retry, sendlog, verp
+from pyqmail.lib.send.channel import CHANNELS, LOCAL
+from pyqmail.lib.send.qmgrconf import QMGR
 from pyqmail.lib.queue.queue import SPLIT, split_name
 from pyqmail.lib.util.fdio import nul_records, write_all
 from pyqmail.lib.send.sendmessages import SLEEP_ALERT, SLEEP_SYSFAIL, InfoDamaged, read_info
@@ -19,6 +20,7 @@ MYPY = False
 if MYPY:  # typing only: never imported at run time
     from collections.abc import Callable
     from pyqmail.lib.send.qmgrconf import QmgrConfig
+    from pyqmail.lib.send.destinations import Entry
     from pyqmail.lib.send.sendstate import SendState
     from pyqmail.lib.send.timequeue import TimeQueue
 
@@ -26,12 +28,18 @@ REPORTMAX = 10000  # qmail-send keeps at most this much of a report, whatever th
 
 
 class Job:
-    """A message's work in one channel, alive while its pass or any of its deliveries runs."""
-    __slots__ = ("id", "retry", "sender", "numtodo", "hiteof", "dying", "refs")
+    """A message's work in one channel, alive while its pass or any of its deliveries runs. Under qmgr/oqmgr it
+    also holds its entries waiting per destination (peers), their rotation and its preemption record (pj)."""
+    __slots__ = ("id", "retry", "sender", "numtodo", "hiteof", "dying", "refs", "birth", "peers", "rr", "pj",
+                 "live")
 
-    def __init__(self, id: int, retry_at: int, sender: bytes, dying: bool) -> None:
-        self.id, self.retry, self.sender, self.dying = id, retry_at, sender, dying
+    def __init__(self, id: int, retry_at: int, sender: bytes, dying: bool, birth: int = 0) -> None:
+        self.id, self.retry, self.sender, self.dying, self.birth = id, retry_at, sender, dying, birth
         self.numtodo, self.hiteof, self.refs = 0, False, 1
+        self.peers: dict[str, deque[destinations.Entry[Job]]] = {}
+        self.rr: qmgr.RoundRobin[str] = qmgr.RoundRobin()
+        self.pj: qmgr.Job | None = None
+        self.live = 0  # entries not selected yet
 
 
 class Delivery:
@@ -99,20 +107,36 @@ class Channel:
         # the qmgr scheduler (remote, control/scheduler qmgr or oqmgr): windows per destination (None: never on)
         self.qmgr = False  # passes put their recipients into self.dests
         self.dests: destinations.Destinations[Job] | None = None
+        self.preemptive = False  # control/scheduler qmgr: the job list with preemption; oqmgr: FIFO per destination
+        self.slot_policy = qmgr.SlotPolicy()
+        self.routes: dict[bytes, bytes] | None = None  # control/smtproutes (remote): destinations are next hops
+        self.jobs: list[Job] = []  # qmgr's job list: messages with entries not selected yet, in arrival order
+        self.stack: list[tuple[Job, Job]] = []  # (preempting job, the job it preempted), the current one last
+        self.debug = False  # control/qmgrdebug: log window changes
+        self.backoff: tuple[int, int] | None = None  # (minimal, maximal) backoff instead of qmail's retry schedule
         self.slot_dest: list[str | None] = [None] * concurrency  # a slot's destination under qmgr
         self.slot_feedback: list[int] = [0] * concurrency  # its run's feedback so far
         self.slot_reason: list[bytes] = [b""] * concurrency  # the report that gave it
         os.set_blocking(fd_out, False)
 
-    def configure_qmgr(self, config: QmgrConfig | None) -> None:
-        """Turn the qmgr windows on (a config) or off (None) for the passes to come; what waits goes on."""
+    def configure_qmgr(self, config: QmgrConfig | None, routes: dict[bytes, bytes] | None = None) -> None:
+        """Turn the qmgr windows on (a config) or off (None) for the passes to come; what waits goes on. The local
+        channel gets a fixed window per user (LOCAL_USER_WINDOW), no feedback, no backoff, no preemption."""
         self.qmgr = config is not None
         if config is None:
+            self.backoff = None
             return
+        local = self.name == LOCAL
+        window = destinations.LOCAL_POLICY if local else config.window
+        self.preemptive = config.scheduler == QMGR and not local
+        self.slot_policy = config.slots
+        self.debug = config.debug and not local
+        self.routes = None if local else routes
+        self.backoff = None if local else (config.minimal_backoff, config.maximal_backoff)
         if self.dests is None:
-            self.dests = destinations.Destinations(config.window, config.dead_cache_size)
+            self.dests = destinations.Destinations(window, config.dead_cache_size)
         else:
-            self.dests.configure(config.window, config.dead_cache_size)
+            self.dests.configure(window, config.dead_cache_size)
 
     def fn(self, id: int) -> str:
         """Return the channel file's path for message id."""
@@ -236,7 +260,7 @@ class Channel:
         self.result(d, report)
         name = self.slot_dest[delnum]
         if name is not None:
-            kind = destinations.classify(report)
+            kind = destinations.classify(report) if self.name != LOCAL else destinations.NONE
             if kind > self.slot_feedback[delnum] or not self.slot_reason[delnum]:
                 self.slot_feedback[delnum], self.slot_reason[delnum] = kind, report
         if not last:
@@ -269,11 +293,19 @@ class Channel:
     def run_feedback(self, name: str, kind: int, report: bytes) -> None:
         """Give a finished run's feedback to its destination; a death defers everything waiting for it."""
         assert self.dests is not None
+        queue = self.dests.queues.get(name)
+        before = queue.window if queue is not None else None
         change = self.dests.feedback(name, kind, report, self.send.recent)
+        if self.debug and queue is not None and queue.window != before:
+            self.send.log(destinations.window_line(name, queue.window, queue.busy))
         if change == destinations.DIED:
             self.send.log(destinations.dead_line(name, report))
-            for job, mpos, recip in self.dests.drain(name):
-                self.defer_dead(job, mpos, recip, report)
+            for entry in self.dests.drain(name):
+                job = entry.owner
+                job.refs += len(entry.items) - 1  # one for each deferral, instead of the entry's
+                for mpos, recip in entry.items:
+                    self.defer_dead(job, mpos, recip, report)
+                self.selected(entry)
         elif change == destinations.REVIVED:
             self.send.log(destinations.alive_line(name))
 
@@ -356,8 +388,11 @@ class Channel:
             self.schedule.add(id, recent + SLEEP_SYSFAIL)
             return None
         send.jobs_used += 1
-        self.job = Job(id, retry.next_retry(birth, recent, self.name), sender,
-                       retry.is_dying(birth, recent, send.lifetime))
+        if self.backoff is not None:  # qmgr/oqmgr remote: Postfix's exponential backoff
+            due = qmgr.next_attempt(recent, birth, *self.backoff)
+        else:
+            due = retry.next_retry(birth, recent, self.name)
+        self.job = Job(id, due, sender, retry.is_dying(birth, recent, send.lifetime), birth)
         self.records, self.pos = records, 0
         return self.job
 
@@ -423,12 +458,21 @@ class Channel:
             send.control.note_damaged(job.id, "unknown record type in %s/%d" % (self.name, job.id))
             self.end_pass(job, False)
 
+    def destination(self, recip: bytes) -> str:
+        """Return the destination a recipient waits at: the local user, or the remote next hop or domain."""
+        if self.name == LOCAL:
+            return destinations.local_user_of(recip)
+        return destinations.destination_of(recip, self.routes)
+
     def read_in(self, job: Job) -> None:
-        """Under qmgr: put the whole pass's T records to wait at their destinations (a dead one defers them at
-        once) and end the pass; each waiting recipient holds a reference on the job."""
+        """Under qmgr/oqmgr: put the whole pass's T records to wait at their destinations as entries (up to the
+        recipient limit per entry, one per entry for a VERP sender; a dead destination defers them at once), put
+        the job on the job list and end the pass; each waiting entry holds a reference on the job."""
         assert self.dests is not None
         dests = self.dests
         hiteof = True
+        limit = min(self.batch_limit, BATCH_MAX)
+        groups: dict[str, list[tuple[int, bytes]]] = {}
         while True:
             nul = self.records.find(b"\0", self.pos)
             if nul < 0:
@@ -442,46 +486,152 @@ class Channel:
             if kind == b"T":
                 recip = record[1:]
                 job.numtodo += 1
-                job.refs += 1
-                name = destinations.destination_of(recip)
+                name = self.destination(recip)
                 if dests.is_dead(name):
+                    job.refs += 1
                     self.defer_dead(job, mpos, recip, dests.reason(name))
                 else:
-                    dests.add(name, (job, mpos, recip))
+                    groups.setdefault(name, []).append((mpos, recip))
             elif kind != b"D":
                 self.send.log(sendlog.warning("unknown_chan", sendlog.split_fn(self.name, job.id)))
                 self.send.control.note_damaged(job.id, "unknown record type in %s/%d" % (self.name, job.id))
                 hiteof = False
                 break
+        for name, items in groups.items():
+            per = limit if verp.delivery_sender(job.sender, items[0][1]) == job.sender else 1  # VERP: one each
+            peer: deque[Entry[Job]] = deque()
+            for i in range(0, len(items), per):
+                entry = destinations.Entry(job, name, items[i:i + per])
+                peer.append(entry)
+                dests.add(entry)
+                job.refs += 1
+            job.peers[name] = peer
+            job.rr.add(name)
+            job.live += len(peer)
+        if job.live:
+            job.pj = qmgr.Job(str(job.id), job.live, job.live, job.birth)
+            self.jobs.append(job)
         self.end_pass(job, hiteof)
 
     def dispatch(self) -> None:
-        """Under qmgr: start deliveries while a slot is free, round robin over destinations with room."""
+        """Under qmgr/oqmgr: start deliveries while a slot is free: the next entry the scheduler selects."""
         dests = self.dests
         if dests is None:
             return
-        while self.can_deliver() and not self.send.exitasap:
-            name = dests.pick()
-            if name is None:
+        while self.can_deliver() and not self.send.exitasap and dests.ready():
+            entry = self.select_preemptive() if self.preemptive else self.select_fifo()
+            if entry is None:
                 return
-            front = dests.waiting[name][0]
-            job, recip = front[0], front[2]
-            same = verp.delivery_sender(job.sender, recip) == job.sender  # a VERP sender: one request each
-            items = dests.take(name, min(self.batch_limit, BATCH_MAX), same)
-            dests.started(name)
-            if len(items) == 1:
-                self.start_delivery(job, items[0][1], recip, name)
-            else:
-                job.numtodo -= len(items) - 1  # start_batch counts the others itself
-                self.start_batch(job, (items[0][1], recip), [(mpos, r) for _, mpos, r in items[1:]], name)
-            job.refs -= len(items)  # the waiting references, now one for the run
+            self.start_entry(entry)
 
-    def release_waiting(self) -> None:
-        """At exit: let go of the recipients still waiting (their messages are scheduled as after a pass)."""
+    def select_fifo(self) -> Entry[Job] | None:
+        """oqmgr: the oldest entry of the next destination in the round robin with room in its window."""
+        assert self.dests is not None
+        name = self.dests.pick()
+        if name is None:
+            return None
+        entry = self.dests.pop(name)
+        self.selected(entry)
+        return entry
+
+    def job_entry(self, job: Job) -> Entry[Job] | None:
+        """Return (and take) a job's next entry: round robin over its destinations with room, or None."""
+        dests = self.dests
+        assert dests is not None
+
+        def ready(name: str) -> bool:
+            peer = job.peers[name]
+            while peer and peer[0].taken:
+                peer.popleft()
+            return bool(peer) and dests.can_start(name)
+        name = job.rr.pick(ready)
+        if name is None:
+            return None
+        entry = job.peers[name].popleft()
+        dests.take(entry)
+        dests.compact(name)
+        return entry
+
+    def select_preemptive(self) -> Entry[Job] | None:
+        """qmgr: walk the job list from the current job (after trying a preemption), the first job with an entry
+        whose destination has room gives it; an entry of the current job earns it a slot (reference §7.4)."""
+        if not self.jobs:
+            return None
+        current = self.stack[-1][0] if self.stack else self.jobs[0]
+        cur = current.pj
+        assert cur is not None
+        policy = self.slot_policy
+        if qmgr.may_try_preemption(cur, policy):
+            for job in self.jobs:
+                assert job.pj is not None
+                job.pj.blocker = not self.has_room_for(job)
+            pjs = [j.pj for j in self.jobs if j.pj is not None]
+            chosen = qmgr.preempt(pjs, cur, policy, self.send.recent)
+            if chosen is not cur:
+                winner = next(j for j in self.jobs if j.pj is chosen)
+                self.jobs.remove(winner)
+                self.jobs.insert(self.jobs.index(current), winner)
+                self.stack.append((winner, current))
+                self.send.log(sendlog.preempted(current.id, winner.id, self.name, qmgr.expected_slots(chosen)))
+                current, cur = winner, chosen
+        for job in self.jobs[self.jobs.index(current):]:
+            entry = self.job_entry(job)
+            if entry is not None:
+                assert job.pj is not None
+                qmgr.select_entry(job.pj, cur)
+                self.selected(entry)
+                return entry
+        return None
+
+    def has_room_for(self, job: Job) -> bool:
+        """True if some destination of the job with a waiting entry has room (else the job is a blocker)."""
+        dests = self.dests
+        assert dests is not None
+        return any(dests.can_start(name) and any(not e.taken for e in peer) for name, peer in job.peers.items())
+
+    def selected(self, entry: Entry[Job]) -> None:
+        """An entry left its job's waiting entries: retire the job from the job list when none is left."""
+        job = entry.owner
+        job.live -= 1
+        if job.live > 0:
+            return
+        if job in self.jobs:
+            self.jobs.remove(job)
+        for i, (winner, victim) in enumerate(self.stack):
+            if winner is job:  # a preempting job done: the job it preempted may be preempted again
+                del self.stack[i]
+                if victim.pj is not None:
+                    victim.pj.stacked = False
+                break
+        job.peers.clear()
+
+    def start_entry(self, entry: Entry[Job]) -> None:
+        """Start one run for an entry's recipients (one request, or a batch)."""
+        job, items, name = entry.owner, entry.items, entry.dest
+        assert self.dests is not None
+        self.dests.started(name)
+        if len(items) == 1:
+            self.start_delivery(job, items[0][0], items[0][1], name)
+        else:
+            job.numtodo -= len(items) - 1  # start_batch counts the others itself
+            self.start_batch(job, items[0], items[1:], name)
+        job.refs -= 1  # the entry's reference, now one for the run
+
+    def flush_dead(self) -> None:
+        """Forget every dead destination (the F trigger): each is alive again, logged as after its backoff."""
         if self.dests is None:
             return
-        for job, _, _ in self.dests.drain_all():
-            self.close_job(job)
+        for name in self.dests.flush_dead():
+            self.send.log(destinations.alive_line(name))
+
+    def release_waiting(self) -> None:
+        """At exit: let go of the entries still waiting (their messages are scheduled as after a pass)."""
+        if self.dests is None:
+            return
+        for entry in self.dests.drain_all():
+            entry.owner.live -= 1
+            self.close_job(entry.owner)
+        self.jobs, self.stack = [], []
 
     def busy(self) -> bool:
         """True if a pass could do something right now (the loop must not sleep)."""

@@ -174,3 +174,8 @@ FIXED_WARNINGS = {
 def fixed_warning(kind: str) -> bytes:
     """Return a warning line that names no file, a key of FIXED_WARNINGS."""
     return FIXED_WARNINGS[kind]
+
+
+def preempted(current: int, winner: int, channel: str, entries: int) -> bytes:
+    """Return `preemption: msg W passes msg C in channel (E deliveries)` (control/scheduler qmgr)."""
+    return b"preemption: msg %d passes msg %d in %s (%d deliveries)\n" % (winner, current, channel.encode(), entries)

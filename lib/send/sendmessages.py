@@ -9,6 +9,7 @@ import os
 import time
 
 from pyqmail.lib.send import bounce, sendlog, todo
+from pyqmail.lib.send.qmgr import collapse_triggers
 from pyqmail.lib.send.channel import CHANNELS
 from pyqmail.lib.queue.queuehere import open_queue
 from pyqmail.lib.queue.queue import SPLIT, split_name
@@ -30,6 +31,7 @@ TODO_BATCH = 16  # todo entries preprocessed per round, their fsyncs overlapped 
 FSYNC_THREADS = 8
 OSSIFIED = 129600  # 36 hours: longer than qmail-queue's 24-hour limit, so no injection still owns it
 TRIGGER = "lock/trigger"
+TRIGGER_READ = 512  # bytes read from the trigger per round: requests collapse, so more would say nothing new
 
 
 class InfoDamaged(OSError):
@@ -94,6 +96,7 @@ class Todo:
         # id -> (todo.Result.aside, its log lines) of a todo/N whose last try failed
         self.failing: dict[int, tuple[todo.StatKey | None, bytes]] = {}
         self.next_run = 0  # scan at once when starting
+        self.pull_pending = False  # an I request read from the trigger, no listing started since
         self.fsyncer: ThreadPoolExecutor | None = None  # threads for fsync_all, started at the first batch
         # the thread a batch is preprocessed in, off the loop (creates and fsyncs block)
         self.batcher: ThreadPoolExecutor | None = None
@@ -111,6 +114,23 @@ class Todo:
         except OSError:
             self.trigger = -1
 
+    def read_trigger(self) -> tuple[str, ...]:
+        """The trigger is readable: read its bytes and return the requests (qmgr.collapse_triggers: A, F, D, I in
+        that order, each once; qmail's own byte, a NUL, and W mean I). End of file alone (writers gone) is I. A
+        read without I reopens the FIFO at once, so that its end of file does not read as a pull."""
+        try:
+            data = os.read(self.trigger, TRIGGER_READ)
+        except BlockingIOError:
+            return ()
+        except OSError:
+            data = b""
+        requests = collapse_triggers(data) if data else ("I",)
+        if "I" in requests:
+            self.pull_pending = True  # until a listing starts: a pull read during a scan is not lost
+        else:
+            self.reopen_trigger()
+        return requests
+
     def resting(self) -> float:
         """Seconds left before a pull may start the next listing of todo/, or the next entry be taken while
         the messages kept in memory make them wait (0 when it may now)."""
@@ -120,6 +140,8 @@ class Todo:
         """Return the earliest time the todo scan needs the loop (0 while scanning, unless a batch runs)."""
         if self.inflight is not None or self.send.inmemory.intake_pause():
             return wake  # done_r wakes the loop; or a message leaving the memory, or the end of its stall
+        if self.pull_pending and not self.resting():
+            return 0
         return 0 if self.scan is not None or self.pending else min(wake, self.next_run)
 
     def step(self, pulled: bool, recent: int) -> None:
@@ -130,8 +152,10 @@ class Todo:
         if send.inmemory.intake_pause():
             return  # the scan goes on, and a pull is seen, once a message leaves the memory
         if self.scan is None and not self.pending:
+            pulled = pulled or (self.pull_pending and not self.resting())
             if not pulled and recent < self.next_run:
                 return
+            self.pull_pending = False
             self.reopen_trigger()
             began = time.monotonic()
             try:
