@@ -120,8 +120,7 @@ def tree_accounts(root):
     st = os.stat(root / "queue")
     try:
         if pwd.getpwnam("qmailq").pw_uid == st.st_uid and st.st_uid != os.stat(root).st_uid:
-            return services.Accounts("qmaild", grp.getgrgid(pwd.getpwnam("qmaild").pw_gid).gr_name,
-                                     "qmaill", grp.getgrgid(pwd.getpwnam("qmaill").pw_gid).gr_name)
+            return services.Accounts("qmaild", grp.getgrgid(pwd.getpwnam("qmaild").pw_gid).gr_name, "qmaill")
     except KeyError:
         pass
     try:
@@ -129,7 +128,7 @@ def tree_accounts(root):
         group = grp.getgrgid(pwd.getpwuid(st.st_uid).pw_gid).gr_name
     except KeyError:
         raise Exit(TEMP_FAILURE, "the owner of %s/queue has no account or group name" % root)
-    return services.Accounts(user, group, user, group)
+    return services.Accounts(user, group, user)
 
 
 def install_services(root, kind, prefix):

@@ -2,17 +2,27 @@
 verify` (systemd cannot run as init here): qmail-send, each server as a qmail-tcpserver service and as an
 Accept=yes socket with its template service."""
 
+import os
+import pwd
 import shutil
 import subprocess
 
 import pytest
 
-from servicetree import SERVERS, setup_services
+from servicetree import SERVERS, root_tree, setup_services
 
 
-def test_units_pass_systemd_analyze_verify(tree, world_tmp):
+@pytest.mark.parametrize("accounts", ["single-user", "qmail"])
+def test_units_pass_systemd_analyze_verify(tree, world_tmp, accounts):
     if not shutil.which("systemd-analyze"):
         pytest.skip("not installed: systemd-analyze (Debian's systemd package)")
+    if accounts == "qmail":
+        if os.geteuid() != 0:
+            pytest.skip("needs root: a tree with qmail's accounts")
+        tree = root_tree(world_tmp / "system")
+        user = "\nUser=qmaild\nGroup=nofiles\n"
+    else:
+        user = "\nUser=%s\n" % pwd.getpwuid(os.geteuid()).pw_name
     prefix = world_tmp / "root"
     r = setup_services(tree, "systemd", prefix)
     assert r.returncode == 0, r.stderr
@@ -26,6 +36,8 @@ def test_units_pass_systemd_analyze_verify(tree, world_tmp):
         socket = (units / (server + ".socket")).read_text()
         assert "\nAccept=yes\n" in socket and "\nConflicts=%s.service\n" % server in socket
         assert "\nStandardInput=socket\n" in (units / (server + "@.service")).read_text()
+        if server != "qmail-pop3d":  # POP3 starts as root: qmail-checkpassword switches to the user
+            assert user in (units / (server + "@.service")).read_text()
         assert "qmail-tcpserver " in (units / (server + ".service")).read_text()
     assert "\nKillMode=mixed\n" in (units / "qmail-send.service").read_text()
     assert str(tree) + "/bin/qmail-start" in (units / "qmail-send.service").read_text()

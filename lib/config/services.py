@@ -20,7 +20,6 @@ class Accounts(NamedTuple):
     server_user: str
     server_group: str
     log_user: str
-    log_group: str
 
 
 class Item(NamedTuple):
