@@ -123,8 +123,8 @@ def test_hub_link_down_and_up(procs, world_tmp):
 def test_hub_disk_full_refusals_are_retried_by_the_injectors(procs, world_tmp):
     with netns.Fleet(world_tmp, procs, nodes=1, hubs=1, hub_tmpfs_mb=24) as fleet:
         hub, node = fleet.hubs[0], fleet.nodes[0]
-        # full before the hub's first message: a qmail-tcpserver worker that has queued reuses its pid
-        # file's pages, so a disk filled later would still take its messages one at a time
+        # full before the hub's first message: qmail-clean parks delivered messages' files in pid/ for
+        # qmail-queue to reuse (lib/queue/queuepool), so a hub that has delivered keeps pages to queue in
         hub.fill_disk()
         node.inject(6, workers=2, env=FAST, retry=0.3)
         netns.wait_for(lambda: {a[1] for a in node.attempts() if a[3] == 111} == {"qmail-inject", "sendmail"}
