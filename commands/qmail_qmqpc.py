@@ -292,8 +292,8 @@ def qmqpc():
             continue
         try:
             code = deliver(sock, spool, sender, recipients, deadline, io_timeout, memory is not None)
-        except Exit:
-            if memory is not None:
+        except Exit as e:
+            if memory is not None and e.code == CONN_FAILED:
                 memory.note(host, port, hubmemory.BROKEN, int(time.time()))
             raise
         finally:

@@ -3,7 +3,8 @@ all joined by a bridge in one more namespace (tests/test_fleet.py, scripts/bench
 
 Every namespace, veth pair and address is made here and exists only inside the namespaces: the host's own
 interfaces are never touched (the veth pairs are created directly inside the namespaces). Addresses are
-10.199.0.0/24 inside them (nodes .11.., hubs .101.., a final SMTP sink .200). Namespace names carry the
+10.199.0.0/24 inside them (nodes .11.., hubs .101.., a final SMTP sink .200: Postfix's smtp-sink, to
+which the hubs route every non-local recipient with control/smtproutes). Namespace names carry the
 process id (pq24-PID-...), so parallel runs never collide, and a run that died is cleaned up by the next.
 Needs root; `available()` says why not otherwise.
 
@@ -210,6 +211,35 @@ class Hub(Host):
         return not any(any(d.iterdir()) for d in mess.iterdir())
 
 
+class Sink(Host):
+    """The final SMTP server in a namespace of its own: Postfix's smtp-sink, one file per message."""
+
+    def __init__(self, fleet):
+        super().__init__(fleet, "sink", 0, SUBNET + "200")
+        self.dump = fleet.base / "sink"
+
+    def setup(self):
+        """Make the namespace; start smtp-sink on port 25 as nobody; wait until it listens."""
+        self.create()
+        self.dump.mkdir()
+        os.chmod(self.dump, 0o777)
+        self.fleet.procs.start(self.argv(["smtp-sink", "-u", "nobody", "-d", str(self.dump) + "/m.",
+                                          self.ip + ":25", "50"]),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        probe = "import socket,sys; socket.create_connection((sys.argv[1], 25), 1).close()"
+        wait_for(lambda: subprocess.run(self.argv([sys.executable, "-c", probe, self.ip]),
+                                        stderr=subprocess.DEVNULL).returncode == 0, 30, "smtp-sink")
+
+    def delivered(self):
+        """Return {message id: copies} the sink received."""
+        out = {}
+        for entry in self.dump.iterdir():
+            m = SUBJECT.search(entry.read_bytes().replace(b"\r\n", b"\n"))
+            if m:
+                out[m.group(1).decode()] = out.get(m.group(1).decode(), 0) + 1
+        return out
+
+
 class Node(Host):
     """A mini-qmail node: `qmail-setup --mini` naming every hub, control/qmqpspread on or off."""
 
@@ -254,7 +284,7 @@ class Fleet:
 
     serial = 0
 
-    def __init__(self, base, procs, nodes=1, hubs=1, spread=True, hub_tmpfs_mb=None):
+    def __init__(self, base, procs, nodes=1, hubs=1, spread=True, hub_tmpfs_mb=None, sink=False):
         Fleet.serial += 1
         self.serial = Fleet.serial
         self.base, self.procs = Path(base), procs
@@ -263,6 +293,7 @@ class Fleet:
         self.hubs = [Hub(self, j, hub_tmpfs_mb) for j in range(hubs)]
         self.nodes = [Node(self, i) for i in range(nodes)]
         self.spread = spread
+        self.sink = Sink(self) if sink else None
 
     def __enter__(self):
         try:
@@ -282,8 +313,12 @@ class Fleet:
         self.namespaces.append(self.switch)
         ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
         ip("-n", self.switch, "link", "set", "br0", "up")
+        if self.sink:
+            self.sink.setup()
         for hub in self.hubs:
             hub.setup()
+            if self.sink:  # everything not local to the hub goes on to the sink over SMTP
+                (hub.tree / "control" / "smtproutes").write_text(":[%s]:25\n" % self.sink.ip)
         for node in self.nodes:
             node.setup(self.hubs, self.spread)
         for hub in self.hubs:
@@ -315,8 +350,9 @@ class Fleet:
         return codes
 
     def delivered(self):
-        """Return {id: copies over all hubs}, and {hub index: messages it delivered}."""
-        total, per_hub = {}, {}
+        """Return {id: copies over all hubs' Maildirs and the sink}, and {hub index: messages it delivered
+        to its Maildir}."""
+        total, per_hub = dict(self.sink.delivered()) if self.sink else {}, {}
         for hub in self.hubs:
             got = hub.delivered()
             per_hub[hub.index] = sum(got.values())
@@ -340,6 +376,7 @@ def inject_main(argv):
     os.setgid(pw.pw_gid)
     os.setuid(pw.pw_uid)  # injections never run as root
     env = dict(os.environ, QMAILHOME=tree, USER="nobody", HOME="/")
+    recipient = os.environ.get("FLEET_RECIPIENT", RECIPIENT)
     lock = threading.Lock()
     seqs = iter(range(int(first), int(first) + count))
     end = time.time() + give_up
@@ -353,13 +390,13 @@ def inject_main(argv):
                 return
             msg_id = "%s-%d" % (node, seq)
             message = ("From: %s\nTo: %s\nSubject: fleet %s\n\nmessage %s\n"
-                       % (SENDER, RECIPIENT, msg_id, msg_id)).encode()
+                       % (SENDER, recipient, msg_id, msg_id)).encode()
             attempt = 0
             while True:
                 attempt += 1
                 name = "qmail-inject" if seq % 2 == 0 else "sendmail"
                 cmd = [os.path.join(tree, "bin", name)]
-                cmd += [RECIPIENT] if name == "qmail-inject" else ["-f", SENDER, RECIPIENT]
+                cmd += [recipient] if name == "qmail-inject" else ["-f", SENDER, recipient]
                 code = subprocess.run(cmd, input=message, env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL).returncode
                 with lock:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 import netns
+from conftest import need
 from pyqmail.lib.qmqp import hubmemory
 
 REASON = netns.available()
@@ -122,8 +123,8 @@ def test_hub_link_down_and_up(procs, world_tmp):
 def test_hub_disk_full_refusals_are_retried_by_the_injectors(procs, world_tmp):
     with netns.Fleet(world_tmp, procs, nodes=1, hubs=1, hub_tmpfs_mb=24) as fleet:
         hub, node = fleet.hubs[0], fleet.nodes[0]
-        # full before the hub's first message: a qmail-tcpserver worker that has queued reuses its pid
-        # file's pages, so a disk filled later would still take its messages one at a time
+        # full before the hub's first message: qmail-clean parks delivered messages' files in pid/ for
+        # qmail-queue to reuse (lib/queue/queuepool), so a hub that has delivered keeps pages to queue in
         hub.fill_disk()
         node.inject(6, workers=2, env=FAST, retry=0.3)
         netns.wait_for(lambda: {a[1] for a in node.attempts() if a[3] == 111} == {"qmail-inject", "sendmail"}
@@ -135,3 +136,34 @@ def test_hub_disk_full_refusals_are_retried_by_the_injectors(procs, world_tmp):
         assert refused and refused <= fleet.accepted()  # every refused message was retried until accepted
         assert {a[1] for a in attempts if a[3] == 111} == {"qmail-inject", "sendmail"}
         assert set(copies) == fleet.accepted()
+
+
+def test_a_full_hub_answers_z_and_the_nodes_move_to_the_other(procs, world_tmp):
+    """With two hubs and one disk full, the full hub's Z sends that injection back to its caller (exit 111)
+    and puts the hub last on that node (lock/qmqpto): the other hub takes the rest, the caller's retry too."""
+    with netns.Fleet(world_tmp, procs, nodes=1, hubs=2, hub_tmpfs_mb=24) as fleet:
+        full, node = fleet.hubs[0], fleet.nodes[0]
+        full.fill_disk()
+        node.inject(20, workers=2, env=FAST, retry=0.3)
+        assert fleet.wait_injectors(120) == [0]
+        copies, per_hub, attempts = report(fleet, "one hub full")
+        assert len(fleet.accepted()) == 20 and per_hub[0] == 0
+        refusals = [a for a in attempts if a[3] == 111]
+        assert len(refusals) <= 2  # at most one per worker before the memory moved the full hub last
+        memory = hubmemory.records((node.tree / "lock" / "qmqpto").read_bytes())
+        if refusals:
+            assert (hubmemory.key(full.ip, 628), hubmemory.ANSWERED_Z) in {(k, kind) for k, kind, _, _ in memory}
+        full.free_disk()
+
+
+def test_hubs_relay_to_a_final_smtp_server_in_another_namespace(procs, world_tmp):
+    """The hubs' qmail-send → qmail-remote → smtproutes → Postfix's smtp-sink at 10.199.0.200."""
+    need("smtp-sink")
+    with netns.Fleet(world_tmp, procs, nodes=2, hubs=2, sink=True) as fleet:
+        for node in fleet.nodes:
+            node.inject(10, workers=2, env=dict(FAST, FLEET_RECIPIENT="u@final.example"))
+        assert fleet.wait_injectors(120) == [0, 0]
+        copies, per_hub, _ = report(fleet, "via SMTP")
+        assert per_hub == {0: 0, 1: 0}  # nothing delivered locally on the hubs
+        assert set(fleet.sink.delivered()) == fleet.accepted() and len(fleet.accepted()) == 20
+        assert all(h.send_log.read_bytes().count(b"to remote u@final.example") >= 1 for h in fleet.hubs)
