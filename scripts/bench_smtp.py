@@ -309,10 +309,11 @@ def main():
                              final=True)
     except KeyboardInterrupt:
         print("\nbench_smtp: interrupted", file=sys.stderr)
+        started.stop_all()
+        remove_tree(base)
         return 130
     finally:
         started.stop_all()
-        remove_tree(base)
     summary(results, report)
     report("")
     report("# %.0f s in all; load average at the end: %.1f" % (time.time() - begun, os.getloadavg()[0]))
@@ -320,7 +321,8 @@ def main():
     png = Path(args.out).with_suffix(".png")
     chart(results, png, "SMTP in, smtp-source -l 2048, one message per connection, every message fsynced; %s, %d"
           " cores (shared), %s" % (os.uname().nodename, os.cpu_count(), time.strftime("%Y-%m-%d", time.gmtime())))
-    print("written to %s and %s" % (args.out, png), file=sys.stderr)
+    print("written to %s and %s; removing the run directories" % (args.out, png), file=sys.stderr)
+    remove_tree(base)  # after the report: removing tens of thousands of files takes a while on a busy disk
     return 0
 
 
