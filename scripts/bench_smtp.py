@@ -1,8 +1,8 @@
 """SMTP benchmark (issues 5 and 23): Postfix's smtp-source into pyqmail's qmail-smtpd and into a private Postfix's
 smtpd, into the queue and end to end into a Maildir, alternating rounds in one run.
 
-Usage: python scripts/bench_smtp.py [--cases 20,5,20x10] [-m 1000] [--modes queue,e2e] [--rounds 3]
-       [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--out docs/benchmarks-smtp.txt]
+Usage: python scripts/bench_smtp.py [--cases 20,5,20x10:300] [-m 1000] [--modes queue,e2e] [--rounds 3]
+       [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--profile] [--out docs/benchmarks-smtp.txt]
 Run through scripts/bench-smtp, which installs everything first. Needs root (qmail's accounts, Postfix).
 
 A case is SESSIONS[xRECIPIENTS][:MESSAGES]: `smtp-source -c -s SESSIONS -r RECIPIENTS -m MESSAGES -l 2048`,
@@ -118,16 +118,63 @@ class SmtpSource(Acceptance):
         self.reader.start()
 
 
-def measure(make, label, work, started, case, e2e):
+def profile_start(started, system, work):
+    """py-spy on the listener and its workers (--subprocesses) for the run; return (Popen, raw output path)."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if not spy:
+        print("  (py-spy not installed: no profile)", file=sys.stderr)
+        return None
+    path = work / "profile.txt"
+    p = started.start([spy, "record", "--pid", str(system.server.pid), "--subprocesses", "--rate", "500",
+                       "--format", "raw", "--nonblocking", "--duration", "600", "--output", str(path)],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # py-spy attaches to every process of the tree
+    return p, path
+
+
+WAITING = ("Worker.run (", "Listener.run (")  # the workers' accept and the listener's poll: no connection to serve
+
+
+def profile_summary(started, spy, top=20):
+    """Stop py-spy; return report lines: where the workers' busy samples (on CPU or in a system call such as
+    fsync or poll for the client's next command) went, by source line, own and inclusive."""
+    from collections import Counter
+    p, path = spy
+    started.stop(p, signal.SIGINT, timeout=20)  # py-spy writes its output on SIGINT
+    if not path.exists():
+        return ["profile: py-spy wrote nothing (ptrace not allowed?)"]
+    own, incl, total = Counter(), Counter(), 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = [f.split("site-packages/pyqmail/")[-1] for f in stack.split(";")
+                  if not f.startswith(("process ", "thread "))]  # py-spy's heads: which process and thread
+        if not n.isdigit() or not frames or frames[-1].startswith(WAITING):
+            continue
+        total += int(n)
+        own[frames[-1]] += int(n)
+        for f in set(frames):
+            incl[f] += int(n)
+    lines = ["profile of qmail-tcpserver and its qmail-smtpd workers (py-spy --subprocesses, 500 Hz, wall time"
+             " not waiting for a connection: %d samples), by source line:" % total, "  own:"]
+    lines += ["    %5.1f%%  %s" % (100 * n / max(total, 1), f) for f, n in own.most_common(top)]
+    lines.append("  inclusive:")
+    lines += ["    %5.1f%%  %s" % (100 * n / max(total, 1), f) for f, n in incl.most_common(top + 10)]
+    return lines
+
+
+def measure(make, label, work, started, case, e2e, profile=False):
     """One run: set up and start the system, send the case's messages; return the results as a dict."""
     sessions, rcpts, messages = case
     system = make(work, started)
     system.setup()
     title = "%s %s -s %d -r %d -m %d" % (label, "e2e" if e2e else "queue", sessions, rcpts, messages)
+    spy = None
     try:
         system.start_server()
         if e2e:
             system.start_delivery()
+        if profile:
+            spy = profile_start(started, system, work)
         cpu0, user0, machine0 = system.cpu(), system.cpu(user=True), machine_cpu()
         source = SmtpSource(started, system.port, sessions, messages, rcpts)
         if e2e:
@@ -139,6 +186,7 @@ def measure(make, label, work, started, case, e2e):
             accept = accept_only(system, source, title, messages)
             seconds = accept[0]
         cpu1, user1, machine = system.cpu(), system.cpu(user=True), [b - a for a, b in zip(machine0, machine_cpu())]
+        profiled = profile_summary(started, spy) if spy else []
     finally:
         system.stop()
     if accept[1] != 0:
@@ -146,7 +194,8 @@ def measure(make, label, work, started, case, e2e):
     return {"label": label, "case": case, "mode": "e2e" if e2e else "queue", "rate": messages / seconds,
             "seconds": seconds, "accept_s": accept[0], "client_cpu": accept[3],
             "cpu": {k: cpu1.get(k, 0.0) - cpu0.get(k, 0.0) for k in cpu1},
-            "user_cpu": {k: user1.get(k, 0.0) - user0.get(k, 0.0) for k in user1}, "machine": machine}
+            "user_cpu": {k: user1.get(k, 0.0) - user0.get(k, 0.0) for k in user1}, "machine": machine,
+            "profile": profiled}
 
 
 def case_name(case):
@@ -170,6 +219,8 @@ def report_run(r, report):
         if seconds >= 0.0005:
             report("    %-42s %6.3f ms  (user mode %6.3f ms)" % (
                 kind, 1000 * seconds / messages, 1000 * r["user_cpu"].get(kind, 0.0) / messages))
+    for line in r["profile"]:
+        report("  " + line)
 
 
 def summary(results, report):
@@ -261,6 +312,8 @@ def main():
     p.add_argument("--systems", default="pyqmail,postfix", help="pyqmail and/or postfix (default %(default)s)")
     p.add_argument("--listener", default="qmail-tcpserver",
                    help="what runs pyqmail's qmail-smtpd: qmail-tcpserver and/or tcpserver (default %(default)s)")
+    p.add_argument("--profile", action="store_true",
+                   help="then one more pyqmail run (the first case, into the queue) sampled by py-spy, not in the summary")
     p.add_argument("--out", default="docs/benchmarks-smtp.txt", help="results; the chart goes beside it as .png")
     args = p.parse_args()
     if not ROOT:
@@ -307,7 +360,13 @@ def main():
                         report_run(r, report)
                         show("%s %s %s round %d: %.0f msg/s" % (label, mode, case_name(case), rnd + 1, r["rate"]),
                              final=True)
-    except KeyboardInterrupt:
+        for label, make in systems[:1] if args.profile and systems[0][0] != "postfix" else ():
+            report("")  # a run of its own, left out of the summary: py-spy slows what it samples
+            report("# profile: one more run of %s, queue, %s, sampled by py-spy" % (label, case_name(cases[0])))
+            r = measure(make, label, workdir(base, "profile"), started, cases[0], False, profile=True)
+            r["round"] = 0
+            report_run(r, report)
+    except (KeyboardInterrupt, SystemExit):  # SystemExit: TERM (see the handler above)
         print("\nbench_smtp: interrupted", file=sys.stderr)
         started.stop_all()
         remove_tree(base)
