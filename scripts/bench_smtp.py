@@ -262,7 +262,7 @@ def chart(results, path, title):
     for r in results:
         rate.setdefault((r["label"], r["case"], r["mode"]), []).append(r["rate"])
     rate = {k: median(v) for k, v in rate.items()}
-    colors = {"postfix": "tab:blue"}
+    colors = {"postfix": "tab:blue", "pyqmail/qmail-tcpserver": "tab:orange", "pyqmail/tcpserver": "tab:green"}
     width = 0.8 / len(labels)
     fig, ax = plt.subplots(figsize=(11, 5.5), dpi=100)
     for k, label in enumerate(labels):
