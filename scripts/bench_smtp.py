@@ -5,7 +5,8 @@ Usage: python scripts/bench_smtp.py [--cases 20,5,20x10:300] [-m 1000] [--modes 
        [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--profile] [--out docs/benchmarks-smtp.txt]
 Run through scripts/bench-smtp, which installs everything first. Needs root (qmail's accounts, Postfix).
 
-A case is SESSIONS[xRECIPIENTS][:MESSAGES]: `smtp-source -c -s SESSIONS -r RECIPIENTS -m MESSAGES -l 2048`,
+A case is SESSIONS[xRECIPIENTS][t][:MESSAGES]: `smtp-source -c -s SESSIONS -r RECIPIENTS -m MESSAGES -l 2048`
+(with t, scripts/smtp_tls_source.py, the same load with STARTTLS: smtp-source has none),
 one message per connection (smtp-source's default), recipients bench@, 2bench@ ... RECIPIENTSbench@ of
 bench.example, every one delivered into the same Maildir. For each case, mode and round, each system runs
 on a fresh tree (the order alternating between rounds), and the run ends when every message is queued
@@ -58,10 +59,15 @@ def recipients(count):
 class PyQmailSmtp(PyQmail):
     """bench_e2e's pyqmail with qmail-smtpd in place of qmail-qmqpd and every -r recipient assigned."""
 
+    tls = None  # the PEM file (certificate and key) for STARTTLS, or None
+
     def setup(self):
-        """The e2e tree, and users/assign entries for every recipient a case may use, into one Maildir."""
+        """The e2e tree, and users/assign entries for every recipient a case may use, into one Maildir;
+        control/servercert.pem for a TLS case."""
         super().setup()
         assign_users(self.tree, [("=", r.split("@")[0], str(self.home), "", "") for r in recipients(MOST_RECIPIENTS)])
+        if self.tls:
+            shutil.copy(self.tls, self.tree / "control" / "servercert.pem")
 
     def start_server(self):
         """qmail-smtpd under the listener, as the queue's owner (in-process queueing) when root."""
@@ -87,9 +93,16 @@ class PyQmailSmtp(PyQmail):
 class PostfixSmtp(Postfix):
     """bench_postfix's private instance with smtpd on the port instead of qmqpd, loopback trusted (mynetworks)."""
 
+    tls = None  # the PEM file (certificate and key) for STARTTLS, or None
+
     def setup(self):
-        """bench_postfix's settings, smtpd's, and every recipient a case may use in the Maildir map."""
+        """bench_postfix's settings, smtpd's, and every recipient a case may use in the Maildir map; for a TLS
+        case, smtpd_tls_security_level may with the certificate, and tlsmgr."""
         super().setup()
+        if self.tls:
+            self.settings.update({"smtpd_tls_cert_file": self.tls, "smtpd_tls_key_file": self.tls,
+                                  "smtpd_tls_security_level": "may"})
+            self.extra_services = ["tlsmgr unix - - n 1000? 1 tlsmgr"]
         self.settings.update({
             "mynetworks": "127.0.0.0/8", "smtpd_peername_lookup": "no", "smtpd_client_restrictions": "",
             "virtual_mailbox_maps": "inline:{ %s }" % ", ".join("%s=Maildir/" % r for r in recipients(MOST_RECIPIENTS)),
@@ -103,14 +116,16 @@ class PostfixSmtp(Postfix):
 
 
 class SmtpSource(Acceptance):
-    """smtp-source -c, followed as bench_e2e follows qmqp-source."""
+    """smtp-source -c (or scripts/smtp_tls_source.py, its load with STARTTLS), followed as bench_e2e follows
+    qmqp-source."""
 
-    def __init__(self, started, port, sessions, messages, rcpts):
+    def __init__(self, started, port, sessions, messages, rcpts, tls=False):
         self.accepted = 0
         self.started = started
         self.cpu_before = children_cpu()
         self.t0 = time.time()
-        self.proc = started.start(["smtp-source", "-c", "-s", str(sessions), "-m", str(messages), "-r", str(rcpts),
+        source = [sys.executable, os.path.join(HERE, "smtp_tls_source.py")] if tls else ["smtp-source"]
+        self.proc = started.start([*source, "-c", "-s", str(sessions), "-m", str(messages), "-r", str(rcpts),
                                    "-l", "2048", "-M", "client.example", "-f", "sender@" + DOMAIN, "-t", RECIPIENT,
                                    "127.0.0.1:%d" % port], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         import threading
@@ -162,10 +177,11 @@ def profile_summary(started, spy, top=20):
     return lines
 
 
-def measure(make, label, work, started, case, e2e, profile=False):
+def measure(make, label, work, started, case, e2e, profile=False, cert=None):
     """One run: set up and start the system, send the case's messages; return the results as a dict."""
-    sessions, rcpts, messages = case
+    sessions, rcpts, messages, tls = case
     system = make(work, started)
+    system.tls = str(cert) if tls else None
     system.setup()
     title = "%s %s -s %d -r %d -m %d" % (label, "e2e" if e2e else "queue", sessions, rcpts, messages)
     spy = None
@@ -176,7 +192,7 @@ def measure(make, label, work, started, case, e2e, profile=False):
         if profile:
             spy = profile_start(started, system, work)
         cpu0, user0, machine0 = system.cpu(), system.cpu(user=True), machine_cpu()
-        source = SmtpSource(started, system.port, sessions, messages, rcpts)
+        source = SmtpSource(started, system.port, sessions, messages, rcpts, tls)
         if e2e:
             accept = wait_delivered(system, title, lambda: messages * rcpts, source.t0, source)
             time.sleep(0.3)  # the spawners reap their last children, qmail-clean finishes
@@ -199,18 +215,18 @@ def measure(make, label, work, started, case, e2e, profile=False):
 
 
 def case_name(case):
-    """'-s 20 -r 10' for a case."""
-    return "-s %d" % case[0] + (" -r %d" % case[1] if case[1] > 1 else "")
+    """'-s 20 -r 10' for a case, ' STARTTLS' after a TLS case."""
+    return "-s %d" % case[0] + (" -r %d" % case[1] if case[1] > 1 else "") + (" STARTTLS" if case[3] else "")
 
 
 def report_run(r, report):
     """Lines for one run: the rate, then CPU per message by process."""
-    sessions, rcpts, messages = r["case"]
+    messages = r["case"][2]
     total = sum(r["cpu"].values())
     shares = machine_shares(r["machine"])
-    report("%s, %s, smtp-source %s -m %d%s: %.1f msg/s (%.2f s; smtp-source %.2f s, %.2f ms CPU per message);"
+    report("%s, %s, %s %s -m %d%s: %.1f msg/s (%.2f s; smtp-source %.2f s, %.2f ms CPU per message);"
            " machine busy %.0f%%, steal %.0f%%" % (
-               r["label"], r["mode"], case_name(r["case"]), messages, ", round %d" % (r["round"] + 1),
+               r["label"], r["mode"], "smtp_tls_source" if r["case"][3] else "smtp-source", case_name(r["case"]), messages, ", round %d" % (r["round"] + 1),
                r["rate"], r["seconds"], r["accept_s"], 1000 * r["client_cpu"] / messages,
                100 * shares[0] if shares else 0, 100 * shares[3] if shares else 0))
     report("  CPU per message: %.2f ms in all, %.2f ms in user mode" % (
@@ -290,15 +306,17 @@ def chart(results, path, title):
 
 
 def parse_cases(text, messages):
-    """'20,5,20x10:300' -> [(20, 1, m), (5, 1, m), (20, 10, 300)]."""
+    """'20,5,20x10:300,20t' -> [(20, 1, m, False), (5, 1, m, False), (20, 10, 300, False), (20, 1, m, True)]:
+    a t after the numbers asks for STARTTLS (scripts/smtp_tls_source.py instead of smtp-source)."""
     cases = []
     for part in text.split(","):
         head, _, m = part.partition(":")
-        s, _, r = head.partition("x")
+        tls = head.endswith("t")
+        s, _, r = head.rstrip("t").partition("x")
         rcpts = int(r) if r else 1
         if not 1 <= rcpts <= MOST_RECIPIENTS:
             sys.exit("bench_smtp: recipients per message: 1 to %d" % MOST_RECIPIENTS)
-        cases.append((int(s), rcpts, int(m) if m else messages))
+        cases.append((int(s), rcpts, int(m) if m else messages, tls))
     return cases
 
 
@@ -336,6 +354,13 @@ def main():
     base = Path(tempfile.mkdtemp(prefix="pyqmail-smtp-"))
     os.chmod(base, 0o755)
     spread_runs(base)
+    cert = None
+    if any(case[3] for case in cases):  # one self-signed certificate and key, for both servers
+        cert = base / "cert.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(base / "key.pem"),
+                        "-out", str(cert), "-days", "2", "-subj", "/CN=bench.example"], check=True, capture_output=True)
+        cert.write_bytes(cert.read_bytes() + (base / "key.pem").read_bytes())
+        os.chmod(cert, 0o644)  # qmail-smtpd reads it as the queue's owner; Postfix's smtpd as root at start
     lines, results = [], []
 
     def report(text):
@@ -354,7 +379,7 @@ def main():
                 for rnd in range(args.rounds):
                     for label, make in systems if rnd % 2 == 0 else systems[::-1]:
                         work = workdir(base, "%s-%d-%s-%d" % (label, k, mode, rnd))
-                        r = measure(make, label, work, started, case, mode == "e2e")
+                        r = measure(make, label, work, started, case, mode == "e2e", cert=cert)
                         r["round"] = rnd
                         results.append(r)
                         report_run(r, report)
@@ -363,7 +388,7 @@ def main():
         for label, make in systems[:1] if args.profile and systems[0][0] != "postfix" else ():
             report("")  # a run of its own, left out of the summary: py-spy slows what it samples
             report("# profile: one more run of %s, queue, %s, sampled by py-spy" % (label, case_name(cases[0])))
-            r = measure(make, label, workdir(base, "profile"), started, cases[0], False, profile=True)
+            r = measure(make, label, workdir(base, "profile"), started, cases[0], False, profile=True, cert=cert)
             r["round"] = 0
             report_run(r, report)
     except (KeyboardInterrupt, SystemExit):  # SystemExit: TERM (see the handler above)
