@@ -224,7 +224,7 @@ def report_run(r, report):
     messages = r["case"][2]
     total = sum(r["cpu"].values())
     shares = machine_shares(r["machine"])
-    report("%s, %s, %s %s -m %d%s: %.1f msg/s (%.2f s; smtp-source %.2f s, %.2f ms CPU per message);"
+    report("%s, %s, %s %s -m %d%s: %.1f msg/s (%.2f s; the client %.2f s, %.2f ms of its CPU per message);"
            " machine busy %.0f%%, steal %.0f%%" % (
                r["label"], r["mode"], "smtp_tls_source" if r["case"][3] else "smtp-source", case_name(r["case"]), messages, ", round %d" % (r["round"] + 1),
                r["rate"], r["seconds"], r["accept_s"], 1000 * r["client_cpu"] / messages,
