@@ -403,8 +403,9 @@ def main():
     report("# %.0f s in all; load average at the end: %.1f" % (time.time() - begun, os.getloadavg()[0]))
     Path(args.out).write_text("\n".join(lines) + "\n")
     png = Path(args.out).with_suffix(".png")
-    chart(results, png, "SMTP in, smtp-source -l 2048, one message per connection, every message fsynced; %s, %d"
-          " cores (shared), %s" % (os.uname().nodename, os.cpu_count(), time.strftime("%Y-%m-%d", time.gmtime())))
+    client = "smtp-source" + (" and smtp_tls_source" if cert else "")
+    chart(results, png, "SMTP in, %s -l 2048, one message per connection, every message fsynced; %s, %d"
+          " cores (shared), %s" % (client, os.uname().nodename, os.cpu_count(), time.strftime("%Y-%m-%d", time.gmtime())))
     print("written to %s and %s; removing the run directories" % (args.out, png), file=sys.stderr)
     remove_tree(base)  # after the report: removing tens of thousands of files takes a while on a busy disk
     return 0
