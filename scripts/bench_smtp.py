@@ -1,11 +1,12 @@
 """SMTP benchmark (issues 5 and 23): Postfix's smtp-source into pyqmail's qmail-smtpd and into a private Postfix's
 smtpd, into the queue and end to end into a Maildir, alternating rounds in one run.
 
-Usage: python scripts/bench_smtp.py [--cases 20,5,20x10] [-m 1000] [--modes queue,e2e] [--rounds 3]
-       [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--out docs/benchmarks-smtp.txt]
+Usage: python scripts/bench_smtp.py [--cases 20,5,20x10:300] [-m 1000] [--modes queue,e2e] [--rounds 3]
+       [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--profile] [--out docs/benchmarks-smtp.txt]
 Run through scripts/bench-smtp, which installs everything first. Needs root (qmail's accounts, Postfix).
 
-A case is SESSIONS[xRECIPIENTS][:MESSAGES]: `smtp-source -c -s SESSIONS -r RECIPIENTS -m MESSAGES -l 2048`,
+A case is SESSIONS[xRECIPIENTS][t][:MESSAGES]: `smtp-source -c -s SESSIONS -r RECIPIENTS -m MESSAGES -l 2048`
+(with t, scripts/smtp_tls_source.py, the same load with STARTTLS: smtp-source has none),
 one message per connection (smtp-source's default), recipients bench@, 2bench@ ... RECIPIENTSbench@ of
 bench.example, every one delivered into the same Maildir. For each case, mode and round, each system runs
 on a fresh tree (the order alternating between rounds), and the run ends when every message is queued
@@ -58,10 +59,15 @@ def recipients(count):
 class PyQmailSmtp(PyQmail):
     """bench_e2e's pyqmail with qmail-smtpd in place of qmail-qmqpd and every -r recipient assigned."""
 
+    tls = None  # the PEM file (certificate and key) for STARTTLS, or None
+
     def setup(self):
-        """The e2e tree, and users/assign entries for every recipient a case may use, into one Maildir."""
+        """The e2e tree, and users/assign entries for every recipient a case may use, into one Maildir;
+        control/servercert.pem for a TLS case."""
         super().setup()
         assign_users(self.tree, [("=", r.split("@")[0], str(self.home), "", "") for r in recipients(MOST_RECIPIENTS)])
+        if self.tls:
+            shutil.copy(self.tls, self.tree / "control" / "servercert.pem")
 
     def start_server(self):
         """qmail-smtpd under the listener, as the queue's owner (in-process queueing) when root."""
@@ -87,9 +93,16 @@ class PyQmailSmtp(PyQmail):
 class PostfixSmtp(Postfix):
     """bench_postfix's private instance with smtpd on the port instead of qmqpd, loopback trusted (mynetworks)."""
 
+    tls = None  # the PEM file (certificate and key) for STARTTLS, or None
+
     def setup(self):
-        """bench_postfix's settings, smtpd's, and every recipient a case may use in the Maildir map."""
+        """bench_postfix's settings, smtpd's, and every recipient a case may use in the Maildir map; for a TLS
+        case, smtpd_tls_security_level may with the certificate, and tlsmgr."""
         super().setup()
+        if self.tls:
+            self.settings.update({"smtpd_tls_cert_file": self.tls, "smtpd_tls_key_file": self.tls,
+                                  "smtpd_tls_security_level": "may"})
+            self.extra_services = ["tlsmgr unix - - n 1000? 1 tlsmgr"]
         self.settings.update({
             "mynetworks": "127.0.0.0/8", "smtpd_peername_lookup": "no", "smtpd_client_restrictions": "",
             "virtual_mailbox_maps": "inline:{ %s }" % ", ".join("%s=Maildir/" % r for r in recipients(MOST_RECIPIENTS)),
@@ -103,14 +116,16 @@ class PostfixSmtp(Postfix):
 
 
 class SmtpSource(Acceptance):
-    """smtp-source -c, followed as bench_e2e follows qmqp-source."""
+    """smtp-source -c (or scripts/smtp_tls_source.py, its load with STARTTLS), followed as bench_e2e follows
+    qmqp-source."""
 
-    def __init__(self, started, port, sessions, messages, rcpts):
+    def __init__(self, started, port, sessions, messages, rcpts, tls=False):
         self.accepted = 0
         self.started = started
         self.cpu_before = children_cpu()
         self.t0 = time.time()
-        self.proc = started.start(["smtp-source", "-c", "-s", str(sessions), "-m", str(messages), "-r", str(rcpts),
+        source = [sys.executable, os.path.join(HERE, "smtp_tls_source.py")] if tls else ["smtp-source"]
+        self.proc = started.start([*source, "-c", "-s", str(sessions), "-m", str(messages), "-r", str(rcpts),
                                    "-l", "2048", "-M", "client.example", "-f", "sender@" + DOMAIN, "-t", RECIPIENT,
                                    "127.0.0.1:%d" % port], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         import threading
@@ -118,18 +133,66 @@ class SmtpSource(Acceptance):
         self.reader.start()
 
 
-def measure(make, label, work, started, case, e2e):
+def profile_start(started, system, work):
+    """py-spy on the listener and its workers (--subprocesses) for the run; return (Popen, raw output path)."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if not spy:
+        print("  (py-spy not installed: no profile)", file=sys.stderr)
+        return None
+    path = work / "profile.txt"
+    p = started.start([spy, "record", "--pid", str(system.server.pid), "--subprocesses", "--rate", "500",
+                       "--format", "raw", "--nonblocking", "--duration", "600", "--output", str(path)],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # py-spy attaches to every process of the tree
+    return p, path
+
+
+WAITING = ("Worker.run (", "Listener.run (")  # the workers' accept and the listener's poll: no connection to serve
+
+
+def profile_summary(started, spy, top=20):
+    """Stop py-spy; return report lines: where the workers' busy samples (on CPU or in a system call such as
+    fsync or poll for the client's next command) went, by source line, own and inclusive."""
+    from collections import Counter
+    p, path = spy
+    started.stop(p, signal.SIGINT, timeout=20)  # py-spy writes its output on SIGINT
+    if not path.exists():
+        return ["profile: py-spy wrote nothing (ptrace not allowed?)"]
+    own, incl, total = Counter(), Counter(), 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = [f.split("site-packages/pyqmail/")[-1] for f in stack.split(";")
+                  if not f.startswith(("process ", "thread "))]  # py-spy's heads: which process and thread
+        if not n.isdigit() or not frames or frames[-1].startswith(WAITING):
+            continue
+        total += int(n)
+        own[frames[-1]] += int(n)
+        for f in set(frames):
+            incl[f] += int(n)
+    lines = ["profile of qmail-tcpserver and its qmail-smtpd workers (py-spy --subprocesses, 500 Hz, wall time"
+             " not waiting for a connection: %d samples), by source line:" % total, "  own:"]
+    lines += ["    %5.1f%%  %s" % (100 * n / max(total, 1), f) for f, n in own.most_common(top)]
+    lines.append("  inclusive:")
+    lines += ["    %5.1f%%  %s" % (100 * n / max(total, 1), f) for f, n in incl.most_common(top + 10)]
+    return lines
+
+
+def measure(make, label, work, started, case, e2e, profile=False, cert=None):
     """One run: set up and start the system, send the case's messages; return the results as a dict."""
-    sessions, rcpts, messages = case
+    sessions, rcpts, messages, tls = case
     system = make(work, started)
+    system.tls = str(cert) if tls else None
     system.setup()
     title = "%s %s -s %d -r %d -m %d" % (label, "e2e" if e2e else "queue", sessions, rcpts, messages)
+    spy = None
     try:
         system.start_server()
         if e2e:
             system.start_delivery()
+        if profile:
+            spy = profile_start(started, system, work)
         cpu0, user0, machine0 = system.cpu(), system.cpu(user=True), machine_cpu()
-        source = SmtpSource(started, system.port, sessions, messages, rcpts)
+        source = SmtpSource(started, system.port, sessions, messages, rcpts, tls)
         if e2e:
             accept = wait_delivered(system, title, lambda: messages * rcpts, source.t0, source)
             time.sleep(0.3)  # the spawners reap their last children, qmail-clean finishes
@@ -139,6 +202,7 @@ def measure(make, label, work, started, case, e2e):
             accept = accept_only(system, source, title, messages)
             seconds = accept[0]
         cpu1, user1, machine = system.cpu(), system.cpu(user=True), [b - a for a, b in zip(machine0, machine_cpu())]
+        profiled = profile_summary(started, spy) if spy else []
     finally:
         system.stop()
     if accept[1] != 0:
@@ -146,22 +210,23 @@ def measure(make, label, work, started, case, e2e):
     return {"label": label, "case": case, "mode": "e2e" if e2e else "queue", "rate": messages / seconds,
             "seconds": seconds, "accept_s": accept[0], "client_cpu": accept[3],
             "cpu": {k: cpu1.get(k, 0.0) - cpu0.get(k, 0.0) for k in cpu1},
-            "user_cpu": {k: user1.get(k, 0.0) - user0.get(k, 0.0) for k in user1}, "machine": machine}
+            "user_cpu": {k: user1.get(k, 0.0) - user0.get(k, 0.0) for k in user1}, "machine": machine,
+            "profile": profiled}
 
 
 def case_name(case):
-    """'-s 20 -r 10' for a case."""
-    return "-s %d" % case[0] + (" -r %d" % case[1] if case[1] > 1 else "")
+    """'-s 20 -r 10' for a case, ' STARTTLS' after a TLS case."""
+    return "-s %d" % case[0] + (" -r %d" % case[1] if case[1] > 1 else "") + (" STARTTLS" if case[3] else "")
 
 
 def report_run(r, report):
     """Lines for one run: the rate, then CPU per message by process."""
-    sessions, rcpts, messages = r["case"]
+    messages = r["case"][2]
     total = sum(r["cpu"].values())
     shares = machine_shares(r["machine"])
-    report("%s, %s, smtp-source %s -m %d%s: %.1f msg/s (%.2f s; smtp-source %.2f s, %.2f ms CPU per message);"
+    report("%s, %s, %s %s -m %d%s: %.1f msg/s (%.2f s; the client %.2f s, %.2f ms of its CPU per message);"
            " machine busy %.0f%%, steal %.0f%%" % (
-               r["label"], r["mode"], case_name(r["case"]), messages, ", round %d" % (r["round"] + 1),
+               r["label"], r["mode"], "smtp_tls_source" if r["case"][3] else "smtp-source", case_name(r["case"]), messages, ", round %d" % (r["round"] + 1),
                r["rate"], r["seconds"], r["accept_s"], 1000 * r["client_cpu"] / messages,
                100 * shares[0] if shares else 0, 100 * shares[3] if shares else 0))
     report("  CPU per message: %.2f ms in all, %.2f ms in user mode" % (
@@ -170,6 +235,8 @@ def report_run(r, report):
         if seconds >= 0.0005:
             report("    %-42s %6.3f ms  (user mode %6.3f ms)" % (
                 kind, 1000 * seconds / messages, 1000 * r["user_cpu"].get(kind, 0.0) / messages))
+    for line in r["profile"]:
+        report("  " + line)
 
 
 def summary(results, report):
@@ -211,7 +278,7 @@ def chart(results, path, title):
     for r in results:
         rate.setdefault((r["label"], r["case"], r["mode"]), []).append(r["rate"])
     rate = {k: median(v) for k, v in rate.items()}
-    colors = {"postfix": "tab:blue"}
+    colors = {"postfix": "tab:blue", "pyqmail/qmail-tcpserver": "tab:orange", "pyqmail/tcpserver": "tab:green"}
     width = 0.8 / len(labels)
     fig, ax = plt.subplots(figsize=(11, 5.5), dpi=100)
     for k, label in enumerate(labels):
@@ -239,15 +306,17 @@ def chart(results, path, title):
 
 
 def parse_cases(text, messages):
-    """'20,5,20x10:300' -> [(20, 1, m), (5, 1, m), (20, 10, 300)]."""
+    """'20,5,20x10:300,20t' -> [(20, 1, m, False), (5, 1, m, False), (20, 10, 300, False), (20, 1, m, True)]:
+    a t after the numbers asks for STARTTLS (scripts/smtp_tls_source.py instead of smtp-source)."""
     cases = []
     for part in text.split(","):
         head, _, m = part.partition(":")
-        s, _, r = head.partition("x")
+        tls = head.endswith("t")
+        s, _, r = head.rstrip("t").partition("x")
         rcpts = int(r) if r else 1
         if not 1 <= rcpts <= MOST_RECIPIENTS:
             sys.exit("bench_smtp: recipients per message: 1 to %d" % MOST_RECIPIENTS)
-        cases.append((int(s), rcpts, int(m) if m else messages))
+        cases.append((int(s), rcpts, int(m) if m else messages, tls))
     return cases
 
 
@@ -261,6 +330,8 @@ def main():
     p.add_argument("--systems", default="pyqmail,postfix", help="pyqmail and/or postfix (default %(default)s)")
     p.add_argument("--listener", default="qmail-tcpserver",
                    help="what runs pyqmail's qmail-smtpd: qmail-tcpserver and/or tcpserver (default %(default)s)")
+    p.add_argument("--profile", action="store_true",
+                   help="then one more pyqmail run (the first case, into the queue) sampled by py-spy, not in the summary")
     p.add_argument("--out", default="docs/benchmarks-smtp.txt", help="results; the chart goes beside it as .png")
     args = p.parse_args()
     if not ROOT:
@@ -283,6 +354,13 @@ def main():
     base = Path(tempfile.mkdtemp(prefix="pyqmail-smtp-"))
     os.chmod(base, 0o755)
     spread_runs(base)
+    cert = None
+    if any(case[3] for case in cases):  # one self-signed certificate and key, for both servers
+        cert = base / "cert.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(base / "key.pem"),
+                        "-out", str(cert), "-days", "2", "-subj", "/CN=bench.example"], check=True, capture_output=True)
+        cert.write_bytes(cert.read_bytes() + (base / "key.pem").read_bytes())
+        os.chmod(cert, 0o644)  # qmail-smtpd reads it as the queue's owner; Postfix's smtpd as root at start
     lines, results = [], []
 
     def report(text):
@@ -301,26 +379,35 @@ def main():
                 for rnd in range(args.rounds):
                     for label, make in systems if rnd % 2 == 0 else systems[::-1]:
                         work = workdir(base, "%s-%d-%s-%d" % (label, k, mode, rnd))
-                        r = measure(make, label, work, started, case, mode == "e2e")
+                        r = measure(make, label, work, started, case, mode == "e2e", cert=cert)
                         r["round"] = rnd
                         results.append(r)
                         report_run(r, report)
                         show("%s %s %s round %d: %.0f msg/s" % (label, mode, case_name(case), rnd + 1, r["rate"]),
                              final=True)
-    except KeyboardInterrupt:
+        for label, make in systems[:1] if args.profile and systems[0][0] != "postfix" else ():
+            report("")  # a run of its own, left out of the summary: py-spy slows what it samples
+            report("# profile: one more run of %s, queue, %s, sampled by py-spy" % (label, case_name(cases[0])))
+            r = measure(make, label, workdir(base, "profile"), started, cases[0], False, profile=True, cert=cert)
+            r["round"] = 0
+            report_run(r, report)
+    except (KeyboardInterrupt, SystemExit):  # SystemExit: TERM (see the handler above)
         print("\nbench_smtp: interrupted", file=sys.stderr)
+        started.stop_all()
+        remove_tree(base)
         return 130
     finally:
         started.stop_all()
-        remove_tree(base)
     summary(results, report)
     report("")
     report("# %.0f s in all; load average at the end: %.1f" % (time.time() - begun, os.getloadavg()[0]))
     Path(args.out).write_text("\n".join(lines) + "\n")
     png = Path(args.out).with_suffix(".png")
-    chart(results, png, "SMTP in, smtp-source -l 2048, one message per connection, every message fsynced; %s, %d"
-          " cores (shared), %s" % (os.uname().nodename, os.cpu_count(), time.strftime("%Y-%m-%d", time.gmtime())))
-    print("written to %s and %s" % (args.out, png), file=sys.stderr)
+    client = "smtp-source" + (" and smtp_tls_source" if cert else "")
+    chart(results, png, "SMTP in, %s -l 2048, one message per connection, every message fsynced; %s, %d"
+          " cores (shared), %s" % (client, os.uname().nodename, os.cpu_count(), time.strftime("%Y-%m-%d", time.gmtime())))
+    print("written to %s and %s; removing the run directories" % (args.out, png), file=sys.stderr)
+    remove_tree(base)  # after the report: removing tens of thousands of files takes a while on a busy disk
     return 0
 
 

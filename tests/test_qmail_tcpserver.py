@@ -50,7 +50,8 @@ def serve(procs, logdir, server, argv, options=(), host="127.0.0.1", env=None):
         p = procs.start([server, "-v", "-H", "-R", "-l", "0", *options, host, str(port), *argv],
                         stdout=subprocess.DEVNULL, stderr=f, env=env or qenv(logdir))
     wait_port(host, port)
-    wait_log(log, r"^tcpserver: end \d+ [^\n]*\n(?:tcpserver: warning[^\n]*\n)?tcpserver: status: 0/")
+    # after the end line, a warning and (reused workers' records read late) status lines may come first
+    wait_log(log, r"^tcpserver: end \d+ [^\n]*\n(?:tcpserver: (?:warning|status)[^\n]*\n)*tcpserver: status: 0/")
     log.mark()  # wait_port's own connection is over: what follows is the test's
     return port, p, log
 

@@ -171,6 +171,10 @@ class SmtpIO:
         self.flush()
         self.buffer, self.pos = b"", 0
         sock = socket.socket(fileno=posix.dup(self.fd_in))
+        try:  # TLS 1.3 sends its session tickets in a write of their own: with Nagle's algorithm on, the
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # next reply waits for a delayed ACK
+        except OSError:
+            pass
         sock.settimeout(self._wait())
         try:
             self.tls = context.wrap_socket(sock, server_side=True)
