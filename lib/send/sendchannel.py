@@ -22,7 +22,7 @@ if MYPY:  # typing only: never imported at run time
     from pyqmail.lib.send.qmgrconf import QmgrConfig
     from pyqmail.lib.send.destinations import Entry
     from pyqmail.lib.send.sendstate import SendState
-    from pyqmail.lib.send.timequeue import TimeQueue
+    from pyqmail.lib.send.timequeue import FairQueue
 
 REPORTMAX = 10000  # qmail-send keeps at most this much of a report, whatever the spawner sends
 
@@ -85,7 +85,7 @@ class Channel:
     """The local or remote channel: its spawner, delivery slots, scheduler and the one pass it reads."""
 
     def __init__(self, send: SendState, name: str, fd_out: int, fd_in: int, concurrency: int,
-                 schedule: TimeQueue) -> None:
+                 schedule: FairQueue) -> None:
         self.send, self.name, self.fd_out, self.fd_in = send, name, fd_out, fd_in
         self.concurrency, self.schedule = concurrency, schedule
         self.slots: list[Delivery | Batch | None] = [None] * concurrency
@@ -115,6 +115,7 @@ class Channel:
         """Turn the qmgr windows on (a config) or off (None) for the passes to come; what waits goes on. The local
         channel gets a fixed window per user (LOCAL_USER_WINDOW), no feedback, no backoff, no preemption."""
         self.qmgr = config is not None
+        self.schedule.fair = self.qmgr  # new and deferred mail take turns
         if config is None:
             self.backoff = None
             return
