@@ -21,7 +21,7 @@ from pyqmail.lib.send.inmemory import InMemory
 from pyqmail.lib.send.sendlog import flush_log, log
 from pyqmail.lib.send.sendmessages import SLEEP_SYSFAIL, Cleanup, Todo, message_done, split_names
 from pyqmail.lib.send.sendstart import FDS, Stop, reread, start
-from pyqmail.lib.send.timequeue import TimeQueue
+from pyqmail.lib.send.timequeue import FairQueue, TimeQueue
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -46,7 +46,7 @@ class Send:
         self.pqdone, self.pqfail = TimeQueue(), TimeQueue()
         self.channels: dict[str, Channel] = {}
         for name, (fd_out, fd_in) in FDS.items():
-            self.channels[name] = Channel(self, name, fd_out, fd_in, min(settings[name], limits[name]), TimeQueue())
+            self.channels[name] = Channel(self, name, fd_out, fd_in, min(settings[name], limits[name]), FairQueue())
         self.numjobs = sum(c.concurrency for c in self.channels.values())
         self.jobs_used = 0
         self.clean = Clean(self, 5, 6)

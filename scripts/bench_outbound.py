@@ -408,7 +408,7 @@ def chart(results, scenarios, systems, path, title):
             vals = [value(r) for r in results if r["scenario"] == sc and r["system"] == s]
             meds.append(med(vals))
             points.append(vals)
-        ax.bar(range(len(shown)), meds, color=colours[:len(shown)])
+        ax.bar(range(len(shown)), meds, color=[colours[systems.index(x) % len(colours)] for x in shown])
         for k, vals in enumerate(points):
             ax.plot([k] * len(vals), vals, "k.", markersize=5)
         ax.set_xticks(range(len(shown)))

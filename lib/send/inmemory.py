@@ -85,7 +85,7 @@ class InMemory:
     def add(self, kept: todo.Kept, now: int) -> None:
         """Keep a todo.Kept and schedule its local deliveries now."""
         self.messages[kept.n] = KeptMessage(kept.info, kept.records, now)
-        self.send.channels[LOCAL].schedule.add(kept.n, now)
+        self.send.channels[LOCAL].schedule.add_new(kept.n, now)
 
     def read(self, id: int) -> tuple[bytes, int, bytes] | None:
         """Return (records, birth, sender) for a pass over a kept message, or None if id is not kept."""

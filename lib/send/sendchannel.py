@@ -22,7 +22,7 @@ if MYPY:  # typing only: never imported at run time
     from pyqmail.lib.send.qmgrconf import QmgrConfig
     from pyqmail.lib.send.destinations import Entry
     from pyqmail.lib.send.sendstate import SendState
-    from pyqmail.lib.send.timequeue import TimeQueue
+    from pyqmail.lib.send.timequeue import FairQueue
 
 REPORTMAX = 10000  # qmail-send keeps at most this much of a report, whatever the spawner sends
 
@@ -59,12 +59,6 @@ class Batch:
         self.items, self.next = items, 0
 
 
-def batch_domain(recip: bytes) -> bytes | None:
-    """Return what batches group by: the part after the last `@`, lowercased; None without an `@`."""
-    at = recip.rfind(b"@")
-    return None if at < 0 else recip[at + 1:].lower()
-
-
 def split_reports(buf: bytearray, data: bytes) -> list[bytes]:
     """Add data to the report buffer; return finished reports (delnum byte + text), the NUL excluded."""
     return nul_records(buf, data, REPORTMAX - 1, head=1)  # the first byte is the delivery number, even a NUL
@@ -91,7 +85,7 @@ class Channel:
     """The local or remote channel: its spawner, delivery slots, scheduler and the one pass it reads."""
 
     def __init__(self, send: SendState, name: str, fd_out: int, fd_in: int, concurrency: int,
-                 schedule: TimeQueue) -> None:
+                 schedule: FairQueue) -> None:
         self.send, self.name, self.fd_out, self.fd_in = send, name, fd_out, fd_in
         self.concurrency, self.schedule = concurrency, schedule
         self.slots: list[Delivery | Batch | None] = [None] * concurrency
@@ -101,9 +95,7 @@ class Channel:
         self.reports = bytearray()
         self.job: Job | None = None  # the pass: its job, the channel file's records and the read position
         self.records, self.pos = b"", 0
-        self.batch_limit = 1  # recipients per spawner request; above 1 (remote, scheduler not qmail): batches
-        self.taken: set[int] = set()  # the pass's T records already started in a batch
-        self.index: dict[bytes, deque[tuple[int, bytes]]] | None = None  # the pass's T records by domain
+        self.batch_limit = 1  # recipients per entry under qmgr/oqmgr (remote): batches
         # the qmgr scheduler (remote, control/scheduler qmgr or oqmgr): windows per destination (None: never on)
         self.qmgr = False  # passes put their recipients into self.dests
         self.dests: destinations.Destinations[Job] | None = None
@@ -123,6 +115,7 @@ class Channel:
         """Turn the qmgr windows on (a config) or off (None) for the passes to come; what waits goes on. The local
         channel gets a fixed window per user (LOCAL_USER_WINDOW), no feedback, no backoff, no preemption."""
         self.qmgr = config is not None
+        self.schedule.fair = self.qmgr  # new and deferred mail take turns
         if config is None:
             self.backoff = None
             return
@@ -181,33 +174,6 @@ class Channel:
         send.log(sendlog.starting_delivery(d.delid, job.id, self.name, recip))
         send.log_status()
 
-    def batch_for(self, job: Job, mpos: int, recip: bytes) -> list[tuple[int, bytes]]:
-        """Return the T records after mpos to send with recip in one batch: same domain, same sender, up to the
-        limit; an empty list if batching is off or nothing goes with it."""
-        limit = min(self.batch_limit, BATCH_MAX)
-        domain = batch_domain(recip)
-        if limit < 2 or domain is None or verp.delivery_sender(job.sender, recip) != job.sender:
-            return []  # a VERP sender differs for each recipient: one request each
-        if self.index is None:
-            self.index = {}
-            pos = self.pos
-            while True:
-                nul = self.records.find(b"\0", pos)
-                if nul < 0:
-                    break
-                if self.records[pos:pos + 1] == b"T":
-                    key = batch_domain(self.records[pos + 1:nul])
-                    if key is not None:
-                        self.index.setdefault(key, deque()).append((pos, self.records[pos + 1:nul]))
-                pos = nul + 1
-        queue = self.index.get(domain, deque())
-        while queue and queue[0][0] <= mpos:  # (kept in file order: the front is where the pass is)
-            queue.popleft()
-        group: list[tuple[int, bytes]] = []
-        while queue and len(group) < limit - 1:
-            group.append(queue.popleft())
-        return group
-
     def start_batch(self, job: Job, first: tuple[int, bytes], more: list[tuple[int, bytes]],
                     dest: str | None = None) -> None:
         """Hand several recipients to the spawner in one free slot, as one request; log each one's start."""
@@ -216,8 +182,6 @@ class Channel:
         send = self.send
         items = []
         for mpos, recip in [first] + more:
-            if dest is None:
-                self.taken.add(mpos)  # (a qmgr batch comes from waiting recipients, not from the pass)
             items.append(Delivery(job, send.next_delid(), mpos, recip))
         job.numtodo += len(more)
         self.slots[delnum] = Batch(items)
@@ -399,7 +363,6 @@ class Channel:
     def end_pass(self, job: Job, hiteof: bool) -> None:
         """Stop reading the channel file and release the pass's reference on its job."""
         self.job, self.records = None, b""
-        self.taken, self.index = set(), None
         job.hiteof = hiteof
         self.close_job(job)
 
@@ -445,14 +408,8 @@ class Channel:
         self.pos = nul + 1
         kind = record[:1]
         if kind == b"T":
-            if mpos in self.taken:
-                return  # started already, in a batch
             job.numtodo += 1
-            more = self.batch_for(job, mpos, record[1:]) if self.batch_limit > 1 else []
-            if more:
-                self.start_batch(job, (mpos, record[1:]), more)
-            else:
-                self.start_delivery(job, mpos, record[1:])
+            self.start_delivery(job, mpos, record[1:])
         elif kind != b"D":
             send.log(sendlog.warning("unknown_chan", sendlog.split_fn(self.name, job.id)))
             send.control.note_damaged(job.id, "unknown record type in %s/%d" % (self.name, job.id))

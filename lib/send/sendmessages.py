@@ -292,7 +292,7 @@ class Todo:
         """todo/N is gone: the message's channels may start at once (with none, it is done)."""
         now = int(time.time())
         for name in channels:
-            self.send.channels[name].schedule.add(id, now)
+            self.send.channels[name].schedule.add_new(id, now)
         if not channels:
             self.send.pqdone.add(id, now)
 
