@@ -6,10 +6,12 @@ corruptions one run plants (1000 by default: a few seconds)."""
 import os
 import random
 import re
+import subprocess
 import time
 
 import pytest
 
+from conftest import program, qenv
 from mailsystem import MailSystem, make_system_tree
 from test_qctl_live import wait_for
 from test_qmail_qctl import q, qctl
@@ -143,6 +145,10 @@ def test_random_todo_corruptions_while_qmail_send_runs(world_tmp, procs, remote)
     wait_for(lambda: sum(1 for d in q(tree, "mess").iterdir() for _ in d.iterdir()) == 0, "mess/ emptied")
     code, out, _ = qctl(tree, "-s")
     assert code == 100 and out.count(b"damaged message set aside") == len(bad)
+    stat = subprocess.run([program("qmail-qstat")], env=qenv(tree), capture_output=True).stdout
+    assert stat.endswith(b"\ndamaged messages set aside in corrupt/: %d\n" % len(bad))
+    qread = subprocess.run([program("qmail-qread")], env=qenv(tree), capture_output=True).stdout
+    assert qread == b"warning: %d damaged messages set aside in corrupt/ (qmail-qctl -s lists them)\n" % len(bad)
     assert out.count(b"\n") == len(bad), out
     assert system.stop() == 0
     print("%d todo corruptions and %d valid messages in %.1f s" % (len(bad), len(good), time.time() - started))

@@ -5,12 +5,13 @@ load with nothing lost or delivered twice (qmail-qctl(8))."""
 
 import os
 import re
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import queue_message
+from conftest import program, qenv, queue_message
 from mailsystem import MailSystem, assign_users, make_home, make_system_tree
 from test_qmail_qctl import q, qctl
 
@@ -28,6 +29,11 @@ def qput(tree, message, sender=b"me@test.example", rcpts=()):
     assert queue_message(tree, message, env) == 0
     [n] = messes(tree) - before
     return n
+
+
+def run(tree, name, *args):
+    """Run an installed program on tree; return its stdout."""
+    return subprocess.run([program(name), *args], env=qenv(tree), capture_output=True, check=True).stdout
 
 
 def wait_for(condition, what, timeout=30):
@@ -94,6 +100,11 @@ def test_hold_flush_release(live):
     assert b"qctl: hold msg %d\n" % n in live.log()
     assert q(tree, "hold", n).exists() and not q(tree, "info", n % 23, n).exists()
     assert b"held" in qctl(tree, "-p")[1].splitlines()[0]
+    assert run(tree, "qmail-qstat") == (b"messages in queue: 1\nmessages in queue but not yet preprocessed: 0\n"
+                                        b"messages in queue but held: 1\n")
+    assert re.match(rb".* GMT  #%d  \d+  <me@test.example>  held\n\tremote\tr1@far.example\n$" % n,
+                    run(tree, "qmail-qread"))
+    assert run(tree, "sendmail", "-bp") == run(tree, "qmail-qread")
     assert qctl(tree, "-h", "#%d" % n) == (0, b"#%d: held already\n" % n, b"")
     assert qctl(tree, "-r", str(n)) == (100, b"#%d: held: release it instead\n" % n, b"")
     assert qctl(tree, "-s") == (0, b"", b"")
@@ -111,6 +122,8 @@ def test_hold_flush_release(live):
     assert qctl(tree, "-H", str(n)) == (100, b"#%d: not held\n" % n, b"")
     assert qctl(tree, "-r", str(m)) == (0, b"#%d: requeued\n" % m, b"")
     live.system.wait_log(b"end msg %d\n" % m)
+    assert run(tree, "qmail-qstat") == b"messages in queue: 0\nmessages in queue but not yet preprocessed: 0\n"
+    assert run(tree, "qmail-qread") == b""
     assert live.system.stop() == 0
 
 
