@@ -171,7 +171,9 @@ def test_changes_while_qmail_send_is_stopped(live):
     doomed = qput(tree, b"Subject: b\n\nx\n", sender=b"joe@test.example", rcpts=(b"e@far.example",))
     live.system.wait_log(b": deferral:", count=2)
     assert live.system.stop() == 0
+    arrival = q(tree, "info", held % 23, held).stat().st_mtime
     assert qctl(tree, "-h", str(held)) == (0, b"#%d: held\n" % held, b"")
+    assert q(tree, "hold", held).stat().st_mtime == arrival  # a held message keeps its age
     assert qctl(tree, "-d", str(doomed), "-b") == (0, b"#%d: 1 recipient deleted\n" % doomed, b"")
     assert q(tree, "bounce", doomed).stat().st_uid == q(tree, "bounce").stat().st_uid
     fresh = qput(tree, b"Subject: c\n\nx\n", rcpts=(b"f@far.example",))
@@ -186,6 +188,7 @@ def test_changes_while_qmail_send_is_stopped(live):
     assert live.attempts("d@far.example") == 1 and live.attempts("e@far.example") == 1
     assert qctl(tree, "-H", str(held)) == (0, b"#%d: released\n" % held, b"")
     live.system.wait_log(b"end msg %d\n" % held)
+    assert b"msg %d to remote d@far.example" % held in live.log()
     assert live.attempts("d@far.example") == 2
     assert live.system.stop() == 0
 
@@ -231,4 +234,37 @@ def test_hold_and_release_all_under_load(world_tmp, procs):
     subjects = [subject(m) for m in live.maildir()]
     assert sorted(subjects) == sorted(b"load %d" % i for i in range(total))  # each once, none lost
     assert live.log().count(b"qctl: hold msg") == len(held)
+    assert live.system.stop() == 0
+
+
+def test_control_socket_refuses_junk_and_keeps_serving(live):
+    import socket
+    path = str(q(live.tree, "lock", "qctl", "socket"))
+    assert (q(live.tree, "lock", "qctl").stat().st_mode & 0o777) == 0o700
+
+    def ask(data, close_early=False):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(20)
+        s.connect(path)
+        if close_early:
+            s.close()
+            return b""
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        s.close()
+        return reply
+    assert ask(b"xyz,") == b"37:Dbad request: netstring has no colon\n,"
+    assert b"Dbad request" in ask(b"99999999:")
+    assert b"Dbad request" in ask(b"7:unknown,")
+    assert b"Dbad request" in ask(b"10:hold\0x,y\x000,")
+    ask(b"", close_early=True)
+    assert ask(b"6:flus") == b""  # cut off: closed without an answer, nothing done
+    assert qctl(live.tree, "-f") == (0, b"flushed\n", b"")
+    assert b"alert:" not in live.log()
     assert live.system.stop() == 0
