@@ -268,3 +268,25 @@ def test_control_socket_refuses_junk_and_keeps_serving(live):
     assert qctl(live.tree, "-f") == (0, b"flushed\n", b"")
     assert b"alert:" not in live.log()
     assert live.system.stop() == 0
+
+
+def test_flush_forgets_dead_destinations(world_tmp, procs):
+    live = Live(world_tmp, procs, {"scheduler": "qmgr\n"})
+    live.fake.write_text("#!/bin/sh\ncat >/dev/null\necho \"$3\" >>%s\nif [ -e %s ]; then "
+                         "printf 'rok\\n\\0Kaccepted.\\n\\0'; else "
+                         "printf \"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\\n\\0\"; fi\n"
+                         % (live.record, live.accept))
+    tree = live.tree
+    assert live.system.stop() == 0  # queued together, so that their failures come in one cohort
+    ns = [qput(tree, b"Subject: dead\n\nx\n", rcpts=(b"g%d@far.example" % i,)) for i in range(8)]
+    live.start()
+    live.system.wait_log(b"warning: destination far.example is dead: ")
+    live.accept.write_text("")
+    assert qctl(tree, "-f") == (0, b"flushed\n", b"")
+    live.system.wait_log(b"qctl: flush\ndestination far.example is alive again\n")
+    for n in ns:  # the flush made every one due: each delivered, once, now that the destination is back
+        live.system.wait_log(b"end msg %d\n" % n)
+    assert sorted(live.record.read_text().split()).count("g0@far.example") <= 2
+    assert sum(live.attempts("g%d@far.example" % i) for i in range(8)) <= 16
+    assert live.log().count(b": success:") == 8
+    assert live.system.stop() == 0
