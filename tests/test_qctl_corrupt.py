@@ -202,3 +202,45 @@ def test_damaged_info_and_channel_files_at_start(world_tmp, procs, remote):
     assert log.count(b"warning: damaged message ") == damaged
     assert len(list(q(tree, "corrupt").iterdir())) == damaged
     assert system.stop() == 0
+
+
+def test_files_damaged_under_a_running_qmail_send(world_tmp, procs):
+    from test_qctl_live import Live, qput
+    live = Live(world_tmp, procs)
+    tree = live.tree
+    rng = random.Random(22)
+    msgs = {}
+    for i in range(24):
+        rcpts = ["w%d.%d@far.example" % (i, k) for k in range(rng.randrange(1, 4))]
+        msgs[qput(tree, b"Subject: w%d\n\nx\n" % i, rcpts=tuple(r.encode() for r in rcpts))] = rcpts
+    live.system.wait_log(b": deferral:", count=sum(len(r) for r in msgs.values()))
+    allowed, damaged = set(), 0
+    for k, (n, rcpts) in enumerate(sorted(msgs.items())):
+        how = k % 3
+        if how == 0:
+            name, data = q(tree, "info", n % 23, n), rng.choice([b"", b"Fme@test.exa", b"Tx@y\0"])
+            damaged += 1
+        elif how == 1:
+            data, ok = corrupt_channel(rng, rcpts)
+            name = q(tree, "remote", n % 23, n)
+            allowed |= ok
+            damaged += 1
+        else:
+            allowed |= set(rcpts)
+            continue
+        with open(name, "r+b") as f:  # in place: owner and mode stay qmail-send's
+            f.truncate(0)
+            f.write(data)
+    before = attempted(live.record)
+    live.accept.write_text("")
+    assert qctl(tree, "-f") == (0, b"flushed\n", b"")
+    wait_for(lambda: queue_empty(tree), "every message delivered or set aside", timeout=120)
+    after = attempted(live.record)
+    tried = {r for r in after if after[r] > before.get(r, 0)}
+    assert tried <= allowed, tried - allowed
+    assert all(after[r] - before.get(r, 0) == 1 for r in tried)
+    log = live.log()
+    assert b"alert:" not in log
+    assert log.count(b"warning: damaged message ") == damaged
+    assert len(list(q(tree, "corrupt").iterdir())) == damaged
+    assert live.system.stop() == 0
