@@ -128,7 +128,7 @@ def check():
     except OSError as e:
         fatal("unable to read the queue", e)
     top = snap.nodes[""]
-    defects = qcheck.check(snap, qcheck.system_owners(top.uid, top.gid), time.time())
+    defects = qcheck.check(snap, qcheck.owners_for(top.uid, top.gid), time.time())
     say(qcheck.report(defects))
     return PERM_FAILURE if defects else 0
 
@@ -141,7 +141,7 @@ def repair():
         raise Exit(TEMP_FAILURE, "fatal: qmail-send is running: stop it before repairing the queue")
     try:
         top = qcheck.scan(".").nodes[""]
-        owners = qrepair.owners_for(top.uid, top.gid)
+        owners = qcheck.owners_for(top.uid, top.gid)
         say("".join(qrepair.repair(".", owners)).encode("utf-8", "backslashreplace"))
         left = qrepair.remaining(qcheck.check(qcheck.scan("."), owners, time.time()))
     except OSError as e:

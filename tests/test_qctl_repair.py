@@ -95,3 +95,20 @@ def test_repaired_queue_delivers_everything_deliverable(world_tmp, procs):
     assert len(set(subjects)) == len(subjects)
     assert system.stop() == 0
     assert damaged_only(qctl(tree, "-s")[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give files away")
+def test_repair_after_a_change_of_uids(world_tmp):
+    tree = make_system_tree(world_tmp / "qmail")
+    n = qput(tree)
+    for root, dirs, files in os.walk(q(tree)):  # qmail's users made again: the queue's uids belong to nobody
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), 54321, 54321)
+    os.lchown(q(tree), 54321, 54321)
+    code, out, _ = qctl(tree, "-s")
+    assert code == 100 and out.count(b"owned by") > 20
+    repaired(tree)
+    import pwd
+    assert q(tree).stat().st_uid == pwd.getpwnam("qmailq").pw_uid
+    assert q(tree, "info", 3).stat().st_uid == pwd.getpwnam("qmails").pw_uid
+    assert q(tree, "todo", n).stat().st_uid == pwd.getpwnam("qmailq").pw_uid

@@ -210,17 +210,3 @@ def repair(queue: str, owners: tree.Owners, now: float | None = None) -> list[st
     """Repair queue/ (qmail-send stopped, lock/sendmutex held by the caller); return the report lines."""
     return Repair(queue, owners, now).run()
 
-
-def owners_for(queue_uid: int, queue_gid: int) -> tree.Owners:
-    """The owners a repair gives: qcheck's (from queue/'s owner), but qmail's accounts when queue/ belongs to
-    a uid no account has any more (the uids changed: qmailq was made again)."""
-    import pwd
-    try:
-        pwd.getpwuid(queue_uid)
-    except KeyError:
-        try:
-            q = pwd.getpwnam("qmailq")
-        except KeyError:
-            return qcheck.system_owners(queue_uid, queue_gid)
-        return qcheck.system_owners(q.pw_uid, q.pw_gid)
-    return qcheck.system_owners(queue_uid, queue_gid)
