@@ -112,3 +112,15 @@ def test_repair_after_a_change_of_uids(world_tmp):
     assert q(tree).stat().st_uid == pwd.getpwnam("qmailq").pw_uid
     assert q(tree, "info", 3).stat().st_uid == pwd.getpwnam("qmails").pw_uid
     assert q(tree, "todo", n).stat().st_uid == pwd.getpwnam("qmailq").pw_uid
+
+
+def test_repair_of_a_tree_made_before_hold_and_corrupt(tree):
+    n = qput(tree)
+    for name in ("hold", "corrupt"):
+        q(tree, name).rmdir()
+    q(tree, "lock", "qctl").rmdir()
+    os.rmdir(q(tree, "pid"))
+    q(tree, "pid").write_bytes(b"")  # and a file where a directory belongs
+    out = repaired(tree)
+    assert b"queue/corrupt: made" in out and b"queue/pid: moved to queue/corrupt/stray." in out
+    assert q(tree, "todo", n).exists()

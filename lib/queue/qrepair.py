@@ -70,7 +70,8 @@ class Repair:
     def layout(self) -> None:
         """Make what is missing, move aside what is of the wrong kind, set owners and modes."""
         nodes = qcheck.scan(self.queue).nodes
-        for rel, kind, role, mode in qcheck.layout():
+        # queue/ and corrupt/ first: what is of the wrong kind elsewhere is moved into corrupt/
+        for rel, kind, role, mode in sorted(qcheck.layout(), key=lambda e: e[0] not in ("", "corrupt")):
             n = nodes.get(rel)
             if n is not None and n.kind != kind:
                 self.aside(rel)
