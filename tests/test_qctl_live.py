@@ -158,7 +158,8 @@ def test_delete_without_a_bounce_and_bad_requests(live):
     assert qctl(tree, "-h", "ALL") == (0, b"#%d: held\n" % n, b"")
     assert qctl(tree, "-d", "ALL") == (0, b"#%d: 1 recipient deleted\n" % n, b"")
     live.system.wait_log(b"end msg %d\n" % n)
-    assert not q(tree, "hold", n).exists() and not q(tree, "mess", n % 23, n).exists()
+    assert not q(tree, "hold", n).exists()
+    wait_for(lambda: not q(tree, "mess", n % 23, n).exists(), "qmail-clean removing mess/N after end msg")
     assert qctl(tree, "-h", "99999999")[0] == 100
     assert qctl(tree, "-H", "ALL") == (0, b"no message to release\n", b"")
     assert live.maildir() == []  # no bounce
