@@ -122,7 +122,8 @@ def test_hold_flush_release(live):
     assert qctl(tree, "-H", str(n)) == (100, b"#%d: not held\n" % n, b"")
     assert qctl(tree, "-r", str(m)) == (0, b"#%d: requeued\n" % m, b"")
     live.system.wait_log(b"end msg %d\n" % m)
-    assert run(tree, "qmail-qstat") == b"messages in queue: 0\nmessages in queue but not yet preprocessed: 0\n"
+    wait_for(lambda: run(tree, "qmail-qstat") == b"messages in queue: 0\nmessages in queue but not yet "
+                                               b"preprocessed: 0\n", "qmail-clean removing the mess files")
     assert run(tree, "qmail-qread") == b""
     assert live.system.stop() == 0
 
