@@ -1,6 +1,6 @@
 """qmail-qctl: look at a queue: list (-p), show (-m), shape (-q), check (-s); change it: hold (-h), release
 (-H), delete (-d), requeue (-r), flush (-f), through qmail-send's control socket while qmail-send runs, else
-on the files with lock/sendmutex held (qmail-qctl(8)). Repair (-S) is not implemented yet."""
+on the files with lock/sendmutex held; repair (-S) a stopped queue (qmail-qctl(8))."""
 
 import fcntl
 import os
@@ -8,7 +8,7 @@ import socket
 import time
 
 from pyqmail.lib.config import control
-from pyqmail.lib.queue import qadmin, qcheck, qlist, qshape
+from pyqmail.lib.queue import qadmin, qcheck, qlist, qrepair, qshape
 from pyqmail.lib.queue.queue import split_name
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
@@ -19,9 +19,8 @@ from pyqmail.lib.util.sgetopt import BadOption, options
 
 PROGRAM = "qmail-qctl"
 SPEC = "pm:qsF:T:o:h:H:d:r:fSR:b"
-UNIMPLEMENTED = "S"
 CHANGES = {"h": "hold", "H": "release", "d": "delete", "r": "requeue"}  # each takes an id or ALL
-USAGE = ("usage: qmail-qctl -p [-F sender] [-T recipient] [-o domain] | -m id | -q [new|active|hold]... | -s\n"
+USAGE = ("usage: qmail-qctl -p [-F sender] [-T recipient] [-o domain] | -m id | -q [new|active|hold]... | -s | -S\n"
          "       qmail-qctl -h id|ALL... | -H id|ALL... | -r id|ALL... | -d id|ALL... [-b] [-R recipient]... | -f")
 MESS_CHUNK = 65536
 REPLY_WAIT = 360  # seconds to wait for qmail-send's reply (it waits up to 300 for running deliveries)
@@ -129,9 +128,30 @@ def check():
     except OSError as e:
         fatal("unable to read the queue", e)
     top = snap.nodes[""]
-    defects = qcheck.check(snap, qcheck.system_owners(top.uid, top.gid), time.time())
+    defects = qcheck.check(snap, qcheck.owners_for(top.uid, top.gid), time.time())
     say(qcheck.report(defects))
     return PERM_FAILURE if defects else 0
+
+
+def repair():
+    """-S: with qmail-send stopped (lock/sendmutex held meanwhile), fix what can be fixed and print each change,
+    then the defects left; 0 when none is left but damaged messages set aside, 111 otherwise."""
+    fd = mutex()
+    if fd is None:
+        raise Exit(TEMP_FAILURE, "fatal: qmail-send is running: stop it before repairing the queue")
+    try:
+        top = qcheck.scan(".").nodes[""]
+        owners = qcheck.owners_for(top.uid, top.gid)
+        say("".join(qrepair.repair(".", owners)).encode("utf-8", "backslashreplace"))
+        left = qrepair.remaining(qcheck.check(qcheck.scan("."), owners, time.time()))
+    except OSError as e:
+        fatal("unable to repair the queue", e)
+    finally:
+        os.close(fd)
+    if left:
+        say(b"".join(b"left: " + line for line in qcheck.report(left).splitlines(True)))
+        return TEMP_FAILURE
+    return 0
 
 
 def request_of(change, extra):
@@ -266,8 +286,6 @@ def body(argv):
     change = []
     extra = {"R": [], "b": False}
     for letter, value in pairs:
-        if letter in UNIMPLEMENTED:
-            raise Exit(PERM_FAILURE, "-%s is not implemented yet" % letter)
         if letter in CHANGES or letter == "f":
             change.append((letter, value))
         elif letter == "R":
@@ -294,6 +312,8 @@ def body(argv):
         raise Exit(PERM_FAILURE, USAGE)
     letter, value = requests[0]
     enter()
+    if letter == "S":
+        return repair()
     if letter == "p":
         return listing(filters)
     if letter == "m":

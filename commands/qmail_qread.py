@@ -1,10 +1,11 @@
-"""qmail-qread: list every preprocessed message in the queue with its recipients (qmail-qread(8))."""
+"""qmail-qread: list every preprocessed message in the queue with its recipients, then the held ones
+(qmail-qread(8))."""
 
 import os
 import sys
 
 from pyqmail.lib.config import control
-from pyqmail.lib.queue import qreport
+from pyqmail.lib.queue import qadmin, qreport
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
@@ -27,24 +28,24 @@ def die(what, error):
     raise Exit(TEMP_FAILURE)
 
 
-def read_info(n):
-    """Return (info bytes, mtime) of info/n."""
-    with open(split_name("info", n), "rb") as f:
+def read_info(n, held=False):
+    """Return (info bytes, mtime) of info/n (or of hold/n)."""
+    with open(qadmin.hold_name(n) if held else split_name("info", n), "rb") as f:
         return f.read(), os.fstat(f.fileno()).st_mtime
 
 
-def show(n):
-    """Print message n: its header line, then its local and remote recipients."""
+def show(n, held=False):
+    """Print message n: its header line, then its local and remote recipients (held: its info is hold/n)."""
     try:
         size = os.stat(split_name("mess", n)).st_size
     except OSError as e:
         return trouble(n, e)
     bouncing = os.path.exists("bounce/%d" % n)
     try:
-        info, mtime = read_info(n)
+        info, mtime = read_info(n, held)
     except OSError as e:
         return trouble(n, e)
-    say(qreport.header_line(int(mtime), n, size, info, bouncing))
+    say(qreport.header_line(int(mtime), n, size, info, bouncing, held))
     for channel in (b"local", b"remote"):
         try:
             with open(split_name(channel.decode(), n), "rb") as f:
@@ -70,6 +71,12 @@ def body(argv):
             die("unable to opendir " + directory, e)
         for n in qreport.message_numbers(names):
             show(n)
+    try:
+        for n in qadmin.held_numbers():  # then the held messages, and a word about damaged ones (not qmail's)
+            show(n, held=True)
+        say(qreport.corrupt_warning(qadmin.corrupt_count()))
+    except OSError as e:
+        die("unable to read hold/ or corrupt/", e)
     return 0
 
 

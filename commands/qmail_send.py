@@ -53,7 +53,7 @@ class Send:
         self.todo = Todo(self)
         self.inmemory = InMemory(self)
         self.cleanup = Cleanup(self)
-        self.info_damaged: set[int] = set()  # messages whose info/N has no sender: warned once, not scheduled again
+        self.info_damaged: set[int] = set()  # info/N without a sender: warned once, then moved to corrupt/
         self.control = Control(self)  # qmail-qctl's requests (lock/qctl/socket) and damaged messages
         self.read_batching()
 

@@ -174,26 +174,38 @@ def test_a_damaged_todo_is_logged_once_and_the_rest_is_delivered(procs, tree, ma
     pull_and_deliver(tree, log, mailbox, proc, 3)  # three more scans of todo/, three ALRMs
     data = log.read_bytes()
     assert data.count(warning) == 1, data.decode(errors="replace")
-    assert data.count(b"new msg %d\n" % n) <= 1
-    assert b"trouble opening" not in data and b"end msg %d\n" % n not in data
-    for d in ("info", "local", "remote"):
-        assert not (qdir / d / str(n % 23) / str(n)).exists()
-    assert os.path.lexists(qdir / "todo" / str(n))  # set aside where it was, nothing lost
+    assert b"trouble opening" not in data
+    if how in ("dir", "no mess"):  # trouble that may pass: left where it is, nothing lost
+        assert data.count(b"new msg %d\n" % n) <= 1 and b"end msg %d\n" % n not in data
+        for d in ("info", "local", "remote"):
+            assert not (qdir / d / str(n % 23) / str(n)).exists()
+        assert os.path.lexists(qdir / "todo" / str(n))
+    else:  # damaged: moved to corrupt/ with its message, once (the number may then be reused)
+        assert data.count(b"warning: damaged message %d moved to queue/corrupt/%d." % (n, n)) == 1
+        [aside] = list((qdir / "corrupt").iterdir())
+        assert (aside / "todo").read_bytes() == (how if isinstance(how, bytes) else b"")
+        assert (aside / "mess").exists()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
 
 
-def test_a_repaired_todo_is_taken_at_the_next_scan(procs, tree, mailbox):
+def test_a_damaged_todo_goes_to_corrupt_and_its_copy_can_be_queued_again(procs, tree, mailbox):
     qdir = tree / "queue"
     n = plant(qdir, b"u1\0p1\0Tjoe@test.example\0")
     proc, log = start_send(procs, tree)
     wait_for(log, b"warning: no sender record in todo/%d; message set aside\n" % n)
-    (qdir / "todo" / str(n)).write_bytes(b"u1\0p1\0" + GOOD[:-1])  # the administrator's repair
-    assert queue_message(tree, b"Subject: good\n\nbody\n", GOOD) == 0  # its pull scans todo/ again
-    wait_for(log, b"end msg %d\n" % n)
-    wait_for(log, b"end msg ", count=2)
-    assert not (qdir / "todo" / str(n)).exists()
-    assert len(list((mailbox / "Maildir" / "new").iterdir())) == 2
+    wait_for(log, b"warning: damaged message %d moved to queue/corrupt/" % n)
+    [aside] = list((qdir / "corrupt").iterdir())
+    assert (aside / "why").read_text() == "no sender record in todo/%d; message set aside\n" % n
+    wait_for(log, b"status:")  # qmail-clean removes todo/N, then mess/N
+    deadline = time.time() + 10
+    while (os.path.lexists(qdir / "todo" / str(n)) or os.path.lexists(qdir / "mess" / str(n % 23) / str(n))) \
+            and time.time() < deadline:
+        time.sleep(0.02)
+    assert not os.path.lexists(qdir / "todo" / str(n))
+    assert queue_message(tree, (aside / "mess").read_bytes(), GOOD) == 0  # the administrator's repair
+    wait_for(log, b"end msg ", count=1)
+    assert len(list((mailbox / "Maildir" / "new").iterdir())) == 1
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
 
@@ -209,7 +221,11 @@ def test_an_info_without_sender_is_logged_once_and_not_retried(procs, tree, mail
     pull_and_deliver(tree, log, mailbox, proc, 3)
     data = log.read_bytes()
     assert data.count(warning) == 1 and b"trouble opening" not in data, data.decode(errors="replace")
-    assert b": msg %d to " % n not in data  # no delivery started for it
-    assert (qdir / "local" / str(n % 23) / str(n)).exists()  # nothing removed: a restart looks again
+    moved = b"warning: damaged message %d moved to queue/corrupt/%d." % (n, n)
+    assert data.count(moved) == 1
+    assert b": msg %d to " % n not in data[:data.index(moved)]  # no delivery started for it (then n is free)
+    [aside] = list((qdir / "corrupt").iterdir())
+    assert {p.name for p in aside.iterdir()} == {"why", "mess", "info", "local", "remote"}
+    assert not (qdir / "local" / str(n % 23) / str(n)).exists()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0

@@ -5,12 +5,13 @@ load with nothing lost or delivered twice (qmail-qctl(8))."""
 
 import os
 import re
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import queue_message
+from conftest import program, qenv, queue_message
 from mailsystem import MailSystem, assign_users, make_home, make_system_tree
 from test_qmail_qctl import q, qctl
 
@@ -28,6 +29,11 @@ def qput(tree, message, sender=b"me@test.example", rcpts=()):
     assert queue_message(tree, message, env) == 0
     [n] = messes(tree) - before
     return n
+
+
+def run(tree, name, *args):
+    """Run an installed program on tree; return its stdout."""
+    return subprocess.run([program(name), *args], env=qenv(tree), capture_output=True, check=True).stdout
 
 
 def wait_for(condition, what, timeout=30):
@@ -94,6 +100,11 @@ def test_hold_flush_release(live):
     assert b"qctl: hold msg %d\n" % n in live.log()
     assert q(tree, "hold", n).exists() and not q(tree, "info", n % 23, n).exists()
     assert b"held" in qctl(tree, "-p")[1].splitlines()[0]
+    assert run(tree, "qmail-qstat") == (b"messages in queue: 1\nmessages in queue but not yet preprocessed: 0\n"
+                                        b"messages in queue but held: 1\n")
+    assert re.match(rb".* GMT  #%d  \d+  <me@test.example>  held\n\tremote\tr1@far.example\n$" % n,
+                    run(tree, "qmail-qread"))
+    assert run(tree, "sendmail", "-bp") == run(tree, "qmail-qread")
     assert qctl(tree, "-h", "#%d" % n) == (0, b"#%d: held already\n" % n, b"")
     assert qctl(tree, "-r", str(n)) == (100, b"#%d: held: release it instead\n" % n, b"")
     assert qctl(tree, "-s") == (0, b"", b"")
@@ -111,6 +122,9 @@ def test_hold_flush_release(live):
     assert qctl(tree, "-H", str(n)) == (100, b"#%d: not held\n" % n, b"")
     assert qctl(tree, "-r", str(m)) == (0, b"#%d: requeued\n" % m, b"")
     live.system.wait_log(b"end msg %d\n" % m)
+    wait_for(lambda: run(tree, "qmail-qstat") == b"messages in queue: 0\nmessages in queue but not yet "
+                                               b"preprocessed: 0\n", "qmail-clean removing the mess files")
+    assert run(tree, "qmail-qread") == b""
     assert live.system.stop() == 0
 
 
@@ -145,7 +159,8 @@ def test_delete_without_a_bounce_and_bad_requests(live):
     assert qctl(tree, "-h", "ALL") == (0, b"#%d: held\n" % n, b"")
     assert qctl(tree, "-d", "ALL") == (0, b"#%d: 1 recipient deleted\n" % n, b"")
     live.system.wait_log(b"end msg %d\n" % n)
-    assert not q(tree, "hold", n).exists() and not q(tree, "mess", n % 23, n).exists()
+    assert not q(tree, "hold", n).exists()
+    wait_for(lambda: not q(tree, "mess", n % 23, n).exists(), "qmail-clean removing mess/N after end msg")
     assert qctl(tree, "-h", "99999999")[0] == 100
     assert qctl(tree, "-H", "ALL") == (0, b"no message to release\n", b"")
     assert live.maildir() == []  # no bounce
@@ -158,7 +173,9 @@ def test_changes_while_qmail_send_is_stopped(live):
     doomed = qput(tree, b"Subject: b\n\nx\n", sender=b"joe@test.example", rcpts=(b"e@far.example",))
     live.system.wait_log(b": deferral:", count=2)
     assert live.system.stop() == 0
+    arrival = q(tree, "info", held % 23, held).stat().st_mtime
     assert qctl(tree, "-h", str(held)) == (0, b"#%d: held\n" % held, b"")
+    assert q(tree, "hold", held).stat().st_mtime == arrival  # a held message keeps its age
     assert qctl(tree, "-d", str(doomed), "-b") == (0, b"#%d: 1 recipient deleted\n" % doomed, b"")
     assert q(tree, "bounce", doomed).stat().st_uid == q(tree, "bounce").stat().st_uid
     fresh = qput(tree, b"Subject: c\n\nx\n", rcpts=(b"f@far.example",))
@@ -173,6 +190,7 @@ def test_changes_while_qmail_send_is_stopped(live):
     assert live.attempts("d@far.example") == 1 and live.attempts("e@far.example") == 1
     assert qctl(tree, "-H", str(held)) == (0, b"#%d: released\n" % held, b"")
     live.system.wait_log(b"end msg %d\n" % held)
+    assert b"msg %d to remote d@far.example" % held in live.log()
     assert live.attempts("d@far.example") == 2
     assert live.system.stop() == 0
 
@@ -218,4 +236,59 @@ def test_hold_and_release_all_under_load(world_tmp, procs):
     subjects = [subject(m) for m in live.maildir()]
     assert sorted(subjects) == sorted(b"load %d" % i for i in range(total))  # each once, none lost
     assert live.log().count(b"qctl: hold msg") == len(held)
+    assert live.system.stop() == 0
+
+
+def test_control_socket_refuses_junk_and_keeps_serving(live):
+    import socket
+    path = str(q(live.tree, "lock", "qctl", "socket"))
+    assert (q(live.tree, "lock", "qctl").stat().st_mode & 0o777) == 0o700
+
+    def ask(data, close_early=False):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(20)
+        s.connect(path)
+        if close_early:
+            s.close()
+            return b""
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        s.close()
+        return reply
+    assert ask(b"xyz,") == b"37:Dbad request: netstring has no colon\n,"
+    assert b"Dbad request" in ask(b"99999999:")
+    assert b"Dbad request" in ask(b"7:unknown,")
+    assert b"Dbad request" in ask(b"10:hold\0x,y\x000,")
+    ask(b"", close_early=True)
+    assert ask(b"6:flus") == b""  # cut off: closed without an answer, nothing done
+    assert qctl(live.tree, "-f") == (0, b"flushed\n", b"")
+    assert b"alert:" not in live.log()
+    assert live.system.stop() == 0
+
+
+def test_flush_forgets_dead_destinations(world_tmp, procs):
+    live = Live(world_tmp, procs, {"scheduler": "qmgr\n"})
+    live.fake.write_text("#!/bin/sh\ncat >/dev/null\necho \"$3\" >>%s\nif [ -e %s ]; then "
+                         "printf 'rok\\n\\0Kaccepted.\\n\\0'; else "
+                         "printf \"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\\n\\0\"; fi\n"
+                         % (live.record, live.accept))
+    tree = live.tree
+    assert live.system.stop() == 0  # queued together, so that their failures come in one cohort
+    ns = [qput(tree, b"Subject: dead\n\nx\n", rcpts=(b"g%d@far.example" % i,)) for i in range(8)]
+    live.start()
+    live.system.wait_log(b"warning: destination far.example is dead: ")
+    live.accept.write_text("")
+    assert qctl(tree, "-f") == (0, b"flushed\n", b"")
+    live.system.wait_log(b"qctl: flush\ndestination far.example is alive again\n")
+    for n in ns:  # the flush made every one due: each delivered, once, now that the destination is back
+        live.system.wait_log(b"end msg %d\n" % n)
+    assert sorted(live.record.read_text().split()).count("g0@far.example") <= 2
+    assert sum(live.attempts("g%d@far.example" % i) for i in range(8)) <= 16
+    assert live.log().count(b": success:") == 8
     assert live.system.stop() == 0

@@ -132,7 +132,6 @@ def test_usage_and_unimplemented(tree):
     assert qctl(tree)[0] == 100
     assert qctl(tree, "-p", "-s")[0] == 100
     assert qctl(tree, "-x")[0] == 100
-    assert qctl(tree, "-S") == (100, b"", b"qmail-qctl: -S is not implemented yet\n")
     for args in (["-h"], ["-h", "5", "-H", "6"], ["-r", "5", "-b"], ["-h", "5", "-p"], ["-h", "ALL", "-h", "5"]):
         assert qctl(tree, *args)[0] == 100, args
     assert qctl(tree, "-h", "x5")[0] == 100

@@ -294,13 +294,17 @@ def read_fd(fd: int, limit: int) -> bytes:
         chunks.append(chunk)
 
 
-def corrupt_dir(n: int, queue: str = ".", now: float | None = None) -> str:
-    """Make and return a new directory corrupt/N.T (mode 0700) for message n's files."""
-    base = "corrupt/%d.%d" % (n, int(time.time() if now is None else now))
+def corrupt_dir(n: int | str, queue: str = ".", now: float | None = None) -> str:
+    """Make and return a new directory corrupt/N.T (mode 0700) for message n's files (or stray entries'),
+    owned as corrupt/ when root makes it."""
+    base = "corrupt/%s.%d" % (n, int(time.time() if now is None else now))
     name, k = base, 1
     while True:
         try:
             os.mkdir(path(queue, name), 0o700)
+            if os.geteuid() == 0:
+                st = os.stat(path(queue, "corrupt"))
+                os.chown(path(queue, name), st.st_uid, st.st_gid)
             return name
         except FileExistsError:
             k += 1

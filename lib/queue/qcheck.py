@@ -342,3 +342,18 @@ def report(defects: Iterable[Defect]) -> bytes:
     """Return -s's lines: `queue/<path>: <what>`."""
     return b"".join(("queue/%s: %s\n" % (d.path or ".", d.what)).encode("utf-8", "backslashreplace")
                     for d in defects)
+
+
+def owners_for(queue_uid: int, queue_gid: int) -> tree.Owners:
+    """The owners -s expects and -S gives: system_owners of queue/'s owner, but qmail's accounts when queue/
+    belongs to a uid no account has any more (the uids changed: qmailq was made again)."""
+    import pwd
+    try:
+        pwd.getpwuid(queue_uid)
+    except KeyError:
+        try:
+            q = pwd.getpwnam("qmailq")
+        except KeyError:
+            return system_owners(queue_uid, queue_gid)
+        return system_owners(q.pw_uid, q.pw_gid)
+    return system_owners(queue_uid, queue_gid)

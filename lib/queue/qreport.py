@@ -19,13 +19,16 @@ def first_record(data: bytes) -> bytes:
     return data.split(b"\0", 1)[0]
 
 
-def header_line(mtime: int, n: int, size: int, info: bytes, bouncing: bool) -> bytes:
-    """Return a message's header line: date, number, size, sender, and ` bouncing` if bounce/n exists."""
+def header_line(mtime: int, n: int, size: int, info: bytes, bouncing: bool, held: bool = False) -> bytes:
+    """Return a message's header line: date, number, size, sender, ` bouncing` if bounce/n exists, and
+    ` held` for a message in hold/ (not qmail's: qmail has no hold/)."""
     sender = first_record(info)[1:]
     date = date822(mtime)[:-len(" -0000")]
     line = b"%s GMT  #%d  %d  <%s> " % (date.encode(), n, size, sender)
     if bouncing:
         line += b" bouncing"
+    if held:
+        line += b" held"
     return printable(line) + b"\n"
 
 
@@ -47,7 +50,21 @@ def message_numbers(names: Iterable[str]) -> list[int]:
     return sorted(int(name) for name in names if name.isdigit() and name.isascii())
 
 
-def qstat_lines(in_queue: int, not_preprocessed: int) -> bytes:
-    """Return qmail-qstat's two lines."""
-    return (b"messages in queue: %d\n"
-            b"messages in queue but not yet preprocessed: %d\n" % (in_queue, not_preprocessed))
+def qstat_lines(in_queue: int, not_preprocessed: int, held: int = 0, corrupt: int = 0) -> bytes:
+    """Return qmail-qstat's two lines, then (only when not 0, so that qmail's output stays as it was) the
+    held messages (counted in the queue too) and the damaged ones set aside in corrupt/ (not counted)."""
+    out = (b"messages in queue: %d\n"
+           b"messages in queue but not yet preprocessed: %d\n" % (in_queue, not_preprocessed))
+    if held:
+        out += b"messages in queue but held: %d\n" % held
+    if corrupt:
+        out += b"damaged messages set aside in corrupt/: %d\n" % corrupt
+    return out
+
+
+def corrupt_warning(corrupt: int) -> bytes:
+    """Return qmail-qread's last line when corrupt/ is not empty (none when it is)."""
+    if not corrupt:
+        return b""
+    return b"warning: %d damaged message%s set aside in corrupt/ (qmail-qctl -s lists them)\n" % (
+        corrupt, b"" if corrupt == 1 else b"s")

@@ -138,6 +138,8 @@ class Control:
         if not data:
             return self.close(c)
         c.data += data
+        if c.data.isdigit() and len(c.data) <= netstring.MAX_DIGITS:
+            return  # the length so far: the colon is to come
         try:
             payload, _ = netstring.decode(c.data, qadmin.REQUEST_MAX)
         except netstring.NetstringError as e:
