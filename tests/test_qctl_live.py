@@ -292,3 +292,28 @@ def test_flush_forgets_dead_destinations(world_tmp, procs):
     assert sum(live.attempts("g%d@far.example" % i) for i in range(8)) <= 16
     assert live.log().count(b": success:") == 8
     assert live.system.stop() == 0
+
+
+def test_hold_takes_recipients_waiting_at_a_destination_under_qmgr(world_tmp, procs):
+    # under qmgr a message's recipients wait at their destination's window (issue 19): a hold takes them out
+    # of the waiting entries and the job list, the others go on, and the released message is delivered once
+    live = Live(world_tmp, procs, {"scheduler": "qmgr\n", "qmgrinitialconcurrency": "1\n",
+                                   "qmgrconcurrencylimit": "1\n"})
+    live.fake.write_text("#!/bin/sh\ncat >/dev/null\necho \"$3\" >>%s\nsleep 0.4\n"
+                         "printf 'rok\\n\\0Kaccepted.\\n\\0'\n" % live.record)
+    tree = live.tree
+    assert live.system.stop() == 0  # queued together: all of them wait at far.example's window of 1
+    ns = [qput(tree, b"Subject: wait %d\n\nx\n" % i, rcpts=(b"w%d@far.example" % i,)) for i in range(8)]
+    live.start()
+    live.system.wait_log(b"starting delivery")
+    last = ns[-1]
+    assert qctl(tree, "-h", str(last)) == (0, b"#%d: held\n" % last, b"")
+    for n in ns[:-1]:
+        live.system.wait_log(b"end msg %d\n" % n)
+    assert live.attempts("w7@far.example") == 0
+    assert q(tree, "hold", last).exists()
+    assert qctl(tree, "-H", str(last)) == (0, b"#%d: released\n" % last, b"")
+    live.system.wait_log(b"end msg %d\n" % last)
+    assert [live.attempts("w%d@far.example" % i) for i in range(8)] == [1] * 8
+    assert b"alert:" not in live.log()
+    assert live.system.stop() == 0

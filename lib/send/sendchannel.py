@@ -581,6 +581,22 @@ class Channel:
         for name in self.dests.flush_dead():
             self.send.log(destinations.alive_line(name))
 
+    def withdraw(self, id: int) -> None:
+        """Take message id's entries still waiting at destinations out (qmail-qctl hold, delete, requeue): they
+        are released as at exit, so the job leaves the job list and, with its last reference, is rescheduled."""
+        dests = self.dests
+        if dests is None:
+            return
+        for job in [j for j in self.jobs if j.id == id]:
+            entries = [e for peer in job.peers.values() for e in peer if not e.taken]
+            for entry in entries:
+                dests.take(entry)
+                dests.compact(entry.dest)
+                self.selected(entry)
+                self.close_job(job)  # the reference the waiting entry held
+            for name in {e.dest for e in entries}:
+                dests.drop_if_idle(name)
+
     def release_waiting(self) -> None:
         """At exit: let go of the entries still waiting (their messages are scheduled as after a pass)."""
         if self.dests is None:

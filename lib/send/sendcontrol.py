@@ -10,14 +10,13 @@ files change (qadmin) and the message is scheduled again as before, unless held 
 
 from __future__ import annotations
 
-import heapq
 import os
 import socket
 import time
 
 from pyqmail.lib.queue import qadmin
 from pyqmail.lib.queue.queue import split_name
-from pyqmail.lib.send import bounce, sendlog
+from pyqmail.lib.send import bounce
 from pyqmail.lib.send.sendchannel import Batch
 from pyqmail.lib.util import netstring
 
@@ -200,21 +199,10 @@ class Control:
         for name, ch in send.channels.items():
             if ch.job is not None and ch.job.id == n and not ch.qmgr:
                 ch.end_pass(ch.job, False)
-            if ch.dests is not None and ch.dests.count:
-                for items in ch.dests.waiting.values():
-                    mine = [item for item in items if item[0].id == n]
-                    if mine:
-                        for item in mine:
-                            items.remove(item)
-                        ch.dests.count -= len(mine)
-                        for job, _, _ in mine:
-                            ch.close_job(job)
-            heap = ch.schedule.heap
-            if any(i == n for _, i in heap):
-                dues = [d for d, i in heap if i == n]
+            ch.withdraw(n)
+            dues = ch.schedule.remove(n)
+            if dues:
                 action.saved[name] = min(dues + ([action.saved[name]] if name in action.saved else []))
-                ch.schedule.heap = [(d, i) for d, i in heap if i != n]
-                heapq.heapify(ch.schedule.heap)
         for ch in send.channels.values():
             if ch.job is not None and ch.job.id == n:
                 return False
@@ -306,15 +294,7 @@ class Control:
         send.log(qctl_line("flush"))
         for ch in send.channels.values():
             ch.schedule.run_all_now(send.recent)
-            dests = ch.dests
-            if dests is None:
-                continue
-            for name in dests.dead.flush():
-                queue = dests.queues.get(name)
-                if queue is not None and queue.is_dead():
-                    queue.positive_feedback()
-                    send.log(b"destination %s is alive again\n" % sendlog.logsafe(name.encode("latin-1")))
-                    dests.drop_if_idle(name)
+            ch.flush_dead()
         send.pqfail.run_all_now(send.recent)
 
     def set_aside(self, n: int, why: str, foop: bool) -> bool:

@@ -37,6 +37,14 @@ class TimeQueue:
         """Make every entry due at recent (SIGALRM)."""
         self.heap = sorted((recent, id) for _, id in self.heap)
 
+    def remove(self, id: int) -> list[int]:
+        """Take message id out; return the times it was due at (none if it was not scheduled)."""
+        dues = [due for due, i in self.heap if i == id]
+        if dues:
+            self.heap = [(due, i) for due, i in self.heap if i != id]
+            heapq.heapify(self.heap)
+        return dues
+
     def drain(self) -> Iterator[tuple[int, int]]:
         """Remove and yield every (id, due) in time order (for persisting at exit)."""
         while self.heap:
@@ -79,6 +87,15 @@ class FairQueue(TimeQueue):
         else:
             take_new = new_due
         return heapq.heappop(self.new if take_new else self.heap)[1]
+
+    def remove(self, id: int) -> list[int]:
+        """Take message id out of both heaps; return the times it was due at."""
+        dues = super().remove(id)
+        new = [due for due, i in self.new if i == id]
+        if new:
+            self.new = [(due, i) for due, i in self.new if i != id]
+            heapq.heapify(self.new)
+        return dues + new
 
     def run_all_now(self, recent: int) -> None:
         """Make every entry of both heaps due at recent (SIGALRM)."""
