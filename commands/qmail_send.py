@@ -150,7 +150,7 @@ class Send:
                     if c.job is None and due is not None:
                         wake = min(wake, due)
             dests = self.channels[REMOTE].dests
-            revival = dests.next_revival() if dests is not None else None
+            revival = dests.next_event() if dests is not None else None
             if revival is not None:
                 wake = min(wake, int(revival))
             for q in (self.pqfail, self.pqdone):

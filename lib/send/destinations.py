@@ -127,6 +127,7 @@ class Destinations(Generic[T]):
         self.rotation: qmgr.RoundRobin[str] = qmgr.RoundRobin()
         self.dead = qmgr.DeadCache(dead_cache_size)
         self.count = 0  # recipients waiting, over all destinations
+        self.paused: dict[str, float] = {}  # qmgrratedelay: a destination's next delivery not before this time
 
     def configure(self, policy: qmgr.WindowPolicy, dead_cache_size: int) -> None:
         """Take new parameters (a HUP): every destination keeps its window, bounded by the new limit."""
@@ -172,11 +173,11 @@ class Destinations(Generic[T]):
     def can_start(self, name: str) -> bool:
         """True if the destination has room in its window (alive, busy below the window)."""
         queue = self.queues.get(name)
-        return queue is not None and queue.can_start()
+        return queue is not None and queue.can_start() and name not in self.paused
 
     def eligible(self, name: str) -> bool:
         """True if the destination has a waiting entry and room in its window."""
-        return self.live.get(name, 0) > 0 and self.queues[name].can_start()
+        return self.live.get(name, 0) > 0 and self.queues[name].can_start() and name not in self.paused
 
     def ready(self) -> bool:
         """True if some destination could start a delivery now."""
@@ -220,6 +221,8 @@ class Destinations(Generic[T]):
         elif kind == TOO_MANY:
             queue.too_many_connections()
         queue.finished()
+        if self.policy.rate_delay > 0 and not queue.is_dead():  # Postfix suspends the queue after each delivery
+            self.paused[name] = now + self.policy.rate_delay
         if queue.is_dead() and not was_dead:
             self.dead.add(name, reason, now)
             if len(self.dead) >= self.dead.size:
@@ -274,6 +277,17 @@ class Destinations(Generic[T]):
                 self.drop_if_idle(name)
         return revived
 
+    def resume_due(self, now: float) -> None:
+        """End the rate delay of each destination whose pause is over."""
+        for name in [n for n, until in self.paused.items() if until <= now]:
+            del self.paused[name]
+            self.drop_if_idle(name)
+
+    def next_event(self) -> float | None:
+        """Return when a dead destination is due to be revived or a paused one to resume, or None."""
+        times = [t for t in (self.next_revival(), min(self.paused.values(), default=None)) if t is not None]
+        return min(times) if times else None
+
     def next_revival(self) -> float | None:
         """Return when the destination that died first is due to be revived, or None if none is dead."""
         for _, since in self.dead.entries.values():
@@ -283,7 +297,7 @@ class Destinations(Generic[T]):
     def drop_if_idle(self, name: str) -> None:
         """Forget a live destination with nothing waiting and nothing in flight (Postfix frees such a queue)."""
         queue = self.queues.get(name)
-        if queue is None or queue.busy or queue.is_dead() or self.live[name]:
+        if queue is None or queue.busy or queue.is_dead() or self.live[name] or name in self.paused:
             return
         self.forget(name)
 
@@ -292,6 +306,7 @@ class Destinations(Generic[T]):
         del self.queues[name]
         del self.waiting[name]
         del self.live[name]
+        self.paused.pop(name, None)
         self.rotation.remove(name)
 
     def forget_evicted(self) -> None:

@@ -384,6 +384,7 @@ class Channel:
         if self.dests is not None:
             for name in self.dests.revive_due(recent):
                 send.log(destinations.alive_line(name))
+            self.dests.resume_due(recent)
         if job is None and self.qmgr and self.dests is not None and not self.dests.has_room():
             return
         if job is None:
