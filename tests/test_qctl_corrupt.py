@@ -244,3 +244,43 @@ def test_files_damaged_under_a_running_qmail_send(world_tmp, procs):
     assert log.count(b"warning: damaged message ") == damaged
     assert len(list(q(tree, "corrupt").iterdir())) == damaged
     assert live.system.stop() == 0
+
+
+def test_damaged_local_files_at_start(world_tmp, procs):
+    # local/N damaged as remote/N is above: qmail-lspawn is given only the recipients before the damage
+    from mailsystem import assign_users, make_home
+    record = world_tmp / "local-attempts"
+    record.write_text("")
+    record.chmod(0o666)
+    fake = world_tmp / "fake-local"  # qmail-local's arguments: -- user home local dash ext domain sender ...
+    fake.write_text("#!/bin/sh\ncat >/dev/null\necho \"$4@$7\" >>%s\nexit 0\n" % record)
+    fake.chmod(0o755)
+    tree = make_system_tree(world_tmp / "qmail")
+    assign_users(tree, [("+", "", make_home(world_tmp, "anyone"), "", "")])  # every local part: one account
+    plant = Planter(tree)
+    rng = random.Random(23)
+    allowed, damaged, good = set(), 0, set()
+    for i in range(60):
+        rcpts = ["l%d.%d@test.example" % (i, k) for k in range(rng.randrange(1, 5))]
+        n = plant.mess(b"Subject: l%d\n\nx\n" % i)
+        if i % 2:
+            local_data, ok = corrupt_channel(rng, rcpts)
+            allowed |= ok
+            damaged += 1
+        else:
+            local_data = b"".join(b"T" + r.encode() + b"\0" for r in rcpts)
+            allowed |= set(rcpts)
+            good |= set(rcpts)
+        plant.put("info/%d/%d" % (n % 23, n), b"Fme@test.example\0", 0o600)
+        plant.put("local/%d/%d" % (n % 23, n), local_data, 0o600)
+    system = MailSystem(procs, tree, "./Maildir/", env={"QMAILLOCAL": fake})
+    wait_for(lambda: queue_empty(tree), "every message done or set aside", timeout=120)
+    wait_for(lambda: set(attempted(record)) >= good, "every good recipient delivered")
+    seen = attempted(record)
+    assert set(seen) <= allowed, set(seen) - allowed
+    assert all(c == 1 for c in seen.values())
+    log = system.log()
+    assert b"alert:" not in log
+    assert log.count(b"warning: damaged message ") == damaged
+    assert len(list(q(tree, "corrupt").iterdir())) == damaged
+    assert system.stop() == 0
