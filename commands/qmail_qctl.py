@@ -18,10 +18,10 @@ from pyqmail.lib.util import netstring
 from pyqmail.lib.util.sgetopt import BadOption, options
 
 PROGRAM = "qmail-qctl"
-SPEC = "pm:qsF:T:o:h:H:d:r:fSR:b"
+SPEC = "pm:qsF:T:o:h:H:d:r:fSR:bu"
 CHANGES = {"h": "hold", "H": "release", "d": "delete", "r": "requeue"}  # each takes an id or ALL
 USAGE = ("usage: qmail-qctl -p [-F sender] [-T recipient] [-o domain] | -m id | -q [new|active|hold]... | -s | -S\n"
-         "       qmail-qctl -h id|ALL... | -H id|ALL... | -r id|ALL... | -d id|ALL... [-b] [-R recipient]... | -f")
+         "       qmail-qctl -h id|ALL... | -H id|ALL... | -r id|ALL... [-u] | -d id|ALL... [-b] [-R recipient]... | -f")
 MESS_CHUNK = 65536
 REPLY_WAIT = 360  # seconds to wait for qmail-send's reply (it waits up to 300 for running deliveries)
 
@@ -164,12 +164,12 @@ def request_of(change, extra):
         if value == qadmin.ALL:
             if len(change) != 1:
                 raise Exit(PERM_FAILURE, USAGE)
-            return qadmin.Request(CHANGES[letter], None, extra["R"] or None, extra["b"])
+            return qadmin.Request(CHANGES[letter], None, extra["R"] or None, extra["b"] or extra["u"])
         n = qadmin.parse_id(value)
         if n is None:
             raise Exit(PERM_FAILURE, "fatal: not a message id: %s" % value)
         ids.append(n)
-    return qadmin.Request(CHANGES[letter], ids, extra["R"] or None, extra["b"])
+    return qadmin.Request(CHANGES[letter], ids, extra["R"] or None, extra["b"] or extra["u"])
 
 
 def mutex():
@@ -250,6 +250,19 @@ def offline(request):
             yield qadmin.result_line(b"Z", n, "trouble: %s" % e)
 
 
+def rewriter(cache=[]):
+    """Return qmail-send's rewriting as the control files say now (read once; cwd is QMAILHOME/queue)."""
+    if not cache:
+        from pyqmail.lib.send.sendstart import read_controls
+        try:
+            os.chdir("..")
+            cache.append(read_controls()[1])
+            os.chdir("queue")
+        except OSError as e:
+            fatal("unable to read the controls", e)
+    return cache[0]
+
+
 def offline_one(request, n, now):
     """One message's change on the files; return the reply line."""
     verb = request.verb
@@ -265,8 +278,10 @@ def offline_one(request, n, now):
     if verb == "requeue":
         if held:
             return qadmin.result_line(b"D", n, "held: release it instead")
+        moved = qadmin.reroute(n, rewriter().rewrite) if request.reroute else 0
         qadmin.touch(n, now)
-        return qadmin.result_line(b"K", n, "requeued")
+        return qadmin.result_line(b"K", n, "requeued" + ("" if not moved else ", %d recipient%s now local"
+                                                         % (moved, "" if moved == 1 else "s")))
     deleted, left = qadmin.delete(n, request.recipients, request.bounce)
     if held and not left:
         qadmin.release(n)  # nothing left: qmail-send finishes it at its start (bounce, end msg)
@@ -284,7 +299,7 @@ def body(argv):
     filters = {}
     requests = []
     change = []
-    extra = {"R": [], "b": False}
+    extra = {"R": [], "b": False, "u": False}
     for letter, value in pairs:
         if letter in CHANGES or letter == "f":
             change.append((letter, value))
@@ -292,6 +307,8 @@ def body(argv):
             extra["R"].append(arg(value))
         elif letter == "b":
             extra["b"] = True
+        elif letter == "u":
+            extra["u"] = True
         elif letter == "F":
             filters["sender"] = arg(value)
         elif letter == "T":
@@ -302,11 +319,11 @@ def body(argv):
             requests.append((letter, value))
     if change:
         if requests or filters or operands or len({c for c, _ in change}) != 1 or (
-                (extra["R"] or extra["b"]) and change[0][0] != "d"):
+                (extra["R"] or extra["b"]) and change[0][0] != "d") or (extra["u"] and change[0][0] != "r"):
             raise Exit(PERM_FAILURE, USAGE)
         enter()
         return changes(request_of(change, extra))
-    if extra["R"] or extra["b"]:
+    if extra["R"] or extra["b"] or extra["u"]:
         raise Exit(PERM_FAILURE, USAGE)
     if len(requests) != 1 or (filters and requests[0][0] != "p") or (operands and requests[0][0] != "q"):
         raise Exit(PERM_FAILURE, USAGE)

@@ -317,3 +317,43 @@ def test_hold_takes_recipients_waiting_at_a_destination_under_qmgr(world_tmp, pr
     assert [live.attempts("w%d@far.example" % i) for i in range(8)] == [1] * 8
     assert b"alert:" not in live.log()
     assert live.system.stop() == 0
+
+
+def test_requeue_reads_the_routing_again(live):
+    # far.example becomes one of this host's domains: -r -u moves its waiting remote recipients to local/N
+    tree = live.tree
+    n = qput(tree, b"Subject: moved\n\nx\n", rcpts=(b"joe@far.example", b"joe@other.example"))
+    live.system.wait_log(b": deferral:", count=2)
+    assert qctl(tree, "-r", str(n), "-b")[0] == 100  # -b and -u belong to -d and -r
+    assert qctl(tree, "-d", str(n), "-u")[0] == 100
+    (tree / "control" / "locals").write_text("test.example\nfar.example\n")
+    os.kill(live.system.pid, 1)  # qmail-send rereads locals on HUP
+    assert qctl(tree, "-r", str(n)) == (0, b"#%d: requeued\n" % n, b"")  # without -u: the routing stays
+    wait_for(lambda: live.attempts("joe@far.example") == 2, "joe@far.example retried remotely")
+    assert qctl(tree, "-r", str(n), "-u") == (0, b"#%d: requeued, 1 recipient now local\n" % n, b"")
+    wait_for(lambda: len(live.maildir()) == 1, "joe@far.example delivered locally")
+    assert b"Subject: moved" in live.maildir()[0]
+    assert live.attempts("joe@far.example") == 2 and live.attempts("joe@other.example") >= 2
+    assert q(tree, "remote", n % 23, n).read_bytes().count(b"T") == 1  # other.example still remote
+    # the same on the files while qmail-send is stopped
+    assert live.system.stop() == 0
+    m = qput(tree, b"Subject: offline\n\nx\n", rcpts=(b"joe@far.example",))
+    local_dir = q(tree, "local", m % 23)
+    assert not (local_dir / str(m)).exists()  # in todo/ until qmail-send preprocesses it
+    live.start()
+    live.system.wait_log(b"end msg %d\n" % m)
+    assert len(live.maildir()) == 2  # preprocessed with the new locals: local from the start
+    assert live.system.stop() == 0
+    (tree / "control" / "locals").write_text("test.example\n")
+    k = qput(tree, b"Subject: offline2\n\nx\n", rcpts=(b"joe@far.example",))
+    live.start()
+    live.system.wait_log(b"msg %d to remote joe@far.example" % k)
+    live.system.wait_log(b": deferral:")
+    assert live.system.stop() == 0
+    (tree / "control" / "locals").write_text("test.example\nfar.example\n")
+    assert qctl(tree, "-r", str(k), "-u") == (0, b"#%d: requeued, 1 recipient now local\n" % k, b"")
+    assert not q(tree, "remote", k % 23, k).exists() and q(tree, "local", k % 23, k).exists()
+    live.start()
+    live.system.wait_log(b"end msg %d\n" % k)
+    assert len(live.maildir()) == 3
+    assert live.system.stop() == 0

@@ -34,17 +34,27 @@ class BadRequest(ValueError):
 
 
 class Request:
-    """One control request: verb, the message ids (None: ALL), and for delete the recipients (None: all)
-    and whether to bounce them."""
-    __slots__ = ("verb", "ids", "recipients", "bounce")
+    """One control request: verb, the message ids (None: ALL), for delete the recipients (None: all), and the
+    verb's option: for delete, bounce the recipients; for requeue, read the routing again (`reroute`)."""
+    __slots__ = ("verb", "ids", "recipients", "option")
 
     def __init__(self, verb: str, ids: list[int] | None, recipients: list[bytes] | None = None,
-                 bounce: bool = False) -> None:
-        self.verb, self.ids, self.recipients, self.bounce = verb, ids, recipients, bounce
+                 option: bool = False) -> None:
+        self.verb, self.ids, self.recipients, self.option = verb, ids, recipients, option
+
+    @property
+    def bounce(self) -> bool:
+        """True for a delete that bounces its recipients."""
+        return self.option and self.verb == "delete"
+
+    @property
+    def reroute(self) -> bool:
+        """True for a requeue that sorts the remote recipients again by the current locals and virtualdomains."""
+        return self.option and self.verb == "requeue"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Request) and (self.verb, self.ids, self.recipients, self.bounce) == (
-            other.verb, other.ids, other.recipients, other.bounce)
+        return isinstance(other, Request) and (self.verb, self.ids, self.recipients, self.option) == (
+            other.verb, other.ids, other.recipients, other.option)
 
 
 def parse_id(word: str) -> int | None:
@@ -57,9 +67,9 @@ def parse_id(word: str) -> int | None:
 
 def encode_request(r: Request) -> bytes:
     """Return the request as one netstring: NUL-separated fields verb, ids (`ALL` or comma-separated),
-    bounce (`0`/`1`), then the recipients (none: all of them)."""
+    the verb's option (`0`/`1`: delete's bounce, requeue's reroute), then the recipients (none: all of them)."""
     ids = ALL if r.ids is None else ",".join(str(i) for i in r.ids)
-    fields = [r.verb.encode(), ids.encode(), b"1" if r.bounce else b"0"] + list(r.recipients or [])
+    fields = [r.verb.encode(), ids.encode(), b"1" if r.option else b"0"] + list(r.recipients or [])
     return netstring.encode(b"\0".join(fields))
 
 
@@ -263,6 +273,37 @@ def delete(n: int, wanted: Iterable[bytes] | None, bounce: bool, queue: str = ".
         else:
             os.unlink(name)
     return deleted, left
+
+
+def reroute(n: int, route: Callable[[bytes], tuple[str, bytes]], queue: str = ".") -> int:
+    """Sort message n's remote recipients still to do again: each that route (the current locals and
+    virtualdomains, qmail-send's rewriting) now gives to the local channel is appended to local/N (fsynced)
+    before it is marked done in remote/N, so a crash between the two can deliver it twice, never lose it.
+    Local recipients stay: local/N holds them as virtualdomains rewrote them, and a prepend that was since
+    changed or removed cannot be recovered. Return the number of recipients moved; OSError on trouble."""
+    name = path(queue, split_name("remote", n))
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return 0
+    try:
+        data = read_fd(fd, COPY_MAX)
+        moves = [(pos, new) for pos, recip in recipient_positions(data, None)
+                 for channel, new in [route(recip)] if channel == "local"]
+        if not moves:
+            return 0
+        append(path(queue, split_name("local", n)), b"".join(b"T" + new + b"\0" for _, new in moves))
+        marked = bytearray(data)
+        for pos, _ in moves:
+            if os.pwrite(fd, b"D", pos) != 1:
+                raise OSError(5, "short write", name)
+            marked[pos] = 0x44  # D
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if not has_todo(bytes(marked)):
+        os.unlink(name)
+    return len(moves)
 
 
 def append(name: str, data: bytes) -> None:

@@ -260,9 +260,13 @@ class Control:
                 elif not qadmin.exists(split_name("info", n)):
                     line = qadmin.result_line(b"D", n, "no such message in the queue")
                 else:
+                    moved = qadmin.reroute(n, send.rewriter.rewrite) if r.reroute else 0
+                    for name in qadmin.channels_of(n):
+                        action.saved.setdefault(name, recent)  # local/N may be new
                     send.log(qctl_line("requeue", n))
                     self.reschedule(action, recent)
-                    return qadmin.result_line(b"K", n, "requeued")
+                    return qadmin.result_line(b"K", n, "requeued" + ("" if not moved else ", %d recipient%s now "
+                                                                     "local" % (moved, "" if moved == 1 else "s")))
             else:
                 line = self.delete(r, action)
         except OSError as e:
