@@ -20,7 +20,8 @@ from pyqmail.lib.util.sgetopt import BadOption, options
 PROGRAM = "qmail-qctl"
 SPEC = "pm:qsF:T:o:h:H:d:r:fSR:bu"
 CHANGES = {"h": "hold", "H": "release", "d": "delete", "r": "requeue"}  # each takes an id or ALL
-USAGE = ("usage: qmail-qctl -p [-F sender] [-T recipient] [-o domain] | -m id | -q [new|active|hold]... | -s | -S\n"
+USAGE = ("usage: qmail-qctl -p [-F sender] [-T recipient] [-o domain] | -m id | -s | -S\n"
+         "       qmail-qctl -q [new|active|deferred|hold]...\n"
          "       qmail-qctl -h id|ALL... | -H id|ALL... | -r id|ALL... [-u] | -d id|ALL... [-b] [-R recipient]... | -f")
 MESS_CHUNK = 65536
 REPLY_WAIT = 360  # seconds to wait for qmail-send's reply (it waits up to 300 for running deliveries)
@@ -110,12 +111,12 @@ def show(ident):
 
 
 def shape(operands):
-    """-q [new|active]...: the table of recipients to do, by domain and age."""
+    """-q [new|active|deferred|hold]...: the table of recipients to do, by domain and age."""
     sets = set()
     for word in operands or ["new", "active"]:
-        if word not in ("new", "active", "hold"):
+        if word not in ("new", "active", "deferred", "hold"):
             raise Exit(PERM_FAILURE, USAGE)
-        sets.add({"new": qlist.NEW, "active": qlist.QUEUED, "hold": qlist.HELD}[word])
+        sets.add({"new": qlist.NEW, "active": qlist.QUEUED, "deferred": qlist.QUEUED, "hold": qlist.HELD}[word])
     now = time.time()
     say(qshape.format_table(qshape.shape(qlist.shape_entries(messages(), now, sets))))
     return 0

@@ -115,12 +115,13 @@ def test_shape_of_a_real_queue(live):
     assert lines[1] == [b"TOTAL", b"4", b"4"] + [b"0"] * 9
     assert lines[2] == [b"far.example", b"2", b"2"] + [b"0"] * 9
     assert lines[3] == [b"near.example", b"2", b"2"] + [b"0"] * 9
+    assert qctl(tree, "-q", "deferred") == qctl(tree, "-q", "active")  # qmail has no deferred directory
     assert [line.split()[:2] for line in qctl(tree, "-q", "active")[1].splitlines()[1:]] == [
         [b"TOTAL", b"1"], [b"far.example", b"1"]]
     assert [line.split()[:2] for line in qctl(tree, "-q", "new")[1].splitlines()[1:]] == [
         [b"TOTAL", b"3"], [b"near.example", b"2"], [b"far.example", b"1"]]
     assert qctl(tree, "-q", "hold")[1].splitlines()[1].split()[:2] == [b"TOTAL", b"0"]
-    assert qctl(tree, "-q", "deferred")[0] == 100
+    assert qctl(tree, "-q", "incoming")[0] == 100
 
 
 def test_check_of_a_real_queue_is_clean(live):
