@@ -37,6 +37,16 @@ def qput(tree, message=b"Subject: t\n\nbody\n", sender=b"me@test.example", rcpts
     return n
 
 
+def qput_running(system, tree, message, sender=b"me@test.example", rcpts=(b"joe@test.example",)):
+    """Queue one message while qmail-send runs; return its number from qmail-send's `new msg N` line (todo/N
+    may be gone before a listing sees it)."""
+    seen = system.log().count(b"new msg ")
+    env = b"F" + sender + b"\0" + b"".join(b"T" + r + b"\0" for r in rcpts) + b"\0"
+    assert queue_message(tree, message, env) == 0
+    log = system.wait_log(b"new msg ", count=seen + 1)
+    return int(re.findall(rb"new msg (\d+)", log)[seen])
+
+
 def age(path, seconds):
     """Make a file look seconds old (mtime and atime)."""
     t = time.time() - seconds
@@ -56,10 +66,10 @@ def live(world_tmp, procs):
     fake.chmod(0o755)
     assign_users(tree, [("=", "joe", make_home(world_tmp, "joe"), "", "")])
     system = MailSystem(procs, tree, "./Maildir/", env={"QMAILREMOTE": fake})
-    delivered = qput(tree, b"Subject: one\n\nlocal\n", rcpts=(b"joe@test.example",))
+    delivered = qput_running(system, tree, b"Subject: one\n\nlocal\n", rcpts=(b"joe@test.example",))
     system.wait_log(b"end msg %d" % delivered)
-    deferred = qput(tree, b"Subject: two\n\nremote\n", sender=b"a@b.example",
-                    rcpts=(b"joe@test.example", b"bob@far.example", b"eve@far.example"))
+    deferred = qput_running(system, tree, b"Subject: two\n\nremote\n", sender=b"a@b.example",
+                            rcpts=(b"joe@test.example", b"bob@far.example", b"eve@far.example"))
     system.wait_log(b": deferral:", count=1)
     system.wait_log(b": success:", count=3)
     assert system.stop() == 0
@@ -240,8 +250,10 @@ def broken_dir_mode(tree, n):
 
 
 def broken_missing_dir(tree, n):
-    q(tree, "remote", 4).rmdir()
-    return "remote/4", "missing"
+    used = {int(m.name) % 23 for d in q(tree, "mess").iterdir() for m in d.iterdir()}  # later breakages plant there
+    i = next(i for i in range(23) if i not in used and not any(q(tree, "remote", i).iterdir()))
+    q(tree, "remote", i).rmdir()
+    return "remote/%d" % i, "missing"
 
 
 def broken_owner(tree, n):
