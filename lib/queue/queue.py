@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread  # built in: no start-up cost, unlike threading
 import posix  # not os: start-up cost (lib/config/control)
 import time
 
@@ -75,6 +76,38 @@ def fsync_dir(name: str) -> None:
         posix.close(fd)
 
 
+class Flush:
+    """fsync (then close) one fd in a helper thread while the caller goes on: mess/N's flush overlaps the
+    creation and writing of intd/N (qmail-queue(8), DURABILITY)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.error: OSError | None = None
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+        _thread.start_new_thread(self.run, ())
+
+    def run(self) -> None:
+        """In the helper thread: fsync, close, and remember a failure."""
+        try:
+            posix.fsync(self.fd)
+        except OSError as e:
+            self.error = e
+        finally:
+            try:
+                posix.close(self.fd)
+            except OSError as e:
+                self.error = self.error or e
+            self.done.release()
+
+    def wait(self) -> None:
+        """Wait for the fsync and close; raise the OSError either failed with."""
+        self.done.acquire()
+        self.done.release()
+        if self.error is not None:
+            raise self.error
+
+
 class Injection:
     """One message being queued; files it made are removed if it fails before the commit."""
 
@@ -84,9 +117,14 @@ class Injection:
         self.now = time.time()
         self.created: list[str] = []
         self.reused: set[int] = set()  # fds of files taken from the pool: truncated to what was written
+        self.flush: Flush | None = None  # mess/N's fsync under way (sync_behind)
 
     def fail(self, code: int) -> NoReturn:
         """Remove what was created (intd, then mess), and raise Exit(code)."""
+        try:
+            self.settle()
+        except OSError:
+            pass
         for name in reversed(self.created):
             try:
                 posix.truncate(name, 0)
@@ -147,8 +185,25 @@ class Injection:
         posix.fsync(fd)
         posix.close(fd)
 
+    def sync_behind(self, fd: int) -> None:
+        """Cut a reused file to what was written, and start its fsync and close in a helper thread."""
+        if fd in self.reused:
+            self.reused.discard(fd)
+            try:
+                posix.ftruncate(fd, posix.lseek(fd, 0, 1))  # 1: SEEK_CUR
+            except OSError:
+                posix.close(fd)
+                raise
+        self.flush = Flush(fd)
+
+    def settle(self) -> None:
+        """Wait for the fsync sync_behind started (if any); raise its OSError."""
+        flush, self.flush = self.flush, None
+        if flush is not None:
+            flush.wait()
+
     def write_message(self, fd: int, chunks: Iterable[bytes]) -> None:
-        """Write the Received line and the message chunks to mess, fsync it (with its name: qmail-queue(8))."""
+        """Write the Received line and the message chunks to mess and start its fsync (commit waits for it)."""
         try:
             write_all(fd, received_line(self.pid, self.uid, self.now))
         except OSError:
@@ -161,12 +216,13 @@ class Injection:
         except OSError:
             self.fail(WRITE_ERROR)
         try:
-            self.sync(fd)
+            self.sync_behind(fd)
         except OSError:
             self.fail(WRITE_ERROR)
 
     def commit(self, sender: bytes, recipients: Iterable[bytes]) -> None:
-        """Write intd/N, fsync, link it to todo/N, fsync todo/: after this the message is queued."""
+        """Write intd/N, fsync it, wait for mess/N's fsync, link intd/N to todo/N, fsync todo/: after this the
+        message is queued."""
         intdfn = "intd/%d" % self.number
         try:
             fd = self.open_new(intdfn, "intd")
@@ -176,6 +232,7 @@ class Injection:
         try:
             write_parts(fd, envelope.todo_parts(self.uid, self.pid, sender, recipients))
             self.sync(fd)
+            self.settle()  # mess/N durable too before todo/N names the message
         except OSError:
             self.fail(WRITE_ERROR)
         try:
