@@ -1,6 +1,6 @@
-"""Issue 23: the queue's commit with mess/N's fsync overlapped (docs/qmail-queue.8.md, DURABILITY): todo/N is
-linked only after the fsyncs of mess/N and intd/N have both returned, todo/ is fsynced before success is
-reported, and a failing fsync of either file leaves nothing queued."""
+"""Issue 23: the queue's commit with both files' writeback started before either fsync (docs/qmail-queue.8.md,
+DURABILITY): todo/N is linked only after the fsyncs of mess/N and intd/N have both returned, todo/ is
+fsynced before success is reported, and a failing fsync of either file leaves nothing queued."""
 
 import os
 import re
@@ -47,11 +47,11 @@ def leftovers(tree):
 
 
 def test_todo_is_linked_only_after_both_fsyncs_returned(tree):
-    """strace -f shows every thread: the fsyncs of mess/N (in the helper thread) and intd/N end before
-    link(intd/N, todo/N) starts, and todo/ is fsynced after it, before the exit."""
+    """strace -f: both files' writeback is started (fadvise) before the first fsync, the fsyncs of mess/N
+    and intd/N end before link(intd/N, todo/N) starts, and todo/ is fsynced after it, before the exit."""
     need("strace")
     log = tree.parent / "strace.log"
-    done = run_qmail_queue(tree, ["strace", "-f", "-y", "-o", str(log), "-e", "trace=fsync,link,exit_group",
+    done = run_qmail_queue(tree, ["strace", "-f", "-y", "-o", str(log), "-e", "trace=fsync,link,fadvise64",
                                   program("qmail-queue")])
     assert done.returncode == 0, done.stderr
     [(n, (mess, todo))] = queued(tree).items()
@@ -68,6 +68,8 @@ def test_todo_is_linked_only_after_both_fsyncs_returned(tree):
             events.append(("fsync", pending.pop(pid)))
         elif " link(" in line:
             events.append(("link", line))
+        elif " fadvise64(" in line:
+            events.append(("fadvise", re.search(r" fadvise64\(\d+<([^>]*)>", line).group(1)))
     def name(where):
         """The queue file an fsync was of: mess/N's descriptor shows the pid/ name it was created under."""
         where = where.split("/queue/", 1)[-1]
@@ -79,6 +81,9 @@ def test_todo_is_linked_only_after_both_fsyncs_returned(tree):
     before = [name(where) for what, where in events[:link[0]] if what == "fsync"]
     assert sorted(before) == ["intd/%d" % n, "mess"], events
     assert names[len(before):] == ["todo"], events
+    first_fsync = [what for what, _ in events].index("fsync")
+    assert sorted(name(where) for what, where in events[:first_fsync] if what == "fadvise") == [
+        "intd/%d" % n, "mess"], events
 
 
 @pytest.mark.parametrize("where", ["pid", "intd"])  # pid/: mess/N's descriptor
@@ -94,8 +99,8 @@ def test_a_failing_fsync_of_either_file_queues_nothing(tree, where):
 
 
 def test_a_failing_mess_fsync_in_a_reused_process_leaves_no_descriptor_or_file(tree):
-    """queuehere (a reused worker's queueing): the helper thread's failure is reported (53) and its
-    descriptor closed; the next message in the same process is queued."""
+    """queuehere (a reused worker's queueing): the failure is reported (53) and both descriptors closed;
+    the next message in the same process is queued."""
     script = r'''
 import errno, os, posix, sys
 from pyqmail.lib.queue import queuehere

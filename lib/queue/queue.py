@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import _thread  # built in: no start-up cost, unlike threading
 import posix  # not os: start-up cost (lib/config/control)
 import time
 
@@ -76,36 +75,13 @@ def fsync_dir(name: str) -> None:
         posix.close(fd)
 
 
-class Flush:
-    """fsync (then close) one fd in a helper thread while the caller goes on: mess/N's flush overlaps the
-    creation and writing of intd/N (qmail-queue(8), DURABILITY)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.error: OSError | None = None
-        self.done = _thread.allocate_lock()
-        self.done.acquire()
-        _thread.start_new_thread(self.run, ())
-
-    def run(self) -> None:
-        """In the helper thread: fsync, close, and remember a failure."""
-        try:
-            posix.fsync(self.fd)
-        except OSError as e:
-            self.error = e
-        finally:
-            try:
-                posix.close(self.fd)
-            except OSError as e:
-                self.error = self.error or e
-            self.done.release()
-
-    def wait(self) -> None:
-        """Wait for the fsync and close; raise the OSError either failed with."""
-        self.done.acquire()
-        self.done.release()
-        if self.error is not None:
-            raise self.error
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing fd's dirty pages now (fadvise DONTNEED starts writeback, without
+    waiting; pages still being written stay cached): a hint, so errors are ignored."""
+    try:
+        posix.posix_fadvise(fd, 0, 0, posix.POSIX_FADV_DONTNEED)
+    except (OSError, AttributeError):
+        pass
 
 
 class Injection:
@@ -117,14 +93,16 @@ class Injection:
         self.now = time.time()
         self.created: list[str] = []
         self.reused: set[int] = set()  # fds of files taken from the pool: truncated to what was written
-        self.flush: Flush | None = None  # mess/N's fsync under way (sync_behind)
+        self.unsynced = -1  # mess/N's fd, written but not yet fsynced (sync_behind)
 
     def fail(self, code: int) -> NoReturn:
         """Remove what was created (intd, then mess), and raise Exit(code)."""
-        try:
-            self.settle()
-        except OSError:
-            pass
+        fd, self.unsynced = self.unsynced, -1
+        if fd >= 0:
+            try:
+                posix.close(fd)
+            except OSError:
+                pass
         for name in reversed(self.created):
             try:
                 posix.truncate(name, 0)
@@ -186,7 +164,7 @@ class Injection:
         posix.close(fd)
 
     def sync_behind(self, fd: int) -> None:
-        """Cut a reused file to what was written, and start its fsync and close in a helper thread."""
+        """Cut a reused file to what was written and start its writeback; commit fsyncs it (settle)."""
         if fd in self.reused:
             self.reused.discard(fd)
             try:
@@ -194,16 +172,20 @@ class Injection:
             except OSError:
                 posix.close(fd)
                 raise
-        self.flush = Flush(fd)
+        start_writeback(fd)
+        self.unsynced = fd
 
     def settle(self) -> None:
-        """Wait for the fsync sync_behind started (if any); raise its OSError."""
-        flush, self.flush = self.flush, None
-        if flush is not None:
-            flush.wait()
+        """fsync and close the file sync_behind left (if any); raise its OSError."""
+        fd, self.unsynced = self.unsynced, -1
+        if fd >= 0:
+            try:
+                posix.fsync(fd)
+            finally:
+                posix.close(fd)
 
     def write_message(self, fd: int, chunks: Iterable[bytes]) -> None:
-        """Write the Received line and the message chunks to mess and start its fsync (commit waits for it)."""
+        """Write the Received line and the message chunks to mess and start its writeback (commit fsyncs it)."""
         try:
             write_all(fd, received_line(self.pid, self.uid, self.now))
         except OSError:
@@ -221,8 +203,8 @@ class Injection:
             self.fail(WRITE_ERROR)
 
     def commit(self, sender: bytes, recipients: Iterable[bytes]) -> None:
-        """Write intd/N, fsync it, wait for mess/N's fsync, link intd/N to todo/N, fsync todo/: after this the
-        message is queued."""
+        """Write intd/N, fsync mess/N and intd/N, link intd/N to todo/N, fsync todo/: after this the message is
+        queued."""
         intdfn = "intd/%d" % self.number
         try:
             fd = self.open_new(intdfn, "intd")
@@ -231,9 +213,17 @@ class Injection:
         self.created.append(intdfn)
         try:
             write_parts(fd, envelope.todo_parts(self.uid, self.pid, sender, recipients))
-            self.sync(fd)
-            self.settle()  # mess/N durable too before todo/N names the message
+            if fd in self.reused:
+                self.reused.discard(fd)
+                posix.ftruncate(fd, posix.lseek(fd, 0, 1))  # 1: SEEK_CUR
+            start_writeback(fd)  # both files' blocks in the journal's running transaction: one commit
+            self.settle()  # mess/N
+            self.sync(fd)  # intd/N: both durable before todo/N names the message
         except OSError:
+            try:
+                posix.close(fd)
+            except OSError:
+                pass
             self.fail(WRITE_ERROR)
         try:
             posix.link(intdfn, "todo/%d" % self.number)
