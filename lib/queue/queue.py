@@ -75,6 +75,15 @@ def fsync_dir(name: str) -> None:
         posix.close(fd)
 
 
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing fd's dirty pages now (fadvise DONTNEED starts writeback, without
+    waiting; pages still being written stay cached): a hint, so errors are ignored."""
+    try:
+        posix.posix_fadvise(fd, 0, 0, posix.POSIX_FADV_DONTNEED)
+    except (OSError, AttributeError):
+        pass
+
+
 class Injection:
     """One message being queued; files it made are removed if it fails before the commit."""
 
@@ -84,9 +93,16 @@ class Injection:
         self.now = time.time()
         self.created: list[str] = []
         self.reused: set[int] = set()  # fds of files taken from the pool: truncated to what was written
+        self.unsynced = -1  # mess/N's fd, written but not yet fsynced (sync_behind)
 
     def fail(self, code: int) -> NoReturn:
         """Remove what was created (intd, then mess), and raise Exit(code)."""
+        fd, self.unsynced = self.unsynced, -1
+        if fd >= 0:
+            try:
+                posix.close(fd)
+            except OSError:
+                pass
         for name in reversed(self.created):
             try:
                 posix.truncate(name, 0)
@@ -147,8 +163,29 @@ class Injection:
         posix.fsync(fd)
         posix.close(fd)
 
+    def sync_behind(self, fd: int) -> None:
+        """Cut a reused file to what was written and start its writeback; commit fsyncs it (settle)."""
+        if fd in self.reused:
+            self.reused.discard(fd)
+            try:
+                posix.ftruncate(fd, posix.lseek(fd, 0, 1))  # 1: SEEK_CUR
+            except OSError:
+                posix.close(fd)
+                raise
+        start_writeback(fd)
+        self.unsynced = fd
+
+    def settle(self) -> None:
+        """fsync and close the file sync_behind left (if any); raise its OSError."""
+        fd, self.unsynced = self.unsynced, -1
+        if fd >= 0:
+            try:
+                posix.fsync(fd)
+            finally:
+                posix.close(fd)
+
     def write_message(self, fd: int, chunks: Iterable[bytes]) -> None:
-        """Write the Received line and the message chunks to mess, fsync it (with its name: qmail-queue(8))."""
+        """Write the Received line and the message chunks to mess and start its writeback (commit fsyncs it)."""
         try:
             write_all(fd, received_line(self.pid, self.uid, self.now))
         except OSError:
@@ -161,12 +198,13 @@ class Injection:
         except OSError:
             self.fail(WRITE_ERROR)
         try:
-            self.sync(fd)
+            self.sync_behind(fd)
         except OSError:
             self.fail(WRITE_ERROR)
 
     def commit(self, sender: bytes, recipients: Iterable[bytes]) -> None:
-        """Write intd/N, fsync, link it to todo/N, fsync todo/: after this the message is queued."""
+        """Write intd/N, fsync mess/N and intd/N, link intd/N to todo/N, fsync todo/: after this the message is
+        queued."""
         intdfn = "intd/%d" % self.number
         try:
             fd = self.open_new(intdfn, "intd")
@@ -175,8 +213,17 @@ class Injection:
         self.created.append(intdfn)
         try:
             write_parts(fd, envelope.todo_parts(self.uid, self.pid, sender, recipients))
-            self.sync(fd)
+            if fd in self.reused:
+                self.reused.discard(fd)
+                posix.ftruncate(fd, posix.lseek(fd, 0, 1))  # 1: SEEK_CUR
+            start_writeback(fd)  # both files' blocks in the journal's running transaction: one commit
+            self.settle()  # mess/N
+            self.sync(fd)  # intd/N: both durable before todo/N names the message
         except OSError:
+            try:
+                posix.close(fd)
+            except OSError:
+                pass
             self.fail(WRITE_ERROR)
         try:
             posix.link(intdfn, "todo/%d" % self.number)

@@ -145,14 +145,14 @@ class QueueHere:
         return ""
 
     def finish(self, sender: bytes, recipients: Iterable[bytes]) -> None:
-        """Inside the queue: fsync mess, then write intd/N and link todo/N."""
+        """Inside the queue: start mess's writeback, write intd/N, fsync both, then link todo/N."""
         injection = self.injection
         if self.fd >= 0:
             try:
                 if self.code:
                     posix.close(self.fd)
                 else:
-                    injection.sync(self.fd)
+                    injection.sync_behind(self.fd)  # commit fsyncs it before linking todo/N
                 self.fd = -1
             except OSError:
                 self.code = WRITE_ERROR
