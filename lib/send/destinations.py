@@ -30,7 +30,7 @@ from pyqmail.lib.send.sendlog import logsafe
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
 T = TypeVar("T")
 
@@ -254,22 +254,19 @@ class Destinations(Generic[T]):
 
     def flush_dead(self) -> list[str]:
         """Revive every dead destination now (the F trigger); return their names."""
-        revived = []
-        for name in self.dead.flush():
-            queue = self.queues.get(name)
-            if queue is not None and queue.is_dead():
-                queue.positive_feedback()
-                revived.append(name)
-                self.drop_if_idle(name)
-        return revived
+        return self.revive(self.dead.flush())
 
     def revive_due(self, now: float) -> list[str]:
         """Revive the destinations dead for minimal backoff; return their names, oldest death first."""
         due = self.next_revival()
         if due is None or now < due:
             return []  # (the cache is in order of death: the first entry is the earliest due)
+        return self.revive(self.dead.expire(now, self.policy.minimal_backoff))
+
+    def revive(self, names: Iterable[str]) -> list[str]:
+        """Give each destination taken out of the dead cache a window again; return those that were dead."""
         revived = []
-        for name in self.dead.expire(now, self.policy.minimal_backoff):
+        for name in names:
             queue = self.queues.get(name)
             if queue is not None and queue.is_dead():
                 queue.positive_feedback()
