@@ -14,7 +14,7 @@ import pytest
 
 from conftest import program, qenv, queued
 from test_qmail_smtpd import control, messages
-from test_qmail_smtpd_interop import b64, queue_owner_tree, tls_tree  # noqa: F401 (tls_tree: a fixture)
+from test_qmail_smtpd_interop import TlsClient, b64, queue_owner_tree, tls_tree  # noqa: F401 (tls_tree: a fixture)
 from test_qmail_tcpserver import serve, tcprules_cdb
 from test_tcppool import open_fds, served_by
 
@@ -25,8 +25,9 @@ RULES = ('127.0.0.1:allow,RELAYCLIENT=""\n127.0.0.3:allow,DATABYTES="100"\n'
 BODY = b"Subject: reuse\r\n\r\n" + b"x" * 150 + b"\r\n"
 
 
-class Client:
-    """A raw SMTP client from a chosen loopback address: plaintext, then TLS after STARTTLS."""
+class Client(TlsClient):
+    """A raw SMTP client from a chosen loopback address: plaintext, then TLS after STARTTLS (TlsClient's reply
+    and send)."""
 
     def __init__(self, port, source="127.0.0.2"):
         self.sock = socket.socket()
@@ -35,18 +36,6 @@ class Client:
         self.sock.connect(("127.0.0.1", port))
         self.file = self.sock.makefile("rb")
         self.greeting = self.reply()
-
-    def reply(self):
-        """Return one whole (possibly multi-line) reply."""
-        lines = [self.file.readline()]
-        while lines[-1][3:4] == b"-":
-            lines.append(self.file.readline())
-        return b"".join(lines)
-
-    def send(self, line):
-        """Send one line and return the reply."""
-        self.sock.sendall(line + b"\r\n")
-        return self.reply()
 
     def starttls(self):
         """STARTTLS and the handshake; return the server's certificate (DER)."""
