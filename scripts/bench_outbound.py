@@ -44,6 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
 import smtpsim  # noqa: E402
 from bench_postfix import Postfix  # noqa: E402
+from bench_procs import own_cpu, proc_name, subtree_cpu  # noqa: E402
 from conftest import Processes, note_freed, queue_message  # noqa: E402
 from mailsystem import MailSystem, make_system_tree  # noqa: E402
 
@@ -115,6 +116,22 @@ class PyQmail:
 
     def start_delivery(self):
         self.mail = MailSystem(self.procs, self.tree, "./Maildir/")
+
+    def processes(self):
+        """{kind: [(pid, whole subtree?)]}: qmail-send alone, each spawner with its delivery children."""
+        if self.mail is None:
+            return {}
+        kinds = {"qmail-send": [(self.mail.pid, False)]}
+        for pid in self.mail.helpers:
+            name = proc_name(pid)
+            sub = name in ("qmail-lspawn", "qmail-rspawn")
+            kinds.setdefault(name + ("+children" if sub else ""), []).append((pid, sub))
+        return kinds
+
+    def cpu(self, user=False):
+        """CPU seconds used so far by each kind of process (the delivery side started with qmail-start)."""
+        return {kind: sum(subtree_cpu(pid, user) if sub else own_cpu(pid, user) for pid, sub in procs)
+                for kind, procs in self.processes().items()}
 
     def log_tail(self, lines=15):
         if self.mail is None:
@@ -271,6 +288,7 @@ def run(kind, scenario, sizes, work, procs, label):
                     label, STALL, count, sum(expected.values()), system.log_tail()))
             time.sleep(0.05)
         records = sim.records()
+        result["cpu"], result["user_cpu"] = system.cpu(), system.cpu(user=True)
         progress("%s: done in %.1fs" % (label, healthy_done - t0), final=True)
     finally:
         sim.stop()
@@ -318,6 +336,13 @@ def describe(r):
             r["t_slow"], r["mute_connections_at_done"], r["mute_connections"])
     text += "  | start %.2fs; lost %d, extra %d, bounced %d (injection %.1fs, untimed)" % (
         r["start_s"], r["lost"], r["extra"], r["bounces"], r["inject_s"])
+    delivered_n = max(1, r["expected"] - r["lost"])
+    cpu, user = r.get("cpu", {}), r.get("user_cpu", {})
+    text += "\n    CPU per delivered recipient: %.3f ms in all, %.3f ms in user mode" % (
+        1000 * sum(cpu.values()) / delivered_n, 1000 * sum(user.get(k, 0.0) for k in cpu) / delivered_n)
+    for kind, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        text += "\n      %-40s %8.3f ms  (user mode %6.3f ms)" % (
+            kind, 1000 * seconds / delivered_n, 1000 * user.get(kind, 0.0) / delivered_n)
     return text
 
 
@@ -374,6 +399,15 @@ def table(results, scenarios, systems, sizes, report):
                     s, med([r["t_done"] for r in rs]), med([r["start_s"] for r in rs]),
                     med([r["sessions"] for r in rs]), med([r["refused_421"] for r in rs]),
                     med([r["max_concurrent"] for r in rs])))
+    report("# CPU per delivered recipient, ms (median; all processes of the delivery side, the sinks excluded)")
+    report("%-14s %s" % ("system", " ".join("%14s" % ("scenario %d" % sc) for sc in scenarios)))
+    for s in systems:
+        cells = []
+        for sc in scenarios:
+            rs = [r for r in results if r["scenario"] == sc and r["system"] == s and "cpu" in r]
+            cells.append("%14.3f" % med([1000 * sum(r["cpu"].values()) / max(1, r["expected"] - r["lost"])
+                                         for r in rs]) if rs else "%14s" % "-")
+        report("%-14s %s" % (s, " ".join(cells)))
     bad = [r for r in results if r["lost"] or r["extra"] or r["bounces"] or r["errors"]]
     report("# deliveries checked at the sinks: %s" % (
         "every run: 0 lost, 0 duplicated, 0 bounced" if not bad else
