@@ -55,6 +55,8 @@ def preload():
             dns.rdata.get_rdata_class(dns.rdataclass.IN, rdtype)
     except ImportError:
         pass
+    import gc
+    gc.freeze()  # the loaded code stays out of the collector: workers neither scan nor copy it
 
 
 def run_preloaded(host, sender, *recipients):
@@ -62,6 +64,34 @@ def run_preloaded(host, sender, *recipients):
     from pyqmail.commands import qmail_remote
     main("qmail-remote", qmail_remote.body, 111, argv=[os.fsdecode(a) for a in (host, sender) + recipients])
     return 111  # not reached: main exits
+
+
+def serve_remote(argv):
+    """In a reused worker: run the pre-loaded qmail-remote on one delivery (host sender recip...); return 0."""
+    from pyqmail.commands import qmail_remote
+    from pyqmail.lib.util.program import call
+    return call("qmail-remote", qmail_remote.body, 111, argv=[os.fsdecode(a) for a in argv])
+
+
+def no_switch(uid, gid):
+    """A remote worker stays who qmail-rspawn is (qmailr): nothing to switch."""
+    return 0
+
+
+def worker_launch(workers):
+    """Return the Spawner's batch launch: hand `host sender recip...` to a reused worker (None if too big)."""
+    from pyqmail.lib.spawn.localworkers import REQUEST_MAX
+    key = (os.getuid(), os.getgid())
+
+    def launch(sender, recipients, fdmess, fdout):
+        if b"@" not in recipients[0]:
+            return None  # the forked child answers that as it always has
+        _, host = spawnproto.split_recipient(recipients[0])
+        argv = [host, sender] + list(recipients)
+        if sum(len(a) + 1 for a in argv) > REQUEST_MAX:
+            return None  # beyond a worker's request buffer: a forked child takes it, as before workers
+        return workers.launch(key, argv, fdmess, fdout)
+    return launch
 
 
 def remote_child(program, preloaded=False):
@@ -97,11 +127,26 @@ def body(argv):
     clear_tcpto()
     program = remote_program()
     preloaded = is_ours(program)
+    workers = batch_launch = None
     if preloaded:
         preload()
-    return Spawner(remote_child(program, preloaded), spawnproto.remote_report, spawnproto.REMOTE_OUTPUT_MAX,
-                   owner, batch_child=remote_batch_child(program, preloaded),
-                   batch_report=spawnproto.remote_batch_reports).serve()
+        from pyqmail.lib.spawn.localworkers import LocalWorkers
+        workers = LocalWorkers(no_switch, serve_remote)
+        batch_launch = worker_launch(workers)
+    spawner = Spawner(remote_child(program, preloaded), spawnproto.remote_report, spawnproto.REMOTE_OUTPUT_MAX,
+                      owner, batch_child=remote_batch_child(program, preloaded),
+                      batch_report=spawnproto.remote_batch_reports, workers=workers, batch_launch=batch_launch)
+    if batch_launch is not None:
+        spawner.launch = single_launch(batch_launch, spawner.fork_child)
+    return spawner.serve()
+
+
+def single_launch(batch_launch, fork_child):
+    """Return the Spawner's launch for a one-recipient request: a worker's, else a forked child."""
+    def launch(req, fdmess, fdout):
+        pid = batch_launch(req.sender, [req.recipient], fdmess, fdout)
+        return (pid, None) if pid is not None else fork_child(req, fdmess, fdout)
+    return launch
 
 
 def run():

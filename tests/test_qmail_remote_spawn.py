@@ -24,13 +24,43 @@ def test_rspawn_forks_the_preloaded_qmail_remote(procs, tree, world_tmp):
     messid, n = queue_message(tree, rcpt=b"c@remote.example")
     s = Spawner(procs, [program("qmail-rspawn")], qenv(tree))
     s.send(5, messid, b"s@example.org", b"c@remote.example")
-    time.sleep(0.5)
+    deadline = time.time() + 10
+    while not children(s.p.pid) and time.time() < deadline:
+        time.sleep(0.02)
     kids = children(s.p.pid)
     assert len(kids) == 1 and cmdline(kids[0]) == cmdline(s.p.pid)
     assert s.report() == (5, OK[:-1])
     [(head, body)] = dumped(dump)
     assert body == (tree / "queue" / "mess" / str(n % 23) / str(n)).read_bytes()
     assert b"X-Mail-Args: <s@example.org>" in head and b"X-Rcpt-Args: <c@remote.example>" in head
+    assert s.finish()[0] == 0
+
+
+def open_fds(pid):
+    """Return the descriptors a process has open, by number."""
+    return sorted(int(fd) for fd in os.listdir("/proc/%d/fd" % pid))
+
+
+def test_rspawn_delivers_in_turn_in_one_reused_worker(procs, tree, world_tmp):
+    """A second delivery runs in the worker the first one used: no fork per delivery, and nothing of the first
+    (its message, its connection, its sender) is left in the worker."""
+    port, dump = start_sink(procs, world_tmp)
+    route(tree, b":[127.0.0.2]:%d" % port)
+    s = Spawner(procs, [program("qmail-rspawn")], qenv(tree))
+    workers, fds = [], []
+    for delnum, sender in ((3, b"first@example.org"), (4, b"second@example.org")):
+        messid, n = queue_message(tree, rcpt=b"c@remote.example")
+        s.send(delnum, messid, sender, b"c@remote.example")
+        assert s.report() == (delnum, OK[:-1])
+        [worker] = children(s.p.pid)  # the worker waits, idle, for the next delivery
+        assert cmdline(worker) == cmdline(s.p.pid)
+        workers.append(worker)
+        fds.append(open_fds(worker))
+    assert workers[0] == workers[1]
+    assert fds[0] == fds[1] and len(fds[1]) == 4  # 0-2 on /dev/null and its socket to qmail-rspawn
+    heads = [head for head, _ in dumped(dump, count=2)]
+    assert sorted(h.split(b"X-Mail-Args: ")[1].split(b"\n")[0] for h in heads) == [
+        b"<first@example.org>", b"<second@example.org>"]
     assert s.finish()[0] == 0
 
 

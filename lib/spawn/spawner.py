@@ -22,6 +22,8 @@ if MYPY:  # typing only: never imported at run time
     # launch(request, message fd, output pipe's write end) -> (pid, wait status if the delivery is already done)
     Launch = Callable[[Request, int, int], tuple[int, int | None]]
     BatchChild = Callable[[bytes, list[bytes]], int]  # batch_child(sender, recipients) -> exit code
+    # batch_launch(sender, recipients, message fd, output pipe's write end) -> pid of the process delivering
+    BatchLaunch = Callable[[bytes, list[bytes], int, int], "int | None"]  # None: not taken, fork as before
     BatchReport = Callable[[int, bytearray, int], list[bytes]]  # (wstat, output, count) -> one report each
 
 COLLECT_READS = 16  # reads of one child's output per turn of the loop
@@ -57,7 +59,8 @@ class Spawner:
     def __init__(self, child: Callable[[bytes, bytes], int], report: Callable[[int, bytearray], bytes], trunc: int,
                  owner_uid: int, limit: int = spawnproto.SPAWN_LIMIT, child_crash: int = 111,
                  launch: Launch | None = None, workers: LocalWorkers | None = None,
-                 batch_child: BatchChild | None = None, batch_report: BatchReport | None = None) -> None:
+                 batch_child: BatchChild | None = None, batch_report: BatchReport | None = None,
+                 batch_launch: BatchLaunch | None = None) -> None:
         self.child = child  # child(sender, recipient) -> exit code; runs with fd 0 = message, fds 1, 2 = pipe
         self.launch = launch or self.fork_child  # launch(req, fdmess, fdout) -> (pid, wait status if done)
         self.workers = workers  # reused delivery workers (lib/spawn/localworkers), if launch uses them
@@ -68,6 +71,7 @@ class Spawner:
         self.child_crash = child_crash
         self.batch_child = batch_child  # batch_child(sender, recipients): set, batches are taken (qmail-rspawn)
         self.batch_report = batch_report
+        self.batch_launch = batch_launch  # set: a batch goes to a reused worker (workers), not a fork
         self.running: dict[int, Delivery] = {}  # by delnum
         self.writing = True
 
@@ -160,7 +164,8 @@ class Spawner:
             except OSError:
                 return self.refuse_all(b.delnum, [b"Zqmail-spawn unable to create pipe. (#4.3.0)\n"] * b.total)
             try:
-                pid = os.fork()
+                taken = self.batch_launch(b.sender, run, fdmess, fdout) if self.batch_launch else None
+                pid = taken if taken is not None else os.fork()
             except OSError:
                 os.close(fdin)
                 os.close(fdout)
