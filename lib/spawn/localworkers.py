@@ -1,10 +1,11 @@
-"""qmail-lspawn's reused delivery workers: a process per recipient uid serves many deliveries in turn.
+"""Reused delivery workers: a process per uid serves many deliveries in turn, for qmail-lspawn and qmail-rspawn.
 
 A fork costs a Python process 2-3 ms of CPU (the kernel copying pages that reference counts write to),
 more than a Maildir delivery. So qmail-lspawn forks a worker per (uid, gid) that switches to that user
 once and then runs qmail-local for up to MAX_USE deliveries, one at a time. Each request carries the
 message and the output pipe as descriptors (SCM_RIGHTS) and qmail-local's arguments; the worker answers
 with qmail-local's exit code. A worker never serves another uid: it could not, having dropped root.
+qmail-rspawn's workers run qmail-remote the same way, all under qmail-rspawn's own uid (qmailr).
 """
 
 from __future__ import annotations
