@@ -22,6 +22,7 @@ from pyqmail.lib.send.sendlog import flush_log, log
 from pyqmail.lib.send.sendmessages import SLEEP_SYSFAIL, Cleanup, Todo, message_done, split_names
 from pyqmail.lib.send.sendstart import FDS, Stop, reread, start
 from pyqmail.lib.send.timequeue import FairQueue, TimeQueue
+from pyqmail.lib.send.unlinker import Unlinker
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -50,6 +51,7 @@ class Send:
         self.numjobs = sum(c.concurrency for c in self.channels.values())
         self.jobs_used = 0
         self.clean = Clean(self, 5, 6)
+        self.unlinker = Unlinker()
         self.todo = Todo(self)
         self.inmemory = InMemory(self)
         self.cleanup = Cleanup(self)
@@ -106,7 +108,7 @@ class Send:
 
     def can_exit(self) -> bool:
         """True when terminating and no live spawner has a delivery running."""
-        return self.exitasap and not any(c.alive and c.used for c in self.channels.values())
+        return self.exitasap and not any(c.alive and c.used for c in self.channels.values()) and self.unlinker.idle()
 
     def triggered(self, recent: int) -> bool:
         """Act on the requests read from lock/trigger (qmgr(8)'s): A runs every schedule now (as ALRM), F forgets
@@ -138,6 +140,8 @@ class Send:
                 rfds.append(c.fd_in)
         if self.clean.waiting:
             rfds.append(self.clean.fd_in)
+        if not self.unlinker.idle():
+            rfds.append(self.unlinker.done_r)
         rfds += self.control.fds()
         wake = self.control.wakeup(wake, recent)
         rest = 0.0
@@ -183,6 +187,8 @@ class Send:
                 c.read_reports()
         if self.clean.fd_in in ready_r:
             self.clean.read_answers()
+        if self.unlinker.done_r in ready_r:
+            self.unlinker.run_finished()
         if self.todo.done_r in ready_r:
             self.todo.finish_batch()
         if not self.exitasap:

@@ -307,25 +307,28 @@ class Channel:
         if job.hiteof and not job.numtodo:
             if send.inmemory.finish(job.id):
                 return
-            try:
-                os.unlink(self.fn(job.id))
-            except OSError:
-                send.log(sendlog.warning("unlink_later", sendlog.split_fn(self.name, job.id)))
-                due = send.recent + SLEEP_SYSFAIL
-            else:
-                for other in CHANNELS:
-                    if other != self.name:
-                        try:
-                            os.stat(split_name(other, job.id))
-                            return  # the other channel still has work
-                        except FileNotFoundError:
-                            pass
-                        except OSError:
-                            send.log(sendlog.warning("stat", sendlog.split_fn(other, job.id)))
-                            break
-                send.pqdone.add(job.id, int(time.time()))
-                return
+            send.unlinker.unlink(self.fn(job.id), lambda ok: self.unlinked(job.id, ok))
+            return
         self.schedule.add(job.id, due)
+
+    def unlinked(self, id: int, ok: bool) -> None:
+        """The finished channel file's unlink is done: if no other channel has work, the message is done."""
+        send = self.send
+        if not ok:
+            send.log(sendlog.warning("unlink_later", sendlog.split_fn(self.name, id)))
+            self.schedule.add(id, int(time.time()) + SLEEP_SYSFAIL)
+            return
+        for other in CHANNELS:
+            if other != self.name:
+                try:
+                    os.stat(split_name(other, id))
+                    return  # the other channel still has work (or its file's unlink is still under way)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    send.log(sendlog.warning("stat", sendlog.split_fn(other, id)))
+                    break
+        send.pqdone.add(id, int(time.time()))
 
     def open_pass(self, recent: int) -> Job | None:
         """Start reading the next due message's channel file; return the pass's job, None if there is none."""

@@ -362,6 +362,8 @@ def still_there(send: SendState, names: Iterable[tuple[str, int, bytes]]) -> boo
 
 def message_done(send: SendState, id: int) -> None:
     """The message has no channel work left: bounce, log `end msg`, remove info/N, have mess/N removed."""
+    if send.unlinker.busy(split_name("info", id)):
+        return  # a second pqdone entry while its info/N is being unlinked: that one ends the message
     names = [(split_name(c, id), id, sendlog.split_fn(c, id)) for c in CHANNELS]
     names.append(("todo/%d" % id, id, sendlog.flat_fn("todo", id)))
     busy = still_there(send, names)
@@ -375,12 +377,13 @@ def message_done(send: SendState, id: int) -> None:
     if not info:
         return
     send.log(sendlog.end_msg(id))
-    try:
-        os.unlink(split_name("info", id))
-    except OSError:
-        send.log(sendlog.warning("unlink_later", sendlog.split_fn("info", id)))
-        return send.pqdone.add(id, int(time.time()) + SLEEP_SYSFAIL)
-    send.clean.ask("foop/%d" % id)
+
+    def unlinked(ok: bool) -> None:
+        if not ok:
+            send.log(sendlog.warning("unlink_later", sendlog.split_fn("info", id)))
+            return send.pqdone.add(id, int(time.time()) + SLEEP_SYSFAIL)
+        send.clean.ask("foop/%d" % id)
+    send.unlinker.unlink(split_name("info", id), unlinked)
 
 
 class Cleanup:

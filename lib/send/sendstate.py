@@ -15,6 +15,7 @@ if MYPY:  # typing only: never imported at run time
     from pyqmail.lib.send.sendcontrol import Control
     from pyqmail.lib.send.sendmessages import Todo
     from pyqmail.lib.send.timequeue import TimeQueue
+    from pyqmail.lib.send.unlinker import Unlinker
 
     class SendState(Protocol):
         """qmail-send's state in memory, as its parts use it."""
@@ -31,6 +32,7 @@ if MYPY:  # typing only: never imported at run time
         clean: Clean
         todo: Todo
         inmemory: InMemory
+        unlinker: Unlinker
         info_damaged: set[int]
         control: Control
 
