@@ -13,6 +13,7 @@ from pyqmail.lib.util.fdio import nul_records, write_all
 
 CLEANUP_EVERY = 30
 POOL_SWEEP = 3600  # the pool's idle files are looked at hourly, not with every 31st command
+UNLINK_THREADS = 8  # a virtio disk's discards overlap up to about 8 at once (qmail-clean(8))
 LINE_MAX = 100  # longer commands are answered `x` and their bytes dropped, never stored
 GIVER = queuepool.Giver()  # the pool's one giver is this process
 
@@ -46,9 +47,9 @@ def removed(path):
     return True
 
 
-def answer(line):
-    """Carry out one command (without its NUL) and return the byte to answer: `+`, `!` or `x`.
-    The last file goes to the pool for qmail-queue to reuse when it can, else it is unlinked."""
+def start(line):
+    """Carry out one command but its last unlink: return the byte to answer, or the path still to unlink (its
+    answer is then answer_unlinked's)."""
     command = spawnproto.clean_command(line)
     if command is None:
         return b"x"
@@ -57,9 +58,26 @@ def answer(line):
         pool, last = "mess", split_name("mess", n)
     else:
         pool, last = "intd", "todo/%d" % n
-    if not removed("intd/%d" % n):
+    if not removed("intd/%d" % n):  # (todo/N's other name, or already gone: no blocks freed)
         return b"!"
-    return b"+" if GIVER.give(pool, last) or removed(last) else b"!"
+    return b"+" if GIVER.give(pool, last) else last
+
+
+def answer_unlinked(ok):
+    """The answer to a command whose last file was unlinked (True) or could not be (False)."""
+    return b"+" if ok else b"!"
+
+
+def unlink_all(paths, pool):
+    """Unlink paths, several at once when there are several (pool: a thread pool, made on first need); return
+    each one's outcome, in order. On a file system mounted with `discard` an unlink that frees blocks waits
+    for the device (qmail-clean(8)); in parallel they take a fraction of the time each."""
+    if len(paths) < 2:
+        return [removed(p) for p in paths], pool
+    if pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        pool = ThreadPoolExecutor(UNLINK_THREADS)
+    return list(pool.map(removed, paths)), pool
 
 
 def batches(fd):
@@ -83,10 +101,11 @@ def body(argv):
     pool_swept = time.time()
     clean_pid_dir(pool_swept)
     countdown = CLEANUP_EVERY
+    pool = None
     for batch in batches(0):
         answers = []
         for line in batch:
-            answers.append(answer(line))
+            answers.append(start(line))
             if countdown:
                 countdown -= 1
             else:
@@ -95,6 +114,11 @@ def body(argv):
                 clean_pid_dir(now, pool=sweep)
                 pool_swept = now if sweep else pool_swept
                 countdown = CLEANUP_EVERY
+        paths = [a for a in answers if not isinstance(a, bytes)]
+        if paths:
+            outcomes, pool = unlink_all(paths, pool)
+            done = iter(outcomes)
+            answers = [a if isinstance(a, bytes) else answer_unlinked(next(done)) for a in answers]
         try:
             write_all(1, b"".join(answers))
         except OSError:
