@@ -2,7 +2,8 @@
 
 A `Sink` listens on one 127.0.0.x address and speaks enough ESMTP for qmail-remote, smtplib and smtp-source
 (EHLO/HELO, MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT; PIPELINING and 8BITMIME offered; no TLS).
-Its `Behaviour` says how it misbehaves; it records every transaction, its connections and their concurrency.
+Its `Behaviour` says how it misbehaves; it records every transaction, its connections and their concurrency (a
+session counts as open until its QUIT or, without one, its close: a client need not wait for the 221).
 A `Simulator` runs N sinks on distinct addresses (127.0.1.1, 127.0.1.2, ...) in one selector loop in one
 thread and writes the smtproutes lines that send each domain to its sink.
 
@@ -345,6 +346,7 @@ class Connection:
         self.inbuf = b""
         self.outbuf = b""
         self.closed = False
+        self.ended = False  # counted as no longer served: QUIT came (a client need not wait for its 221)
         self.close_after_send = False
         self.waiting = True  # for the greeting, or for the delayed reply to the final dot
         self.data: Optional[DataReader] = None
@@ -510,6 +512,9 @@ class Connection:
         elif verb == b"QUIT":
             self.reply(b"221 2.0.0 %s bye" % name)
             self.close_after_send = True
+            if not self.refused and not self.ended:  # the client is done: it no longer holds a delivery slot
+                self.ended = True
+                self.sink.records.serve(-1)
         else:
             self.reply(b"502 5.5.2 command not recognized")
 
@@ -581,7 +586,7 @@ class Connection:
         if self.refused:
             with self.sink.records.lock:
                 self.sink.records.closed += 1
-        else:
+        elif not self.ended:
             self.sink.records.serve(-1)
 
 
