@@ -131,7 +131,9 @@ def body(argv):
     if preloaded:
         preload()
         from pyqmail.lib.spawn.localworkers import LocalWorkers
-        workers = LocalWorkers(no_switch, serve_remote)
+        # every slot keeps its worker: one retired at a peak's end is forked again at the next (a fork costs
+        # more than a delivery); idle ones exit after MAX_IDLE seconds
+        workers = LocalWorkers(no_switch, serve_remote, idle_keep=spawnproto.SPAWN_LIMIT)
         batch_launch = worker_launch(workers)
     spawner = Spawner(remote_child(program, preloaded), spawnproto.remote_report, spawnproto.REMOTE_OUTPUT_MAX,
                       owner, batch_child=remote_batch_child(program, preloaded),

@@ -27,7 +27,7 @@ if MYPY:  # typing only: never imported at run time
 
 MAX_USE = 1000  # deliveries per worker (Postfix's max_use is 100: a fork costs a Python worker far more)
 MAX_IDLE = 60  # seconds an idle worker waits before it exits
-IDLE_KEEP = 20  # idle workers kept; beyond that the least recently used one is told to go
+IDLE_KEEP = 20  # qmail-lspawn's idle workers kept (one per user: more would mostly wait for MAX_IDLE)
 REQUEST_MAX = 1 << 18  # bytes of arguments in one request (addresses are bounded far below this)
 
 
@@ -43,8 +43,10 @@ class Worker:
 class LocalWorkers:
     """Start, reuse and retire workers; serve(argv) runs in the worker as the user and returns an exit code."""
 
-    def __init__(self, become: Callable[[int, int], int], serve: Callable[[list[bytes]], int]) -> None:
+    def __init__(self, become: Callable[[int, int], int], serve: Callable[[list[bytes]], int],
+                 idle_keep: int = IDLE_KEEP) -> None:
         self.become, self.serve = become, serve
+        self.idle_keep = idle_keep  # idle workers kept; beyond that the least recently used one is told to go
         self.workers: dict[int, Worker] = {}  # pid: Worker
         self.idle: list[Worker] = []  # least recently used first
 
@@ -105,7 +107,7 @@ class LocalWorkers:
             self.retire(w)
         else:
             self.idle.append(w)
-            if len(self.idle) > IDLE_KEEP:
+            if len(self.idle) > self.idle_keep:
                 self.retire(self.idle.pop(0))
         return data[0] << 8
 
