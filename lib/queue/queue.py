@@ -9,6 +9,7 @@ from pyqmail.lib.queue import envelope, queuepool
 from pyqmail.lib.config.control import join
 from pyqmail.lib.util.exits import HOME, QUEUE_DIR, QUEUE_INTD, QUEUE_MESS, QUEUE_PID, QUEUE_TODO, WRITE_ERROR, Exit
 from pyqmail.lib.util.fdio import write_all
+from pyqmail.lib.util.procid import getpid
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -66,9 +67,9 @@ def write_parts(fd: int, parts: list[bytes | bytearray]) -> None:
             done = 0
 
 
-def fsync_dir(name: str) -> None:
+def fsync_dir(name: str, dir_fd: int | None = None) -> None:
     """fsync a directory so that the entries the commit depends on survive a crash (Linux)."""
-    fd = posix.open(name, posix.O_RDONLY | posix.O_DIRECTORY)
+    fd = posix.open(name, posix.O_RDONLY | posix.O_DIRECTORY, dir_fd=dir_fd)
     try:
         posix.fsync(fd)
     finally:
@@ -85,11 +86,13 @@ def start_writeback(fd: int) -> None:
 
 
 class Injection:
-    """One message being queued; files it made are removed if it fails before the commit."""
+    """One message being queued; files it made are removed if it fails before the commit. Its names are
+    relative to dir_fd, the queue directory opened by the caller, or else to the working directory."""
 
-    def __init__(self, pid: int, uid: int) -> None:
+    def __init__(self, pid: int, uid: int, dir_fd: int | None = None) -> None:
         self.pid = pid
         self.uid = uid
+        self.dir_fd = dir_fd
         self.now = time.time()
         self.created: list[str] = []
         self.reused: set[int] = set()  # fds of files taken from the pool: truncated to what was written
@@ -105,8 +108,8 @@ class Injection:
                 pass
         for name in reversed(self.created):
             try:
-                posix.truncate(name, 0)
-                posix.unlink(name)
+                truncate(name, self.dir_fd)
+                posix.unlink(name, dir_fd=self.dir_fd)
             except OSError:
                 pass
         raise Exit(code)
@@ -115,7 +118,7 @@ class Injection:
         """Take a pooled file or create the pid file, link it to mess/<inode>, and return (fd, inode)."""
         fd = -1
         for seq in range(1, 10):
-            pidfn = "pid/%d.%d.%d" % (posix.getpid(), int(self.now), seq)
+            pidfn = "pid/%d.%d.%d" % (getpid(), int(self.now), seq)
             try:
                 fd = self.open_new(pidfn, "mess")
                 break
@@ -125,16 +128,19 @@ class Injection:
                 raise Exit(QUEUE_PID)
         if fd < 0:
             raise Exit(QUEUE_PID)
-        n = posix.fstat(fd).st_ino
+        st = posix.fstat(fd)
+        n = st.st_ino
         self.messfn = split_name("mess", n)
         try:
-            posix.link(pidfn, self.messfn)
+            if fd not in self.reused:
+                self.set_mode(fd, st)
+            posix.link(pidfn, self.messfn, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         except OSError:
-            posix.unlink(pidfn)
+            posix.unlink(pidfn, dir_fd=self.dir_fd)
             raise Exit(QUEUE_MESS)
         self.created.append(self.messfn)
         try:
-            posix.unlink(pidfn)
+            posix.unlink(pidfn, dir_fd=self.dir_fd)
         except OSError:
             self.fail(QUEUE_PID)
         self.number = n
@@ -142,9 +148,9 @@ class Injection:
 
     def open_new(self, name: str, kind: str) -> int:
         """Open name for writing as a new file: a pooled one renamed to it, else created (O_EXCL)."""
-        if queuepool.take(kind, name):
+        if queuepool.take(kind, name, self.dir_fd):
             try:
-                fd = posix.open(name, posix.O_WRONLY | posix.O_NOFOLLOW)
+                fd = posix.open(name, posix.O_WRONLY | posix.O_NOFOLLOW, dir_fd=self.dir_fd)
             except OSError:
                 fd = -1
             if fd >= 0 and queuepool.reusable(posix.fstat(fd)):
@@ -152,8 +158,18 @@ class Injection:
                 return fd
             if fd >= 0:
                 posix.close(fd)
-            queuepool.discard(name)  # not a file of ours to overwrite: create one instead
-        return posix.open(name, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL, 0o644)
+            queuepool.discard(name, self.dir_fd)  # not a file of ours to overwrite: create one instead
+        return posix.open(name, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL, 0o644, dir_fd=self.dir_fd)
+
+    def set_mode(self, fd: int, st: posix.stat_result | None = None) -> None:
+        """Give a file this injection created qmail-queue's mode, 0644 (umask 033), whatever the process's umask:
+        with a queue directory descriptor the caller keeps its umask (no umask calls per message)."""
+        if self.dir_fd is None:
+            return  # enter_queue set qmail-queue's umask
+        if st is None:
+            st = posix.fstat(fd)
+        if st.st_mode & 0o7777 != 0o644:
+            posix.fchmod(fd, 0o644)
 
     def sync(self, fd: int) -> None:
         """Cut a reused file to what was written, fsync and close fd."""
@@ -212,6 +228,8 @@ class Injection:
             self.fail(QUEUE_INTD)
         self.created.append(intdfn)
         try:
+            if fd not in self.reused:
+                self.set_mode(fd)
             write_parts(fd, envelope.todo_parts(self.uid, self.pid, sender, recipients))
             if fd in self.reused:
                 self.reused.discard(fd)
@@ -226,20 +244,29 @@ class Injection:
                 pass
             self.fail(WRITE_ERROR)
         try:
-            posix.link(intdfn, "todo/%d" % self.number)
+            posix.link(intdfn, "todo/%d" % self.number, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         except OSError:
             self.fail(QUEUE_TODO)
         try:
-            fsync_dir("todo")
+            fsync_dir("todo") if self.dir_fd is None else fsync_dir("todo", self.dir_fd)
         except OSError:
             pass  # todo/N exists: the message is queued; only its durability under power loss is weaker
-        pull_trigger()
+        pull_trigger("lock/trigger", self.dir_fd)
 
 
-def pull_trigger(name: str = "lock/trigger") -> None:
+def truncate(name: str, dir_fd: int | None) -> None:
+    """Cut a file this injection made to nothing before unlinking it, as qmail-queue does (no symlink followed)."""
+    if dir_fd is None:
+        posix.truncate(name, 0)
+        return
+    fd = posix.open(name, posix.O_WRONLY | posix.O_NOFOLLOW | posix.O_TRUNC, dir_fd=dir_fd)
+    posix.close(fd)
+
+
+def pull_trigger(name: str = "lock/trigger", dir_fd: int | None = None) -> None:
     """Wake qmail-send: write one byte to the trigger FIFO without blocking, ignoring errors."""
     try:
-        fd = posix.open(name, posix.O_WRONLY | posix.O_NONBLOCK)
+        fd = posix.open(name, posix.O_WRONLY | posix.O_NONBLOCK, dir_fd=dir_fd)
     except OSError:
         return
     try:
