@@ -103,6 +103,10 @@ def open_queue_dir(home: str) -> int:
     raise Exit(QUEUE_DIR)
 
 
+HOLD = 65536  # message bytes held before they are written to mess/N
+HOLD_PARTS = 64  # or this many pieces (a client sending a byte at a time; writev takes at most IOV_MAX)
+
+
 class QueueHere:
     """QmailQueue's interface (put, fail, close, abort, pid) writing the queue from this process.
 
@@ -115,6 +119,8 @@ class QueueHere:
         self.code = QUEUED
         self.fd = -1
         self.dir_fd = -1
+        self.held: list[bytes | bytearray] = []
+        self.held_size = 0
         self.injection = queue.Injection(self.pid, posix.getuid() if uid is None else uid)
         try:
             self.dir_fd = self.injection.dir_fd = open_queue_dir(home)
@@ -134,9 +140,21 @@ class QueueHere:
         self.write(queue.received_line(self.pid, self.injection.uid, self.injection.now))
 
     def write(self, data: bytes) -> None:
-        """Write to mess/N; a failure is remembered (53) and reported at close."""
+        """Add to mess/N: held until HOLD bytes are waiting (or the commit), so that a small message's Received
+        lines and text take one write; a failure is remembered (53) and reported at close."""
+        self.held.append(data)
+        self.held_size += len(data)
+        if self.held_size >= HOLD or len(self.held) >= HOLD_PARTS:
+            self.write_held()
+
+    def write_held(self) -> None:
+        """Write the held bytes to mess/N in one call (writev when the kernel takes them all)."""
+        held, self.held, self.held_size = self.held, [], 0
         try:
-            write_all(self.fd, data)
+            if len(held) == 1:
+                write_all(self.fd, held[0])
+            elif held:
+                queue.write_parts(self.fd, held)
         except OSError:
             self.code = self.code or WRITE_ERROR
 
@@ -162,6 +180,9 @@ class QueueHere:
     def finish(self, sender: bytes, recipients: Iterable[bytes]) -> None:
         """Start mess's writeback, write intd/N, fsync both, then link todo/N."""
         injection = self.injection
+        if self.fd >= 0 and not self.code:
+            self.write_held()
+        self.held, self.held_size = [], 0
         if self.fd >= 0:
             try:
                 if self.code:
