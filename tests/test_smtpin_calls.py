@@ -132,3 +132,51 @@ def test_a_taker_that_found_the_pool_empty_rests_then_looks_again(tmp_path, monk
         assert not queuepool.take("mess", "rested")
     assert queuepool.take("intd", "other") and (tmp_path / "other").read_bytes() == b"i"
     assert queuepool.take("mess", "again") and (tmp_path / "again").read_bytes() == b"x"
+
+
+def findmnt(path, column):
+    """util-linux's answer for the file system holding path (the oracle for names_need_dir_sync)."""
+    return subprocess.run(["findmnt", "-n", "-o", column, "-T", str(path)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_names_need_dir_sync_only_on_a_journal_less_ext_file_system(world_tmp):
+    """qmail-queue(8), DURABILITY: ext2/3/4 without a jbd2 journal (as findmnt and /proc/fs/jbd2 tell) need the
+    directory of a pooled file's new name fsynced; a journaling or other file system does not."""
+    from pyqmail.lib.queue import queue
+    need("findmnt")
+    fstype, source = findmnt(world_tmp, "FSTYPE"), findmnt(world_tmp, "SOURCE")
+    journal_less = fstype in ("ext2", "ext3", "ext4") and not os.path.exists(
+        "/proc/fs/jbd2/%s-8" % source.rsplit("/", 1)[-1])
+    assert queue.names_need_dir_sync(os.stat(world_tmp).st_dev) is journal_less
+    assert queue.names_need_dir_sync(os.stat("/proc").st_dev) is False
+
+
+def test_a_pooled_mess_files_directory_is_fsynced_before_todo_on_a_journal_less_file_system(tree):
+    """A pooled file is no new inode: ext4 without a journal syncs mess/N's directory with its fsync only for a
+    new one, so qmail-queue fsyncs mess/<N % 23>/ itself before linking todo/N (and not on a journaling one)."""
+    from pyqmail.lib.queue import queue
+    need("strace")
+    pid = tree / "queue" / "pid"
+    slot = pid / "pool.mess.0"
+    slot.write_bytes(b"stale bytes of a finished message\n" * 10)
+    st = os.stat(tree / "queue")
+    os.chown(slot, st.st_uid, st.st_gid)
+    inode = os.stat(slot).st_ino
+    log = tree.parent / "pooled.strace"
+    r, w = os.pipe()
+    os.write(w, b"Fa@b\0Tc@d\0\0")
+    os.close(w)
+    done = subprocess.run(["strace", "-f", "-o", str(log), "-e", "trace=fsync,openat,link,linkat",
+                           program("qmail-queue")], input=b"Subject: pooled\n\nbody\n", stdout=r,
+                          stderr=subprocess.PIPE, env=qenv(tree), timeout=60)
+    os.close(r)
+    assert done.returncode == 0, done.stderr
+    [(n, (mess, _))] = queued(tree).items()
+    assert n == inode and mess.endswith(b"\nSubject: pooled\n\nbody\n") and b"stale" not in mess
+    text = log.read_text()
+    split = '"mess/%d"' % (n % 23)
+    before_todo = text[:text.index('"todo/%d"' % n)]
+    synced = re.search(r"openat\([^,]*, %s, [^)]*O_DIRECTORY[^)]*\) = (\d+)\n(?:.*\n)*?\d+ +fsync\(\1\)" % split,
+                       before_todo)
+    assert bool(synced) is queue.names_need_dir_sync(os.stat(tree / "queue").st_dev), text

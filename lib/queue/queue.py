@@ -76,6 +76,54 @@ def fsync_dir(name: str, dir_fd: int | None = None) -> None:
         posix.close(fd)
 
 
+_journal_less: dict[int, bool] = {}  # st_dev -> names_need_dir_sync's answer (a reused worker asks once)
+JOURNAL_LESS_TYPES = ("ext2", "ext3", "ext4")  # ext2/3/4 mounted without a jbd2 journal (/proc/fs/jbd2 lists each)
+
+
+def names_need_dir_sync(dev: int) -> bool:
+    """True when a new name of an old file on device dev is durable only once its directory is fsynced: ext2, or
+    ext4 without a journal, whose fsync of a file syncs the directory of the file's name only for a file created
+    since its last fsync (fs/ext4/fsync.c, ext4_sync_parent: EXT4_STATE_NEWENTRY, set when the inode is made). A
+    journaling file system commits the link with the file's own fsync. Unknown (no /proc): True."""
+    if dev not in _journal_less:
+        _journal_less[dev] = _probe_journal_less(dev)
+    return _journal_less[dev]
+
+
+def _probe_journal_less(dev: int) -> bool:
+    """Read /proc/self/mountinfo for dev's file system type and source; True for ext2/3/4 with no jbd2 journal."""
+    key = b"%d:%d" % (posix.major(dev), posix.minor(dev))
+    try:
+        fd = posix.open("/proc/self/mountinfo", posix.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        data = b""
+        while True:
+            chunk = posix.read(fd, 65536)
+            if not chunk or len(data) > 4 << 20:  # bounded: a host with thousands of mounts still fits
+                break
+            data += chunk
+    except OSError:
+        return True
+    finally:
+        posix.close(fd)
+    for line in data.split(b"\n"):
+        fields = line.split(b" ")
+        if len(fields) < 5 or fields[2] != key or b"-" not in fields:
+            continue
+        rest = fields[fields.index(b"-") + 1:]
+        if len(rest) < 2 or rest[0].decode("ascii", "replace") not in JOURNAL_LESS_TYPES:
+            return False
+        source = rest[1].rsplit(b"/", 1)[-1].decode("latin-1")
+        try:
+            posix.stat("/proc/fs/jbd2/%s-8" % source)
+            return False
+        except OSError:
+            return True
+    return True
+
+
 def start_writeback(fd: int) -> None:
     """Ask the kernel to start writing fd's dirty pages now (fadvise DONTNEED starts writeback, without
     waiting; pages still being written stay cached): a hint, so errors are ignored."""
@@ -97,6 +145,7 @@ class Injection:
         self.created: list[str] = []
         self.reused: set[int] = set()  # fds of files taken from the pool: truncated to what was written
         self.unsynced = -1  # mess/N's fd, written but not yet fsynced (sync_behind)
+        self.mess_dir_sync = False  # mess/N's directory must be fsynced too (a pooled file, no journal)
 
     def fail(self, code: int) -> NoReturn:
         """Remove what was created (intd, then mess), and raise Exit(code)."""
@@ -144,6 +193,8 @@ class Injection:
         except OSError:
             self.fail(QUEUE_PID)
         self.number = n
+        # a pooled file's new name mess/N is not synced by its fsync on a journal-less ext4 (names_need_dir_sync)
+        self.mess_dir_sync = fd in self.reused and names_need_dir_sync(st.st_dev)
         return fd, n
 
     def open_new(self, name: str, kind: str) -> int:
@@ -236,6 +287,9 @@ class Injection:
                 posix.ftruncate(fd, posix.lseek(fd, 0, 1))  # 1: SEEK_CUR
             start_writeback(fd)  # both files' blocks in the journal's running transaction: one commit
             self.settle()  # mess/N
+            if self.mess_dir_sync:
+                split = self.messfn.rsplit("/", 1)[0]
+                fsync_dir(split) if self.dir_fd is None else fsync_dir(split, self.dir_fd)
             self.sync(fd)  # intd/N: both durable before todo/N names the message
         except OSError:
             try:
