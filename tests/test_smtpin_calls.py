@@ -7,6 +7,7 @@ file pool's taker rests after finding the pool empty. Observed with strace -f on
 import os
 import re
 import socket
+import sys
 import subprocess
 import time
 
@@ -180,3 +181,25 @@ def test_a_pooled_mess_files_directory_is_fsynced_before_todo_on_a_journal_less_
     synced = re.search(r"openat\([^,]*, %s, [^)]*O_DIRECTORY[^)]*\) = (\d+)\n(?:.*\n)*?\d+ +fsync\(\1\)" % split,
                        before_todo)
     assert bool(synced) is queue.names_need_dir_sync(os.stat(tree / "queue").st_dev), text
+
+
+def test_in_process_queueing_leaves_cwd_and_umask_alone_and_makes_0644_files_under_any_umask(tree):
+    """queuehere: with umask 077 the files still get qmail-queue's 0644 (fchmod), the caller's working
+    directory and umask are what they were, and no descriptor is left open (the queue directory's closed)."""
+    script = r'''
+import os, sys
+from pyqmail.lib.queue import queuehere
+os.chdir("/")
+os.umask(0o077)
+fds = sorted(os.listdir("/proc/self/fd"))
+q = queuehere.QueueHere(sys.argv[1])
+q.put(b"Subject: umask\n\nbody\n")
+print(repr(q.close(b"a@b", [b"c@d"])), os.getcwd(), oct(os.umask(0o022)), sorted(os.listdir("/proc/self/fd")) == fds)
+'''
+    done = subprocess.run([sys.executable, "-c", script, str(tree)], capture_output=True, env=qenv(tree), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().split() == ["''", "/", "0o77", "True"], done.stdout
+    [(n, (mess, todo))] = queued(tree).items()
+    assert mess.endswith(b"\nSubject: umask\n\nbody\n") and todo.endswith(b"\0Fa@b\0Tc@d\0")
+    for path in (tree / "queue" / "mess" / str(n % 23) / str(n), tree / "queue" / "todo" / str(n)):
+        assert os.stat(path).st_mode & 0o7777 == 0o644, path
