@@ -7,16 +7,15 @@ file pool's taker rests after finding the pool empty. Observed with strace -f on
 import os
 import re
 import socket
-import sys
 import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import need, program, qenv, queued
+from conftest import free_port, need, program, qenv, queued
 from test_qmail_smtpd import control
 from test_qmail_smtpd_interop import queue_owner_tree
-from test_qmail_tcpserver import serve
 from test_smtpd_reuse import Client
 
 from pyqmail.lib.queue import queuepool
@@ -26,7 +25,6 @@ pytestmark = pytest.mark.interop
 
 def start(procs, tree, options, log):
     """Start strace -f qmail-tcpserver -c 1 ... qmail-smtpd; return the port once it answers."""
-    from conftest import free_port
     need("strace")
     port = free_port("127.0.0.1")
     with open(tree / "tcpserver.log", "ab") as err:
