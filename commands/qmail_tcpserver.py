@@ -187,7 +187,8 @@ class Listener:
 
     def serve(self, conn, remote):
         """tcpserver's doit(): log, banner, environment, rules, descriptors, then the program."""
-        o, pid = self.o, os.getpid()
+        o = self.o
+        pid = os.getpid() if o.verbosity >= 2 else 0  # only for the log lines
         env = tcpserve.environment(conn.getsockname(), remote, o.localname)
         if o.verbosity >= 2:
             say(tcpserve.pid_line(pid, env["TCPREMOTEIP"]))

@@ -9,6 +9,7 @@ from pyqmail.lib.queue import envelope, queuepool
 from pyqmail.lib.config.control import join
 from pyqmail.lib.util.exits import HOME, QUEUE_DIR, QUEUE_INTD, QUEUE_MESS, QUEUE_PID, QUEUE_TODO, WRITE_ERROR, Exit
 from pyqmail.lib.util.fdio import write_all
+from pyqmail.lib.util.procid import getpid
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -66,13 +67,61 @@ def write_parts(fd: int, parts: list[bytes | bytearray]) -> None:
             done = 0
 
 
-def fsync_dir(name: str) -> None:
+def fsync_dir(name: str, dir_fd: int | None = None) -> None:
     """fsync a directory so that the entries the commit depends on survive a crash (Linux)."""
-    fd = posix.open(name, posix.O_RDONLY | posix.O_DIRECTORY)
+    fd = posix.open(name, posix.O_RDONLY | posix.O_DIRECTORY, dir_fd=dir_fd)
     try:
         posix.fsync(fd)
     finally:
         posix.close(fd)
+
+
+_journal_less: dict[int, bool] = {}  # st_dev -> names_need_dir_sync's answer (a reused worker asks once)
+JOURNAL_LESS_TYPES = ("ext2", "ext3", "ext4")  # ext2/3/4 mounted without a jbd2 journal (/proc/fs/jbd2 lists each)
+
+
+def names_need_dir_sync(dev: int) -> bool:
+    """True when a new name of an old file on device dev is durable only once its directory is fsynced: ext2, or
+    ext4 without a journal, whose fsync of a file syncs the directory of the file's name only for a file created
+    since its last fsync (fs/ext4/fsync.c, ext4_sync_parent: EXT4_STATE_NEWENTRY, set when the inode is made). A
+    journaling file system commits the link with the file's own fsync. Unknown (no /proc): True."""
+    if dev not in _journal_less:
+        _journal_less[dev] = _probe_journal_less(dev)
+    return _journal_less[dev]
+
+
+def _probe_journal_less(dev: int) -> bool:
+    """Read /proc/self/mountinfo for dev's file system type and source; True for ext2/3/4 with no jbd2 journal."""
+    key = b"%d:%d" % (posix.major(dev), posix.minor(dev))
+    try:
+        fd = posix.open("/proc/self/mountinfo", posix.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        data = b""
+        while True:
+            chunk = posix.read(fd, 65536)
+            if not chunk or len(data) > 4 << 20:  # bounded: a host with thousands of mounts still fits
+                break
+            data += chunk
+    except OSError:
+        return True
+    finally:
+        posix.close(fd)
+    for line in data.split(b"\n"):
+        fields = line.split(b" ")
+        if len(fields) < 5 or fields[2] != key or b"-" not in fields:
+            continue
+        rest = fields[fields.index(b"-") + 1:]
+        if len(rest) < 2 or rest[0].decode("ascii", "replace") not in JOURNAL_LESS_TYPES:
+            return False
+        source = rest[1].rsplit(b"/", 1)[-1].decode("latin-1")
+        try:
+            posix.stat("/proc/fs/jbd2/%s-8" % source)
+            return False
+        except OSError:
+            return True
+    return True
 
 
 def start_writeback(fd: int) -> None:
@@ -85,15 +134,18 @@ def start_writeback(fd: int) -> None:
 
 
 class Injection:
-    """One message being queued; files it made are removed if it fails before the commit."""
+    """One message being queued; files it made are removed if it fails before the commit. Its names are
+    relative to dir_fd, the queue directory opened by the caller, or else to the working directory."""
 
-    def __init__(self, pid: int, uid: int) -> None:
+    def __init__(self, pid: int, uid: int, dir_fd: int | None = None) -> None:
         self.pid = pid
         self.uid = uid
+        self.dir_fd = dir_fd
         self.now = time.time()
         self.created: list[str] = []
         self.reused: set[int] = set()  # fds of files taken from the pool: truncated to what was written
         self.unsynced = -1  # mess/N's fd, written but not yet fsynced (sync_behind)
+        self.mess_dir_sync = False  # mess/N's directory must be fsynced too (a pooled file, no journal)
 
     def fail(self, code: int) -> NoReturn:
         """Remove what was created (intd, then mess), and raise Exit(code)."""
@@ -105,8 +157,8 @@ class Injection:
                 pass
         for name in reversed(self.created):
             try:
-                posix.truncate(name, 0)
-                posix.unlink(name)
+                truncate(name, self.dir_fd)
+                posix.unlink(name, dir_fd=self.dir_fd)
             except OSError:
                 pass
         raise Exit(code)
@@ -115,7 +167,7 @@ class Injection:
         """Take a pooled file or create the pid file, link it to mess/<inode>, and return (fd, inode)."""
         fd = -1
         for seq in range(1, 10):
-            pidfn = "pid/%d.%d.%d" % (posix.getpid(), int(self.now), seq)
+            pidfn = "pid/%d.%d.%d" % (getpid(), int(self.now), seq)
             try:
                 fd = self.open_new(pidfn, "mess")
                 break
@@ -125,26 +177,31 @@ class Injection:
                 raise Exit(QUEUE_PID)
         if fd < 0:
             raise Exit(QUEUE_PID)
-        n = posix.fstat(fd).st_ino
+        st = posix.fstat(fd)
+        n = st.st_ino
         self.messfn = split_name("mess", n)
         try:
-            posix.link(pidfn, self.messfn)
+            if fd not in self.reused:
+                self.set_mode(fd, st)
+            posix.link(pidfn, self.messfn, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         except OSError:
-            posix.unlink(pidfn)
+            posix.unlink(pidfn, dir_fd=self.dir_fd)
             raise Exit(QUEUE_MESS)
         self.created.append(self.messfn)
         try:
-            posix.unlink(pidfn)
+            posix.unlink(pidfn, dir_fd=self.dir_fd)
         except OSError:
             self.fail(QUEUE_PID)
         self.number = n
+        # a pooled file's new name mess/N is not synced by its fsync on a journal-less ext4 (names_need_dir_sync)
+        self.mess_dir_sync = fd in self.reused and names_need_dir_sync(st.st_dev)
         return fd, n
 
     def open_new(self, name: str, kind: str) -> int:
         """Open name for writing as a new file: a pooled one renamed to it, else created (O_EXCL)."""
-        if queuepool.take(kind, name):
+        if queuepool.take(kind, name, self.dir_fd):
             try:
-                fd = posix.open(name, posix.O_WRONLY | posix.O_NOFOLLOW)
+                fd = posix.open(name, posix.O_WRONLY | posix.O_NOFOLLOW, dir_fd=self.dir_fd)
             except OSError:
                 fd = -1
             if fd >= 0 and queuepool.reusable(posix.fstat(fd)):
@@ -152,8 +209,18 @@ class Injection:
                 return fd
             if fd >= 0:
                 posix.close(fd)
-            queuepool.discard(name)  # not a file of ours to overwrite: create one instead
-        return posix.open(name, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL, 0o644)
+            queuepool.discard(name, self.dir_fd)  # not a file of ours to overwrite: create one instead
+        return posix.open(name, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL, 0o644, dir_fd=self.dir_fd)
+
+    def set_mode(self, fd: int, st: posix.stat_result | None = None) -> None:
+        """Give a file this injection created qmail-queue's mode, 0644 (umask 033), whatever the process's umask:
+        with a queue directory descriptor the caller keeps its umask (no umask calls per message)."""
+        if self.dir_fd is None:
+            return  # enter_queue set qmail-queue's umask
+        if st is None:
+            st = posix.fstat(fd)
+        if st.st_mode & 0o7777 != 0o644:
+            posix.fchmod(fd, 0o644)
 
     def sync(self, fd: int) -> None:
         """Cut a reused file to what was written, fsync and close fd."""
@@ -212,12 +279,17 @@ class Injection:
             self.fail(QUEUE_INTD)
         self.created.append(intdfn)
         try:
+            if fd not in self.reused:
+                self.set_mode(fd)
             write_parts(fd, envelope.todo_parts(self.uid, self.pid, sender, recipients))
             if fd in self.reused:
                 self.reused.discard(fd)
                 posix.ftruncate(fd, posix.lseek(fd, 0, 1))  # 1: SEEK_CUR
             start_writeback(fd)  # both files' blocks in the journal's running transaction: one commit
             self.settle()  # mess/N
+            if self.mess_dir_sync:
+                split = self.messfn.rsplit("/", 1)[0]
+                fsync_dir(split) if self.dir_fd is None else fsync_dir(split, self.dir_fd)
             self.sync(fd)  # intd/N: both durable before todo/N names the message
         except OSError:
             try:
@@ -226,20 +298,29 @@ class Injection:
                 pass
             self.fail(WRITE_ERROR)
         try:
-            posix.link(intdfn, "todo/%d" % self.number)
+            posix.link(intdfn, "todo/%d" % self.number, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         except OSError:
             self.fail(QUEUE_TODO)
         try:
-            fsync_dir("todo")
+            fsync_dir("todo") if self.dir_fd is None else fsync_dir("todo", self.dir_fd)
         except OSError:
             pass  # todo/N exists: the message is queued; only its durability under power loss is weaker
-        pull_trigger()
+        pull_trigger("lock/trigger", self.dir_fd)
 
 
-def pull_trigger(name: str = "lock/trigger") -> None:
+def truncate(name: str, dir_fd: int | None) -> None:
+    """Cut a file this injection made to nothing before unlinking it, as qmail-queue does (no symlink followed)."""
+    if dir_fd is None:
+        posix.truncate(name, 0)
+        return
+    fd = posix.open(name, posix.O_WRONLY | posix.O_NOFOLLOW | posix.O_TRUNC, dir_fd=dir_fd)
+    posix.close(fd)
+
+
+def pull_trigger(name: str = "lock/trigger", dir_fd: int | None = None) -> None:
     """Wake qmail-send: write one byte to the trigger FIFO without blocking, ignoring errors."""
     try:
-        fd = posix.open(name, posix.O_WRONLY | posix.O_NONBLOCK)
+        fd = posix.open(name, posix.O_WRONLY | posix.O_NONBLOCK, dir_fd=dir_fd)
     except OSError:
         return
     try:

@@ -16,11 +16,12 @@ import sys
 from pyqmail.lib.queue import envelope, queue
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.config.control import is_regular, join
-from pyqmail.lib.util.exits import QUEUED, READ_ERROR, WRITE_ERROR, Exit, qq_text
+from pyqmail.lib.util.exits import HOME, QUEUE_DIR, QUEUED, READ_ERROR, WRITE_ERROR, Exit, qq_text
+from pyqmail.lib.util.procid import getpid
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
     from pyqmail.lib.queue.client import QmailQueue
 
 
@@ -89,31 +90,49 @@ def network_uid(uid: int) -> int:
     return _network_uid[uid]
 
 
+def open_queue_dir(home: str) -> int:
+    """Open QMAILHOME/queue as a directory descriptor (close-on-exec); Exit 61 or 62 as qmail-queue's chdirs."""
+    try:
+        return posix.open(join(home, "queue"), posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
+    except OSError:
+        pass
+    try:
+        posix.stat(home)
+    except OSError:
+        raise Exit(HOME)
+    raise Exit(QUEUE_DIR)
+
+
+HOLD = 65536  # message bytes held before they are written to mess/N
+HOLD_PARTS = 64  # or this many pieces (a client sending a byte at a time; writev takes at most IOV_MAX)
+
+
 class QueueHere:
-    """QmailQueue's interface (put, fail, close, abort, pid) writing the queue from this process."""
+    """QmailQueue's interface (put, fail, close, abort, pid) writing the queue from this process.
+
+    Its files are named relative to a descriptor of QMAILHOME/queue held from the first file to the commit:
+    no chdir and back, no umask and back (lib/queue/queue.Injection.set_mode), the caller's process unchanged."""
 
     def __init__(self, home: str, uid: int | None = None) -> None:
-        self.pid = posix.getpid()
+        self.pid = getpid()
         self.home = home
         self.code = QUEUED
         self.fd = -1
+        self.dir_fd = -1
+        self.held: list[bytes | bytearray] = []
+        self.held_size = 0
         self.injection = queue.Injection(self.pid, posix.getuid() if uid is None else uid)
         try:
-            self.in_queue(self.open)
+            self.dir_fd = self.injection.dir_fd = open_queue_dir(home)
+            self.open()
         except Exit as e:
             self.code = e.code
 
-    def in_queue(self, action: Callable[..., None], *args: object) -> None:
-        """Run action inside QMAILHOME/queue with qmail-queue's umask, then come back."""
-        here = posix.open(".", posix.O_RDONLY | posix.O_DIRECTORY)
-        mask = posix.umask(0o033)
-        try:
-            queue.enter_queue(self.home)
-            action(*args)
-        finally:
-            posix.umask(mask)
-            posix.fchdir(here)
-            posix.close(here)
+    def release(self) -> None:
+        """Close the queue directory's descriptor."""
+        fd, self.dir_fd = self.dir_fd, -1
+        if fd >= 0:
+            posix.close(fd)
 
     def open(self) -> None:
         """Create mess/N and write the Received line qmail-queue adds."""
@@ -121,9 +140,21 @@ class QueueHere:
         self.write(queue.received_line(self.pid, self.injection.uid, self.injection.now))
 
     def write(self, data: bytes) -> None:
-        """Write to mess/N; a failure is remembered (53) and reported at close."""
+        """Add to mess/N: held until HOLD bytes are waiting (or the commit), so that a small message's Received
+        lines and text take one write; a failure is remembered (53) and reported at close."""
+        self.held.append(data)
+        self.held_size += len(data)
+        if self.held_size >= HOLD or len(self.held) >= HOLD_PARTS:
+            self.write_held()
+
+    def write_held(self) -> None:
+        """Write the held bytes to mess/N in one call (writev when the kernel takes them all)."""
+        held, self.held, self.held_size = self.held, [], 0
         try:
-            write_all(self.fd, data)
+            if len(held) == 1:
+                write_all(self.fd, held[0])
+            elif held:
+                queue.write_parts(self.fd, held)
         except OSError:
             self.code = self.code or WRITE_ERROR
 
@@ -139,14 +170,19 @@ class QueueHere:
     def close(self, sender: bytes, recipients: Iterable[bytes]) -> str:
         """Fsync the message, commit the envelope; return qmail.c's result text ("" when queued)."""
         try:
-            self.in_queue(self.finish, sender, recipients)
+            self.finish(sender, recipients)
         except Exit as e:
             return qq_text(e.code)
+        finally:
+            self.release()
         return ""
 
     def finish(self, sender: bytes, recipients: Iterable[bytes]) -> None:
-        """Inside the queue: start mess's writeback, write intd/N, fsync both, then link todo/N."""
+        """Start mess's writeback, write intd/N, fsync both, then link todo/N."""
         injection = self.injection
+        if self.fd >= 0 and not self.code:
+            self.write_held()
+        self.held, self.held_size = [], 0
         if self.fd >= 0:
             try:
                 if self.code:

@@ -32,6 +32,8 @@ TRIES = 8  # slots looked at (slot 0, then random ones) before a taker creates o
 LARGEST = 65536  # bigger files are unlinked: the pool holds few disk blocks
 PREFIX = "pool."
 FULL_REST = 16  # after a give found its looks all full: files of that kind unlinked unlooked-at before the next look
+EMPTY_REST = 32  # after a take found its looks all empty: files of that kind created unlooked-at before the next look
+_empty_rest: dict[str, int] = {}  # kind -> takes left to skip (this process's; a taker's looks cost 9 system calls)
 
 
 def slot(kind: str, k: int) -> str:
@@ -44,18 +46,24 @@ def looks() -> list[int]:
     return [0] + [b % SLOTS for b in posix.urandom(TRIES - 1)]
 
 
-def take(kind: str, target: str) -> bool:
-    """Rename a pooled file of kind to target; True if target now names it (to be overwritten)."""
+def take(kind: str, target: str, dir_fd: int | None = None) -> bool:
+    """Rename a pooled file of kind to target (names relative to dir_fd, else the working directory); True if
+    target now names it (to be overwritten). After a take found every slot it looked at empty (no qmail-clean
+    giving: nothing is delivered, or the pool is drained), the next EMPTY_REST takes of kind do not look."""
+    if _empty_rest.get(kind):
+        _empty_rest[kind] -= 1
+        return False
     for k in looks():
         name = slot(kind, k)
         try:
-            posix.utime(name)  # first: once renamed, it is a live injection's pid file for the 36-hour rule
-            posix.rename(name, target)
+            posix.utime(name, dir_fd=dir_fd)  # first: once renamed, it is a live injection's pid file (36-hour rule)
+            posix.rename(name, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             return True
         except FileNotFoundError:
             continue  # an empty slot, or another taker was first
         except OSError:
             return False
+    _empty_rest[kind] = EMPTY_REST
     return False
 
 
@@ -107,13 +115,13 @@ def reusable(st: posix.stat_result) -> bool:
     return st.st_nlink == 1 and is_regular(st.st_mode)
 
 
-def discard(name: str) -> None:
+def discard(name: str, dir_fd: int | None = None) -> None:
     """Remove what a taker got but may not use (not a plain file, another name, not openable)."""
     try:
-        posix.unlink(name)
+        posix.unlink(name, dir_fd=dir_fd)
     except IsADirectoryError:
         try:
-            posix.rmdir(name)
+            posix.rmdir(name, dir_fd=dir_fd)
         except OSError:
             pass
     except OSError:

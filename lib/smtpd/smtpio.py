@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import posix  # not os: start-up cost (lib/config/control)
 import select
+import struct
 import time
 
 from pyqmail.lib.util.fdio import write_all
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
+    import _socket
     import ssl
     from typing import Protocol
 
@@ -27,6 +29,7 @@ if MYPY:  # typing only: never imported at run time
         rcptto: list[bytes]
 
 CHUNK = 65536
+_TIMEVAL = struct.Struct("@ll")  # struct timeval (Linux, the BSDs: two longs)
 LINE_LIMIT = 4096  # longest command line before its LF, CR included (qmail has none; an address may be 900 bytes)
 
 
@@ -53,6 +56,8 @@ class SmtpIO:
         self._on_tcp: bool | None = None  # unknown until asked: is fd_in a TCP socket?
         self.poll_in = select.poll()
         self.poll_in.register(fd_in, select.POLLIN)
+        self._socks: dict[int, _socket.socket] = {}  # fd_in, fd_out as socket objects, for options (never closed)
+        self._timeouts: list[float] = [-1.0, -1.0]  # SO_RCVTIMEO on fd_in, SO_SNDTIMEO on fd_out; 0.0: no socket
 
     def out(self, reply: bytes) -> None:
         """Queue reply bytes; they are sent before the next read (as qmail's substdio flushes)."""
@@ -69,8 +74,9 @@ class SmtpIO:
         return wait
 
     def flush(self) -> None:
-        """Send the queued replies; a client that does not read within the timeout is gone (with TLS; in plain
-        text, one that leaves no room for them: once there is, fdio.write_all writes them all)."""
+        """Send the queued replies; a client that does not read within the timeout is gone (with TLS, and on a
+        socket, where SO_SNDTIMEO bounds each write; on a pipe, one that leaves no room for them within the
+        timeout: once there is, fdio.write_all writes them all)."""
         if not self.pending:
             return
         data, self.pending = b"".join(self.pending), []
@@ -81,24 +87,61 @@ class SmtpIO:
             except OSError:
                 raise Gone()
             return
-        poller = select.poll()
-        poller.register(self.fd_out, select.POLLOUT)
-        if not poller.poll(int(self._wait() * 1000) + 1):
-            raise Gone()
+        if not self._socket_timeout(1, self._wait()):
+            poller = select.poll()
+            poller.register(self.fd_out, select.POLLOUT)
+            if not poller.poll(int(self._wait() * 1000) + 1):
+                raise Gone()
         try:
             write_all(self.fd_out, data)
-        except OSError:
+        except OSError:  # with SO_SNDTIMEO, EAGAIN: no room for a byte within the timeout
             raise Gone()
+
+    def _socket_timeout(self, which: int, wait: float) -> bool:
+        """Have the kernel time out reads on fd_in (which 0) or writes on fd_out (1) after wait seconds, so that
+        one read(2) or write(2) replaces poll(2) and the call; False when that descriptor is no socket (a pipe:
+        poll then). The option is set again only when the wait changes (a session deadline)."""
+        if self._timeouts[which] == wait:
+            return True
+        if not self._timeouts[which]:
+            return False
+        import _socket
+        fd = self.fd_out if which else self.fd_in
+        sock = self._socks.get(fd)
+        if sock is None:
+            try:  # family from getsockname(2), the one call made; the type given: no getsockopt
+                sock = self._socks[fd] = _socket.socket(-1, _socket.SOCK_STREAM, 0, fd)
+            except (OSError, ValueError):
+                self._timeouts[which] = 0.0
+                return False
+        seconds = int(wait)
+        micro = int((wait - seconds) * 1e6) or (0 if seconds else 1)  # a zero timeval would mean no timeout
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO if which else _socket.SO_RCVTIMEO,
+                            _TIMEVAL.pack(seconds, micro))
+        except OSError:
+            self._timeouts[which] = 0.0
+            return False
+        self._timeouts[which] = wait
+        return True
 
     def _recv(self) -> bytes:
         """Flush, then return the next bytes from the client; TimeoutError on silence, Gone at EOF."""
         self.flush()
         if self.tls is not None:
             return self._recv_tls(self.tls)
-        if not self.poll_in.poll(int(self._wait() * 1000) + 1):
+        wait = self._wait()
+        timed = self._socket_timeout(0, wait)
+        if not timed and not self.poll_in.poll(int(wait * 1000) + 1):
             raise TimeoutError("read timeout")
+        started = time.monotonic()
         try:
             data = posix.read(self.fd_in, CHUNK)
+        except BlockingIOError:  # SO_RCVTIMEO ran out; or, at once, a non-blocking descriptor: poll from now on
+            if not timed or time.monotonic() - started >= wait * 0.9:
+                raise TimeoutError("read timeout")
+            self._timeouts = [0.0, 0.0]
+            return self._recv()
         except OSError:
             raise Gone()
         if not data:
@@ -159,11 +202,15 @@ class SmtpIO:
         return self._on_tcp
 
     def close(self) -> None:
-        """Close the TLS socket (a dup of fd_in), if any: a reused worker closes descriptors by number, so no
-        object may keep one for the collector to close later, when the number may be another file's."""
+        """Close the TLS socket (a dup of fd_in), if any, and let go of fd_in's socket object without closing
+        fd_in: a reused worker closes descriptors by number, so no object may keep one for the collector to
+        close later, when the number may be another file's."""
         tls, self.tls = self.tls, None
         if tls is not None:
             tls.close()
+        socks, self._socks = self._socks, {}
+        for sock in socks.values():
+            sock.detach()
 
     def start_tls(self, context: ssl.SSLContext) -> None:
         """Drop whatever the client sent before the handshake, then talk TLS on the socket on fd_in."""

@@ -193,7 +193,8 @@ class Worker:
         die_with_parent()
         if os.getppid() != listener_pid:
             os._exit(0)
-        self.record = b"%08x" % os.getpid()
+        self.pid = os.getpid()
+        self.record = b"%08x" % self.pid
         signal.signal(signal.SIGTERM, self.on_term)
         waiter = exclusive_waiter(self.listen_fd, self.keep)
         # the listener itself never accepts in this mode: the descriptor's blocking flag is the workers'
@@ -205,23 +206,25 @@ class Worker:
         self.forked_size = self.trimmed_size = private_resident()
         served = 0
         while served < MAX_USE:
-            _signal.signal(_signal.SIGALRM, self.on_alarm)  # _signal: no enum conversions per connection
-            signal.alarm(MAX_IDLE)
+            if waiter is None:  # blocked in accept(2): an alarm ends the idle wait
+                _signal.signal(_signal.SIGALRM, self.on_alarm)  # _signal: no enum conversions per connection
+                signal.alarm(MAX_IDLE)
             try:
-                if waiter is not None:
-                    waiter.poll()
+                if waiter is not None and not waiter.poll(MAX_IDLE):
+                    os._exit(0)  # idle for MAX_IDLE seconds (the epoll wait's own timeout: no alarm calls)
                 fd, remote = sock._accept()  # type: ignore[attr-defined]  # CPython's, not in typeshed
             except OSError:  # BlockingIOError: another worker woken with this one took the connection
                 continue
             served += 1
             conn = _socket.socket(*kind, fileno=fd)
             self.busy = True
-            signal.alarm(0)
+            if waiter is None:
+                signal.alarm(0)
             self.tell(b"B")
             code = self.serve(conn, remote)
             conn.close()  # if serve did not take its descriptor: closed now, never later by the collector
             del conn
-            self.say_end(os.getpid(), (code & 0xFF) << 8)
+            self.say_end(self.pid, (code & 0xFF) << 8)
             self.clean_up()
             self.busy = False
             self.tell(b"I")
@@ -232,7 +235,8 @@ class Worker:
     def clean_up(self) -> None:
         """Leave the process as it was before the connection: descriptors, alarm, environment, cwd, umask."""
         signal.alarm(0)
-        _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
+        if _signal.getsignal(_signal.SIGALRM) != _signal.SIG_DFL:  # Python's table: no system call to ask
+            _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
         os.dup2(self.null, 0)
         os.dup2(self.null, 1)
         os.closerange(3, self.base)

@@ -5,6 +5,7 @@ writing raw descriptors with the one write-all loop (fdio), timed I/O for networ
 netstrings (netstring), qmail's getopt (sgetopt), the wrapper every program runs under (program), the
 launchers qmail-setup writes (launcher) and how to recognise our own installed programs (installed),
 environment snapshots and the locale-coercion undo (envsnapshot), network servers' log lines (netlog),
-splogger's line folding and priorities (syslogfold), and waiting for a directory to change (dirwatch).
+splogger's line folding and priorities (syslogfold), waiting for a directory to change (dirwatch), and this
+process's id, asked of the kernel once (procid).
 May import: the standard library only (per-connection paths use posix, not os).
 """

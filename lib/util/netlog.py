@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import posix  # not os: start-up cost (lib/config/control)
 
+from pyqmail.lib.util.procid import getpid
+
 MYPY = False
 if MYPY:  # typing only: never imported at run time
     from types import ModuleType
@@ -11,22 +13,20 @@ if MYPY:  # typing only: never imported at run time
 _PRINTABLE = bytes(c if 32 <= c < 127 else ord("_") for c in range(256))
 
 
-def _same_file(a: int, b: int) -> bool:
-    """Return True when descriptors a and b are the same open file (inetd/systemd may pass the socket as fd 2)."""
+def _identity(fd: int) -> tuple[int, int] | None:
+    """Return (st_dev, st_ino) of the file open on fd, or None if fd is not open."""
     try:
-        sa, sb = posix.fstat(a), posix.fstat(b)
+        st = posix.fstat(fd)
     except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+        return None
+    return st.st_dev, st.st_ino
 
 
-def _fd_open(fd: int) -> bool:
-    """Return True when fd is an open descriptor."""
-    try:
-        posix.fstat(fd)
-        return True
-    except OSError:
-        return False
+def _fd2_unsafe() -> bool:
+    """Return True when fd 2 is closed or is the file of fd 0 or fd 1 (inetd/systemd may pass the socket as
+    fd 2): one fstat(2) of each descriptor."""
+    log = _identity(2)
+    return log is None or log == _identity(0) or log == _identity(1)
 
 
 class Log:
@@ -34,9 +34,9 @@ class Log:
 
     def __init__(self, program: str) -> None:
         self.program = program
-        self.prefix = ("%s: pid %d: " % (program, posix.getpid())).encode()
+        self.prefix = ("%s: pid %d: " % (program, getpid())).encode()
         self.syslog: ModuleType | None = None
-        if not _fd_open(2) or _same_file(2, 0) or _same_file(2, 1):
+        if _fd2_unsafe():
             import syslog
             syslog.openlog(program, syslog.LOG_PID, syslog.LOG_MAIL)
             self.syslog = syslog
