@@ -1,5 +1,6 @@
-"""qmail-send's messages kept in memory (lib/send/inmemory): local-only mail delivered with todo/N as its only
-record, spilled to qmail's info/N and local/N on a deferral, a failure or a TERM after some deliveries."""
+"""qmail-send's messages kept in memory (lib/send/inmemory): local-only mail (and under qmgr/oqmgr remote-only
+mail) delivered with todo/N as its only record, spilled to qmail's info/N and local/N (remote/N) on a deferral,
+a failure or a TERM after some deliveries."""
 
 import re
 import signal
@@ -178,3 +179,94 @@ def test_a_backlog_beyond_the_memory_waits_in_todo_while_the_kept_messages_are_d
     assert len(preprocessed) <= 2 * TODO_BATCH, len(preprocessed)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
+
+
+# ---- remote-only messages, kept in memory under control/scheduler qmgr or oqmgr
+
+def remote_system(procs, world_tmp, scheduler, behaviour):
+    """A system tree with control/scheduler, routed to one smtpsim sink for far.example; return (sim, tree, system)."""
+    import smtpsim
+    from mailsystem import MailSystem, make_system_tree
+    sim = smtpsim.Simulator([("far.example", behaviour)], prefix="127.0.4.").start()
+    tree = make_system_tree(world_tmp / ("sys-%s" % scheduler))
+    if scheduler is not None:
+        (tree / "control" / "scheduler").write_text(scheduler + "\n")
+    sim.write_routes(tree)
+    return sim, tree, MailSystem(procs, tree)
+
+
+def files_during_delivery(sim, tree, log_wait):
+    """Queue one message to far.example; return (its number, its queue files while the sink holds its DATA)."""
+    assert queue_message(tree, b"Subject: far\n\nx\n", envelope(b"a@far.example", b"b@far.example")) == 0
+    log = log_wait(b"starting delivery")
+    n = message_id(log)
+    deadline = time.time() + 10
+    while not sim.records()["far.example"]["connections_opened"] and time.time() < deadline:
+        time.sleep(0.02)
+    return n, queue_files(tree, n)
+
+
+@pytest.mark.parametrize("scheduler", ["qmgr", "oqmgr"])
+def test_a_remote_message_is_delivered_with_todo_as_its_only_record_under_qmgr(procs, world_tmp, scheduler):
+    import smtpsim
+    sim, tree, system = remote_system(procs, world_tmp, scheduler, smtpsim.slow_data(1.0))
+    try:
+        n, files = files_during_delivery(sim, tree, system.wait_log)
+        assert files == {"mess", "intd", "todo"}  # no info/N, no remote/N (intd/N: todo/N's other name)
+        log = system.wait_log(b"end msg %d\n" % n)
+        assert log.count(b": success: ") == 2
+        wait_gone(tree, n)
+        assert sorted(t["recipients"] for t in sim.records()["far.example"]["transactions"]) == [
+            ["a@far.example", "b@far.example"]]
+        assert system.stop() == 0
+    finally:
+        sim.stop()
+
+
+def test_under_qmails_scheduler_a_remote_message_goes_through_info_and_remote(procs, world_tmp):
+    import smtpsim
+    sim, tree, system = remote_system(procs, world_tmp, None, smtpsim.slow_data(1.0))
+    try:
+        n, files = files_during_delivery(sim, tree, system.wait_log)
+        assert {"mess", "info", "remote"} <= files
+        system.wait_log(b"end msg %d\n" % n)
+        assert system.stop() == 0
+    finally:
+        sim.stop()
+
+
+def test_a_remote_deferral_spills_the_message_to_info_and_remote(procs, world_tmp):
+    import smtpsim
+    sim, tree, system = remote_system(procs, world_tmp, "qmgr", smtpsim.rcpt_codes({"b@far.example": 451}))
+    try:
+        assert queue_message(tree, b"Subject: far\n\nx\n", envelope(b"a@far.example", b"b@far.example")) == 0
+        log = system.wait_log(b": deferral: ")
+        n = message_id(log)
+        deadline = time.time() + 10
+        while "todo" in queue_files(tree, n) and time.time() < deadline:
+            time.sleep(0.02)
+        assert queue_files(tree, n) == {"mess", "info", "remote"}
+        q = tree / "queue"
+        assert (q / "remote" / str(n % 23) / str(n)).read_bytes() == b"Da@far.example\0Tb@far.example\0"
+        assert b"end msg" not in system.log()
+        assert [t["recipients"] for t in sim.records()["far.example"]["transactions"]] == [["a@far.example"]]
+        assert system.stop() == 0
+    finally:
+        sim.stop()
+
+
+def test_keepable_takes_one_channel_only_and_remote_only_when_allowed():
+    from hypothesis import given, strategies as st
+    from pyqmail.lib.send import todo
+
+    @given(st.dictionaries(st.sampled_from(["local", "remote"]), st.integers(0, 20), min_size=1),
+           st.booleans(), st.booleans(), st.booleans())
+    def check(counts, remote, failure, has_sender):
+        chan = {c: b"Tx@y\0" * k for c, k in counts.items()}
+        plan = todo.Plan(b"Fs@x\0" if has_sender else b"", chan, [], b"warning\n" if failure else None)
+        got = todo.keepable(plan, remote)
+        [(channel, k)] = counts.items() if len(counts) == 1 else [(None, 0)]
+        ok = (channel is not None and not failure and has_sender and k <= todo.KEEP_RCPTS
+              and (channel == "local" or remote))
+        assert got == (channel if ok else None)
+    check()

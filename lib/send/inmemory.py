@@ -1,8 +1,10 @@
-"""qmail-send's messages kept in memory: a local-only message is delivered from memory, todo/N its only record.
+"""qmail-send's messages kept in memory: a local-only message (under control/scheduler qmgr or oqmgr, a
+remote-only one too) is delivered from memory, todo/N its only record.
 
 qmail writes info/N and local/N (two new files and their fsyncs) before a message's first delivery and
 unlinks them after its last. On ext4 every new file costs a scan of the inode table for recently freed
-inodes, so for a message whose recipients are all local (at most todo.KEEP_RCPTS), qmail-send keeps
+inodes, and on a disk mounted with `discard` every unlink of a file with data waits for the device, so for a
+message whose recipients are all local, or all remote (at most todo.KEEP_RCPTS), qmail-send keeps
 those bytes in memory and leaves todo/N where it is. If qmail-send stops or crashes meanwhile, todo/N is
 preprocessed again and the deliveries made so far are repeated: a second delivery, never a loss, as
 with qmail's unfsynced marks. When every delivery has succeeded, todo/N and then mess/N go to
@@ -29,19 +31,20 @@ SLEEP_ALERT = 10  # pause while the queue refuses a spill, as qmail pauses on a 
 
 
 class KeptMessage:
-    """One message kept in memory: info/N's bytes, local/N's records (marked in place) and its birth."""
-    __slots__ = ("info", "records", "birth")
+    """One message kept in memory: info/N's bytes, its channel file's records (marked in place), the channel
+    and its birth."""
+    __slots__ = ("info", "records", "birth", "channel")
 
-    def __init__(self, info: bytes, records: bytes, birth: int) -> None:
-        self.info, self.records, self.birth = info, bytearray(records), birth
+    def __init__(self, info: bytes, records: bytes, birth: int, channel: str = LOCAL) -> None:
+        self.info, self.records, self.birth, self.channel = info, bytearray(records), birth, channel
 
 
 def write_files(id: int, m: KeptMessage) -> bytes | None:
-    """Write info/N (mtime = birth) and local/N for a kept message, as preprocessing would, and fsync
-    them; return the warning lines, or None."""
+    """Write info/N (mtime = birth) and the channel's file for a kept message, as preprocessing would, and
+    fsync them; return the warning lines, or None."""
     def split(directory: str) -> str:
         return split_name(directory, id)
-    plan = todo.Plan(m.info, {LOCAL: bytes(m.records)}, [], None)
+    plan = todo.Plan(m.info, {m.channel: bytes(m.records)}, [], None)
     written = todo.remove_stale(id, split) or todo.create_files(id, plan, [], split)
     if isinstance(written, todo.Result):
         return b"".join(written.log)
@@ -83,9 +86,9 @@ class InMemory:
         return id in self.messages
 
     def add(self, kept: todo.Kept, now: int) -> None:
-        """Keep a todo.Kept and schedule its local deliveries now."""
-        self.messages[kept.n] = KeptMessage(kept.info, kept.records, now)
-        self.send.channels[LOCAL].schedule.add_new(kept.n, now)
+        """Keep a todo.Kept and schedule its channel's deliveries now."""
+        self.messages[kept.n] = KeptMessage(kept.info, kept.records, now, kept.channel)
+        self.send.channels[kept.channel].schedule.add_new(kept.n, now)
 
     def read(self, id: int) -> tuple[bytes, int, bytes] | None:
         """Return (records, birth, sender) for a pass over a kept message, or None if id is not kept."""

@@ -195,7 +195,7 @@ class Control:
         """Take message n out of every schedule and pass; True once nothing delivers or preprocesses it."""
         send, n = self.send, action.n
         if send.inmemory.owns(n):
-            send.inmemory.spill(n)  # from here on an ordinary message, with info/N and local/N
+            send.inmemory.spill(n)  # from here on an ordinary message, with info/N and its channel file
         for name, ch in send.channels.items():
             if ch.job is not None and ch.job.id == n and not ch.qmgr:
                 ch.end_pass(ch.job, False)

@@ -10,7 +10,7 @@ import time
 
 from pyqmail.lib.send import bounce, sendlog, todo
 from pyqmail.lib.send.qmgr import collapse_triggers
-from pyqmail.lib.send.channel import CHANNELS
+from pyqmail.lib.send.channel import CHANNELS, REMOTE
 from pyqmail.lib.queue.queuehere import open_queue
 from pyqmail.lib.queue.queue import SPLIT, split_name
 
@@ -197,7 +197,7 @@ class Todo:
             if room <= 0 and send.inmemory.moving():  # the rest waits for room, in todo/
                 self.pending.extendleft(reversed(ids[i:]))  # not a chain around the scan: those nest
                 break
-            r = todo.prepare(id, send.rewriter, keep=room > 0)
+            r = todo.prepare(id, send.rewriter, keep=room > 0, keep_remote=send.channels[REMOTE].qmgr)
             if isinstance(r, todo.Unwritten):
                 unwritten.append(r)
             else:

@@ -41,22 +41,29 @@ class Result(NamedTuple):
 
 
 class Kept(NamedTuple):
-    """A message to deliver from memory (lib/send/inmemory): the log lines, info/N's and local/N's bytes as they
-    would be written; no file was written: todo/N stays its only record until it is finished."""
+    """A message to deliver from memory (lib/send/inmemory): the log lines, info/N's bytes and its one channel's
+    file's bytes as they would be written; no file was written: todo/N stays its only record until it is
+    finished."""
     n: int
     log: list[bytes]
     info: bytes
     records: bytes
+    channel: str = LOCAL
 
 
 FILE_MODE = 0o600  # qmail opens with 0644 under qmail-send's umask 077
-KEEP_RCPTS = 16  # local recipients a message kept in memory may have; more go through info/ and local/ as in qmail
+KEEP_RCPTS = 16  # recipients a message kept in memory may have; more go through info/ and local/ as in qmail
 
 
-def keepable(p: Plan) -> bool:
-    """True if the Plan p may be kept in memory: no failure, every recipient local, at most KEEP_RCPTS of them."""
-    return (p.failure is None and p.info[:1] == b"F" and list(p.chan) == [LOCAL]
-            and p.chan[LOCAL].count(b"\0") <= KEEP_RCPTS)
+def keepable(p: Plan, remote: bool = False) -> str | None:
+    """Return the channel if the Plan p may be kept in memory (no failure, every recipient in one channel, at
+    most KEEP_RCPTS of them; that channel local, or remote if remote is allowed), else None."""
+    if p.failure is not None or p.info[:1] != b"F" or len(p.chan) != 1:
+        return None
+    [channel] = p.chan
+    if channel != LOCAL and not remote:
+        return None
+    return channel if p.chan[channel].count(b"\0") <= KEEP_RCPTS else None
 
 
 def plan(n: int, todo_data: bytes, mess_size: int, rewriter: Rewriter) -> Plan:
@@ -136,9 +143,10 @@ def splitter(queue: str, n: int) -> Split:
     return split
 
 
-def prepare(n: int, rewriter: Rewriter, queue: str = ".", keep: bool = False) -> Unwritten | Kept | Result:
-    """Read and plan todo/N, no file created: an Unwritten, a Kept (if keep and the message qualifies), or a
-    failed Result (with aside set if todo/N's content is damaged: a last record without its NUL, an unknown
+def prepare(n: int, rewriter: Rewriter, queue: str = ".", keep: bool = False,
+            keep_remote: bool = False) -> Unwritten | Kept | Result:
+    """Read and plan todo/N, no file created: an Unwritten, a Kept (if keep and the message qualifies; a
+    remote-only one too if keep_remote), or a failed Result (with aside set if todo/N's content is damaged: a last record without its NUL, an unknown
     record, no F record). todo/N and intd/N are left alone."""
     split = splitter(queue, n)
     try:
@@ -167,8 +175,9 @@ def prepare(n: int, rewriter: Rewriter, queue: str = ".", keep: bool = False) ->
     p = plan(n, data, size, rewriter)
     if p.failure:
         return Result(False, log + p.log + [p.failure], (), key)  # no info/N: nothing is scheduled
-    if keep and keepable(p):
-        return Kept(n, log + p.log, p.info, p.chan[LOCAL])
+    channel = keepable(p, keep_remote) if keep else None
+    if channel is not None:
+        return Kept(n, log + p.log, p.info, p.chan[channel], channel)
     return Unwritten(n, p, log)
 
 
