@@ -9,6 +9,7 @@ from pyqmail.lib.util.exits import TEMP_FAILURE
 
 OVERRIDE = "QMAILREMOTE"
 TCPTO_SIZE = 1024
+CACHE_CONTROL = "smtpconnectioncache"
 
 
 def clear_tcpto():
@@ -43,7 +44,7 @@ def preload():
     """Import what qmail-remote uses, DNS and TLS included, once: forked children start with it in memory."""
     from pyqmail.commands import qmail_remote  # noqa: F401
     from pyqmail.lib.config import ipme  # noqa: F401
-    from pyqmail.lib.remote import (dnsmx, remoteconf, remotefeatures, remoteroute,  # noqa: F401
+    from pyqmail.lib.remote import (conncache, dnsmx, remoteconf, remotefeatures, remoteroute,  # noqa: F401
                                     remotesession, smtpclient, tcpto)
     import binascii, errno, fcntl, socket, ssl  # noqa: F401,E401
     try:
@@ -57,28 +58,29 @@ def preload():
         pass
 
 
-def run_preloaded(host, sender, *recipients):
+def run_preloaded(host, sender, *recipients, cache=None):
     """Run the pre-loaded qmail-remote in this (forked) process; it ends the process."""
     from pyqmail.commands import qmail_remote
+    qmail_remote.CACHE = cache.link() if cache is not None else None
     main("qmail-remote", qmail_remote.body, 111, argv=[os.fsdecode(a) for a in (host, sender) + recipients])
     return 111  # not reached: main exits
 
 
-def remote_child(program, preloaded=False):
+def remote_child(program, preloaded=False, cache=None):
     """Return the child body: our pre-loaded qmail-remote, or exec `program host sender recipient` (no shell)."""
-    batch = remote_batch_child(program, preloaded)
+    batch = remote_batch_child(program, preloaded, cache)
 
     def child(sender, recipient):
         return batch(sender, [recipient])
     return child
 
 
-def remote_batch_child(program, preloaded=False):
+def remote_batch_child(program, preloaded=False, cache=None):
     """Return the batch child body: `program host sender recipient...`, host the first recipient's domain."""
     def child(sender, recipients):
         _, host = spawnproto.split_recipient(recipients[0])
         if preloaded:
-            return run_preloaded(host, sender, *recipients)
+            return run_preloaded(host, sender, *recipients, cache=cache)
         try:
             os.execvp(program, [program, host, sender] + list(recipients))
         except OSError as e:
@@ -90,6 +92,17 @@ def remote_batch_child(program, preloaded=False):
     return child
 
 
+def connection_cache():
+    """Return the SMTP connection cache control/smtpconnectioncache asks for (idle seconds; 0: none), or None."""
+    from pyqmail.lib.config import control
+    from pyqmail.lib.remote import conncache
+    idle = control.readint(CACHE_CONTROL, conncache.IDLE_DEFAULT)
+    if idle <= 0:
+        return None
+    cap = min(conncache.CAP_MAX, control.readint("concurrencyremote", 20), spawnproto.SPAWN_LIMIT)
+    return conncache.Cache(idle, cap)
+
+
 def body(argv):
     """Serve qmail-send on fds 0 and 1 until it closes fd 0 and every delivery is reported."""
     from pyqmail.lib.spawn.spawner import Spawner, enter_mess
@@ -97,11 +110,13 @@ def body(argv):
     clear_tcpto()
     program = remote_program()
     preloaded = is_ours(program)
+    cache = None
     if preloaded:
         preload()
-    return Spawner(remote_child(program, preloaded), spawnproto.remote_report, spawnproto.REMOTE_OUTPUT_MAX,
-                   owner, batch_child=remote_batch_child(program, preloaded),
-                   batch_report=spawnproto.remote_batch_reports).serve()
+        cache = connection_cache()
+    return Spawner(remote_child(program, preloaded, cache), spawnproto.remote_report, spawnproto.REMOTE_OUTPUT_MAX,
+                   owner, batch_child=remote_batch_child(program, preloaded, cache),
+                   batch_report=spawnproto.remote_batch_reports, cache=cache).serve()
 
 
 def run():
