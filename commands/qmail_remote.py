@@ -129,7 +129,7 @@ def parker(link, key, ip, born, uses):
     return park
 
 
-def reuse(config, host, lent, sender, recipients, out):
+def reuse(config, lent, sender, recipients, out):
     """Deliver over a cached connection from its MAIL FROM on (raises Finish); return if it must be given up."""
     import _socket
     from pyqmail.lib.remote import conncache
@@ -160,7 +160,10 @@ def attempt(config, route, host, target, sock, sender, recipients, out, auth):
     budget = smtpclient.session_budget(config.timeout, len(recipients))
     size = message_size(0)
     conn = Connection(sock, config.timeout, budget, size)
-    park = parker(CACHE, host.lower(), target.ip, time.monotonic(), 0) if CACHE is not None else None
+    park = None
+    if CACHE is not None:
+        from pyqmail.lib.remote.conncache import cache_key
+        park = parker(CACHE, cache_key(config.routes, host), target.ip, time.monotonic(), 0)
     try:
         Session(conn, target.ip, config.helohost, sender, recipients, out, features, park=park).run(0)
     except RetryPlain:
@@ -191,10 +194,14 @@ def deliver(host, sender, recipients, out):
         raise Finish(BAD_SENDER)
     route = find_route(config.routes, host)
     auth = relay_auth(route)
-    lent = CACHE.take(host) if CACHE is not None else None
+    lent = None
+    if CACHE is not None:
+        from pyqmail.lib.remote.conncache import cache_key
+        key = cache_key(config.routes, host)
+        lent = CACHE.take(key)
     if lent is not None:
         if config.tls_policy(host) is None:
-            reuse(config, host, lent, sender, recipients, out)
+            reuse(config, lent, sender, recipients, out)
         else:  # TLS is required now: a cached connection is plain text
             from pyqmail.lib.remote import conncache
             conncache.say_quit(lent.fd)

@@ -18,6 +18,7 @@ from test_qmail_remote_tls import self_signed
 from test_spawners import Spawner, queue_message as spawner_queue_message
 
 from pyqmail.lib.remote import conncache
+from pyqmail.lib.remote.remoteroute import parse_routes
 from pyqmail.lib.remote.conncache import Record
 
 MSG = b"Subject: cached\nMessage-ID: <cached@x>\n\nA line.\n"
@@ -52,6 +53,16 @@ def test_oversized_records_are_not_carried():
     assert conncache.encode(Record(b"x" * 5000, b"127.0.0.1", 0, 0, {})) is None
     assert conncache.decode(b"1" + b"x" * conncache.RECORD_MAX) is None
     assert conncache.decode(b"2" + conncache.encode(Record(b"a", b"b", 0, 0, {}))[1:]) is None
+
+
+def test_domains_relayed_to_one_host_share_a_key():
+    routes = parse_routes([b"a.example:[127.0.0.9]:2525", b"b.example:[127.0.0.9]:2525", b".c.example:Relay.X",
+                           b"d.example:"])
+    assert conncache.cache_key(routes, b"A.Example") == conncache.cache_key(routes, b"b.example") == \
+        b"[127.0.0.9]:2525"
+    assert conncache.cache_key(routes, b"x.c.example") == b"relay.x:25"
+    assert conncache.cache_key(routes, b"D.example") == b"d.example"  # no relay: the MX, so the domain
+    assert conncache.cache_key({}, b"E.Example") == b"e.example"
 
 
 def system_with(tree, sim, **controls):
@@ -284,7 +295,7 @@ def test_plain_sessions_through_qmail_rspawn_reuse_one_connection(procs, tree):
 
 
 def test_the_cache_refuses_what_is_not_a_socket_and_bounds_its_size():
-    cache = conncache.Cache(idle=30, cap=2)
+    cache = conncache.Cache(idle=30, cap=2, routes=lambda: {})
     try:
         r, w = os.pipe()
         socket.send_fds(cache.theirs, [conncache.encode(Record(b"a.example", b"127.0.0.1", time.monotonic(), 1,

@@ -1,7 +1,8 @@
 """qmail-rspawn's SMTP connection cache across qmail-remote runs (Postfix's scache; qmail-rspawn(8)).
 
 A qmail-remote child whose session ended cleanly hands its socket to qmail-rspawn over an AF_UNIX datagram
-socketpair (SCM_RIGHTS) with a record: the cache key (the host argument, lowercased), the IP address, when the
+socketpair (SCM_RIGHTS) with a record: the cache key (cache_key: the smtproutes relay and port, or the host
+argument, lowercased), the IP address, when the
 connection was made, how often it was used and the EHLO keywords it learnt. qmail-rspawn keeps the sockets for
 a short idle time and lends one to the next child for the same key, which starts at MAIL FROM.
 """
@@ -11,11 +12,12 @@ from __future__ import annotations
 import os
 import time
 
+from pyqmail.lib.remote.remoteroute import find_route
 from pyqmail.lib.util import netstring
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     Keywords = dict[bytes, list[bytes]]
 
@@ -27,6 +29,25 @@ REUSE_TIME_LIMIT = 300  # seconds from the connection on during which it may be 
 REUSE_COUNT_LIMIT = 0  # transactions per connection; 0: no limit (smtp_connection_reuse_count_limit)
 CAP_MAX = 100  # cached connections at most (and never more than concurrencyremote)
 QUIT = b"QUIT\r\n"
+
+
+def cache_key(routes: Mapping[bytes, bytes], host: bytes) -> bytes:
+    """Return the key of host's connections: `relay:port` of its smtproutes relay (lowercased), else the host."""
+    route = find_route(routes, host)
+    if route.relay is None:
+        return host.lower()
+    return route.relay.lower() + b":%d" % route.port
+
+
+def current_routes() -> Mapping[bytes, bytes]:
+    """Return control/smtproutes as qmail-remote reads it, re-read only when it changed ({} if unreadable)."""
+    from pyqmail.lib.config import control
+    from pyqmail.lib.remote.remoteroute import parse_routes
+    try:
+        return control.memo("conncache-smtproutes", ["smtproutes"],
+                            lambda: parse_routes(control.readlist("smtproutes")))
+    except OSError:
+        return {}
 
 
 class Record:
@@ -146,7 +167,7 @@ class Link:
     def take(self, key: bytes) -> Lent | None:
         """Return the lent connection if it is for key (it is not the child's to keep otherwise), once."""
         lent, self.lent = self.lent, None
-        if lent is not None and lent.record.key != key.lower():
+        if lent is not None and lent.record.key != key:
             say_quit(lent.fd)
             return None
         return lent
@@ -183,8 +204,10 @@ class Cache:
     """qmail-rspawn's side: a bounded dict key → cached connections, lending, expiry."""
 
     def __init__(self, idle: float, cap: int, reuse_time: float = REUSE_TIME_LIMIT,
-                 reuse_count: int = REUSE_COUNT_LIMIT, clock: Callable[[], float] = time.monotonic) -> None:
+                 reuse_count: int = REUSE_COUNT_LIMIT, clock: Callable[[], float] = time.monotonic,
+                 routes: Callable[[], Mapping[bytes, bytes]] = current_routes) -> None:
         import socket
+        self.routes = routes
         self.idle = idle
         self.cap = max(1, cap)
         self.reuse_time = reuse_time
@@ -217,7 +240,10 @@ class Cache:
     def lend(self, host: bytes) -> None:
         """Before a fork for host: choose its most recently saved live connection, if any, for the child."""
         self.lent = None
-        entries = self.entries.get(host.lower())
+        if not self.total:
+            return
+        key = cache_key(self.routes(), host)
+        entries = self.entries.get(key)
         now = self.clock()
         while entries:
             e = entries.pop()
@@ -230,7 +256,7 @@ class Cache:
                 self.lent = Lent(e.fd, e.record)
                 break
         if entries is not None and not entries:
-            del self.entries[host.lower()]
+            del self.entries[key]
 
     def forked(self) -> None:
         """After the fork (or its failure): the parent's copy of a lent connection is closed."""
