@@ -112,8 +112,9 @@ def become_code(uid, gid):
     return 0
 
 
-def serve_local(argv):
-    """In a worker: run the pre-loaded qmail-local on one delivery; return its exit code."""
+def serve_local(argv, extra=()):
+    """In a worker: run the pre-loaded qmail-local on one delivery (extra descriptors: none are sent); return
+    its exit code."""
     from pyqmail.commands import qmail_local
     from pyqmail.lib.util.program import call
     return call("qmail-local", qmail_local.body, 111, argv=[os.fsdecode(a) for a in argv])

@@ -6,8 +6,10 @@ from pyqmail.lib.config.control import is_regular
 from pyqmail.lib.remote import smtpclient
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
-from pyqmail.lib.remote.remotesession import Connection, Finish, Session
+from pyqmail.lib.remote.remotesession import Connection, Fallback, Finish, Session
 from pyqmail.lib.util.exits import TEMP_FAILURE
+
+CACHE = None  # set by qmail-rspawn in its forked child: a conncache.Link (see qmail-rspawn(8))
 
 USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n"
 NOCONN = b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"
@@ -111,15 +113,59 @@ def features_for(config, host, target, auth):
                     loopback=target.ip.startswith("127.") or target.ip == "::1")
 
 
+def parker(link, key, ip, born, uses):
+    """Return the Session's park callback: hand the connection to qmail-rspawn with its record."""
+    def park(session):
+        from pyqmail.lib.remote import conncache
+        record = conncache.Record(key, ip.encode(), born, uses + 1, session.keywords)
+        try:
+            fd = session.conn.sock.fileno()
+        except OSError:
+            return False
+        if not link.give(fd, record):
+            return False
+        session.conn.close()  # our copy: the connection itself stays open in qmail-rspawn
+        return True
+    return park
+
+
+def reuse(config, lent, sender, recipients, out):
+    """Deliver over a cached connection from its MAIL FROM on (raises Finish); return if it must be given up."""
+    import _socket
+    from pyqmail.lib.remote import conncache
+    from pyqmail.lib.remote.remotefeatures import Features
+    record = lent.record
+    try:
+        sock = _socket.socket(fileno=lent.fd)
+    except OSError:
+        os.close(lent.fd)
+        return
+    budget = smtpclient.session_budget(config.timeout, len(recipients))
+    conn = Connection(sock, config.timeout, budget, message_size(0))
+    features = Features(try_tls=False)  # a cached connection never did TLS, nor may it start it now
+    park = parker(CACHE, record.key, record.ip.decode("ascii", "replace"), record.born, record.uses)
+    try:
+        Session(conn, record.ip.decode("ascii", "replace"), config.helohost, sender, recipients, out, features,
+                reused=record.keywords, park=park).run(0)
+    except Fallback:
+        del out[:]  # nothing was accepted: the fresh connection reports every recipient anew
+        conncache.say_quit(sock.detach())
+
+
 def attempt(config, route, host, target, sock, sender, recipients, out, auth):
     """Run the SMTP session on a connected socket; opportunistic TLS trouble means one plain retry."""
+    import time
     from pyqmail.lib.remote.remotefeatures import RetryPlain
     features = features_for(config, host, target, auth)
     budget = smtpclient.session_budget(config.timeout, len(recipients))
     size = message_size(0)
     conn = Connection(sock, config.timeout, budget, size)
+    park = None
+    if CACHE is not None:
+        from pyqmail.lib.remote.conncache import cache_key
+        park = parker(CACHE, cache_key(config.routes, host), target.ip, time.monotonic(), 0)
     try:
-        Session(conn, target.ip, config.helohost, sender, recipients, out, features).run(0)
+        Session(conn, target.ip, config.helohost, sender, recipients, out, features, park=park).run(0)
     except RetryPlain:
         conn.close()
         try:
@@ -128,7 +174,7 @@ def attempt(config, route, host, target, sock, sender, recipients, out, auth):
             raise Finish(NOCONN)
         features.try_tls = False
         conn = Connection(sock, config.timeout, budget, size)  # a new session, with a new deadline
-        Session(conn, target.ip, config.helohost, sender, recipients, out, features).run(0)
+        Session(conn, target.ip, config.helohost, sender, recipients, out, features, park=park).run(0)
 
 
 def deliver(host, sender, recipients, out):
@@ -148,6 +194,17 @@ def deliver(host, sender, recipients, out):
         raise Finish(BAD_SENDER)
     route = find_route(config.routes, host)
     auth = relay_auth(route)
+    lent = None
+    if CACHE is not None:
+        from pyqmail.lib.remote.conncache import cache_key
+        key = cache_key(config.routes, host)
+        lent = CACHE.take(key)
+    if lent is not None:
+        if config.tls_policy(host) is None:
+            reuse(config, lent, sender, recipients, out)
+        else:  # TLS is required now: a cached connection is plain text
+            from pyqmail.lib.remote import conncache
+            conncache.say_quit(lent.fd)
     targets = usable(find_targets(config, route, host), route.relay is not None)
     table = tcpto.Table()
     for target in targets:

@@ -44,6 +44,8 @@ class Behaviour:
     rcpt_codes: Tuple[Tuple[Matcher, int], ...] = ()
     drop_after_dot: bool = False
     data_delay: float = 0.0
+    idle_close: float = 0.0  # close a connection idle this long after a transaction (0: never)
+    transactions_per_connection: int = 0  # the MAIL after this many transactions gets 421 and a close (0: any)
 
     def __add__(self, other: "Behaviour") -> "Behaviour":
         """Return this behaviour with other's non-default settings on top."""
@@ -117,6 +119,16 @@ def slow_data(seconds: float) -> Behaviour:
     return Behaviour(data_delay=float(seconds))
 
 
+def idle_close(seconds: float) -> Behaviour:
+    """Close a connection (no reply) that stays idle seconds after a transaction."""
+    return Behaviour(idle_close=float(seconds))
+
+
+def transactions_per_connection(k: int) -> Behaviour:
+    """Answer 421 and close when a connection's MAIL would start transaction k + 1."""
+    return Behaviour(transactions_per_connection=int(k))
+
+
 def behaviour_from_spec(spec: Union[None, str, Dict[str, Any]]) -> Behaviour:
     """Build a behaviour from JSON: "healthy", "mute", "drop_after_dot" or {"slow_greeting": 2, "too_many": 3, ...}."""
     if spec is None:
@@ -127,7 +139,8 @@ def behaviour_from_spec(spec: Union[None, str, Dict[str, Any]]) -> Behaviour:
     makers: Dict[str, Callable[[Any], Behaviour]] = {
         "healthy": lambda v: healthy(), "mute": lambda v: mute() if v else healthy(),
         "drop_after_dot": lambda v: drop_after_dot() if v else healthy(),
-        "slow_greeting": slow_greeting, "too_many": too_many, "slow_data": slow_data, "rcpt_codes": rcpt_codes}
+        "slow_greeting": slow_greeting, "too_many": too_many, "slow_data": slow_data, "rcpt_codes": rcpt_codes,
+        "idle_close": idle_close, "transactions_per_connection": transactions_per_connection}
     for name, value in spec.items():
         if name not in makers:
             raise ValueError("unknown behaviour: %s" % name)
@@ -216,6 +229,10 @@ class Records:
         self.session_timeouts = 0
         self.over_limits = 0
         self.truncated = False
+        self.quits = 0  # QUIT commands received
+        self.idle_closed = 0  # connections closed by idle_close
+        self.refused_by_count = 0  # MAILs answered 421 by transactions_per_connection
+        self.serial = 0  # numbers the served connections, for transactions' "connection"
 
     def keep(self, items: List[Any], item: Any) -> None:
         """Append item unless the list is full (then note the truncation)."""
@@ -252,6 +269,9 @@ class Records:
                 "session_timeouts": self.session_timeouts,
                 "over_limits": self.over_limits,
                 "truncated": self.truncated,
+                "quits": self.quits,
+                "idle_closed": self.idle_closed,
+                "refused_by_count": self.refused_by_count,
             }
 
 
@@ -353,6 +373,11 @@ class Connection:
         self.sender: Optional[str] = None
         self.recipients: List[str] = []
         self.started = time.time()
+        self.done = 0  # transactions completed on this connection
+        self.activity = 0  # bumped by every command: an idle_close timer checks it has not moved
+        with sink.records.lock:
+            sink.records.serial += 1
+            self.serial = sink.records.serial
         sock.setblocking(False)
         self.events = selectors.EVENT_READ
         sink.loop.selector.register(sock, self.events, self.ready)
@@ -481,7 +506,14 @@ class Connection:
         verb, _, argument = line.partition(b" ")
         verb = verb.upper()
         name = self.sink.hostname
-        if verb == b"EHLO":
+        self.activity += 1
+        per = self.sink.behaviour.transactions_per_connection
+        if verb == b"MAIL" and per and self.done >= per:
+            with self.sink.records.lock:
+                self.sink.records.refused_by_count += 1
+            self.reply(b"421 4.7.0 %s too many messages in this connection" % name)
+            self.close_after_send = True
+        elif verb == b"EHLO":
             self.reset()
             self.reply(b"250-%s\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE %d" % (name, self.sink.limits.message))
         elif verb == b"HELO":
@@ -510,6 +542,8 @@ class Connection:
         elif verb == b"VRFY":
             self.reply(b"252 2.1.5 send some mail")
         elif verb == b"QUIT":
+            with self.sink.records.lock:
+                self.sink.records.quits += 1
             self.reply(b"221 2.0.0 %s bye" % name)
             self.close_after_send = True
             if not self.refused and not self.ended:  # the client is done: it no longer holds a delivery slot
@@ -559,7 +593,8 @@ class Connection:
             self.reply(b"552 5.3.4 message too big")
         else:
             transaction: Dict[str, Any] = {"sender": self.sender, "recipients": list(self.recipients),
-                                           "bytes": reader.size, "time": time.time(), "connected": self.started}
+                                           "bytes": reader.size, "time": time.time(), "connected": self.started,
+                                           "connection": self.serial}
             if self.sink.keep_bodies:
                 transaction["body"] = bytes(reader.body)
             records = self.sink.records
@@ -567,9 +602,21 @@ class Connection:
                 records.transaction_count += 1
                 records.keep(records.transactions, transaction)
             self.reply(b"250 2.0.0 ok: queued by smtpsim")
+        self.done += 1
+        if self.sink.behaviour.idle_close > 0:
+            mark = self.activity
+            self.sink.loop.later(self.sink.behaviour.idle_close, lambda: self.idle_over(mark))
         self.reset()
         self.handle()
         self.update()
+
+    def idle_over(self, mark: int) -> None:
+        """idle_close: close the connection if no command came since the transaction ended."""
+        if self.closed or self.activity != mark:
+            return
+        with self.sink.records.lock:
+            self.sink.records.idle_closed += 1
+        self.close()
 
     def close(self) -> None:
         """Close the socket and count it."""

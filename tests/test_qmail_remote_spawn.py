@@ -57,7 +57,8 @@ def test_rspawn_delivers_in_turn_in_one_reused_worker(procs, tree, world_tmp):
         workers.append(worker)
         fds.append(open_fds(worker))
     assert workers[0] == workers[1]
-    assert fds[0] == fds[1] and len(fds[1]) == 4  # 0-2 on /dev/null and its socket to qmail-rspawn
+    # 0-2 on /dev/null, its socket to qmail-rspawn and the connection cache's sending end (qmail-rspawn(8))
+    assert fds[0] == fds[1] and len(fds[1]) == 5
     heads = [head for head, _ in dumped(dump, count=2)]
     assert sorted(h.split(b"X-Mail-Args: ")[1].split(b"\n")[0] for h in heads) == [
         b"<first@example.org>", b"<second@example.org>"]

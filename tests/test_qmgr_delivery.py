@@ -51,7 +51,9 @@ def used_before_first_result(log):
 
 
 def test_slow_start_grows_from_the_initial_window_up_to_the_limit(procs, world_tmp):
-    tree = setup(world_tmp, "slow", qmgrinitialconcurrency=2, qmgrconcurrencylimit=5, qmgrdebug=1)
+    # smtpconnectioncache 0: the sink's connection timeline shows the runs only when each has its own connection
+    tree = setup(world_tmp, "slow", qmgrinitialconcurrency=2, qmgrconcurrencylimit=5, qmgrdebug=1,
+                 smtpconnectioncache=0)
     rcpts = [b"u%d@a.example" % i for i in range(24)]
     queue_each(tree, rcpts)
     with Simulator([("a.example", smtpsim.slow_data(0.5))], prefix="127.0.22.", first=10) as sim:

@@ -18,6 +18,8 @@ if MYPY:  # typing only: never imported at run time
     from pyqmail.lib.remote.remotefeatures import Features
     from pyqmail.lib.remote.smtpclient import Reply
 
+    Keywords = dict[bytes, list[bytes]]
+
 CHUNK = 65536
 
 
@@ -27,6 +29,10 @@ class Finish(Exception):
     def __init__(self, report: bytes) -> None:
         super().__init__(report)
         self.report = report
+
+
+class Fallback(Exception):
+    """A cached connection failed before any recipient was accepted: deliver over a fresh one instead."""
 
 
 class Dropped(Exception):
@@ -125,7 +131,8 @@ class Session:
     """One delivery attempt to one connected address; run() ends by raising Finish."""
 
     def __init__(self, conn: Connection, ip: str, helohost: bytes, sender: bytes, recipients: list[bytes],
-                 out: list[bytes], features: Features) -> None:
+                 out: list[bytes], features: Features, reused: Keywords | None = None,
+                 park: Callable[[Session], bool] | None = None) -> None:
         self.conn = conn
         self.ip = ip.encode()
         self.helohost = helohost
@@ -135,6 +142,10 @@ class Session:
         self.features = features  # a remotefeatures.Features: STARTTLS, AUTH, SIZE, 8BITMIME
         self.critical = False
         self.last: Reply | None = None
+        self.reused = reused is not None  # a cached connection: no greeting, no EHLO; these keywords
+        self.keywords: Keywords = reused or {}
+        self.park = park  # park(session) hands the connection to qmail-rspawn's cache; True if it took it
+        self.accepted = False  # a recipient was accepted
 
     def dropped(self) -> Finish:
         """Return the Finish for a connection that died (qmail's dropped)."""
@@ -147,8 +158,20 @@ class Session:
             self.conn.send(b"QUIT\r\n")
         except Dropped:
             pass
+        raise self.finish(prepend, append)
+
+    def finish(self, prepend: bytes, append: bytes) -> Finish:
+        """Return the Finish with prepend + ip + append + `.` and the remote text."""
         text = self.last.text if self.last is not None else b""
-        raise Finish(prepend + self.ip + append + b".\n" + smtpclient.remote_said(text))
+        return Finish(prepend + self.ip + append + b".\n" + smtpclient.remote_said(text))
+
+    def end(self, prepend: bytes, append: bytes) -> NoReturn:
+        """After the final reply: hand the connection to the cache if it is clean and wanted, else QUIT."""
+        clean = (self.park is not None and not self.features.tls and not self.conn.leftover
+                 and self.last is not None and self.last.code != 421)
+        if clean and self.park is not None and self.park(self):
+            raise self.finish(prepend, append)
+        self.quit(prepend, append)
 
     def exchange(self, line: bytes | None = None) -> Reply:
         """Send line (if any), read the reply, remember it for the report; return it."""
@@ -165,6 +188,8 @@ class Session:
         try:
             self.dialogue(message_fd)
         except Dropped:
+            if self.reused and not self.accepted:
+                raise Fallback()
             raise self.dropped()
 
     def hello(self) -> dict[bytes, list[bytes]]:
@@ -178,30 +203,33 @@ class Session:
 
     def dialogue(self, message_fd: int) -> NoReturn:
         """qmail's smtp(): greeting, HELO, MAIL, RCPT per recipient, DATA, message, final reply."""
-        if self.code() != 220:
-            self.quit(b"ZConnected to ", b" but greeting failed")
-        keywords = self.hello()
-        keywords = self.features.negotiate(self, keywords)
-        params = self.features.mail_parameters(keywords, message_fd)
+        if not self.reused:
+            if self.code() != 220:
+                self.quit(b"ZConnected to ", b" but greeting failed")
+            self.keywords = self.features.negotiate(self, self.hello())
+        params = self.features.mail_parameters(self.keywords, message_fd)
         code = self.code(b"MAIL FROM:<" + quote2(self.sender) + b">" + params)
+        if code >= 400 and self.reused:
+            raise Fallback()
         if code >= 500:
             self.quit(b"DConnected to ", b" but sender was rejected")
         if code >= 400:
             self.quit(b"ZConnected to ", b" but sender was rejected")
-        bother = False
         for recipient in self.recipients:
             if smtpclient.has_line_break(recipient):
                 self.out.append(b"hSorry, an address with a CR or LF in it can't be sent in SMTP. (#5.1.3)\n\0")
                 continue
             reply = self.exchange(b"RCPT TO:<" + quote2(recipient) + b">")
+            if reply.code == 421 and self.reused and not self.accepted:
+                raise Fallback()
             if reply.code >= 400:
                 letter = b"h" if reply.code >= 500 else b"s"
                 self.out.append(letter + self.ip + b" does not like recipient.\n"
                                 + smtpclient.remote_said(reply.text) + b"\0")
             else:
                 self.out.append(b"r\0")
-                bother = True
-        if not bother:
+                self.accepted = True
+        if not self.accepted:
             self.last = None
             self.quit(b"DGiving up on ", b"")
         code = self.code(b"DATA")
@@ -213,10 +241,10 @@ class Session:
         code = self.code()
         self.critical = False
         if code >= 500:
-            self.quit(b"D", b" failed after I sent the message")
+            self.end(b"D", b" failed after I sent the message")
         if code >= 400:
-            self.quit(b"Z", b" failed after I sent the message")
-        self.quit(b"K", b" accepted message")
+            self.end(b"Z", b" failed after I sent the message")
+        self.end(b"K", b" accepted message")
 
     def blast(self, fd: int) -> None:
         """Send the message from fd, transparent (smtpclient.DataEncoder), then `.`; a read error is temporary."""

@@ -28,6 +28,7 @@ if MYPY:  # typing only: never imported at run time
 MAX_USE = 1000  # deliveries per worker (Postfix's max_use is 100: a fork costs a Python worker far more)
 MAX_IDLE = 60  # seconds an idle worker waits before it exits
 IDLE_KEEP = 20  # qmail-lspawn's idle workers kept (one per user: more would mostly wait for MAX_IDLE)
+EXTRA_FDS = 1  # descriptors a request may carry besides the message and the pipe (a lent SMTP connection)
 REQUEST_MAX = 1 << 18  # bytes of arguments in one request (addresses are bounded far below this)
 
 
@@ -43,31 +44,33 @@ class Worker:
 class LocalWorkers:
     """Start, reuse and retire workers; serve(argv) runs in the worker as the user and returns an exit code."""
 
-    def __init__(self, become: Callable[[int, int], int], serve: Callable[[list[bytes]], int],
-                 idle_keep: int = IDLE_KEEP) -> None:
-        self.become, self.serve = become, serve
+    def __init__(self, become: Callable[[int, int], int], serve: Callable[[list[bytes], list[int]], int],
+                 idle_keep: int = IDLE_KEEP, keep: tuple[int, ...] = ()) -> None:
+        self.become, self.serve = become, serve  # serve(argv, extra descriptors of the request) -> exit code
+        self.keep = keep  # descriptors every worker keeps open (qmail-rspawn's connection cache's sending end)
         self.idle_keep = idle_keep  # idle workers kept; beyond that the least recently used one is told to go
         self.workers: dict[int, Worker] = {}  # pid: Worker
         self.idle: list[Worker] = []  # least recently used first
 
-    def launch(self, key: Key, argv: list[bytes], fdmess: int, fdout: int) -> int:
-        """Hand a delivery to an idle worker of key, or a new one; return the worker's pid."""
+    def launch(self, key: Key, argv: list[bytes], fdmess: int, fdout: int, extra: tuple[int, ...] = ()) -> int:
+        """Hand a delivery to an idle worker of key, or a new one (with extra descriptors, at most EXTRA_FDS);
+        return the worker's pid."""
         for w in list(reversed(self.idle)):
             if w.key == key:
                 self.idle.remove(w)
-                if self.send(w, argv, fdmess, fdout):
+                if self.send(w, argv, fdmess, fdout, extra):
                     return w.pid
                 self.retire(w)
         w = self.fork(key)
-        if not self.send(w, argv, fdmess, fdout):
+        if not self.send(w, argv, fdmess, fdout, extra):
             self.retire(w)
             raise OSError("worker gone")
         return w.pid
 
-    def send(self, w: Worker, argv: list[bytes], fdmess: int, fdout: int) -> bool:
+    def send(self, w: Worker, argv: list[bytes], fdmess: int, fdout: int, extra: tuple[int, ...] = ()) -> bool:
         """Send one request; False if the worker is gone."""
         try:
-            socket.send_fds(w.sock, [b"\0".join(argv)], [fdmess, fdout])
+            socket.send_fds(w.sock, [b"\0".join(argv)], [fdmess, fdout, *extra])
         except OSError:
             return False
         w.busy = True
@@ -128,7 +131,7 @@ class LocalWorkers:
         """In the worker: become the user, then serve requests until the socket ends; return the exit code."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        close_all_but(sock.fileno())
+        close_all_but(sock.fileno(), *self.keep)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -148,18 +151,18 @@ class LocalWorkers:
             except OSError:
                 return 0
             signal.alarm(0)
-            if not data or len(fds) != 2:
+            if not data or not 2 <= len(fds) <= 2 + EXTRA_FDS:
                 return 0
             for fd, target in zip(fds, (0, 1)):
                 os.dup2(fd, target)
                 os.close(fd)
             os.dup2(1, 2)
-            code = self.serve(data.split(b"\0"))
+            code = self.serve(data.split(b"\0"), fds[2:])
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)  # the pipe's write end closes here: the spawner then sees its end
             os.close(null)
-            close_all_but(sock.fileno())  # whatever the delivery left open
+            close_all_but(sock.fileno(), *self.keep)  # whatever the delivery left open
             envsnapshot.restore(environ)
             os.chdir("/")
             os.umask(mask)
@@ -170,7 +173,7 @@ class LocalWorkers:
 def receive(sock: socket.socket, buf: bytearray) -> tuple[bytes, list[int]]:
     """Read one request into buf, which the worker allocates once (a fresh REQUEST_MAX buffer per
     request costs an mmap and its page faults); return (its bytes, the descriptors it carried)."""
-    n, ancdata, _, _ = sock.recvmsg_into([buf], socket.CMSG_SPACE(2 * 4))
+    n, ancdata, _, _ = sock.recvmsg_into([buf], socket.CMSG_SPACE((2 + EXTRA_FDS) * 4))
     fds: list[int] = []
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

@@ -16,7 +16,7 @@ from pyqmail.lib.spawn.spawnproto import Batch, Request, encode_report
 MYPY = False
 if MYPY:  # typing only: never imported at run time
     from collections.abc import Callable
-    from typing import NoReturn
+    from typing import NoReturn, Protocol
     from pyqmail.lib.spawn.localworkers import LocalWorkers, Worker
 
     # launch(request, message fd, output pipe's write end) -> (pid, wait status if the delivery is already done)
@@ -25,6 +25,18 @@ if MYPY:  # typing only: never imported at run time
     # batch_launch(sender, recipients, message fd, output pipe's write end) -> pid of the process delivering
     BatchLaunch = Callable[[bytes, list[bytes], int, int], "int | None"]  # None: not taken, fork as before
     BatchReport = Callable[[int, bytearray, int], list[bytes]]  # (wstat, output, count) -> one report each
+
+    class ConnCache(Protocol):
+        """What the spawner asks of qmail-rspawn's connection cache (lib/remote/conncache.Cache)."""
+
+        def fds(self) -> list[int]: ...
+        def child_fds(self) -> list[int]: ...
+        def lend(self, host: bytes) -> None: ...
+        def forked(self) -> None: ...
+        def receive(self) -> None: ...
+        def timeout(self) -> float | None: ...
+        def expire(self) -> None: ...
+        def close_all(self) -> None: ...
 
 COLLECT_READS = 16  # reads of one child's output per turn of the loop
 
@@ -60,7 +72,7 @@ class Spawner:
                  owner_uid: int, limit: int = spawnproto.SPAWN_LIMIT, child_crash: int = 111,
                  launch: Launch | None = None, workers: LocalWorkers | None = None,
                  batch_child: BatchChild | None = None, batch_report: BatchReport | None = None,
-                 batch_launch: BatchLaunch | None = None) -> None:
+                 batch_launch: BatchLaunch | None = None, cache: ConnCache | None = None) -> None:
         self.child = child  # child(sender, recipient) -> exit code; runs with fd 0 = message, fds 1, 2 = pipe
         self.launch = launch or self.fork_child  # launch(req, fdmess, fdout) -> (pid, wait status if done)
         self.workers = workers  # reused delivery workers (lib/spawn/localworkers), if launch uses them
@@ -74,6 +86,21 @@ class Spawner:
         self.batch_launch = batch_launch  # set: a batch goes to a reused worker (workers), not a fork
         self.running: dict[int, Delivery] = {}  # by delnum
         self.writing = True
+        self.cache = cache  # qmail-rspawn's SMTP connection cache, if on
+
+    def fork(self, host: bytes) -> int:
+        """os.fork(), lending the child a cached connection to host when there is one."""
+        if self.cache is None:
+            return os.fork()
+        self.cache.lend(host)
+        try:
+            pid = os.fork()
+        except OSError:
+            self.cache.forked()
+            raise
+        if pid:
+            self.cache.forked()
+        return pid
 
     def write(self, data: bytes) -> None:
         """Write to qmail-send; after a failure (EPIPE: SIGPIPE is ignored), stop writing for good (spawn.c's
@@ -165,7 +192,7 @@ class Spawner:
                 return self.refuse_all(b.delnum, [b"Zqmail-spawn unable to create pipe. (#4.3.0)\n"] * b.total)
             try:
                 taken = self.batch_launch(b.sender, run, fdmess, fdout) if self.batch_launch else None
-                pid = taken if taken is not None else os.fork()
+                pid = taken if taken is not None else self.fork(host or b"")
             except OSError:
                 os.close(fdin)
                 os.close(fdout)
@@ -180,7 +207,7 @@ class Spawner:
 
     def fork_child(self, req: Request, fdmess: int, fdout: int) -> tuple[int, int | None]:
         """Fork a child for the delivery; return (its pid, None)."""
-        pid = os.fork()
+        pid = self.fork(req.recipient.rpartition(b"@")[2])
         if pid == 0:
             self.in_child(fdmess, fdout, req.sender, req.recipient)
         return pid, None
@@ -213,7 +240,11 @@ class Spawner:
             os.dup2(fdmess, 0)
             os.dup2(fdout, 1)
             os.dup2(1, 2)
-            os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
+            low = 3
+            for fd in sorted(self.cache.child_fds()) if self.cache is not None else []:
+                os.closerange(low, fd)
+                low = max(low, fd + 1)
+            os.closerange(low, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
             if recipients is not None and self.batch_child is not None:
                 code = self.batch_child(sender, recipients)
             else:
@@ -264,6 +295,8 @@ class Spawner:
             return  # a child that keeps writing waits for the next turn, as the others do
         os.close(d.fdin)
         del self.running[delnum]
+        if self.cache is not None:  # a connection the child handed back is sent before its report
+            self.cache.receive()
         assert d.wstat is not None  # EOF: our copy of the write end is closed, which happens once the status is known
         if d.batch is None:
             self.write(encode_report(delnum, self.report(d.wstat, d.output)))
@@ -284,13 +317,19 @@ class Spawner:
         reader = spawnproto.RequestReader(batch=self.batch_child is not None)
         reading = True
         workers = self.workers
+        cache = self.cache
         while reading or self.running:
             socks = workers.busy_socks() if workers is not None else {}
             fds = [wake_r] + [d.fdin for d in self.running.values()] + ([0] if reading else []) + list(socks)
+            fds += cache.fds() if cache is not None else []
             try:
-                ready, _, _ = select.select(fds, [], [])
+                ready, _, _ = select.select(fds, [], [], cache.timeout() if cache is not None else None)
             except InterruptedError:
                 continue
+            if cache is not None:
+                if any(fd in ready for fd in cache.fds()):
+                    cache.receive()
+                cache.expire()
             if wake_r in ready:  # a SIGCHLD (the handler writes here): collect the dead
                 try:
                     os.read(wake_r, 512)
@@ -316,4 +355,6 @@ class Spawner:
             for delnum, d in list(self.running.items()):
                 if d.fdin in ready:
                     self.collect(delnum)
+        if cache is not None:
+            cache.close_all()
         return 0
