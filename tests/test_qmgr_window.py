@@ -26,11 +26,11 @@ def model_new(initial, limit, rate_delay):
     if limit:
         initial = min(initial, limit)
     return {"window": initial, "success": 0.0, "failure": 0.0, "cohorts": 0.0, "busy": 0,
-            "initial": initial, "limit": limit, "reason": None}
+            "initial": initial, "limit": limit, "reason": None, "ceiling": 0, "until": 0}
 
 
-def model_positive(s, kind, base):
-    """Positive feedback, as the pseudo-code says."""
+def model_positive(s, kind, base, now=0):
+    """Positive feedback, as the pseudo-code says, below a 421's ceiling while it lasts."""
     s["cohorts"] = 0.0
     if s["window"] == 0:
         s["window"] = s["busy"] if s["busy"] > 0 else s["initial"]
@@ -39,15 +39,18 @@ def model_positive(s, kind, base):
         s["success"] = s["failure"] = 0.0
         s["reason"] = None
         return
-    if (s["limit"] == 0 or s["limit"] > s["window"]) and s["window"] < s["busy"] + s["initial"]:
+    if s["ceiling"] and now >= s["until"]:
+        s["ceiling"] = 0
+    cap = min(x for x in (s["limit"], s["ceiling"]) if x) if s["limit"] or s["ceiling"] else 0
+    if (cap == 0 or cap > s["window"]) and s["window"] < s["busy"] + s["initial"]:
         g = model_amount(kind, base, s["window"])
         s["success"] += g
         while s["success"] + g / 2 >= 1:
             s["window"] += 1
             s["success"] -= 1
             s["failure"] = 0.0
-        if s["limit"]:
-            s["window"] = min(s["window"], s["limit"])
+        if cap:
+            s["window"] = min(s["window"], cap)
 
 
 def model_negative(s, kind, base, cohort_limit, reason):
@@ -68,12 +71,14 @@ def model_negative(s, kind, base, cohort_limit, reason):
     s["window"] = max(1, s["window"])
 
 
-def model_421(s):
-    """The module's documented choice: window = max(1, min(window, busy - 1)), no cohort counted."""
+def model_421(s, now=0):
+    """The module's documented choice: window = max(1, min(window, busy - 1)), no cohort counted, and that
+    window a ceiling for minimal_backoff (300) seconds."""
     if s["window"] == 0:
         return
     s["window"] = max(1, min(s["window"], s["busy"] - 1))
     s["success"] = s["failure"] = 0.0
+    s["ceiling"], s["until"] = s["window"], now + 300
 
 
 kinds = st.sampled_from(["base", "window", "sqrt"])
@@ -101,8 +106,8 @@ def test_window_follows_the_reference_model(initial, limit, pos, neg, cohort_lim
     for event in script:
         now += 100
         if event == "pos":
-            queue.positive_feedback()
-            model_positive(model, *pos)
+            queue.positive_feedback(now)
+            model_positive(model, *pos, now)
         elif event == "neg":
             queue.negative_feedback(b"connect failed", now)
             was_alive = model["window"] > 0
@@ -116,8 +121,8 @@ def test_window_follows_the_reference_model(initial, limit, pos, neg, cohort_lim
             queue.finished()
             model["busy"] = max(0, model["busy"] - 1)
         elif event == "421":
-            queue.too_many_connections()
-            model_421(model)
+            queue.too_many_connections(now)
+            model_421(model, now)
         elif event == "revive":
             revived = queue.revive_if_due(now)
             due = model["window"] == 0 and now >= died_at + 300
@@ -227,6 +232,20 @@ def test_421_takes_what_the_server_accepted_and_never_kills(window, busy):
     queue.too_many_connections()
     assert queue.window == max(1, min(window, busy - 1))
     assert queue.fail_cohorts == 0 and not queue.is_dead()
+
+
+def test_after_a_421_the_window_stays_below_it_until_minimal_backoff_has_passed():
+    queue = qmgr.DestinationQueue("d", qmgr.WindowPolicy(initial=5, limit=20, minimal_backoff=300))
+    queue.busy = 6
+    queue.too_many_connections(1000.0)  # the sixth connection was refused: the server takes 5
+    assert queue.window == 5
+    queue.busy = 5
+    for t in range(1000, 1300, 10):
+        queue.positive_feedback(float(t))
+    assert queue.window == 5  # without the ceiling 30 successes would have grown it
+    for _ in range(30):
+        queue.positive_feedback(1300.0)
+    assert queue.window > 5  # lapsed: it probes again
 
 
 @pytest.mark.parametrize("text,feedback", [

@@ -215,11 +215,11 @@ class Destinations(Generic[T]):
             return 0
         was_dead = queue.is_dead()
         if kind == POSITIVE:
-            queue.positive_feedback()
+            queue.positive_feedback(now)
         elif kind == NEGATIVE:
             queue.negative_feedback(reason, now)
         elif kind == TOO_MANY:
-            queue.too_many_connections()
+            queue.too_many_connections(now)
         queue.finished()
         if self.policy.rate_delay > 0 and not queue.is_dead():  # Postfix suspends the queue after each delivery
             self.paused[name] = now + self.policy.rate_delay

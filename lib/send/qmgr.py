@@ -20,8 +20,11 @@ sets window = max(1, min(window, busy - 1)), where `busy` counts the refused del
 still in flight when its report is read, as Postfix's busy_refcount is). The server accepted busy - 1
 connections, so that many is what it takes. It is not a connection or handshake failure in the sense of the
 pseudo-code: no failed cohort is counted, so a server that only limits its connections never makes the
-destination dead. The hysteresis counters restart (success = failure = 0), so positive feedback climbs back
-from the new window one step per delivery. A dead destination ignores it (it stays dead until revived).
+destination dead. The hysteresis counters restart (success = failure = 0), and the new window is also a
+ceiling that positive feedback does not pass for minimal_backoff seconds: the server said how many
+connections it takes, and growing past that again after a few deliveries would only buy another 421 and a
+deferral per probe. Once the ceiling lapses, positive feedback climbs one step per delivery as before. A dead
+destination ignores it (it stays dead until revived).
 
 Where the code of qmgr differs from SCHEDULER_README this follows the code (`>=` and ±feedback/2 rounding).
 A destination revived with more deliveries in flight than the limit (possible only after the limit was
@@ -136,6 +139,8 @@ class DestinationQueue:
         self.busy = 0  # deliveries in flight (Postfix's busy_refcount)
         self.reason: bytes | None = None  # why it is dead
         self.dead_since: float | None = None
+        self.ceiling = 0  # after a 421 greeting: the window positive feedback may not pass (0: none)
+        self.ceiling_until = 0.0  # when the ceiling lapses
 
     def is_dead(self) -> bool:
         """True while the destination is throttled to window 0."""
@@ -153,8 +158,8 @@ class DestinationQueue:
         """Count a delivery that ended (after its feedback was applied)."""
         self.busy = max(0, self.busy - 1)
 
-    def positive_feedback(self) -> None:
-        """Apply a delivery without connection or handshake failure ("unthrottle")."""
+    def positive_feedback(self, now: float = 0.0) -> None:
+        """Apply a delivery without connection or handshake failure ("unthrottle") at time now."""
         self.fail_cohorts = 0.0
         if self.is_dead():
             self.window = self.busy if self.busy > 0 else self.policy.effective_initial()
@@ -166,6 +171,10 @@ class DestinationQueue:
             self.dead_since = None
             return
         limit = self.policy.effective_limit()
+        if self.ceiling and now >= self.ceiling_until:
+            self.ceiling = 0
+        if self.ceiling:
+            limit = min(limit, self.ceiling) if limit else self.ceiling
         if limit != 0 and limit <= self.window:
             return
         if self.window >= self.busy + self.policy.effective_initial():
@@ -201,12 +210,15 @@ class DestinationQueue:
         if self.window < 1:
             self.window = 1
 
-    def too_many_connections(self) -> None:
-        """Apply a 421 greeting: take the connections the server accepted, counting no failed cohort."""
+    def too_many_connections(self, now: float = 0.0) -> None:
+        """Apply a 421 greeting at time now: take the connections the server accepted, counting no failed
+        cohort, and keep to that many for minimal_backoff seconds."""
         if self.is_dead():
             return
         self.window = max(1, min(self.window, self.busy - 1))
         self.success = self.failure = 0.0
+        self.ceiling = self.window
+        self.ceiling_until = now + self.policy.minimal_backoff
 
     def revive_at(self) -> float | None:
         """Return when a dead destination is retried, or None if it is alive."""
