@@ -257,6 +257,16 @@ class TlsSink:
         self.listener.close()
 
 
+def deliver_in_turn(s, tree, pattern, accepted, count=3):
+    """Queue and deliver count messages through the Spawner s one after another, recipient pattern % i; each
+    report must start with accepted."""
+    for i in range(count):
+        messid, _ = spawner_queue_message(tree, rcpt=pattern % i)
+        s.send(i, messid, b"s@example.org", pattern % i)
+        delnum, text = s.report()
+        assert delnum == i and text.startswith(accepted), text
+
+
 def test_a_session_that_did_starttls_is_never_cached(procs, tree, world_tmp):
     cert, key = self_signed(world_tmp, "cc")
     sink = TlsSink(cert, key)
@@ -264,11 +274,7 @@ def test_a_session_that_did_starttls_is_never_cached(procs, tree, world_tmp):
         (tree / "control" / "smtproutes").write_bytes(b"tls.example:[127.0.0.1]:%d\n" % sink.port)
         (tree / "control" / "smtpconnectioncache").write_bytes(b"30\n")
         s = Spawner(procs, [program("qmail-rspawn")], qenv(tree))
-        for i in range(3):
-            messid, _ = spawner_queue_message(tree, rcpt=b"t%d@tls.example" % i)
-            s.send(i, messid, b"s@example.org", b"t%d@tls.example" % i)
-            delnum, text = s.report()
-            assert delnum == i and text.startswith(b"K127.0.0.1 accepted message."), text
+        deliver_in_turn(s, tree, b"t%d@tls.example", b"K127.0.0.1 accepted message.")
         counts = wait_until(lambda: dict(sink.counts), lambda c: c["closed"] == 3, 10)
         assert counts == {"connections": 3, "tls": 3, "quits": 3, "messages": 3, "closed": 3}
         assert s.finish()[0] == 0
@@ -282,11 +288,7 @@ def test_plain_sessions_through_qmail_rspawn_reuse_one_connection(procs, tree):
         sim.write_routes(tree)
         (tree / "control" / "smtpconnectioncache").write_bytes(b"30\n")
         s = Spawner(procs, [program("qmail-rspawn")], qenv(tree))
-        for i in range(3):
-            messid, _ = spawner_queue_message(tree, rcpt=b"p%d@Plain.Example" % i)
-            s.send(i, messid, b"s@example.org", b"p%d@Plain.Example" % i)
-            delnum, text = s.report()
-            assert delnum == i and text.startswith(b"K127.0.29.60 accepted message."), text
+        deliver_in_turn(s, tree, b"p%d@Plain.Example", b"K127.0.29.60 accepted message.")
         sink = sim.sink("plain.example")
         assert sink.snapshot()["quits"] == 0
         assert s.finish()[0] == 0  # at exit every cached connection is QUIT
