@@ -174,6 +174,7 @@ class Acceptance:
 
     def __init__(self, started, port, sessions, messages):
         self.accepted = 0
+        self.ended = None  # when the client's output closed (follow)
         self.started = started
         self.cpu_before = children_cpu()
         self.t0 = time.time()
@@ -190,6 +191,7 @@ class Acceptance:
         while True:
             data = self.proc.stdout.read1(4096)
             if not data:
+                self.ended = time.time()  # its output closed: it has exited (finish() is polled 4 times a second)
                 return
             tail = (tail + data)[-64:]
             numbers = [x for x in tail.replace(b"\n", b"\r").split(b"\r") if x.strip().isdigit()]
@@ -200,8 +202,8 @@ class Acceptance:
         """Wait for qmqp-source; return (elapsed seconds, its exit code, its stderr, its CPU seconds)."""
         err = self.proc.stderr.read()
         code = self.proc.wait()
-        elapsed = time.time() - self.t0
         self.reader.join()
+        elapsed = (self.ended if self.ended is not None else time.time()) - self.t0
         self.started.procs.remove(self.proc)  # waited for: nothing left to stop
         return elapsed, code, err.decode(errors="replace").strip(), children_cpu() - self.cpu_before
 

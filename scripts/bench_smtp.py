@@ -121,6 +121,7 @@ class SmtpSource(Acceptance):
 
     def __init__(self, started, port, sessions, messages, rcpts, tls=False):
         self.accepted = 0
+        self.ended = None  # when the client's output closed (follow)
         self.started = started
         self.cpu_before = children_cpu()
         self.t0 = time.time()
