@@ -46,6 +46,7 @@ def main():
     parser.add_argument("-c", type=int, default=20, help="deliveries in flight (default %(default)s)")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pyqmail-rspawn-"))
+    os.chmod(base, 0o755)  # the tree's programs run as its accounts
     procs = Processes()
     try:
         tree = base / "qmail"
