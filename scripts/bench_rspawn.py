@@ -21,22 +21,10 @@ from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
-from bench_procs import subtree_cpu  # noqa: E402
+from bench_procs import pss_kb, subtree_cpu  # noqa: E402
 from conftest import Processes, free_port, program, qenv, wait_port  # noqa: E402
 from mailsystem import children, make_system_tree  # noqa: E402
 from test_spawners import Spawner, queue_message  # noqa: E402
-
-
-def pss_kb(pid):
-    """Return a process's proportional set size in kB (0 if gone)."""
-    try:
-        with open("/proc/%d/smaps_rollup" % pid) as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def main():
