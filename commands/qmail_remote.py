@@ -9,7 +9,7 @@ from pyqmail.lib.util.program import main
 from pyqmail.lib.remote.remotesession import Connection, Fallback, Finish, Session
 from pyqmail.lib.util.exits import TEMP_FAILURE
 
-CACHE = None  # set by qmail-rspawn in its forked child: a conncache.Link (see qmail-rspawn(8))
+CACHE = None  # set by qmail-rspawn in its worker (or forked child) per delivery: a conncache.Link (qmail-rspawn(8))
 
 USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n"
 NOCONN = b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"

@@ -222,23 +222,25 @@ class Injection:
         if st.st_mode & 0o7777 != 0o644:
             posix.fchmod(fd, 0o644)
 
-    def sync(self, fd: int) -> None:
-        """Cut a reused file to what was written, fsync and close fd."""
+    def cut(self, fd: int) -> None:
+        """Cut a file taken from the pool to what was written (once; a file created new has nothing beyond)."""
         if fd in self.reused:
             self.reused.discard(fd)
             posix.ftruncate(fd, posix.lseek(fd, 0, 1))  # 1: SEEK_CUR
+
+    def sync(self, fd: int) -> None:
+        """Cut a reused file to what was written, fsync and close fd."""
+        self.cut(fd)
         posix.fsync(fd)
         posix.close(fd)
 
     def sync_behind(self, fd: int) -> None:
         """Cut a reused file to what was written and start its writeback; commit fsyncs it (settle)."""
-        if fd in self.reused:
-            self.reused.discard(fd)
-            try:
-                posix.ftruncate(fd, posix.lseek(fd, 0, 1))  # 1: SEEK_CUR
-            except OSError:
-                posix.close(fd)
-                raise
+        try:
+            self.cut(fd)
+        except OSError:
+            posix.close(fd)
+            raise
         start_writeback(fd)
         self.unsynced = fd
 
@@ -282,14 +284,11 @@ class Injection:
             if fd not in self.reused:
                 self.set_mode(fd)
             write_parts(fd, envelope.todo_parts(self.uid, self.pid, sender, recipients))
-            if fd in self.reused:
-                self.reused.discard(fd)
-                posix.ftruncate(fd, posix.lseek(fd, 0, 1))  # 1: SEEK_CUR
+            self.cut(fd)
             start_writeback(fd)  # both files' blocks in the journal's running transaction: one commit
             self.settle()  # mess/N
             if self.mess_dir_sync:
-                split = self.messfn.rsplit("/", 1)[0]
-                fsync_dir(split) if self.dir_fd is None else fsync_dir(split, self.dir_fd)
+                fsync_dir(self.messfn.rsplit("/", 1)[0], self.dir_fd)
             self.sync(fd)  # intd/N: both durable before todo/N names the message
         except OSError:
             try:
@@ -302,7 +301,7 @@ class Injection:
         except OSError:
             self.fail(QUEUE_TODO)
         try:
-            fsync_dir("todo") if self.dir_fd is None else fsync_dir("todo", self.dir_fd)
+            fsync_dir("todo", self.dir_fd)
         except OSError:
             pass  # todo/N exists: the message is queued; only its durability under power loss is weaker
         pull_trigger("lock/trigger", self.dir_fd)

@@ -167,8 +167,7 @@ class Session:
 
     def end(self, prepend: bytes, append: bytes) -> NoReturn:
         """After the final reply: hand the connection to the cache if it is clean and wanted, else QUIT."""
-        clean = (self.park is not None and not self.features.tls and not self.conn.leftover
-                 and self.last is not None and self.last.code != 421)
+        clean = not self.features.tls and not self.conn.leftover and self.last is not None and self.last.code != 421
         if clean and self.park is not None and self.park(self):
             raise self.finish(prepend, append)
         self.quit(prepend, append)

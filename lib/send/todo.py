@@ -52,7 +52,7 @@ class Kept(NamedTuple):
 
 
 FILE_MODE = 0o600  # qmail opens with 0644 under qmail-send's umask 077
-KEEP_RCPTS = 16  # recipients a message kept in memory may have; more go through info/ and local/ as in qmail
+KEEP_RCPTS = 16  # recipients a message kept in memory may have; more go through info/ and a channel file as in qmail
 
 
 def keepable(p: Plan, remote: bool = False) -> str | None:
@@ -145,9 +145,9 @@ def splitter(queue: str, n: int) -> Split:
 
 def prepare(n: int, rewriter: Rewriter, queue: str = ".", keep: bool = False,
             keep_remote: bool = False) -> Unwritten | Kept | Result:
-    """Read and plan todo/N, no file created: an Unwritten, a Kept (if keep and the message qualifies; a
-    remote-only one too if keep_remote), or a failed Result (with aside set if todo/N's content is damaged: a last record without its NUL, an unknown
-    record, no F record). todo/N and intd/N are left alone."""
+    """Read and plan todo/N, no file created: an Unwritten, a Kept (if keep and the message qualifies; a remote-only
+    one too if keep_remote), or a failed Result (with aside set if todo/N's content is damaged: a last record
+    without its NUL, an unknown record, no F record). todo/N and intd/N are left alone."""
     split = splitter(queue, n)
     try:
         # O_NONBLOCK as qmail's open_read: a FIFO planted in todo/ reads as empty instead of hanging the loop

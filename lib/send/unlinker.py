@@ -73,5 +73,5 @@ class Unlinker:
             then(ok)
 
     def idle(self) -> bool:
-        """True when no unlink is in flight or waiting for its `then`."""
-        return not self.pending and not self.finished
+        """True when no unlink is in flight or waiting for its `then` (a path leaves pending when its then runs)."""
+        return not self.pending

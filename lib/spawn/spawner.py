@@ -240,11 +240,8 @@ class Spawner:
             os.dup2(fdmess, 0)
             os.dup2(fdout, 1)
             os.dup2(1, 2)
-            low = 3
-            for fd in sorted(self.cache.child_fds()) if self.cache is not None else []:
-                os.closerange(low, fd)
-                low = max(low, fd + 1)
-            os.closerange(low, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
+            from pyqmail.lib.spawn.localworkers import close_all_but
+            close_all_but(*(self.cache.child_fds() if self.cache is not None else ()))
             if recipients is not None and self.batch_child is not None:
                 code = self.batch_child(sender, recipients)
             else:
