@@ -62,6 +62,11 @@ def test_svscan_runs_the_tree_restarts_and_stops(world_tmp, procs):
     svscan.wait(timeout=30)
     services = [str(base / name) for name in ("qmail-send",) + SERVERS]
     subprocess.run(["svc", "-dx", *services], check=True)
+    # the loggers only once qmail-send's last line reached its log (multilog exits on TERM at once)
+    send_log = tree / "log" / "qmail-send" / "current"
+    deadline = time.time() + 60
+    while b"status: exiting" not in send_log.read_bytes() and time.time() < deadline:
+        time.sleep(0.05)
     subprocess.run(["svc", "-dx", *[s + "/log" for s in services]], check=True)
     assert wait_gone(everything, timeout=120) == []
-    assert b"status: exiting" in (tree / "log" / "qmail-send" / "current").read_bytes()
+    assert b"status: exiting" in send_log.read_bytes()
