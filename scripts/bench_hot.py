@@ -48,7 +48,10 @@ def give_back(tree):
     try:
         for name in os.listdir("todo"):
             for line in (b"todo/" + name.encode(), b"foop/" + name.encode()):
-                if qmail_clean.answer(line) != b"+":
+                outcome = qmail_clean.start(line)
+                if isinstance(outcome, str):  # its last unlink is left to the caller (qmail-clean's threads)
+                    outcome = qmail_clean.answer_unlinked(qmail_clean.removed(outcome))
+                if outcome != b"+":
                     sys.exit("bench_hot: qmail-clean's code could not remove message %s" % name)
     finally:
         os.fchdir(here)
