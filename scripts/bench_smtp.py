@@ -2,7 +2,7 @@
 smtpd, into the queue and end to end into a Maildir, alternating rounds in one run.
 
 Usage: python scripts/bench_smtp.py [--cases 20,5,20x10:300] [-m 1000] [--modes queue,e2e] [--rounds 3]
-       [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--profile] [--out docs/benchmarks-smtp.txt]
+       [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--profile] [--no-settle] [--out docs/benchmarks-smtp.txt]
 Run through scripts/bench-smtp, which installs everything first. Needs root (qmail's accounts, Postfix).
 
 A case is SESSIONS[xRECIPIENTS][t][:MESSAGES]: `smtp-source -c -s SESSIONS -r RECIPIENTS -m MESSAGES -l 2048`
@@ -41,7 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
 from bench_e2e import Acceptance, PyQmail, accept_only, code_version, show, wait_delivered, workdir  # noqa: E402
 from bench_postfix import DOMAIN, RECIPIENT, Postfix  # noqa: E402
-from bench_procs import machine_cpu, machine_shares, remove_tree, spread_runs  # noqa: E402
+from bench_procs import machine_cpu, machine_shares, remove_tree, spread_runs, wait_for_settled_frees  # noqa: E402
 from bench_qmqp import children_cpu  # noqa: E402
 from conftest import Processes, tcpserver  # noqa: E402
 from mailsystem import assign_users  # noqa: E402
@@ -334,6 +334,8 @@ def main():
     p.add_argument("--profile", action="store_true",
                    help="then one more pyqmail run (the first case, into the queue) sampled by py-spy, not in the summary")
     p.add_argument("--out", default="docs/benchmarks-smtp.txt", help="results; the chart goes beside it as .png")
+    p.add_argument("--no-settle", action="store_true", help="start at once even if a benchmark removed its trees"
+                   " in the last 400 s (every new file then scans past the freed inodes: figures not comparable)")
     args = p.parse_args()
     if not ROOT:
         sys.exit("bench_smtp: needs root (qmail's accounts, Postfix)")
@@ -351,6 +353,7 @@ def main():
         else:
             sys.exit("bench_smtp: unknown system %r" % name)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    waited = 0 if args.no_settle else wait_for_settled_frees(lambda text: print(text, file=sys.stderr, flush=True))
     started = Processes()
     base = Path(tempfile.mkdtemp(prefix="pyqmail-smtp-"))
     os.chmod(base, 0o755)
@@ -371,7 +374,10 @@ def main():
     report("# SMTP benchmark, %s, %s, %d cores (shared with other work: figures are noisy, compare within the run),"
            " load average %.1f at the start" % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                                 os.uname().nodename, os.cpu_count(), os.getloadavg()[0]))
-    report("# command: scripts/bench-smtp %s; code: %s" % (" ".join(sys.argv[1:]), code_version()))
+    report("# command: scripts/bench-smtp %s; code: %s; started %s" % (
+        " ".join(sys.argv[1:]), code_version(), "at once (--no-settle)" if args.no_settle else
+        "after waiting %.0f s for an earlier benchmark's freed inodes to settle" % waited if waited else
+        "with no benchmark removal in the last 400 s"))
     report("# smtp-source -c -l 2048 -M client.example, one message per connection; every message fsynced before its"
            " 250, every Maildir file before it counts as delivered")
     try:
