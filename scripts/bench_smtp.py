@@ -2,7 +2,8 @@
 smtpd, into the queue and end to end into a Maildir, alternating rounds in one run.
 
 Usage: python scripts/bench_smtp.py [--cases 20,5,20x10:300] [-m 1000] [--modes queue,e2e] [--rounds 3]
-       [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--profile] [--no-settle] [--out docs/benchmarks-smtp.txt]
+       [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--profile] [--no-settle]
+       [--out docs/benchmarks-smtp.txt]
 Run through scripts/bench-smtp, which installs everything first. Needs root (qmail's accounts, Postfix).
 
 A case is SESSIONS[xRECIPIENTS][t][:MESSAGES]: `smtp-source -c -s SESSIONS -r RECIPIENTS -m MESSAGES -l 2048`
