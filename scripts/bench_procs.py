@@ -36,11 +36,11 @@ def proc_stat(pid):
             utime / TICK, cutime / TICK)
 
 
-Disk = namedtuple("Disk", "writes flushes reads kb_written write_ms discards discard_ms")
+Disk = namedtuple("Disk", "writes flushes reads kb_written write_ms discards discard_ms busy_ms")
 Disk.__doc__ = ("A device's counts from /proc/diskstats: block writes (an fsync's cache flush is a request of "
                 "its own that the device's write count also includes: writes here are the others, data and "
                 "metadata), cache flushes, reads, kB written, ms spent writing, discards (blocks freed on a "
-                "mount with `discard`) and ms spent discarding.")
+                "mount with `discard`), ms spent discarding, and ms the device had any request in flight (busy).")
 
 
 def disk_counts(path):
@@ -55,7 +55,7 @@ def disk_counts(path):
                     writes, flushes = int(fields[7]), int(fields[18]) if len(fields) > 18 else 0
                     discards = (int(fields[14]), int(fields[17])) if len(fields) > 17 else (0, 0)
                     return Disk(writes - flushes, flushes, int(fields[3]), int(fields[9]) / 2, int(fields[10]),
-                                *discards)
+                                *discards, int(fields[12]))
     except (OSError, ValueError, IndexError):
         pass
     return None

@@ -73,7 +73,9 @@ def report_run(r, report):
     d = r.get("disk")
     if d:
         report("  the disk (whole device, over the run): %.1f block writes, %.1f cache flushes and %.2f reads"
-               " per message" % (d.writes / per, d.flushes / per, d.reads / per))
+               " per message; busy %.2f ms per message%s" % (
+                   d.writes / per, d.flushes / per, d.reads / per, d.busy_ms / per,
+                   " (%.0f%% of the run)" % (100 * d.busy_ms / 1000 / r["e2e_s"]) if r.get("e2e_s") else ""))
     shares = machine_shares(r["machine"]) if r.get("machine") else None
     if shares:  # steal: the host's other guests
         report("  the whole machine over the run: busy %.0f%%, idle %.0f%%, iowait %.0f%%, steal %.0f%% of its CPU"
