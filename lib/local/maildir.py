@@ -90,10 +90,12 @@ def _link_unnamed(fd: int, dfd: int) -> None:
 
 
 def _copy(fd: int, head: bytes, fd_in: int) -> None:
-    """Write head and the message to fd, then fsync it."""
-    write_all(fd, head)
+    """Write head and the message to fd (head with the first read, in one write), then fsync it."""
     for chunk in msgfd.chunks(fd_in):
-        write_all(fd, chunk)
+        write_all(fd, head + chunk if head else chunk)
+        head = b""
+    if head:
+        write_all(fd, head)
     os.fsync(fd)
 
 
