@@ -132,10 +132,11 @@ class LocalWorkers:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         close_all_but(sock.fileno(), *self.keep)
-        null = os.open(os.devnull, os.O_RDWR)  # kept open: fds 0-2 go back to it after every delivery
+        null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        keep = (sock.fileno(), null, *self.keep)
+        os.close(null)
+        keep = (sock.fileno(), *self.keep)
         code = self.become(*key)
         if code:
             return code
@@ -157,9 +158,10 @@ class LocalWorkers:
                 os.close(fd)
             os.dup2(1, 2)
             code = self.serve(data.split(b"\0"), fds[2:])
+            null = os.open(os.devnull, os.O_RDWR)  # (not one kept open: a worker holds no descriptor but its own)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)  # the pipe's write end closes here: the spawner then sees its end
-            close_all_but(*keep)  # whatever the delivery left open
+            close_all_but(*keep)  # whatever the delivery left open, and null
             envsnapshot.restore(environ)
             os.chdir("/")
             os.umask(mask)
