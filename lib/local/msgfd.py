@@ -50,7 +50,8 @@ def read_text(e: MessageReadError) -> str:
 def header_has_line(fd: int, wanted: bytes) -> bool:
     """Return True if a header line of the message (before the first empty line) equals wanted."""
     rewind(fd)
-    if len(wanted) > 1 and wanted.find(b"\n") == len(wanted) - 1:  # one whole line: look for it in the first read's header at once
+    # one whole line: look for it in the first read's header at once
+    if len(wanted) > 1 and wanted.find(b"\n") == len(wanted) - 1:
         try:
             first = os.read(fd, CHUNK)
         except OSError as e:
