@@ -19,13 +19,17 @@ HARD_EXITS = frozenset((100, 64, 65, 70, 76, 77, 78, 112))
 
 
 def parse_args(argv):
-    """Return (deliver?, [8 operands as bytes]) from `[-nN] user homedir local dash ext domain sender dd`."""
-    try:
-        flags, rest = options(argv, "nN", "qmail-local")
-    except BadOption:
-        raise Exit(PERM_FAILURE, USAGE)
-    doit = not flags or flags[-1][0] == "N"
-    operands = [os.fsencode(a) for a in rest]
+    """Return (deliver?, [8 operands as bytes]) from `[-nN] user homedir local dash ext domain sender dd`
+    (str, or bytes as a qmail-lspawn worker passes them, `--` first)."""
+    if argv[:1] == [b"--"]:  # no options: the operands as they are, without a round trip through str
+        doit, operands = True, argv[1:]
+    else:
+        try:
+            flags, rest = options([os.fsdecode(a) for a in argv], "nN", "qmail-local")
+        except BadOption:
+            raise Exit(PERM_FAILURE, USAGE)
+        doit = not flags or flags[-1][0] == "N"
+        operands = [os.fsencode(a) for a in rest]
     if len(operands) != 8 or not operands[1].startswith(b"/"):
         raise Exit(PERM_FAILURE, USAGE)
     return doit, operands

@@ -7,7 +7,7 @@ from pyqmail.lib.spawn import spawnproto
 from pyqmail.lib.util.errstr import is_temp
 from pyqmail.lib.util.exits import (PERM_FAILURE, QLX_EXECHARD, QLX_EXECSOFT, QLX_NOMEM, QLX_ROOT, QLX_SYS, QLX_USAGE,
                                     TEMP_FAILURE, Exit)
-from pyqmail.lib.util.program import main
+from pyqmail.lib.util.program import call, main
 
 OVERRIDE = "QMAILLOCAL"  # a qmail-local program to exec instead of the pre-loaded one
 
@@ -116,8 +116,7 @@ def serve_local(argv, extra=()):
     """In a worker: run the pre-loaded qmail-local on one delivery (extra descriptors: none are sent); return
     its exit code."""
     from pyqmail.commands import qmail_local
-    from pyqmail.lib.util.program import call
-    return call("qmail-local", qmail_local.body, 111, argv=[os.fsdecode(a) for a in argv])
+    return call("qmail-local", qmail_local.body, 111, argv=argv)  # bytes, `--` first: taken as they are
 
 
 def body(argv):

@@ -50,21 +50,35 @@ def ufline(sender: bytes, now: float) -> bytes:
 
 
 class Delivery:
-    """What one qmail-local run knows about its recipient: the lines and the program environment."""
+    """What one qmail-local run knows about its recipient: the lines and the program environment (the From_
+    line and the environment made only when an mbox or a |program line asks: a maildir needs neither)."""
 
     def __init__(self, user: bytes, home: bytes, local: bytes, ext: bytes, host: bytes, sender: bytes,
                  now: float) -> None:
-        self.local, self.host, self.sender = local, host, sender
+        self.user, self.home, self.local, self.ext, self.host, self.sender, self.now = (
+            user, home, local, ext, host, sender, now)
         self.dtline = dtline(local, host)
         self.rpline = rpline(sender)
-        self.ufline = ufline(sender, now)
-        ext2, ext3, ext4 = ext_parts(ext)
-        host2, host3, host4 = host_parts(host)
-        self.env = {
-            b"HOST": host, b"HOME": home, b"USER": user, b"LOCAL": local,
-            b"RECIPIENT": local + b"@" + host, b"DTLINE": self.dtline, b"SENDER": sender,
+        self._ufline: bytes | None = None
+
+    @property
+    def ufline(self) -> bytes:
+        """The mbox From_ line, made on first use."""
+        if self._ufline is None:
+            self._ufline = ufline(self.sender, self.now)
+        return self._ufline
+
+    @property
+    def env(self) -> dict[bytes, bytes]:
+        """The variables qmail-local sets for |program lines (dot-qmail(5) ENVIRONMENT VARIABLES)."""
+        ext2, ext3, ext4 = ext_parts(self.ext)
+        host2, host3, host4 = host_parts(self.host)
+        local, host = self.local, self.host
+        return {
+            b"HOST": host, b"HOME": self.home, b"USER": self.user, b"LOCAL": local,
+            b"RECIPIENT": local + b"@" + host, b"DTLINE": self.dtline, b"SENDER": self.sender,
             b"RPLINE": self.rpline, b"UFLINE": self.ufline,
-            b"EXT": ext, b"EXT2": ext2, b"EXT3": ext3, b"EXT4": ext4,
+            b"EXT": self.ext, b"EXT2": ext2, b"EXT3": ext3, b"EXT4": ext4,
             b"HOST2": host2, b"HOST3": host3, b"HOST4": host4,
         }
 

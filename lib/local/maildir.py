@@ -13,6 +13,7 @@ from pyqmail.lib.local import msgfd
 from pyqmail.lib.util.errstr import is_temp
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
+from pyqmail.lib.util.procid import getpid
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -52,7 +53,7 @@ def _with_unique_name(make: Callable[[str], T]) -> T:
     """Return make(a fresh unique name), trying another name while one exists (3 tries, 2 s apart)."""
     host = hostname()
     for attempt in range(TRIES):
-        name = unique_name(time.time(), os.getpid(), host, os.urandom(4).hex())
+        name = unique_name(time.time(), getpid(), host, os.urandom(4).hex())
         try:
             return make(name)
         except FileExistsError:
@@ -89,10 +90,12 @@ def _link_unnamed(fd: int, dfd: int) -> None:
 
 
 def _copy(fd: int, head: bytes, fd_in: int) -> None:
-    """Write head and the message to fd, then fsync it."""
-    write_all(fd, head)
+    """Write head and the message to fd (head with the first read, in one write), then fsync it."""
     for chunk in msgfd.chunks(fd_in):
-        write_all(fd, chunk)
+        write_all(fd, head + chunk if head else chunk)
+        head = b""
+    if head:
+        write_all(fd, head)
     os.fsync(fd)
 
 
@@ -109,6 +112,11 @@ def _fsync_new(dfd: int) -> None:
     os.close(nfd)
 
 
+def _give_up(*_: object) -> NoReturn:
+    """SIGALRM during a maildir delivery: qmail-local's whole-delivery timeout."""
+    raise Exit(TEMP_FAILURE, "Timeout on maildir delivery. (#4.3.0)")
+
+
 def deliver(directory: bytes, head: bytes, fd_in: int) -> None:
     """Deliver the message on fd_in, preceded by head (RPLINE, DTLINE), into the maildir directory."""
     import _signal
@@ -118,11 +126,8 @@ def deliver(directory: bytes, head: bytes, fd_in: int) -> None:
     except OSError as e:
         raise Exit(TEMP_FAILURE, TEMP_ERROR if is_temp(e.errno) else "Unable to chdir to maildir. (#4.2.1)")
     tmp: str | None = None  # tmp/<unique>, once created there
-
-    def give_up(*_: object) -> NoReturn:
-        raise Exit(TEMP_FAILURE, "Timeout on maildir delivery. (#4.3.0)")
-
-    _signal.signal(_signal.SIGALRM, give_up)
+    if _signal.getsignal(_signal.SIGALRM) is not _give_up:  # a reused worker sets it once, not per delivery
+        _signal.signal(_signal.SIGALRM, _give_up)
     _signal.alarm(DEATH)
     try:
         fd = _open_unnamed(dfd)
@@ -146,8 +151,7 @@ def deliver(directory: bytes, head: bytes, fd_in: int) -> None:
     except OSError:
         raise Exit(TEMP_FAILURE, TEMP_ERROR)
     finally:
-        _signal.alarm(0)
-        _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
+        _signal.alarm(0)  # the handler stays: with no alarm pending it is never called
         if tmp:
             try:
                 os.unlink(tmp, dir_fd=dfd)

@@ -50,6 +50,23 @@ def read_text(e: MessageReadError) -> str:
 def header_has_line(fd: int, wanted: bytes) -> bool:
     """Return True if a header line of the message (before the first empty line) equals wanted."""
     rewind(fd)
+    # one whole line: look for it in the first read's header at once
+    if len(wanted) > 1 and wanted.find(b"\n") == len(wanted) - 1:
+        try:
+            first = os.read(fd, CHUNK)
+        except OSError as e:
+            raise MessageReadError(e.errno)
+        if first[:1] == b"\n":
+            return False  # no header at all
+        end = first.find(b"\n\n")
+        if end >= 0:
+            return first.startswith(wanted) or first.find(b"\n" + wanted, 0, end + 1) >= 0
+        rewind(fd)  # the header goes on past the first read: line by line below
+    return _header_has_line(fd, wanted)
+
+
+def _header_has_line(fd: int, wanted: bytes) -> bool:
+    """header_has_line for any header length, holding at most one line of wanted's length."""
     line = bytearray()
     too_long = False
     for chunk in chunks(fd):

@@ -92,6 +92,8 @@ class Channel:
         self.used = 0
         self.alive = True
         self.pending = b""  # a command the spawner's pipe has not taken yet
+        self.holding = False  # in step(): requests are held in pending and written together at its end
+        self.held = 0  # bytes of pending that this step's starts put there (the pipe is free but for them)
         self.reports = bytearray()
         self.job: Job | None = None  # the pass: its job, the channel file's records and the read position
         self.records, self.pos = b"", 0
@@ -136,8 +138,17 @@ class Channel:
         return split_name(self.name, id)
 
     def can_deliver(self) -> bool:
-        """qmail's del_avail: spawner alive, its pipe free, a slot free."""
-        return self.alive and not self.pending and self.used < self.concurrency
+        """qmail's del_avail: spawner alive, its pipe free (but for the requests this step holds), a slot free."""
+        return self.alive and len(self.pending) == self.held and self.used < self.concurrency
+
+    def hand_over(self, request: bytes) -> None:
+        """Send a request to the spawner: at once, or within step() at its end with the others it starts."""
+        if self.holding:
+            self.pending += request
+            self.held = len(self.pending)
+        else:
+            self.pending = request
+            self.write_pending()
 
     def write_pending(self) -> None:
         """Write as much of the pending command as the pipe takes (after the log lines before it)."""
@@ -169,8 +180,7 @@ class Channel:
         self.used += 1
         job.refs += 1
         messid = b"%d/%d" % (job.id % SPLIT, job.id)
-        self.pending = encode_request(delnum, messid, verp.delivery_sender(job.sender, recip), recip)
-        self.write_pending()
+        self.hand_over(encode_request(delnum, messid, verp.delivery_sender(job.sender, recip), recip))
         send.log(sendlog.starting_delivery(d.delid, job.id, self.name, recip))
         send.log_status()
 
@@ -188,8 +198,7 @@ class Channel:
         self.used += 1
         job.refs += 1
         messid = b"%d/%d" % (job.id % SPLIT, job.id)
-        self.pending = encode_batch(delnum, messid, job.sender, [d.recip for d in items])
-        self.write_pending()
+        self.hand_over(encode_batch(delnum, messid, job.sender, [d.recip for d in items]))
         for d in items:
             send.log(sendlog.starting_delivery(d.delid, job.id, self.name, d.recip))
         send.log_status()
@@ -370,10 +379,23 @@ class Channel:
         self.close_job(job)
 
     def step(self, recent: int) -> None:
-        """One pass step (qmail's pass_dochan): open a due message, then start at most one delivery; under qmgr,
-        read the message's recipients in and start what the windows allow."""
-        self.pass_step(recent)
-        self.dispatch()
+        """Pass steps (qmail's pass_dochan): open a due message, then start its deliveries while slots are free
+        (qmail starts one per turn of its loop; the others would follow in the next turns, each with its own
+        select and write); under qmgr, read the message's recipients in and start what the windows allow. The
+        requests go to the spawner in one write at the end, after the log lines of their starts."""
+        self.holding = True
+        try:
+            self.pass_step(recent)
+            while not self.qmgr and self.job is not None and self.can_deliver() and not self.send.exitasap:
+                used = self.used
+                self.pass_step(recent)
+                if self.used == used:
+                    break  # a D record, or the pass's end: the next turn goes on
+            self.dispatch()
+        finally:
+            self.holding, self.held = False, 0
+        if self.pending:
+            self.write_pending()
 
     def pass_step(self, recent: int) -> None:
         """One pass step (qmail's pass_dochan), or a whole pass read in under qmgr."""

@@ -27,12 +27,13 @@ def flush_log() -> None:
 
 
 _SAFE = frozenset(range(33, 127)) - {ord("%")}
+# byte -> what logsafe writes for it, as one translate table (a Python loop per byte was 2 per delivery's log lines)
+_LOGSAFE = bytes(c if c in _SAFE else 0x2F if c == 0x0A else 0x5F for c in range(256))
 
 
 def logsafe(text: bytes) -> bytes:
     """Return text as qsutil's logsafe writes it: up to its first NUL, `\\n`→`/`, unsafe bytes→`_`."""
-    text = text.split(b"\0", 1)[0]  # qmail logs C strings
-    return bytes(c if c in _SAFE else 0x2F if c == 0x0A else 0x5F for c in text)
+    return text.split(b"\0", 1)[0].translate(_LOGSAFE)  # qmail logs C strings
 
 
 def split_fn(directory: str, n: int) -> bytes:

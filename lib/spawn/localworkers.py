@@ -10,18 +10,16 @@ qmail-rspawn's workers run qmail-remote the same way, all under qmail-rspawn's o
 
 from __future__ import annotations
 
-import _signal
 import os
 import signal
 import socket
+import struct
 
 from pyqmail.lib.util import envsnapshot
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
     from collections.abc import Callable
-    from types import FrameType
-    from typing import NoReturn
 
     Key = tuple[int, int]  # (uid, gid): whom a worker delivers as
 
@@ -128,29 +126,31 @@ class LocalWorkers:
             self.retire(w)
 
     def worker(self, sock: socket.socket, key: Key) -> int:
-        """In the worker: become the user, then serve requests until the socket ends; return the exit code."""
+        """In the worker: become the user, then serve requests until the socket ends or stays silent for
+        MAX_IDLE seconds; return the exit code."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
         close_all_but(sock.fileno(), *self.keep)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
+        keep = (sock.fileno(), *self.keep)
         code = self.become(*key)
         if code:
             return code
         os.chdir("/")  # not the queue: the user may not read it; qmail-local goes to the user's home
         environ, mask = envsnapshot.take(), os.umask(0o077)
         os.umask(mask)
-        signal.signal(signal.SIGALRM, idle_exit)
+        # the idle limit is the socket's receive timeout: no alarm(2) and handler around every request
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", MAX_IDLE, 0))
         buf = bytearray(REQUEST_MAX)
         while True:
-            signal.alarm(MAX_IDLE)
             try:
                 data, fds = receive(sock, buf)
-            except OSError:
+            except OSError:  # the timeout (EAGAIN), or the socket is gone
                 return 0
-            signal.alarm(0)
             if not data or not 2 <= len(fds) <= 2 + EXTRA_FDS:
                 return 0
             for fd, target in zip(fds, (0, 1)):
@@ -158,15 +158,13 @@ class LocalWorkers:
                 os.close(fd)
             os.dup2(1, 2)
             code = self.serve(data.split(b"\0"), fds[2:])
-            null = os.open(os.devnull, os.O_RDWR)
+            null = os.open(os.devnull, os.O_RDWR)  # (not one kept open: a worker holds no descriptor but its own)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)  # the pipe's write end closes here: the spawner then sees its end
-            os.close(null)
-            close_all_but(sock.fileno(), *self.keep)  # whatever the delivery left open
+            close_all_but(*keep)  # whatever the delivery left open, and null
             envsnapshot.restore(environ)
             os.chdir("/")
             os.umask(mask)
-            _signal.signal(_signal.SIGALRM, idle_exit)  # _signal: no enum conversions per delivery
             sock.send(bytes([code & 0xFF]))
 
 
@@ -181,15 +179,16 @@ def receive(sock: socket.socket, buf: bytearray) -> tuple[bytes, list[int]]:
     return bytes(memoryview(buf)[:n]), fds
 
 
-def idle_exit(signum: int, frame: FrameType | None) -> NoReturn:
-    """SIGALRM in an idle worker: no request for MAX_IDLE seconds, so exit."""
-    os._exit(0)
+_open_max: list[int] = []  # [sysconf(_SC_OPEN_MAX)], asked once per process (each ask is a getrlimit)
 
 
 def close_all_but(*keep: int) -> None:
     """Close every descriptor from 3 up except those in keep."""
+    if not _open_max:
+        _open_max.append(os.sysconf("SC_OPEN_MAX"))
     low = 3
     for fd in sorted(keep):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, max(low, _open_max[0]))

@@ -86,6 +86,7 @@ class Spawner:
         self.batch_launch = batch_launch  # set: a batch goes to a reused worker (workers), not a fork
         self.running: dict[int, Delivery] = {}  # by delnum
         self.writing = True
+        self.unsent: list[bytes] = []  # reports of this turn of the loop, written together at its end
         self.cache = cache  # qmail-rspawn's SMTP connection cache, if on
 
     def fork(self, host: bytes) -> int:
@@ -103,8 +104,16 @@ class Spawner:
         return pid
 
     def write(self, data: bytes) -> None:
-        """Write to qmail-send; after a failure (EPIPE: SIGPIPE is ignored), stop writing for good (spawn.c's
-        okwrite)."""
+        """Queue data for qmail-send; flush() writes it at the end of the loop's turn."""
+        self.unsent.append(data)
+
+    def flush(self) -> None:
+        """Write the turn's reports to qmail-send in one write (it then acts on them in one turn of its own);
+        after a failure (EPIPE: SIGPIPE is ignored), stop writing for good (spawn.c's okwrite)."""
+        if not self.unsent:
+            return
+        data = b"".join(self.unsent)
+        self.unsent.clear()
         if not self.writing:
             return
         try:
@@ -311,11 +320,13 @@ class Spawner:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wake_w)
         self.write(bytes([self.limit]))
+        self.flush()
         reader = spawnproto.RequestReader(batch=self.batch_child is not None)
         reading = True
         workers = self.workers
         cache = self.cache
         while reading or self.running:
+            self.flush()  # the last turn's reports, before waiting
             socks = workers.busy_socks() if workers is not None else {}
             fds = [wake_r] + [d.fdin for d in self.running.values()] + ([0] if reading else []) + list(socks)
             fds += cache.fds() if cache is not None else []
@@ -336,7 +347,7 @@ class Spawner:
             if 0 in ready:
                 data: bytes | None
                 try:
-                    data = os.read(0, 1024)
+                    data = os.read(0, 4096)  # qmail-send writes a message's requests together
                 except OSError as e:
                     data = b"" if e.errno != errno.EINTR else None
                 if data == b"":
@@ -352,6 +363,7 @@ class Spawner:
             for delnum, d in list(self.running.items()):
                 if d.fdin in ready:
                     self.collect(delnum)
+        self.flush()
         if cache is not None:
             cache.close_all()
         return 0

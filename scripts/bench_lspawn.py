@@ -1,0 +1,133 @@
+"""CPU per local delivery of qmail-lspawn and its reused qmail-local workers (issue 23), driven over its pipes as
+qmail-send drives it, without qmail-send, SMTP or a benchmark peer: what the delivery side itself costs.
+
+Usage (root, or a single-user tree when not): python scripts/bench_lspawn.py [-n 3000] [-r 10] [-c 10]
+       [--dir /dev/shm] [--rounds 3]
+A message of 2 KB is queued once with the real qmail-queue; then -n deliveries of it (-r of them per "message",
+each to a different local part assigned to one Maildir, as smtp-source -r does) are asked with up to -c in
+flight (concurrencylocal), every report read. The tree lives under --dir: on tmpfs (the default) fsync costs
+nothing and no inode allocator scans, so the figure is the Python work and the system calls; on a disk it
+includes the file system. Prints user and system CPU per delivery of qmail-lspawn and its children (wait4's
+/proc: its live children and those it reaped included).
+"""
+
+import argparse
+import os
+import pwd
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(os.path.dirname(HERE), "tests")]
+from conftest import make_tree, program, qenv, queue_message, queued  # noqa: E402
+from pyqmail.lib.spawn.spawnproto import encode_request  # noqa: E402
+
+ROOT = os.geteuid() == 0
+
+
+def setup(base, recipients):
+    """Make the tree, a home with a Maildir and users/assign for bench, 2bench ... ; return (tree, messid)."""
+    pw = pwd.getpwnam("nobody") if ROOT else pwd.getpwuid(os.getuid())
+    os.chmod(base, 0o755)
+    tree = make_tree(base / "qmail", *(("--me", "test.example") if ROOT else
+                                      ("--single-user", "--me", "test.example")))
+    home = base / "home"
+    for d in (home, home / "Maildir", home / "Maildir" / "new", home / "Maildir" / "cur", home / "Maildir" / "tmp"):
+        d.mkdir()
+        os.chmod(d, 0o755 if d == home else 0o700)
+        if ROOT:
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+    lines = "".join("=%s:%s:%d:%d:%s:::\n" % (local, pw.pw_name, pw.pw_uid, pw.pw_gid, home)
+                    for local in locals_(recipients))
+    (tree / "users" / "assign").write_text(lines + ".\n")
+    subprocess.run([program("qmail-newu")], env=qenv(tree), check=True)
+    body = b"Subject: bench\n\n" + (b"x" * 70 + b"\n") * 28
+    assert queue_message(tree, body, b"Fsender@bench.example\0Tbench@test.example\0\0") == 0
+    n = max(queued(tree))
+    return tree, b"%d/%d" % (n % 23, n)
+
+
+def locals_(recipients):
+    """bench, 2bench, 3bench ...: smtp-source -r's recipients."""
+    return ["bench"] + ["%dbench" % i for i in range(2, recipients + 1)]
+
+
+def run(tree, messid, count, recipients, concurrency):
+    """Drive one qmail-lspawn through count deliveries; return (seconds, user CPU, system CPU, failures)."""
+    p = subprocess.Popen([program("qmail-lspawn"), "./Maildir/"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         env=qenv(tree))
+    out, inp = p.stdout.fileno(), p.stdin.fileno()
+    buf = os.read(out, 1)[1:]
+    rcpts = [b"%s@test.example" % r.encode() for r in locals_(recipients)]
+    free = list(range(concurrency))
+    asked = done = failed = 0
+    start = time.time()
+    while done < count:
+        while free and asked < count:
+            os.write(inp, encode_request(free.pop(), messid, b"sender@bench.example", rcpts[asked % recipients]))
+            asked += 1
+        select.select([out], [], [], 30)
+        buf += os.read(out, 65536)
+        while True:
+            end = buf.find(b"\0", 1)
+            if end < 0:
+                break
+            report, buf = buf[:end], buf[end + 1:]
+            free.append(report[0])
+            failed += report[1:2] != b"K"
+            done += 1
+    seconds = time.time() - start
+    user, system, own = cpu(p.pid)
+    p.stdin.close()
+    p.stdout.read()
+    p.wait()
+    return seconds, user, system, own, failed
+
+
+def cpu(pid):
+    """Return (user, system) seconds of pid, its live children and the children it reaped (/proc, in ticks)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        kids = [int(k) for k in f.read().split()]
+    user = system = 0
+    own = (0, 0)
+    for n, each in enumerate([pid] + kids):
+        with open("/proc/%d/stat" % each) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        user += int(fields[11]) + (int(fields[13]) if n == 0 else 0)
+        system += int(fields[12]) + (int(fields[14]) if n == 0 else 0)
+        if n == 0:
+            own = (int(fields[11]) / tick, int(fields[12]) / tick)
+    return user / tick, system / tick, own
+
+
+def main():
+    """Run the rounds and print CPU per delivery."""
+    a = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    a.add_argument("-n", type=int, default=3000, help="deliveries per round (%(default)s)")
+    a.add_argument("-r", type=int, default=10, help="recipients per message (%(default)s)")
+    a.add_argument("-c", type=int, default=10, help="deliveries in flight (%(default)s)")
+    a.add_argument("--dir", default="/dev/shm", help="where the tree goes (%(default)s)")
+    a.add_argument("--rounds", type=int, default=3)
+    args = a.parse_args()
+    for r in range(args.rounds):
+        base = Path(tempfile.mkdtemp(prefix="pyqmail-bench-lspawn-", dir=args.dir))
+        try:
+            tree, messid = setup(base, args.r)
+            seconds, user, system, own, failed = run(tree, messid, args.n, args.r, args.c)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        print("round %d: %d deliveries (-r %d, -c %d) in %.2f s, %.0f/s; CPU per delivery %.1f us user, %.1f us "
+              "system, %.1f us in all (qmail-lspawn itself %.1f us user, %.1f us system); %d failed"
+              % (r + 1, args.n, args.r, args.c, seconds, args.n / seconds, 1e6 * user / args.n,
+                 1e6 * system / args.n, 1e6 * (user + system) / args.n, 1e6 * own[0] / args.n,
+                 1e6 * own[1] / args.n, failed), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The delivery side's short cuts (issue 23) give what the long ways gave: the Delivered-To search in the first
+read, qmail-local's bytes operands from a worker, the lazily made From_ line and program environment, a worker's
+idle limit as its socket's receive timeout, and qmail-send's starts of one message's deliveries in one write."""
+
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+from hypothesis import given, settings, strategies as st
+
+from pyqmail.commands import qmail_local
+from pyqmail.lib.local import delivery_env, msgfd
+from pyqmail.lib.spawn import localworkers
+
+from test_qmail_send import start_send, wait_for
+
+WANTED = b"Delivered-To: joe@test.example\n"
+line = st.one_of(st.just(WANTED), st.just(WANTED[:-1]), st.just(b"X" + WANTED), st.just(b"\n"),
+                 st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"") + b"\n"))
+
+
+def search_both(data, wanted):
+    """Return (header_has_line, the line-by-line search) on data in a file."""
+    with tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        fd = f.fileno()
+        fast = msgfd.header_has_line(fd, wanted)
+        msgfd.rewind(fd)
+        return fast, msgfd._header_has_line(fd, wanted)
+
+
+@settings(max_examples=300)
+@given(st.lists(line, max_size=8), st.binary(max_size=60), st.booleans())
+def test_the_first_read_search_agrees_with_the_line_by_line_one(lines, tail, final_newline):
+    data = b"".join(lines) + tail + (b"\n" if final_newline else b"")
+    fast, slow = search_both(data, WANTED)
+    assert fast == slow
+
+
+def test_the_search_past_the_first_read_and_in_the_body():
+    long_header = b"X-Long: " + b"a" * (msgfd.CHUNK + 10) + b"\n"
+    assert search_both(long_header + WANTED + b"\nbody\n", WANTED) == (True, True)
+    assert search_both(b"Subject: x\n\n" + WANTED, WANTED) == (False, False)  # in the body: no loop
+    assert search_both(b"\n" + WANTED, WANTED) == (False, False)
+    assert search_both(WANTED + b"\n", WANTED) == (True, True)
+    assert search_both(b"", WANTED) == (False, False)
+    assert search_both(b"\n", b"\n") == (True, True)  # a wanted line that is the empty line: the long way
+
+
+def test_qmail_local_takes_a_workers_bytes_operands_as_they_are():
+    ops = [b"joe", b"/home/j\xffoe", b"joe", b"", b"", b"test.example", b"s@x", b"./Maildir/"]
+    assert qmail_local.parse_args([b"--"] + ops) == (True, ops)
+    assert qmail_local.parse_args(["--"] + [os.fsdecode(o) for o in ops]) == (True, ops)
+    assert qmail_local.parse_args(["-n"] + [os.fsdecode(o) for o in ops]) == (False, ops)
+
+
+def test_the_from_line_and_program_environment_are_as_before_when_asked():
+    d = delivery_env.Delivery(b"joe", b"/home/joe", b"joe-x-y-z", b"x-y-z", b"a.b.c.example", b"s@x", 86400.5)
+    assert d.ufline == delivery_env.ufline(b"s@x", 86400.5) == b"From s@x Fri Jan 02 00:00:00 1970\n"
+    env = d.program_env({b"PATH": b"/bin", b"DEFAULT": b"gone"}, b"y-z", b"s@x")
+    assert env[b"UFLINE"] == d.ufline and env[b"DTLINE"] == b"Delivered-To: joe-x-y-z@a.b.c.example\n"
+    assert (env[b"EXT2"], env[b"EXT3"], env[b"EXT4"]) == (b"y-z", b"z", b"")
+    assert (env[b"HOST2"], env[b"HOST3"], env[b"HOST4"]) == (b"a.b.c", b"a.b", b"a")
+    assert env[b"DEFAULT"] == b"y-z" and env[b"PATH"] == b"/bin" and env[b"NEWSENDER"] == b"s@x"
+
+
+def test_an_idle_worker_exits_after_its_receive_timeout_and_serves_until_then(monkeypatch):
+    monkeypatch.setattr(localworkers, "MAX_IDLE", 1)
+    workers = localworkers.LocalWorkers(lambda uid, gid: 0, lambda argv, extra: 7 if argv == [b"a", b"b"] else 1)
+    w = workers.fork((os.getuid(), os.getgid()))
+    try:
+        r, wr = os.pipe()
+        assert workers.send(w, [b"a", b"b"], r, wr)
+        os.close(r)
+        os.close(wr)
+        w.sock.settimeout(10)
+        assert workers.answer(w) == 7 << 8
+        started = time.time()
+        deadline = started + 20
+        while time.time() < deadline:
+            pid, status = os.waitpid(w.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the idle worker did not exit")
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert 0.8 <= time.time() - started < 10
+    finally:
+        try:
+            os.kill(w.pid, signal.SIGKILL)
+            os.waitpid(w.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        w.sock.close()
+
+
+RECORDING_SPAWNER = """import os, sys
+os.write(1, bytes([10]))
+log = open(sys.argv[1], "ab", buffering=0)
+while True:
+    data = os.read(0, 65536)
+    if not data:
+        break
+    log.write(b"%d\\n" % data.count(b"@test.example\\0"))
+"""
+
+
+def test_qmail_send_writes_one_messages_deliveries_to_the_spawner_in_one_write(procs, tree, world_tmp):
+    from conftest import queue_message
+    reads = world_tmp / "reads"
+    proc, log = start_send(procs, tree, lspawn=[sys.executable, "-c", RECORDING_SPAWNER, str(reads)])
+    rcpts = b"".join(b"Tu%d@test.example\0" % i for i in range(6))
+    assert queue_message(tree, b"Subject: x\n\nbody\n", b"F\0" + rcpts + b"\0") == 0
+    wait_for(log, b"starting delivery ", count=6)
+    deadline = time.time() + 10
+    while time.time() < deadline and not (reads.exists() and reads.read_bytes().strip()):
+        time.sleep(0.02)
+    assert reads.read_bytes().split() == [b"6"]  # the six requests came in one write (one read takes them)
+    data = log.read_bytes()
+    assert [data.count(b"starting delivery %d: msg " % d) for d in range(1, 7)] == [1] * 6
+    assert b"status: local 6/10 remote 0/20\n" in data
+    proc.send_signal(signal.SIGTERM)
