@@ -3,6 +3,7 @@ read, qmail-local's bytes operands from a worker, the lazily made From_ line and
 idle limit as its socket's receive timeout, and qmail-send's starts of one message's deliveries in one write."""
 
 import os
+import select
 import signal
 import socket
 import sys
@@ -88,7 +89,8 @@ def test_an_idle_worker_exits_after_its_receive_timeout_and_serves_until_then(mo
             time.sleep(0.05)
         else:
             raise AssertionError("the idle worker did not exit")
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        # the idle end is a temporary failure: a request sent as it came would be deferred (see below)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 111
         assert 0.8 <= time.time() - started < 10
     finally:
         try:
@@ -97,6 +99,42 @@ def test_an_idle_worker_exits_after_its_receive_timeout_and_serves_until_then(mo
         except (ProcessLookupError, ChildProcessError):
             pass
         w.sock.close()
+
+
+def test_a_request_that_meets_the_workers_idle_end_is_deferred_not_reported_delivered(monkeypatch):
+    """The spawner reports a worker's delivery from the worker's exit status if it dies without answering; a
+    request sent just as the receive timeout ended was never served, so that status must not read as success."""
+    from pyqmail.lib.spawn import spawnproto
+    from pyqmail.lib.util.exits import QLX_SYS
+
+    def timed_out(sock, buf):
+        """The receive timeout ends just as the spawner sends a request (the race, made certain)."""
+        select.select([sock], [], [], 10)  # the request is there now, unread
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(localworkers, "receive", timed_out)
+    served = []
+    for idle_code, report in ((111, b"Z"), (QLX_SYS, b"ZTemporary failure in qmail-lspawn.\n")):
+        workers = localworkers.LocalWorkers(lambda uid, gid: 0, lambda argv, extra: served.append(argv) or 0,
+                                            idle_code=idle_code)
+        w = workers.fork((os.getuid(), os.getgid()))
+        try:
+            r, wr = os.pipe()
+            assert workers.send(w, [b"--", b"joe"], r, wr)  # the spawner sees an idle worker take it
+            os.close(r)
+            os.close(wr)
+            _, status = os.waitpid(w.pid, 0)
+            w.sock.settimeout(10)
+            assert workers.answer(w) is None  # no answer: the spawner gives the delivery the worker's status
+            assert spawnproto.local_report(status, b"") == report
+        finally:
+            try:
+                os.kill(w.pid, signal.SIGKILL)
+                os.waitpid(w.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            w.sock.close()
+    assert not served
 
 
 RECORDING_SPAWNER = """import os, sys
