@@ -163,3 +163,21 @@ def test_qmail_send_writes_one_messages_deliveries_to_the_spawner_in_one_write(p
     assert [data.count(b"starting delivery %d: msg " % d) for d in range(1, 7)] == [1] * 6
     assert b"status: local 6/10 remote 0/20\n" in data
     proc.send_signal(signal.SIGTERM)
+
+
+def test_one_write_of_a_messages_deliveries_stops_at_concurrencylocal(procs, tree, world_tmp):
+    from conftest import queue_message
+    (tree / "control" / "concurrencylocal").write_text("2\n")
+    reads = world_tmp / "reads"
+    proc, log = start_send(procs, tree, lspawn=[sys.executable, "-c", RECORDING_SPAWNER, str(reads)])
+    rcpts = b"".join(b"Tu%d@test.example\0" % i for i in range(6))
+    assert queue_message(tree, b"Subject: x\n\nbody\n", b"F\0" + rcpts + b"\0") == 0
+    deadline = time.time() + 30
+    while time.time() < deadline and not (reads.exists() and reads.read_bytes().strip()):
+        time.sleep(0.02)
+    # the log lines of a step's starts are written before its requests: all of them are in the log by now
+    data = log.read_bytes()
+    assert reads.read_bytes().split() == [b"2"]  # the spawner never answers: no slot frees, no third start
+    assert data.count(b"starting delivery ") == 2
+    assert b"status: local 2/2 remote 0/20\n" in data and b"status: local 3/" not in data
+    proc.send_signal(signal.SIGTERM)
