@@ -181,3 +181,40 @@ def test_one_write_of_a_messages_deliveries_stops_at_concurrencylocal(procs, tre
     assert data.count(b"starting delivery ") == 2
     assert b"status: local 2/2 remote 0/20\n" in data and b"status: local 3/" not in data
     proc.send_signal(signal.SIGTERM)
+
+
+SLOW_READING_SPAWNER = """import os, sys, time
+from pyqmail.lib.spawn.spawnproto import RequestReader
+os.write(1, bytes([120]))
+flag, out = sys.argv[1], sys.argv[2]
+while not os.path.exists(flag):  # not reading: qmail-send's write to this pipe stays short, the rest waits
+    time.sleep(0.02)
+reader, got = RequestReader(), []
+while len(got) < 120:
+    data = os.read(0, 65536)
+    if not data:
+        break
+    got += reader.feed(data)
+with open(out + ".tmp", "wb") as f:
+    f.write(b"".join(b"%d %s\\n" % (r.delnum, r.recipient) for r in got))
+os.rename(out + ".tmp", out)
+while os.read(0, 65536):
+    pass
+"""
+
+
+def test_a_steps_requests_beyond_what_the_pipe_takes_arrive_whole_and_in_order(procs, tree, world_tmp):
+    from conftest import queue_message
+    (tree / "control" / "concurrencylocal").write_text("120\n")
+    flag, out = world_tmp / "go", world_tmp / "requests"
+    proc, log = start_send(procs, tree, lspawn=[sys.executable, "-c", SLOW_READING_SPAWNER, str(flag), str(out)])
+    recips = [b"u%03d" % i + b"x" * 900 + b"@test.example" for i in range(120)]  # ~115 kB of requests: > a pipe
+    assert queue_message(tree, b"Subject: x\n\nbody\n", b"F\0" + b"".join(b"T" + r + b"\0" for r in recips)
+                         + b"\0") == 0
+    wait_for(log, b"starting delivery ", count=120)
+    flag.write_bytes(b"")
+    deadline = time.time() + 30
+    while time.time() < deadline and not out.exists():
+        time.sleep(0.02)
+    assert out.read_bytes().splitlines() == [b"%d %s" % (i, r) for i, r in enumerate(recips)]
+    proc.send_signal(signal.SIGTERM)
