@@ -50,6 +50,11 @@ def test_the_search_past_the_first_read_and_in_the_body():
     assert search_both(WANTED + b"\n", WANTED) == (True, True)
     assert search_both(b"", WANTED) == (False, False)
     assert search_both(b"\n", b"\n") == (True, True)  # a wanted line that is the empty line: the long way
+    assert search_both(long_header + b"\n" + WANTED, WANTED) == (False, False)  # past 64 KB, in the body
+    # byte for byte: another case, a folded line, a CR before the LF, a longer address are other lines
+    for other in (WANTED.lower(), b" " + WANTED, WANTED[:-1] + b"\r\n", WANTED[:-1] + b"x\n"):
+        assert search_both(b"Subject: x\n" + other + b"\nbody\n", WANTED) == (False, False)
+    assert search_both(b"X: y\n  folded\n" + WANTED + b"\n", WANTED) == (True, True)
 
 
 def test_qmail_local_takes_a_workers_bytes_operands_as_they_are():
