@@ -130,7 +130,7 @@ def body(argv):
     launch = workers = None
     if not os.environb.get(OVERRIDE.encode()):  # $QMAILLOCAL is exec'd in a child per delivery, as before
         from pyqmail.lib.spawn.localworkers import LocalWorkers
-        workers = LocalWorkers(become_code, serve_local)
+        workers = LocalWorkers(become_code, serve_local, idle_code=QLX_SYS)  # a request its idle end met: deferred
         launch = worker_launch(home, aliasempty, workers)
     return Spawner(delivery_child(home, aliasempty), spawnproto.local_report, spawnproto.LOCAL_TRUNC, owner,
                    child_crash=QLX_SYS, launch=launch, workers=workers).serve()

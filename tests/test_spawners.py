@@ -333,3 +333,26 @@ def test_lspawn_reports_a_worker_killed_mid_delivery_as_a_crash_and_goes_on(proc
     assert s.report() == (7, b"Zqmail-local crashed.\n")
     s.send(8, messid, b"s@example.org", b"joe@test.example")
     assert s.report() == (8, b"Kdid 1+0+0\n")
+
+
+def test_lspawn_worker_takes_operands_as_bytes_a_dash_is_no_option_and_lines_are_as_before(procs, users, home):
+    """A worker hands qmail-local its operands as bytes: a sender starting with `-` stays the sender, and the
+    From_ line and program environment made on demand are qmail's (issue 23's short cuts, end to end)."""
+    dotqmail(home, "a", "./Mailbox\n|printf '%%s|%%s|%%s' \"$SENDER\" \"$UFLINE\" \"$DTLINE\" > %s/env-out\n"
+             "./Maildir/\n" % home)
+    messid, n = queue_message(users, sender=b"-n@example.org", rcpt=b"joe-a@test.example")
+    s = lspawn(procs, users)
+    before = int(time.time())
+    s.send(0, messid, b"-n@example.org", b"joe-a@test.example")
+    assert s.report() == (0, b"Kdid 2+0+1\n")
+    mess = (users / "queue" / "mess" / str(n % 23) / str(n)).read_bytes()
+    head = b"Return-Path: <-n@example.org>\nDelivered-To: joe-a@test.example\n"
+    [delivered] = list((home / "Maildir" / "new").iterdir())
+    assert delivered.read_bytes() == head + mess
+    mbox = (home / "Mailbox").read_bytes()
+    from_line, rest = mbox.split(b"\n", 1)
+    assert from_line.startswith(b"From -n@example.org ") and rest == head + mess + b"\n"
+    from pyqmail.lib.local.delivery_env import myctime
+    assert from_line[len(b"From -n@example.org "):] + b"\n" in {myctime(t) for t in range(before, int(time.time()) + 1)}
+    assert (home / "env-out").read_bytes() == b"-n@example.org|%s\n|%s" % (from_line, head.split(b"\n")[1] + b"\n")
+    assert s.finish()[0] == 0

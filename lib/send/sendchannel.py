@@ -91,8 +91,7 @@ class Channel:
         self.slots: list[Delivery | Batch | None] = [None] * concurrency
         self.used = 0
         self.alive = True
-        self.pending = b""  # a command the spawner's pipe has not taken yet
-        self.holding = False  # in step(): requests are held in pending and written together at its end
+        self.pending = b""  # commands the spawner's pipe has not taken yet
         self.held = 0  # bytes of pending that this step's starts put there (the pipe is free but for them)
         self.reports = bytearray()
         self.job: Job | None = None  # the pass: its job, the channel file's records and the read position
@@ -142,16 +141,12 @@ class Channel:
         return self.alive and len(self.pending) == self.held and self.used < self.concurrency
 
     def hand_over(self, request: bytes) -> None:
-        """Send a request to the spawner: at once, or within step() at its end with the others it starts."""
-        if self.holding:
-            self.pending += request
-            self.held = len(self.pending)
-        else:
-            self.pending = request
-            self.write_pending()
+        """Hold a request for the spawner: step() writes it at its end with the others it starts."""
+        self.pending += request
+        self.held = len(self.pending)
 
     def write_pending(self) -> None:
-        """Write as much of the pending command as the pipe takes (after the log lines before it)."""
+        """Write as much of the pending commands as the pipe takes (after the log lines before them)."""
         sendlog.flush_log()
         try:
             n = os.write(self.fd_out, self.pending)
@@ -383,7 +378,6 @@ class Channel:
         (qmail starts one per turn of its loop; the others would follow in the next turns, each with its own
         select and write); under qmgr, read the message's recipients in and start what the windows allow. The
         requests go to the spawner in one write at the end, after the log lines of their starts."""
-        self.holding = True
         try:
             self.pass_step(recent)
             while not self.qmgr and self.job is not None and self.can_deliver() and not self.send.exitasap:
@@ -393,8 +387,8 @@ class Channel:
                     break  # a D record, or the pass's end: the next turn goes on
             self.dispatch()
         finally:
-            self.holding, self.held = False, 0
-        if self.pending:
+            held, self.held = self.held, 0
+        if held:
             self.write_pending()
 
     def pass_step(self, recent: int) -> None:

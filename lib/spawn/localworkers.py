@@ -43,8 +43,11 @@ class LocalWorkers:
     """Start, reuse and retire workers; serve(argv) runs in the worker as the user and returns an exit code."""
 
     def __init__(self, become: Callable[[int, int], int], serve: Callable[[list[bytes], list[int]], int],
-                 idle_keep: int = IDLE_KEEP, keep: tuple[int, ...] = ()) -> None:
+                 idle_keep: int = IDLE_KEEP, keep: tuple[int, ...] = (), idle_code: int = 111) -> None:
         self.become, self.serve = become, serve  # serve(argv, extra descriptors of the request) -> exit code
+        # a worker's exit code when it leaves without serving a request it may have been sent (its idle limit
+        # ended just as the spawner sent one): the spawner reports that delivery from it, so it must defer
+        self.idle_code = idle_code
         self.keep = keep  # descriptors every worker keeps open (qmail-rspawn's connection cache's sending end)
         self.idle_keep = idle_keep  # idle workers kept; beyond that the least recently used one is told to go
         self.workers: dict[int, Worker] = {}  # pid: Worker
@@ -149,10 +152,12 @@ class LocalWorkers:
         while True:
             try:
                 data, fds = receive(sock, buf)
-            except OSError:  # the timeout (EAGAIN), or the socket is gone
-                return 0
-            if not data or not 2 <= len(fds) <= 2 + EXTRA_FDS:
-                return 0
+            except OSError:  # the timeout (EAGAIN): a request may be on its way all the same
+                return self.idle_code
+            if not data:
+                return 0  # the spawner closed the socket: it sends nothing more
+            if not 2 <= len(fds) <= 2 + EXTRA_FDS:
+                return self.idle_code
             for fd, target in zip(fds, (0, 1)):
                 os.dup2(fd, target)
                 os.close(fd)

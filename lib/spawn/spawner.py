@@ -66,7 +66,8 @@ class Delivery:
 
 
 class Spawner:
-    """Reads requests on fd 0, forks one child per delivery, writes reports on fd 1 as they finish."""
+    """Reads requests on fd 0, forks one child per delivery, writes reports on fd 1 (those a turn of its loop
+    finished, together at its end)."""
 
     def __init__(self, child: Callable[[bytes, bytes], int], report: Callable[[int, bytearray], bytes], trunc: int,
                  owner_uid: int, limit: int = spawnproto.SPAWN_LIMIT, child_crash: int = 111,
