@@ -27,6 +27,7 @@ def context(certfile: str) -> ssl.SSLContext:
     import time
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.num_tickets = 1  # as Postfix's smtpd: OpenSSL's default of 2 costs a second ticket's crypto and bytes
     ctx.load_cert_chain(certfile)
     _contexts.pop(certfile, None)
     if max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - SETTLED_NS:
