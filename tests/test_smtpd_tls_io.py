@@ -11,10 +11,12 @@ import time
 
 import pytest
 
-from conftest import need
+from conftest import need, program, qenv
 from test_qmail_smtpd import messages
 from test_qmail_smtpd_interop import tls_tree  # noqa: F401 (a fixture)
-from test_smtpd_reuse import Client, idle_worker, one_worker, settled_fds
+from test_qmail_tcpserver import serve
+from test_smtpd_reuse import Client, idle_worker, one_worker, settle, settled_fds
+from test_tcppool import served_by
 
 pytestmark = pytest.mark.interop
 BODY = b"Subject: cut\r\n\r\n" + b"".join(b"line %04d %s\r\n" % (n, b"y" * 60) for n in range(60))
@@ -228,6 +230,29 @@ def test_an_unusable_certificate_gets_454_and_the_session_goes_on(procs, tls_tre
     assert c.send(b"STARTTLS") == b"454 TLS not available due to temporary reason (#4.3.0)\r\n"
     assert c.send(b"NOOP") == b"250 ok\r\n"
     c.quit()
+
+
+def test_a_session_resumes_on_another_worker(procs, tls_tree):
+    settle(tls_tree / "control" / "servercert.pem")  # settled when the listener starts: it makes the context
+    port, _, log = serve(procs, tls_tree, program("qmail-tcpserver"), [program("qmail-smtpd")], ["-c", "2"],
+                         env=qenv(tls_tree))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    sessions = []
+    for _ in range(2):  # the first stays open: its worker is busy, another serves the second
+        c = Client(port)
+        assert c.send(b"STARTTLS") == b"220 ready for tls\r\n"
+        c.sock = ctx.wrap_socket(c.sock, session=sessions[0][1].sock.session if sessions else None)
+        c.file = c.sock.makefile("rb")
+        assert c.send(b"EHLO y").endswith(b"250 8BITMIME\r\n")  # and the ticket read
+        sessions.append((c.sock.session_reused, c))
+    for _, c in sessions:
+        c.quit()
+    deadline = time.time() + 20
+    while len(served_by(log)) < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    assert len(set(served_by(log))) == 2  # two workers
+    assert [reused for reused, _ in sessions] == [False, True]  # the second worker knew the first one's ticket
 
 
 def make_pem(path, name):

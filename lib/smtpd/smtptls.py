@@ -35,6 +35,17 @@ def context(certfile: str) -> ssl.SSLContext:
     return ctx
 
 
+def warm() -> None:
+    """Make the context for control/servercert.pem, if there is one, in qmail-tcpserver's listener before it forks
+    workers (lib/tcpserver/inprocess): they inherit it, its session-ticket keys too, so a client resumes on any
+    worker (as Postfix's tlsmgr shares its keys between smtpd processes) and no worker loads the chain itself."""
+    from pyqmail.lib.config.control import path
+    try:
+        context(path("control", "servercert.pem"))
+    except (OSError, ValueError):  # none, or unusable: each session finds out for itself (454)
+        pass
+
+
 def start(session: Session, certfile: str) -> None:
     """Answer 220, drop what the client pipelined in plaintext, handshake, and forget HELO and the transaction.
     certfile holds the certificate chain and private key in one PEM file (control/servercert.pem)."""
