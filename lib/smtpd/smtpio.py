@@ -84,7 +84,9 @@ class SmtpIO:
         data, self.pending = b"".join(self.pending), []
         if self.tls is not None:
             try:
-                self.tls.write(data)
+                done = self.tls.write(data)
+                while done < len(data):  # never with memory buffers, but the ssl module allows partial writes
+                    done += self.tls.write(memoryview(data)[done:])
             except OSError:  # ssl.SSLError: the TLS session is broken
                 raise Gone()
             data = self._tls_out.read()
