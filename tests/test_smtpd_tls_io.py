@@ -151,6 +151,15 @@ def test_many_records_in_one_write_and_one_record_in_many(procs, tls_tree, world
     assert b" with ESMTPS; " in by and rest == BODY.replace(b"\r\n", b"\n") and rcpts == [b"c@test.example"]
 
 
+def test_replies_to_a_long_pipelined_burst_arrive_whole(procs, tls_tree, world_tmp):
+    port, log = one_worker(procs, tls_tree, world_tmp)
+    c = BioClient(port).handshake()
+    c.sock.sendall(c.records(b"RSET\r\n" * 3000, b"NOOP\r\n"))  # 39 KB of replies held, then flushed at once
+    assert c.replies(3001) == b"250 flushed\r\n" * 3000 + b"250 ok\r\n"
+    c.sock.sendall(c.records(b"QUIT\r\n"))
+    assert c.replies(1) == b"221 test.example\r\n"
+
+
 @pytest.mark.parametrize("maximum", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 def test_one_session_ticket_per_handshake_as_postfix(procs, tls_tree, world_tmp, maximum):
     port, log = one_worker(procs, tls_tree, world_tmp)
