@@ -189,7 +189,7 @@ def body(argv):
     try:
         return converse(io)
     finally:
-        io.close()  # the TLS socket's descriptor: a reused worker must not find it open after the session
+        io.close()  # TLS state and socket objects: a reused worker must find nothing of the session after it
 
 
 def converse(io):

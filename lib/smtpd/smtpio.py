@@ -52,7 +52,9 @@ class SmtpIO:
         self.buffer = b""
         self.pos = 0  # bytes of buffer before pos have been consumed
         self.pending: list[bytes] = []
-        self.tls: ssl.SSLSocket | None = None  # the ssl socket after STARTTLS
+        self.tls: ssl.SSLObject | None = None  # the TLS session after STARTTLS, over the two buffers below
+        self._tls_in: ssl.MemoryBIO  # bytes read from the client, not yet decrypted
+        self._tls_out: ssl.MemoryBIO  # encrypted bytes not yet sent
         self._on_tcp: bool | None = None  # unknown until asked: is fd_in a TCP socket?
         self.poll_in = select.poll()
         self.poll_in.register(fd_in, select.POLLIN)
@@ -74,19 +76,24 @@ class SmtpIO:
         return wait
 
     def flush(self) -> None:
-        """Send the queued replies; a client that does not read within the timeout is gone (with TLS, and on a
-        socket, where SO_SNDTIMEO bounds each write; on a pipe, one that leaves no room for them within the
-        timeout: once there is, fdio.write_all writes them all)."""
+        """Send the queued replies (encrypted after STARTTLS); a client that does not read within the timeout is
+        gone (on a socket, where SO_SNDTIMEO bounds each write; on a pipe, one that leaves no room for them
+        within the timeout: once there is, fdio.write_all writes them all)."""
         if not self.pending:
             return
         data, self.pending = b"".join(self.pending), []
         if self.tls is not None:
-            self.tls.settimeout(self._wait())
             try:
-                self.tls.sendall(data)
-            except OSError:
+                done = self.tls.write(data)
+                while done < len(data):  # never with memory buffers, but the ssl module allows partial writes
+                    done += self.tls.write(memoryview(data)[done:])
+            except OSError:  # ssl.SSLError: the TLS session is broken
                 raise Gone()
-            return
+            data = self._tls_out.read()
+        self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        """Write data to fd_out within the timeout, or Gone."""
         if not self._socket_timeout(1, self._wait()):
             poller = select.poll()
             poller.register(self.fd_out, select.POLLOUT)
@@ -126,10 +133,15 @@ class SmtpIO:
         return True
 
     def _recv(self) -> bytes:
-        """Flush, then return the next bytes from the client; TimeoutError on silence, Gone at EOF."""
+        """Flush, then return the next bytes from the client (decrypted after STARTTLS); TimeoutError on
+        silence, Gone at EOF."""
         self.flush()
         if self.tls is not None:
             return self._recv_tls(self.tls)
+        return self._read()
+
+    def _read(self) -> bytes:
+        """Return the next bytes on fd_in, as they come (up to CHUNK); TimeoutError on silence, Gone at EOF."""
         wait = self._wait()
         timed = self._socket_timeout(0, wait)
         if not timed and not self.poll_in.poll(int(wait * 1000) + 1):
@@ -141,25 +153,37 @@ class SmtpIO:
             if not timed or time.monotonic() - started >= wait * 0.9:
                 raise TimeoutError("read timeout")
             self._timeouts = [0.0, 0.0]
-            return self._recv()
+            return self._read()
         except OSError:
             raise Gone()
         if not data:
             raise Gone()
         return data
 
-    def _recv_tls(self, tls: ssl.SSLSocket) -> bytes:
-        """Read decrypted bytes (the ssl layer may hold some that poll(2) cannot see)."""
-        tls.settimeout(self._wait())
-        try:
-            data = tls.recv(CHUNK)
-        except TimeoutError:
-            raise
-        except OSError:
-            raise Gone()
-        if not data:
-            raise Gone()
-        return data
+    def _recv_tls(self, tls: ssl.SSLObject) -> bytes:
+        """Return decrypted bytes, reading the socket only when no whole record is held (one read(2) takes
+        whatever the client sent, where the ssl socket reads each record's header and body apart)."""
+        import ssl
+        while True:
+            if self._tls_in.pending or tls.pending():
+                try:
+                    data = tls.read(CHUNK)
+                except ssl.SSLWantReadError:  # a part of a record, or a record with no data (a key update)
+                    pass
+                except (ssl.SSLError, ValueError):
+                    raise Gone()
+                else:
+                    if not data:  # the client's close_notify
+                        raise Gone()
+                    return data
+            self._tls_fill()
+
+    def _tls_fill(self) -> None:
+        """Send what the TLS layer has to say (its handshake, tickets, alerts), then feed it the client's next
+        bytes."""
+        if self._tls_out.pending:
+            self._send(self._tls_out.read())
+        self._tls_in.write(self._read())
 
     def read_chunk(self) -> bytes:
         """Return buffered bytes if any, else what the client sends next."""
@@ -202,29 +226,49 @@ class SmtpIO:
         return self._on_tcp
 
     def close(self) -> None:
-        """Close the TLS socket (a dup of fd_in), if any, and let go of fd_in's socket object without closing
-        fd_in: a reused worker closes descriptors by number, so no object may keep one for the collector to
-        close later, when the number may be another file's."""
-        tls, self.tls = self.tls, None
-        if tls is not None:
-            tls.close()
+        """Forget the TLS state, if any, and let go of fd_in's socket object without closing fd_in: a reused
+        worker closes descriptors by number, so no object may keep one for the collector to close later,
+        when the number may be another file's."""
+        self.tls = None
         socks, self._socks = self._socks, {}
         for sock in socks.values():
             sock.detach()
 
     def start_tls(self, context: ssl.SSLContext) -> None:
-        """Drop whatever the client sent before the handshake, then talk TLS on the socket on fd_in."""
-        import socket
+        """Drop whatever the client sent before the handshake, then talk TLS on fd_in and fd_out (the ssl
+        object works on memory buffers: this class does the reads and writes, with its timeouts)."""
+        import ssl
         self.flush()
         self.buffer, self.pos = b"", 0
-        sock = socket.socket(fileno=posix.dup(self.fd_in))
-        try:  # TLS 1.3 sends its session tickets in a write of their own: with Nagle's algorithm on, the
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # next reply waits for a delayed ACK
-        except OSError:
-            pass
-        sock.settimeout(self._wait())
+        self._nodelay()
+        self._tls_in, self._tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(self._tls_in, self._tls_out, server_side=True)
         try:
-            self.tls = context.wrap_socket(sock, server_side=True)
-        except (OSError, ValueError):
-            sock.close()
+            self._tls_in.write(self._read())  # the ClientHello: the handshake has nothing to do before it
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    self._tls_fill()
+        except TimeoutError:  # no reply fits mid-handshake, in plaintext or not
             raise Gone()
+        except (ssl.SSLError, ValueError):
+            if self._tls_out.pending:  # the alert telling the client why
+                try:
+                    self._send(self._tls_out.read())
+                except (Gone, TimeoutError):
+                    pass
+            raise Gone()
+        self.tls = tls  # the session tickets (TLS 1.3) stay in _tls_out, sent before the next read
+
+    def _nodelay(self) -> None:
+        """Set TCP_NODELAY on fd_in's socket: with Nagle's algorithm, a write following one the client has
+        not yet acknowledged (TLS 1.3's session ticket, then the next reply) waits for its delayed ACK."""
+        import _socket
+        try:
+            sock = self._socks.get(self.fd_in) or self._socks.setdefault(
+                self.fd_in, _socket.socket(-1, _socket.SOCK_STREAM, 0, self.fd_in))
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        except (OSError, ValueError):
+            pass

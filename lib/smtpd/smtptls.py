@@ -27,11 +27,23 @@ def context(certfile: str) -> ssl.SSLContext:
     import time
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.num_tickets = 1  # as Postfix's smtpd: OpenSSL's default of 2 costs a second ticket's crypto and bytes
     ctx.load_cert_chain(certfile)
     _contexts.pop(certfile, None)
     if max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - SETTLED_NS:
         _contexts[certfile] = key, ctx
     return ctx
+
+
+def warm() -> None:
+    """Make the context for control/servercert.pem, if there is one, in qmail-tcpserver's listener before it forks
+    workers (lib/tcpserver/inprocess): they inherit it, its session-ticket keys too, so a client resumes on any
+    worker (as Postfix's tlsmgr shares its keys between smtpd processes) and no worker loads the chain itself."""
+    from pyqmail.lib.config.control import path
+    try:
+        context(path("control", "servercert.pem"))
+    except (OSError, ValueError):  # none, or unusable: each session finds out for itself (454)
+        pass
 
 
 def start(session: Session, certfile: str) -> None:

@@ -41,6 +41,13 @@ PRELOAD = {
 }
 
 
+# what a program makes once in the listener, after its PRELOAD, for every worker forked later to share (module,
+# function): qmail-smtpd's TLS context, so that each worker neither loads the certificate nor has ticket keys of its own
+WARM = {
+    "pyqmail.commands.qmail_smtpd": ("pyqmail.lib.smtpd.smtptls", "warm"),
+}
+
+
 def recognise(program: str, path: str | None = None, dirs: Iterable[str] | None = None) -> str | None:
     """Return the module name serving program in-process, or None when it must be exec'd."""
     found = which(program, os.environ.get("PATH", "") if path is None else path)
@@ -53,12 +60,19 @@ def recognise(program: str, path: str | None = None, dirs: Iterable[str] | None 
 
 
 def preload(module: str) -> None:
-    """Import the modules a program would import lazily for every connection; missing ones are skipped."""
+    """Import the modules a program would import lazily for every connection, and make what WARM names; missing
+    ones are skipped."""
     import importlib
     for name in PRELOAD.get(module, ()):
         try:
             importlib.import_module(name)
         except ImportError:
+            pass
+    if module in WARM:
+        name, function = WARM[module]
+        try:
+            getattr(importlib.import_module(name), function)()
+        except (ImportError, AttributeError):
             pass
 
 
