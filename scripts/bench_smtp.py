@@ -2,7 +2,7 @@
 smtpd, into the queue and end to end into a Maildir, alternating rounds in one run.
 
 Usage: python scripts/bench_smtp.py [--cases 20,5,20x10:300] [-m 1000] [--modes queue,e2e] [--rounds 3]
-       [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--profile] [--no-settle]
+       [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--profile] [--keep] [--no-settle]
        [--out docs/benchmarks-smtp.txt]
 Run through scripts/bench-smtp, which installs everything first. Needs root (qmail's accounts, Postfix).
 
@@ -335,6 +335,8 @@ def main():
     p.add_argument("--profile", action="store_true",
                    help="then one more pyqmail run (the first case, into the queue) sampled by py-spy, not in the summary")
     p.add_argument("--out", default="docs/benchmarks-smtp.txt", help="results; the chart goes beside it as .png")
+    p.add_argument("--keep", action="store_true", help="leave the run directories in place (named at the end) instead"
+                   " of removing them: no inodes freed, so a following benchmark need not wait")
     p.add_argument("--no-settle", action="store_true", help="start at once even if a benchmark removed its trees"
                    " in the last 400 s (every new file then scans past the freed inodes: figures not comparable)")
     args = p.parse_args()
@@ -415,6 +417,9 @@ def main():
     client = "smtp-source" + (" and smtp_tls_source" if cert else "")
     chart(results, png, "SMTP in, %s -l 2048, one message per connection, every message fsynced; %s, %d"
           " cores (shared), %s" % (client, os.uname().nodename, os.cpu_count(), time.strftime("%Y-%m-%d", time.gmtime())))
+    if args.keep:
+        print("written to %s and %s; the run directories are kept in %s" % (args.out, png, base), file=sys.stderr)
+        return 0
     print("written to %s and %s; removing the run directories" % (args.out, png), file=sys.stderr)
     remove_tree(base)  # after the report: removing tens of thousands of files takes a while on a busy disk
     return 0
