@@ -235,3 +235,21 @@ def mutt_screen(folder, home, want, settings):
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(10)
         os.close(master)
+
+
+def rest_until_eof(sock, timeout=15):
+    """Read sock until EOF (or a reset) within timeout; return (bytes, True if EOF came)."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+    return data, False

@@ -34,6 +34,16 @@ def search_both(data, wanted):
         return fast, msgfd._header_has_line(fd, wanted)
 
 
+def stop_worker(w):
+    """Kill a test's worker if it still runs, reap it, and close the spawner's end of its socket."""
+    try:
+        os.kill(w.pid, signal.SIGKILL)
+        os.waitpid(w.pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+    w.sock.close()
+
+
 @settings(max_examples=300)
 @given(st.lists(line, max_size=8), st.binary(max_size=60), st.booleans())
 def test_the_first_read_search_agrees_with_the_line_by_line_one(lines, tail, final_newline):
@@ -98,12 +108,7 @@ def test_an_idle_worker_exits_after_its_receive_timeout_and_serves_until_then(mo
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 111
         assert 0.8 <= time.time() - started < 10
     finally:
-        try:
-            os.kill(w.pid, signal.SIGKILL)
-            os.waitpid(w.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        w.sock.close()
+        stop_worker(w)
 
 
 def test_a_request_that_meets_the_workers_idle_end_is_deferred_not_reported_delivered(monkeypatch):
@@ -133,12 +138,7 @@ def test_a_request_that_meets_the_workers_idle_end_is_deferred_not_reported_deli
             assert workers.answer(w) is None  # no answer: the spawner gives the delivery the worker's status
             assert spawnproto.local_report(status, b"") == report
         finally:
-            try:
-                os.kill(w.pid, signal.SIGKILL)
-                os.waitpid(w.pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-            w.sock.close()
+            stop_worker(w)
     assert not served
 
 

@@ -3,30 +3,14 @@ sending, and the bound holds after STARTTLS and for AUTH responses (no waiting f
 
 import socket
 import threading
-import time
 
 import pytest
 
+from conftest import rest_until_eof
 from test_hardening_smtpd import LONGLINE
 from test_qmail_smtpd_interop import TlsClient, b64, serve, tls_tree  # noqa: F401 (tls_tree: a fixture)
 
 pytestmark = pytest.mark.interop
-
-
-def rest_until_eof(sock, timeout=15):
-    """Read until EOF within timeout; return (bytes, True if EOF came)."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            break
-        if not chunk:
-            return data, True
-        data += chunk
-    return data, False
 
 
 def test_a_client_blasting_a_line_without_lf_reads_the_500(procs, tree):

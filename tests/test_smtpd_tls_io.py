@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import need, program, qenv
+from conftest import need, program, qenv, rest_until_eof
 from test_qmail_smtpd import messages
 from test_qmail_smtpd_interop import tls_tree  # noqa: F401 (a fixture)
 from test_qmail_tcpserver import serve
@@ -113,24 +113,6 @@ class BioClient:
         return self.decrypted
 
 
-def raw_rest(sock, timeout=15):
-    """Read until EOF within timeout; return (bytes, True if EOF came)."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            break
-        except ConnectionResetError:
-            return data, True
-        if not chunk:
-            return data, True
-        data += chunk
-    return data, False
-
-
 def test_many_records_in_one_write_and_one_record_in_many(procs, tls_tree, world_tmp):
     port, log = one_worker(procs, tls_tree, world_tmp)
     c = BioClient(port).handshake()
@@ -179,7 +161,7 @@ def test_a_silent_handshake_ends_without_a_plaintext_reply(procs, tls_tree, worl
     port, log = one_worker(procs, tls_tree, world_tmp)
     c = Client(port)
     assert c.send(b"STARTTLS") == b"220 ready for tls\r\n"
-    assert raw_rest(c.sock) == (b"", True)  # no "451 timeout" in plaintext amid a handshake
+    assert rest_until_eof(c.sock) == (b"", True)  # no "451 timeout" in plaintext amid a handshake
     c.close()
     c = Client(port)  # the same worker, a session of its own
     assert c.greeting == b"220 test.example ESMTP\r\n"
@@ -196,7 +178,7 @@ def test_a_failed_handshake_ends_that_session_only(procs, tls_tree, world_tmp):
     c = Client(port)
     assert c.send(b"STARTTLS") == b"220 ready for tls\r\n"
     c.sock.sendall(b"QUIT\r\n")  # plaintext where the ClientHello belongs
-    data, eof = raw_rest(c.sock)
+    data, eof = rest_until_eof(c.sock)
     assert eof and data[:1] in (b"", b"\x15")  # at most a TLS alert: nothing in plaintext
     c.close()
     c = Client(port)
