@@ -58,6 +58,7 @@ class PyQmail:
 
     name = "pyqmail"
     log_name = "qmail-send log"
+    scheduler = None  # control/scheduler for the tree (qmail, oqmgr or qmgr), or None: the tree's default (qmail)
 
     def __init__(self, work, procs, qmaild=False, listener="tcpserver", queue_owner=False):
         self.work, self.procs, self.qmaild = Path(work), procs, qmaild
@@ -69,6 +70,8 @@ class PyQmail:
         """Make the tree (qmail's accounts as root, single-user otherwise) and the recipient's Maildir."""
         make_system_tree(self.tree, DOMAIN)
         (self.tree / "control" / "qmqpderrordelay").write_text("0\n")
+        if self.scheduler:
+            (self.tree / "control" / "scheduler").write_text(self.scheduler + "\n")
         self.home = make_home(self.work)  # owned by nobody as root: deliveries never run as root
         assign_users(self.tree, [("=", RECIPIENT.split("@")[0], str(self.home), "", "")])
 

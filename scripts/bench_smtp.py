@@ -2,7 +2,7 @@
 smtpd, into the queue and end to end into a Maildir, alternating rounds in one run.
 
 Usage: python scripts/bench_smtp.py [--cases 20,5,20x10:300] [-m 1000] [--modes queue,e2e] [--rounds 3]
-       [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--profile] [--keep] [--no-settle]
+       [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--profile] [--scheduler S] [--keep] [--no-settle]
        [--out docs/benchmarks-smtp.txt]
 Run through scripts/bench-smtp, which installs everything first. Needs root (qmail's accounts, Postfix).
 
@@ -335,6 +335,8 @@ def main():
     p.add_argument("--profile", action="store_true",
                    help="then one more pyqmail run (the first case, into the queue) sampled by py-spy, not in the summary")
     p.add_argument("--out", default="docs/benchmarks-smtp.txt", help="results; the chart goes beside it as .png")
+    p.add_argument("--scheduler", choices=("qmail", "oqmgr", "qmgr"),
+                   help="pyqmail's control/scheduler (default: none, qmail-send's own, qmail); named in the label")
     p.add_argument("--keep", action="store_true", help="leave the run directories in place (named at the end) instead"
                    " of removing them: no inodes freed, so a following benchmark need not wait")
     p.add_argument("--no-settle", action="store_true", help="start at once even if a benchmark removed its trees"
@@ -349,8 +351,10 @@ def main():
     systems = []
     for name in args.systems.split(","):
         if name == "pyqmail":
-            systems += [("pyqmail/" + listener, functools.partial(PyQmailSmtp, listener=listener, queue_owner=True))
-                        for listener in args.listener.split(",")]
+            for listener in args.listener.split(","):
+                make = type("PyQmailSmtp", (PyQmailSmtp,), {"scheduler": args.scheduler})
+                systems.append(("pyqmail/" + listener + ("+" + args.scheduler if args.scheduler else ""),
+                                functools.partial(make, listener=listener, queue_owner=True)))
         elif name == "postfix":
             systems.append(("postfix", PostfixSmtp))
         else:
