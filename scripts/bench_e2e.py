@@ -58,11 +58,11 @@ class PyQmail:
 
     name = "pyqmail"
     log_name = "qmail-send log"
-    scheduler = None  # control/scheduler for the tree (qmail, oqmgr or qmgr), or None: the tree's default (qmail)
 
-    def __init__(self, work, procs, qmaild=False, listener="tcpserver", queue_owner=False):
+    def __init__(self, work, procs, qmaild=False, listener="tcpserver", queue_owner=False, scheduler=None):
         self.work, self.procs, self.qmaild = Path(work), procs, qmaild
         self.listener, self.queue_owner = listener, queue_owner
+        self.scheduler = scheduler  # control/scheduler (qmail, oqmgr or qmgr), or None: the tree's default (qmail)
         self.tree = self.work / "qmail"
         self.server = self.mail = self.port = self.sampler = None
 

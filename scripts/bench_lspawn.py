@@ -13,7 +13,6 @@ includes the file system. Prints user and system CPU per delivery of qmail-lspaw
 
 import argparse
 import os
-import pwd
 import select
 import shutil
 import subprocess
@@ -23,29 +22,19 @@ import time
 from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.join(os.path.dirname(HERE), "tests")]
-from conftest import make_tree, program, qenv, queue_message, queued  # noqa: E402
+sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
+from bench_procs import own_cpu, subtree_cpu  # noqa: E402
+from conftest import program, qenv, queue_message, queued  # noqa: E402
+from mailsystem import assign_users, make_home, make_system_tree  # noqa: E402
 from pyqmail.lib.spawn.spawnproto import encode_request  # noqa: E402
-
-ROOT = os.geteuid() == 0
 
 
 def setup(base, recipients):
     """Make the tree, a home with a Maildir and users/assign for bench, 2bench ... ; return (tree, messid)."""
-    pw = pwd.getpwnam("nobody") if ROOT else pwd.getpwuid(os.getuid())
     os.chmod(base, 0o755)
-    tree = make_tree(base / "qmail", *(("--me", "test.example") if ROOT else
-                                      ("--single-user", "--me", "test.example")))
-    home = base / "home"
-    for d in (home, home / "Maildir", home / "Maildir" / "new", home / "Maildir" / "cur", home / "Maildir" / "tmp"):
-        d.mkdir()
-        os.chmod(d, 0o755 if d == home else 0o700)
-        if ROOT:
-            os.chown(d, pw.pw_uid, pw.pw_gid)
-    lines = "".join("=%s:%s:%d:%d:%s:::\n" % (local, pw.pw_name, pw.pw_uid, pw.pw_gid, home)
-                    for local in locals_(recipients))
-    (tree / "users" / "assign").write_text(lines + ".\n")
-    subprocess.run([program("qmail-newu")], env=qenv(tree), check=True)
+    tree = make_system_tree(base / "qmail")
+    home = make_home(base)
+    assign_users(tree, [("=", local, str(home), "", "") for local in locals_(recipients)])
     body = b"Subject: bench\n\n" + (b"x" * 70 + b"\n") * 28
     assert queue_message(tree, body, b"Fsender@bench.example\0Tbench@test.example\0\0") == 0
     n = max(queued(tree))
@@ -90,20 +79,9 @@ def run(tree, messid, count, recipients, concurrency):
 
 
 def cpu(pid):
-    """Return (user, system) seconds of pid, its live children and the children it reaped (/proc, in ticks)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-        kids = [int(k) for k in f.read().split()]
-    user = system = 0
-    own = (0, 0)
-    for n, each in enumerate([pid] + kids):
-        with open("/proc/%d/stat" % each) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        user += int(fields[11]) + (int(fields[13]) if n == 0 else 0)
-        system += int(fields[12]) + (int(fields[14]) if n == 0 else 0)
-        if n == 0:
-            own = (int(fields[11]) / tick, int(fields[12]) / tick)
-    return user / tick, system / tick, own
+    """Return (user, system, (own user, own system)) seconds of pid and its children, live or reaped."""
+    user, own_user = subtree_cpu(pid, user=True), own_cpu(pid, user=True)
+    return user, subtree_cpu(pid) - user, (own_user, own_cpu(pid) - own_user)
 
 
 def main():

@@ -351,10 +351,9 @@ def main():
     systems = []
     for name in args.systems.split(","):
         if name == "pyqmail":
-            for listener in args.listener.split(","):
-                make = type("PyQmailSmtp", (PyQmailSmtp,), {"scheduler": args.scheduler})
-                systems.append(("pyqmail/" + listener + ("+" + args.scheduler if args.scheduler else ""),
-                                functools.partial(make, listener=listener, queue_owner=True)))
+            systems += [("pyqmail/" + listener + ("+" + args.scheduler if args.scheduler else ""),
+                         functools.partial(PyQmailSmtp, listener=listener, queue_owner=True, scheduler=args.scheduler))
+                        for listener in args.listener.split(",")]
         elif name == "postfix":
             systems.append(("postfix", PostfixSmtp))
         else:
@@ -390,16 +389,17 @@ def main():
     try:
         # every case into the queue first: nothing is removed there, while an end-to-end run frees its queue
         # files, and ext4 without a journal makes files created soon after scan past them (recently_deleted)
-        for mode, (k, case) in ((m, kc) for m in args.modes.split(",") for kc in enumerate(cases)):
-            for rnd in range(args.rounds):
-                for label, make in systems if rnd % 2 == 0 else systems[::-1]:
-                    work = workdir(base, "%s-%d-%s-%d" % (label, k, mode, rnd))
-                    r = measure(make, label, work, started, case, mode == "e2e", cert=cert)
-                    r["round"] = rnd
-                    results.append(r)
-                    report_run(r, report)
-                    show("%s %s %s round %d: %.0f msg/s" % (label, mode, case_name(case), rnd + 1, r["rate"]),
-                         final=True)
+        for mode in args.modes.split(","):
+            for k, case in enumerate(cases):
+                for rnd in range(args.rounds):
+                    for label, make in systems if rnd % 2 == 0 else systems[::-1]:
+                        work = workdir(base, "%s-%d-%s-%d" % (label, k, mode, rnd))
+                        r = measure(make, label, work, started, case, mode == "e2e", cert=cert)
+                        r["round"] = rnd
+                        results.append(r)
+                        report_run(r, report)
+                        show("%s %s %s round %d: %.0f msg/s" % (label, mode, case_name(case), rnd + 1, r["rate"]),
+                             final=True)
         for label, make in systems[:1] if args.profile and systems[0][0] != "postfix" else ():
             report("")  # a run of its own, left out of the summary: py-spy slows what it samples
             report("# profile: one more run of %s, queue, %s, sampled by py-spy" % (label, case_name(cases[0])))
