@@ -59,10 +59,12 @@ class PyQmail:
     name = "pyqmail"
     log_name = "qmail-send log"
 
-    def __init__(self, work, procs, qmaild=False, listener="tcpserver", queue_owner=False, scheduler=None):
+    def __init__(self, work, procs, qmaild=False, listener="tcpserver", queue_owner=False, scheduler=None,
+                 controls=()):
         self.work, self.procs, self.qmaild = Path(work), procs, qmaild
         self.listener, self.queue_owner = listener, queue_owner
         self.scheduler = scheduler  # control/scheduler (qmail, oqmgr or qmgr), or None: the tree's default (qmail)
+        self.controls = controls  # (name, value) control files written for the run, e.g. concurrencylocal
         self.tree = self.work / "qmail"
         self.server = self.mail = self.port = self.sampler = None
 
@@ -72,6 +74,8 @@ class PyQmail:
         (self.tree / "control" / "qmqpderrordelay").write_text("0\n")
         if self.scheduler:
             (self.tree / "control" / "scheduler").write_text(self.scheduler + "\n")
+        for name, value in self.controls:
+            (self.tree / "control" / name).write_text(value + "\n")
         self.home = make_home(self.work)  # owned by nobody as root: deliveries never run as root
         assign_users(self.tree, [("=", RECIPIENT.split("@")[0], str(self.home), "", "")])
 

@@ -42,7 +42,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
 from bench_e2e import Acceptance, PyQmail, accept_only, code_version, show, wait_delivered, workdir  # noqa: E402
 from bench_postfix import DOMAIN, RECIPIENT, Postfix  # noqa: E402
-from bench_procs import machine_cpu, machine_shares, remove_tree, spread_runs, wait_for_settled_frees  # noqa: E402
+from bench_procs import (disk_counts, disk_delta, machine_cpu, machine_shares, remove_tree, spread_runs,  # noqa: E402
+                         wait_for_settled_frees)
 from bench_qmqp import children_cpu  # noqa: E402
 from conftest import Processes, tcpserver  # noqa: E402
 from mailsystem import assign_users  # noqa: E402
@@ -193,7 +194,7 @@ def measure(make, label, work, started, case, e2e, profile=False, cert=None):
             system.start_delivery()
         if profile:
             spy = profile_start(started, system, work)
-        cpu0, user0, machine0 = system.cpu(), system.cpu(user=True), machine_cpu()
+        cpu0, user0, machine0, disk0 = system.cpu(), system.cpu(user=True), machine_cpu(), disk_counts(work)
         source = SmtpSource(started, system.port, sessions, messages, rcpts, tls)
         if e2e:
             accept = wait_delivered(system, title, lambda: messages * rcpts, source.t0, source)
@@ -204,6 +205,7 @@ def measure(make, label, work, started, case, e2e, profile=False, cert=None):
             accept = accept_only(system, source, title, messages)
             seconds = accept[0]
         cpu1, user1, machine = system.cpu(), system.cpu(user=True), [b - a for a, b in zip(machine0, machine_cpu())]
+        disk = disk_delta(disk0, disk_counts(work))
         profiled = profile_summary(started, spy) if spy else []
     finally:
         system.stop()
@@ -213,7 +215,7 @@ def measure(make, label, work, started, case, e2e, profile=False, cert=None):
             "seconds": seconds, "accept_s": accept[0], "client_cpu": accept[3],
             "cpu": {k: cpu1.get(k, 0.0) - cpu0.get(k, 0.0) for k in cpu1},
             "user_cpu": {k: user1.get(k, 0.0) - user0.get(k, 0.0) for k in user1}, "machine": machine,
-            "profile": profiled}
+            "disk": disk, "profile": profiled}
 
 
 def case_name(case):
@@ -237,6 +239,12 @@ def report_run(r, report):
         if seconds >= 0.0005:
             report("    %-42s %6.3f ms  (user mode %6.3f ms)" % (
                 kind, 1000 * seconds / messages, 1000 * r["user_cpu"].get(kind, 0.0) / messages))
+    d = r.get("disk")
+    if d:  # the whole device: other processes' writes count too (the machine should be quiet)
+        report("  the disk (whole device, over the run): %.1f block writes, %.1f cache flushes, %.2f discards per"
+               " message; busy %.2f ms per message (%.0f%% of the run)" % (
+                   d.writes / messages, d.flushes / messages, d.discards / messages, d.busy_ms / messages,
+                   100 * d.busy_ms / 1000 / r["seconds"]))
     for line in r["profile"]:
         report("  " + line)
 
@@ -337,6 +345,8 @@ def main():
     p.add_argument("--out", default="docs/benchmarks-smtp.txt", help="results; the chart goes beside it as .png")
     p.add_argument("--scheduler", choices=("qmail", "oqmgr", "qmgr"),
                    help="pyqmail's control/scheduler (default: none, qmail-send's own, qmail); named in the label")
+    p.add_argument("--control", action="append", default=[], metavar="NAME=VALUE",
+                   help="a control file of pyqmail's for the runs (e.g. concurrencylocal=20); named in the label")
     p.add_argument("--keep", action="store_true", help="leave the run directories in place (named at the end) instead"
                    " of removing them: no inodes freed, so a following benchmark need not wait")
     p.add_argument("--no-settle", action="store_true", help="start at once even if a benchmark removed its trees"
@@ -348,11 +358,16 @@ def main():
         if not shutil.which(tool):
             sys.exit("bench_smtp: %s is not installed (run scripts/bench-smtp)" % tool)
     cases = parse_cases(args.cases, args.messages)
+    controls = tuple(tuple(c.split("=", 1)) for c in args.control)
+    if any(len(c) != 2 or not c[0] or "/" in c[0] for c in controls):
+        sys.exit("bench_smtp: --control NAME=VALUE")
     systems = []
     for name in args.systems.split(","):
         if name == "pyqmail":
-            systems += [("pyqmail/" + listener + ("+" + args.scheduler if args.scheduler else ""),
-                         functools.partial(PyQmailSmtp, listener=listener, queue_owner=True, scheduler=args.scheduler))
+            systems += [("pyqmail/" + listener + ("+" + args.scheduler if args.scheduler else "")
+                         + "".join("+%s=%s" % c for c in controls),
+                         functools.partial(PyQmailSmtp, listener=listener, queue_owner=True, scheduler=args.scheduler,
+                                           controls=controls))
                         for listener in args.listener.split(",")]
         elif name == "postfix":
             systems.append(("postfix", PostfixSmtp))
