@@ -346,8 +346,9 @@ def variants(args):
     for name in args.systems.split(","):
         if name == "pyqmail":
             for listener in args.listener.split(","):
-                out.append(("pyqmail/" + listener, functools.partial(
-                    PyQmail, qmaild=args.qmaild, listener=listener, queue_owner=args.queue_owner)))
+                out.append(("pyqmail/" + listener + "".join("+%s=%s" % c for c in args.controls), functools.partial(
+                    PyQmail, qmaild=args.qmaild, listener=listener, queue_owner=args.queue_owner,
+                    controls=args.controls)))
         elif name == "postfix":
             if not ROOT or not shutil.which("postfix"):
                 sys.exit("bench_e2e: --systems postfix needs root and Debian's postfix package")
@@ -384,6 +385,8 @@ def parse_args():
     parser.add_argument("--queue-owner", action=argparse.BooleanOptionalAction, default=ROOT,
                         help="(root) run qmail-qmqpd as the queue's owner, so that it queues in its own"
                              " process (default: on as root)")
+    parser.add_argument("--control", action="append", default=[], metavar="NAME=VALUE",
+                        help="a control file of pyqmail's for the runs (e.g. concurrencylocal=20); named in the label")
     parser.add_argument("--keep", action="store_true",
                         help="leave the run directories in place (named at the end) instead of removing them: "
                              "no inodes freed, so a following benchmark need not wait")
@@ -397,6 +400,9 @@ def parse_args():
         args.queue_owner = False
     if args.rounds < 1:
         parser.error("--rounds: at least 1")
+    args.controls = tuple(tuple(c.split("=", 1)) for c in args.control)
+    if any(len(c) != 2 or not c[0] or "/" in c[0] for c in args.controls):
+        parser.error("--control NAME=VALUE")
     if (args.qmaild or args.queue_owner) and not ROOT:
         parser.error("--qmaild and --queue-owner need root")
     if set(args.listener.split(",")) - {"tcpserver", "qmail-tcpserver"}:
