@@ -344,12 +344,16 @@ def variants(args):
     """[(label, class or partial)] for every system and, for pyqmail, every listener."""
     out = []
     for name in args.systems.split(","):
+        name, *more = name.split(":")  # pyqmail:NAME=VALUE...: a pyqmail variant with more control files
+        controls = args.controls + tuple(tuple(c.split("=", 1)) for c in more)
+        if any(len(c) != 2 or not c[0] or "/" in c[0] for c in controls):
+            sys.exit("bench_e2e: a control file is NAME=VALUE")
         if name == "pyqmail":
             for listener in args.listener.split(","):
-                out.append(("pyqmail/" + listener + "".join("+%s=%s" % c for c in args.controls), functools.partial(
+                out.append(("pyqmail/" + listener + "".join("+%s=%s" % c for c in controls), functools.partial(
                     PyQmail, qmaild=args.qmaild, listener=listener, queue_owner=args.queue_owner,
-                    controls=args.controls)))
-        elif name == "postfix":
+                    controls=controls)))
+        elif name == "postfix" and not more:
             if not ROOT or not shutil.which("postfix"):
                 sys.exit("bench_e2e: --systems postfix needs root and Debian's postfix package")
             out.append(("postfix", Postfix))
@@ -365,7 +369,8 @@ def parse_args():
                         help="SESSIONS[:MESSAGES],... (default %(default)s, each with -m messages)")
     parser.add_argument("-m", "--messages", type=int, default=2000,
                         help="messages per run of the plan (default %(default)s)")
-    parser.add_argument("--systems", default="pyqmail,postfix", help="comma-separated: pyqmail, postfix"
+    parser.add_argument("--systems", default="pyqmail,postfix", help="comma-separated: pyqmail, postfix;"
+                        " pyqmail:NAME=VALUE[:NAME=VALUE] is a pyqmail variant with those control files"
                         " (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=1, metavar="N",
                         help="run each -s of the plan N times on every system, in turn and in alternating"

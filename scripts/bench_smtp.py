@@ -2,8 +2,8 @@
 smtpd, into the queue and end to end into a Maildir, alternating rounds in one run.
 
 Usage: python scripts/bench_smtp.py [--cases 20,5,20x10:300] [-m 1000] [--modes queue,e2e] [--rounds 3]
-       [--listener qmail-tcpserver] [--systems pyqmail,postfix] [--profile] [--scheduler S] [--keep] [--no-settle]
-       [--out docs/benchmarks-smtp.txt]
+       [--listener qmail-tcpserver] [--systems pyqmail,pyqmail:NAME=VALUE,postfix] [--control NAME=VALUE]
+       [--profile] [--scheduler S] [--keep] [--no-settle] [--out docs/benchmarks-smtp.txt]
 Run through scripts/bench-smtp, which installs everything first. Needs root (qmail's accounts, Postfix).
 
 A case is SESSIONS[xRECIPIENTS][t][:MESSAGES]: `smtp-source -c -s SESSIONS -r RECIPIENTS -m MESSAGES -l 2048`
@@ -337,7 +337,9 @@ def main():
     p.add_argument("-m", "--messages", type=int, default=1000, help="messages per run (default %(default)s)")
     p.add_argument("--modes", default="queue,e2e", help="queue and/or e2e (default %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="runs per case, mode and system (default %(default)s)")
-    p.add_argument("--systems", default="pyqmail,postfix", help="pyqmail and/or postfix (default %(default)s)")
+    p.add_argument("--systems", default="pyqmail,postfix",
+                   help="pyqmail and/or postfix; pyqmail:NAME=VALUE[:NAME=VALUE] is a pyqmail variant with those"
+                        " control files, e.g. pyqmail,pyqmail:concurrencylocal=20,postfix (default %(default)s)")
     p.add_argument("--listener", default="qmail-tcpserver",
                    help="what runs pyqmail's qmail-smtpd: qmail-tcpserver and/or tcpserver (default %(default)s)")
     p.add_argument("--profile", action="store_true",
@@ -358,18 +360,19 @@ def main():
         if not shutil.which(tool):
             sys.exit("bench_smtp: %s is not installed (run scripts/bench-smtp)" % tool)
     cases = parse_cases(args.cases, args.messages)
-    controls = tuple(tuple(c.split("=", 1)) for c in args.control)
-    if any(len(c) != 2 or not c[0] or "/" in c[0] for c in controls):
-        sys.exit("bench_smtp: --control NAME=VALUE")
     systems = []
     for name in args.systems.split(","):
+        name, *more = name.split(":")  # pyqmail:NAME=VALUE...: a pyqmail variant with more control files
+        controls = tuple(tuple(c.split("=", 1)) for c in args.control + more)
+        if any(len(c) != 2 or not c[0] or "/" in c[0] for c in controls):
+            sys.exit("bench_smtp: a control file is NAME=VALUE")
         if name == "pyqmail":
             systems += [("pyqmail/" + listener + ("+" + args.scheduler if args.scheduler else "")
                          + "".join("+%s=%s" % c for c in controls),
                          functools.partial(PyQmailSmtp, listener=listener, queue_owner=True, scheduler=args.scheduler,
                                            controls=controls))
                         for listener in args.listener.split(",")]
-        elif name == "postfix":
+        elif name == "postfix" and not more:
             systems.append(("postfix", PostfixSmtp))
         else:
             sys.exit("bench_smtp: unknown system %r" % name)
