@@ -340,17 +340,28 @@ def parse_plan(text, messages):
     return plan
 
 
+def control_files(texts, program):
+    """Parse NAME=VALUE texts into ((name, value), ...) for PyQmail's controls; exit naming program if one is not."""
+    controls = tuple(tuple(t.split("=", 1)) for t in texts)
+    if any(len(c) != 2 or not c[0] or "/" in c[0] for c in controls):
+        sys.exit("%s: a control file is NAME=VALUE" % program)
+    return controls
+
+
+def control_label(controls):
+    """'+name=value...' for a system's label."""
+    return "".join("+%s=%s" % c for c in controls)
+
+
 def variants(args):
     """[(label, class or partial)] for every system and, for pyqmail, every listener."""
     out = []
     for name in args.systems.split(","):
         name, *more = name.split(":")  # pyqmail:NAME=VALUE...: a pyqmail variant with more control files
-        controls = args.controls + tuple(tuple(c.split("=", 1)) for c in more)
-        if any(len(c) != 2 or not c[0] or "/" in c[0] for c in controls):
-            sys.exit("bench_e2e: a control file is NAME=VALUE")
+        controls = control_files(args.control + more, "bench_e2e")
         if name == "pyqmail":
             for listener in args.listener.split(","):
-                out.append(("pyqmail/" + listener + "".join("+%s=%s" % c for c in controls), functools.partial(
+                out.append(("pyqmail/" + listener + control_label(controls), functools.partial(
                     PyQmail, qmaild=args.qmaild, listener=listener, queue_owner=args.queue_owner,
                     controls=controls)))
         elif name == "postfix" and not more:
@@ -405,9 +416,6 @@ def parse_args():
         args.queue_owner = False
     if args.rounds < 1:
         parser.error("--rounds: at least 1")
-    args.controls = tuple(tuple(c.split("=", 1)) for c in args.control)
-    if any(len(c) != 2 or not c[0] or "/" in c[0] for c in args.controls):
-        parser.error("--control NAME=VALUE")
     if (args.qmaild or args.queue_owner) and not ROOT:
         parser.error("--qmaild and --queue-owner need root")
     if set(args.listener.split(",")) - {"tcpserver", "qmail-tcpserver"}:

@@ -40,7 +40,8 @@ from statistics import median
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
-from bench_e2e import Acceptance, PyQmail, accept_only, code_version, show, wait_delivered, workdir  # noqa: E402
+from bench_e2e import (Acceptance, PyQmail, accept_only, code_version, control_files, control_label, show,  # noqa: E402
+                       wait_delivered, workdir)
 from bench_postfix import DOMAIN, RECIPIENT, Postfix  # noqa: E402
 from bench_procs import (disk_counts, disk_delta, machine_cpu, machine_shares, remove_tree, spread_runs,  # noqa: E402
                          wait_for_settled_frees)
@@ -363,12 +364,10 @@ def main():
     systems = []
     for name in args.systems.split(","):
         name, *more = name.split(":")  # pyqmail:NAME=VALUE...: a pyqmail variant with more control files
-        controls = tuple(tuple(c.split("=", 1)) for c in args.control + more)
-        if any(len(c) != 2 or not c[0] or "/" in c[0] for c in controls):
-            sys.exit("bench_smtp: a control file is NAME=VALUE")
+        controls = control_files(args.control + more, "bench_smtp")
         if name == "pyqmail":
             systems += [("pyqmail/" + listener + ("+" + args.scheduler if args.scheduler else "")
-                         + "".join("+%s=%s" % c for c in controls),
+                         + control_label(controls),
                          functools.partial(PyQmailSmtp, listener=listener, queue_owner=True, scheduler=args.scheduler,
                                            controls=controls))
                         for listener in args.listener.split(",")]
