@@ -224,11 +224,14 @@ class Worker:
             code = self.serve(conn, remote)
             conn.close()  # if serve did not take its descriptor: closed now, never later by the collector
             del conn
-            self.say_end(self.pid, (code & 0xFF) << 8)
             self.clean_up()
+            too_big = self.too_big()  # it opens /proc/self/statm for a moment
+            # the end line last, as tcpserver's comes after its child has gone: whoever reads it finds the
+            # worker holding only its own descriptors
+            self.say_end(self.pid, (code & 0xFF) << 8)
             self.busy = False
             self.tell(b"I")
-            if self.stopping or self.too_big():
+            if self.stopping or too_big:
                 break
         os._exit(0)
 
