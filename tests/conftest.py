@@ -35,13 +35,15 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
-def wait_port(host, port, timeout=10.0):
-    """Wait until host:port accepts connections."""
+def wait_port(host, port, timeout=30.0):
+    """Wait until host:port accepts connections (a loaded machine may take seconds to start a server)."""
     deadline = time.time() + timeout
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     while time.time() < deadline:
         with socket.socket(family) as s:
-            if s.connect_ex((host, port)) == 0:
+            # a connect to a port nobody listens on yet can meet itself (TCP simultaneous open, when the kernel
+            # picks that very port as the source): that is not the server
+            if s.connect_ex((host, port)) == 0 and s.getsockname()[:2] != s.getpeername()[:2]:
                 return
         time.sleep(0.02)
     raise TimeoutError("nothing listening on %s:%d" % (host, port))

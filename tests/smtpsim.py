@@ -755,7 +755,7 @@ class Sink:
         """Return a copy of the recorded transactions (with bodies if kept)."""
         return self.records.snapshot()["transactions"]
 
-    def wait_for(self, condition: Callable[[Dict[str, Any]], bool], timeout: float = 10.0) -> Dict[str, Any]:
+    def wait_for(self, condition: Callable[[Dict[str, Any]], bool], timeout: float = 30.0) -> Dict[str, Any]:
         """Wait until condition(records snapshot) holds; return the snapshot, or raise TimeoutError."""
         return wait_until(self.snapshot, condition, timeout)
 

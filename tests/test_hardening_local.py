@@ -243,7 +243,7 @@ def delivered_environment(procs, tree, home, argv, env):
         p = procs.start(argv, env=env, stdout=f, stderr=subprocess.DEVNULL)
     assert queue_message(tree, MSG, b"Fs@x.test\0Tjoe@test.example\0\0") == 0
     deadline = time.time() + 30
-    while b"delivery 1: " not in log.read_bytes() and time.time() < deadline:
+    while b"\ndelivery 1: " not in log.read_bytes() and time.time() < deadline:  # not "starting delivery 1: "
         time.sleep(0.05)
     os.kill(p.pid, signal.SIGTERM)
     assert p.wait(30) == 0

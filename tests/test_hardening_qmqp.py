@@ -189,7 +189,7 @@ def test_a_reused_worker_gets_back_to_its_idle_size(procs, qtree):
         except FileNotFoundError:
             pass  # it exited to shed its memory
     worker = served(SMALL)
-    after = wait_for(lambda: vm(worker, "RssAnon") <= idle + MB // 2 and vm(worker, "RssAnon"), timeout=5)
+    after = wait_for(lambda: vm(worker, "RssAnon") <= idle + MB // 2 and vm(worker, "RssAnon"))
     print("worker RssAnon idle %d, after 1 MB requests %d" % (idle, vm(worker, "RssAnon")))
     assert after, (idle, vm(worker, "RssAnon"))
 

@@ -39,7 +39,7 @@ def queue_files(tree, n):
     return {name for name, p in paths.items() if p.exists()}
 
 
-def wait_gone(tree, n, timeout=10):
+def wait_gone(tree, n, timeout=30):
     """Wait until message n has no file left in the queue."""
     deadline = time.time() + timeout
     while queue_files(tree, n) and time.time() < deadline:
@@ -94,7 +94,7 @@ def test_a_deferral_spills_the_message_to_qmails_files(procs, tree):
     data = wait_for(log, b"deferral: later\n")
     n = message_id(data)
     q = tree / "queue"
-    deadline = time.time() + 10
+    deadline = time.time() + 30
     while "todo" in queue_files(tree, n) and time.time() < deadline:
         time.sleep(0.02)
     assert queue_files(tree, n) == {"mess", "info", "local"}
