@@ -84,10 +84,11 @@ class MailSystem:
         """Wait until text has appeared count times in the log; return the log."""
         deadline = time.time() + timeout
         while time.time() < deadline:
+            exited = self.proc.poll() is not None  # asked before the read: its last lines are in the log then
             data = self.log()
             if data.count(text) >= count:
                 return data
-            if self.proc.poll() is not None and data.count(text) < count:
+            if exited:
                 break
             time.sleep(0.02)
         raise AssertionError("log never showed %r x%d:\n%s" % (text, count, self.log().decode(errors="replace")))

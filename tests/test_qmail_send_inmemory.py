@@ -195,21 +195,28 @@ def remote_system(procs, world_tmp, scheduler, behaviour):
     return sim, tree, MailSystem(procs, tree)
 
 
+HOLD = 3.0  # seconds the sink holds the reply to the final dot: the queue files are listed meanwhile
+
+
 def files_during_delivery(sim, tree, log_wait):
     """Queue one message to far.example; return (its number, its queue files while the sink holds its DATA)."""
     assert queue_message(tree, b"Subject: far\n\nx\n", envelope(b"a@far.example", b"b@far.example")) == 0
     log = log_wait(b"starting delivery")
     n = message_id(log)
-    deadline = time.time() + 10
+    deadline = time.time() + 30
     while not sim.records()["far.example"]["connections_opened"] and time.time() < deadline:
         time.sleep(0.02)
-    return n, queue_files(tree, n)
+    files = queue_files(tree, n)
+    # the sink counts the transaction just before its 250: none counted yet, so the listing saw the delivery
+    # in progress (a test process slower than HOLD would otherwise list what is left after it)
+    assert sim.records()["far.example"]["transaction_count"] == 0, "the files were listed after the delivery"
+    return n, files
 
 
 @pytest.mark.parametrize("scheduler", ["qmgr", "oqmgr"])
 def test_a_remote_message_is_delivered_with_todo_as_its_only_record_under_qmgr(procs, world_tmp, scheduler):
     import smtpsim
-    sim, tree, system = remote_system(procs, world_tmp, scheduler, smtpsim.slow_data(1.0))
+    sim, tree, system = remote_system(procs, world_tmp, scheduler, smtpsim.slow_data(HOLD))
     try:
         n, files = files_during_delivery(sim, tree, system.wait_log)
         assert files == {"mess", "intd", "todo"}  # no info/N, no remote/N (intd/N: todo/N's other name)
@@ -225,7 +232,7 @@ def test_a_remote_message_is_delivered_with_todo_as_its_only_record_under_qmgr(p
 
 def test_under_qmails_scheduler_a_remote_message_goes_through_info_and_remote(procs, world_tmp):
     import smtpsim
-    sim, tree, system = remote_system(procs, world_tmp, None, smtpsim.slow_data(1.0))
+    sim, tree, system = remote_system(procs, world_tmp, None, smtpsim.slow_data(HOLD))
     try:
         n, files = files_during_delivery(sim, tree, system.wait_log)
         assert {"mess", "info", "remote"} <= files
@@ -242,7 +249,7 @@ def test_a_remote_deferral_spills_the_message_to_info_and_remote(procs, world_tm
         assert queue_message(tree, b"Subject: far\n\nx\n", envelope(b"a@far.example", b"b@far.example")) == 0
         log = system.wait_log(b": deferral: ")
         n = message_id(log)
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while "todo" in queue_files(tree, n) and time.time() < deadline:
             time.sleep(0.02)
         assert queue_files(tree, n) == {"mess", "info", "remote"}

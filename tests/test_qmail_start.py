@@ -49,7 +49,7 @@ def tree_processes(tree):
     return found
 
 
-def wait_gone(pids, timeout=10):
+def wait_gone(pids, timeout=30):
     """Wait until none of pids is alive; return those still alive."""
     deadline = time.time() + timeout
     while any(alive(p) for p in pids) and time.time() < deadline:
