@@ -67,7 +67,7 @@ def live(world_tmp, procs):
     assign_users(tree, [("=", "joe", make_home(world_tmp, "joe"), "", "")])
     system = MailSystem(procs, tree, "./Maildir/", env={"QMAILREMOTE": fake})
     delivered = qput_running(system, tree, b"Subject: one\n\nlocal\n", rcpts=(b"joe@test.example",))
-    system.wait_log(b"end msg %d" % delivered)
+    system.wait_log(b"end msg %d\n" % delivered)
     deferred = qput_running(system, tree, b"Subject: two\n\nremote\n", sender=b"a@b.example",
                             rcpts=(b"joe@test.example", b"bob@far.example", b"eve@far.example"))
     system.wait_log(b": deferral:", count=1)
