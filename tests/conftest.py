@@ -41,10 +41,15 @@ def wait_port(host, port, timeout=30.0):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     while time.time() < deadline:
         with socket.socket(family) as s:
-            # a connect to a port nobody listens on yet can meet itself (TCP simultaneous open, when the kernel
-            # picks that very port as the source): that is not the server
-            if s.connect_ex((host, port)) == 0 and s.getsockname()[:2] != s.getpeername()[:2]:
-                return
+            if s.connect_ex((host, port)) == 0:
+                # a connect to a port nobody listens on yet can meet itself (TCP simultaneous open, when the
+                # kernel picks that very port as the source): that is not the server
+                try:
+                    itself = s.getsockname()[:2] == s.getpeername()[:2]
+                except OSError:
+                    itself = False  # the server took the connection and dropped it already
+                if not itself:
+                    return
         time.sleep(0.02)
     raise TimeoutError("nothing listening on %s:%d" % (host, port))
 

@@ -139,5 +139,5 @@ def test_pickup_daemon_wakes_on_a_drop(system_tree, procs):
     while not queued(system_tree) and time.time() < deadline:
         time.sleep(0.05)
     assert len(queued(system_tree)) == 1
-    procs.stop(daemon)
+    procs.stop(daemon, timeout=30)  # (SIGKILL after the timeout: no 0)
     assert daemon.returncode == 0
