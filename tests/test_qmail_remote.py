@@ -214,7 +214,8 @@ def fill_backlog(host):
         c.setblocking(False)
         c.connect_ex(server.getsockname())
         clients.append(c)
-    time.sleep(0.2)
+    import select  # the first one connected (writable) fills the queue of a listen(0): the rest wait in SYN_SENT
+    assert select.select([], clients[:1], [], 30)[1], "the backlog never filled"
     return server, clients
 
 

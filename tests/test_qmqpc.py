@@ -253,7 +253,8 @@ def blackhole():
         filler.setblocking(False)
         filler.connect_ex(("127.0.0.1", port))
         fillers.append(filler)
-    time.sleep(0.1)
+    import select  # the first one connected (writable) fills the queue of a listen(0): the rest wait in SYN_SENT
+    assert select.select([], fillers[:1], [], 30)[1], "the backlog never filled"
     yield "127.0.0.1:%d" % port
     for s in fillers + [sock]:
         s.close()
