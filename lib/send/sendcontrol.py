@@ -16,7 +16,7 @@ import time
 
 from pyqmail.lib.queue import qadmin
 from pyqmail.lib.queue.queue import split_name
-from pyqmail.lib.send import bounce
+from pyqmail.lib.send import bounce, sendlog
 from pyqmail.lib.send.sendchannel import Batch
 from pyqmail.lib.util import netstring
 
@@ -166,7 +166,7 @@ class Control:
             found = set(qadmin.held_numbers()) if r.verb == "release" else (
                 set(qadmin.queued_numbers()) | set(send.inmemory.messages) | (
                     set(qadmin.held_numbers()) if r.verb == "delete" else set()))
-            ids = sorted(found)
+            ids = sorted(n for n in found if not self.ended(n))
             if not ids:
                 return self.answer(c, [qadmin.result_line(b"K", None, "no message to %s" % r.verb)])
         c.actions = [Action(n) for n in ids]
@@ -234,6 +234,8 @@ class Control:
     def act(self, r: qadmin.Request, action: Action, recent: int) -> bytes:
         """Carry out one action on a quiet message; return its reply line."""
         send, n = self.send, action.n
+        if self.ended(n):
+            return qadmin.result_line(b"D", n, "no such message in the queue")
         try:
             if r.verb == "hold":
                 if qadmin.exists(split_name("info", n)) and not qadmin.to_do(n):
@@ -273,6 +275,10 @@ class Control:
             line = qadmin.result_line(b"Z", n, "trouble: %s" % e)
         self.reschedule(action, None)
         return line
+
+    def ended(self, n: int) -> bool:
+        """True once `end msg N` is logged: info/N is then on its way out, and the message no longer queued."""
+        return self.send.unlinker.busy(split_name("info", n))
 
     def delete(self, r: qadmin.Request, action: Action) -> bytes:
         """Delete a quiet message's recipients (all, or the request's); return the reply line."""
@@ -319,7 +325,9 @@ class Control:
         return True
 
     def answer(self, c: Conn, lines: list[bytes]) -> None:
-        """Send the reply (a netstring of the lines) and close the connection."""
+        """Send the reply (a netstring of the lines) and close the connection; the turn's log lines first, so
+        that qmail-qctl's caller finds the change logged once it has the answer."""
+        sendlog.flush_log()
         try:
             c.sock.setblocking(True)
             c.sock.settimeout(1)

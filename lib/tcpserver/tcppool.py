@@ -203,6 +203,8 @@ class Worker:
         sock = _socket.socket(fileno=self.listen_fd)
         kind = sock.family, sock.type, sock.proto
         self.trim = malloc_trim()
+        if self.trim is not None:  # what the listener's heap had freed: given back now, never counted as growth room
+            self.trim(0)
         self.forked_size = self.trimmed_size = private_resident()
         served = 0
         while served < MAX_USE:
