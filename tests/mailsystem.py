@@ -94,8 +94,8 @@ class MailSystem:
         raise AssertionError("log never showed %r x%d:\n%s" % (text, count, self.log().decode(errors="replace")))
 
     def signal(self, sig):
-        """Send sig to qmail-send alone."""
-        os.kill(self.pid, sig)
+        """Send sig to qmail-send alone; nothing once it has been reaped (wait_log's poll may have done that)."""
+        self.proc.send_signal(sig)
 
     def stop(self, timeout=30):
         """TERM qmail-send, wait for it to exit; return its exit code, after checking its helpers are gone."""
@@ -112,5 +112,8 @@ class MailSystem:
 
     def kill(self):
         """kill -9 qmail-send and everything in its process group (a crash)."""
-        os.killpg(self.pid, signal.SIGKILL)
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the whole group has exited already
+            pass
         self.proc.wait(10)

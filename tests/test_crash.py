@@ -178,7 +178,7 @@ class Crasher:
 
     def kill_send(self):
         """kill -9 qmail-send alone; its helpers see EOF."""
-        os.kill(self.system.pid, signal.SIGKILL)
+        self.system.signal(signal.SIGKILL)
         self.system.proc.wait(10)
         self.count("qmail-send")
         self.after_death()
@@ -332,7 +332,7 @@ def test_kill_9_before_the_delivery_finished(procs, tree, world_tmp, when, how):
     assert queue_message(tree, message(b"once-or-twice"), envelope(rcpt)) == 0
     system.wait_log(when)
     if how == "qmail-send":
-        os.kill(system.pid, signal.SIGKILL)
+        system.signal(signal.SIGKILL)
         system.proc.wait(10)
     else:
         system.kill()

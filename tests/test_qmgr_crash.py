@@ -54,7 +54,7 @@ def test_kill_9_of_qmail_send_under_qmgr_loses_no_recipient(procs, world_tmp):
             if round_ % 2:
                 system.kill()  # qmail-send, its helpers and the deliveries at once
             else:
-                os.kill(system.pid, signal.SIGKILL)  # qmail-send alone: its helpers see EOF
+                system.signal(signal.SIGKILL)  # qmail-send alone: its helpers see EOF
                 system.proc.wait(10)
             kills += 1
             assert helpers_gone(system) == []
