@@ -39,8 +39,8 @@ def become(uid, gid):
             os.setgroups([gid])
             os.setgid(gid)
             os.setuid(uid)
-        except OSError:
-            raise Exit(QLX_USAGE)
+        except (OSError, OverflowError):  # OverflowError: a users/assign uid or gid beyond 32 bits, which C
+            raise Exit(QLX_USAGE)  # would cut (4294967296 to root's 0); here, as a failing setuid: deferred
     if uid == 0 or os.getuid() == 0 or os.geteuid() == 0:
         raise Exit(QLX_ROOT)
 

@@ -65,3 +65,23 @@ def test_dot_qmail_helpers_run_programs_with_default_signal_dispositions(world_t
                        input=b"x\n", capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert not ignored(out.read_text()) & set(PYTHON_IGNORES)
+
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root to switch to the recipient's uid")
+@pytest.mark.parametrize("override", [False, True], ids=["worker", "QMAILLOCAL"])
+def test_a_uid_or_gid_beyond_32_bits_in_users_assign_is_deferred_with_a_report(procs, users, home, override):
+    """A tired administrator's typo: uid or gid 4294967296 in users/assign (C would cut it to 0, root) is a
+    failing setuid, `ZInternal qmail-lspawn bug.` as qmail-lspawn reports one, not an empty `Z` from a worker
+    that died on an exception."""
+    name, uid, gid = ids()
+    (users / "users" / "assign").write_text("=big:%s:4294967296:%d:%s:::\n=bigg:%s:%d:4294967296:%s:::\n.\n"
+                                            % (name, gid, home, name, uid, home))
+    subprocess.run([program("qmail-newu")], env=qenv(users), check=True)
+    messid, _ = queue_message(users)
+    s = lspawn(procs, users, **({"QMAILLOCAL": program("qmail-local")} if override else {}))
+    s.send(0, messid, b"s@example.org", b"big@test.example")
+    s.send(1, messid, b"s@example.org", b"bigg@test.example")
+    assert sorted([s.report(), s.report()]) == [(0, b"ZInternal qmail-lspawn bug.\n"),
+                                                (1, b"ZInternal qmail-lspawn bug.\n")]
+    assert list((home / "Maildir" / "new").iterdir()) == []
