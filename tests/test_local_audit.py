@@ -85,3 +85,101 @@ def test_a_uid_or_gid_beyond_32_bits_in_users_assign_is_deferred_with_a_report(p
     assert sorted([s.report(), s.report()]) == [(0, b"ZInternal qmail-lspawn bug.\n"),
                                                 (1, b"ZInternal qmail-lspawn bug.\n")]
     assert list((home / "Maildir" / "new").iterdir()) == []
+
+
+def root_maildir(path):
+    """Make a root-owned 0700 Maildir at path (another user's, or the system's) and return it."""
+    for sub in ("", "tmp", "new", "cur"):
+        (path / sub).mkdir(mode=0o700)
+    return path
+
+
+def plant(home, victims, how):
+    """Plant what a hostile user can (and, for the hard link, what a kernel without protected_hardlinks lets
+    them) in their own home; return (.qmail-<ext> extension, expected report)."""
+    uid, gid = ids()[1:]
+    if how in ("tmp-new", "maildir"):
+        root_maildir(victims / "Maildir")
+        if how == "maildir":
+            os.symlink(victims / "Maildir", home / "planted")
+        else:
+            md = home / "planted"
+            md.mkdir(mode=0o700)
+            (md / "cur").mkdir(mode=0o700)
+            for sub in ("tmp", "new"):
+                os.symlink(victims / "Maildir" / sub, md / sub)
+            for p in (md, md / "cur"):
+                os.chown(p, uid, gid)
+        dotqmail(home, "x", "./planted/\n")
+        if how == "maildir":
+            return b"ZUnable to chdir to maildir. (#4.2.1)\n"
+        return b"ZTemporary error on maildir delivery. (#4.3.0)\n"
+    victim = victims / "passwd"
+    victim.write_bytes(b"root:x:0:0::/root:/bin/sh\n")
+    os.chmod(victim, 0o644)
+    if how == "mbox-symlink":
+        os.symlink(victim, home / "Mailbox")
+    elif how == "mbox-hardlink":
+        os.link(victim, home / "Mailbox")
+    else:  # .qmail-x: a symlink to a file only root reads
+        victim.write_bytes(b"./Mailbox\n")
+        os.chmod(victim, 0o600)
+        os.symlink(victim, home / ".qmail-x")
+        return b"ZUnable to open .qmail-x: access denied. (#4.3.0)\n"
+    if not how.startswith("dotqmail"):
+        dotqmail(home, "x", "./Mailbox\n")
+    return b"ZUnable to open ./Mailbox: access denied. (#4.2.1)\n"
+
+
+def snapshot(path):
+    """Return {relative name: bytes or None for a directory} of everything under path."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, name), path)] = None
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                out[os.path.relpath(os.path.join(dirpath, name), path)] = f.read()
+    return out
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root to switch to the recipient's uid")
+@pytest.mark.parametrize("how", ["tmp-new", "maildir", "mbox-symlink", "mbox-hardlink", "dotqmail-symlink"])
+def test_a_users_planted_links_never_make_a_delivery_write_where_the_user_cannot(procs, users, home, world_tmp,
+                                                                                  how):
+    """Maildir tmp/ and new/ (or the whole Maildir) symlinked to a root-owned Maildir, an mbox that is a symlink
+    or a hard link to a root-owned file, a .qmail symlinked to a file only root reads: the reused worker
+    delivers as the user, so each is a temporary failure and the victim is untouched."""
+    victims = world_tmp / "victims"
+    victims.mkdir(mode=0o755)
+    want = plant(home, victims, how)
+    before = snapshot(victims)
+    messid, _ = queue_message(users)
+    s = lspawn(procs, users)
+    s.send(0, messid, b"s@example.org", b"joe-x@test.example")
+    assert s.report() == (0, want)
+    assert snapshot(victims) == before
+    assert all(os.stat(os.path.join(victims, p)).st_uid == 0 for p in before)
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root to switch to the recipient's uid")
+def test_a_home_swapped_for_a_symlink_after_the_lookup_is_entered_as_the_user(procs, users, home, world_tmp):
+    """users/assign names a home in a directory its user controls; the user swaps it for a symlink to a root-owned
+    directory with a Maildir between qmail-lspawn's lookup and the delivery: qmail-local enters and writes as the
+    user, so the delivery is deferred and nothing is written there."""
+    name, uid, gid = ids()
+    parent = world_tmp / "parent"
+    parent.mkdir(mode=0o755)
+    os.chown(parent, uid, gid)
+    victim = world_tmp / "victim"
+    victim.mkdir(mode=0o755)
+    root_maildir(victim / "Maildir")
+    (users / "users" / "assign").write_text("=swap:%s:%d:%d:%s/home:::\n.\n" % (name, uid, gid, parent))
+    subprocess.run([program("qmail-newu")], env=qenv(users), check=True)
+    os.symlink(victim, parent / "home")  # as swapped: the lookup only names the path
+    before = snapshot(victim)
+    messid, _ = queue_message(users)
+    s = lspawn(procs, users)
+    s.send(0, messid, b"s@example.org", b"swap@test.example")
+    assert s.report() == (0, b"ZUnable to chdir to maildir. (#4.2.1)\n")
+    assert snapshot(victim) == before
