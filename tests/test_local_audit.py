@@ -4,6 +4,7 @@ installed qmail-lspawn (driven over its pipes as qmail-send drives it, with its 
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -183,3 +184,83 @@ def test_a_home_swapped_for_a_symlink_after_the_lookup_is_entered_as_the_user(pr
     s.send(0, messid, b"s@example.org", b"swap@test.example")
     assert s.report() == (0, b"ZUnable to chdir to maildir. (#4.2.1)\n")
     assert snapshot(victim) == before
+
+
+
+def worker_state_line(home):
+    """A .qmail line recording its parent's (the qmail-local process's) limits, nice value, CPU affinity and
+    scheduling policy, and the parent's pid, into home/state-$EXT."""
+    return ("|{ echo $PPID; prlimit --pid $PPID --raw --noheadings; ps -o ni=,cls= -p $PPID;"
+            " taskset -p $PPID | sed 's/.*: //'; } > %s/state-$EXT\n" % home)
+
+
+@pytest.mark.parametrize("change", [
+    "prlimit --pid $PPID --nofile=50:50 --fsize=1000:1000",  # hard limits: the user cannot raise them again
+    "prlimit --pid $PPID --nofile=100:",  # a soft limit only
+    "renice -n 5 -p $PPID >/dev/null",
+    "taskset -p 1 $PPID >/dev/null",
+    "chrt -i -p 0 $PPID",
+])
+def test_a_program_that_changes_its_workers_limits_or_priority_changes_no_later_delivery(procs, users, home,
+                                                                                         change):
+    """A |program may change its own qmail-local process (the reused worker, its parent, runs as the same user):
+    its resource limits (prlimit), nice value, CPU affinity, scheduling policy. qmail forks a fresh qmail-local
+    from root's qmail-lspawn for every delivery, so the next delivery starts as qmail-lspawn's child again:
+    the worker that was changed is retired, and the next delivery runs in a fresh one."""
+    dotqmail(home, "a", worker_state_line(home))
+    dotqmail(home, "b", worker_state_line(home))
+    dotqmail(home, "change", "|%s\n" % change)
+    messid, _ = queue_message(users)
+    s = lspawn(procs, users)
+    s.send(0, messid, b"s@example.org", b"joe-a@test.example")
+    assert s.report() == (0, b"Kdid 0+0+1\n")
+    s.send(1, messid, b"s@example.org", b"joe-change@test.example")
+    assert s.report() == (1, b"Kdid 0+0+1\n")
+    s.send(2, messid, b"s@example.org", b"joe-b@test.example")
+    assert s.report() == (2, b"Kdid 0+0+1\n")
+    first, after = ((home / ("state-" + x)).read_text().split("\n", 1) for x in "ab")
+    assert after[1] == first[1]  # limits, nice, policy, affinity: as the first delivery had them
+    assert after[0] != first[0]  # in another worker
+
+
+def test_a_workers_own_deliveries_leave_it_reused(procs, users, home):
+    """Deliveries that change nothing about their worker (a maildir, an mbox, a program) keep it in use."""
+    dotqmail(home, "a", "./Maildir/\n./Mailbox\n" + worker_state_line(home))
+    dotqmail(home, "b", worker_state_line(home))
+    messid, _ = queue_message(users)
+    s = lspawn(procs, users)
+    for n, ext in enumerate("ab"):
+        s.send(n, messid, b"s@example.org", b"joe-%s@test.example" % ext.encode())
+        assert s.report() == (n, b"Kdid %d+0+1\n" % (2 if ext == "a" else 0))
+    assert (home / "state-a").read_text() == (home / "state-b").read_text()
+
+
+def nice_of(pid):
+    """Return the nice value of pid (/proc/<pid>/stat, field 19)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])
+
+
+def test_a_worker_changed_while_idle_defers_the_request_it_gets_and_the_next_runs_fresh(procs, users, home):
+    """A program's background process renices the worker after the delivery was answered: the next request
+    that worker receives is deferred (`ZTemporary failure in qmail-lspawn.`, retried by qmail-send) rather
+    than delivered with what the user set, and the one after runs in a fresh worker."""
+    dotqmail(home, "bg", "|echo $PPID > %s/worker; (sleep 0.2; renice -n 7 -p $PPID) </dev/null >/dev/null 2>&1 &\n"
+             % home)
+    dotqmail(home, "b", worker_state_line(home))
+    messid, _ = queue_message(users)
+    s = lspawn(procs, users)
+    s.send(0, messid, b"s@example.org", b"joe-bg@test.example")
+    assert s.report() == (0, b"Kdid 0+0+1\n")
+    worker = int((home / "worker").read_text())
+    deadline = time.time() + 30
+    while nice_of(worker) != 7 and time.time() < deadline:
+        time.sleep(0.02)
+    assert nice_of(worker) == 7
+    s.send(1, messid, b"s@example.org", b"joe-b@test.example")
+    assert s.report() == (1, b"ZTemporary failure in qmail-lspawn.\n")
+    assert not (home / "state-b").exists()
+    s.send(2, messid, b"s@example.org", b"joe-b@test.example")
+    assert s.report() == (2, b"Kdid 0+0+1\n")
+    state = (home / "state-b").read_text().split("\n")
+    assert int(state[0]) != worker and int(state[-3].split()[0]) == nice_of(s.p.pid)  # fresh: qmail-lspawn's
