@@ -264,3 +264,34 @@ def test_a_worker_changed_while_idle_defers_the_request_it_gets_and_the_next_run
     assert s.report() == (2, b"Kdid 0+0+1\n")
     state = (home / "state-b").read_text().split("\n")
     assert int(state[0]) != worker and int(state[-3].split()[0]) == nice_of(s.p.pid)  # fresh: qmail-lspawn's
+
+
+@pytest.mark.parametrize("ext", [
+    b"$(touch${IFS}%(p)s/1)`touch %(p)s/2`;touch %(p)s/3|touch %(p)s/4&&x\\'\"*",
+    b"-n --help -- -x",
+    b"a-" * 120 + b"$(touch %(p)s/5)",  # a file name beyond NAME_MAX: ENAMETOOLONG is "no such file", as qmail
+])
+def test_hostile_envelope_bytes_reach_programs_only_as_values(procs, users, home, world_tmp, ext):
+    """Shell metacharacters, option-like words and a very long extension in the recipient, and the same in the
+    sender: no shell ever sees them as code nor a program as options; .qmail-default gets them as EXT, DEFAULT,
+    SENDER, and Delivered-To and Return-Path stay one line each."""
+    pwned = world_tmp / "pwned"
+    pwned.mkdir(mode=0o777)
+    os.chmod(pwned, 0o777)
+    ext = ext % {b"p": bytes(pwned)}
+    sender = b"-f $(touch %s/6)`touch %s/7`@x;touch %s/8" % ((bytes(pwned),) * 3)
+    dotqmail(home, "default", "|printf '%%s\\n' \"$EXT\" \"$DEFAULT\" \"$SENDER\" \"$RECIPIENT\" > %s/env\n"
+             "|preline -f sh -c 'cat > %s/prelined'\n./Maildir/\n" % (home, home))
+    recipient = b"joe-" + ext + b"@test.example"
+    messid, n = queue_message(users, sender=sender, rcpt=recipient)
+    s = lspawn(procs, users)
+    s.send(0, messid, sender, recipient)
+    assert s.report() == (0, b"Kdid 1+0+2\n")
+    assert list(pwned.iterdir()) == []
+    assert (home / "env").read_bytes() == b"\n".join([ext, ext, sender, b"joe-" + ext + b"@test.example", b""])
+    from pyqmail.lib.rfc822.quote import quote2
+    head = b"Return-Path: <" + quote2(sender) + b">\nDelivered-To: " + recipient + b"\n"
+    [delivered] = list((home / "Maildir" / "new").iterdir())
+    mess = (users / "queue" / "mess" / str(n % 23) / str(n)).read_bytes()
+    assert delivered.read_bytes() == head + mess
+    assert (home / "prelined").read_bytes() == head + mess
