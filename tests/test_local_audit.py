@@ -295,3 +295,39 @@ def test_hostile_envelope_bytes_reach_programs_only_as_values(procs, users, home
     mess = (users / "queue" / "mess" / str(n % 23) / str(n)).read_bytes()
     assert delivered.read_bytes() == head + mess
     assert (home / "prelined").read_bytes() == head + mess
+
+
+def odd_dotqmail(home, kind):
+    """Make home/.qmail-x something other than a plain readable file; return the report expected."""
+    path = home / ".qmail-x"
+    uid, gid = ids()[1:]
+    if kind == "directory":
+        path.mkdir(mode=0o755)
+    elif kind == "fifo":
+        os.mkfifo(path, 0o644)  # nobody writes it: opening it must not wait
+    elif kind == "dangling symlink":
+        os.symlink(home / "nowhere", path)
+    elif kind == "unreadable":
+        path.write_text("./Maildir/\n")
+        os.chmod(path, 0)
+    elif kind == "too big":  # 1 MiB and a byte: refused, not read without bound
+        path.write_bytes(b"#" * (1 << 20) + b"\n")
+        os.chmod(path, 0o644)
+    if kind != "dangling symlink":
+        os.lchown(path, uid, gid)
+    return {
+        "unreadable": b"ZUnable to open .qmail-x: access denied. (#4.3.0)\n",
+        "too big": b"ZUnable to read .qmail-x: file too big. (#4.3.0)\n",
+    }.get(kind, b"Kdefault\ndid 0+0+1\n")  # not a regular file: the next name, .qmail-default, as qmail
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "dangling symlink", "unreadable", "too big"])
+def test_a_dot_qmail_that_is_no_plain_readable_file(procs, users, home, kind):
+    """A .qmail-x that is a directory, a FIFO nobody writes, a dangling symlink (each: not there, so
+    .qmail-default takes the message), unreadable (deferred) or over 1 MiB (deferred, never read whole)."""
+    want = odd_dotqmail(home, kind)
+    dotqmail(home, "default", "|echo default\n")
+    messid, _ = queue_message(users)
+    s = lspawn(procs, users)
+    s.send(0, messid, b"s@example.org", b"joe-x@test.example")
+    assert s.report() == (0, want)
