@@ -331,3 +331,27 @@ def test_a_dot_qmail_that_is_no_plain_readable_file(procs, users, home, kind):
     s = lspawn(procs, users)
     s.send(0, messid, b"s@example.org", b"joe-x@test.example")
     assert s.report() == (0, want)
+
+
+def test_a_program_that_reads_a_byte_and_closes_its_stdin_leaves_the_message_whole_for_the_next_line(
+        procs, users, home):
+    """A |program that reads one byte, closes its stdin and exits 0 succeeds (its stdin is the message file, not a
+    pipe: no SIGPIPE anywhere), and the next line is handed the message from its start again. Under preline the
+    command's stdin is a pipe: one that leaves before the end of a message larger than the pipe holds defers the
+    delivery (`preline: fatal: unable to copy input: broken pipe`, exit 111; qmail's preline dies of the SIGPIPE
+    its qmail-local left at the default, which qmail-local also reports as temporary)."""
+    from conftest import queue_message as queue_raw, queued
+    dotqmail(home, "a", "|head -c 1 > %s/first; exec 0<&-; exit 0\n./Maildir/\n" % home)
+    dotqmail(home, "p", "|preline head -c 1 > /dev/null\n")
+    big = b"Subject: big\n\n" + b"x" * 99 + b"\n" * 1000 + b"y" * 300000 + b"\n"
+    assert queue_raw(users, big, b"Fs@example.org\0Tjoe-a@test.example\0\0") == 0
+    n = max(queued(users))
+    messid = b"%d/%d" % (n % 23, n)
+    s = lspawn(procs, users)
+    s.send(0, messid, b"s@example.org", b"joe-a@test.example")
+    assert s.report() == (0, b"Kdid 1+0+1\n")
+    assert (home / "first").read_bytes() == b"R"  # the Received line qmail-queue wrote first
+    [delivered] = list((home / "Maildir" / "new").iterdir())
+    assert delivered.read_bytes().endswith(big)
+    s.send(1, messid, b"s@example.org", b"joe-p@test.example")
+    assert s.report() == (1, b"Zpreline: fatal: unable to copy input: broken pipe\n")
