@@ -357,3 +357,17 @@ def test_a_program_that_reads_a_byte_and_closes_its_stdin_leaves_the_message_who
     assert delivered.read_bytes().endswith(big)
     s.send(1, messid, b"s@example.org", b"joe-p@test.example")
     assert s.report() == (1, b"Zpreline: fatal: unable to copy input: broken pipe\n")
+
+
+def test_a_worker_that_fails_between_deliveries_defers_with_qmail_lspawns_report(procs, users, home):
+    """A program leaves its worker no descriptor to spare (prlimit --nofile=3): the worker cannot reopen
+    /dev/null after the delivery and dies of the exception. That is a Python exception in qmail-lspawn's child,
+    reported as 118 (`ZTemporary failure in qmail-lspawn.`, qmail-lspawn(8)), not `Z` with whatever output came
+    before; and the next delivery runs in a fresh worker."""
+    dotqmail(home, "nofd", "|prlimit --pid $PPID --nofile=3:3\n")
+    messid, _ = queue_message(users)
+    s = lspawn(procs, users)
+    s.send(0, messid, b"s@example.org", b"joe-nofd@test.example")
+    assert s.report() == (0, b"ZTemporary failure in qmail-lspawn.\n")
+    s.send(1, messid, b"s@example.org", b"joe@test.example")
+    assert s.report() == (1, b"Kdid 1+0+0\n")

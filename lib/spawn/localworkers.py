@@ -86,7 +86,7 @@ class LocalWorkers:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
-            code = 111
+            code = self.idle_code  # an exception: a request it may hold is deferred (qmail-lspawn: 118)
             try:
                 mine.close()
                 code = self.worker(theirs, key)
