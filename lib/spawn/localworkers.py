@@ -30,7 +30,22 @@ IDLE_KEEP = 20  # qmail-lspawn's idle workers kept (one per user: more would mos
 EXTRA_FDS = 1  # descriptors a request may carry besides the message and the pipe (a lent SMTP connection)
 REQUEST_MAX = 1 << 18  # bytes of arguments in one request (addresses are bounded far below this)
 RETIRE = 1  # an answer's second byte: the worker was changed from outside, use it no more
-RLIMITS = tuple(getattr(resource, n) for n in sorted(dir(resource)) if n.startswith("RLIMIT_"))
+
+
+def _rlimits() -> tuple[int, ...]:
+    """The resource limits this kernel answers getrlimit for (fingerprint)."""
+    out = []
+    for name in sorted(dir(resource)):
+        if name.startswith("RLIMIT_"):
+            try:
+                resource.getrlimit(getattr(resource, name))
+            except (ValueError, OSError):
+                continue
+            out.append(getattr(resource, name))
+    return tuple(out)
+
+
+RLIMITS = _rlimits()
 
 
 class Worker:
