@@ -371,3 +371,26 @@ def test_a_worker_that_fails_between_deliveries_defers_with_qmail_lspawns_report
     assert s.report() == (0, b"ZTemporary failure in qmail-lspawn.\n")
     s.send(1, messid, b"s@example.org", b"joe@test.example")
     assert s.report() == (1, b"Kdid 1+0+0\n")
+
+
+def test_a_whole_system_delivers_to_a_user_whose_program_shrank_its_worker(procs, world_tmp):
+    """qmail-start, qmail-send, qmail-lspawn: a |program line sets a hard file size limit of one block on its
+    qmail-local process. Under qmail that process ends with the delivery; here it is a reused worker, which
+    must be retired, so the user's next message (larger than a block) reaches the Maildir at once instead of
+    failing with EFBIG in the same worker until it leaves."""
+    from test_e2e_delivery import FAKE_REMOTE, dotqmail as e2e_dotqmail, maildir, send, start, stop, users as e2e_users
+    tree = __import__("mailsystem").make_system_tree(world_tmp / "qmail")
+    fake = world_tmp / FAKE_REMOTE
+    fake.write_text("#!/bin/sh\ncat >/dev/null\nprintf 'Zno remote deliveries.\\n\\0'\n")
+    fake.chmod(0o755)
+    homes = e2e_users(tree, world_tmp, "joe")
+    e2e_dotqmail(homes["joe"], "shrink", "|prlimit --pid $PPID --fsize=1:1\n")
+    system = start(procs, tree)
+    send(tree, [b"joe-shrink@test.example"])
+    system.wait_log(b"delivery 1: success: did_0+0+1/\n")
+    big = b"Subject: big\n\n" + b"x" * 5000 + b"\n"
+    send(tree, [b"joe@test.example"], message=big)
+    system.wait_log(b"delivery 2: success: did_1+0+0/\n")
+    [delivered] = maildir(homes["joe"])
+    assert delivered.endswith(big)
+    assert stop(system) == 0
