@@ -394,3 +394,37 @@ def test_a_whole_system_delivers_to_a_user_whose_program_shrank_its_worker(procs
     [delivered] = maildir(homes["joe"])
     assert delivered.endswith(big)
     assert stop(system) == 0
+
+
+def state_of(pid):
+    """Return the state letter of pid (/proc/<pid>/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_worker_that_cannot_become_its_user_reports_why_however_late_the_request_comes():
+    """A worker whose switch to the user fails (setuid refused: EAGAIN at the user's process limit, a uid out
+    of range) exits with qmail-lspawn's code for it. The spawner sends the first request right after the fork;
+    if the worker left before the request arrived, the send failed and the delivery was reported as
+    `Zqmail-spawn unable to fork.` instead, depending on who ran first. The worker takes its first request
+    before it leaves, so the report is the code's, always."""
+    from pyqmail.lib.spawn import localworkers, spawnproto
+    from pyqmail.lib.util.exits import QLX_USAGE
+    from test_delivery_fastpaths import stop_worker
+    workers = localworkers.LocalWorkers(lambda uid, gid: QLX_USAGE, lambda argv, extra: 0, idle_code=118)
+    w = workers.fork((os.getuid(), os.getgid()))
+    try:
+        deadline = time.time() + 30  # the spawner is slow this time: the worker has done all it can first
+        while time.time() < deadline and state_of(w.pid) not in ("S", "Z"):  # waiting for it, or gone
+            time.sleep(0.02)
+        r, wr = os.pipe()
+        sent = workers.send(w, [b"--", b"joe"], r, wr)
+        os.close(r)
+        os.close(wr)
+        assert sent
+        _, status = os.waitpid(w.pid, 0)
+        w.sock.settimeout(10)
+        assert workers.answer(w) is None
+        assert spawnproto.local_report(status, b"") == b"ZInternal qmail-lspawn bug.\n"
+    finally:
+        stop_worker(w)

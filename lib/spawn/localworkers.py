@@ -160,6 +160,13 @@ class LocalWorkers:
         keep = (sock.fileno(), *self.keep)
         code = self.become(*key)
         if code:
+            # the spawner sends the first request right after the fork: take it before leaving, so that it
+            # is reported with this code, never as a send to a worker already gone ("unable to fork")
+            sock.settimeout(MAX_IDLE)
+            try:
+                sock.recv(1)
+            except OSError:
+                pass
             return code
         os.chdir("/")  # not the queue: the user may not read it; qmail-local goes to the user's home
         environ, mask = envsnapshot.take(), os.umask(0o077)
