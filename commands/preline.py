@@ -7,7 +7,7 @@ from pyqmail.lib.util.errstr import error_str, is_temp
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
 from pyqmail.lib.util.sgetopt import BadOption, options
-from pyqmail.lib.local.runchild import fatal, say_exit, wait_code
+from pyqmail.lib.local.runchild import default_signals, fatal, say_exit, wait_code
 from pyqmail.lib.util.exits import TEMP_FAILURE
 
 USAGE = "preline: usage: preline cmd [ arg ... ]"
@@ -40,11 +40,10 @@ def start(command):
         raise fatal("preline", 111, "unable to fork: " + error_str(e.errno))
     if pid == 0:
         try:
-            import _signal
             os.close(w)
             os.close(failed_r)
             os.dup2(r, 0)
-            _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+            default_signals()
             os.execvp(command[0], command)
         except OSError as e:
             text = "preline: fatal: unable to run %s: %s\n" % (os.fsdecode(command[0]), error_str(e.errno))

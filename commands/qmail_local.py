@@ -7,6 +7,7 @@ from pyqmail.lib.config import dotqmail
 from pyqmail.lib.local import msgfd
 from pyqmail.lib.local.qmailfile import PATRN, exists, find_qmail, read_qmail
 from pyqmail.lib.local.delivery_env import Delivery
+from pyqmail.lib.local.runchild import default_signals
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
@@ -67,8 +68,7 @@ def run_program(command, env):
         raise Exit(TEMP_FAILURE, "Unable to fork: %s. (#4.3.0)" % error_str(e.errno))
     if pid == 0:
         try:
-            import _signal
-            _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+            default_signals()  # SIGPIPE as qmail-command(8) says, and SIGXFSZ, both ignored by Python
             os.execve(b"/bin/sh", [b"/bin/sh", b"-c", command], env)
         except OSError as e:
             os.write(2, b"Unable to run /bin/sh: %s. (#4.3.0)\n" % error_str(e.errno).encode())

@@ -39,8 +39,8 @@ def become(uid, gid):
             os.setgroups([gid])
             os.setgid(gid)
             os.setuid(uid)
-        except OSError:
-            raise Exit(QLX_USAGE)
+        except (OSError, OverflowError):  # OverflowError: a users/assign uid or gid beyond 32 bits, which C
+            raise Exit(QLX_USAGE)  # would cut (4294967296 to root's 0); here, as a failing setuid: deferred
     if uid == 0 or os.getuid() == 0 or os.geteuid() == 0:
         raise Exit(QLX_ROOT)
 
@@ -54,6 +54,8 @@ def run_local(argv):
     """Run qmail-local with argv: exec $QMAILLOCAL if set, else call the pre-loaded one in this process."""
     override = os.environb.get(OVERRIDE.encode())
     if override:
+        from pyqmail.lib.local.runchild import default_signals
+        default_signals(pipe=False)  # SIGXFSZ: qmail's C qmail-local resets only SIGPIPE for its programs
         try:
             os.execv(override, [override] + argv)
         except OSError as e:

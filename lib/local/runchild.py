@@ -1,5 +1,6 @@
 """What the dot-qmail helpers share: fatal messages, running a program and reading its exit code (preline(1),
-condredirect(1), bouncesaying(1), except(1), forward(1), qreceipt(1))."""
+condredirect(1), bouncesaying(1), except(1), forward(1), qreceipt(1)); the signal dispositions every program
+qmail-local, qmail-lspawn or a helper execs starts with (default_signals)."""
 
 from __future__ import annotations
 
@@ -28,11 +29,20 @@ def say_exit(code: int, text: str) -> Exit:
     return Exit(code)
 
 
+def default_signals(pipe: bool = True) -> None:
+    """Before an exec: put SIGXFSZ (and SIGPIPE, unless pipe is False) back to SIG_DFL. Python's start-up
+    ignores both, and an ignored signal stays ignored through exec: a program over its file size limit
+    would get EFBIG instead of the SIGXFSZ it does under qmail's C programs."""
+    import _signal
+    if pipe:
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
+
+
 def exec_or_exit(argv: list[bytes], stdin_fd: int | None = None) -> NoReturn:
     """In a child: exec argv via PATH; if that fails exit 111 for a temporary error, else 100."""
     try:
-        import _signal
-        _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+        default_signals()
         if stdin_fd is not None:
             os.dup2(stdin_fd, 0)
         os.execvp(argv[0], argv)

@@ -11,6 +11,7 @@ qmail-rspawn's workers run qmail-remote the same way, all under qmail-rspawn's o
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import struct
@@ -28,6 +29,23 @@ MAX_IDLE = 60  # seconds an idle worker waits before it exits
 IDLE_KEEP = 20  # qmail-lspawn's idle workers kept (one per user: more would mostly wait for MAX_IDLE)
 EXTRA_FDS = 1  # descriptors a request may carry besides the message and the pipe (a lent SMTP connection)
 REQUEST_MAX = 1 << 18  # bytes of arguments in one request (addresses are bounded far below this)
+RETIRE = 1  # an answer's second byte: the worker was changed from outside, use it no more
+
+
+def _rlimits() -> tuple[int, ...]:
+    """The resource limits this kernel answers getrlimit for (fingerprint)."""
+    out = []
+    for name in sorted(dir(resource)):
+        if name.startswith("RLIMIT_"):
+            try:
+                resource.getrlimit(getattr(resource, name))
+            except (ValueError, OSError):
+                continue
+            out.append(getattr(resource, name))
+    return tuple(out)
+
+
+RLIMITS = _rlimits()
 
 
 class Worker:
@@ -83,7 +101,7 @@ class LocalWorkers:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
-            code = 111
+            code = self.idle_code  # an exception: a request it may hold is deferred (qmail-lspawn: 118)
             try:
                 mine.close()
                 code = self.worker(theirs, key)
@@ -101,13 +119,13 @@ class LocalWorkers:
     def answer(self, w: Worker) -> int | None:
         """Read a worker's answer; return the delivery's wait status (the worker's own if it died)."""
         try:
-            data = w.sock.recv(1)
+            data = w.sock.recv(2)
         except OSError:
             data = b""
         if not data:
             return None  # it died: reaping gives the status
         w.busy = False
-        if w.uses >= MAX_USE:
+        if w.uses >= MAX_USE or data[1:] == bytes([RETIRE]):
             self.retire(w)
         else:
             self.idle.append(w)
@@ -142,6 +160,13 @@ class LocalWorkers:
         keep = (sock.fileno(), *self.keep)
         code = self.become(*key)
         if code:
+            # the spawner sends the first request right after the fork: take it before leaving, so that it
+            # is reported with this code, never as a send to a worker already gone ("unable to fork")
+            sock.settimeout(MAX_IDLE)
+            try:
+                sock.recv(1)
+            except OSError:
+                pass
             return code
         os.chdir("/")  # not the queue: the user may not read it; qmail-local goes to the user's home
         environ, mask = envsnapshot.take(), os.umask(0o077)
@@ -149,6 +174,7 @@ class LocalWorkers:
         # the idle limit is the socket's receive timeout: no alarm(2) and handler around every request
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", MAX_IDLE, 0))
         buf = bytearray(REQUEST_MAX)
+        state = fingerprint()
         while True:
             try:
                 data, fds = receive(sock, buf)
@@ -157,6 +183,8 @@ class LocalWorkers:
             if not data:
                 return 0  # the spawner closed the socket: it sends nothing more
             if not 2 <= len(fds) <= 2 + EXTRA_FDS:
+                return self.idle_code
+            if fingerprint() != state:  # changed while idle (a program's background process): deferred
                 return self.idle_code
             for fd, target in zip(fds, (0, 1)):
                 os.dup2(fd, target)
@@ -170,7 +198,15 @@ class LocalWorkers:
             envsnapshot.restore(environ)
             os.chdir("/")
             os.umask(mask)
-            sock.send(bytes([code & 0xFF]))
+            sock.send(bytes([code & 0xFF]) if fingerprint() == state else bytes([code & 0xFF, RETIRE]))
+
+
+def fingerprint() -> tuple[object, ...]:
+    """What a process of the worker's own user may change in the worker from outside (a |program is its
+    child): resource limits (prlimit), nice value, scheduling policy, CPU affinity. A fresh qmail-local would
+    start with qmail-lspawn's, so a worker whose fingerprint changed is retired."""
+    return (tuple(resource.getrlimit(r) for r in RLIMITS), os.getpriority(os.PRIO_PROCESS, 0),
+            os.sched_getscheduler(0), os.sched_getaffinity(0))
 
 
 def receive(sock: socket.socket, buf: bytearray) -> tuple[bytes, list[int]]:
