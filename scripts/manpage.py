@@ -282,7 +282,7 @@ def inline(text):
         out.append(ch)
         i += 1
     s = escape_keeping("".join(out))
-    s = re.sub(r"\[([^\]\x00]+)\]\(([^)\s]+)\)",
+    s = re.sub(r"(?<!\\)\[([^\]\x00]+)\]\(([^)\s]+)\)",  # not an escape's \[uXXXX]
                lambda m: m.group(1) if not re.match(r"https?:", m.group(2)) else "%s <%s>" % (m.group(1), m.group(2)),
                s)
     s = re.sub(r"\*\*(?=\S)(.+?)(?<=\S)\*\*", r"\\fB\1\\fR", s)
