@@ -268,6 +268,25 @@ def test_a_worker_changed_while_idle_defers_the_request_it_gets_and_the_next_run
     assert int(state[0]) != worker and int(state[-3].split()[0]) == nice_of(s.p.pid)  # fresh: qmail-lspawn's
 
 
+def test_a_worker_that_never_ran_a_process_is_not_watched(procs, users, home):
+    """The fingerprint is asked only once a worker's delivery has run a process (qmail-lspawn(8), WHAT A WORKER
+    CHECKS): a worker that has made only Maildir deliveries and is reniced from outside (by root here, as the
+    user could) keeps serving, the change being the user's own as with a running qmail-local."""
+    dotqmail(home, "a", "./Maildir/\n")
+    dotqmail(home, "b", worker_state_line(home))
+    messid, _ = queue_message(users)
+    s = lspawn(procs, users)
+    s.send(0, messid, b"s@example.org", b"joe-a@test.example")
+    assert s.report() == (0, b"Kdid 1+0+0\n")
+    from mailsystem import children
+    [worker] = children(s.p.pid)
+    os.setpriority(os.PRIO_PROCESS, worker, nice_of(worker) + 3)
+    s.send(1, messid, b"s@example.org", b"joe-b@test.example")
+    assert s.report() == (1, b"Kdid 0+0+1\n")
+    state = (home / "state-b").read_text().split("\n")
+    assert int(state[0]) == worker and int(state[-3].split()[0]) == nice_of(worker)
+
+
 @pytest.mark.parametrize("ext", [
     b"$(touch${IFS}%(p)s/1)`touch %(p)s/2`;touch %(p)s/3|touch %(p)s/4&&x\\'\"*",
     b"-n --help -- -x",

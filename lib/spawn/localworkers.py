@@ -175,6 +175,9 @@ class LocalWorkers:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", MAX_IDLE, 0))
         buf = bytearray(REQUEST_MAX)
         state = fingerprint()
+        # Only a process of the user's can change the worker; until a delivery has run one (a |program, a
+        # forward's qmail-queue) the fingerprint is not asked: twice a delivery it would cost a tenth of one.
+        children, watched = children_used(), False
         while True:
             try:
                 data, fds = receive(sock, buf)
@@ -184,7 +187,7 @@ class LocalWorkers:
                 return 0  # the spawner closed the socket: it sends nothing more
             if not 2 <= len(fds) <= 2 + EXTRA_FDS:
                 return self.idle_code
-            if fingerprint() != state:  # changed while idle (a program's background process): deferred
+            if watched and fingerprint() != state:  # changed while idle (a program's background process)
                 return self.idle_code
             for fd, target in zip(fds, (0, 1)):
                 os.dup2(fd, target)
@@ -198,7 +201,9 @@ class LocalWorkers:
             envsnapshot.restore(environ)
             os.chdir("/")
             os.umask(mask)
-            sock.send(bytes([code & 0xFF]) if fingerprint() == state else bytes([code & 0xFF, RETIRE]))
+            watched = watched or children_used() != children
+            changed = watched and fingerprint() != state
+            sock.send(bytes([code & 0xFF, RETIRE]) if changed else bytes([code & 0xFF]))
 
 
 def fingerprint() -> tuple[object, ...]:
@@ -207,6 +212,11 @@ def fingerprint() -> tuple[object, ...]:
     start with qmail-lspawn's, so a worker whose fingerprint changed is retired."""
     return (tuple(resource.getrlimit(r) for r in RLIMITS), os.getpriority(os.PRIO_PROCESS, 0),
             os.sched_getscheduler(0), os.sched_getaffinity(0))
+
+
+def children_used() -> object:
+    """What the worker's reaped children have used (getrusage): it changes once a delivery has run a process."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN)
 
 
 def receive(sock: socket.socket, buf: bytearray) -> tuple[bytes, list[int]]:
