@@ -1,0 +1,107 @@
+"""An adversarial audit of queue administration and the queue's own programs, against the installed programs on
+a real system: a hostile local user's drop names in qmail-pickup's log, qmail-qctl requests qmail-send cannot
+take, and queue entries that are not files (a FIFO or a symbolic link planted by the queue's own users, e.g. a
+compromised network server running as qmailq) in front of root's qmail-qctl and qmail-qread (qmail-qctl(8),
+qmail-pickup(8), qmail-qread(8))."""
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import program, qenv
+from test_privilege import account, as_user
+from test_qctl_live import Live, qput
+from test_qmail_qctl import q, qctl
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root: a plain user dropping into a tree with qmail's users")
+HANG = 30  # seconds after which a program that should have answered at once is taken as hung (and killed)
+
+
+@pytest.fixture
+def live(world_tmp, procs):
+    """A running system whose remote deliveries are deferred."""
+    return Live(world_tmp, procs)
+
+
+def deferred(live, rcpt=b"r@far.example"):
+    """Queue one message to a remote recipient and wait for its deferral; return its number."""
+    n = qput(live.tree, b"Subject: audit\n\nx\n", rcpts=(rcpt,))
+    live.system.wait_log(b"msg %d to remote %s" % (n, rcpt))
+    live.system.wait_log(b": deferral:")
+    return n
+
+
+@needs_root
+def test_a_drop_name_cannot_forge_qmail_pickups_log_lines(world_tmp):
+    from conftest import make_tree
+    tree = make_tree(world_tmp / "qmail", "--me", "test.example")
+    forged = b"qmail-pickup: ignoring root: not a plain file with one link"  # (no slash: it is a name)
+    name = b"evil\n" + forged + b"\r\xff"
+    mallory = account("pqmallory")
+    as_user(mallory, ["sh", "-c", 'printf junk > "$1"', "sh", os.fsdecode(bytes(tree / "maildrop") + b"/" + name)],
+            check=True)
+    log = subprocess.run([program("qmail-pickup"), "-1"], env=qenv(tree), capture_output=True, check=True,
+                         timeout=HANG).stderr
+    # one event, one line: the name's control bytes are shown escaped, never as line breaks
+    assert log.count(b"\n") == 1 and forged not in log.split(b"\n")
+    assert log == (b"qmail-pickup: malformed maildrop/evil\\x0a%s\\x0d\\xff from uid %d, set aside\n"
+                   % (forged.replace(b" ", b"\\x20"), mallory.pw_uid))
+    assert os.path.lexists(bytes(tree / "maildrop") + b"/bad." + name)  # set aside, not lost
+
+
+def test_requests_qmail_send_cannot_take_are_refused_with_one_clear_line(live):
+    tree = live.tree
+    n = deferred(live)
+    # a request beyond qmail-send's 64 KB: was `control socket failed ... connection reset by peer`, exit 111
+    many = [a for k in range(1, 15001) for a in ("-h", str(k))]
+    for args in (["-d", str(n), "-R", "a" * 70000], many):
+        code, out, err = qctl(tree, *args)
+        assert (code, out) == (100, b"") and err.count(b"\n") == 1, err
+        assert err.startswith(b"qmail-qctl: fatal: request too long: "), err
+    # an empty -R was answered `bad request: recipients only for delete` (running) or `no such recipient` (not)
+    assert qctl(tree, "-d", str(n), "-R", "") == (100, b"", b"qmail-qctl: fatal: -R needs an address\n")
+    assert qctl(tree, "-h", str(n)) == (0, b"#%d: held\n" % n, b"")  # qmail-send still serves; nothing lost
+    assert qctl(tree, "-H", str(n)) == (0, b"#%d: released\n" % n, b"")
+    assert live.system.stop() == 0
+    # the same answers while qmail-send is stopped
+    code, out, err = qctl(tree, *many)
+    assert (code, out) == (100, b"") and err.startswith(b"qmail-qctl: fatal: request too long: "), err
+    assert qctl(tree, "-d", str(n), "-R", "") == (100, b"", b"qmail-qctl: fatal: -R needs an address\n")
+    assert q(tree, "remote", n % 23, n).read_bytes() == b"Tr@far.example\0"
+
+
+def test_entries_that_are_not_files_are_never_followed_nor_waited_on(live, world_tmp):
+    tree = live.tree
+    n = deferred(live)
+    assert live.system.stop() == 0
+    channel = q(tree, "local", n % 23, n)  # the message has no local recipient: its local/N is free
+    victim = world_tmp / "victim"
+    victim.write_bytes(b"Tsecret@elsewhere\0")
+    os.utime(victim, (1e9, 1e9))
+    channel.symlink_to(victim)
+    # root's qmail-qctl with qmail-send stopped set the times of the link's target (-f, -r), and listed it
+    assert qctl(tree, "-f")[0] == 0
+    assert qctl(tree, "-r", str(n)) == (0, b"#%d: requeued\n" % n, b"")
+    assert os.stat(victim).st_mtime == 1e9
+    assert q(tree, "remote", n % 23, n).stat().st_mtime > 1e9  # the message's own file was made due
+    code, out, err = qctl(tree, "-p")
+    assert code == 111 and b"secret" not in out
+    assert err == b"qmail-qctl: fatal: unable to read message %d: local/%d/%d is not a regular file\n" % (
+        n, n % 23, n)
+    # a FIFO instead: qmail-qctl -p and -m and qmail-qread waited for a writer forever
+    channel.unlink()
+    os.mkfifo(channel)
+    for args in (["-p"], ["-m", str(n)]):
+        p = subprocess.run([program("qmail-qctl"), *args], env=qenv(tree), capture_output=True, timeout=HANG)
+        assert p.returncode == 111 and p.stderr.endswith(b"local/%d/%d is not a regular file\n" % (n % 23, n))
+    p = subprocess.run([program("qmail-qread")], env=qenv(tree), capture_output=True, timeout=HANG)
+    assert p.returncode == 0
+    assert p.stdout.endswith(b"warning: trouble with #%d: local/%d/%d is not a regular file\n\tremote\t"
+                             b"r@far.example\n" % (n, n % 23, n)), p.stdout
+    channel.unlink()
+    os.mkfifo(q(tree, "mess", n % 23, "x"))  # -m's own read of mess/N: a FIFO renamed into its place
+    os.rename(q(tree, "mess", n % 23, "x"), q(tree, "mess", n % 23, n))
+    p = subprocess.run([program("qmail-qctl"), "-m", str(n)], env=qenv(tree), capture_output=True, timeout=HANG)
+    assert p.returncode == 111 and p.stderr.endswith(b"mess/%d/%d is not a regular file\n" % (n % 23, n))
