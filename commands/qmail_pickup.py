@@ -27,16 +27,17 @@ def log(text):
 
 def pick(claimed, name):
     """Queue one claimed drop file and remove it; a malformed one is set aside as bad.<name>."""
+    shown = maildrop.shown(name)
     opened = maildrop.open_drop(MAILDROP + claimed)
     if opened is None:
-        log("ignoring maildrop/%s: not a plain file with one link" % name)
+        log("ignoring maildrop/%s: not a plain file with one link" % shown)
         os.rename(MAILDROP + claimed, MAILDROP + "bad." + name)
         return
     fd, st = opened
     try:
         parsed = maildrop.read_drop(fd, st.st_size)
         if parsed is None:
-            log("malformed maildrop/%s from uid %d, set aside" % (name, st.st_uid))
+            log("malformed maildrop/%s from uid %d, set aside" % (shown, st.st_uid))
             os.rename(MAILDROP + claimed, MAILDROP + "bad." + name)
             return
         pid, sender, recipients, end = parsed
@@ -47,7 +48,7 @@ def pick(claimed, name):
     finally:
         os.close(fd)
     os.unlink(MAILDROP + claimed)
-    log("queued maildrop/%s: msg %d uid %d" % (name, number, st.st_uid))
+    log("queued maildrop/%s: msg %d uid %d" % (shown, number, st.st_uid))
 
 
 def claim(name):
@@ -81,9 +82,9 @@ def sweep():
                     continue
             pick(claimed, name)
         except Exit as e:
-            log("deferring maildrop/%s: queueing failed with qmail-queue code %d" % (name, e.code))
+            log("deferring maildrop/%s: queueing failed with qmail-queue code %d" % (maildrop.shown(name), e.code))
         except OSError as e:
-            log("deferring maildrop/%s: %s" % (name, e.strerror))
+            log("deferring maildrop/%s: %s" % (maildrop.shown(name), e.strerror))
 
 
 class Stop(Exception):

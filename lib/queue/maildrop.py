@@ -126,6 +126,12 @@ def wait_for_pickup(directory: str, name: str) -> bool:
     return not os.path.lexists(os.path.join(directory, "bad." + name))
 
 
+def shown(name: str) -> str:
+    """Return a maildrop name for a log line: bytes outside 33..126, and backslash, as \\xNN (a user chooses the
+    name: a line break in it must not start a line of its own)."""
+    return "".join(chr(b) if 33 <= b <= 126 and b != 0x5C else "\\x%02x" % b for b in os.fsencode(name))
+
+
 def parse_trailer(tail: bytes) -> tuple[int, int, int] | None:
     """Return (pid, envelope offset, trailer length) from a drop file's last bytes, or None."""
     start = tail.rfind(MAGIC + b" ")
