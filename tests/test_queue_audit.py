@@ -105,3 +105,39 @@ def test_entries_that_are_not_files_are_never_followed_nor_waited_on(live, world
     os.rename(q(tree, "mess", n % 23, "x"), q(tree, "mess", n % 23, n))
     p = subprocess.run([program("qmail-qctl"), "-m", str(n)], env=qenv(tree), capture_output=True, timeout=HANG)
     assert p.returncode == 111 and p.stderr.endswith(b"mess/%d/%d is not a regular file\n" % (n % 23, n))
+
+
+SPARSE = r'''
+import os, sys
+head, tail = b"Subject: sparse\n\n", b"end\n"
+hole = 32 << 20
+envelope = b"Fm@test.example\0Tvictim@test.example\0\0"
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+os.write(fd, head)
+os.lseek(fd, hole, os.SEEK_CUR)  # a hole: no blocks, none of the user's quota
+size = len(head) + hole + len(tail)
+os.write(fd, tail + envelope + b"pqmaildrop1 1 %d\n" % size)
+os.close(fd)
+'''
+
+
+@needs_root
+def test_pickup_refuses_a_sparse_drop_and_still_queues_good_mail(world_tmp):
+    from conftest import make_tree, queued
+    from test_privilege import queue_as
+    tree = make_tree(world_tmp / "qmail", "--me", "test.example")
+    script = world_tmp / "sparse.py"
+    script.write_text(SPARSE)
+    sparse = tree / "maildrop" / ("5" * 32)
+    mallory, alice = account("pqmallory"), account("pqalice")
+    as_user(mallory, [os.sys.executable, str(script), str(sparse)], check=True)
+    assert os.stat(sparse).st_blocks * 512 < 1 << 20  # 32 MB that cost the user some kilobytes
+    assert queue_as(alice, tree, b"Subject: good\n\nhi\n", b"Falice@x\0Tbob@y\0\0").returncode == 0
+    log = subprocess.run([program("qmail-pickup"), "-1"], env=qenv(tree), capture_output=True, check=True,
+                         timeout=HANG).stderr
+    # was queued: 32 MB of the queue's disk written for a file that took the user none
+    [(mess, todo)] = queued(tree).values()
+    assert mess.endswith(b"Subject: good\n\nhi\n")
+    assert b"qmail-pickup: sparse maildrop/%s from uid %d (a file with holes), set aside\n" % (
+        b"5" * 32, mallory.pw_uid) in log
+    assert (tree / "maildrop" / ("bad." + "5" * 32)).exists()
