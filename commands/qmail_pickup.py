@@ -35,6 +35,10 @@ def pick(claimed, name):
         return
     fd, st = opened
     try:
+        if maildrop.has_holes(fd, st.st_size):
+            log("sparse maildrop/%s from uid %d (a file with holes), set aside" % (shown, st.st_uid))
+            os.rename(MAILDROP + claimed, MAILDROP + "bad." + name)
+            return
         parsed = maildrop.read_drop(fd, st.st_size)
         if parsed is None:
             log("malformed maildrop/%s from uid %d, set aside" % (shown, st.st_uid))

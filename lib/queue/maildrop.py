@@ -157,6 +157,15 @@ def open_drop(name: str) -> tuple[int, os.stat_result] | None:
     return fd, st
 
 
+def has_holes(fd: int, size: int) -> bool:
+    """True if the drop file has a hole (drop() writes every byte, so only a hand-made sparse file has one,
+    which would cost the queue disk its writer never paid for)."""
+    try:
+        return os.lseek(fd, 0, os.SEEK_HOLE) < size
+    except OSError:  # ENXIO: empty; EINVAL: a file system without SEEK_HOLE reports none
+        return False
+
+
 def read_drop(fd: int, size: int) -> tuple[int, bytes, Recipients, int] | None:
     """Return (pid, sender, recipients, message offset end) of an open drop file, or None if malformed."""
     tail_len = min(size, TRAILER_MAX)
