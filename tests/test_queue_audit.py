@@ -141,3 +141,23 @@ def test_pickup_refuses_a_sparse_drop_and_still_queues_good_mail(world_tmp):
     assert b"qmail-pickup: sparse maildrop/%s from uid %d (a file with holes), set aside\n" % (
         b"5" * 32, mallory.pw_uid) in log
     assert (tree / "maildrop" / ("bad." + "5" * 32)).exists()
+
+
+@needs_root
+def test_pickup_sets_aside_long_names_once_instead_of_retrying_them_every_pass(world_tmp):
+    from conftest import make_tree, queued
+    tree = make_tree(world_tmp / "qmail", "--me", "test.example")
+    mallory = account("pqmallory")
+    for name in ("a" * 254, "b" * 255):  # bad.<name> (and p<name>) do not fit in a name: ENAMETOOLONG
+        as_user(mallory, ["sh", "-c", 'printf junk > "$1"', "sh", str(tree / "maildrop" / name)], check=True)
+    first = subprocess.run([program("qmail-pickup"), "-1"], env=qenv(tree), capture_output=True, check=True,
+                           timeout=HANG).stderr
+    # was: `deferring maildrop/...: File name too long` for each, on every pass, forever
+    assert sorted(first.splitlines()) == [b"qmail-pickup: ignoring maildrop/%s: not a drop's name (too long)" % c
+                                          for c in (b"a" * 254, b"b" * 255)]
+    again = subprocess.run([program("qmail-pickup"), "-1"], env=qenv(tree), capture_output=True, check=True,
+                           timeout=HANG).stderr
+    assert again == b""
+    left = sorted(os.listdir(tree / "maildrop"))
+    assert len(left) == 2 and all(n.startswith("bad.") for n in left)  # kept, for the administrator
+    assert queued(tree) == {}
