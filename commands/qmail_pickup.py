@@ -31,18 +31,18 @@ def pick(claimed, name):
     opened = maildrop.open_drop(MAILDROP + claimed)
     if opened is None:
         log("ignoring maildrop/%s: not a plain file with one link" % shown)
-        os.rename(MAILDROP + claimed, MAILDROP + "bad." + name)
+        os.rename(MAILDROP + claimed, MAILDROP + maildrop.bad_name(name))
         return
     fd, st = opened
     try:
         if maildrop.has_holes(fd, st.st_size):
             log("sparse maildrop/%s from uid %d (a file with holes), set aside" % (shown, st.st_uid))
-            os.rename(MAILDROP + claimed, MAILDROP + "bad." + name)
+            os.rename(MAILDROP + claimed, MAILDROP + maildrop.bad_name(name))
             return
         parsed = maildrop.read_drop(fd, st.st_size)
         if parsed is None:
             log("malformed maildrop/%s from uid %d, set aside" % (shown, st.st_uid))
-            os.rename(MAILDROP + claimed, MAILDROP + "bad." + name)
+            os.rename(MAILDROP + claimed, MAILDROP + maildrop.bad_name(name))
             return
         pid, sender, recipients, end = parsed
         injection = queue.Injection(pid, st.st_uid)
@@ -78,6 +78,10 @@ def sweep():
                 pass
             continue
         try:
+            if len(os.fsencode(name)) > maildrop.NAME_MAX:  # not drop()'s, and bad.<name> would not fit
+                log("ignoring maildrop/%s: not a drop's name (too long)" % maildrop.shown(name))
+                os.rename(MAILDROP + name, MAILDROP + maildrop.bad_name(name))
+                continue
             if name.startswith(maildrop.CLAIMED):  # claimed by a pass that did not finish
                 claimed, name = name, name[len(maildrop.CLAIMED):]
             else:

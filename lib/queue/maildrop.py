@@ -28,6 +28,7 @@ TRAILER_MAX = 64
 ENVELOPE_MAX = 64 << 20  # bytes of envelope pickup will read into memory
 ORPHAN_AGE = queue.OSSIFIED  # unfinished drops older than this are removed
 CLAIMED = "p"  # qmail-pickup renames maildrop/<name> to p<name> before queueing it (see take_back)
+NAME_MAX = 200  # bytes of a name qmail-pickup takes as a drop's (drop() makes 32): p<name> and bad.<name> fit
 
 
 def drop(home: str, pid: int, chunks: Iterable[bytes], envelope_stream: BinaryInput) -> str:
@@ -124,6 +125,15 @@ def wait_for_pickup(directory: str, name: str) -> bool:
         time.sleep(pause)
         pause = min(pause * 2, 1.0)
     return not os.path.lexists(os.path.join(directory, "bad." + name))
+
+
+def bad_name(name: str) -> str:
+    """Return the name a drop is set aside under: bad.<name>, or for a name longer than NAME_MAX its first
+    NAME_MAX bytes and a random tail (the whole would not fit in a directory entry)."""
+    raw = os.fsencode(name)
+    if len(raw) <= NAME_MAX:
+        return "bad." + name
+    return "bad." + os.fsdecode(raw[:NAME_MAX]) + "." + os.urandom(8).hex()
 
 
 def shown(name: str) -> str:
