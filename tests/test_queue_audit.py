@@ -161,3 +161,21 @@ def test_pickup_sets_aside_long_names_once_instead_of_retrying_them_every_pass(w
     left = sorted(os.listdir(tree / "maildrop"))
     assert len(left) == 2 and all(n.startswith("bad.") for n in left)  # kept, for the administrator
     assert queued(tree) == {}
+
+
+@needs_root
+def test_pickup_sets_aside_a_drop_whose_bad_name_is_taken_by_a_directory(world_tmp):
+    from conftest import make_tree
+    tree = make_tree(world_tmp / "qmail", "--me", "test.example")
+    mallory = account("pqmallory")
+    as_user(mallory, ["sh", "-c", 'mkdir "$1/bad.x" && touch "$1/bad.x/y" && printf junk > "$1/x"', "sh",
+                      str(tree / "maildrop")], check=True)
+    first = subprocess.run([program("qmail-pickup"), "-1"], env=qenv(tree), capture_output=True, check=True,
+                           timeout=HANG).stderr
+    # was: the rename onto the directory failed, and the file was read and logged again on every pass
+    assert first == b"qmail-pickup: malformed maildrop/x from uid %d, set aside\n" % mallory.pw_uid
+    again = subprocess.run([program("qmail-pickup"), "-1"], env=qenv(tree), capture_output=True, check=True,
+                           timeout=HANG).stderr
+    assert again == b""
+    left = sorted(os.listdir(tree / "maildrop"))
+    assert left[0] == "bad.x" and len(left) == 2 and left[1].startswith("bad.x.")
