@@ -179,3 +179,20 @@ def test_pickup_sets_aside_a_drop_whose_bad_name_is_taken_by_a_directory(world_t
     assert again == b""
     left = sorted(os.listdir(tree / "maildrop"))
     assert left[0] == "bad.x" and len(left) == 2 and left[1].startswith("bad.x.")
+
+
+@needs_root
+def test_an_envelope_pickup_would_refuse_is_never_accepted_into_the_maildrop(world_tmp):
+    from conftest import make_tree, queued
+    from pyqmail.lib.queue.maildrop import ENVELOPE_MAX
+    from test_privilege import queue_as
+    tree = make_tree(world_tmp / "qmail", "--me", "test.example")
+    count = ENVELOPE_MAX // 1000 + 1
+    envelope = b"Fa@b\0" + b"".join(b"T%07d%s@y\0" % (k, b"x" * 990) for k in range(count)) + b"\0"
+    done = queue_as(account("pqalice"), tree, b"Subject: many\n\nx\n", envelope)
+    # was 0 (queued), then qmail-pickup set the drop aside as malformed: accepted, never delivered
+    assert done.returncode == 31
+    assert os.listdir(tree / "maildrop") == []
+    log = subprocess.run([program("qmail-pickup"), "-1"], env=qenv(tree), capture_output=True, check=True,
+                         timeout=HANG).stderr
+    assert log == b"" and queued(tree) == {}
