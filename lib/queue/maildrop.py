@@ -15,7 +15,7 @@ import os
 
 from pyqmail.lib.config.control import is_regular
 from pyqmail.lib.queue import envelope, queue
-from pyqmail.lib.util.exits import HOME, QUEUE_DIR, QUEUE_PID, READ_ERROR, WRITE_ERROR, Exit
+from pyqmail.lib.util.exits import HOME, PERM_REFUSED, QUEUE_DIR, QUEUE_PID, READ_ERROR, WRITE_ERROR, Exit
 from pyqmail.lib.util.fdio import write_all
 
 MYPY = False
@@ -75,7 +75,10 @@ def write_drop(fd: int, pid: int, chunks: Iterable[bytes], envelope_stream: Bina
             sender, recipients = envelope.read(envelope_stream)
         except envelope.EnvelopeError as e:
             raise Exit(e.code)
-        write_all(fd, envelope.encode(sender, recipients))
+        data = envelope.encode(sender, recipients)
+        if len(data) > ENVELOPE_MAX:  # qmail-pickup would refuse it: not accepted at all (exit 31)
+            raise Exit(PERM_REFUSED)
+        write_all(fd, data)
         write_all(fd, b"%s %d %d\n" % (MAGIC, pid, size))
         os.fsync(fd)
     except BaseException:
