@@ -5,11 +5,14 @@ compromised network server running as qmailq) in front of root's qmail-qctl and 
 qmail-pickup(8), qmail-qread(8))."""
 
 import os
+import re
 import subprocess
 
 import pytest
+from hypothesis import given, strategies as st
 
 from conftest import program, qenv
+from pyqmail.lib.queue import maildrop
 from test_privilege import account, as_user
 from test_qctl_live import Live, qput
 from test_qmail_qctl import q, qctl
@@ -198,3 +201,21 @@ def test_an_envelope_pickup_would_refuse_is_never_accepted_into_the_maildrop(wor
     log = subprocess.run([program("qmail-pickup"), "-1"], env=qenv(tree), capture_output=True, check=True,
                          timeout=HANG).stderr
     assert log == b"" and queued(tree) == {}
+
+
+names = st.binary(min_size=1, max_size=255).filter(lambda b: b"\0" not in b and b"/" not in b)
+
+
+@given(names)
+def test_a_shown_name_is_one_unambiguous_word(raw):
+    text = maildrop.shown(os.fsdecode(raw))
+    assert all(33 <= ord(c) <= 126 for c in text)
+    # the escapes can be undone: nothing a user names two files can show alike
+    assert re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]), text.encode()) == raw
+
+
+@given(names)
+def test_a_bad_name_always_fits_a_directory_entry_with_room_for_a_tail(raw):
+    bad = os.fsencode(maildrop.bad_name(os.fsdecode(raw)))
+    assert len(bad) + 17 <= 255 and bad.startswith(b"bad.")
+    assert bad == b"bad." + raw or len(raw) > maildrop.NAME_MAX
