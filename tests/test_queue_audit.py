@@ -1,6 +1,7 @@
 """An adversarial audit of queue administration and the queue's own programs, against the installed programs on
-a real system: a hostile local user's drop names in qmail-pickup's log, qmail-qctl requests qmail-send cannot
-take, and queue entries that are not files (a FIFO or a symbolic link planted by the queue's own users, e.g. a
+a real system: a hostile local user's drops (names that forge log lines, are too long to set aside, or whose
+set-aside name is taken; sparse files; envelopes qmail-pickup would refuse), qmail-qctl requests qmail-send
+cannot take, and queue entries that are not files (a FIFO or a symbolic link planted by the queue's own users, e.g. a
 compromised network server running as qmailq) in front of root's qmail-qctl and qmail-qread (qmail-qctl(8),
 qmail-pickup(8), qmail-qread(8))."""
 
