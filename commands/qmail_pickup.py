@@ -25,19 +25,36 @@ def log(text):
     warn("qmail-pickup", text)
 
 
+def set_aside(current, name):
+    """Rename a drop that is not queued to its bad name; if a user took that (a directory, say), to a unique
+    one, so that it is never read again."""
+    target = MAILDROP + maildrop.bad_name(name)
+    try:
+        os.rename(MAILDROP + current, target)
+    except OSError:
+        if not os.path.lexists(target):
+            raise
+        os.rename(MAILDROP + current, target + "." + os.urandom(8).hex())
+
+
 def pick(claimed, name):
     """Queue one claimed drop file and remove it; a malformed one is set aside as bad.<name>."""
+    shown = maildrop.shown(name)
     opened = maildrop.open_drop(MAILDROP + claimed)
     if opened is None:
-        log("ignoring maildrop/%s: not a plain file with one link" % name)
-        os.rename(MAILDROP + claimed, MAILDROP + "bad." + name)
+        log("ignoring maildrop/%s: not a plain file with one link" % shown)
+        set_aside(claimed, name)
         return
     fd, st = opened
     try:
+        if maildrop.has_holes(fd, st.st_size):
+            log("sparse maildrop/%s from uid %d (a file with holes), set aside" % (shown, st.st_uid))
+            set_aside(claimed, name)
+            return
         parsed = maildrop.read_drop(fd, st.st_size)
         if parsed is None:
-            log("malformed maildrop/%s from uid %d, set aside" % (name, st.st_uid))
-            os.rename(MAILDROP + claimed, MAILDROP + "bad." + name)
+            log("malformed maildrop/%s from uid %d, set aside" % (shown, st.st_uid))
+            set_aside(claimed, name)
             return
         pid, sender, recipients, end = parsed
         injection = queue.Injection(pid, st.st_uid)
@@ -47,7 +64,7 @@ def pick(claimed, name):
     finally:
         os.close(fd)
     os.unlink(MAILDROP + claimed)
-    log("queued maildrop/%s: msg %d uid %d" % (name, number, st.st_uid))
+    log("queued maildrop/%s: msg %d uid %d" % (shown, number, st.st_uid))
 
 
 def claim(name):
@@ -73,6 +90,10 @@ def sweep():
                 pass
             continue
         try:
+            if len(os.fsencode(name)) > maildrop.NAME_MAX:  # not drop()'s, and bad.<name> would not fit
+                log("ignoring maildrop/%s: not a drop's name (too long)" % maildrop.shown(name))
+                set_aside(name, name)
+                continue
             if name.startswith(maildrop.CLAIMED):  # claimed by a pass that did not finish
                 claimed, name = name, name[len(maildrop.CLAIMED):]
             else:
@@ -81,9 +102,9 @@ def sweep():
                     continue
             pick(claimed, name)
         except Exit as e:
-            log("deferring maildrop/%s: queueing failed with qmail-queue code %d" % (name, e.code))
+            log("deferring maildrop/%s: queueing failed with qmail-queue code %d" % (maildrop.shown(name), e.code))
         except OSError as e:
-            log("deferring maildrop/%s: %s" % (name, e.strerror))
+            log("deferring maildrop/%s: %s" % (maildrop.shown(name), e.strerror))
 
 
 class Stop(Exception):

@@ -92,7 +92,7 @@ def show(ident):
         raise Exit(PERM_FAILURE, "fatal: no message %d in the queue" % n)
     say(qlist.envelope_lines(m, time.time()))
     try:
-        fd = os.open(split_name("mess", n), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = qlist.open_file(split_name("mess", n))
     except FileNotFoundError:
         raise Exit(PERM_FAILURE, "fatal: no message %d in the queue" % n)
     except OSError as e:
@@ -191,6 +191,10 @@ def mutex():
 
 def changes(request):
     """-h -H -d -r -f: through qmail-send if it runs, else on the files; print each message's result."""
+    size = len(qadmin.encode_request(request))
+    if size > qadmin.REQUEST_MAX:  # qmail-send would refuse it; refused alike when it does not run
+        raise Exit(PERM_FAILURE, "fatal: request too long: %d bytes, at most %d: name fewer ids or recipients"
+                   % (size, qadmin.REQUEST_MAX))
     fd = mutex()
     if fd is None:
         reply = ask(request)
@@ -305,6 +309,8 @@ def body(argv):
         if letter in CHANGES or letter == "f":
             change.append((letter, value))
         elif letter == "R":
+            if not value:
+                raise Exit(PERM_FAILURE, "fatal: -R needs an address")
             extra["R"].append(arg(value))
         elif letter == "b":
             extra["b"] = True

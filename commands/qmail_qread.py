@@ -5,7 +5,7 @@ import os
 import sys
 
 from pyqmail.lib.config import control
-from pyqmail.lib.queue import qadmin, qreport
+from pyqmail.lib.queue import qadmin, qlist, qreport
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
@@ -19,7 +19,8 @@ def say(text):
 
 def trouble(n, error):
     """Report a message that cannot be read, and go on."""
-    say(b"warning: trouble with #%d: %s\n" % (n, error_str(error.errno).encode()))
+    say(b"warning: trouble with #%d: %s\n" % (n, (error_str(error.errno) if error.errno else str(error)).encode(
+        "utf-8", "backslashreplace")))
 
 
 def die(what, error):
@@ -29,9 +30,8 @@ def die(what, error):
 
 
 def read_info(n, held=False):
-    """Return (info bytes, mtime) of info/n (or of hold/n)."""
-    with open(qadmin.hold_name(n) if held else split_name("info", n), "rb") as f:
-        return f.read(), os.fstat(f.fileno()).st_mtime
+    """Return (info bytes, mtime) of info/n (or of hold/n); bounded, never through a link or from a FIFO."""
+    return qlist.read_bounded(qadmin.hold_name(n) if held else split_name("info", n))
 
 
 def show(n, held=False):
@@ -48,8 +48,7 @@ def show(n, held=False):
     say(qreport.header_line(int(mtime), n, size, info, bouncing, held))
     for channel in (b"local", b"remote"):
         try:
-            with open(split_name(channel.decode(), n), "rb") as f:
-                say(qreport.recipient_lines(channel, f.read()))
+            say(qreport.recipient_lines(channel, qlist.read_bounded(split_name(channel.decode(), n))[0]))
         except FileNotFoundError:
             pass
         except OSError as e:

@@ -15,7 +15,7 @@ import os
 
 from pyqmail.lib.config.control import is_regular
 from pyqmail.lib.queue import envelope, queue
-from pyqmail.lib.util.exits import HOME, QUEUE_DIR, QUEUE_PID, READ_ERROR, WRITE_ERROR, Exit
+from pyqmail.lib.util.exits import HOME, PERM_REFUSED, QUEUE_DIR, QUEUE_PID, READ_ERROR, WRITE_ERROR, Exit
 from pyqmail.lib.util.fdio import write_all
 
 MYPY = False
@@ -28,6 +28,7 @@ TRAILER_MAX = 64
 ENVELOPE_MAX = 64 << 20  # bytes of envelope pickup will read into memory
 ORPHAN_AGE = queue.OSSIFIED  # unfinished drops older than this are removed
 CLAIMED = "p"  # qmail-pickup renames maildrop/<name> to p<name> before queueing it (see take_back)
+NAME_MAX = 200  # bytes of a name qmail-pickup takes as a drop's (drop() makes 32): p<name> and bad.<name> fit
 
 
 def drop(home: str, pid: int, chunks: Iterable[bytes], envelope_stream: BinaryInput) -> str:
@@ -74,7 +75,10 @@ def write_drop(fd: int, pid: int, chunks: Iterable[bytes], envelope_stream: Bina
             sender, recipients = envelope.read(envelope_stream)
         except envelope.EnvelopeError as e:
             raise Exit(e.code)
-        write_all(fd, envelope.encode(sender, recipients))
+        data = envelope.encode(sender, recipients)
+        if len(data) > ENVELOPE_MAX:  # qmail-pickup would refuse it: not accepted at all (exit 31)
+            raise Exit(PERM_REFUSED)
+        write_all(fd, data)
         write_all(fd, b"%s %d %d\n" % (MAGIC, pid, size))
         os.fsync(fd)
     except BaseException:
@@ -126,6 +130,21 @@ def wait_for_pickup(directory: str, name: str) -> bool:
     return not os.path.lexists(os.path.join(directory, "bad." + name))
 
 
+def bad_name(name: str) -> str:
+    """Return the name a drop is set aside under: bad.<name>, or for a name longer than NAME_MAX its first
+    NAME_MAX bytes and a random tail (the whole would not fit in a directory entry)."""
+    raw = os.fsencode(name)
+    if len(raw) <= NAME_MAX:
+        return "bad." + name
+    return "bad." + os.fsdecode(raw[:NAME_MAX]) + "." + os.urandom(8).hex()
+
+
+def shown(name: str) -> str:
+    """Return a maildrop name for a log line: bytes outside 33..126, and backslash, as \\xNN (a user chooses the
+    name: a line break in it must not start a line of its own)."""
+    return "".join(chr(b) if 33 <= b <= 126 and b != 0x5C else "\\x%02x" % b for b in os.fsencode(name))
+
+
 def parse_trailer(tail: bytes) -> tuple[int, int, int] | None:
     """Return (pid, envelope offset, trailer length) from a drop file's last bytes, or None."""
     start = tail.rfind(MAGIC + b" ")
@@ -149,6 +168,15 @@ def open_drop(name: str) -> tuple[int, os.stat_result] | None:
         os.close(fd)
         return None
     return fd, st
+
+
+def has_holes(fd: int, size: int) -> bool:
+    """True if the drop file has a hole (drop() writes every byte, so only a hand-made sparse file has one,
+    which would cost the queue disk its writer never paid for)."""
+    try:
+        return os.lseek(fd, 0, os.SEEK_HOLE) < size
+    except OSError:  # ENXIO: empty; EINVAL: a file system without SEEK_HOLE reports none
+        return False
 
 
 def read_drop(fd: int, size: int) -> tuple[int, bytes, Recipients, int] | None:

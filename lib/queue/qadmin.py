@@ -209,7 +209,7 @@ def touch(n: int, due: float, queue: str = ".") -> list[str]:
     done = []
     for c in CHANNELS:
         try:
-            os.utime(path(queue, split_name(c, n)), (due, due))
+            os.utime(path(queue, split_name(c, n)), (due, due), follow_symlinks=False)  # root: never a target
             done.append(c)
         except FileNotFoundError:
             pass

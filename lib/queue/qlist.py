@@ -5,7 +5,9 @@ Reading is in read_message; records, filters and lines are pure functions."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from typing import NamedTuple
 
 from pyqmail.lib.queue.qreport import printable
@@ -44,6 +46,10 @@ class TooLarge(OSError):
     """An envelope file larger than MAX_ENVELOPE."""
 
 
+class NotAFile(OSError):
+    """A queue name that holds a symbolic link, a FIFO or anything else but a regular file."""
+
+
 def records(data: bytes) -> list[bytes]:
     """Return the NUL-ended records of a queue file; a last record without its NUL is unfinished: ignored."""
     return data.split(b"\0")[:-1]
@@ -67,14 +73,40 @@ def channel_recipients(channel: str, data: bytes) -> list[Recipient]:
     return [Recipient(channel, r[1:], r[:1] == b"D") for r in records(data) if r[:1] in (b"T", b"D")]
 
 
+def open_file(name: str) -> int:
+    """Open a queue file for reading, never through a symbolic link nor waiting on a FIFO; NotAFile if it is
+    not a regular file (the queue's users, qmail-smtpd's among them, could plant one where root reads)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        fd = -1
+    if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+        if fd >= 0:
+            os.close(fd)
+        raise NotAFile("%s is not a regular file" % name)
+    return fd
+
+
 def read_bounded(name: str) -> tuple[bytes, float]:
-    """Return (contents, mtime) of a queue file, refusing one larger than MAX_ENVELOPE."""
-    with open(name, "rb") as f:
-        st = os.fstat(f.fileno())
-        data = f.read(MAX_ENVELOPE + 1)
-    if len(data) > MAX_ENVELOPE:
+    """Return (contents, mtime) of a queue file, refusing one larger than MAX_ENVELOPE or not a regular file."""
+    fd = open_file(name)
+    try:
+        st = os.fstat(fd)
+        chunks = []
+        size = 0
+        while size <= MAX_ENVELOPE:
+            chunk = os.read(fd, min(1 << 20, MAX_ENVELOPE + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > MAX_ENVELOPE:
         raise TooLarge(27, "file too large")  # EFBIG
-    return data, st.st_mtime
+    return b"".join(chunks), st.st_mtime
 
 
 def numbers(queue: str = ".") -> list[int]:
@@ -95,7 +127,7 @@ def numbers(queue: str = ".") -> list[int]:
 def read_message(n: int, queue: str = ".") -> Message | None:
     """Read message n (None when it is not in todo/ nor info/ any more); raises OSError on trouble."""
     def path(name: str) -> str:
-        return os.path.join(queue, name)
+        return name if queue == "." else os.path.join(queue, name)
     try:
         size = os.stat(path(split_name("mess", n))).st_size
     except FileNotFoundError:
