@@ -1,0 +1,221 @@
+"""An adversarial audit of qmail-smtpd in qmail-tcpserver's reused workers (issue 23): a hostile client or a tired
+administrator gives session 1 some state (a line over the bound, a cut or refused TLS handshake, a reset or a
+timeout in the middle of DATA, a burst it never reads, QMAILQUEUE or TCPLOCALHOST from the rules, an edited
+greeting) and the next session on the SAME worker (-c 1, the worker's pid checked in the log) sees none of it,
+and nothing accepted is lost. Complements tests/test_smtpd_reuse.py, which covers RELAYCLIENT, DATABYTES, the
+rules' variables, TCPREMOTEHOST/INFO, TLS and AUTH left mid-transaction, servercert.pem, rcpthosts and
+morercpthosts.cdb, the transaction and a line without its LF, and smtpdeadline."""
+
+import os
+import socket
+import ssl
+import struct
+import time
+
+import pytest
+
+from conftest import program, queued
+from test_qmail_smtpd import control, messages
+from test_qmail_smtpd_interop import b64, queue_owner_tree, tls_tree  # noqa: F401 (tls_tree: a fixture)
+from test_qmail_tcpserver import serve, tcprules_cdb
+from test_smtpd_reuse import Client, idle_worker, one_worker, settle, settled_fds
+from mailsystem import ROOT
+
+pytestmark = pytest.mark.interop
+WHOLE = b"Subject: whole\r\n\r\nwhole\r\n"
+
+
+def worker_of(log):
+    """Return the pid of the worker that served the last `ok` line so far (the one serve()'s probe used)."""
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        pids = [int(line.split()[2]) for line in log.path.read_text().splitlines() if line.startswith("tcpserver: ok ")]
+        if pids:
+            return pids[-1]
+        time.sleep(0.02)
+    raise AssertionError(log.path.read_text())
+
+
+def rules_worker(procs, tree, world_tmp, rules, options=()):
+    """Run qmail-smtpd under qmail-tcpserver -c 1 with these rules (tcprules' text); return (port, log)."""
+    cdb = tcprules_cdb(world_tmp, rules)
+    port, _, log = serve(procs, tree, program("qmail-tcpserver"), [program("qmail-smtpd")],
+                         ["-c", "1", "-x", str(cdb), *options], env=dict(os.environ, QMAILHOME=str(tree)))
+    assert "in forked children" in log.path.read_text()
+    return port, log
+
+
+def queue_files(tree):
+    """Return the names of every file in queue/pid, mess, intd and todo (pooled pid/pool.* files left out)."""
+    found = []
+    for kind in ("pid", "mess", "intd", "todo"):
+        for root, _, files in os.walk(tree / "queue" / kind):
+            found += [os.path.join(root, f) for f in files if not f.startswith("pool.")]
+    return sorted(found)
+
+
+def test_a_line_over_the_bound_plain_or_in_auth_leaves_nothing_to_the_next_session(procs, tls_tree, world_tmp):
+    port, log = one_worker(procs, tls_tree, world_tmp)
+    worker = worker_of(log)
+    c = Client(port)
+    # a hostile line: the bound is passed, then the client goes on sending what would be commands
+    c.sock.sendall(b"MAIL FROM:<" + b"a" * 5000 + b"@b.example>\r\nRCPT TO:<far@away.example>\r\nDATA\r\n")
+    assert c.reply() == b"500 command line too long (#5.5.2)\r\n"
+    c.close()
+    c = Client(port)
+    assert c.greeting == b"220 test.example ESMTP\r\n"
+    assert c.send(b"DATA") == b"503 MAIL first (#5.5.1)\r\n"  # no transaction, nothing of the long line's tail
+    c.send(b"EHLO x")
+    c.starttls()
+    assert c.send(b"AUTH LOGIN") == b"334 VXNlcm5hbWU6\r\n"
+    c.sock.sendall(b64(b"joe") * 2000)  # a response over the bound, under TLS
+    assert c.reply() == b"500 command line too long (#5.5.2)\r\n"
+    c.close()
+    c = Client(port)
+    ehlo = c.send(b"EHLO x")
+    assert b"250-STARTTLS\r\n" in ehlo and b"AUTH" not in ehlo  # plaintext, no TLS or AUTH state left
+    assert c.send(b"MAIL FROM:<a@b.example>") == b"250 ok\r\n"
+    assert c.send(b"RCPT TO:<far@away.example>") == \
+        b"553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)\r\n"
+    assert c.mail(body=WHOLE).startswith(b"250 ok ")
+    c.quit()
+    assert idle_worker(log, 3) == worker
+    [(body, _, rcpts)] = messages(tls_tree)
+    assert rcpts == [b"c@test.example"] and body.endswith(b"Subject: whole\n\nwhole\n")
+
+
+def test_a_handshake_cut_or_refused_never_spoils_the_next_sessions_tls(procs, tls_tree, world_tmp):
+    port, log = one_worker(procs, tls_tree, world_tmp)
+    worker = worker_of(log)
+    before = settled_fds(worker)
+    c = Client(port)
+    c.send(b"EHLO x")
+    assert c.send(b"STARTTLS") == b"220 ready for tls\r\n"
+    c.sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(20))  # half a ClientHello: gone
+    c.close()
+    c = Client(port)
+    c.send(b"EHLO x")
+    assert c.send(b"STARTTLS") == b"220 ready for tls\r\n"
+    c.sock.sendall(b"\x16\x03\x01\x00\x05garbage")  # a handshake message OpenSSL refuses (its error queue)
+    c.sock.settimeout(20)
+    alert = c.sock.recv(100)
+    assert alert[:1] in (b"\x15", b"")  # at most a TLS alert, never plaintext
+    c.close()
+    c = Client(port)
+    assert c.send(b"AUTH PLAIN " + b64(b"\0joe\0s3cret")) == \
+        b"538 encryption required for requested authentication mechanism (#5.7.11)\r\n"
+    c.send(b"EHLO x")
+    c.starttls()
+    assert c.sock.version() in ("TLSv1.2", "TLSv1.3")
+    assert c.send(b"AUTH PLAIN " + b64(b"\0joe\0s3cret")) == b"235 ok, go ahead (#2.0.0)\r\n"
+    assert c.mail(rcpt=b"far@away.example", body=WHOLE).startswith(b"250 ok ")
+    c.quit()
+    c = Client(port)
+    assert c.mail(body=WHOLE).startswith(b"250 ok ")  # plaintext, unauthenticated: SMTP, not ESMTPSA
+    c.quit()
+    assert idle_worker(log, 4) == worker
+    assert settled_fds(worker) == before
+    got = sorted((rcpts, body.split(b"\n", 2)[1].split(b" with ", 1)[1].split(b";")[0])
+                 for body, _, rcpts in messages(tls_tree))
+    assert got == [([b"c@test.example"], b"SMTP"), ([b"far@away.example"], b"ESMTPSA")]
+
+
+def test_a_reset_or_a_timeout_in_data_queues_nothing_and_leaves_no_file_to_the_next(procs, world_tmp):
+    tree, owner = queue_owner_tree(world_tmp)  # queued in the worker's own process, as the queue's owner
+    control(tree, timeoutsmtpd=2)
+    port, log = rules_worker(procs, tree, world_tmp, ":allow\n", owner)
+    worker = worker_of(log)
+    c = Client(port)
+    assert c.send(b"MAIL FROM:<a@b.example>") == b"250 ok\r\n"
+    assert c.send(b"RCPT TO:<c@test.example>") == b"250 ok\r\n"
+    assert c.send(b"DATA") == b"354 go ahead\r\n"
+    c.sock.sendall(b"Subject: reset\r\n\r\n" + b"r" * 200000)  # past what is held: mess/N has been written
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()  # a reset, mid-DATA
+    c = Client(port)
+    assert c.send(b"MAIL FROM:<a@b.example>") == b"250 ok\r\n"
+    assert c.send(b"RCPT TO:<c@test.example>") == b"250 ok\r\n"
+    assert c.send(b"DATA") == b"354 go ahead\r\n"
+    c.sock.sendall(b"Subject: silent\r\n\r\n" + b"s" * 100000)
+    assert c.reply() == b"451 timeout (#4.4.2)\r\n"  # then silent for the timeout
+    c.close()
+    c = Client(port)
+    assert c.mail(sender=b"last@x.example", body=WHOLE).startswith(b"250 ok ")
+    c.quit()
+    assert idle_worker(log, 3) == worker
+    [(n, (mess, todo))] = queued(tree).items()
+    assert mess.endswith(b"Subject: whole\n\nwhole\n") and b"\0Flast@x.example\0" in todo
+    assert queue_files(tree) == sorted(str(tree / "queue" / kind / name) for kind, name in
+                                       (("mess", "%d/%d" % (n % 23, n)), ("intd", "%d" % n), ("todo", "%d" % n)))
+
+
+def test_qmailqueue_and_tcplocalhost_from_the_rules_apply_to_that_session_only(procs, world_tmp):
+    tree, owner = queue_owner_tree(world_tmp)
+    seen = world_tmp / "seen"
+    seen.mkdir(mode=0o777)
+    seen.chmod(0o777)
+    filter_ = world_tmp / "filter"
+    filter_.write_text("#!/bin/sh\necho refused >> %s/log\nexit 31\n" % seen)
+    filter_.chmod(0o755)
+    rules = '127.0.0.6:allow,QMAILQUEUE="%s",TCPLOCALHOST="over.example"\n:allow\n' % filter_
+    port, log = rules_worker(procs, tree, world_tmp, rules, owner)
+    worker = worker_of(log)
+    refused = b"554 mail server permanently rejected message (#5.3.0)\r\n"
+    for n, source in enumerate(("127.0.0.6", "127.0.0.2", "127.0.0.6", "127.0.0.2")):
+        c = Client(port, source)
+        reply = c.mail(body=b"Subject: %d\r\n\r\nbody\r\n" % n)
+        c.quit()
+        assert reply == refused if source == "127.0.0.6" else reply.startswith(b"250 ok "), (source, reply)
+    assert idle_worker(log, 4) == worker
+    assert (seen / "log").read_text() == "refused\n" * 2
+    got = queued(tree)
+    assert len(got) == 2
+    for mess, _ in got.values():  # queued in process (qp: the worker), by this host's own name
+        assert mess.startswith(b"Received: (qmail %d invoked " % worker)
+        assert b"\n  by 0 with SMTP; " in mess and b"over.example" not in mess
+
+
+def test_a_greeting_and_a_timeout_edited_in_place_reach_the_next_session(procs, tree, world_tmp):
+    control(tree, smtpgreeting="old.example hello", timeoutsmtpd=1)
+    ctl = tree / "control"
+    port, log = one_worker(procs, tree, world_tmp)
+    worker = worker_of(log)
+    settle(*ctl.iterdir(), ctl)
+    c = Client(port)
+    assert c.greeting == b"220 old.example hello ESMTP\r\n"
+    assert c.reply()  # silent: the timeout of 1 second ends the session == b"451 timeout (#4.4.2)\r\n"
+    c.close()
+    for name, text in (("smtpgreeting", "new.example howdy\n"), ("timeoutsmtpd", "9\n")):
+        with open(ctl / name, "r+") as f:  # written in place: control/ itself does not change
+            f.write(text)
+            f.truncate()
+    c = Client(port)
+    assert c.greeting == b"220 new.example howdy ESMTP\r\n"
+    time.sleep(1.5)  # longer than the old timeout: the new one applies
+    assert c.send(b"HELO x") == b"250 new.example howdy\r\n"
+    c.quit()
+    assert idle_worker(log, 2) == worker
+
+
+def test_a_client_that_never_reads_its_replies_holds_the_worker_only_for_the_timeout(procs, tree, world_tmp):
+    control(tree, timeoutsmtpd=2)
+    port, log = one_worker(procs, tree, world_tmp)
+    worker = worker_of(log)
+    c = Client(port)
+    c.sock.setblocking(False)
+    burst = b"NOOP\r\n" * 100000
+    sent, deadline = 0, time.time() + 10
+    while time.time() < deadline:  # send until the server stops reading (its replies fill both buffers)
+        try:
+            sent += c.sock.send(burst)
+        except BlockingIOError:
+            break
+    started = time.time()
+    c2 = Client(port)  # waits behind the stuck session (-c 1): served once its timeout ends it
+    assert time.time() - started < 15
+    assert c2.mail(body=WHOLE).startswith(b"250 ok ")
+    c2.quit()
+    c.close()
+    assert idle_worker(log, 2) == worker
+    assert len(queued(tree)) == 1
+    assert "end %d status 256" % worker in log.read_text()  # the stuck session: exit 1, Gone
