@@ -219,3 +219,65 @@ def test_a_client_that_never_reads_its_replies_holds_the_worker_only_for_the_tim
     assert idle_worker(log, 2) == worker
     assert len(queued(tree)) == 1
     assert "end %d status 256" % worker in log.read_text()  # the stuck session: exit 1, Gone
+
+
+def test_an_auth_exchange_left_half_done_and_smtputf8_never_reach_the_next_session(procs, tls_tree, world_tmp):
+    control(tls_tree, smtputf8=1)
+    port, log = one_worker(procs, tls_tree, world_tmp)
+    worker = worker_of(log)
+    c = Client(port)
+    c.send(b"EHLO x")
+    c.starttls()
+    assert c.send(b"AUTH LOGIN") == b"334 VXNlcm5hbWU6\r\n"
+    assert c.send(b64(b"joe")) == b"334 UGFzc3dvcmQ6\r\n"  # Password: asked, and the client is gone
+    c.close()
+    c = Client(port)
+    c.send(b"EHLO x")
+    c.starttls()
+    assert c.send(b"AUTH LOGIN") == b"334 VXNlcm5hbWU6\r\n"  # the exchange starts over: Username:
+    assert c.send(b64(b"joe")) == b"334 UGFzc3dvcmQ6\r\n"
+    assert c.send(b64(b"s3cret")) == b"235 ok, go ahead (#2.0.0)\r\n"
+    assert c.send(b"MAIL FROM:<a@b.example> SMTPUTF8") == b"250 ok\r\n"
+    assert c.send(b"RCPT TO:<far@away.example>") == b"250 ok\r\n"
+    assert c.send(b"DATA") == b"354 go ahead\r\n"
+    c.sock.sendall(WHOLE + b".\r\n")
+    assert c.reply().startswith(b"250 ok ")
+    c.quit()
+    c = Client(port)
+    assert c.mail(body=WHOLE).startswith(b"250 ok ")
+    c.quit()
+    assert idle_worker(log, 3) == worker
+    assert (world_tmp / "seen").read_bytes().count(b"|") == 1  # only the whole exchange reached checkpassword
+    got = sorted(body.split(b"\n", 2)[1].split(b" with ", 1)[1].split(b";")[0] for body, _, _ in messages(tls_tree))
+    assert got == [b"SMTP", b"UTF8SMTPSA"]
+
+
+def test_real_peers_an_abandoned_openssl_session_then_swaks_and_smtp_source_on_the_same_worker(procs, tls_tree,
+                                                                                              world_tmp):
+    import subprocess
+    from conftest import need
+    need("openssl", "swaks", "smtp-source")
+    port, log = one_worker(procs, tls_tree, world_tmp)
+    worker = worker_of(log)
+    before = settled_fds(worker)
+    s_client = procs.start(["openssl", "s_client", "-quiet", "-starttls", "smtp", "-connect", "127.0.0.1:%d" % port],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    s_client.stdin.write(b"AUTH PLAIN " + b64(b"\0joe\0s3cret") + b"\r\nMAIL FROM:<a@b.example>\r\n")
+    s_client.stdin.flush()
+    assert s_client.stdout.readline() == b"235 ok, go ahead (#2.0.0)\r\n"
+    assert s_client.stdout.readline() == b"250 ok\r\n"
+    procs.stop(s_client, sig=9)  # killed: no QUIT, no close_notify, mid-transaction, authenticated
+    swaks = ["swaks", "--server", "127.0.0.1", "--port", str(port), "--from", "a@b.example", "--helo", "c.example"]
+    r = subprocess.run(swaks + ["--to", "far@away.example", "--local-interface", "127.0.0.2"], capture_output=True,
+                       timeout=60)  # not 127.0.0.1, which RELAYCLIENT is set for
+    assert r.returncode != 0 and b"553 sorry, that domain isn't in my list of allowed rcpthosts" in r.stdout
+    r = subprocess.run(swaks + ["--to", "c@test.example", "--pipeline"], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stdout
+    r = subprocess.run(["smtp-source", "-s", "1", "-m", "20", "-l", "600", "-f", "ss@x.example", "-t",
+                        "c@test.example", "127.0.0.1:%d" % port], capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert idle_worker(log, 3 + 20) == worker
+    assert settled_fds(worker) == before
+    got = messages(tls_tree)
+    assert len(got) == 21 and all(rcpts == [b"c@test.example"] for _, _, rcpts in got)
+    assert all(b" with SMTP; " in body.split(b"\n", 2)[1] for body, _, _ in got)
