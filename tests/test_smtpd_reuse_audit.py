@@ -281,3 +281,49 @@ def test_real_peers_an_abandoned_openssl_session_then_swaks_and_smtp_source_on_t
     got = messages(tls_tree)
     assert len(got) == 21 and all(rcpts == [b"c@test.example"] for _, _, rcpts in got)
     assert all(b" with SMTP; " in body.split(b"\n", 2)[1] for body, _, _ in got)
+
+
+def test_an_encrypted_servercert_key_is_refused_with_454_never_asked_for_on_a_terminal(tls_tree, world_tmp):
+    # defect found by this audit: OpenSSL asked for the key's pass phrase on the controlling terminal, so
+    # qmail-tcpserver started from one hung in its listener (making the context to share) before any greeting,
+    # and a worker meeting such a file after a change hung in STARTTLS, with no timeout
+    import pty
+    import select
+    import subprocess
+    from conftest import free_port, qenv, wait_port
+    key, cert = world_tmp / "enc-key.pem", world_tmp / "enc-cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-passout", "pass:secret", "-keyout", str(key),
+                    "-out", str(cert), "-days", "2", "-subj", "/CN=test.example"], check=True, capture_output=True)
+    assert b"ENCRYPTED" in key.read_bytes()
+    pem = tls_tree / "control" / "servercert.pem"
+    pem.write_bytes(cert.read_bytes() + key.read_bytes())
+    settle(pem)  # settled: the listener makes its context before forking workers
+    port = free_port()
+    env = qenv(tls_tree)
+    pid, terminal = pty.fork()  # the server gets a controlling terminal, as when an administrator starts it by hand
+    if pid == 0:
+        os.execve(program("qmail-tcpserver"), [program("qmail-tcpserver"), "-c", "1", "127.0.0.1", str(port),
+                                               program("qmail-smtpd")], env)
+    try:
+        wait_port("127.0.0.1", port)
+        c = Client(port)
+        assert c.greeting == b"220 test.example ESMTP\r\n"
+        assert b"250-STARTTLS\r\n" in c.send(b"EHLO x")
+        assert c.send(b"STARTTLS") == b"454 TLS not available due to temporary reason (#4.3.0)\r\n"
+        assert c.send(b"NOOP") == b"250 ok\r\n"
+        c.quit()
+        said = b""
+        while select.select([terminal], [], [], 0)[0]:
+            try:
+                said += os.read(terminal, 1000)
+            except OSError:
+                break
+        assert b"pass phrase" not in said, said
+    finally:
+        for sig in (15, 9):
+            try:
+                os.killpg(pid, sig)  # the listener and its workers: pty.fork made it a session (and group) leader
+            except ProcessLookupError:
+                pass
+        os.waitpid(pid, 0)
+        os.close(terminal)
