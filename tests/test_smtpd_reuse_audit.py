@@ -327,3 +327,34 @@ def test_an_encrypted_servercert_key_is_refused_with_454_never_asked_for_on_a_te
                 pass
         os.waitpid(pid, 0)
         os.close(terminal)
+
+
+def test_a_qmailhome_from_the_rules_gives_that_client_its_own_tree_and_the_next_its_own(procs, tree, world_tmp):
+    from conftest import make_tree
+    other = make_tree(world_tmp / "other", "--single-user", "--me", "other.example")
+    control(tree, rcpthosts="test.example")
+    control(other, rcpthosts="other.example", databytes=1000)
+    settle(*(tree / "control").iterdir(), tree / "control", *(other / "control").iterdir(), other / "control")
+    port, log = rules_worker(procs, tree, world_tmp, '127.0.0.7:allow,QMAILHOME="%s"\n:allow\n' % other)
+    worker = worker_of(log)
+    big = b"Subject: big\r\n\r\n" + b"b" * 2000 + b"\r\n"
+    for n in range(2):  # twice each way: the controls each tree's session kept must stay that tree's
+        c = Client(port, "127.0.0.7")
+        assert c.greeting == b"220 other.example ESMTP\r\n"
+        assert c.send(b"MAIL FROM:<a@b.example>") == b"250 ok\r\n"
+        assert c.send(b"RCPT TO:<x@test.example>")[:4] == b"553 "
+        assert c.send(b"RSET") == b"250 flushed\r\n"
+        assert c.mail(rcpt=b"x@other.example", body=big) == \
+            b"552 sorry, that message size exceeds my databytes limit (#5.3.4)\r\n"
+        assert c.mail(rcpt=b"x@other.example", body=WHOLE).startswith(b"250 ok ")
+        c.quit()
+        c = Client(port, "127.0.0.2")
+        assert c.greeting == b"220 test.example ESMTP\r\n"
+        assert c.send(b"MAIL FROM:<a@b.example>") == b"250 ok\r\n"
+        assert c.send(b"RCPT TO:<x@other.example>")[:4] == b"553 "
+        assert c.send(b"RSET") == b"250 flushed\r\n"
+        assert c.mail(rcpt=b"x@test.example", body=big).startswith(b"250 ok ")
+        c.quit()
+    assert idle_worker(log, 4) == worker
+    assert sorted(r for _, _, r in messages(other)) == [[b"x@other.example"]] * 2
+    assert sorted(r for _, _, r in messages(tree)) == [[b"x@test.example"]] * 2
