@@ -19,7 +19,7 @@ from test_qmail_smtpd import control, messages
 from test_qmail_smtpd_interop import b64, queue_owner_tree, tls_tree  # noqa: F401 (tls_tree: a fixture)
 from test_qmail_tcpserver import serve, tcprules_cdb
 from test_smtpd_reuse import Client, idle_worker, one_worker, settle, settled_fds
-from mailsystem import ROOT
+from mailsystem import children
 
 pytestmark = pytest.mark.interop
 WHOLE = b"Subject: whole\r\n\r\nwhole\r\n"
@@ -358,3 +358,32 @@ def test_a_qmailhome_from_the_rules_gives_that_client_its_own_tree_and_the_next_
     assert idle_worker(log, 4) == worker
     assert sorted(r for _, _, r in messages(other)) == [[b"x@other.example"]] * 2
     assert sorted(r for _, _, r in messages(tree)) == [[b"x@test.example"]] * 2
+
+
+def test_a_qmail_queue_that_crashes_or_checkpassword_that_dies_leaves_the_worker_whole(procs, tls_tree, world_tmp):
+    crasher = world_tmp / "crash"
+    crasher.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    crasher.chmod(0o755)
+    dying = world_tmp / "dying"
+    dying.write_text("#!/bin/sh\nkill -KILL $$\n")
+    dying.chmod(0o755)
+    port, log = rules_worker(procs, tls_tree, world_tmp,
+                             '127.0.0.8:allow,QMAILQUEUE="%s"\n:allow\n' % crasher)
+    worker = worker_of(log)
+    c = Client(port, "127.0.0.8")
+    assert c.mail(body=WHOLE) == b"451 qq crashed (#4.3.0)\r\n"
+    assert c.mail(body=WHOLE) == b"451 qq crashed (#4.3.0)\r\n"  # the session goes on
+    c.quit()
+    control(tls_tree, smtpcheckpassword=dying)
+    c = Client(port)
+    c.send(b"EHLO x")
+    c.starttls()
+    assert c.send(b"AUTH PLAIN " + b64(b"\0joe\0s3cret")) == b"454 temporary authentication failure (#4.3.0)\r\n"
+    c.quit()
+    c = Client(port)
+    assert c.mail(body=WHOLE).startswith(b"250 ok ")
+    c.quit()
+    assert idle_worker(log, 3) == worker
+    assert "crashed" not in log.read_text()  # the worker itself never did
+    assert children(worker) == []  # and it reaped the crashed qmail-queue and the killed checkpassword
+    assert len(messages(tls_tree)) == 1
