@@ -387,3 +387,25 @@ def test_a_qmail_queue_that_crashes_or_checkpassword_that_dies_leaves_the_worker
     assert "crashed" not in log.read_text()  # the worker itself never did
     assert children(worker) == []  # and it reaped the crashed qmail-queue and the killed checkpassword
     assert len(messages(tls_tree)) == 1
+
+
+def test_a_data_rate_deadline_reached_never_reaches_the_next_sessions_data(procs, tree, world_tmp):
+    import select
+    control(tree, timeoutsmtpd=2, smtpminrate=10000)
+    port, log = one_worker(procs, tree, world_tmp)
+    worker = worker_of(log)
+    c = Client(port)
+    assert c.send(b"MAIL FROM:<a@b.example>") == b"250 ok\r\n"
+    assert c.send(b"RCPT TO:<c@test.example>") == b"250 ok\r\n"
+    assert c.send(b"DATA") == b"354 go ahead\r\n"
+    deadline = time.time() + 20
+    while time.time() < deadline and not select.select([c.sock], [], [], 0.3)[0]:
+        c.sock.sendall(b"t")  # a byte every 0.3 s: within the per-read timeout, far below the rate
+    assert c.reply() == b"451 timeout (#4.4.2)\r\n"
+    c.close()
+    c = Client(port)  # a DATA deadline left from the last session would end this one's DATA at once
+    assert c.mail(body=WHOLE).startswith(b"250 ok ")
+    c.quit()
+    assert idle_worker(log, 2) == worker
+    [(body, _, _)] = messages(tree)
+    assert body.endswith(b"Subject: whole\n\nwhole\n")
