@@ -409,3 +409,42 @@ def test_a_data_rate_deadline_reached_never_reaches_the_next_sessions_data(procs
     assert idle_worker(log, 2) == worker
     [(body, _, _)] = messages(tree)
     assert body.endswith(b"Subject: whole\n\nwhole\n")
+
+
+def test_a_resumed_tls_session_resumes_no_auth_and_no_transaction(procs, tls_tree, world_tmp):
+    settle(tls_tree / "control" / "servercert.pem")  # settled: one TLS context (its ticket keys) for both sessions
+    port, log = one_worker(procs, tls_tree, world_tmp)
+    worker = worker_of(log)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+
+    def starttls(c, session=None):
+        c.send(b"EHLO x")
+        assert c.send(b"STARTTLS") == b"220 ready for tls\r\n"
+        c.sock = ctx.wrap_socket(c.sock, session=session)
+        c.file = c.sock.makefile("rb")
+
+    c = Client(port)
+    starttls(c)
+    assert c.send(b"AUTH PLAIN " + b64(b"\0joe\0s3cret")) == b"235 ok, go ahead (#2.0.0)\r\n"  # the ticket came before
+    assert c.send(b"MAIL FROM:<a@b.example>") == b"250 ok\r\n"
+    assert c.send(b"RCPT TO:<far@away.example>") == b"250 ok\r\n"
+    ticket = c.sock.session
+    assert ticket is not None and ticket.has_ticket
+    try:  # gone mid-transaction, authenticated; with a close_notify, so that the client may resume the session
+        c.sock.unwrap()
+    except (OSError, ValueError):
+        pass  # the server ends the session at the client's close_notify without one of its own
+    c.close()
+    c = Client(port)
+    starttls(c, ticket)
+    assert c.sock.session_reused  # the same TLS session, resumed on the same worker
+    ehlo = c.send(b"EHLO y")
+    assert ehlo.endswith(b"250-AUTH LOGIN PLAIN\r\n250 8BITMIME\r\n")  # not authenticated
+    assert c.send(b"DATA") == b"503 MAIL first (#5.5.1)\r\n"
+    assert c.send(b"MAIL FROM:<a@b.example>") == b"250 ok\r\n"
+    assert c.send(b"RCPT TO:<far@away.example>") == \
+        b"553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)\r\n"
+    c.quit()
+    assert idle_worker(log, 2) == worker
+    assert messages(tls_tree) == []
