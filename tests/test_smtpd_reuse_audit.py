@@ -448,3 +448,26 @@ def test_a_resumed_tls_session_resumes_no_auth_and_no_transaction(procs, tls_tre
     c.quit()
     assert idle_worker(log, 2) == worker
     assert messages(tls_tree) == []
+
+
+def test_a_tls_session_ends_with_a_close_notify_after_the_last_reply(procs, tls_tree, world_tmp):
+    # defect found by this audit: the connection was closed after 221 with no close_notify (RFC 8446 6.1: each party
+    # MUST send one before closing its write side); OpenSSL's clients report `unexpected eof while reading`
+    port, log = one_worker(procs, tls_tree, world_tmp)
+    worker = worker_of(log)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF  # Python's default hides a missing close_notify
+    control(tls_tree, timeoutsmtpd=2)
+    for end, reply in ((b"QUIT", b"221 test.example\r\n"), (None, b"451 timeout (#4.4.2)\r\n")):
+        c = Client(port)
+        c.send(b"EHLO x")
+        assert c.send(b"STARTTLS") == b"220 ready for tls\r\n"
+        c.sock = ctx.wrap_socket(c.sock, suppress_ragged_eofs=False)  # an EOF without close_notify: SSLEOFError
+        c.file = c.sock.makefile("rb")
+        if end:
+            c.sock.sendall(end + b"\r\n")
+        assert c.reply() == reply
+        assert c.file.read() == b""  # the close_notify, then the end: no SSLEOFError
+        c.close()
+    assert idle_worker(log, 2) == worker
