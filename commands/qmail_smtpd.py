@@ -224,7 +224,7 @@ def converse(io):
             conf.close()  # morercpthosts.cdb, opened for this session
     io.deadline = io.data_deadline = None  # the last reply gets the per-read timeout after any deadline
     try:
-        io.flush()
+        io.flush(last=True)  # after TLS, with the close_notify
     except (Gone, TimeoutError):
         return code
     if linger:

@@ -92,15 +92,22 @@ class BioClient:
                 got, self.decrypted = self.decrypted[:cut], self.decrypted[cut:]
                 return got
             try:
-                self.decrypted += self.tls.read(65536)
+                data = self.tls.read(65536)
             except ssl.SSLWantReadError:
                 self.feed()
+                continue
+            if not data:  # the server's close_notify: no reply will come
+                raise EOFError()
+            self.decrypted += data
 
     def rest(self):
         """Decrypt everything until the server closes the connection."""
         while True:
             try:
-                self.decrypted += self.tls.read(65536)
+                data = self.tls.read(65536)
+                if not data:  # the server's close_notify, which ends its TLS session after its last reply
+                    break
+                self.decrypted += data
                 continue
             except ssl.SSLWantReadError:
                 pass

@@ -41,6 +41,15 @@ class LineTooLong(Exception):
     """A command line over LINE_LIMIT: qmail-smtpd answers 500 and hangs up (its rest is never read)."""
 
 
+def _close_notify(tls: ssl.SSLObject) -> None:
+    """Have the TLS session write its close_notify alert; the client's own is not waited for."""
+    import ssl
+    try:
+        tls.unwrap()
+    except (ssl.SSLError, ValueError):  # SSLWantReadError: it would wait for the client's close_notify
+        pass
+
+
 class SmtpIO:
     """Reads commands and DATA from fd_in, writes replies to fd_out; per-read timeout and a session deadline."""
 
@@ -75,20 +84,23 @@ class SmtpIO:
             raise TimeoutError("session deadline")
         return wait
 
-    def flush(self) -> None:
+    def flush(self, last: bool = False) -> None:
         """Send the queued replies (encrypted after STARTTLS); a client that does not read within the timeout is
         gone (on a socket, where SO_SNDTIMEO bounds each write; on a pipe, one that leaves no room for them
-        within the timeout: once there is, fdio.write_all writes them all)."""
-        if not self.pending:
+        within the timeout: once there is, fdio.write_all writes them all). last: the session ends here, so
+        a TLS session's close_notify follows the replies, in the same write (RFC 8446 6.1)."""
+        if not self.pending and not (last and self.tls is not None):
             return
         data, self.pending = b"".join(self.pending), []
         if self.tls is not None:
             try:
-                done = self.tls.write(data)
+                done = self.tls.write(data) if data else 0
                 while done < len(data):  # never with memory buffers, but the ssl module allows partial writes
                     done += self.tls.write(memoryview(data)[done:])
             except OSError:  # ssl.SSLError: the TLS session is broken
                 raise Gone()
+            if last:
+                _close_notify(self.tls)
             data = self._tls_out.read()
         self._send(data)
 
