@@ -35,6 +35,29 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def terminal_said(terminal):
+    """Return what a pty's programs have written to it so far (without waiting)."""
+    import select
+    said = b""
+    while select.select([terminal], [], [], 0)[0]:
+        try:
+            said += os.read(terminal, 1000)
+        except OSError:
+            break
+    return said
+
+
+def stop_pty_child(pid, terminal, group=False):
+    """TERM then KILL a pty.fork child (its process group if group), reap it and close its terminal."""
+    for sig in (15, 9):
+        try:
+            os.killpg(pid, sig) if group else os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    os.waitpid(pid, 0)
+    os.close(terminal)
+
+
 def wait_port(host, port, timeout=30.0):
     """Wait until host:port accepts connections (a loaded machine may take seconds to start a server)."""
     deadline = time.time() + timeout

@@ -378,3 +378,40 @@ def test_getmail6_over_pop3s(procs, cert, world_tmp, server, keep):
     dest = getmail(world_tmp, port, keep, ssl=True, password=PASSWORD.decode())
     assert len(list(mailbox.Maildir(str(dest), factory=None, create=False))) == len(MESSAGES)
     check_server_side(cert, world_tmp, keep)
+
+
+def test_an_encrypted_servercert_key_is_refused_never_asked_for_on_a_terminal(cert, world_tmp):
+    """A key with a pass phrase in servercert.pem: STLS is answered `-ERR TLS not available` and the session goes
+    on; OpenSSL never asks for the pass phrase on the controlling terminal (qmail-popup started by hand hung)."""
+    import pty
+    from conftest import stop_pty_child, terminal_said
+    key, crt = world_tmp / "enc-key.pem", world_tmp / "enc-cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-passout", "pass:secret", "-keyout", str(key),
+                    "-out", str(crt), "-days", "2", "-subj", "/CN=pop.example"], check=True, capture_output=True)
+    assert b"ENCRYPTED" in key.read_bytes()
+    (cert.tree / "control" / "servercert.pem").write_bytes(crt.read_bytes() + key.read_bytes())
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # a TCP connection: STLS is offered on one only
+        mine = socket.create_connection(listener.getsockname())
+        theirs, _ = listener.accept()
+    env = dict(qenv(cert.tree), TCPREMOTEIP=REMOTE)
+    pid, terminal = pty.fork()  # a controlling terminal, as when an administrator runs it by hand
+    if pid == 0:
+        os.dup2(theirs.fileno(), 0)
+        os.dup2(theirs.fileno(), 1)
+        os.execve(program("qmail-popup"), [program("qmail-popup"), "pop.example", program("qmail-checkpassword"),
+                                           program("qmail-pop3d"), "Maildir"], env)
+    theirs.close()
+    mine.settimeout(30)
+    reader = mine.makefile("rb")
+    try:
+        assert reader.readline().startswith(b"+OK <")
+        mine.sendall(b"STLS\r\n")
+        assert reader.readline() == b"-ERR TLS not available\r\n"
+        mine.sendall(b"QUIT\r\n")
+        assert reader.readline().startswith(b"+OK")
+        said = terminal_said(terminal)
+        assert b"pass phrase" not in said, said
+    finally:
+        stop_pty_child(pid, terminal)
+        reader.close()
+        mine.close()

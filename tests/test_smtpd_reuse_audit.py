@@ -288,9 +288,8 @@ def test_an_encrypted_servercert_key_is_refused_with_454_never_asked_for_on_a_te
     # qmail-tcpserver started from one hung in its listener (making the context to share) before any greeting,
     # and a worker meeting such a file after a change hung in STARTTLS, with no timeout
     import pty
-    import select
     import subprocess
-    from conftest import free_port, qenv, wait_port
+    from conftest import free_port, qenv, stop_pty_child, terminal_said, wait_port
     key, cert = world_tmp / "enc-key.pem", world_tmp / "enc-cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-passout", "pass:secret", "-keyout", str(key),
                     "-out", str(cert), "-days", "2", "-subj", "/CN=test.example"], check=True, capture_output=True)
@@ -312,21 +311,10 @@ def test_an_encrypted_servercert_key_is_refused_with_454_never_asked_for_on_a_te
         assert c.send(b"STARTTLS") == b"454 TLS not available due to temporary reason (#4.3.0)\r\n"
         assert c.send(b"NOOP") == b"250 ok\r\n"
         c.quit()
-        said = b""
-        while select.select([terminal], [], [], 0)[0]:
-            try:
-                said += os.read(terminal, 1000)
-            except OSError:
-                break
+        said = terminal_said(terminal)
         assert b"pass phrase" not in said, said
     finally:
-        for sig in (15, 9):
-            try:
-                os.killpg(pid, sig)  # the listener and its workers: pty.fork made it a session (and group) leader
-            except ProcessLookupError:
-                pass
-        os.waitpid(pid, 0)
-        os.close(terminal)
+        stop_pty_child(pid, terminal, group=True)  # the listener and its workers: pty.fork made it a group leader
 
 
 def test_a_qmailhome_from_the_rules_gives_that_client_its_own_tree_and_the_next_its_own(procs, tree, world_tmp):

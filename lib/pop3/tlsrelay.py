@@ -31,7 +31,8 @@ def context(certfile: str) -> ssl.SSLContext:
     import ssl
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(certfile)
+    # an encrypted key fails to load (no pass phrase) rather than OpenSSL asking for one on the terminal
+    ctx.load_cert_chain(certfile, password=b"")
     return ctx
 
 
