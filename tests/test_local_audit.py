@@ -15,6 +15,12 @@ from test_spawners import ROOT, dotqmail, home, ids, lspawn, queue_message, user
 PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
+def ask(s, n, messid, recipient):
+    """Ask qmail-lspawn (s) for delivery n of messid from s@example.org to recipient; return its report."""
+    s.send(n, messid, b"s@example.org", recipient)
+    return s.report()
+
+
 def ignored(status):
     """Return the set of signal numbers /proc/<pid>/status text says are ignored (SigIgn)."""
     mask = int(status.split("SigIgn:")[1].split()[0], 16)
@@ -38,8 +44,7 @@ def test_program_lines_get_default_signal_dispositions(procs, users, home, overr
     messid, _ = queue_message(users)
     extra = {"QMAILLOCAL": program("qmail-local")} if override else {}
     s = lspawn(procs, users, **extra)
-    s.send(0, messid, b"s@example.org", b"joe-sig@test.example")
-    assert s.report() == (0, b"Kdid 0+0+1\n")
+    assert ask(s, 0, messid, b"joe-sig@test.example") == (0, b"Kdid 0+0+1\n")
     status = (home / "status-sig").read_text()
     assert not ignored(status) & set(PYTHON_IGNORES), status
     with open("/proc/self/status") as f:
@@ -157,8 +162,7 @@ def test_a_users_planted_links_never_make_a_delivery_write_where_the_user_cannot
     before = snapshot(victims)
     messid, _ = queue_message(users)
     s = lspawn(procs, users)
-    s.send(0, messid, b"s@example.org", b"joe-x@test.example")
-    assert s.report() == (0, want)
+    assert ask(s, 0, messid, b"joe-x@test.example") == (0, want)
     assert snapshot(victims) == before
     assert all(os.stat(os.path.join(victims, p)).st_uid == 0 for p in before)
 
@@ -181,8 +185,7 @@ def test_a_home_swapped_for_a_symlink_after_the_lookup_is_entered_as_the_user(pr
     before = snapshot(victim)
     messid, _ = queue_message(users)
     s = lspawn(procs, users)
-    s.send(0, messid, b"s@example.org", b"swap@test.example")
-    assert s.report() == (0, b"ZUnable to chdir to maildir. (#4.2.1)\n")
+    assert ask(s, 0, messid, b"swap@test.example") == (0, b"ZUnable to chdir to maildir. (#4.2.1)\n")
     assert snapshot(victim) == before
 
 
@@ -214,12 +217,9 @@ def test_a_program_that_changes_its_workers_limits_or_priority_changes_no_later_
     dotqmail(home, "change", "|%s\n" % change)
     messid, _ = queue_message(users)
     s = lspawn(procs, users)
-    s.send(0, messid, b"s@example.org", b"joe-a@test.example")
-    assert s.report() == (0, b"Kdid 0+0+1\n")
-    s.send(1, messid, b"s@example.org", b"joe-change@test.example")
-    assert s.report() == (1, b"Kdid 0+0+1\n")
-    s.send(2, messid, b"s@example.org", b"joe-b@test.example")
-    assert s.report() == (2, b"Kdid 0+0+1\n")
+    assert ask(s, 0, messid, b"joe-a@test.example") == (0, b"Kdid 0+0+1\n")
+    assert ask(s, 1, messid, b"joe-change@test.example") == (1, b"Kdid 0+0+1\n")
+    assert ask(s, 2, messid, b"joe-b@test.example") == (2, b"Kdid 0+0+1\n")
     first, after = ((home / ("state-" + x)).read_text().split("\n", 1) for x in "ab")
     assert after[1] == first[1]  # limits, nice, policy, affinity: as the first delivery had them
     assert after[0] != first[0]  # in another worker
@@ -232,8 +232,7 @@ def test_a_workers_own_deliveries_leave_it_reused(procs, users, home):
     messid, _ = queue_message(users)
     s = lspawn(procs, users)
     for n, ext in enumerate("ab"):
-        s.send(n, messid, b"s@example.org", b"joe-%s@test.example" % ext.encode())
-        assert s.report() == (n, b"Kdid %d+0+1\n" % (2 if ext == "a" else 0))
+        assert ask(s, n, messid, b"joe-%s@test.example" % ext.encode()) == (n, b"Kdid %d+0+1\n" % (2 if ext == "a" else 0))
     assert (home / "state-a").read_text() == (home / "state-b").read_text()
 
 
@@ -252,18 +251,15 @@ def test_a_worker_changed_while_idle_defers_the_request_it_gets_and_the_next_run
     dotqmail(home, "b", worker_state_line(home))
     messid, _ = queue_message(users)
     s = lspawn(procs, users)
-    s.send(0, messid, b"s@example.org", b"joe-bg@test.example")
-    assert s.report() == (0, b"Kdid 0+0+1\n")
+    assert ask(s, 0, messid, b"joe-bg@test.example") == (0, b"Kdid 0+0+1\n")
     worker = int((home / "worker").read_text())
     deadline = time.time() + 30
     while nice_of(worker) != 7 and time.time() < deadline:
         time.sleep(0.02)
     assert nice_of(worker) == 7
-    s.send(1, messid, b"s@example.org", b"joe-b@test.example")
-    assert s.report() == (1, b"ZTemporary failure in qmail-lspawn.\n")
+    assert ask(s, 1, messid, b"joe-b@test.example") == (1, b"ZTemporary failure in qmail-lspawn.\n")
     assert not (home / "state-b").exists()
-    s.send(2, messid, b"s@example.org", b"joe-b@test.example")
-    assert s.report() == (2, b"Kdid 0+0+1\n")
+    assert ask(s, 2, messid, b"joe-b@test.example") == (2, b"Kdid 0+0+1\n")
     state = (home / "state-b").read_text().split("\n")
     assert int(state[0]) != worker and int(state[-3].split()[0]) == nice_of(s.p.pid)  # fresh: qmail-lspawn's
 
@@ -276,14 +272,12 @@ def test_a_worker_that_never_ran_a_process_is_not_watched(procs, users, home):
     dotqmail(home, "b", worker_state_line(home))
     messid, _ = queue_message(users)
     s = lspawn(procs, users)
-    s.send(0, messid, b"s@example.org", b"joe-a@test.example")
-    assert s.report() == (0, b"Kdid 1+0+0\n")
+    assert ask(s, 0, messid, b"joe-a@test.example") == (0, b"Kdid 1+0+0\n")
     from mailsystem import children
     [worker] = children(s.p.pid)
     reniced = nice_of(worker) + 3
     os.setpriority(os.PRIO_PROCESS, worker, reniced)
-    s.send(1, messid, b"s@example.org", b"joe-b@test.example")
-    assert s.report() == (1, b"Kdid 0+0+1\n")
+    assert ask(s, 1, messid, b"joe-b@test.example") == (1, b"Kdid 0+0+1\n")
     # (that delivery ran a program: the worker is watched from then on, and may already be retired)
     state = (home / "state-b").read_text().split("\n")
     assert int(state[0]) == worker and int(state[-3].split()[0]) == reniced
@@ -352,8 +346,7 @@ def test_a_dot_qmail_that_is_no_plain_readable_file(procs, users, home, kind):
     dotqmail(home, "default", "|echo default\n")
     messid, _ = queue_message(users)
     s = lspawn(procs, users)
-    s.send(0, messid, b"s@example.org", b"joe-x@test.example")
-    assert s.report() == (0, want)
+    assert ask(s, 0, messid, b"joe-x@test.example") == (0, want)
 
 
 def test_a_program_that_reads_a_byte_and_closes_its_stdin_leaves_the_message_whole_for_the_next_line(
@@ -371,13 +364,11 @@ def test_a_program_that_reads_a_byte_and_closes_its_stdin_leaves_the_message_who
     n = max(queued(users))
     messid = b"%d/%d" % (n % 23, n)
     s = lspawn(procs, users)
-    s.send(0, messid, b"s@example.org", b"joe-a@test.example")
-    assert s.report() == (0, b"Kdid 1+0+1\n")
+    assert ask(s, 0, messid, b"joe-a@test.example") == (0, b"Kdid 1+0+1\n")
     assert (home / "first").read_bytes() == b"R"  # the Received line qmail-queue wrote first
     [delivered] = list((home / "Maildir" / "new").iterdir())
     assert delivered.read_bytes().endswith(big)
-    s.send(1, messid, b"s@example.org", b"joe-p@test.example")
-    assert s.report() == (1, b"Zpreline: fatal: unable to copy input: broken pipe\n")
+    assert ask(s, 1, messid, b"joe-p@test.example") == (1, b"Zpreline: fatal: unable to copy input: broken pipe\n")
 
 
 def test_a_worker_that_fails_between_deliveries_defers_with_qmail_lspawns_report(procs, users, home):
@@ -388,10 +379,8 @@ def test_a_worker_that_fails_between_deliveries_defers_with_qmail_lspawns_report
     dotqmail(home, "nofd", "|prlimit --pid $PPID --nofile=3:3\n")
     messid, _ = queue_message(users)
     s = lspawn(procs, users)
-    s.send(0, messid, b"s@example.org", b"joe-nofd@test.example")
-    assert s.report() == (0, b"ZTemporary failure in qmail-lspawn.\n")
-    s.send(1, messid, b"s@example.org", b"joe@test.example")
-    assert s.report() == (1, b"Kdid 1+0+0\n")
+    assert ask(s, 0, messid, b"joe-nofd@test.example") == (0, b"ZTemporary failure in qmail-lspawn.\n")
+    assert ask(s, 1, messid, b"joe@test.example") == (1, b"Kdid 1+0+0\n")
 
 
 def test_a_whole_system_delivers_to_a_user_whose_program_shrank_its_worker(procs, world_tmp):

@@ -79,12 +79,11 @@ def open_file(name: str) -> int:
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as e:
-        if e.errno != errno.ELOOP:
-            raise
-        fd = -1
-    if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
-        if fd >= 0:
-            os.close(fd)
+        if e.errno == errno.ELOOP:  # a symbolic link
+            raise NotAFile("%s is not a regular file" % name)
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         raise NotAFile("%s is not a regular file" % name)
     return fd
 

@@ -15,12 +15,6 @@ SETTLED_NS = 10**9  # a certificate file changed this recently may change again 
 _contexts: dict[str, tuple[tuple[int, int, int, int, int], ssl.SSLContext]] = {}
 
 
-def no_pass_phrase() -> bytes:
-    """The pass phrase of an encrypted key: none, so that it fails to load (as Postfix requires a key without one);
-    without it OpenSSL asks on the controlling terminal and a server started by hand hangs there."""
-    return b""
-
-
 def context(certfile: str) -> ssl.SSLContext:
     """Return a server SSLContext for certfile (TLS 1.2 or later); the one made before while the file is
     unchanged (a context holds no descriptor and no session's state)."""
@@ -34,7 +28,9 @@ def context(certfile: str) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.num_tickets = 1  # as Postfix's smtpd: OpenSSL's default of 2 costs a second ticket's crypto and bytes
-    ctx.load_cert_chain(certfile, password=no_pass_phrase)
+    # an encrypted key fails to load (no pass phrase, as Postfix requires a key without one) rather than
+    # OpenSSL asking for one on the terminal, where a server started by hand would hang
+    ctx.load_cert_chain(certfile, password=b"")
     _contexts.pop(certfile, None)
     if max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - SETTLED_NS:
         _contexts[certfile] = key, ctx

@@ -37,11 +37,12 @@ def _rlimits() -> tuple[int, ...]:
     out = []
     for name in sorted(dir(resource)):
         if name.startswith("RLIMIT_"):
+            limit = getattr(resource, name)
             try:
-                resource.getrlimit(getattr(resource, name))
+                resource.getrlimit(limit)
             except (ValueError, OSError):
                 continue
-            out.append(getattr(resource, name))
+            out.append(limit)
     return tuple(out)
 
 
