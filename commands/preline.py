@@ -7,7 +7,8 @@ from pyqmail.lib.util.errstr import error_str, is_temp
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
 from pyqmail.lib.util.sgetopt import BadOption, options
-from pyqmail.lib.local.runchild import default_signals, fatal, say_exit, wait_code
+from pyqmail.lib.local.runchild import fatal, say_exit, wait_code
+from pyqmail.lib.util.program import default_signals
 from pyqmail.lib.util.exits import TEMP_FAILURE
 
 USAGE = "preline: usage: preline cmd [ arg ... ]"

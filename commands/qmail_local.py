@@ -7,7 +7,7 @@ from pyqmail.lib.config import dotqmail
 from pyqmail.lib.local import msgfd
 from pyqmail.lib.local.qmailfile import PATRN, exists, find_qmail, read_qmail
 from pyqmail.lib.local.delivery_env import Delivery
-from pyqmail.lib.local.runchild import default_signals
+from pyqmail.lib.util.program import default_signals
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all

@@ -54,7 +54,7 @@ def run_local(argv):
     """Run qmail-local with argv: exec $QMAILLOCAL if set, else call the pre-loaded one in this process."""
     override = os.environb.get(OVERRIDE.encode())
     if override:
-        from pyqmail.lib.local.runchild import default_signals
+        from pyqmail.lib.util.program import default_signals
         default_signals(pipe=False)  # SIGXFSZ: qmail's C qmail-local resets only SIGPIPE for its programs
         try:
             os.execv(override, [override] + argv)

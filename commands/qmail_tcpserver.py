@@ -12,7 +12,7 @@ from pyqmail.lib.tcpserver import inprocess
 from pyqmail.lib.util import envsnapshot
 from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
-from pyqmail.lib.util.program import main
+from pyqmail.lib.util.program import default_signals, main
 
 HANDLED = (signal.SIGCHLD, signal.SIGTERM)
 
@@ -227,8 +227,7 @@ class Listener:
         sys.argv = list(o.argv)
         if self.entry is not None:
             return self.entry() or 0  # run() ends with os._exit; connection() returns the exit code
-        for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; an exec'd program must not
-            signal.signal(signum, signal.SIG_DFL)
+        default_signals()  # Python ignores SIGPIPE and SIGXFSZ; an exec'd program must not
         try:
             os.execvp(o.argv[0], o.argv)
         except OSError as e:

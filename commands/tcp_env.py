@@ -6,7 +6,7 @@ left as it is. Any failure before the program runs exits 111 silently, as qmail'
 import os
 
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
-from pyqmail.lib.util.program import main
+from pyqmail.lib.util.program import default_signals, main
 from pyqmail.lib.util.sgetopt import BadOption, options
 
 
@@ -98,8 +98,7 @@ def body(argv):
     env = os.environb
     if env.get(b"PROTO") != b"TCP":
         set_environment(env, remoteinfo, timeout)
-    import _signal
-    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    default_signals()  # Python ignores SIGPIPE and SIGXFSZ; tcp-env's command must not
     try:
         os.execvp(command[0], command)
     except OSError:

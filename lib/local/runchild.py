@@ -1,6 +1,5 @@
 """What the dot-qmail helpers share: fatal messages, running a program and reading its exit code (preline(1),
-condredirect(1), bouncesaying(1), except(1), forward(1), qreceipt(1)); the signal dispositions every program
-qmail-local, qmail-lspawn or a helper execs starts with (default_signals)."""
+condredirect(1), bouncesaying(1), except(1), forward(1), qreceipt(1))."""
 
 from __future__ import annotations
 
@@ -8,6 +7,7 @@ import os
 
 from pyqmail.lib.util.errstr import error_str, is_temp
 from pyqmail.lib.util.exits import Exit
+from pyqmail.lib.util.program import default_signals
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -27,16 +27,6 @@ def say_exit(code: int, text: str) -> Exit:
     except OSError:
         pass
     return Exit(code)
-
-
-def default_signals(pipe: bool = True) -> None:
-    """Before an exec: put SIGXFSZ (and SIGPIPE, unless pipe is False) back to SIG_DFL. Python's start-up
-    ignores both, and an ignored signal stays ignored through exec: a program over its file size limit
-    would get EFBIG instead of the SIGXFSZ it does under qmail's C programs."""
-    import _signal
-    if pipe:
-        _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
-    _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
 
 
 def exec_or_exit(argv: list[bytes], stdin_fd: int | None = None) -> NoReturn:

@@ -10,6 +10,7 @@ from pyqmail.lib.queue import envelope
 from pyqmail.lib.util.exits import (CUSTOM, CUSTOM_MAX, EXEC_FAILED, QQ_CRASHED, QQ_WAITPID_SURPRISE, QUEUED,
                                     READ_ERROR, qq_text)
 from pyqmail.lib.util.fdio import write_all
+from pyqmail.lib.util.program import default_signals
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -25,6 +26,7 @@ def _child(msg_r: int, env_r: int, err_w: int, home: str, program: str) -> NoRet
             os.dup2(fd, target)
             os.set_inheritable(target, True)
         os.chdir(home)
+        default_signals(pipe=False)  # SIGPIPE stays ignored, as qmail-smtpd leaves it for qmail-queue
         os.execv(program, [program])
     except BaseException:
         pass

@@ -2,7 +2,8 @@
 
 Exit codes and their report texts (exits), errno texts and the temporary-errno set (errstr), reading and
 writing raw descriptors with the one write-all loop (fdio), timed I/O for network peers (timedio),
-netstrings (netstring), qmail's getopt (sgetopt), the wrapper every program runs under (program), the
+netstrings (netstring), qmail's getopt (sgetopt), the wrapper every program runs under and
+the signal dispositions of the programs they exec (program), the
 launchers qmail-setup writes (launcher) and how to recognise our own installed programs (installed),
 environment snapshots and the locale-coercion undo (envsnapshot), network servers' log lines (netlog),
 splogger's line folding and priorities (syslogfold), waiting for a directory to change (dirwatch), and this

@@ -1,4 +1,5 @@
-"""The one wrapper every program runs under: exceptions become exit codes, never tracebacks."""
+"""The one wrapper every program runs under: exceptions become exit codes, never tracebacks; and the signal
+dispositions every program we exec starts with (default_signals)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,16 @@ def warn(program: str, text: str) -> None:
         posix.write(2, ("%s: %s\n" % (program, text)).encode("utf-8", "backslashreplace"))
     except OSError:
         pass
+
+
+def default_signals(pipe: bool = True) -> None:
+    """Before an exec: put SIGXFSZ (and SIGPIPE, unless pipe is False) back to SIG_DFL. Python's start-up
+    ignores both, and an ignored signal stays ignored through exec: a program over its file size limit
+    would get EFBIG instead of the SIGXFSZ it does under qmail's C programs."""
+    import _signal
+    if pipe:
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
 
 
 def call(program: str, body: Body, crash_code: int = 111, argv: list[str] | None = None) -> int:
