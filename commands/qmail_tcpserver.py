@@ -32,8 +32,9 @@ def say(line):
 class Listener:
     """The accept loop: at most limit children, reaped and logged as tcpserver does."""
 
-    def __init__(self, o, sock, entry, reuse=False):
+    def __init__(self, o, sock, entry, reuse=False, module=None):
         self.o, self.sock, self.entry = o, sock, entry
+        self.module = module  # the pre-loaded program's module: its WARM is made again before each worker
         self.children = 0
         self.pool = tcppool.Pool() if reuse else None  # workers serving many connections each
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -148,6 +149,8 @@ class Listener:
 
     def fork_worker(self):
         """Fork a worker that accepts and serves connections itself (lib/tcpserver/tcppool)."""
+        if self.module:
+            inprocess.warm(self.module)  # a worker forked now shares fresh TLS ticket keys, not aged ones
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         listener = os.getpid()
         try:
@@ -256,7 +259,7 @@ def body(argv):
         import ctypes  # noqa: F401 -- for the workers' prctl, imported once here
     import gc
     gc.freeze()  # what is loaded now stays out of the collector: children neither scan nor copy it
-    Listener(o, sock, entry, reuse=hasattr(loaded, "connection")).run()
+    Listener(o, sock, entry, reuse=hasattr(loaded, "connection"), module=module).run()
 
 
 def run():

@@ -11,20 +11,27 @@ if MYPY:  # typing only: never imported at run time
     from pyqmail.lib.smtpd.smtpio import Session
 
 SETTLED_NS = 10**9  # a certificate file changed this recently may change again within the same clock tick
-# certfile -> (its stat key, the context made from it): a reused worker loads the chain once, not per STARTTLS
-_contexts: dict[str, tuple[tuple[int, int, int, int, int], ssl.SSLContext]] = {}
+# a context's session-ticket keys are OpenSSL's, made with it and never changed (Python's ssl has no hook to
+# rotate them): so a context is made again after this long, as Postfix rotates its keys
+# (smtpd_tls_session_cache_timeout's default); a ticket made with the old keys then gets a full handshake
+TICKET_KEYS_NS = 3600 * 10**9
+# certfile -> (its stat key, when made (monotonic), the context made from it): a reused worker loads the chain
+# once, not per STARTTLS
+_contexts: dict[str, tuple[tuple[int, int, int, int, int], int, ssl.SSLContext]] = {}
 
 
 def context(certfile: str) -> ssl.SSLContext:
     """Return a server SSLContext for certfile (TLS 1.2 or later); the one made before while the file is
-    unchanged (a context holds no descriptor and no session's state)."""
+    unchanged and its ticket keys are younger than TICKET_KEYS_NS (a context holds no descriptor and no
+    session's state)."""
+    import time
     st = posix.stat(certfile)
     key = st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
     held = _contexts.get(certfile)
-    if held is not None and held[0] == key:
-        return held[1]
+    now = time.monotonic_ns()
+    if held is not None and held[0] == key and now - held[1] < TICKET_KEYS_NS:
+        return held[2]
     import ssl
-    import time
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.num_tickets = 1  # as Postfix's smtpd: OpenSSL's default of 2 costs a second ticket's crypto and bytes
@@ -33,7 +40,7 @@ def context(certfile: str) -> ssl.SSLContext:
     ctx.load_cert_chain(certfile, password=b"")
     _contexts.pop(certfile, None)
     if max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - SETTLED_NS:
-        _contexts[certfile] = key, ctx
+        _contexts[certfile] = key, now, ctx
     return ctx
 
 

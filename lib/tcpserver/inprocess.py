@@ -68,12 +68,20 @@ def preload(module: str) -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    if module in WARM:
-        name, function = WARM[module]
-        try:
-            getattr(importlib.import_module(name), function)()
-        except (ImportError, AttributeError):
-            pass
+    warm(module)
+
+
+def warm(module: str) -> None:
+    """Make (or make again, if it has aged: qmail-smtpd's TLS context) what WARM names for module; the listener
+    calls it before each worker it forks."""
+    if module not in WARM:
+        return
+    import importlib
+    name, function = WARM[module]
+    try:
+        getattr(importlib.import_module(name), function)()
+    except (ImportError, AttributeError):
+        pass
 
 
 def load(module: str) -> ModuleType | None:
