@@ -4,9 +4,15 @@ tired administrator's control files, and qmail-rspawn's connection cache (see qm
 Servers are threads of this process (test_hardening_remote's Hostile) on a loopback address; nothing uses DNS.
 """
 
+import os
+import subprocess
+import time
+
 import pytest
 
+from conftest import program, qenv
 from test_hardening_remote import HOST, deliver, dialogue, hostile, reply  # noqa: F401
+from test_spawners import Spawner, queue_message
 
 IP = HOST.encode()
 DIED = b"ZConnected to %s but connection died. (#4.4.2)\n\0" % IP
@@ -69,5 +75,82 @@ def test_huge_timeouts_are_capped_not_a_crash_or_an_instant_timeout(tree, world_
     hostile(answering({}), 2)
     (tree / "control" / "timeoutremote").write_bytes(value + b"\n")
     (tree / "control" / "timeoutconnect").write_bytes(value + b"\n")
+    got, _ = deliver(tree, world_tmp, 20)
+    assert got == OK
+
+
+def deliver_through_rspawn(procs, tree, count):
+    """Start qmail-rspawn, deliver count messages to x.example one after another; return their reports."""
+    s = Spawner(procs, [program("qmail-rspawn")], qenv(tree))
+    reports = []
+    for i in range(count):
+        messid, _ = queue_message(tree, rcpt=b"u%d@x.example" % i)
+        s.send(i, messid, b"s@example.org", b"u%d@x.example" % i)
+        reports.append(s.report())
+    assert s.finish()[0] == 0
+    return reports
+
+
+@pytest.mark.parametrize("value", [b"10000000000", b"9" * 40])
+def test_a_huge_connection_cache_time_does_not_crash_qmail_rspawn(procs, tree, hostile, value):
+    """The cache's idle time went into select() as is: beyond 2^63 ns it raised OverflowError in qmail-rspawn."""
+    hostile(answering({}), 2)
+    (tree / "control" / "smtpconnectioncache").write_bytes(value + b"\n")
+    accepted = b"K%s accepted message.\nRemote host said: 250 queued\n" % IP
+    assert deliver_through_rspawn(procs, tree, 2) == [(0, accepted), (1, accepted)]
+
+
+def tcpto_record(ip, count, when):
+    """One tcpto record."""
+    return bytes(ip) + bytes([count, 0, 0, 0]) + int(when).to_bytes(4, "little") + bytes(4)
+
+
+def plant(tree, world_tmp, how):
+    """Put a victim file (a tcpto table naming HOST, with 1 recent timeout) where queue/lock/tcpto points by a
+    symbolic link or is one of two hard links; return the victim's path."""
+    victim = tree / "queue" / "victim"  # a file of the same file system, so a hard link is possible
+    victim.write_bytes(tcpto_record([127, 0, 0, 13], 1, time.time() - 10) + bytes(1008))
+    table = tree / "queue" / "lock" / "tcpto"
+    table.unlink()
+    if how == "symlink":
+        table.symlink_to(victim)
+    else:
+        os.link(victim, table)
+    return victim
+
+
+@pytest.mark.parametrize("how", ["symlink", "hardlink"])
+def test_qmail_remote_never_writes_through_a_planted_tcpto(tree, world_tmp, hostile, how):
+    hostile(answering({}), 2)
+    victim = plant(tree, world_tmp, how)
+    before = victim.read_bytes()
+    got, _ = deliver(tree, world_tmp, 20)
+    assert got == OK
+    assert victim.read_bytes() == before  # a success would have zeroed the record's count through the link
+
+
+@pytest.mark.parametrize("how", ["symlink", "hardlink"])
+def test_qmail_rspawn_never_clears_a_planted_tcpto(procs, tree, world_tmp, how):
+    victim = plant(tree, world_tmp, how)
+    before = victim.read_bytes()
+    s = Spawner(procs, [program("qmail-rspawn")], qenv(tree))  # it clears the table before it says its limit
+    assert s.finish()[0] == 0
+    assert victim.read_bytes() == before
+
+
+@pytest.mark.parametrize("how", ["symlink", "hardlink"])
+def test_qmail_tcpok_run_by_root_never_clears_a_planted_tcpto(tree, world_tmp, how):
+    victim = plant(tree, world_tmp, how)
+    before = victim.read_bytes()
+    p = subprocess.run([program("qmail-tcpok")], env=qenv(tree), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert victim.read_bytes() == before
+    assert p.returncode == 111 and p.stderr.startswith(b"qmail-tcpok: fatal: unable to write ")
+
+
+def test_a_tcpto_table_that_is_a_fifo_is_not_used(tree, world_tmp, hostile):
+    hostile(answering({}), 2)
+    table = tree / "queue" / "lock" / "tcpto"
+    table.unlink()
+    os.mkfifo(table)
     got, _ = deliver(tree, world_tmp, 20)
     assert got == OK
