@@ -11,7 +11,9 @@ import time
 import pytest
 
 from conftest import program, qenv
-from test_hardening_remote import HOST, deliver, dialogue, hostile, reply  # noqa: F401
+from test_hardening_remote import HOST, deliver, dialogue, hostile, readline, reply  # noqa: F401
+from test_qmail_remote import NOCONN, remote
+from test_qmail_remote_dns import dns  # noqa: F401  (a fixture)
 from test_spawners import Spawner, queue_message
 
 IP = HOST.encode()
@@ -154,3 +156,35 @@ def test_a_tcpto_table_that_is_a_fifo_is_not_used(tree, world_tmp, hostile):
     os.mkfifo(table)
     got, _ = deliver(tree, world_tmp, 20)
     assert got == OK
+
+
+def test_tls_required_by_a_crlf_tlsdestinations_line_is_still_required(tree, world_tmp, hostile):
+    """A tlsdestinations file saved with CRLF line ends: its key `x.example\r` matched no domain, and the message
+    went in plain text to a server without STARTTLS."""
+    hostile(answering({}), 2)
+    (tree / "control" / "tlsdestinations").write_bytes(b"x.example\r\n")
+    got, _ = deliver(tree, world_tmp, 20)
+    assert got.startswith(b"ZConnected to %s but it does not offer STARTTLS" % IP), got
+
+
+def test_a_crlf_smtproutes_line_routes_as_without_its_cr(tree, world_tmp, dns):
+    """`x.example:relay.test\r`: the relay `relay.test\r` is no name, and every message was deferred until it
+    bounced (qmail too). Without the CR the relay's address is found; nothing listens on its port 25."""
+    dns("--address=/relay.test/127.0.0.61")
+    (tree / "control" / "smtproutes").write_bytes(b"x.example:relay.test\r\n")
+    assert remote(tree, world_tmp, ["x.example", "a@b", "c@x.example"]) == (0, NOCONN)
+
+
+def test_a_crlf_helohost_is_sent_without_its_cr(tree, world_tmp, hostile):
+    seen = []
+
+    def script(server, conn):
+        conn.sendall(b"220 hostile\r\n")
+        line = readline(conn)
+        seen.append(line)
+        conn.sendall(b"250 ok\r\n")
+        dialogue(server, conn, lambda server, conn, verb: reply(server, conn, verb) if verb != b"GREETING" else None)
+    hostile(script, 2)
+    (tree / "control" / "helohost").write_bytes(b"mx.example\r\n")
+    got, _ = deliver(tree, world_tmp, 20)
+    assert (seen, got) == ([b"EHLO mx.example\r\n"], OK)

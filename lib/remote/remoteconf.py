@@ -38,7 +38,7 @@ class Config:
             raise ControlError()
         if helohost is None:
             raise ControlError()
-        self.helohost: bytes = helohost
+        self.helohost: bytes = helohost.rstrip(b" \t\r")  # a CRLF file's CR would go out as a bare CR
 
     def tls_policy(self, host: bytes) -> bytes | None:
         """Return None (opportunistic), b"encrypt" or b"verify" for a recipient domain (smtproutes matching)."""
@@ -50,10 +50,10 @@ class Config:
 
 def parse_tls_destinations(lines: Iterable[bytes]) -> dict[bytes, bytes]:
     """Return {lowercased key: value} from tlsdestinations lines `domain[:verify]`: unlike a route, a line without
-    `:` counts (encryption required); of duplicate keys the first one wins."""
+    `:` counts (encryption required); of duplicate keys the first one wins; a trailing CR is no part of a line."""
     table: dict[bytes, bytes] = {}
     for line in lines:
-        key, _, value = line.partition(b":")
+        key, _, value = line.rstrip(b" \t\r").partition(b":")
         table.setdefault(key.lower(), value)
     return table
 
