@@ -188,3 +188,43 @@ def test_a_crlf_helohost_is_sent_without_its_cr(tree, world_tmp, hostile):
     (tree / "control" / "helohost").write_bytes(b"mx.example\r\n")
     got, _ = deliver(tree, world_tmp, 20)
     assert (seen, got) == ([b"EHLO mx.example\r\n"], OK)
+
+
+def test_a_domain_spelt_like_a_relay_key_is_not_lent_the_relays_connection(procs, tree, hostile, dns):
+    """Connections of a relay were cached under `relay:port`, of an MX-routed domain under the domain: a
+    recipient domain spelt `[ip]:port` was lent the relay's connection (authenticated, maybe) and delivered over
+    it, where without the cache it is looked up as a name and goes nowhere."""
+    rcpts = []
+
+    def script(server, conn):
+        def answer(server, conn, verb):
+            reply(server, conn, verb)
+        conn.sendall(b"220 hostile\r\n")
+        while True:
+            line = readline(conn)
+            if line.startswith(b"RCPT"):
+                rcpts.append(line)
+            if not line or line.startswith(b"QUIT"):
+                return
+            if line.startswith(b"DATA"):
+                conn.sendall(b"354 go\r\n")
+                while readline(conn) not in (b".\r\n", b""):
+                    pass
+                conn.sendall(b"250 queued\r\n")
+            else:
+                conn.sendall(b"250 ok\r\n")
+    server = hostile(script, 2)
+    dns()
+    relay = b"[%s]:%d" % (IP, server.port)
+    (tree / "control" / "smtproutes").write_bytes(b"corp.example:%s\n" % relay)
+    (tree / "control" / "smtpconnectioncache").write_bytes(b"30\n")
+    s = Spawner(procs, [program("qmail-rspawn")], qenv(tree))
+    try:
+        for i, rcpt in enumerate([b"u@corp.example", b"v@" + relay]):
+            messid, _ = queue_message(tree, rcpt=rcpt)
+            s.send(i, messid, b"s@example.org", rcpt)
+            delnum, report = s.report()
+            assert report.startswith(b"K") == (i == 0), report
+    finally:
+        assert s.finish()[0] == 0
+    assert rcpts == [b"RCPT TO:<u@corp.example>\r\n"]
