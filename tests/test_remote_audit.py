@@ -228,3 +228,41 @@ def test_a_domain_spelt_like_a_relay_key_is_not_lent_the_relays_connection(procs
     finally:
         assert s.finish()[0] == 0
     assert rcpts == [b"RCPT TO:<u@corp.example>\r\n"]
+
+
+class Closed(Exception):
+    """The script closes the connection."""
+
+
+def closing_at(when):
+    """A server that closes the connection right after its 354 (`DATA`) or after reading the final dot (`.`)."""
+    def script(server, conn):
+        def answer(server, conn, verb):
+            if verb == b"DATA" and when == b"DATA":
+                conn.sendall(b"354 go\r\n")
+                conn.close()
+                raise Closed()
+            if verb == b"." and when == b".":
+                conn.close()
+                raise Closed()
+            reply(server, conn, verb)
+        try:
+            dialogue(server, conn, answer)
+        except Closed:
+            pass
+    return script
+
+
+DIED_DUP = DIED.replace(b"(#", b"Possible duplicate! (#")
+
+
+@pytest.mark.parametrize("when, size, out", [
+    # closed after 354: whether a write fails before the final dot is sent depends on the kernel's buffers
+    (b"DATA", 10, (b"r\0" + DIED, b"r\0" + DIED_DUP)),
+    (b"DATA", 1 << 20, (b"r\0" + DIED, b"r\0" + DIED_DUP)),
+    (b".", 10, (b"r\0" + DIED_DUP,)),
+])
+def test_a_server_closing_in_data_is_a_lost_connection_never_a_delivery(tree, world_tmp, hostile, when, size, out):
+    hostile(closing_at(when), 2)
+    got, _ = deliver(tree, world_tmp, 20, b"Subject: x\n\n" + b"y" * size + b"\n")
+    assert got in out
