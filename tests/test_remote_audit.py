@@ -266,3 +266,34 @@ def test_a_server_closing_in_data_is_a_lost_connection_never_a_delivery(tree, wo
     hostile(closing_at(when), 2)
     got, _ = deliver(tree, world_tmp, 20, b"Subject: x\n\n" + b"y" * size + b"\n")
     assert got in out
+
+
+def cut_handshake(server, conn):
+    """Offer STARTTLS, say 220 to it, read 5 bytes of the ClientHello and close (a reset: the rest is unread);
+    a connection that does not ask for STARTTLS is served in plain text."""
+    conn.sendall(b"220 hostile\r\n")
+    readline(conn)
+    conn.sendall(b"250-hostile\r\n250 STARTTLS\r\n")
+    line = readline(conn)
+    if line.startswith(b"STARTTLS"):
+        conn.sendall(b"220 go ahead\r\n")
+        conn.recv(5)
+        conn.close()
+        return
+    conn.sendall(b"250 ok\r\n")  # to MAIL
+    dialogue(server, conn, lambda server, conn, verb: None if verb == b"GREETING" else reply(server, conn, verb))
+
+
+def test_a_tls_handshake_cut_by_a_reset_is_retried_in_plain_text(tree, world_tmp, hostile):
+    """An opportunistic handshake that failed with a TLS error was retried in plain text, one cut by a reset (a
+    middlebox's, a server's) ended as a dead connection: the message waited for ever for a server qmail reaches."""
+    hostile(cut_handshake, 2)
+    got, _ = deliver(tree, world_tmp, 20)
+    assert got == OK
+
+
+def test_a_required_tls_handshake_cut_by_a_reset_is_temporary(tree, world_tmp, hostile):
+    hostile(cut_handshake, 2)
+    (tree / "control" / "tlsdestinations").write_bytes(b"x.example\n")
+    got, _ = deliver(tree, world_tmp, 20)
+    assert got.startswith(b"ZConnected to %s but TLS failed: " % IP) and b"reset" in got, got

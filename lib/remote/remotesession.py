@@ -112,7 +112,8 @@ class Connection:
             raise Dropped()
 
     def start_tls(self, context: ssl.SSLContext, server_name: str | None) -> None:
-        """Wrap the socket in TLS; plain-text bytes the server sent ahead are thrown away (CVE-2011-0411)."""
+        """Wrap the socket in TLS; plain-text bytes the server sent ahead are thrown away (CVE-2011-0411). A TLS
+        error or a reset in the handshake is raised as it is (the handshake failed); a timeout is Dropped."""
         import socket
         self.leftover = b""
         if not isinstance(self.sock, socket.socket):
@@ -122,7 +123,7 @@ class Connection:
             self.sock = context.wrap_socket(self.sock, server_hostname=server_name or None)
         except OSError as e:
             import ssl
-            if isinstance(e, ssl.SSLError):
+            if isinstance(e, (ssl.SSLError, ConnectionError)):
                 raise
             raise Dropped()
 
