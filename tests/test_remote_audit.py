@@ -297,3 +297,14 @@ def test_a_required_tls_handshake_cut_by_a_reset_is_temporary(tree, world_tmp, h
     (tree / "control" / "tlsdestinations").write_bytes(b"x.example\n")
     got, _ = deliver(tree, world_tmp, 20)
     assert got.startswith(b"ZConnected to %s but TLS failed: " % IP) and b"reset" in got, got
+
+
+def test_a_crlf_remoteauth_line_authenticates_without_its_cr(tree, world_tmp):
+    import base64
+    from test_qmail_remote_tls import Scripted, auth_file
+    s = Scripted([b"AUTH PLAIN"], auth=[b"235 ok"])
+    (tree / "control" / "smtproutes").write_bytes(b"example.com:[127.0.0.6]:%d\r\n" % s.port)
+    auth_file(tree, b"[127.0.0.6]:joe:pw\r\n")
+    assert remote(tree, world_tmp, ["example.com", "a@b", "c@example.com"])[1].startswith(b"r\0K127.0.0.6 ")
+    s.thread.join(10)
+    assert s.commands[1] == b"AUTH PLAIN " + base64.b64encode(b"\0joe\0pw") + b"\r\n"

@@ -98,7 +98,7 @@ def auth_for(relay: bytes) -> tuple[bytes, bytes] | None:
     finally:
         os.close(fd)
     for line in control.parse_list(data):
-        fields = parse_auth_line(line)
+        fields = parse_auth_line(line.rstrip(b" \t\r"))  # a CRLF file's CR is no part of the password
         if fields and fields[0] == relay.lower():
             return fields[1], fields[2]
     return None
