@@ -9,12 +9,15 @@ import subprocess
 import time
 
 import pytest
+from hypothesis import given, strategies as st
 
 from conftest import program, qenv
 from test_hardening_remote import HOST, deliver, dialogue, hostile, readline, reply  # noqa: F401
 from test_qmail_remote import NOCONN, remote
 from test_qmail_remote_dns import dns  # noqa: F401  (a fixture)
 from test_spawners import Spawner, queue_message
+
+from pyqmail.lib.remote import remoteconf, remoteroute, smtpclient
 
 IP = HOST.encode()
 DIED = b"ZConnected to %s but connection died. (#4.4.2)\n\0" % IP
@@ -56,6 +59,28 @@ def test_a_step_succeeds_only_with_the_reply_class_it_asked_for(tree, world_tmp,
     hostile(answering(table), 2)
     got, _ = deliver(tree, world_tmp, 20)
     assert got == out
+
+
+@given(st.binary(max_size=8))
+def test_a_reply_code_is_2xx_to_5xx_or_400(line):
+    code = smtpclient.reply_code(line)
+    assert 200 <= code <= 599
+    assert code == 400 or line[:3] == b"%d" % code
+
+
+@given(st.integers(0, 999), st.sampled_from([2, 3]))
+def test_a_step_is_a_success_only_in_its_class(code, success):
+    got = smtpclient.step_code(code, success)
+    assert got in (code, smtpclient.MALFORMED_CODE)
+    assert (got < 400) == (code // 100 == success)
+
+
+@given(st.lists(st.binary(max_size=20), max_size=6), st.binary(max_size=12))
+def test_a_route_or_tls_line_reads_the_same_with_a_crlf(lines, host):
+    crlf = [line + b"\r" for line in lines]
+    assert remoteroute.parse_routes(crlf) == remoteroute.parse_routes([line.rstrip(b" \t\r") for line in lines])
+    assert remoteconf.parse_tls_destinations(crlf) == remoteconf.parse_tls_destinations(
+        [line.rstrip(b" \t\r") for line in lines])
 
 
 @pytest.mark.parametrize("table", [
