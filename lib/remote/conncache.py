@@ -2,8 +2,9 @@
 
 A qmail-remote child whose session ended cleanly hands its socket to qmail-rspawn over an AF_UNIX datagram
 socketpair (SCM_RIGHTS) with a record: the cache key (cache_key: `relay:` and the smtproutes relay and
-port, or `domain:` and the host argument, lowercased), the IP address, when the connection was made, how often it was used and the EHLO keywords it learnt. qmail-rspawn keeps the sockets for
-a short idle time and lends one to the next child for the same key, which starts at MAIL FROM.
+port, or `domain:` and the host argument, lowercased), the IP address, when the connection was made, how often
+it was used and the EHLO keywords it learnt. qmail-rspawn keeps the sockets for a short idle time and lends one
+to the next child for the same key, which starts at MAIL FROM.
 """
 
 from __future__ import annotations
