@@ -333,3 +333,23 @@ def test_a_crlf_remoteauth_line_authenticates_without_its_cr(tree, world_tmp):
     assert remote(tree, world_tmp, ["example.com", "a@b", "c@example.com"])[1].startswith(b"r\0K127.0.0.6 ")
     s.thread.join(10)
     assert s.commands[1] == b"AUTH PLAIN " + base64.b64encode(b"\0joe\0pw") + b"\r\n"
+
+
+def test_qmail_send_defers_a_message_whose_data_got_250_and_keeps_it(procs, world_tmp):
+    """The whole system: a server answering 250 to DATA (then 250 to every line of the message) no longer gets
+    the message logged as delivered and removed from the queue."""
+    from conftest import queue_message as queue_with
+    from mailsystem import MailSystem, make_system_tree
+    from test_hardening_remote import Hostile
+    qtree = make_system_tree(world_tmp / "sys")
+    server = Hostile(answering({b"DATA": b"250 ok\r\n"}))
+    try:
+        (qtree / "control" / "smtproutes").write_bytes(b":[%s]:%d\n" % (IP, server.port))
+        assert queue_with(qtree, b"Subject: x\n\nbody\n", b"Fs@test.example\0Tc@x.example\0\0") == 0
+        system = MailSystem(procs, qtree)
+        log = system.wait_log(b"delivery 1: deferral: %s_failed_on_DATA_command./Remote_host_said:_250_ok/" % IP)
+        assert system.stop() == 0
+    finally:
+        server.stop()
+    assert b"success" not in log
+    assert any(files for _, _, files in os.walk(qtree / "queue" / "remote"))  # still to be delivered
