@@ -353,3 +353,36 @@ def test_qmail_send_defers_a_message_whose_data_got_250_and_keeps_it(procs, worl
         server.stop()
     assert b"success" not in log
     assert any(files for _, _, files in os.walk(qtree / "queue" / "remote"))  # still to be delivered
+
+
+def test_a_route_changed_between_two_deliveries_is_followed_not_the_cached_connection(procs, tree):
+    """x.example routed to server A, one delivery (its connection cached), then routed to B: the next delivery
+    goes to B; A's connection carries nothing more."""
+    from test_hardening_remote import Hostile
+    seen = {"a": [], "b": []}
+
+    def recording(name):
+        def script(server, conn):
+            def answer(server, conn, verb):
+                seen[name].append(verb)
+                reply(server, conn, verb)
+            dialogue(server, conn, answer)
+        return script
+    a, b = Hostile(recording("a")), Hostile(recording("b"))
+    try:
+        (tree / "control" / "smtpconnectioncache").write_bytes(b"30\n")
+        routes = tree / "control" / "smtproutes"
+        routes.write_bytes(b"x.example:[%s]:%d\n" % (IP, a.port))
+        s = Spawner(procs, [program("qmail-rspawn")], qenv(tree))
+        try:
+            for i in range(2):
+                messid, _ = queue_message(tree, rcpt=b"u%d@x.example" % i)
+                s.send(i, messid, b"s@example.org", b"u%d@x.example" % i)
+                assert s.report()[1].startswith(b"K127.0.0.13 accepted message.")
+                routes.write_bytes(b"x.example:[%s]:%d\n" % (IP, b.port))
+        finally:
+            assert s.finish()[0] == 0
+    finally:
+        a.stop()
+        b.stop()
+    assert seen["a"].count(b"MAIL") == 1 and seen["b"].count(b"MAIL") == 1
