@@ -13,9 +13,11 @@ CACHE_CONTROL = "smtpconnectioncache"
 
 
 def clear_tcpto():
-    """Forget every remembered connection timeout, as qmail-rspawn does at start (lock/tcpto, not created)."""
+    """Forget every remembered connection timeout, as qmail-rspawn does at start (lock/tcpto, not created, never
+    through a link: tcpto.open_table)."""
+    from pyqmail.lib.remote import tcpto
     try:
-        fd = os.open("../lock/tcpto", os.O_WRONLY)
+        fd = tcpto.open_table("../lock/tcpto", os.O_WRONLY)
     except OSError:
         return
     try:
@@ -173,6 +175,7 @@ def connection_cache():
     idle = control.readint(CACHE_CONTROL, conncache.IDLE_DEFAULT)
     if idle <= 0:
         return None
+    idle = min(idle, conncache.REUSE_TIME_LIMIT)  # no connection is reused longer; select() takes no 10^10 s
     cap = min(conncache.CAP_MAX, control.readint("concurrencyremote", 20), spawnproto.SPAWN_LIMIT)
     return conncache.Cache(idle, cap)
 

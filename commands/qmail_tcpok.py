@@ -27,7 +27,7 @@ def body(argv):
     except OSError as e:
         fatal("unable to chdir to %s/queue/lock" % home, e)
     try:
-        fd = os.open("tcpto", os.O_WRONLY)
+        fd = tcpto.open_table("tcpto", os.O_WRONLY)
     except OSError as e:
         fatal("unable to write %s/queue/lock/tcpto" % home, e)
     import fcntl

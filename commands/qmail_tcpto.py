@@ -25,8 +25,8 @@ def body(argv):
     except OSError as e:
         fatal("unable to chdir", e)
     try:
-        fdlock = os.open("tcpto", os.O_WRONLY)
-        fd = os.open("tcpto", os.O_RDONLY)
+        fdlock = tcpto.open_table("tcpto", os.O_WRONLY)
+        fd = tcpto.open_table("tcpto", os.O_RDONLY)
     except OSError as e:
         fatal("unable to open tcpto", e)
     import fcntl

@@ -59,10 +59,11 @@ def test_domains_relayed_to_one_host_share_a_key():
     routes = parse_routes([b"a.example:[127.0.0.9]:2525", b"b.example:[127.0.0.9]:2525", b".c.example:Relay.X",
                            b"d.example:"])
     assert conncache.cache_key(routes, b"A.Example") == conncache.cache_key(routes, b"b.example") == \
-        b"[127.0.0.9]:2525"
-    assert conncache.cache_key(routes, b"x.c.example") == b"relay.x:25"
-    assert conncache.cache_key(routes, b"D.example") == b"d.example"  # no relay: the MX, so the domain
-    assert conncache.cache_key({}, b"E.Example") == b"e.example"
+        b"relay:[127.0.0.9]:2525"
+    assert conncache.cache_key(routes, b"x.c.example") == b"relay:relay.x:25"
+    assert conncache.cache_key(routes, b"D.example") == b"domain:d.example"  # no relay: the MX, so the domain
+    assert conncache.cache_key({}, b"E.Example") == b"domain:e.example"
+    assert conncache.cache_key(routes, b"[127.0.0.9]:2525") == b"domain:[127.0.0.9]:2525"  # test_remote_audit
 
 
 def system_with(tree, sim, **controls):
@@ -311,11 +312,11 @@ def test_the_cache_refuses_what_is_not_a_socket_and_bounds_its_size():
         os.close(w)
         pairs = [socket.socketpair() for _ in range(3)]
         for i, (a, b) in enumerate(pairs):
-            record = Record(b"k%d.example" % i, b"127.0.0.1", time.monotonic(), 1, {b"SIZE": [b"100"]})
+            record = Record(b"domain:k%d.example" % i, b"127.0.0.1", time.monotonic(), 1, {b"SIZE": [b"100"]})
             socket.send_fds(cache.theirs, [conncache.encode(record)], [a.fileno()])
             a.close()
             cache.receive()
-        assert cache.total == 2 and sorted(cache.entries) == [b"k1.example", b"k2.example"]
+        assert cache.total == 2 and sorted(cache.entries) == [b"domain:k1.example", b"domain:k2.example"]
         assert pairs[0][1].recv(100) == b"QUIT\r\n"  # the oldest made room, politely
         cache.lend(b"K2.EXAMPLE")
         assert cache.lent is not None and cache.lent.record.keywords == {b"SIZE": [b"100"]}

@@ -1,10 +1,10 @@
 """qmail-rspawn's SMTP connection cache across qmail-remote runs (Postfix's scache; qmail-rspawn(8)).
 
 A qmail-remote child whose session ended cleanly hands its socket to qmail-rspawn over an AF_UNIX datagram
-socketpair (SCM_RIGHTS) with a record: the cache key (cache_key: the smtproutes relay and port, or the host
-argument, lowercased), the IP address, when the
-connection was made, how often it was used and the EHLO keywords it learnt. qmail-rspawn keeps the sockets for
-a short idle time and lends one to the next child for the same key, which starts at MAIL FROM.
+socketpair (SCM_RIGHTS) with a record: the cache key (cache_key: `relay:` and the smtproutes relay and
+port, or `domain:` and the host argument, lowercased), the IP address, when the connection was made, how often
+it was used and the EHLO keywords it learnt. qmail-rspawn keeps the sockets for a short idle time and lends one
+to the next child for the same key, which starts at MAIL FROM.
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ QUIT = b"QUIT\r\n"
 
 
 def cache_key(routes: Mapping[bytes, bytes], host: bytes) -> bytes:
-    """Return the key of host's connections: `relay:port` of its smtproutes relay (lowercased), else the host."""
+    """Return the key of host's connections: `relay:` and `relay:port` of its smtproutes relay (lowercased), else
+    `domain:` and the host: a domain spelt like a relay (`[ip]:port`) must not be lent the relay's connections."""
     route = find_route(routes, host)
     if route.relay is None:
-        return host.lower()
-    return route.relay.lower() + b":%d" % route.port
+        return b"domain:" + host.lower()
+    return b"relay:" + route.relay.lower() + b":%d" % route.port
 
 
 def current_routes() -> Mapping[bytes, bytes]:

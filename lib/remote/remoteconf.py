@@ -12,6 +12,7 @@ if MYPY:  # typing only: never imported at run time
     from collections.abc import Iterable
 
 AUTH_FILE = "remoteauth"
+TIMEOUT_MAX = 2147483  # seconds: a socket timeout longer than this wraps around in poll(2)'s milliseconds
 
 
 class ControlError(Exception):
@@ -27,8 +28,8 @@ class Config:
 
     def __init__(self) -> None:
         try:
-            self.timeout = control.readint("timeoutremote", 1200)
-            self.timeoutconnect = control.readint("timeoutconnect", 60)
+            self.timeout = min(control.readint("timeoutremote", 1200), TIMEOUT_MAX)
+            self.timeoutconnect = min(control.readint("timeoutconnect", 60), TIMEOUT_MAX)
             helohost = control.rldef("helohost", None)
             self.routes = parse_routes(control.readlist("smtproutes"))
             self.tls = parse_tls_destinations(control.readlist("tlsdestinations"))
@@ -37,7 +38,7 @@ class Config:
             raise ControlError()
         if helohost is None:
             raise ControlError()
-        self.helohost: bytes = helohost
+        self.helohost: bytes = helohost.rstrip(b" \t\r")  # a CRLF file's CR would go out as a bare CR
 
     def tls_policy(self, host: bytes) -> bytes | None:
         """Return None (opportunistic), b"encrypt" or b"verify" for a recipient domain (smtproutes matching)."""
@@ -49,10 +50,10 @@ class Config:
 
 def parse_tls_destinations(lines: Iterable[bytes]) -> dict[bytes, bytes]:
     """Return {lowercased key: value} from tlsdestinations lines `domain[:verify]`: unlike a route, a line without
-    `:` counts (encryption required); of duplicate keys the first one wins."""
+    `:` counts (encryption required); of duplicate keys the first one wins; a trailing CR is no part of a line."""
     table: dict[bytes, bytes] = {}
     for line in lines:
-        key, _, value = line.partition(b":")
+        key, _, value = line.rstrip(b" \t\r").partition(b":")
         table.setdefault(key.lower(), value)
     return table
 
@@ -97,7 +98,7 @@ def auth_for(relay: bytes) -> tuple[bytes, bytes] | None:
     finally:
         os.close(fd)
     for line in control.parse_list(data):
-        fields = parse_auth_line(line)
+        fields = parse_auth_line(line.rstrip(b" \t\r"))  # a CRLF file's CR is no part of the password
         if fields and fields[0] == relay.lower():
             return fields[1], fields[2]
     return None

@@ -92,7 +92,7 @@ class Features:
         import ssl
         try:
             session.conn.start_tls(tls_context(self.tls_policy, self.cafile), self.server_name)
-        except (ssl.SSLError, ssl.CertificateError, ValueError) as e:
+        except (ssl.SSLError, ssl.CertificateError, ValueError, ConnectionError) as e:  # a reset: a middlebox's
             if not self.tls_policy:
                 raise RetryPlain()
             reason = str(getattr(e, "reason", None) or e).encode("ascii", "replace")[:200]

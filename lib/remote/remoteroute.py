@@ -22,10 +22,11 @@ class Route:
 
 def parse_routes(lines: Iterable[bytes]) -> dict[bytes, bytes]:
     """Return {lowercased domain key: value} from smtproutes lines `domain:value`, read as qmail's constmap does:
-    a line without `:` is no route, and of duplicate keys the last one wins (constmap chains it in front)."""
+    a line without `:` is no route, and of duplicate keys the last one wins (constmap chains it in front); a line's
+    trailing CR (a file saved with CRLF) is no part of it."""
     table: dict[bytes, bytes] = {}
     for line in lines:
-        key, colon, value = line.partition(b":")
+        key, colon, value = line.rstrip(b" \t\r").partition(b":")
         if colon:
             table[key.lower()] = value
     return table

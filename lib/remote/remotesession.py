@@ -101,11 +101,19 @@ class Connection:
 
     def command(self, line: bytes) -> Reply:
         """Send one command line (CRLF added) and return its reply."""
+        self.in_turn()
         self.send(line + b"\r\n")
         return self.reply()
 
+    def in_turn(self) -> None:
+        """Before we speak: bytes the server sent beyond its last reply were said out of turn (we never pipeline),
+        and would be read as the next reply; the connection counts as dropped."""
+        if self.leftover:
+            raise Dropped()
+
     def start_tls(self, context: ssl.SSLContext, server_name: str | None) -> None:
-        """Wrap the socket in TLS; plain-text bytes the server sent ahead are thrown away (CVE-2011-0411)."""
+        """Wrap the socket in TLS; plain-text bytes the server sent ahead are thrown away (CVE-2011-0411). A TLS
+        error or a reset in the handshake is raised as it is (the handshake failed); a timeout is Dropped."""
         import socket
         self.leftover = b""
         if not isinstance(self.sock, socket.socket):
@@ -115,7 +123,7 @@ class Connection:
             self.sock = context.wrap_socket(self.sock, server_hostname=server_name or None)
         except OSError as e:
             import ssl
-            if isinstance(e, ssl.SSLError):
+            if isinstance(e, (ssl.SSLError, ConnectionError)):
                 raise
             raise Dropped()
 
@@ -207,7 +215,7 @@ class Session:
                 self.quit(b"ZConnected to ", b" but greeting failed")
             self.keywords = self.features.negotiate(self, self.hello())
         params = self.features.mail_parameters(self.keywords, message_fd)
-        code = self.code(b"MAIL FROM:<" + quote2(self.sender) + b">" + params)
+        code = smtpclient.step_code(self.code(b"MAIL FROM:<" + quote2(self.sender) + b">" + params), 2)
         if code >= 400 and self.reused:
             raise Fallback()
         if code >= 500:
@@ -219,10 +227,11 @@ class Session:
                 self.out.append(b"hSorry, an address with a CR or LF in it can't be sent in SMTP. (#5.1.3)\n\0")
                 continue
             reply = self.exchange(b"RCPT TO:<" + quote2(recipient) + b">")
-            if reply.code == 421 and self.reused and not self.accepted:
+            rcpt = smtpclient.step_code(reply.code, 2)
+            if rcpt == 421 and self.reused and not self.accepted:
                 raise Fallback()
-            if reply.code >= 400:
-                letter = b"h" if reply.code >= 500 else b"s"
+            if rcpt >= 400:
+                letter = b"h" if rcpt >= 500 else b"s"
                 self.out.append(letter + self.ip + b" does not like recipient.\n"
                                 + smtpclient.remote_said(reply.text) + b"\0")
             else:
@@ -231,13 +240,14 @@ class Session:
         if not self.accepted:
             self.last = None
             self.quit(b"DGiving up on ", b"")
-        code = self.code(b"DATA")
+        code = smtpclient.step_code(self.code(b"DATA"), 3)
         if code >= 500:
             self.quit(b"D", b" failed on DATA command")
         if code >= 400:
             self.quit(b"Z", b" failed on DATA command")
+        self.conn.in_turn()
         self.blast(message_fd)
-        code = self.code()
+        code = smtpclient.step_code(self.code(), 2)
         self.critical = False
         if code >= 500:
             self.end(b"D", b" failed after I sent the message")

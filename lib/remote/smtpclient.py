@@ -67,11 +67,17 @@ class Reply:
 
 
 def reply_code(line: bytes) -> int:
-    """Return the code of a reply line: its three leading digits, else MALFORMED_CODE."""
+    """Return the code of a reply line: its three leading digits if the first is 2 to 5, else MALFORMED_CODE."""
     head = line[:3]
-    if len(head) == 3 and head.isdigit() and head.isascii():
+    if len(head) == 3 and head.isdigit() and head.isascii() and head[:1] in b"2345":
         return int(head)
     return MALFORMED_CODE
+
+
+def step_code(code: int, success: int) -> int:
+    """Return code for a step that succeeds only with a reply of class success (2: 2xx, 3: 3xx): a code below
+    400 of another class is not what the command asked for and counts as MALFORMED_CODE."""
+    return code if code >= 400 or code // 100 == success else MALFORMED_CODE
 
 
 class ReplyParser:

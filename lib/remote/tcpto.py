@@ -17,6 +17,25 @@ def path() -> str:
     return control.path("queue", "lock", "tcpto")
 
 
+def open_table(filename: str, flags: int) -> int:
+    """Open the table with flags, never through a symbolic link (ELOOP), nor a file with other links (EMLINK) or not
+    regular (EINVAL): whoever can write queue/lock must not make qmail-remote, qmail-rspawn or root's qmail-tcpok
+    write elsewhere."""
+    import errno
+    import stat
+    fd = os.open(filename, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_nlink != 1:
+            raise OSError(errno.EMLINK, "more than one link")
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def ip_bytes(ip: str) -> bytes | None:
     """Return the four bytes of a dotted-quad IPv4 address, or None for anything else (IPv6 is not recorded)."""
     parts = ip.split(".")
@@ -90,7 +109,7 @@ class Table:
         """Return (fd locked for writing, table bytes) or (None, b"") when the table can't be used."""
         import fcntl
         try:
-            fd = os.open(self.filename, os.O_RDWR)
+            fd = open_table(self.filename, os.O_RDWR)
         except OSError:
             return None, b""
         try:
