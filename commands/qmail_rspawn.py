@@ -4,7 +4,7 @@ import os
 
 from pyqmail.lib.spawn import spawnproto
 from pyqmail.lib.util.errstr import error_str
-from pyqmail.lib.util.program import main
+from pyqmail.lib.util.program import default_signals, main
 from pyqmail.lib.util.exits import TEMP_FAILURE
 
 OVERRIDE = "QMAILREMOTE"
@@ -158,6 +158,7 @@ def remote_batch_child(program, preloaded=False, cache=None):
         if preloaded:
             return run_preloaded(host, sender, *recipients, cache=cache)
         try:
+            default_signals(pipe=False)  # SIGXFSZ, ignored by Python (qmail-remote ignores SIGPIPE itself)
             os.execvp(program, [program, host, sender] + list(recipients))
         except OSError as e:
             # any failure to start it is temporary: a missing program must not bounce mail (qmail: D on ENOENT)

@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 
-from conftest import free_port, program, wait_port
+from conftest import free_port, program, qenv, wait_port
 
 STATUS = ["cat", "/proc/self/status"]  # cat does not change what it inherited
 
@@ -51,3 +51,21 @@ def test_qmailqueue_run_by_qmail_inject_gets_default_sigxfsz(tree, world_tmp):
     p = inject(tree, b"To: t@x.example\n\nb\n", QMAILQUEUE=str(qq))
     assert p.returncode == 0, p.stderr
     assert signal.SIGXFSZ not in ignored(out.read_text())
+
+
+def test_qmail_remote_run_by_qmail_rspawn_gets_default_sigxfsz(procs, tree, world_tmp):
+    """qmail-rspawn execs $QMAILREMOTE with SIGXFSZ at its default, as qmail's C qmail-rspawn leaves it."""
+    from pyqmail.lib.spawn.spawnproto import encode_request
+    from test_batch_reports import queue
+    from test_spawners import Spawner
+    remote = world_tmp / "remote"
+    remote.write_text("#!/bin/sh\ncat /proc/self/status > %s/status\nprintf 'r\\0K1.2.3.4 accepted.\\n\\0'\n"
+                      % world_tmp)
+    remote.chmod(0o755)
+    messid, _ = queue(tree)
+    s = Spawner(procs, [program("qmail-rspawn")], qenv(tree, QMAILREMOTE=str(remote)))
+    s.p.stdin.write(encode_request(3, messid, b"s@example.org", b"a@remote.example"))
+    s.p.stdin.flush()
+    assert s.report() == (3, b"K1.2.3.4 accepted.\n")
+    assert signal.SIGXFSZ not in ignored((world_tmp / "status").read_text())
+    assert s.finish()[0] == 0
