@@ -16,7 +16,9 @@ OUT_BUFFER = 65536
 
 def fatal(what, e):
     """End with `maildir2mbox: fatal: <what>: <error>` and exit 111."""
-    raise Exit(TEMP_FAILURE, "fatal: %s: %s" % (what, error_str(e.errno)))
+    import errno
+    why = "it is a symbolic link" if e.errno == errno.ELOOP else error_str(e.errno)
+    raise Exit(TEMP_FAILURE, "fatal: %s: %s" % (what, why))
 
 
 class Output:
@@ -61,10 +63,13 @@ def first_line(fd, path):
 def append_message(out, path, mtime):
     """Write one message as an mbox entry: From_ line, >From-quoted text ending in LF, then a blank line."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)  # a FIFO put there must not hang us
     except OSError as e:
         fatal("unable to read $MAILDIR/" + os.fsdecode(path), e)
     try:
+        import stat
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Exit(TEMP_FAILURE, "fatal: $MAILDIR/%s is not a regular file" % os.fsdecode(path))
         line, rest = first_line(fd, path)
         out.put(maildirscan.from_line(line, mtime))
         quoter = FromQuoter()
@@ -85,7 +90,7 @@ def append_message(out, path, mtime):
 def copy_old(mbox, out):
     """Copy the current mbox into MAILTMP."""
     try:
-        old = os.open(mbox, os.O_RDONLY)
+        old = os.open(mbox, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as e:
         fatal("unable to read " + os.fsdecode(mbox), e)
     try:
@@ -99,6 +104,19 @@ def copy_old(mbox, out):
             out.put(data)
     finally:
         os.close(old)
+
+
+def sync_directory(path):
+    """fsync the directory holding path; exit 111 if that fails (the messages then stay in the Maildir)."""
+    folder = os.path.dirname(path) or b"."
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        fatal("unable to sync " + os.fsdecode(folder), e)
 
 
 def body(argv):
@@ -118,13 +136,23 @@ def body(argv):
         return 0
     name, tmpname = os.fsdecode(mbox), os.fsdecode(mboxtmp)
     try:
-        lock = os.open(mbox, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        # never through a symlink: rename() below would replace the link, not what it points to, and
+        # O_CREAT would create its target elsewhere
+        lock = os.open(mbox, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         import fcntl
         fcntl.flock(lock, fcntl.LOCK_EX)
     except OSError as e:
         fatal("unable to lock " + name, e)
+    # a fresh file, never an existing one: a symlink or hard link planted as MAILTMP would make the
+    # truncation and the copy write into what it points to (qmail's open_trunc follows it)
     try:
-        new = os.open(mboxtmp, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
+        os.unlink(mboxtmp)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        fatal("unable to remove " + tmpname, e)
+    try:
+        new = os.open(mboxtmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except OSError as e:
         fatal("unable to create " + tmpname, e)
     out = Output(new, tmpname)
@@ -141,6 +169,7 @@ def body(argv):
         os.rename(mboxtmp, mbox)
     except OSError as e:
         raise Exit(TEMP_FAILURE, "fatal: unable to move %s to %s: %s" % (tmpname, name, error_str(e.errno)))
+    sync_directory(mbox)  # the new mbox survives a crash before the messages are removed
     for _, path in messages:
         try:
             os.unlink(path)

@@ -4,6 +4,7 @@ mtime; and the two readers' own parsers: maildir2mbox's From_ line and maildirwa
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 from pyqmail.lib.local.delivery_env import myctime
@@ -51,7 +52,8 @@ def clean_tmp(now: float | None = None) -> None:
 
 def scan(subdirs: Iterable[bytes], now: float | None = None, limit: int = SCAN_MAX) -> list[tuple[int, bytes]]:
     """Return [(mtime, b"new/name")...] of the messages in subdirs, oldest first; files modified in this very
-    second or later are left for the next run (qmail's rule, so that the order is not mixed up). Raises Exit."""
+    second or later are left for the next run (qmail's rule, so that the order is not mixed up); only regular files
+    (after symlinks). Raises Exit."""
     now_s = int(time.time() if now is None else now)
     found: list[tuple[int, bytes]] = []
     for sub in subdirs:
@@ -64,10 +66,11 @@ def scan(subdirs: Iterable[bytes], now: float | None = None, limit: int = SCAN_M
                 continue
             path = sub + b"/" + name
             try:
-                mtime = int(os.stat(path).st_mtime)
+                st = os.stat(path)
             except OSError:
                 continue
-            if mtime < now_s:
+            mtime = int(st.st_mtime)
+            if stat.S_ISREG(st.st_mode) and mtime < now_s:  # a FIFO or directory there is no message
                 found.append((mtime, path))
     found.sort()
     return found

@@ -4,6 +4,7 @@ the TRANSACTION commands and their replies, RETR/TOP output, and deletion on QUI
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 MYPY = False
@@ -33,7 +34,8 @@ def scan_ulong(s: bytes) -> tuple[int, int]:
 
 def scan(now: float) -> list[tuple[bytes, int]]:
     """Return [(path, size)] of new/ then cur/ messages (not dot files) modified before this second,
-    oldest first (qmail's maildir_scan)."""
+    oldest first (qmail's maildir_scan); only regular files (after symlinks): a FIFO, a directory or a
+    device planted there is not a message."""
     found: list[tuple[int, int, bytes, int]] = []
     second = int(now)
     for sub in (b"new", b"cur"):
@@ -49,7 +51,7 @@ def scan(now: float) -> list[tuple[bytes, int]]:
                 st = os.stat(path)
             except OSError:
                 continue
-            if int(st.st_mtime) < second:
+            if stat.S_ISREG(st.st_mode) and int(st.st_mtime) < second:
                 found.append((int(st.st_mtime), len(found), path, st.st_size))
     found.sort()
     return [(path, size) for _, _, path, size in found]
@@ -180,6 +182,20 @@ class Mailbox:
                 except OSError:
                     pass  # as qmail: if it fails, bummer
         return reply + OK
+
+
+def open_message(path: bytes) -> int:
+    """Open a listed message for reading: never blocks (a FIFO put there since the listing), and only a
+    regular file; OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file")
+        os.set_blocking(fd, True)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def now() -> float:
