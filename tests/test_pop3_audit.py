@@ -1,0 +1,216 @@
+"""An adversarial audit of reading mail: qmail-popup → qmail-checkpassword → qmail-pop3d under tcpserver with a
+hostile client and a hostile local user's Maildir (FIFOs, directories, files swapped after the listing), and
+maildir2mbox with planted symlinks and hard links (docs/qmail-pop3d.8.md, maildir2mbox.1.md). Each test here
+failed before the fix it names, or guards a protection no other test covers."""
+
+import os
+import poplib
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import program
+from test_pop3 import MESSAGES, PASSWORD, login, pop, serve  # noqa: F401  (pop is a fixture)
+from pyqmail.lib.local import maildirscan
+from pyqmail.lib.pop3 import pop3d
+
+OLD = 1_000_000_000
+
+
+def plant(pop, sub, name, kind):  # noqa: F811
+    """Put a FIFO or a directory (owned by the POP user, mtime in the past) at Maildir/sub/name."""
+    path = pop.maildir / sub / name
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    os.chown(path, pop.uid, -1)
+    os.utime(path, (OLD, OLD))
+    return path
+
+
+def read_until(f, end, deadline=20.0):
+    """Lines from f until one equals end (or the peer closes); a timeout fails the test."""
+    got = []
+    stop = time.monotonic() + deadline
+    while time.monotonic() < stop:
+        line = f.readline()
+        got.append(line)
+        if line in (end, b""):
+            return got
+    raise AssertionError("no %r within %s s: %r" % (end, deadline, got))
+
+
+# ---------------------------------------------------------------- qmail-pop3d: a hostile user's Maildir
+
+def test_fifos_and_directories_in_the_maildir_are_not_messages(procs, pop):  # noqa: F811
+    # before: a FIFO was message 1 (RETR hung for ever, even after the client left: a tcpserver slot gone)
+    # and a directory was a message whose RETR crashed the session ("internal error: IsADirectoryError")
+    fifo = plant(pop, "new", "1.fifo", "fifo")
+    folder = plant(pop, "cur", "2.dir", "dir")
+    c = login(serve(procs, pop))
+    c.sock.settimeout(10)
+    assert c.stat() == (3, sum(len(m) for m in MESSAGES))
+    assert [c.retr(i)[1][0] for i in (1, 2, 3)] == [b"From: a@example", b"Subject: two", b"Subject: three"]
+    assert c.quit() == b"+OK "
+    assert os.path.exists(fifo) and folder.is_dir()  # not renamed to cur/ at QUIT either
+    assert sorted(os.listdir(pop.maildir / "new")) == ["1.fifo"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dir"])
+def test_a_message_swapped_after_the_listing_is_refused_not_hung(procs, pop, kind):  # noqa: F811
+    c = login(serve(procs, pop))
+    c.sock.settimeout(10)  # before: the FIFO's open() never returned and this timed out
+    assert c.stat()[0] == 3
+    path = pop.maildir / "new" / pop.names[0]
+    path.unlink()
+    plant(pop, "new", pop.names[0], kind)
+    with pytest.raises(poplib.error_proto, match="unable to open that message"):
+        c.retr(1)
+    with pytest.raises(poplib.error_proto, match="unable to open that message"):
+        c.top(1, 0)
+    assert c.noop() == b"+OK "  # the session goes on
+    assert c.retr(2)[1][0] == b"Subject: two"
+    assert c.quit() == b"+OK "
+
+
+def test_pop3d_scan_keeps_only_regular_files(tmp_path):
+    md = tmp_path
+    for sub in ("new", "cur"):
+        (md / sub).mkdir()
+    (md / "new" / "a").write_bytes(b"x\n")
+    os.mkfifo(md / "new" / "f")
+    (md / "cur" / "d").mkdir()
+    (md / "cur" / "l").symlink_to(md / "new" / "a")  # a symlink to a regular file stays a message
+    for p in ("new/a", "new/f", "cur/d"):
+        os.utime(md / p, (OLD, OLD))
+    here = os.getcwd()
+    os.chdir(md)
+    try:
+        assert sorted(p for p, _ in pop3d.scan(time.time())) == [b"cur/l", b"new/a"]
+        assert sorted(p for _, p in maildirscan.scan((b"new", b"cur"), time.time())) == [b"cur/l", b"new/a"]
+    finally:
+        os.chdir(here)
+
+
+# ---------------------------------------------------------------- a hostile client
+
+def test_a_whole_session_pipelined_in_one_packet(procs, pop):  # noqa: F811
+    # what follows PASS must reach qmail-pop3d, in order, none of it taken by qmail-popup or lost
+    port = serve(procs, pop)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"+OK <")
+        s.sendall(b"USER alice\r\nPASS " + PASSWORD + b"\r\nSTAT\r\nDELE 1\r\nDELE 1\r\nLIST 1\r\nTOP 2 0\r\n"
+                  b"LAST\r\nQUIT\r\nNOOP\r\n")
+        got = read_until(f, b"")
+    size = sum(len(m) for m in MESSAGES)
+    assert got == [b"+OK \r\n", b"+OK \r\n", b"+OK 3 %d\r\n" % size, b"+OK \r\n", b"-ERR already deleted\r\n",
+                   b"-ERR already deleted\r\n", b"+OK \r\n", b"Subject: two\r\n", b"\r\n", b"\r\n", b".\r\n",
+                   b"+OK 1\r\n", b"+OK \r\n", b""]
+    assert sorted(os.listdir(pop.maildir / "cur")) == sorted(n + ":2," for n in pop.names[1:])
+    assert os.listdir(pop.maildir / "new") == []
+
+
+def test_a_client_that_leaves_without_quit_deletes_nothing(procs, pop):  # noqa: F811
+    # qmail-pop3d runs under a shell that marks its end in $HOME, so the test waits for that, not a sleep
+    ended = pop.home / "ended"
+    checker = [program("qmail-checkpassword"), "sh", "-c", '"$@"; : > "$HOME/ended"', "sh"]
+    port = serve(procs, pop, checker)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"USER alice\r\nPASS " + PASSWORD + b"\r\nDELE 1\r\nDELE 2\r\nNOOP\r\n")
+        assert [f.readline() for _ in range(5)] == [b"+OK \r\n"] * 5  # USER, PASS, DELE, DELE, NOOP
+        f.close()  # the socket closes only when its file is closed too
+    deadline = time.monotonic() + 20
+    while not ended.exists():
+        assert time.monotonic() < deadline, "qmail-pop3d did not end after the client left"
+        time.sleep(0.02)
+    assert sorted(os.listdir(pop.maildir / "new")) == sorted(pop.names) and os.listdir(pop.maildir / "cur") == []
+
+
+def test_odd_message_numbers_in_one_session(procs, pop):  # noqa: F811
+    c = login(serve(procs, pop))
+    first, second = b"+OK 1 %d" % len(MESSAGES[0]), b"+OK 2 %d" % len(MESSAGES[1])
+    for arg, reply in [("0", b"-ERR messages are counted from 1"), ("-1", b"-ERR syntax error"),
+                       ("+1", b"-ERR syntax error"), ("4", b"-ERR not that many messages"),
+                       ("9" * 40, b"-ERR not that many messages"), ("1x", first), ("   2", second),
+                       ("18446744073709551616", b"-ERR messages are counted from 1"),  # 2^64 wraps: qmail's
+                       ("18446744073709551618", second)]:
+        try:
+            got = c._shortcmd("LIST " + arg)
+        except poplib.error_proto as e:
+            got = e.args[0]
+        assert got == reply, arg
+    assert c.top(2, 2 ** 64 - 1)[1][-2:] == [b"line", b""]  # a huge line count wraps to 0: everything
+    assert c.quit() == b"+OK "
+
+
+# ---------------------------------------------------------------- maildir2mbox: planted links
+
+def m2m(tmp_path, env=None):
+    e = {"PATH": os.environ["PATH"], "MAILDIR": str(tmp_path / "Maildir"), "MAIL": str(tmp_path / "mbox"),
+         "MAILTMP": str(tmp_path / "mbox.tmp")}
+    e.update(env or {})
+    return subprocess.run([program("maildir2mbox")], env=e, capture_output=True, timeout=10)
+
+
+def maildir_with_one(tmp_path):
+    md = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (md / sub).mkdir(parents=True)
+    p = md / "new" / "1.a"
+    p.write_bytes(b"Subject: x\n\nhello\n")
+    os.utime(p, (OLD, OLD))
+    return md
+
+
+@pytest.mark.parametrize("how", ["symlink", "hardlink"])
+def test_maildir2mbox_never_writes_through_a_planted_mailtmp(tmp_path, how):
+    # before: MAILTMP was opened O_TRUNC following the link: the target was truncated and overwritten
+    maildir_with_one(tmp_path)
+    target = tmp_path / "precious"
+    target.write_bytes(b"precious\n")
+    if how == "symlink":
+        (tmp_path / "mbox.tmp").symlink_to(target)
+    else:
+        os.link(target, tmp_path / "mbox.tmp")
+    r = m2m(tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert target.read_bytes() == b"precious\n"
+    mbox = tmp_path / "mbox"
+    assert not mbox.is_symlink() and mbox.read_bytes().endswith(b"Subject: x\n\nhello\n\n")
+    assert os.listdir(tmp_path / "Maildir" / "new") == []
+
+
+@pytest.mark.parametrize("dangling", [True, False])
+def test_maildir2mbox_refuses_a_symlinked_mail(tmp_path, dangling):
+    # before: a dangling link's target was created (O_CREAT), and rename() then replaced the link by a
+    # copy, so the mbox it pointed to never got the messages
+    md = maildir_with_one(tmp_path)
+    target = tmp_path / "elsewhere"
+    if not dangling:
+        target.write_bytes(b"")
+    (tmp_path / "mbox").symlink_to(target)
+    r = m2m(tmp_path)
+    assert r.returncode == 111
+    assert r.stderr == b"maildir2mbox: fatal: unable to lock %s: it is a symbolic link\n" % bytes(tmp_path / "mbox")
+    assert (tmp_path / "mbox").is_symlink()
+    assert target.exists() != dangling and (dangling or target.read_bytes() == b"")
+    assert os.listdir(md / "new") == ["1.a"]  # nothing removed
+
+
+def test_maildir2mbox_skips_fifos_and_directories(tmp_path):
+    # before: open() of the FIFO blocked for ever while holding the mbox lock (deliveries waited too)
+    md = maildir_with_one(tmp_path)
+    os.mkfifo(md / "new" / "0.fifo")
+    (md / "cur" / "0.dir").mkdir()
+    for p in ("new/0.fifo", "cur/0.dir"):
+        os.utime(md / p, (OLD - 1, OLD - 1))
+    r = m2m(tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "mbox").read_bytes().count(b"\nFrom ") + 1 == 1
+    assert os.listdir(md / "new") == ["0.fifo"] and os.listdir(md / "cur") == ["0.dir"]
