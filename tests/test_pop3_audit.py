@@ -10,11 +10,12 @@ import subprocess
 import time
 
 import pytest
+from hypothesis import given, strategies as st
 
 from conftest import program
-from test_pop3 import MESSAGES, PASSWORD, login, pop, serve  # noqa: F401  (pop is a fixture)
+from test_pop3 import MESSAGES, PASSWORD, checkpassword, login, pop, serve  # noqa: F401  (pop is a fixture)
 from pyqmail.lib.local import maildirscan
-from pyqmail.lib.pop3 import pop3d
+from pyqmail.lib.pop3 import checkpw, pop3d
 
 OLD = 1_000_000_000
 
@@ -93,6 +94,61 @@ def test_pop3d_scan_keeps_only_regular_files(tmp_path):
         assert sorted(p for _, p in maildirscan.scan((b"new", b"cur"), time.time())) == [b"cur/l", b"new/a"]
     finally:
         os.chdir(here)
+
+
+def test_uidl_of_planted_names_stays_one_line_each(procs, pop):  # noqa: F811
+    # before: a name holding CR LF . CR LF ended the multi-line UIDL reply early and desynchronised the client
+    for i, name in enumerate([b"x y", b"evil\r\n.\r\n9 fake"]):
+        path = os.path.join(bytes(pop.maildir), b"cur", name + b":2,")
+        with open(path, "wb") as f:
+            f.write(b"Subject: planted\n\nbody\n")
+        os.chown(path, pop.uid, -1)
+        os.utime(path, (OLD + i, OLD + i))
+    c = login(serve(procs, pop))
+    resp, uids, _ = c.uidl()
+    assert uids[:2] == [b"1 x?y", b"2 evil??.??9?fake"] and len(uids) == 5
+    assert c.uidl(2) == b"+OK 2 evil??.??9?fake"
+    assert c.noop() == b"+OK "  # still in step
+    assert c.quit() == b"+OK "
+
+
+@given(st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b))
+def test_uids_are_printable_without_colons(name):
+    box = pop3d.Mailbox([(b"cur/" + name, 1), (b"new/" + name, 1)])
+    for i in (0, 1):
+        uid = box.uid(i)
+        assert all(0x21 <= c <= 0x7E for c in uid) and b":" not in uid and len(uid) <= len(name)
+
+
+# ---------------------------------------------------------------- qmail-checkpassword
+
+def test_checkpassword_skips_an_entry_with_an_impossible_uid(pop):  # noqa: F811
+    # before: `internal error: OverflowError: uid is greater than maximum` (a crash, exit 111)
+    with open(pop.tree / checkpw.PASSWORD_FILE, "ab") as f:
+        for login_, ids in [(b"huge", b"99999999999999999999:1"), (b"minus", b"4294967295:4294967295"),
+                            (b"biggid", b"1000:18446744073709551616")]:
+            f.write(login_ + b":" + checkpw.make_hash(b"pw") + b":" + ids + b":/tmp\n")
+    for login_ in (b"huge", b"minus", b"biggid"):
+        r = checkpassword(pop.tree, login_ + b"\0pw\0\0")
+        assert (r.returncode, r.stderr) == (1, b""), login_  # an unknown login: refused
+
+
+def test_checkpassword_enters_home_as_the_user_not_as_root(pop, world_tmp):  # noqa: F811
+    # HOME is a symlink to a directory only root may enter: the chdir happens after the change of user, so
+    # qmail-pop3d can never be started in (and read relative to) a directory the user cannot enter
+    if os.getuid() != 0:
+        pytest.skip("needs root: the change of user")
+    private = world_tmp / "private"
+    (private / "Maildir" / "new").mkdir(parents=True)
+    os.chmod(private, 0o700)
+    link = world_tmp / "home-link"
+    link.symlink_to(private)
+    uid, gid = pop.uid, os.stat(pop.home).st_gid
+    with open(pop.tree / checkpw.PASSWORD_FILE, "ab") as f:
+        f.write(b"bob:" + checkpw.make_hash(b"pw") + b":%d:%d:%s\n" % (uid, gid, bytes(link)))
+    r = checkpassword(pop.tree, b"bob\0pw\0\0", ("sh", "-c", "ls Maildir"))
+    assert r.returncode == 111 and r.stdout == b""
+    assert r.stderr == b"qmail-checkpassword: unable to become the user: Permission denied\n"
 
 
 # ---------------------------------------------------------------- a hostile client

@@ -14,6 +14,7 @@ if MYPY:  # typing only: never imported at run time
 OK = b"+OK \r\n"
 ULONG = 1 << 64
 ROOT_EXIT = 1  # qmail-pop3d's one nonzero exit: run as root
+UID_BYTES = bytes(c if 0x21 <= c <= 0x7E else 0x3F for c in range(256))
 
 
 class ScanError(Exception):
@@ -121,8 +122,9 @@ class Mailbox:
         return n - 1
 
     def uid(self, i: int) -> bytes:
-        """The unique id: the file name after new/ or cur/, up to its first colon."""
-        return self.paths[i][4:].split(b":", 1)[0]
+        """The unique id: the file name after new/ or cur/, up to its first colon, each byte outside
+        0x21..0x7E (RFC 1939's range) made `?`: a space, CR or LF in a planted name would break the reply."""
+        return self.paths[i][4:].split(b":", 1)[0].translate(UID_BYTES)
 
     def stat(self) -> bytes:
         """`+OK count octets`: count includes deleted messages, octets do not (qmail's)."""
