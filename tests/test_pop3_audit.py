@@ -6,6 +6,7 @@ failed before the fix it names, or guards a protection no other test covers."""
 import os
 import poplib
 import socket
+import ssl
 import subprocess
 import time
 
@@ -14,6 +15,7 @@ from hypothesis import given, strategies as st
 
 from conftest import program
 from test_pop3 import MESSAGES, PASSWORD, checkpassword, login, pop, serve  # noqa: F401  (pop is a fixture)
+from test_pop3_tls import REMOTE, cert, client_context, serve as tls_serve  # noqa: F401  (cert: a fixture)
 from pyqmail.lib.local import maildirscan
 from pyqmail.lib.pop3 import checkpw, pop3d
 
@@ -270,3 +272,65 @@ def test_maildir2mbox_skips_fifos_and_directories(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "mbox").read_bytes().count(b"\nFrom ") + 1 == 1
     assert os.listdir(md / "new") == ["0.fifo"] and os.listdir(md / "cur") == ["0.dir"]
+
+
+# ---------------------------------------------------------------- a hostile client under STLS
+
+def tls_session(procs, cert, remote=REMOTE):
+    """Connect, STLS, handshake; return (TLS socket, its file)."""
+    port = tls_serve(procs, cert, remote)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    f = raw.makefile("rb")
+    assert f.readline().startswith(b"+OK <")
+    raw.sendall(b"STLS\r\n")
+    assert f.readline() == b"+OK Begin TLS negotiation\r\n"
+    t = client_context().wrap_socket(raw)
+    t.settimeout(30)
+    return t, t.makefile("rb")
+
+
+def test_stls_then_a_whole_session_in_one_record(procs, cert):
+    # what follows PASS was read by qmail-popup's TLS reader: it must reach qmail-pop3d first, in order
+    t, f = tls_session(procs, cert)
+    t.sendall(b"USER alice\r\nPASS " + PASSWORD + b"\r\nSTAT\r\nDELE 1\r\nTOP 2 0\r\nQUIT\r\n")
+    got = read_until(f, b"")
+    assert got == [b"+OK \r\n", b"+OK \r\n", b"+OK 3 %d\r\n" % sum(map(len, MESSAGES)), b"+OK \r\n", b"+OK \r\n",
+                   b"Subject: two\r\n", b"\r\n", b"\r\n", b".\r\n", b"+OK \r\n", b""]
+    assert sorted(os.listdir(cert.maildir / "cur")) == sorted(n + ":2," for n in cert.names[1:])
+    t.close()
+
+
+@pytest.mark.parametrize("after_user", [False, True])
+def test_an_overlong_line_under_tls_ends_the_session(procs, cert, after_user):
+    t, f = tls_session(procs, cert)
+    if after_user:
+        t.sendall(b"USER alice\r\n")
+        assert f.readline() == b"+OK \r\n"
+    t.sendall(b"PASS " + b"x" * 5000 + b"\r\nQUIT\r\n")
+    assert f.readline() == b"-ERR line too long\r\n"
+    try:
+        rest = f.read()
+    except (OSError, ssl.SSLError):
+        rest = b""
+    assert rest == b""
+    t.close()
+    assert sorted(os.listdir(cert.maildir / "new")) == sorted(cert.names)
+
+
+def test_plaintext_injected_after_stls_is_never_run_inside_tls(procs, cert):
+    # the CVE-2011-0411 pattern: commands sent in plaintext behind STLS must not be taken as said over TLS
+    port = tls_serve(procs, cert, None)  # loopback: USER would be accepted if it were run
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    f = raw.makefile("rb")
+    assert f.readline().startswith(b"+OK <")
+    raw.sendall(b"STLS\r\nUSER alice\r\nPASS " + PASSWORD + b"\r\nDELE 1\r\nQUIT\r\n")
+    assert f.readline() == b"+OK Begin TLS negotiation\r\n"
+    try:
+        t = client_context().wrap_socket(raw)
+        t.settimeout(30)
+        t.sendall(b"NOOP\r\n")
+        got = t.recv(4096)
+    except (OSError, ssl.SSLError):
+        got = b""  # the injected bytes went into the handshake, which failed: the session is over
+    assert got in (b"", b"+OK \r\n")
+    assert sorted(os.listdir(cert.maildir / "new")) == sorted(cert.names)  # nothing deleted or moved
