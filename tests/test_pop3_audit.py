@@ -153,6 +153,25 @@ def test_checkpassword_enters_home_as_the_user_not_as_root(pop, world_tmp):  # n
     assert r.stderr == b"qmail-checkpassword: unable to become the user: Permission denied\n"
 
 
+def test_a_message_with_crlf_line_ends(procs, pop):  # noqa: F811
+    # before: each CRLF went out as CR CR LF, and TOP found no end of the header: `TOP n 0` sent everything
+    path = pop.maildir / "cur" / "0.crlf:2,"
+    path.write_bytes(b"Subject: crlf\r\nX: y\r\n\r\n.dot\r\nsecond\r\nbare\rcr\r\n" + b"more\r\n" * 1000)
+    os.chown(path, pop.uid, -1)
+    os.utime(path, (OLD, OLD))
+    port = serve(procs, pop)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"USER alice\r\nPASS " + PASSWORD + b"\r\nTOP 1 0\r\nTOP 1 2\r\nRETR 1\r\nQUIT\r\n")
+        got = b"".join(read_until(f, b""))
+    head = b"Subject: crlf\r\nX: y\r\n\r\n"
+    assert got.startswith(b"+OK \r\n+OK \r\n+OK \r\n" + head + b"\r\n.\r\n+OK \r\n" + head
+                          + b"..dot\r\nsecond\r\n\r\n.\r\n+OK \r\n" + head + b"..dot\r\nsecond\r\nbare\rcr\r\n")
+    assert got.endswith(b"more\r\n" * 1000 + b"\r\n.\r\n+OK \r\n")
+    assert b"\r\r" not in got
+
+
 # ---------------------------------------------------------------- a hostile client
 
 def test_a_whole_session_pipelined_in_one_packet(procs, pop):  # noqa: F811

@@ -59,10 +59,13 @@ def scan(now: float) -> list[tuple[bytes, int]]:
 
 
 def blast(read: Callable[[int], bytes], limit: int) -> Iterator[bytes]:
-    """Yield a message as RETR/TOP send it: each line with CRLF, a leading dot doubled, after the
-    header's end only limit - 1 lines (limit 0: all), then `\\r\\n.\\r\\n`. Streams: no line is held whole."""
+    """Yield a message as RETR/TOP send it: each line with CRLF (a CR already before the LF is not doubled),
+    a leading dot doubled, after the header's end (an empty line, or one that is only a CR) only limit - 1
+    lines (limit 0: all), then `\\r\\n.\\r\\n`. Streams: no line is held whole."""
     inheaders = True
     at_start = True
+    held_cr = False  # a CR ending a piece: held back until it is known whether an LF follows it
+    length = 0  # bytes of the current line sent so far
     chunk = b""
     pos = 0
     while True:
@@ -71,7 +74,7 @@ def blast(read: Callable[[int], bytes], limit: int) -> Iterator[bytes]:
             pos = 0
             if not chunk:
                 if not at_start:
-                    yield b"\r\n"
+                    yield b"\r\r\n" if held_cr else b"\r\n"
                 break
         if at_start:
             if limit and not inheaders:
@@ -79,22 +82,26 @@ def blast(read: Callable[[int], bytes], limit: int) -> Iterator[bytes]:
                 if not limit:
                     break
             at_start = False
-            first = chunk[pos]
-            if first == 10:  # an empty line: the header ends
-                inheaders = False
-                pos += 1
-                at_start = True
-                yield b"\r\n"
-                continue
-            if first == 46:
+            length = 0
+            if chunk[pos] == 46:
                 yield b"."
         lf = chunk.find(b"\n", pos)
+        piece = chunk[pos:] if lf < 0 else chunk[pos:lf]
+        pos = len(chunk) if lf < 0 else lf + 1
+        if held_cr:
+            piece = b"\r" + piece
+        held_cr = piece.endswith(b"\r")
+        if held_cr:
+            piece = piece[:-1]
         if lf < 0:
-            yield chunk[pos:]
-            pos = len(chunk)
+            if piece:
+                length += len(piece)
+                yield piece
             continue
-        yield chunk[pos:lf] + b"\r\n"
-        pos = lf + 1
+        held_cr = False  # the CR of a CRLF already in the file
+        if not length and not piece:
+            inheaders = False
+        yield piece + b"\r\n"
         at_start = True
     yield b"\r\n.\r\n"
 
