@@ -172,6 +172,22 @@ def test_a_message_with_crlf_line_ends(procs, pop):  # noqa: F811
     assert b"\r\r" not in got
 
 
+def test_two_sessions_at_once_on_one_maildir(procs, pop):  # noqa: F811
+    # before: once A's QUIT had moved new/X to cur/X:2, B could neither RETR nor delete X (B's DELE was lost:
+    # `-ERR unable to unlink all deleted messages`, and the message came back in the next session)
+    port = serve(procs, pop)
+    a, b = login(port), login(port)
+    assert a.stat()[0] == b.stat()[0] == 3
+    assert a.dele(1) == b"+OK " and a.quit() == b"+OK "  # unlinks message 1, moves 2 and 3 to cur/
+    with pytest.raises(poplib.error_proto, match="unable to open that message"):
+        b.retr(1)  # really gone
+    assert b.retr(2)[1][0] == b"Subject: two"
+    assert b.top(3, 0)[1][0] == b"Subject: three"
+    assert b.dele(2) == b"+OK "
+    assert b.quit() == b"+OK "
+    assert os.listdir(pop.maildir / "new") == [] and os.listdir(pop.maildir / "cur") == [pop.names[2] + ":2,"]
+
+
 # ---------------------------------------------------------------- a hostile client
 
 def test_a_whole_session_pipelined_in_one_packet(procs, pop):  # noqa: F811

@@ -182,21 +182,38 @@ class Mailbox:
         for path, gone in zip(self.paths, self.deleted):
             if gone:
                 try:
-                    os.unlink(path)
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        if not path.startswith(b"new/"):
+                            raise
+                        os.unlink(seen(path))  # another session's QUIT moved it meanwhile
                 except OSError:
                     reply += b"-ERR unable to unlink all deleted messages\r\n"
             elif path.startswith(b"new/"):
                 try:
-                    os.rename(path, b"cur/" + path[4:] + b":2,")
+                    os.rename(path, seen(path))
                 except OSError:
                     pass  # as qmail: if it fails, bummer
         return reply + OK
 
 
+def seen(path: bytes) -> bytes:
+    """Where QUIT moves new/X: cur/X:2, (qmail's)."""
+    return b"cur/" + path[4:] + b":2,"
+
+
 def open_message(path: bytes) -> int:
-    """Open a listed message for reading: never blocks (a FIFO put there since the listing), and only a
-    regular file; OSError otherwise."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    """Open a listed message for reading (new/X moved to cur/X:2, by another session's QUIT meanwhile is
+    looked for there): never blocks (a FIFO put there since the listing), and only a regular file; OSError
+    otherwise."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        if not path.startswith(b"new/"):
+            raise
+        fd = os.open(seen(path), flags)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError("not a regular file")
