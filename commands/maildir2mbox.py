@@ -143,16 +143,18 @@ def body(argv):
         fcntl.flock(lock, fcntl.LOCK_EX)
     except OSError as e:
         fatal("unable to lock " + name, e)
-    # a fresh file, never an existing one: a symlink or hard link planted as MAILTMP would make the
-    # truncation and the copy write into what it points to (qmail's open_trunc follows it)
+    # qmail's open_trunc follows a symlink or hard link planted as MAILTMP and truncates what it points to:
+    # here MAILTMP must be a regular file of one link (or new), checked on the open file before truncating
     try:
-        os.unlink(mboxtmp)
-    except FileNotFoundError:
-        pass
+        new = os.open(mboxtmp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, 0o600)
     except OSError as e:
-        fatal("unable to remove " + tmpname, e)
+        fatal("unable to create " + tmpname, e)
+    import stat
+    st = os.fstat(new)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        raise Exit(TEMP_FAILURE, "fatal: unable to create %s: not a regular file of one link" % tmpname)
     try:
-        new = os.open(mboxtmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.ftruncate(new, 0)
     except OSError as e:
         fatal("unable to create " + tmpname, e)
     out = Output(new, tmpname)

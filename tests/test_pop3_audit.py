@@ -272,11 +272,33 @@ def test_maildir2mbox_never_writes_through_a_planted_mailtmp(tmp_path, how):
     else:
         os.link(target, tmp_path / "mbox.tmp")
     r = m2m(tmp_path)
-    assert r.returncode == 0, r.stderr
+    why = b"it is a symbolic link" if how == "symlink" else b"not a regular file of one link"
+    assert (r.returncode, r.stderr) == (111, b"maildir2mbox: fatal: unable to create %s: %s\n"
+                                        % (bytes(tmp_path / "mbox.tmp"), why))
     assert target.read_bytes() == b"precious\n"
-    mbox = tmp_path / "mbox"
-    assert not mbox.is_symlink() and mbox.read_bytes().endswith(b"Subject: x\n\nhello\n\n")
-    assert os.listdir(tmp_path / "Maildir" / "new") == []
+    assert (tmp_path / "mbox").read_bytes() == b""  # created for the lock, nothing more
+    assert os.listdir(tmp_path / "Maildir" / "new") == ["1.a"]
+    (tmp_path / "mbox.tmp").unlink()  # the administrator removes the planted link: then it works
+    assert m2m(tmp_path).returncode == 0
+    assert (tmp_path / "mbox").read_bytes().endswith(b"Subject: x\n\nhello\n\n")
+    assert target.read_bytes() == b"precious\n" and os.listdir(tmp_path / "Maildir" / "new") == []
+
+
+def test_maildir2mbox_a_full_disk_removes_nothing(tmp_path):
+    # RLIMIT_FSIZE stands in for a full disk: the write to MAILTMP fails (EFBIG) midway
+    import resource
+    md = maildir_with_one(tmp_path)
+    (tmp_path / "mbox").write_bytes(b"From XXX Sun Sep  9 01:46:40 2001\n\nold\n\n" * 4000)  # 160 KB
+    before = (tmp_path / "mbox").read_bytes()
+
+    def small():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+    r = subprocess.run([program("maildir2mbox")], env={"PATH": os.environ["PATH"], "MAILDIR": str(md),
+                       "MAIL": str(tmp_path / "mbox"), "MAILTMP": str(tmp_path / "mbox.tmp")},
+                       capture_output=True, timeout=10, preexec_fn=small)
+    assert r.returncode == 111
+    assert r.stderr.startswith(b"maildir2mbox: fatal: unable to write to %s: " % bytes(tmp_path / "mbox.tmp"))
+    assert (tmp_path / "mbox").read_bytes() == before and os.listdir(md / "new") == ["1.a"]
 
 
 @pytest.mark.parametrize("dangling", [True, False])
