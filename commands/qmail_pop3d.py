@@ -67,8 +67,8 @@ def serve(out, mailbox):
 
 
 def body(argv):
-    """Refuse root, enter the maildir, list it, serve; exit 0 (qmail's) except for root."""
-    if os.getuid() == 0:
+    """Refuse root (real or effective), enter the maildir, list it, serve; exit 0 (qmail's) except for root."""
+    if os.getuid() == 0 or os.geteuid() == 0:  # the effective uid too: a checkpassword that set only one
         try:
             os.write(2, b"qmail-pop3d invoked as uid 0, terminating\n")
         except OSError:

@@ -5,6 +5,7 @@ failed before the fix it names, or guards a protection no other test covers."""
 
 import os
 import poplib
+import shutil
 import socket
 import ssl
 import subprocess
@@ -186,6 +187,19 @@ def test_two_sessions_at_once_on_one_maildir(procs, pop):  # noqa: F811
     assert b.dele(2) == b"+OK "
     assert b.quit() == b"+OK "
     assert os.listdir(pop.maildir / "new") == [] and os.listdir(pop.maildir / "cur") == [pop.names[2] + ":2,"]
+
+
+def test_pop3d_refuses_an_effective_uid_of_0(pop):  # noqa: F811
+    # before: a checkpassword that changed only the real uid left qmail-pop3d serving with euid 0 (RETR of a
+    # symlink in cur/ would then read any file)
+    if os.getuid() != 0:
+        pytest.skip("needs root")
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("no setpriv")
+    r = subprocess.run([setpriv, "--ruid", str(pop.uid), "--euid", "0", "--keep-groups", program("qmail-pop3d"),
+                        "Maildir"], cwd=pop.home, input=b"STAT\r\nQUIT\r\n", capture_output=True, timeout=30)
+    assert (r.returncode, r.stdout, r.stderr) == (1, b"", b"qmail-pop3d invoked as uid 0, terminating\n")
 
 
 # ---------------------------------------------------------------- a hostile client
