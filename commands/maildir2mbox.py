@@ -106,6 +106,32 @@ def copy_old(mbox, out):
         os.close(old)
 
 
+def lock_mbox(mbox, name):
+    """Open $MAIL (never through a symlink: rename() would replace the link, not what it points to, and O_CREAT
+    would create its target elsewhere) and flock it; return the descriptor. If another program renamed a new
+    file over $MAIL while we waited, that lock guards nothing (a delivery appends to the new file meanwhile):
+    lock the new one instead."""
+    import fcntl
+    for _ in range(100):
+        try:
+            fd = os.open(mbox, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as e:
+            fatal("unable to lock " + name, e)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                now = os.lstat(mbox)
+            except FileNotFoundError:
+                now = None
+        except OSError as e:
+            fatal("unable to lock " + name, e)
+        if now is not None and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+            return fd
+        os.close(fd)
+    raise Exit(TEMP_FAILURE, "fatal: unable to lock %s: it keeps being replaced" % name)
+
+
 def sync_directory(path):
     """fsync the directory holding path; exit 111 if that fails (the messages then stay in the Maildir)."""
     folder = os.path.dirname(path) or b"."
@@ -135,14 +161,10 @@ def body(argv):
     if not messages:
         return 0
     name, tmpname = os.fsdecode(mbox), os.fsdecode(mboxtmp)
-    try:
-        # never through a symlink: rename() below would replace the link, not what it points to, and
-        # O_CREAT would create its target elsewhere
-        lock = os.open(mbox, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        import fcntl
-        fcntl.flock(lock, fcntl.LOCK_EX)
-    except OSError as e:
-        fatal("unable to lock " + name, e)
+    lock_mbox(mbox, name)  # held until the end
+    messages = maildirscan.scan((b"new", b"cur"))  # again: another run may have moved them while we waited
+    if not messages:
+        return 0
     # qmail's open_trunc follows a symlink or hard link planted as MAILTMP and truncates what it points to:
     # here MAILTMP must be a regular file of one link (or new), checked on the open file before truncating
     try:

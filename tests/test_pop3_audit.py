@@ -405,3 +405,56 @@ def test_plaintext_injected_after_stls_is_never_run_inside_tls(procs, cert):
         got = b""  # the injected bytes went into the handshake, which failed: the session is over
     assert got in (b"", b"+OK \r\n")
     assert sorted(os.listdir(cert.maildir / "new")) == sorted(cert.names)  # nothing deleted or moved
+
+
+def waiting_for_lock(pid, inode):
+    """Whether pid waits for a flock on the file with this inode (/proc/locks' `->` lines)."""
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            if "->" in fields and str(pid) in fields and any(x.endswith(":%d" % inode) for x in fields):
+                return True
+    return False
+
+
+def wait_for(condition, what, deadline=20.0):
+    stop = time.monotonic() + deadline
+    while not condition():
+        assert time.monotonic() < stop, what
+        time.sleep(0.01)
+
+
+def test_maildir2mbox_locks_the_mbox_that_is_there_when_its_turn_comes(tmp_path):
+    # before: waiting on the old $MAIL's lock while another run renamed its copy over $MAIL, maildir2mbox went on
+    # holding a lock on a file no longer there, so a delivery appending to the new $MAIL under its lock at
+    # that moment was overwritten by maildir2mbox's rename: lost
+    import fcntl
+    md = maildir_with_one(tmp_path)
+    mbox = tmp_path / "mbox"
+    mbox.write_bytes(b"")
+    first = os.open(mbox, os.O_WRONLY | os.O_APPEND)
+    fcntl.flock(first, fcntl.LOCK_EX)  # as another maildir2mbox at work
+    p = subprocess.Popen([program("maildir2mbox")], env={"PATH": os.environ["PATH"], "MAILDIR": str(md),
+                         "MAIL": str(mbox), "MAILTMP": str(tmp_path / "mbox.tmp")}, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: waiting_for_lock(p.pid, os.fstat(first).st_ino), "maildir2mbox never waited for the lock")
+        # the other run renames its copy over $MAIL, then a delivery locks the new $MAIL and appends to it
+        (tmp_path / "other").write_bytes(b"")
+        os.rename(tmp_path / "other", mbox)
+        second = os.open(mbox, os.O_WRONLY | os.O_APPEND)
+        fcntl.flock(second, fcntl.LOCK_EX)
+        os.close(first)  # the other run ends
+        wait_for(lambda: p.poll() is not None or waiting_for_lock(p.pid, os.fstat(second).st_ino),
+                 "maildir2mbox neither ended nor waited for the new mbox's lock")
+        os.write(second, b"From late Sun Sep  9 01:46:40 2001\n\nlate delivery\n\n")
+        os.fsync(second)
+        os.close(second)
+        assert p.wait(timeout=20) == 0, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stderr.close()
+    text = mbox.read_bytes()
+    assert b"late delivery" in text and text.endswith(b"Subject: x\n\nhello\n\n")
+    assert os.listdir(md / "new") == []
