@@ -16,7 +16,7 @@ from hypothesis import given, strategies as st
 
 from conftest import program
 from test_pop3 import MESSAGES, PASSWORD, checkpassword, login, pop, serve  # noqa: F401  (pop is a fixture)
-from test_pop3_tls import REMOTE, cert, client_context, serve as tls_serve  # noqa: F401  (cert: a fixture)
+from test_pop3_tls import REMOTE, cert, children, client_context, rss_kb, serve as tls_serve, written  # noqa: F401
 from pyqmail.lib.local import maildirscan
 from pyqmail.lib.pop3 import checkpw, pop3d
 
@@ -237,6 +237,56 @@ def test_a_client_that_leaves_without_quit_deletes_nothing(procs, pop):  # noqa:
         assert time.monotonic() < deadline, "qmail-pop3d did not end after the client left"
         time.sleep(0.02)
     assert sorted(os.listdir(pop.maildir / "new")) == sorted(pop.names) and os.listdir(pop.maildir / "cur") == []
+
+
+def test_a_client_that_never_reads_stops_qmail_pop3d_not_grows_it(procs, pop):  # noqa: F811
+    big = b"Subject: big\n\n" + (b"x" * 75 + b"\n") * 200000  # 15 MB
+    path = pop.maildir / "cur" / "0.big:2,"
+    path.write_bytes(big)
+    os.chown(path, pop.uid, -1)
+    os.utime(path, (OLD, OLD))
+    port = serve(procs, pop)
+    server = procs.procs[-1].pid
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # before connect: a small window
+    s.settimeout(30)
+    s.connect(("127.0.0.1", port))
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b"USER alice\r\nPASS " + PASSWORD + b"\r\nRETR 1\r\n")  # then read nothing for a while
+    found = []
+
+    def pop3d_started():
+        found[:] = [k for p in children(server) for k in children(p) if b"qmail-pop3d" in _cmdline(k)]
+        return found
+    wait_for(pop3d_started, "no qmail-pop3d")
+    pid = found[0]
+    last, since = -1, time.monotonic()
+    deadline = time.monotonic() + 30
+    while time.monotonic() - since < 1.0:  # until its writing has stopped for a second
+        assert time.monotonic() < deadline
+        now = written(pid)
+        if now != last:
+            last, since = now, time.monotonic()
+        time.sleep(0.01)
+    # blocked by the client, not buffering: about 10 MB measured (Python itself), 25 MB or more if it held the
+    # message
+    assert last < 8 * 1024 * 1024 and rss_kb(pid) < 24 * 1024
+    assert f.readline() == b"+OK \r\n" and f.readline() == b"+OK \r\n" and f.readline() == b"+OK \r\n"
+    got = b"".join(read_until(f, b".\r\n", deadline=60))
+    assert got == big.replace(b"\n", b"\r\n") + b"\r\n.\r\n"
+    s.sendall(b"QUIT\r\n")
+    assert f.readline() == b"+OK \r\n"
+    f.close()
+    s.close()
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def test_odd_message_numbers_in_one_session(procs, pop):  # noqa: F811
