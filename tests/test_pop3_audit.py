@@ -80,6 +80,24 @@ def test_a_message_swapped_after_the_listing_is_refused_not_hung(procs, pop, kin
     assert c.quit() == b"+OK "
 
 
+def test_a_symlink_to_a_file_the_user_cannot_read_is_not_served(procs, pop, world_tmp):  # noqa: F811
+    # qmail-pop3d reads as the user: a link to root's file (or another user's mail) gives nothing
+    if os.getuid() != 0:
+        pytest.skip("needs root: the file must be unreadable to the POP user")
+    secret = world_tmp / "secret"
+    secret.mkdir()
+    (secret / "mail").write_bytes(b"Subject: not yours\n\nroot's secret\n")
+    os.chmod(secret / "mail", 0o600)
+    link = pop.maildir / "cur" / "0.link:2,"
+    link.symlink_to(secret / "mail")
+    os.utime(secret / "mail", (OLD, OLD))
+    c = login(serve(procs, pop))
+    assert c.stat()[0] == 4 and c.uidl(1) == b"+OK 1 0.link"  # listed (qmail's: stat follows the link)
+    with pytest.raises(poplib.error_proto, match="unable to open that message"):
+        c.retr(1)
+    assert c.quit() == b"+OK "
+
+
 def test_pop3d_scan_keeps_only_regular_files(tmp_path):
     md = tmp_path
     for sub in ("new", "cur"):
