@@ -63,7 +63,9 @@ def first_line(fd, path):
 def append_message(out, path, mtime):
     """Write one message as an mbox entry: From_ line, >From-quoted text ending in LF, then a blank line."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)  # a FIFO put there must not hang us
+        # never a FIFO (it would hang us) nor through a symlink (run by root, a link to a file only root may
+        # read would copy it into the user's mbox): the listing skipped both, this is for a swap since then
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW)
     except OSError as e:
         fatal("unable to read $MAILDIR/" + os.fsdecode(path), e)
     try:
@@ -157,12 +159,12 @@ def body(argv):
         raise Exit(TEMP_FAILURE, "fatal: MAILTMP not set")
     maildirscan.chdir_maildir(env, "maildir2mbox")
     maildirscan.clean_tmp()
-    messages = maildirscan.scan((b"new", b"cur"))
+    messages = maildirscan.scan((b"new", b"cur"), follow=False)
     if not messages:
         return 0
     name, tmpname = os.fsdecode(mbox), os.fsdecode(mboxtmp)
     lock_mbox(mbox, name)  # held until the end
-    messages = maildirscan.scan((b"new", b"cur"))  # again: another run may have moved them while we waited
+    messages = maildirscan.scan((b"new", b"cur"), follow=False)  # again: another run may have moved them while we waited
     if not messages:
         return 0
     # qmail's open_trunc follows a symlink or hard link planted as MAILTMP and truncates what it points to:

@@ -113,6 +113,7 @@ def test_pop3d_scan_keeps_only_regular_files(tmp_path):
     try:
         assert sorted(p for p, _ in pop3d.scan(time.time())) == [b"cur/l", b"new/a"]
         assert sorted(p for _, p in maildirscan.scan((b"new", b"cur"), time.time())) == [b"cur/l", b"new/a"]
+        assert [p for _, p in maildirscan.scan((b"new", b"cur"), time.time(), follow=False)] == [b"new/a"]
     finally:
         os.chdir(here)
 
@@ -555,3 +556,27 @@ def test_qmail_locals_mbox_delivery_survives_maildir2mbox_renaming_the_mbox(tmp_
             p.kill()
             p.wait()
     assert b"while maildir2mbox ran" in mbox.read_bytes()
+
+
+def test_maildir2mbox_run_by_root_never_copies_a_symlinked_message(tmp_path, world_tmp):
+    # before: a user's Maildir holding new/x -> a file only root may read, and maildir2mbox run by root for that
+    # user (their own, existing MAILTMP is reused): the file's text landed in the user's mbox
+    if os.getuid() != 0:
+        pytest.skip("needs root")
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    md = maildir_with_one(tmp_path)
+    secret = world_tmp / "root-only"
+    secret.write_bytes(b"Subject: root only\n\nsecret text\n")
+    os.chmod(secret, 0o600)
+    os.utime(secret, (OLD - 1, OLD - 1))
+    (md / "new" / "0.link").symlink_to(secret)
+    os.utime(md / "new" / "0.link", (OLD - 1, OLD - 1), follow_symlinks=False)
+    for p in (tmp_path / "mbox", tmp_path / "mbox.tmp"):
+        p.write_bytes(b"")
+        os.chown(p, nobody.pw_uid, nobody.pw_gid)
+    r = m2m(tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "mbox").read_bytes()
+    assert b"secret text" not in text and text.endswith(b"Subject: x\n\nhello\n\n")
+    assert os.listdir(md / "new") == ["0.link"]  # left where it is

@@ -50,10 +50,11 @@ def clean_tmp(now: float | None = None) -> None:
             pass
 
 
-def scan(subdirs: Iterable[bytes], now: float | None = None, limit: int = SCAN_MAX) -> list[tuple[int, bytes]]:
+def scan(subdirs: Iterable[bytes], now: float | None = None, limit: int = SCAN_MAX,
+         follow: bool = True) -> list[tuple[int, bytes]]:
     """Return [(mtime, b"new/name")...] of the messages in subdirs, oldest first; files modified in this very
     second or later are left for the next run (qmail's rule, so that the order is not mixed up); only regular files
-    (after symlinks). Raises Exit."""
+    (after symlinks, or, when not follow, not symlinks at all). Raises Exit."""
     now_s = int(time.time() if now is None else now)
     found: list[tuple[int, bytes]] = []
     for sub in subdirs:
@@ -66,7 +67,7 @@ def scan(subdirs: Iterable[bytes], now: float | None = None, limit: int = SCAN_M
                 continue
             path = sub + b"/" + name
             try:
-                st = os.stat(path)
+                st = os.stat(path, follow_symlinks=follow)
             except OSError:
                 continue
             mtime = int(st.st_mtime)
