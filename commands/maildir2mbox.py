@@ -129,6 +129,8 @@ def lock_mbox(mbox, name):
         except OSError as e:
             fatal("unable to lock " + name, e)
         if now is not None and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+            if held.st_nlink != 1:  # as a symlink: the rename would leave the other name with the old text
+                raise Exit(TEMP_FAILURE, "fatal: unable to lock %s: it has other hard links" % name)
             return fd
         os.close(fd)
     raise Exit(TEMP_FAILURE, "fatal: unable to lock %s: it keeps being replaced" % name)

@@ -384,6 +384,19 @@ def test_maildir2mbox_a_full_disk_removes_nothing(tmp_path):
     assert (tmp_path / "mbox").read_bytes() == before and os.listdir(md / "new") == ["1.a"]
 
 
+def test_maildir2mbox_refuses_a_hard_linked_mail(tmp_path):
+    # before: the copy of what the link shares (run by root: any file on that file system) became the new mbox,
+    # and the other name kept the old text
+    md = maildir_with_one(tmp_path)
+    target = tmp_path / "other-name"
+    target.write_bytes(b"not a mailbox\n")
+    os.link(target, tmp_path / "mbox")
+    r = m2m(tmp_path)
+    assert (r.returncode, r.stderr) == (111, b"maildir2mbox: fatal: unable to lock %s: it has other hard links\n"
+                                        % bytes(tmp_path / "mbox"))
+    assert (tmp_path / "mbox").read_bytes() == b"not a mailbox\n" and os.listdir(md / "new") == ["1.a"]
+
+
 @pytest.mark.parametrize("dangling", [True, False])
 def test_maildir2mbox_refuses_a_symlinked_mail(tmp_path, dangling):
     # before: a dangling link's target was created (O_CREAT), and rename() then replaced the link by a
