@@ -1,7 +1,10 @@
 """An adversarial audit of reading mail: qmail-popup → qmail-checkpassword → qmail-pop3d under tcpserver with a
-hostile client and a hostile local user's Maildir (FIFOs, directories, files swapped after the listing), and
-maildir2mbox with planted symlinks and hard links (docs/qmail-pop3d.8.md, maildir2mbox.1.md). Each test here
-failed before the fix it names, or guards a protection no other test covers."""
+hostile client (pipelining, odd numbers, over-long lines and injection under STLS, a client that never reads or
+leaves without QUIT) and a hostile local user's Maildir (FIFOs, directories, symlinks, files swapped after the
+listing, planted names, CRLF files, two sessions at once), qmail-checkpassword's bad entries and homes, and
+maildir2mbox with planted symlinks and hard links, a full disk and a concurrent rename of $MAIL
+(docs/qmail-pop3d.8.md, qmail-checkpassword.8.md, maildir2mbox.1.md). Each test here failed before the fix
+it names, or guards a protection no other test covers; the one strict xfail is a defect outside this area."""
 
 import os
 import poplib
