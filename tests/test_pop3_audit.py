@@ -226,9 +226,10 @@ def test_pop3d_refuses_an_effective_uid_of_0(pop):  # noqa: F811
 
 # ---------------------------------------------------------------- a hostile client
 
-def test_a_whole_session_pipelined_in_one_packet(procs, pop):  # noqa: F811
+@pytest.mark.parametrize("server", ["tcpserver", "qmail-tcpserver"])
+def test_a_whole_session_pipelined_in_one_packet(procs, pop, server):  # noqa: F811
     # what follows PASS must reach qmail-pop3d, in order, none of it taken by qmail-popup or lost
-    port = serve(procs, pop)
+    port = serve(procs, pop) if server == "tcpserver" else tls_serve(procs, pop, None, server)
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         f = s.makefile("rb")
         assert f.readline().startswith(b"+OK <")
@@ -432,9 +433,9 @@ def test_maildir2mbox_skips_fifos_and_directories(tmp_path):
 
 # ---------------------------------------------------------------- a hostile client under STLS
 
-def tls_session(procs, cert, remote=REMOTE):
+def tls_session(procs, cert, remote=REMOTE, server="tcpserver"):
     """Connect, STLS, handshake; return (TLS socket, its file)."""
-    port = tls_serve(procs, cert, remote)
+    port = tls_serve(procs, cert, remote, server)
     raw = socket.create_connection(("127.0.0.1", port), timeout=30)
     f = raw.makefile("rb")
     assert f.readline().startswith(b"+OK <")
@@ -445,9 +446,10 @@ def tls_session(procs, cert, remote=REMOTE):
     return t, t.makefile("rb")
 
 
-def test_stls_then_a_whole_session_in_one_record(procs, cert):
+@pytest.mark.parametrize("server", ["tcpserver", "qmail-tcpserver"])
+def test_stls_then_a_whole_session_in_one_record(procs, cert, server):
     # what follows PASS was read by qmail-popup's TLS reader: it must reach qmail-pop3d first, in order
-    t, f = tls_session(procs, cert)
+    t, f = tls_session(procs, cert, server=server)
     t.sendall(b"USER alice\r\nPASS " + PASSWORD + b"\r\nSTAT\r\nDELE 1\r\nTOP 2 0\r\nQUIT\r\n")
     got = read_until(f, b"")
     assert got == [b"+OK \r\n", b"+OK \r\n", b"+OK 3 %d\r\n" % sum(map(len, MESSAGES)), b"+OK \r\n", b"+OK \r\n",
@@ -473,9 +475,10 @@ def test_an_overlong_line_under_tls_ends_the_session(procs, cert, after_user):
     assert sorted(os.listdir(cert.maildir / "new")) == sorted(cert.names)
 
 
-def test_plaintext_injected_after_stls_is_never_run_inside_tls(procs, cert):
+@pytest.mark.parametrize("server", ["tcpserver", "qmail-tcpserver"])
+def test_plaintext_injected_after_stls_is_never_run_inside_tls(procs, cert, server):
     # the CVE-2011-0411 pattern: commands sent in plaintext behind STLS must not be taken as said over TLS
-    port = tls_serve(procs, cert, None)  # loopback: USER would be accepted if it were run
+    port = tls_serve(procs, cert, None, server)  # loopback: USER would be accepted if it were run
     raw = socket.create_connection(("127.0.0.1", port), timeout=30)
     f = raw.makefile("rb")
     assert f.readline().startswith(b"+OK <")
