@@ -12,6 +12,7 @@ from pyqmail.lib.util.program import main, warn
 
 FIRST_LINE_MAX = 65536  # bytes of a message's first line looked at for Return-Path; longer: `From XXX`
 OUT_BUFFER = 65536
+SUBDIRS = (b"new", b"cur")
 
 
 def fatal(what, e):
@@ -60,12 +61,13 @@ def first_line(fd, path):
             return b"", got
 
 
-def append_message(out, path, mtime):
+def append_message(out, dirs, path, mtime):
     """Write one message as an mbox entry: From_ line, >From-quoted text ending in LF, then a blank line."""
+    sub, base = path.split(b"/", 1)
     try:
         # never a FIFO (it would hang us) nor through a symlink (run by root, a link to a file only root may
         # read would copy it into the user's mbox): the listing skipped both, this is for a swap since then
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW)
+        fd = os.open(base, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW, dir_fd=dirs[sub])
     except OSError as e:
         fatal("unable to read $MAILDIR/" + os.fsdecode(path), e)
     try:
@@ -161,12 +163,14 @@ def body(argv):
         raise Exit(TEMP_FAILURE, "fatal: MAILTMP not set")
     maildirscan.chdir_maildir(env, "maildir2mbox")
     maildirscan.clean_tmp()
-    messages = maildirscan.scan((b"new", b"cur"), follow=False)
+    dirs = maildirscan.open_dirs(SUBDIRS)  # new/ and cur/ used through these: never through a symlink
+    messages = maildirscan.scan(SUBDIRS, follow=False, fds=dirs)
     if not messages:
         return 0
     name, tmpname = os.fsdecode(mbox), os.fsdecode(mboxtmp)
     lock_mbox(mbox, name)  # held until the end
-    messages = maildirscan.scan((b"new", b"cur"), follow=False)  # again: another run may have moved them while we waited
+    # again: another run may have moved them while we waited
+    messages = maildirscan.scan(SUBDIRS, follow=False, fds=dirs)
     if not messages:
         return 0
     # qmail's open_trunc follows a symlink or hard link planted as MAILTMP and truncates what it points to:
@@ -186,7 +190,7 @@ def body(argv):
     out = Output(new, tmpname)
     copy_old(mbox, out)
     for mtime, path in messages:
-        append_message(out, path, mtime)
+        append_message(out, dirs, path, mtime)
     out.flush()
     try:
         os.fsync(new)
@@ -199,8 +203,9 @@ def body(argv):
         raise Exit(TEMP_FAILURE, "fatal: unable to move %s to %s: %s" % (tmpname, name, error_str(e.errno)))
     sync_directory(mbox)  # the new mbox survives a crash before the messages are removed
     for _, path in messages:
+        sub, base = path.split(b"/", 1)
         try:
-            os.unlink(path)
+            os.unlink(base, dir_fd=dirs[sub])
         except OSError as e:
             warn("maildir2mbox", "warning: $MAILDIR/%s will be delivered twice; unable to unlink: %s"
                  % (os.fsdecode(path), error_str(e.errno)))

@@ -599,3 +599,26 @@ def test_maildir2mbox_run_by_root_never_copies_a_symlinked_message(tmp_path, wor
     text = (tmp_path / "mbox").read_bytes()
     assert b"secret text" not in text and text.endswith(b"Subject: x\n\nhello\n\n")
     assert os.listdir(md / "new") == ["0.link"]  # left where it is
+
+
+@pytest.mark.parametrize("sub", ["tmp", "new", "cur"])
+def test_maildir2mbox_run_by_root_never_works_through_a_symlinked_subdirectory(tmp_path, sub):
+    # before: with tmp/ a symlink, the 36-hour cleaning unlinked old files wherever it pointed; with new/ or cur/
+    # one, every old regular file there was copied into the mbox and then unlinked (run by root: /etc)
+    md = tmp_path / "Maildir"
+    for s in ("new", "cur", "tmp"):
+        if s != sub:
+            (md / s).mkdir(parents=True)
+    victims = tmp_path / "victims"
+    victims.mkdir()
+    (victims / "passwd").write_bytes(b"precious\n")
+    os.utime(victims / "passwd", (OLD, OLD))  # old enough for the cleaning and for the listing
+    (md / sub).symlink_to(victims)
+    r = m2m(tmp_path)
+    if sub == "tmp":
+        assert r.returncode == 0, r.stderr  # nothing to move; tmp/ left alone
+    else:
+        assert (r.returncode, r.stderr) == (111, b"maildir2mbox: fatal: unable to scan $MAILDIR/%s: it is a "
+                                            b"symbolic link\n" % sub.encode())
+    assert (victims / "passwd").read_bytes() == b"precious\n"
+    assert not (tmp_path / "mbox").exists() or b"precious" not in (tmp_path / "mbox").read_bytes()
