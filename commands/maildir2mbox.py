@@ -12,11 +12,14 @@ from pyqmail.lib.util.program import main, warn
 
 FIRST_LINE_MAX = 65536  # bytes of a message's first line looked at for Return-Path; longer: `From XXX`
 OUT_BUFFER = 65536
+SUBDIRS = (b"new", b"cur")
 
 
 def fatal(what, e):
     """End with `maildir2mbox: fatal: <what>: <error>` and exit 111."""
-    raise Exit(TEMP_FAILURE, "fatal: %s: %s" % (what, error_str(e.errno)))
+    import errno
+    why = "it is a symbolic link" if e.errno == errno.ELOOP else error_str(e.errno)
+    raise Exit(TEMP_FAILURE, "fatal: %s: %s" % (what, why))
 
 
 class Output:
@@ -58,13 +61,19 @@ def first_line(fd, path):
             return b"", got
 
 
-def append_message(out, path, mtime):
+def append_message(out, dirs, path, mtime):
     """Write one message as an mbox entry: From_ line, >From-quoted text ending in LF, then a blank line."""
+    sub, base = path.split(b"/", 1)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # never a FIFO (it would hang us) nor through a symlink (run by root, a link to a file only root may
+        # read would copy it into the user's mbox): the listing skipped both, this is for a swap since then
+        fd = os.open(base, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW, dir_fd=dirs[sub])
     except OSError as e:
         fatal("unable to read $MAILDIR/" + os.fsdecode(path), e)
     try:
+        import stat
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Exit(TEMP_FAILURE, "fatal: $MAILDIR/%s is not a regular file" % os.fsdecode(path))
         line, rest = first_line(fd, path)
         out.put(maildirscan.from_line(line, mtime))
         quoter = FromQuoter()
@@ -85,7 +94,7 @@ def append_message(out, path, mtime):
 def copy_old(mbox, out):
     """Copy the current mbox into MAILTMP."""
     try:
-        old = os.open(mbox, os.O_RDONLY)
+        old = os.open(mbox, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as e:
         fatal("unable to read " + os.fsdecode(mbox), e)
     try:
@@ -101,6 +110,47 @@ def copy_old(mbox, out):
         os.close(old)
 
 
+def lock_mbox(mbox, name):
+    """Open $MAIL (never through a symlink: rename() would replace the link, not what it points to, and O_CREAT
+    would create its target elsewhere) and flock it; return the descriptor. If another program renamed a new
+    file over $MAIL while we waited, that lock guards nothing (a delivery appends to the new file meanwhile):
+    lock the new one instead."""
+    import fcntl
+    for _ in range(100):
+        try:
+            fd = os.open(mbox, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as e:
+            fatal("unable to lock " + name, e)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                now = os.lstat(mbox)
+            except FileNotFoundError:
+                now = None
+        except OSError as e:
+            fatal("unable to lock " + name, e)
+        if now is not None and (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+            if held.st_nlink != 1:  # as a symlink: the rename would leave the other name with the old text
+                raise Exit(TEMP_FAILURE, "fatal: unable to lock %s: it has other hard links" % name)
+            return fd
+        os.close(fd)
+    raise Exit(TEMP_FAILURE, "fatal: unable to lock %s: it keeps being replaced" % name)
+
+
+def sync_directory(path):
+    """fsync the directory holding path; exit 111 if that fails (the messages then stay in the Maildir)."""
+    folder = os.path.dirname(path) or b"."
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        fatal("unable to sync " + os.fsdecode(folder), e)
+
+
 def body(argv):
     """Move the messages; exit 0, or 111 with the mbox untouched."""
     os.umask(0o077)
@@ -113,24 +163,34 @@ def body(argv):
         raise Exit(TEMP_FAILURE, "fatal: MAILTMP not set")
     maildirscan.chdir_maildir(env, "maildir2mbox")
     maildirscan.clean_tmp()
-    messages = maildirscan.scan((b"new", b"cur"))
+    dirs = maildirscan.open_dirs(SUBDIRS)  # new/ and cur/ used through these: never through a symlink
+    messages = maildirscan.scan(SUBDIRS, follow=False, fds=dirs)
     if not messages:
         return 0
     name, tmpname = os.fsdecode(mbox), os.fsdecode(mboxtmp)
+    lock_mbox(mbox, name)  # held until the end
+    # again: another run may have moved them while we waited
+    messages = maildirscan.scan(SUBDIRS, follow=False, fds=dirs)
+    if not messages:
+        return 0
+    # qmail's open_trunc follows a symlink or hard link planted as MAILTMP and truncates what it points to:
+    # here MAILTMP must be a regular file of one link (or new), checked on the open file before truncating
     try:
-        lock = os.open(mbox, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        import fcntl
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        new = os.open(mboxtmp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, 0o600)
     except OSError as e:
-        fatal("unable to lock " + name, e)
+        fatal("unable to create " + tmpname, e)
+    import stat
+    st = os.fstat(new)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        raise Exit(TEMP_FAILURE, "fatal: unable to create %s: not a regular file of one link" % tmpname)
     try:
-        new = os.open(mboxtmp, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
+        os.ftruncate(new, 0)
     except OSError as e:
         fatal("unable to create " + tmpname, e)
     out = Output(new, tmpname)
     copy_old(mbox, out)
     for mtime, path in messages:
-        append_message(out, path, mtime)
+        append_message(out, dirs, path, mtime)
     out.flush()
     try:
         os.fsync(new)
@@ -141,9 +201,11 @@ def body(argv):
         os.rename(mboxtmp, mbox)
     except OSError as e:
         raise Exit(TEMP_FAILURE, "fatal: unable to move %s to %s: %s" % (tmpname, name, error_str(e.errno)))
+    sync_directory(mbox)  # the new mbox survives a crash before the messages are removed
     for _, path in messages:
+        sub, base = path.split(b"/", 1)
         try:
-            os.unlink(path)
+            os.unlink(base, dir_fd=dirs[sub])
         except OSError as e:
             warn("maildir2mbox", "warning: $MAILDIR/%s will be delivered twice; unable to unlink: %s"
                  % (os.fsdecode(path), error_str(e.errno)))

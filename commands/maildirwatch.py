@@ -18,7 +18,7 @@ def summary(path):
     """Return the lines shown for the message at path, or b"" if it cannot be opened."""
     from pyqmail.lib.rfc822.headerbody import lines, split
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)  # a FIFO put there must not hang us
     except OSError:
         return b""
     try:

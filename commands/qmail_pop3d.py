@@ -6,8 +6,8 @@ import os
 from pyqmail.lib.local.maildirscan import clean_tmp
 from pyqmail.lib.pop3 import pop3d
 from pyqmail.lib.pop3.pop3io import Closed, LineReader, LineTooLong, Output, parse
-from pyqmail.lib.pop3.pop3d import OK, ROOT_EXIT, Mailbox, ScanError, blast
-from pyqmail.lib.util.program import main
+from pyqmail.lib.pop3.pop3d import OK, ROOT_EXIT, Mailbox, ScanError, blast, open_message
+from pyqmail.lib.util.program import main, warn
 from pyqmail.lib.util.timedio import linger
 
 
@@ -18,7 +18,7 @@ def retrieve(out, mailbox, arg):
         out.reply(error)
         return
     try:
-        fd = os.open(mailbox.paths[i], os.O_RDONLY)
+        fd = open_message(mailbox.paths[i])
     except OSError:
         out.err(b"unable to open that message")
         return
@@ -27,6 +27,9 @@ def retrieve(out, mailbox, arg):
         for piece in blast(lambda n: os.read(fd, n), limit):
             out.put(piece)
         out.flush()
+    except OSError as e:  # a read error midway: the reply cannot be ended well; end the session
+        warn("qmail-pop3d", "unable to read %s: %s" % (os.fsdecode(mailbox.paths[i]), e.strerror))
+        raise Closed("read error")
     finally:
         os.close(fd)
 
@@ -64,8 +67,8 @@ def serve(out, mailbox):
 
 
 def body(argv):
-    """Refuse root, enter the maildir, list it, serve; exit 0 (qmail's) except for root."""
-    if os.getuid() == 0:
+    """Refuse root (real or effective), enter the maildir, list it, serve; exit 0 (qmail's) except for root."""
+    if os.getuid() == 0 or os.geteuid() == 0:  # the effective uid too: a checkpassword that set only one
         try:
             os.write(2, b"qmail-pop3d invoked as uid 0, terminating\n")
         except OSError:

@@ -4,6 +4,7 @@ mtime; and the two readers' own parsers: maildir2mbox's From_ line and maildirwa
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 from pyqmail.lib.local.delivery_env import myctime
@@ -31,32 +32,61 @@ def chdir_maildir(environ: Mapping[bytes, bytes], program: str) -> None:
         raise Exit(TEMP_FAILURE, "fatal: unable to chdir to %s: %s" % (os.fsdecode(maildir), error_str(e.errno)))
 
 
+def open_dir(sub: bytes) -> int:
+    """Open the Maildir's subdirectory sub for use as a dir_fd, never through a symlink; OSError otherwise. (The
+    Maildir's owner can make new/, cur/ or tmp/ a symlink at any time: run by root, maildir2mbox would then read
+    and unlink in, and clean_tmp unlink in, any directory.)"""
+    return os.open(sub, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+
+
+def open_dirs(subdirs: Iterable[bytes]) -> dict[bytes, int]:
+    """open_dir each of subdirs; raise Exit (111, `fatal: unable to scan $MAILDIR/sub: ...`) if one fails."""
+    fds = {}
+    for sub in subdirs:
+        try:
+            fds[sub] = open_dir(sub)
+        except OSError as e:
+            why = "it is a symbolic link" if os.path.islink(sub) else error_str(e.errno)
+            raise Exit(TEMP_FAILURE, "fatal: unable to scan $MAILDIR/%s: %s" % (os.fsdecode(sub), why))
+    return fds
+
+
 def clean_tmp(now: float | None = None) -> None:
-    """Remove files in tmp/ not accessed for 36 hours (errors are ignored, as qmail does)."""
+    """Remove files in tmp/ not accessed for 36 hours (errors are ignored, as qmail does; a tmp/ that is a
+    symlink is left alone)."""
     now = time.time() if now is None else now
     try:
-        names = os.listdir(b"tmp")
+        fd = open_dir(b"tmp")
     except OSError:
         return
-    for name in names:
-        if name.startswith(b"."):
-            continue
-        path = b"tmp/" + name
-        try:
-            if now > os.stat(path).st_atime + TMP_MAX_AGE:
-                os.unlink(path)
-        except OSError:
-            pass
+    try:
+        names = [os.fsencode(n) for n in os.listdir(fd)]  # (names of a descriptor come as str)
+    except OSError:
+        os.close(fd)
+        return
+    try:
+        for name in names:
+            if name.startswith(b"."):
+                continue
+            try:
+                if now > os.stat(name, dir_fd=fd).st_atime + TMP_MAX_AGE:
+                    os.unlink(name, dir_fd=fd)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
 
 
-def scan(subdirs: Iterable[bytes], now: float | None = None, limit: int = SCAN_MAX) -> list[tuple[int, bytes]]:
+def scan(subdirs: Iterable[bytes], now: float | None = None, limit: int = SCAN_MAX,
+         follow: bool = True, fds: Mapping[bytes, int] | None = None) -> list[tuple[int, bytes]]:
     """Return [(mtime, b"new/name")...] of the messages in subdirs, oldest first; files modified in this very
-    second or later are left for the next run (qmail's rule, so that the order is not mixed up). Raises Exit."""
+    second or later are left for the next run (qmail's rule, so that the order is not mixed up); only regular files
+    (after symlinks, or, when not follow, not symlinks at all); through fds (open_dirs) when given. Raises Exit."""
     now_s = int(time.time() if now is None else now)
     found: list[tuple[int, bytes]] = []
     for sub in subdirs:
         try:
-            names = os.listdir(sub)
+            names = os.listdir(sub) if fds is None else [os.fsencode(n) for n in os.listdir(fds[sub])]
         except OSError as e:
             raise Exit(TEMP_FAILURE, "fatal: unable to scan $MAILDIR/%s: %s" % (os.fsdecode(sub), error_str(e.errno)))
         for name in names:
@@ -64,10 +94,14 @@ def scan(subdirs: Iterable[bytes], now: float | None = None, limit: int = SCAN_M
                 continue
             path = sub + b"/" + name
             try:
-                mtime = int(os.stat(path).st_mtime)
+                if fds is None:
+                    st = os.stat(path, follow_symlinks=follow)
+                else:
+                    st = os.stat(name, dir_fd=fds[sub], follow_symlinks=follow)
             except OSError:
                 continue
-            if mtime < now_s:
+            mtime = int(st.st_mtime)
+            if stat.S_ISREG(st.st_mode) and mtime < now_s:  # a FIFO or directory there is no message
                 found.append((mtime, path))
     found.sort()
     return found

@@ -16,6 +16,7 @@ PASSWORD_FILE = "users/pop3passwords"
 N, R, P = 1 << 14, 8, 1  # scrypt's cost for new entries (16 MB, about 50 ms)
 N_MAX = 1 << 20
 DELAY = 2.0  # seconds before a refusal
+ID_LIMIT = (1 << 32) - 1  # uid_t's largest value means "no change" to the kernel: ids are below it
 
 
 class Entry:
@@ -88,7 +89,8 @@ def verify_scrypt(password: bytes, field: bytes) -> bool:
 
 
 def parse_line(line: bytes) -> Entry | None:
-    """One password file line `login:hash:uid:gid:home[:shell]`; None for comments, blanks, bad lines."""
+    """One password file line `login:hash:uid:gid:home[:shell]`; None for comments, blanks, bad lines
+    (a uid or gid that is not a number below 2^32 - 1 included)."""
     if not line.strip() or line.startswith(b"#"):
         return None
     fields = line.split(b":")
@@ -98,7 +100,7 @@ def parse_line(line: bytes) -> Entry | None:
         uid, gid = int(fields[2]), int(fields[3])
     except ValueError:
         return None
-    if uid < 0 or gid < 0 or not fields[4].startswith(b"/"):
+    if not (0 <= uid < ID_LIMIT and 0 <= gid < ID_LIMIT) or not fields[4].startswith(b"/"):
         return None
     shell = fields[5] if len(fields) == 6 else b"/bin/sh"
     return Entry(fields[0], fields[1], uid, gid, fields[4], shell, None)

@@ -4,6 +4,7 @@ the TRANSACTION commands and their replies, RETR/TOP output, and deletion on QUI
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 MYPY = False
@@ -13,6 +14,7 @@ if MYPY:  # typing only: never imported at run time
 OK = b"+OK \r\n"
 ULONG = 1 << 64
 ROOT_EXIT = 1  # qmail-pop3d's one nonzero exit: run as root
+UID_BYTES = bytes(c if 0x21 <= c <= 0x7E else 0x3F for c in range(256))
 
 
 class ScanError(Exception):
@@ -33,7 +35,8 @@ def scan_ulong(s: bytes) -> tuple[int, int]:
 
 def scan(now: float) -> list[tuple[bytes, int]]:
     """Return [(path, size)] of new/ then cur/ messages (not dot files) modified before this second,
-    oldest first (qmail's maildir_scan)."""
+    oldest first (qmail's maildir_scan); only regular files (after symlinks): a FIFO, a directory or a
+    device planted there is not a message."""
     found: list[tuple[int, int, bytes, int]] = []
     second = int(now)
     for sub in (b"new", b"cur"):
@@ -49,17 +52,20 @@ def scan(now: float) -> list[tuple[bytes, int]]:
                 st = os.stat(path)
             except OSError:
                 continue
-            if int(st.st_mtime) < second:
+            if stat.S_ISREG(st.st_mode) and int(st.st_mtime) < second:
                 found.append((int(st.st_mtime), len(found), path, st.st_size))
     found.sort()
     return [(path, size) for _, _, path, size in found]
 
 
 def blast(read: Callable[[int], bytes], limit: int) -> Iterator[bytes]:
-    """Yield a message as RETR/TOP send it: each line with CRLF, a leading dot doubled, after the
-    header's end only limit - 1 lines (limit 0: all), then `\\r\\n.\\r\\n`. Streams: no line is held whole."""
+    """Yield a message as RETR/TOP send it: each line with CRLF (a CR already before the LF is not doubled),
+    a leading dot doubled, after the header's end (an empty line, or one that is only a CR) only limit - 1
+    lines (limit 0: all), then `\\r\\n.\\r\\n`. Streams: no line is held whole."""
     inheaders = True
     at_start = True
+    held_cr = False  # a CR ending a piece: held back until it is known whether an LF follows it
+    length = 0  # bytes of the current line sent so far
     chunk = b""
     pos = 0
     while True:
@@ -68,7 +74,7 @@ def blast(read: Callable[[int], bytes], limit: int) -> Iterator[bytes]:
             pos = 0
             if not chunk:
                 if not at_start:
-                    yield b"\r\n"
+                    yield b"\r\r\n" if held_cr else b"\r\n"
                 break
         if at_start:
             if limit and not inheaders:
@@ -76,22 +82,26 @@ def blast(read: Callable[[int], bytes], limit: int) -> Iterator[bytes]:
                 if not limit:
                     break
             at_start = False
-            first = chunk[pos]
-            if first == 10:  # an empty line: the header ends
-                inheaders = False
-                pos += 1
-                at_start = True
-                yield b"\r\n"
-                continue
-            if first == 46:
+            length = 0
+            if chunk[pos] == 46:
                 yield b"."
         lf = chunk.find(b"\n", pos)
+        piece = chunk[pos:] if lf < 0 else chunk[pos:lf]
+        pos = len(chunk) if lf < 0 else lf + 1
+        if held_cr:
+            piece = b"\r" + piece
+        held_cr = piece.endswith(b"\r")
+        if held_cr:
+            piece = piece[:-1]
         if lf < 0:
-            yield chunk[pos:]
-            pos = len(chunk)
+            if piece:
+                length += len(piece)
+                yield piece
             continue
-        yield chunk[pos:lf] + b"\r\n"
-        pos = lf + 1
+        held_cr = False  # the CR of a CRLF already in the file
+        if not length and not piece:
+            inheaders = False
+        yield piece + b"\r\n"
         at_start = True
     yield b"\r\n.\r\n"
 
@@ -119,8 +129,9 @@ class Mailbox:
         return n - 1
 
     def uid(self, i: int) -> bytes:
-        """The unique id: the file name after new/ or cur/, up to its first colon."""
-        return self.paths[i][4:].split(b":", 1)[0]
+        """The unique id: the file name after new/ or cur/, up to its first colon, each byte outside
+        0x21..0x7E (RFC 1939's range) made `?`: a space, CR or LF in a planted name would break the reply."""
+        return self.paths[i][4:].split(b":", 1)[0].translate(UID_BYTES)
 
     def stat(self) -> bytes:
         """`+OK count octets`: count includes deleted messages, octets do not (qmail's)."""
@@ -171,15 +182,46 @@ class Mailbox:
         for path, gone in zip(self.paths, self.deleted):
             if gone:
                 try:
-                    os.unlink(path)
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        if not path.startswith(b"new/"):
+                            raise
+                        os.unlink(seen(path))  # another session's QUIT moved it meanwhile
                 except OSError:
                     reply += b"-ERR unable to unlink all deleted messages\r\n"
             elif path.startswith(b"new/"):
                 try:
-                    os.rename(path, b"cur/" + path[4:] + b":2,")
+                    os.rename(path, seen(path))
                 except OSError:
                     pass  # as qmail: if it fails, bummer
         return reply + OK
+
+
+def seen(path: bytes) -> bytes:
+    """Where QUIT moves new/X: cur/X:2, (qmail's)."""
+    return b"cur/" + path[4:] + b":2,"
+
+
+def open_message(path: bytes) -> int:
+    """Open a listed message for reading (new/X moved to cur/X:2, by another session's QUIT meanwhile is
+    looked for there): never blocks (a FIFO put there since the listing), and only a regular file; OSError
+    otherwise."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        if not path.startswith(b"new/"):
+            raise
+        fd = os.open(seen(path), flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file")
+        os.set_blocking(fd, True)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def now() -> float:
