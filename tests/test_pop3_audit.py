@@ -4,7 +4,7 @@ leaves without QUIT) and a hostile local user's Maildir (FIFOs, directories, sym
 listing, planted names, CRLF files, two sessions at once), qmail-checkpassword's bad entries and homes, and
 maildir2mbox with planted symlinks and hard links, a full disk and a concurrent rename of $MAIL
 (docs/qmail-pop3d.8.md, qmail-checkpassword.8.md, maildir2mbox.1.md). Each test here failed before the fix
-it names, or guards a protection no other test covers; the one strict xfail is a defect outside this area."""
+it names, or guards a protection no other test covers (the last one, qmail-local's mbox delivery, too)."""
 
 import os
 import poplib
@@ -548,8 +548,6 @@ def test_maildir2mbox_locks_the_mbox_that_is_there_when_its_turn_comes(tmp_path)
     assert os.listdir(md / "new") == []
 
 
-@pytest.mark.xfail(strict=True, reason="lib/local/mbox.py (not this audit's to change): qmail-local's mbox delivery "
-                   "does not check, once its flock is granted, that the file it locked is still $MAIL")
 def test_qmail_locals_mbox_delivery_survives_maildir2mbox_renaming_the_mbox(tmp_path):
     # qmail-local waits for maildir2mbox's lock on the old $MAIL, maildir2mbox renames its copy over $MAIL and
     # ends; the delivery then appends to the old, unlinked file and reports success: the message is lost

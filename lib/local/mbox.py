@@ -17,6 +17,7 @@ if MYPY:  # typing only: never imported at run time
 
 FROM_ = b"From "
 LOCK_SECONDS = 30
+REOPEN_TRIES = 10  # times the mbox may be found replaced once its lock is granted before the delivery defers
 FLUSH_AT = 65536
 
 
@@ -88,18 +89,43 @@ def _lock(fd: int) -> bool:
         _signal.signal(_signal.SIGALRM, _signal.SIG_DFL)
 
 
+def _still_there(fd: int, path: bytes) -> bool:
+    """True if path still names the file open on fd (not renamed over or removed while we waited for its lock)."""
+    st = os.fstat(fd)
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
+
+
+def _open_locked(path: bytes, shown: str) -> tuple[int, bool]:
+    """Open the mbox at path and lock it; return (fd, whether locked). A file that is no longer the mbox once its
+    lock is granted (maildir2mbox renames its copy over $MAIL, then unlocks) is opened again: written, the message
+    would go to a file nobody reads."""
+    for _ in range(REOPEN_TRIES):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600)
+        except OSError as e:
+            raise Exit(TEMP_FAILURE, "Unable to open %s: %s. (#4.2.1)" % (shown, error_str(e.errno)))
+        try:
+            locked = _lock(fd)
+            if not locked or _still_there(fd, path):
+                return fd, locked
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    raise Exit(TEMP_FAILURE, "Unable to lock %s: it was replaced each time. (#4.3.0)" % shown)
+
+
 def deliver(path: bytes, head: bytes, fd_in: int) -> None:
     """Append the message on fd_in to the mbox at path, preceded by head (UFLINE, RPLINE, DTLINE)."""
     shown = path.decode("utf-8", "surrogateescape")
     msgfd.rewind(fd_in)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600)
-    except OSError as e:
-        raise Exit(TEMP_FAILURE, "Unable to open %s: %s. (#4.2.1)" % (shown, error_str(e.errno)))
-    locked = False
+    fd, locked = _open_locked(path, shown)
     pos = 0
     try:
-        locked = _lock(fd)
         pos = os.lseek(fd, 0, os.SEEK_END)
         quoter = FromQuoter()
         pending = [head]
