@@ -10,7 +10,7 @@ from pyqmail.lib.pop3 import checkpw
 from pyqmail.lib.pop3.checkpw import BAD_PASSWORD, MISUSE
 from pyqmail.lib.util.exits import TEMP_FAILURE
 from pyqmail.lib.util.fdio import write_all
-from pyqmail.lib.util.program import main, warn
+from pyqmail.lib.util.program import default_signals, main, warn
 from pyqmail.lib.util.sgetopt import BadOption, options
 
 NAME = "qmail-checkpassword"
@@ -81,6 +81,7 @@ def body(argv):
         warn(NAME, "unable to become the user: %s" % e.strerror)
         return TEMP_FAILURE
     try:
+        default_signals()  # Python ignores SIGPIPE and SIGXFSZ; the program run must not
         os.execvp(command[0], command)
     except OSError as e:
         warn(NAME, "unable to run %s: %s" % (command[0], e.strerror))

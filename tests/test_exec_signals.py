@@ -1,6 +1,7 @@
-"""The programs our network and injection programs exec start with SIGXFSZ at its default (Python's start-up
-ignores it, and an ignored signal stays ignored through exec): tcp-env's command (and SIGPIPE too, as under
-qmail's C tcp-env), qmail-tcpserver's command, and $QMAILQUEUE as qmail-inject runs it."""
+"""The programs our network, injection, spawn and POP3 programs exec start with SIGXFSZ at its default (Python's
+start-up ignores it, and an ignored signal stays ignored through exec): tcp-env's, qmail-tcpserver's,
+qmail-popup's and qmail-checkpassword's programs (SIGPIPE too, as under qmail's C programs), $QMAILQUEUE as
+qmail-inject runs it and $QMAILREMOTE as qmail-rspawn runs it."""
 
 import os
 import signal
@@ -8,6 +9,7 @@ import socket
 import subprocess
 
 from conftest import free_port, program, qenv, wait_port
+from test_pop3 import pop  # noqa: F401  (a fixture)
 
 STATUS = ["cat", "/proc/self/status"]  # cat does not change what it inherited
 
@@ -69,3 +71,25 @@ def test_qmail_remote_run_by_qmail_rspawn_gets_default_sigxfsz(procs, tree, worl
     assert s.report() == (3, b"K1.2.3.4 accepted.\n")
     assert signal.SIGXFSZ not in ignored((world_tmp / "status").read_text())
     assert s.finish()[0] == 0
+
+
+def test_qmail_checkpassword_runs_its_program_with_default_sigpipe_and_sigxfsz(pop):  # noqa: F811
+    """qmail-checkpassword execs the program after it with neither ignored, as checkpassword's C does."""
+    from test_pop3 import PASSWORD, checkpassword
+    res = checkpassword(pop.tree, b"alice\0" + PASSWORD + b"\0<1.2@h>\0", STATUS)
+    assert res.returncode == 0, res.stderr
+    assert not ignored(res.stdout.decode()) & {signal.SIGPIPE, signal.SIGXFSZ}
+
+
+def test_qmail_popup_runs_the_checkpassword_program_with_default_sigpipe_and_sigxfsz(procs, pop):  # noqa: F811
+    """qmail-popup execs its checkpassword program with neither ignored, as qmail's C qmail-popup does."""
+    from test_pop3 import serve
+    port = serve(procs, pop, checker=STATUS)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"+OK")
+        s.sendall(b"USER alice\r\n")
+        assert f.readline().startswith(b"+OK")
+        s.sendall(b"PASS whatever\r\n")
+        got = f.read()
+    assert not ignored(got.decode()) & {signal.SIGPIPE, signal.SIGXFSZ}

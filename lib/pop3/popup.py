@@ -125,6 +125,7 @@ def hand_over(argv: list[bytes], auth: Auth, relay: Callable[[int], None] | None
     qmail-popup then gives: nothing when it exited 0, else `-ERR ...`. With relay (after STLS), argv's
     fds 0 and 1 are one end of a socketpair instead and relay(other end) carries the bytes until done."""
     import signal
+    from pyqmail.lib.util.program import default_signals
     r, w = os.pipe()
     pair: tuple[int, int] | None = None
     if relay is not None:
@@ -159,7 +160,7 @@ def hand_over(argv: list[bytes], auth: Auth, relay: Callable[[int], None] | None
                 os.close(r)
             else:
                 os.set_inheritable(3, True)
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            default_signals()  # SIGPIPE and SIGXFSZ, ignored by Python
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
             os.execvp(argv[0], argv)
         finally:
