@@ -118,10 +118,20 @@ def memo(key: str, names: Iterable[str], build: Callable[[], T]) -> T:
 def read_file(name: str) -> bytes | None:
     """Return the control file's bytes, or None if it does not exist (other errors raise OSError)."""
     try:
-        with open(path("control", name), "rb") as f:
-            return f.read()
+        # O_NONBLOCK as qmail's open_read (O_NDELAY): a FIFO put there by mistake reads as what its writers
+        # have written (nothing, when it has none) instead of blocking the program until one comes
+        fd = posix.open(path("control", name), posix.O_RDONLY | posix.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    try:
+        chunks = []
+        while True:
+            chunk = posix.read(fd, 65536)  # a FIFO whose writer writes nothing yet: BlockingIOError, an OSError
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        posix.close(fd)
 
 
 def first_line(data: bytes) -> bytes:
