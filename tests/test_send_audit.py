@@ -95,3 +95,41 @@ def test_hup_with_a_fifo_as_virtualdomains_does_not_hang_qmail_send(procs, tree,
     assert delivered(mailbox) == 1
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
+
+
+# numbers beyond what a timeout or a float can hold: the servers serve, no internal error -------------------
+
+HUGE = ["2147484", "9223372036854775808", "9" * 400]
+
+
+@pytest.mark.parametrize("value", HUGE)
+@pytest.mark.parametrize("name", ["timeoutsmtpd", "smtpdeadline", "smtpminrate"])
+def test_qmail_smtpd_serves_with_a_huge_number_in_a_control(tree, name, value):
+    import subprocess
+    from conftest import program, qenv
+    (tree / "control" / name).write_text(value + "\n")
+    env = qenv(tree, TCPREMOTEIP="127.0.0.1", TCPLOCALIP="127.0.0.1", TCPLOCALPORT="25")
+    r = subprocess.run([program("qmail-smtpd")], env=env, capture_output=True, timeout=30,
+                       input=b"HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<joe@test.example>\r\nDATA\r\n"
+                             b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    assert r.returncode == 0 and r.stderr == b"", r.stderr
+    assert r.stdout.startswith(b"220 ") and b"\r\n250 ok " in r.stdout and r.stdout.endswith(b"221 test.example\r\n")
+
+
+@pytest.mark.parametrize("value", HUGE)
+def test_qmail_qmtpd_serves_with_a_huge_timeoutqmtpd(procs, tree, value):
+    from test_qmail_qmtpd import package, session
+    (tree / "control" / "timeoutqmtpd").write_text(value + "\n")
+    (tree / "control" / "qmtpddeadline").write_text(value + "\n")
+    out, code, log = session(procs, tree, package([b"hi", b""], b"a@b.example", [b"joe@test.example"]))
+    assert code == 0 and len(out) == 1 and out[0].startswith(b"K"), (out, log)
+
+
+@pytest.mark.parametrize("value", HUGE)
+def test_qmail_qmqpd_serves_with_a_huge_timeout(procs, tree, value):
+    from test_qmqpd import HI, session
+    for name in ("qmqpdtimeout", "qmqpddeadline"):
+        (tree / "control" / name).write_text(value + "\n")
+    (tree / "control" / "qmqpderrordelay").write_text("0\n")
+    reply, code, log = session(procs, tree, HI)
+    assert code == 0 and b":K" in reply, (reply, log)
