@@ -133,3 +133,44 @@ def test_qmail_qmqpd_serves_with_a_huge_timeout(procs, tree, value):
     (tree / "control" / "qmqpderrordelay").write_text("0\n")
     reply, code, log = session(procs, tree, HI)
     assert code == 0 and b":K" in reply, (reply, log)
+
+
+# hostile senders and recipients ----------------------------------------------------------------------------
+
+def peak_kb(pid):
+    """Return the process's peak resident set (VmHWM) in kB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def queued_messages(tree):
+    """Return the paths of the messages in the queue (mess/)."""
+    return [p for p in (tree / "queue" / "mess").rglob("*") if p.is_file()]
+
+
+def test_a_24_mb_bounce_is_streamed_not_held_in_qmail_sends_memory(procs, tree):
+    # 2,400 recipients whose servers each said 10 kB: bounce/N is read in pieces (it was read whole, and copied
+    # twice more: 200 MB of memory for a 64 MB bounce)
+    from test_qmail_send import make_backlog
+    qdir = tree / "queue"
+    (n,) = make_backlog(qdir, 1, preprocessed=True)
+    os.unlink(qdir / "local" / str(n % 23) / str(n))  # every recipient done: the bounce is all that is left
+    entry = b"<joe@far.example>:\n" + b"y" * 9990 + b"\n\n"
+    with open(qdir / "bounce" / str(n), "wb") as f:
+        for _ in range(2400):
+            f.write(entry)
+    proc, log = start_send(procs, tree, lspawn=scripted("sleep:60"), rspawn=scripted())
+    wait_for(log, b"bounce msg %d qp " % n, timeout=60)
+    peak = peak_kb(proc.pid)
+    data = wait_for(log, b"end msg %d\n" % n)
+    assert data.count(b"bounce msg ") == 1
+    [bounce] = [p for p in queued_messages(tree) if p.name != str(n)]
+    text = bounce.read_bytes()
+    assert text.count(entry) == 2400 and text.endswith(b"Subject: 0\n\n0\n")
+    assert b"\n--- Below this line is a copy of the message.\n\nReturn-Path: <sender@example.org>\nReceived: " in text
+    assert peak < 45000, peak  # kB: the 24 MB held once would already be most of it
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0

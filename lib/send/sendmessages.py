@@ -329,7 +329,12 @@ def inject_bounce(send: SendState, id: int) -> bool:
             return False
         try:
             with open(name, "rb") as text, open(split_name("mess", id), "rb") as mess:
-                qq.put(bounce.message(plan, send.bounce_controls, time.time(), text.read(), b""))
+                # bounce/N in pieces, as the message: its reports (10,000 recipients, up to 10 kB each from a
+                # hostile server) never sit in qmail-send's memory at once
+                qq.put(bounce.header(plan, send.bounce_controls, time.time()))
+                for chunk in iter(lambda: text.read(65536), b""):
+                    qq.put(chunk)
+                qq.put(bounce.trailer(plan))
                 for chunk in iter(lambda: mess.read(65536), b""):
                     qq.put(chunk)
         except OSError:
