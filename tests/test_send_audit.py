@@ -174,3 +174,21 @@ def test_a_24_mb_bounce_is_streamed_not_held_in_qmail_sends_memory(procs, tree):
     assert peak < 45000, peak  # kB: the 24 MB held once would already be most of it
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
+
+
+def test_10000_recipients_all_failing_make_one_bounce_with_every_failure(procs, tree):
+    many = 10000
+    reports = ["#Dno mailbox here\\0"] * many
+    sent = tree / "sent"
+    proc, log = start_send(procs, tree, lspawn=scripted(*reports),
+                           rspawn=scripted("--notes", str(tree / "queue"), str(sent)))
+    env = b"Fsender@example.org\0" + b"".join(b"Tjoe-%d@test.example\0" % i for i in range(many)) + b"\0"
+    assert queue_message(tree, b"Subject: many\n\nx\n", env) == 0
+    data = wait_for(log, b"end msg ", count=2, timeout=300)  # the message, then its bounce
+    assert data.count(b": failure: no_mailbox_here\n") == many
+    assert data.count(b"bounce msg ") == 1
+    assert sent.read_text().split()[0] == "sender@example.org"  # the bounce: one delivery, to the sender
+    assert len(sent.read_text().splitlines()) == 1
+    assert queued_messages(tree) == []
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
