@@ -192,3 +192,29 @@ def test_10000_recipients_all_failing_make_one_bounce_with_every_failure(procs, 
     assert queued_messages(tree) == []
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
+
+
+# crashes and damage ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["regular file", "directory", "removed"])
+def test_a_damaged_trigger_is_logged_once_and_todo_is_scanned_often_without_spinning(procs, tree, how):
+    # a file or a directory as lock/trigger reads at once: qmail-send listed todo/ every turn of its loop (a
+    # third of a CPU here); a missing one left new mail waiting 1500 s, and neither said a word
+    from test_qmail_send import cpu_seconds
+    trigger = tree / "queue" / "lock" / "trigger"
+    trigger.unlink()
+    if how == "regular file":
+        trigger.write_bytes(b"")
+    elif how == "directory":
+        trigger.mkdir()
+    proc, log = start_send(procs, tree, lspawn=scripted(), rspawn=scripted())
+    wait_for(log, b"status: local 0/")
+    cpu = cpu_seconds(proc.pid)
+    assert queue_message(tree, b"Subject: x\n\nx\n", ENVELOPE) == 0
+    data = wait_for(log, b"end msg ", timeout=30)
+    assert cpu_seconds(proc.pid) - cpu < 1.0
+    warning = (b"warning: unable to open lock/trigger" if how == "removed" else
+               b"warning: not a named pipe: lock/trigger") + b"; todo/ is scanned every 10 seconds\n"
+    assert data.startswith(warning) and data.count(warning) == 1, data
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import functools
 import os
+import stat
 import time
 
 from pyqmail.lib.send import bounce, sendlog, todo
@@ -23,6 +24,7 @@ if MYPY:  # typing only: never imported at run time
     Outcome = todo.Result | todo.Kept  # what became of a todo entry read in the loop
 
 SLEEP_TODO = 1500
+SLEEP_NOTRIGGER = 10  # without a usable lock/trigger, todo/ is listed this often instead (not qmail's 1500 s)
 SLEEP_CLEANUP = 76431
 SLEEP_SYSFAIL = 123  # retry after trouble with a file
 SLEEP_ALERT = 10  # pause after an alert that needs the administrator
@@ -103,16 +105,26 @@ class Todo:
         self.inflight: Future[dict[int, todo.Result]] | None = None  # that batch's Future
         self.rest_until = 0.0  # monotonic time before which a pull does not start another listing
         self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.trigger_trouble: str | None = None  # why lock/trigger is not selected on (logged once)
         self.reopen_trigger()
 
     def reopen_trigger(self) -> None:
-        """Close and reopen lock/trigger, so that it selects readable only after the next pull."""
+        """Close and reopen lock/trigger, so that it selects readable only after the next pull. One that cannot
+        be opened, or is no FIFO (a file or a directory reads at once: the loop would list todo/ without end),
+        is not selected on; that is logged once, until it changes."""
         if self.trigger >= 0:
             os.close(self.trigger)
+        trouble = None
         try:
             self.trigger = os.open(TRIGGER, os.O_RDONLY | os.O_NONBLOCK)
+            if not stat.S_ISFIFO(os.fstat(self.trigger).st_mode):
+                os.close(self.trigger)
+                self.trigger, trouble = -1, "trigger_kind"
         except OSError:
-            self.trigger = -1
+            self.trigger, trouble = -1, "trigger_open"
+        if trouble != self.trigger_trouble and trouble is not None:
+            self.send.log(sendlog.warning(trouble, TRIGGER.encode()))
+        self.trigger_trouble = trouble
 
     def read_trigger(self) -> tuple[str, ...]:
         """The trigger is readable: read its bytes and return the requests (qmgr.collapse_triggers: A, F, D, I in
@@ -172,7 +184,7 @@ class Todo:
             if self.failing:
                 self.forget_removed(set(listed))
             self.scan = iter(listed)
-            self.next_run = recent + SLEEP_TODO
+            self.next_run = recent + (SLEEP_TODO if self.trigger >= 0 else SLEEP_NOTRIGGER)
             # messages kept in memory stay in todo/, so a listing can cost milliseconds; pulls come once per
             # message: the next listing waits RESCAN_REST times this one's cost, so that listing takes
             # at most a tenth of the loop's time (a new message then waits that long, at most)
