@@ -3,6 +3,7 @@ tired administrator writes them, hostile senders and recipients, crashes and dam
 the installed programs."""
 
 import os
+import re
 import signal
 import time
 
@@ -189,6 +190,30 @@ def test_10000_recipients_all_failing_make_one_bounce_with_every_failure(procs, 
     assert data.count(b"bounce msg ") == 1
     assert sent.read_text().split()[0] == "sender@example.org"  # the bounce: one delivery, to the sender
     assert len(sent.read_text().splitlines()) == 1
+    assert queued_messages(tree) == []
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
+@pytest.mark.parametrize("doublebounceto, to", [(None, b"postmaster@test.example"), (b"\n", b"@test.example"),
+                                                  (b"dbl \t\r\n", b"dbl \t\r@test.example")])
+@pytest.mark.parametrize("sender", [b"x" * 989 + b"@test.example", b"a\rb\nc\x01@test.example",
+                                    b"pre-@test.example-@[]"])
+def test_a_bounce_that_bounces_makes_a_double_bounce_then_stops(procs, tree, sender, doublebounceto, to):
+    # every local delivery fails: the message, its bounce (to the sender), the double bounce (to doublebounceto,
+    # as qmail: an empty one gives `@host`), then the triple bounce is discarded: no loop, nothing left
+    if doublebounceto is not None:
+        (tree / "control" / "doublebounceto").write_bytes(doublebounceto)
+    notes = tree / "notes"
+    proc, log = start_send(procs, tree, lspawn=scripted("--notes", str(tree / "queue"), str(notes),
+                                                        "#Dno\\0", "#Dagain\\0", "#Dthird\\0", "#Kextra\\0"))
+    assert queue_message(tree, b"Subject: x\n\nbody\n", b"F" + sender + b"\0Tjoe@test.example\0\0") == 0
+    data = wait_for(log, b"end msg ", count=3, timeout=60)
+    assert data.count(b"bounce msg ") == 2 and data.count(b"triple bounce: discarding bounce/") == 1
+    assert data.count(b"starting delivery ") == 3 and b"Kextra" not in data
+    bounced_to = sender[:-4] if sender.endswith(b"-@[]") else sender
+    files = rb" (?:todo|info|local|remote)(?:,(?:todo|info|local|remote))*\n"  # what the spawner saw queued
+    assert re.split(files, notes.read_bytes()) == [b"joe@test.example", bounced_to, to, b""]
     assert queued_messages(tree) == []
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
