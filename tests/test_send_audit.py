@@ -98,6 +98,34 @@ def test_hup_with_a_fifo_as_virtualdomains_does_not_hang_qmail_send(procs, tree,
     assert proc.wait(20) == 0
 
 
+@pytest.mark.parametrize("me_at_start", [True, False])
+def test_hup_without_locals_keeps_local_mail_local_as_qmail_does(procs, tree, me_at_start):
+    # qmail's HUP: an absent locals means control/me as read at start, and with no me then the reread fails
+    # (an alert) and the old tables stay; it never leaves no local domain (all local mail sent away)
+    control = tree / "control"
+    if not me_at_start:
+        (control / "locals").write_text("test.example\n")
+        (control / "me").unlink()
+        (control / "envnoathost").write_text("test.example\n")
+    sent = tree / "sent"
+    proc, log = start_send(procs, tree, lspawn=scripted(), rspawn=scripted("--notes", str(tree / "queue"), str(sent)))
+    wait_for(log, b"status: local 0/")
+    (control / "locals").unlink(missing_ok=True)
+    (control / "me").unlink(missing_ok=True)
+    (control / "virtualdomains").write_text("virt.example:joe\n")  # shows that a reread took place
+    proc.send_signal(signal.SIGHUP)
+    if not me_at_start:
+        wait_for(log, b"alert: unable to reread control/locals\n")
+    envelope = b"Fsender@example.org\0Tjoe@test.example\0" + (b"Tx@virt.example\0" if me_at_start else b"") + b"\0"
+    assert queue_message(tree, b"Subject: after HUP\n\nx\n", envelope) == 0
+    data = wait_for(log, b"end msg ")
+    assert b"to local joe@test.example\n" in data and not sent.exists()
+    if me_at_start:
+        assert b"to local joe-x@virt.example\n" in data
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
 # numbers beyond what a timeout or a float can hold: the servers serve, no internal error -------------------
 
 HUGE = ["2147484", "9223372036854775808", "9" * 400]
