@@ -271,3 +271,41 @@ def test_a_damaged_trigger_is_logged_once_and_todo_is_scanned_often_without_spin
     assert data.startswith(warning) and data.count(warning) == 1, data
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
+
+
+@pytest.mark.parametrize("stray", ["leading zeros", "another split directory"])
+def test_a_stray_copy_in_info_and_local_does_not_deliver_the_message_twice(procs, tree, stray):
+    # qmail-send took `info/5/0028` or `info/3/28` for message 28 too: scheduled twice, delivered twice, and
+    # `end msg` logged while the second delivery ran
+    from test_qmail_send import make_backlog
+    qdir = tree / "queue"
+    (n,) = make_backlog(qdir, 1, preprocessed=True)
+    strays = []
+    for d in ("info", "local"):
+        if stray == "leading zeros":
+            copy = qdir / d / str(n % 23) / ("00%d" % n)
+        else:
+            copy = qdir / d / str((n + 1) % 23) / str(n)
+        os.link(qdir / d / str(n % 23) / str(n), copy)
+        strays.append(copy)
+    os.link(qdir / "mess" / str(n % 23) / str(n), tree / "kept")  # so that the later message gets another number
+    proc, log = start_send(procs, tree, lspawn=scripted("sleep:1", "#Kok\\0", "sleep:1", "#Kok\\0"), rspawn=scripted())
+    wait_for(log, b"end msg %d\n" % n)
+    assert queue_message(tree, b"Subject: later\n\nx\n", ENVELOPE) == 0  # a later message: the first is over
+    data = wait_for(log, b"end msg ", count=2)
+    assert data.count(b": msg %d to local " % n) == 1 and b"warning:" not in data, data
+    assert all(p.exists() for p in strays)  # left alone, for the administrator (qmail-qctl check names them)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
+def test_a_stray_todo_name_with_leading_zeros_is_left_alone(procs, tree):
+    qdir = tree / "queue"
+    (qdir / "todo" / "0042").write_bytes(b"u1\0p1\0Fa@b.example\0Tjoe@test.example\0")
+    proc, log = start_send(procs, tree, lspawn=scripted(), rspawn=scripted())
+    assert queue_message(tree, b"Subject: x\n\nx\n", ENVELOPE) == 0
+    data = wait_for(log, b"end msg ")
+    assert b"todo/42" not in data and b"msg 42\n" not in data and b"warning" not in data, data
+    assert (qdir / "todo" / "0042").exists()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0

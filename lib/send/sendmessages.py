@@ -52,17 +52,14 @@ def read_info(id: int) -> tuple[int, bytes]:
     return birth, data[1:nul]
 
 
-def numeric_entries(entries: os._ScandirIterator[str]) -> Iterator[int]:
-    """Yield the numeric names of an open os.scandir iterator as ints, lazily, and close it."""
-    with entries:
-        for entry in entries:
-            if is_number(entry.name):
-                yield int(entry.name)
-
-
 def is_number(name: str) -> bool:
     """True for a queue file's name: ASCII digits only (str.isdigit alone also takes `²`, which int refuses)."""
     return name.isdigit() and name.isascii()
+
+
+def is_queue_name(name: str) -> bool:
+    """True for a name qmail-queue makes: a number without a leading zero (`0028` is a stray copy of 28's)."""
+    return is_number(name) and name[0] != "0"
 
 
 def numeric_names(directory: str) -> Iterator[int]:
@@ -75,9 +72,21 @@ def numeric_names(directory: str) -> Iterator[int]:
 
 
 def split_names(directory: str) -> Iterator[int]:
-    """Yield the numeric entries of directory/0 … directory/22, in qmail's order."""
+    """Yield the numeric entries of directory/0 … directory/22, in qmail's order; a name that is not where
+    split_name puts its number (`info/3/28`, `info/5/0028`: a stray copy) is left alone, as qmail does not: its
+    message would be scheduled twice, and delivered twice."""
     for i in range(SPLIT):
-        yield from numeric_names("%s/%d" % (directory, i))
+        for n in numeric_names("%s/%d" % (directory, i)):
+            if n % SPLIT == i:
+                yield n
+
+
+def numeric_entries(entries: os._ScandirIterator[str]) -> Iterator[int]:
+    """Yield the numeric names of an open os.scandir iterator as ints, lazily, and close it (is_queue_name)."""
+    with entries:
+        for entry in entries:
+            if is_queue_name(entry.name):
+                yield int(entry.name)
 
 
 class Todo:
@@ -180,7 +189,7 @@ class Todo:
             self.gone = set()
             # messages kept in memory keep their todo/N: every scan meets them, so they are left out here at once
             skip = self.cleaning | send.inmemory.messages.keys()
-            listed = [n for n in map(int, filter(is_number, names)) if n not in skip]
+            listed = [n for n in map(int, filter(is_queue_name, names)) if n not in skip]
             if self.failing:
                 self.forget_removed(set(listed))
             self.scan = iter(listed)
