@@ -126,7 +126,7 @@ def read_file(name: str) -> bytes | None:
     except FileNotFoundError:
         return None
     try:
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             chunk = posix.read(fd, 65536)  # a FIFO whose writer writes nothing yet: BlockingIOError, an OSError
             if not chunk:
