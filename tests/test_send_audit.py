@@ -98,6 +98,35 @@ def test_hup_with_a_fifo_as_virtualdomains_does_not_hang_qmail_send(procs, tree,
     assert proc.wait(20) == 0
 
 
+@pytest.mark.parametrize("name", ["me", "locals", "virtualdomains", "percenthack", "queuelifetime", "concurrencyremote",
+                                  "envnoathost", "bouncefrom", "bouncehost", "doublebounceto", "doublebouncehost"])
+def test_a_directory_as_a_control_file_stops_the_start_with_one_alert(procs, tree, name):
+    path = tree / "control" / name
+    path.unlink(missing_ok=True)
+    path.mkdir()
+    proc, log = start_send(procs, tree, lspawn=scripted(), rspawn=scripted())
+    assert proc.wait(20) == 111
+    assert log.read_bytes() == b"alert: cannot start: unable to read controls\n"
+
+
+def test_hup_with_an_unreadable_virtualdomains_keeps_the_old_tables(procs, tree):
+    control = tree / "control"
+    (control / "virtualdomains").write_text("virt.example:joe\n")
+    proc, log = start_send(procs, tree, lspawn=scripted(), rspawn=scripted())
+    wait_for(log, b"status: local 0/")
+    (control / "virtualdomains").unlink()
+    (control / "virtualdomains").mkdir()
+    (control / "locals").write_text("other.example\n")  # not taken either: the reread fails as a whole
+    proc.send_signal(signal.SIGHUP)
+    wait_for(log, b"alert: unable to reread control/virtualdomains\n")
+    assert queue_message(tree, b"Subject: x\n\nx\n",
+                         b"Fa@b.example\0Tjoe@test.example\0Tx@virt.example\0\0") == 0
+    data = wait_for(log, b"end msg ")
+    assert b"to local joe@test.example\n" in data and b"to local joe-x@virt.example\n" in data
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
 @pytest.mark.parametrize("me_at_start", [True, False])
 def test_hup_without_locals_keeps_local_mail_local_as_qmail_does(procs, tree, me_at_start):
     # qmail's HUP: an absent locals means control/me as read at start, and with no me then the reread fails
