@@ -1,5 +1,5 @@
-"""An adversarial audit of qmail-send, its bounces and its control files (issue: the b3 audit): control files as a
-tired administrator writes them, hostile senders and recipients, crashes and damage; each case runs against
+"""An adversarial audit of qmail-send, its bounces and its control files: control files as a tired
+administrator writes them, hostile senders and recipients, crashes and damage; each case runs against
 the installed programs."""
 
 import os
