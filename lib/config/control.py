@@ -71,6 +71,8 @@ def path(*parts: str) -> str:
     return join(qmailhome(), *parts)
 
 
+READ_MAX = 2**63 - 1  # a number control file's values saturate here: any more would overflow a float or C time
+TIMEOUT_MAX = 2147482  # seconds: poll(2) waits at most 2^31 - 1 milliseconds (24.8 days), a C int
 SETTLED_NS = 10**9  # a timestamp this close to now may hide a second change within the same clock tick
 # (key, control directory) -> (its stat key, {file: stat key} of those that existed, value): values of any type
 _memo: dict[tuple[str, str], tuple[StatKey, dict[str, StatKey], Any]] = {}
@@ -118,10 +120,20 @@ def memo(key: str, names: Iterable[str], build: Callable[[], T]) -> T:
 def read_file(name: str) -> bytes | None:
     """Return the control file's bytes, or None if it does not exist (other errors raise OSError)."""
     try:
-        with open(path("control", name), "rb") as f:
-            return f.read()
+        # O_NONBLOCK as qmail's open_read (O_NDELAY): a FIFO put there by mistake reads as what its writers
+        # have written (nothing, when it has none) instead of blocking the program until one comes
+        fd = posix.open(path("control", name), posix.O_RDONLY | posix.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    try:
+        chunks: list[bytes] = []
+        while True:
+            chunk = posix.read(fd, 65536)  # a FIFO whose writer writes nothing yet: BlockingIOError, an OSError
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        posix.close(fd)
 
 
 def first_line(data: bytes) -> bytes:
@@ -142,10 +154,16 @@ def readline(name: str) -> bytes | None:
 
 
 def readint(name: str, default: int) -> int:
-    """Return the leading decimal digits of the first line (qmail's scan_ulong); none → default."""
+    """Return the leading decimal digits of the first line (qmail's scan_ulong), at most READ_MAX; none →
+    default."""
     line = readline(name)
     value = None if line is None else scan_ulong(line, None)
-    return default if value is None else value
+    return default if value is None else min(value, READ_MAX)
+
+
+def readtimeout(name: str, default: int) -> int:
+    """Return readint's value for a timeout in seconds, at most TIMEOUT_MAX (longer waits cannot be asked for)."""
+    return min(readint(name, default), TIMEOUT_MAX)
 
 
 def readlist(name: str, default: Iterable[bytes] | None = None) -> list[bytes]:

@@ -26,9 +26,9 @@ class Policy:
         self.maxbytes = values["qmqpdmaxbytes"] or HARD_MAX
         self.maxrcpt = values["qmqpdmaxrcpt"] or ENVELOPE_MAX  # a recipient takes 3 bytes at least
         self.maxhops = values["qmqpdmaxhops"]
-        self.timeout = max(values["qmqpdtimeout"], 1)
-        self.deadline = max(values["qmqpddeadline"], 1)
-        self.error_delay = values["qmqpderrordelay"]
+        self.timeout = min(max(values["qmqpdtimeout"], 1), control.TIMEOUT_MAX)
+        self.deadline = min(max(values["qmqpddeadline"], 1), control.TIMEOUT_MAX)  # alarm(2)'s C int
+        self.error_delay = min(values["qmqpderrordelay"], control.TIMEOUT_MAX)
         self.soft_bounce = bool(values["qmqpdsoftbounce"])
         self.port_logging = bool(values["qmqpdclientportlogging"])
         self.debug_peers = debug_peers

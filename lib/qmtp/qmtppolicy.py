@@ -25,9 +25,9 @@ class Policy:
         self.rcpthosts = rcpthosts.load()
         self.relayclient = posix.environ.get(b"RELAYCLIENT")
         self.databytes = databytes()
-        timeout = control.readint("timeoutqmtpd", TIMEOUT_DEFAULT)
+        timeout = control.readtimeout("timeoutqmtpd", TIMEOUT_DEFAULT)
         self.timeout = timeout if timeout > 0 else 1
-        self.deadline = max(control.readint("qmtpddeadline", DEADLINE_DEFAULT), 1)
+        self.deadline = max(control.readtimeout("qmtpddeadline", DEADLINE_DEFAULT), 1)
 
     def close(self) -> None:
         """Close morercpthosts.cdb."""

@@ -83,9 +83,13 @@ def header(bounce: Bounce, controls: BounceControls, now: float) -> bytes:
     return head + b"I tried to deliver a bounce message to this address, but the bounce bounced!\n\n"
 
 
-def message(bounce: Bounce, controls: BounceControls, now: float, bounce_text: bytes, mess: bytes) -> bytes:
-    """Return the whole bounce message handed to qmail-queue (which adds its Received line)."""
+def trailer(bounce: Bounce) -> bytes:
+    """Return what follows the bounce/N text: the separator and the copy's Return-Path line."""
     separator = (b"--- Below this line is a copy of the message.\n\n" if bounce.kind == SINGLE
                  else b"--- Below this line is the original bounce.\n\n")
-    return (header(bounce, controls, now) + bounce_text + separator
-            + b"Return-Path: <" + line_safe(quote2(bounce.original)) + b">\n" + mess)
+    return separator + b"Return-Path: <" + line_safe(quote2(bounce.original)) + b">\n"
+
+
+def message(bounce: Bounce, controls: BounceControls, now: float, bounce_text: bytes, mess: bytes) -> bytes:
+    """Return the whole bounce message handed to qmail-queue (which adds its Received line)."""
+    return header(bounce, controls, now) + bounce_text + trailer(bounce) + mess

@@ -49,18 +49,22 @@ class Rewriter:
         self.locals = key_set(locals_list)
         self.percenthack = key_set(percenthack_list)
         self.virtualdomains = virtualdomain_map(virtualdomain_lines)
+        self.me: bytes | None = None  # control/me as read at start: what an absent locals means on HUP too
 
     @classmethod
     def from_controls(cls, envnoathost: bytes, locals_data: bytes | None, me: bytes | None,
                       percenthack_data: bytes | None = None, virtualdomains_data: bytes | None = None) -> Rewriter:
         """Build from control files' bytes (None = file absent); locals falls back to me."""
-        return cls(envnoathost, locals_lines(locals_data, me),
-                   parse_list(percenthack_data or b""), parse_list(virtualdomains_data or b""))
+        built = cls(envnoathost, locals_lines(locals_data, me),
+                    parse_list(percenthack_data or b""), parse_list(virtualdomains_data or b""))
+        built.me = me
+        return built
 
     def reloaded(self, locals_data: bytes | None, me: bytes | None, virtualdomains_data: bytes | None) -> Rewriter:
         """Return the Rewriter after HUP: new locals and virtualdomains, same envnoathost and percenthack."""
         fresh = Rewriter(self.envnoathost, locals_lines(locals_data, me))
         fresh.percenthack = self.percenthack
+        fresh.me = self.me
         fresh.virtualdomains = virtualdomain_map(parse_list(virtualdomains_data or b""))
         return fresh
 

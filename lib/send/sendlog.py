@@ -155,6 +155,9 @@ WARNINGS = {  # what: (before the file name, after it)
     "info_no_sender": (b"no sender record in ", b"; message set aside until qmail-send restarts"),
     "unknown_chan": (b"unknown record type in ", b"!"),
     "clean": (b"qmail-clean unable to clean up ", b""),
+    # not qmail's (it spins on a trigger that is not a FIFO, and says nothing of a missing one)
+    "trigger_open": (b"unable to open ", b"; todo/ is scanned every 10 seconds"),
+    "trigger_kind": (b"not a named pipe: ", b"; todo/ is scanned every 10 seconds"),
 }
 
 

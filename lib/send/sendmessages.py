@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import functools
 import os
+import stat
 import time
 
 from pyqmail.lib.send import bounce, sendlog, todo
@@ -23,6 +24,7 @@ if MYPY:  # typing only: never imported at run time
     Outcome = todo.Result | todo.Kept  # what became of a todo entry read in the loop
 
 SLEEP_TODO = 1500
+SLEEP_NOTRIGGER = 10  # without a usable lock/trigger, todo/ is listed this often instead (not qmail's 1500 s)
 SLEEP_CLEANUP = 76431
 SLEEP_SYSFAIL = 123  # retry after trouble with a file
 SLEEP_ALERT = 10  # pause after an alert that needs the administrator
@@ -50,17 +52,14 @@ def read_info(id: int) -> tuple[int, bytes]:
     return birth, data[1:nul]
 
 
-def numeric_entries(entries: os._ScandirIterator[str]) -> Iterator[int]:
-    """Yield the numeric names of an open os.scandir iterator as ints, lazily, and close it."""
-    with entries:
-        for entry in entries:
-            if is_number(entry.name):
-                yield int(entry.name)
-
-
 def is_number(name: str) -> bool:
     """True for a queue file's name: ASCII digits only (str.isdigit alone also takes `²`, which int refuses)."""
     return name.isdigit() and name.isascii()
+
+
+def is_queue_name(name: str) -> bool:
+    """True for a name qmail-queue makes: a number without a leading zero (`0028` is a stray copy of 28's)."""
+    return is_number(name) and name[0] != "0"
 
 
 def numeric_names(directory: str) -> Iterator[int]:
@@ -73,9 +72,21 @@ def numeric_names(directory: str) -> Iterator[int]:
 
 
 def split_names(directory: str) -> Iterator[int]:
-    """Yield the numeric entries of directory/0 … directory/22, in qmail's order."""
+    """Yield the numeric entries of directory/0 … directory/22, in qmail's order; a name that is not where
+    split_name puts its number (`info/3/28`, `info/5/0028`: a stray copy) is left alone, as qmail does not: its
+    message would be scheduled twice, and delivered twice."""
     for i in range(SPLIT):
-        yield from numeric_names("%s/%d" % (directory, i))
+        for n in numeric_names("%s/%d" % (directory, i)):
+            if n % SPLIT == i:
+                yield n
+
+
+def numeric_entries(entries: os._ScandirIterator[str]) -> Iterator[int]:
+    """Yield the numeric names of an open os.scandir iterator as ints, lazily, and close it (is_queue_name)."""
+    with entries:
+        for entry in entries:
+            if is_queue_name(entry.name):
+                yield int(entry.name)
 
 
 class Todo:
@@ -103,16 +114,26 @@ class Todo:
         self.inflight: Future[dict[int, todo.Result]] | None = None  # that batch's Future
         self.rest_until = 0.0  # monotonic time before which a pull does not start another listing
         self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.trigger_trouble: str | None = None  # why lock/trigger is not selected on (logged once)
         self.reopen_trigger()
 
     def reopen_trigger(self) -> None:
-        """Close and reopen lock/trigger, so that it selects readable only after the next pull."""
+        """Close and reopen lock/trigger, so that it selects readable only after the next pull. One that cannot
+        be opened, or is no FIFO (a file or a directory reads at once: the loop would list todo/ without end),
+        is not selected on; that is logged once, until it changes."""
         if self.trigger >= 0:
             os.close(self.trigger)
+        trouble = None
         try:
             self.trigger = os.open(TRIGGER, os.O_RDONLY | os.O_NONBLOCK)
+            if not stat.S_ISFIFO(os.fstat(self.trigger).st_mode):
+                os.close(self.trigger)
+                self.trigger, trouble = -1, "trigger_kind"
         except OSError:
-            self.trigger = -1
+            self.trigger, trouble = -1, "trigger_open"
+        if trouble != self.trigger_trouble and trouble is not None:
+            self.send.log(sendlog.warning(trouble, TRIGGER.encode()))
+        self.trigger_trouble = trouble
 
     def read_trigger(self) -> tuple[str, ...]:
         """The trigger is readable: read its bytes and return the requests (qmgr.collapse_triggers: A, F, D, I in
@@ -168,11 +189,11 @@ class Todo:
             self.gone = set()
             # messages kept in memory keep their todo/N: every scan meets them, so they are left out here at once
             skip = self.cleaning | send.inmemory.messages.keys()
-            listed = [n for n in map(int, filter(is_number, names)) if n not in skip]
+            listed = [n for n in map(int, filter(is_queue_name, names)) if n not in skip]
             if self.failing:
                 self.forget_removed(set(listed))
             self.scan = iter(listed)
-            self.next_run = recent + SLEEP_TODO
+            self.next_run = recent + (SLEEP_TODO if self.trigger >= 0 else SLEEP_NOTRIGGER)
             # messages kept in memory stay in todo/, so a listing can cost milliseconds; pulls come once per
             # message: the next listing waits RESCAN_REST times this one's cost, so that listing takes
             # at most a tenth of the loop's time (a new message then waits that long, at most)
@@ -329,7 +350,12 @@ def inject_bounce(send: SendState, id: int) -> bool:
             return False
         try:
             with open(name, "rb") as text, open(split_name("mess", id), "rb") as mess:
-                qq.put(bounce.message(plan, send.bounce_controls, time.time(), text.read(), b""))
+                # bounce/N in pieces, as the message: its reports (10,000 recipients, up to 10 kB each from a
+                # hostile server) never sit in qmail-send's memory at once
+                qq.put(bounce.header(plan, send.bounce_controls, time.time()))
+                for chunk in iter(lambda: text.read(65536), b""):
+                    qq.put(chunk)
+                qq.put(bounce.trailer(plan))
                 for chunk in iter(lambda: mess.read(65536), b""):
                     qq.put(chunk)
         except OSError:

@@ -93,14 +93,17 @@ def reread(home: str, rewriter: Rewriter) -> Rewriter:
         return rewriter
     try:
         try:
-            locals_data, me = control.read_file("locals"), control.readline("me")
+            locals_data = control.read_file("locals")
         except OSError:
             log(sendlog.alert("reread_locals"))
             return rewriter
-        if locals_data is None and me is None:
-            locals_data = b""  # qmail then knows no local domains at all
+        # qmail's control_readfile: an absent locals means control/me as read at start; without one then,
+        # the reread fails and the old tables stay (never no local domain at all)
+        if locals_data is None and rewriter.me is None:
+            log(sendlog.alert("reread_locals"))
+            return rewriter
         try:
-            return rewriter.reloaded(locals_data, me, control.read_file("virtualdomains"))
+            return rewriter.reloaded(locals_data, rewriter.me, control.read_file("virtualdomains"))
         except OSError:
             log(sendlog.alert("reread_virtualdomains"))
             return rewriter

@@ -41,7 +41,7 @@ class Controls:
             raise OSError("no control/smtpgreeting and no control/me")
         self.greeting: bytes = greeting
         self.liphost = control.rldef("localiphost", None)
-        self.timeout = control.readint("timeoutsmtpd", 1200) or 1
+        self.timeout = control.readtimeout("timeoutsmtpd", 1200) or 1
         self.badmailfrom = set(line.lower() for line in control.readlist("badmailfrom"))
         self.databytes = control.readint("databytes", 0)
         hosts = control.read_file("rcpthosts")
