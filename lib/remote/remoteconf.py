@@ -12,7 +12,6 @@ if MYPY:  # typing only: never imported at run time
     from collections.abc import Iterable
 
 AUTH_FILE = "remoteauth"
-TIMEOUT_MAX = 2147483  # seconds: a socket timeout longer than this wraps around in poll(2)'s milliseconds
 
 
 class ControlError(Exception):
@@ -28,8 +27,8 @@ class Config:
 
     def __init__(self) -> None:
         try:
-            self.timeout = min(control.readint("timeoutremote", 1200), TIMEOUT_MAX)
-            self.timeoutconnect = min(control.readint("timeoutconnect", 60), TIMEOUT_MAX)
+            self.timeout = control.readtimeout("timeoutremote", 1200)  # poll(2)'s milliseconds must not wrap
+            self.timeoutconnect = control.readtimeout("timeoutconnect", 60)
             helohost = control.rldef("helohost", None)
             self.routes = parse_routes(control.readlist("smtproutes"))
             self.tls = parse_tls_destinations(control.readlist("tlsdestinations"))
