@@ -109,6 +109,17 @@ def test_a_directory_as_a_control_file_stops_the_start_with_one_alert(procs, tre
     assert log.read_bytes() == b"alert: cannot start: unable to read controls\n"
 
 
+@pytest.mark.parametrize("name", ["locals", "concurrencylocal"])
+def test_a_link_to_dev_zero_as_a_control_file_stops_the_start_with_one_alert(procs, tree, name):
+    """A control file is read up to 64 MiB (control.FILE_MAX): /dev/zero is unreadable, not all of memory."""
+    path = tree / "control" / name
+    path.unlink(missing_ok=True)
+    path.symlink_to("/dev/zero")
+    proc, log = start_send(procs, tree, lspawn=scripted(), rspawn=scripted())
+    assert proc.wait(60) == 111
+    assert log.read_bytes() == b"alert: cannot start: unable to read controls\n"
+
+
 def test_hup_with_an_unreadable_virtualdomains_keeps_the_old_tables(procs, tree):
     control = tree / "control"
     (control / "virtualdomains").write_text("virt.example:joe\n")

@@ -73,6 +73,7 @@ def path(*parts: str) -> str:
 
 READ_MAX = 2**63 - 1  # a number control file's values saturate here: any more would overflow a float or C time
 TIMEOUT_MAX = 2147482  # seconds: poll(2) waits at most 2^31 - 1 milliseconds (24.8 days), a C int
+FILE_MAX = 64 << 20  # bytes of one control file: beyond, it is unreadable (a link to /dev/zero must not eat memory)
 SETTLED_NS = 10**9  # a timestamp this close to now may hide a second change within the same clock tick
 # (key, control directory) -> (its stat key, {file: stat key} of those that existed, value): values of any type
 _memo: dict[tuple[str, str], tuple[StatKey, dict[str, StatKey], Any]] = {}
@@ -127,10 +128,15 @@ def read_file(name: str) -> bytes | None:
         return None
     try:
         chunks: list[bytes] = []
+        size = 0
         while True:
             chunk = posix.read(fd, 65536)  # a FIFO whose writer writes nothing yet: BlockingIOError, an OSError
             if not chunk:
                 return b"".join(chunks)
+            size += len(chunk)
+            if size > FILE_MAX:
+                import errno
+                raise OSError(errno.EFBIG, "control file over %d bytes" % FILE_MAX)
             chunks.append(chunk)
     finally:
         posix.close(fd)
