@@ -1,0 +1,139 @@
+"""An adversarial audit of injection: the installed qmail-inject and sendmail against a private queue, fed what a
+hostile local user, a web form behind `sendmail -F` or a tired administrator's control files give them.
+
+Each test here failed before its fix (the defect is named in its docstring)."""
+
+import resource
+import subprocess
+
+import pytest
+
+from conftest import program, queued
+from test_qmail_inject import only_message
+from test_qmail_inject_rewrite import inject_env
+
+FIELDS = {b"received", b"date", b"message-id", b"from", b"to", b"cc", b"subject"}
+
+
+def header_fields(message):
+    """Return the lower-cased names of a message's header fields (a line not starting with a blank starts one)."""
+    head = message.split(b"\n\n", 1)[0]
+    return [line.split(b":", 1)[0].lower() for line in head.split(b"\n") if line[:1] not in (b" ", b"\t")]
+
+
+def assert_no_forged_line(message):
+    """The header holds only the fields qmail-inject writes, and no CR or NUL that a reader could split at."""
+    head = message.split(b"\n\n", 1)[0]
+    assert set(header_fields(message)) <= FIELDS, head
+    assert b"\r" not in head and b"\0" not in head, head
+
+
+def inject(tree, message, *args, **env):
+    """Run the installed qmail-inject (queueing) as user joe unless env says otherwise; return it, finished."""
+    return subprocess.run([program("qmail-inject"), *args], input=message,
+                          env=inject_env(tree, **dict({"QMAILUSER": "joe"}, **env)), capture_output=True, timeout=30)
+
+
+def limit_memory(megabytes):
+    """preexec_fn: cap the address space, so that an unbounded allocation fails instead of swapping."""
+    def apply():
+        resource.setrlimit(resource.RLIMIT_AS, (megabytes << 20, megabytes << 20))
+    return apply
+
+
+# ---- the environment never writes a header line of its own ----
+
+@pytest.mark.parametrize("env", [
+    {"QMAILNAME": "Joe\nBcc: evil@x.example"},
+    {"MAILNAME": "Joe\rBcc: evil@x.example"},
+    {"NAME": "Joe\r\nX-Forged: yes"},
+    {"QMAILNAME": "Joe)\nX-Forged: yes", "QMAILINJECT": "c"},
+    {"QMAILUSER": "joe\nX-Forged: yes", "QMAILSUSER": "joe"},
+    {"QMAILHOST": "h.example\nX-Forged", "QMAILSHOST": "test.example"},
+    {"QMAILIDHOST": "id.example>\nX-Forged: yes"},
+    {"QMAILIDHOST": "id.example\r"},
+])
+def test_environment_with_line_breaks_forges_no_header_line(tree, env):
+    """Defect: a CR or LF in the personal name, the From user or host (when QMAILSUSER/QMAILSHOST make the
+    envelope) or QMAILIDHOST went into the From or Message-ID line raw (`"Joe\\<LF>Bcc: evil@x"`)."""
+    p = inject(tree, b"To: a@x.example\nSubject: s\n\nbody\n", **env)
+    assert (p.returncode, p.stderr) == (0, b"")
+    mess, sender, rcpts = only_message(tree)
+    assert_no_forged_line(mess)
+    assert rcpts == [b"a@x.example"]
+
+
+def test_sendmail_dash_capital_f_from_a_web_form_forges_no_header_line(tree):
+    """Defect: PHP-style `sendmail -F "$name"` with a name holding a newline added a Bcc line of the sender's
+    choosing to the queued message."""
+    p = subprocess.run([program("sendmail"), "-F", "Joe\nBcc: evil@x.example", "-i", "a@x.example"],
+                       input=b"Subject: s\n\nbody\n", env=inject_env(tree, USER="joe"), capture_output=True,
+                       timeout=30)
+    assert (p.returncode, p.stderr) == (0, b"")
+    mess, _, rcpts = only_message(tree)
+    assert_no_forged_line(mess)
+    assert b'From: "Joe_Bcc: evil@x.example" <joe@test.example>\n' in mess
+    assert rcpts == [b"a@x.example"]
+
+
+# ---- control files as a tired administrator writes them ----
+
+@pytest.mark.parametrize("files, sender, rcpt, idhost", [
+    ({"me": b"me.example\r\n"}, b"joe@me.example", b"a@b.example", b"me.example"),
+    ({"idhost": b"id.example\r\n"}, b"joe@test.example", b"a@b.example", b"id.example"),
+    ({"idhost": b"id.example \r\n"}, b"joe@test.example", b"a@b.example", b"id.example"),
+    ({"defaulthost": b"", "defaultdomain": b"\n"}, b"joe@test.example", b"a@b.test.example", b"test.example"),
+    ({"defaulthost": b" \r\n", "idhost": b"\r\n"}, b"joe@test.example", b"a@b.example", b"test.example"),
+    ({"defaulthost": b"host", "defaultdomain": b"dom.example"}, b"joe@host.dom.example", b"a@b.dom.example",
+     b"test.example"),
+])
+def test_control_files_with_crlf_or_nothing_in_them(tree, files, sender, rcpt, idhost):
+    """Defect: `me` or `idhost` saved with CRLF put a bare CR into every Message-ID; an empty `defaulthost`
+    (or `defaultdomain`) made every sender `joe@.example`. A CR at the end of a value is dropped, and an
+    empty value counts as no file (control/me, then the literal name)."""
+    for name in ("defaulthost", "defaultdomain", "plusdomain", "idhost"):
+        (tree / "control" / name).unlink(missing_ok=True)
+    (tree / "control" / "defaultdomain").write_bytes(b"example\n")
+    for name, data in files.items():
+        (tree / "control" / name).write_bytes(data)
+    p = inject(tree, b"To: a@b\n\nbody\n")
+    assert (p.returncode, p.stderr) == (0, b"")
+    mess, got_sender, rcpts = only_message(tree)
+    assert (got_sender, rcpts) == (sender, [rcpt])
+    assert_no_forged_line(mess)
+    assert b".qmail@" + idhost + b">\n" in mess
+
+
+# ---- every buffer bounded: the tokens of one field, the fields of one header ----
+
+def test_an_address_field_of_millions_of_tokens_is_refused_in_bounded_memory(tree):
+    """Defect: `To: a,a,a,...` of 14 MB (under the 16 MiB header bound) took 3.5 GB and two minutes; now a
+    field of more than a million tokens is refused at once (exit 100), nothing queued."""
+    message = b"To: " + b"a," * 3000000 + b"\nSubject: s\n\nbody\n"
+    p = subprocess.run([program("qmail-inject")], input=message, env=inject_env(tree, QMAILUSER="joe"),
+                       capture_output=True, timeout=60, preexec_fn=limit_memory(400))
+    assert (p.returncode, p.stderr) == (100, b"qmail-inject: fatal: header field has more than 1000000 "
+                                             b"address tokens: To\n")
+    assert queued(tree) == {}
+
+
+def test_a_list_of_100000_addresses_still_goes_through(tree):
+    """The token bound leaves room for a 100,000-address To (600,000 tokens): all reach the envelope."""
+    addresses = [b"user%d@x%d.example" % (i, i) for i in range(100000)]
+    message = b"To: " + b",\n ".join(addresses) + b"\nSubject: s\n\nbody\n"
+    p = subprocess.run([program("qmail-inject")], input=message, env=inject_env(tree, QMAILUSER="joe"),
+                       capture_output=True, timeout=120, preexec_fn=limit_memory(400))
+    assert (p.returncode, p.stderr) == (0, b"")
+    _, _, rcpts = only_message(tree)
+    assert rcpts == addresses[::-1]
+
+
+def test_millions_of_tiny_header_fields_are_held_in_about_their_own_size(tree):
+    """Defect: 2 million `a:` fields (6 MB) took 300 MB held as one object each; the header kept is one buffer."""
+    message = b"a:\n" * 2000000 + b"\nbody\n"
+    p = subprocess.run([program("qmail-inject"), "t@x.example"], input=message,
+                       env=inject_env(tree, QMAILUSER="joe"), capture_output=True, timeout=120,
+                       preexec_fn=limit_memory(200))
+    assert (p.returncode, p.stderr) == (0, b"")
+    mess, _, rcpts = only_message(tree)
+    assert header_fields(mess).count(b"a") == 2000000 and mess.endswith(b"a:\n\nbody\n")
