@@ -137,3 +137,28 @@ def test_millions_of_tiny_header_fields_are_held_in_about_their_own_size(tree):
     assert (p.returncode, p.stderr) == (0, b"")
     mess, _, rcpts = only_message(tree)
     assert header_fields(mess).count(b"a") == 2000000 and mess.endswith(b"a:\n\nbody\n")
+
+
+# ---- sendmail -f as other MTAs' programs pass it ----
+
+def sendmail(tree, message, *args):
+    """Run the installed sendmail as user joe; return it, finished."""
+    return subprocess.run([program("sendmail"), *args], input=message, env=inject_env(tree, USER="joe"),
+                          capture_output=True, timeout=30)
+
+
+@pytest.mark.parametrize("given, sender, from_", [
+    ("", b"", b"From: joe@test.example\n"),
+    ("<>", b"", b"From: joe@test.example\n"),
+    ("<bounces@x.example>", b"bounces@x.example", b"From: bounces@x.example\n"),
+    ("-oi@x.example", b"-oi@x.example", b"From: -oi@x.example\n"),
+])
+def test_sendmail_null_and_bracketed_senders(tree, given, sender, from_):
+    """Defect: `sendmail -f ''` (a vacation program's null sender) gave `From: ""@test.example`, and `-f '<>'`
+    (Sendmail's and Postfix's null sender) the envelope sender `<>@test.example`; `-f '<a@b>'` kept its
+    brackets in the envelope. A sender starting with `-` stays a sender, never an option."""
+    p = sendmail(tree, b"Subject: s\n\nbody\n", "-i", "-f", given, "a@x.example")
+    assert (p.returncode, p.stderr) == (0, b"")
+    mess, got, rcpts = only_message(tree)
+    assert (got, rcpts) == (sender, [b"a@x.example"])
+    assert from_ in mess
