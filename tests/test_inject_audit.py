@@ -162,3 +162,36 @@ def test_sendmail_null_and_bracketed_senders(tree, given, sender, from_):
     mess, got, rcpts = only_message(tree)
     assert (got, rcpts) == (sender, [b"a@x.example"])
     assert from_ in mess
+
+
+# ---- Bcc never reaches the queue, however it is written ----
+
+@pytest.mark.parametrize("bcc", [
+    b"BCC : s1@x.example\n", b"bcc:s1@x.example\n", b"Bcc:\n s1@x.example,\n\ts2@x.example\n",
+    b"Bcc: s1@x.example\r\n", b"Bcc\t: (s1@x.example) \"s2@x.example\"\n", b"Bcc: undisclosed: s1@x.example;\n",
+    b"Resent-Bcc: s1@x.example\nResent-To: t@x.example\n",
+])
+@pytest.mark.parametrize("where", ["first", "last", "at the end of input"])
+def test_bcc_in_any_spelling_or_place_is_removed(tree, bcc, where):
+    """No defect found: each spelling of a Bcc (folded, CRLF, blanks before the colon, a group, resent) is
+    removed wherever it stands; the test guards qmail-header(5)'s removal, which no other test checks folded."""
+    if where == "first":
+        message = bcc + b"To: t@x.example\n\nbody\n"
+    elif where == "last":
+        message = b"To: t@x.example\n" + bcc + b"\nbody\n"
+    else:
+        message = b"To: t@x.example\n" + bcc.rstrip(b"\r\n")
+    p = inject(tree, message)
+    assert (p.returncode, p.stderr) == (0, b"")
+    mess, _, rcpts = only_message(tree)
+    assert b"s1@" not in mess and b"s2@" not in mess and b"bcc" not in mess.lower(), mess
+    assert b"t@x.example" in rcpts or b"Resent" not in bcc  # the Bcc addresses themselves stay envelope recipients
+
+
+def test_an_unparsable_field_of_megabytes_is_shown_cut_short(tree):
+    """Defect: the `unable to parse this line` message repeated the whole field, up to 16 MiB of stderr; now the
+    first 1000 bytes, then `...`."""
+    p = inject(tree, b"To: " + b"(" * 2000000 + b"\n\nbody\n")
+    assert p.returncode == 100
+    assert p.stderr == b"qmail-inject: fatal: unable to parse this line:\nTo: " + b"(" * 996 + b"...\n"
+    assert queued(tree) == {}

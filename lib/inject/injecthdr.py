@@ -45,8 +45,13 @@ def die(code: int, text: bytes) -> Exit:
     return Exit(code)
 
 
+SHOWN_MAX = 1000  # bytes of an unparsable line repeated on fd 2: a header field may have megabytes
+
+
 def unparsable(line: bytes) -> Exit:
-    """Return the Exit for a line qmail-inject cannot parse (line shown as it is)."""
+    """Return the Exit for a line qmail-inject cannot parse (shown as it is, cut to SHOWN_MAX bytes)."""
+    if len(line) > SHOWN_MAX:
+        line = line[:SHOWN_MAX] + b"...\n"
     return die(100, b"unable to parse this line:\n" + line)
 
 
