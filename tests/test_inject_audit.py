@@ -195,3 +195,15 @@ def test_an_unparsable_field_of_megabytes_is_shown_cut_short(tree):
     assert p.returncode == 100
     assert p.stderr == b"qmail-inject: fatal: unable to parse this line:\nTo: " + b"(" * 996 + b"...\n"
     assert queued(tree) == {}
+
+
+def test_a_field_of_millions_of_continuation_lines_is_held_in_about_its_own_size(tree):
+    """Defect: a field folded over 5 million blank continuation lines (10 MB) was gathered as a list of lines:
+    700 MB; now one buffer."""
+    message = b"X-Folded: a\n" + b" \n" * 5000000 + b"\nbody\n"
+    p = subprocess.run([program("qmail-inject"), "t@x.example"], input=message,
+                       env=inject_env(tree, QMAILUSER="joe"), capture_output=True, timeout=120,
+                       preexec_fn=limit_memory(200))
+    assert (p.returncode, p.stderr) == (0, b"")
+    mess, _, rcpts = only_message(tree)
+    assert b"\nX-Folded: a\n" + b" \n" * 5000000 + b"\nbody\n" in mess and rcpts == [b"t@x.example"]
