@@ -26,6 +26,9 @@ def env(*names):
     return None
 
 
+MFT_MAX = 1 << 20  # bytes of $QMAILMFTFILE: a list of mailing lists, not /dev/zero
+
+
 def followup_lists():
     """Return the lower-cased mailing lists of $QMAILMFTFILE (read before going to QMAILHOME), or None."""
     name = env(b"QMAILMFTFILE")
@@ -33,11 +36,13 @@ def followup_lists():
         return None
     try:
         with open(name, "rb") as f:
-            data = f.read()
+            data = f.read(MFT_MAX + 1)
     except FileNotFoundError:
         return None
     except OSError:
         raise die(111, b"read error\n")
+    if len(data) > MFT_MAX:
+        raise die(111, b"QMAILMFTFILE is longer than %d bytes\n" % MFT_MAX)
     return {line.lower() for line in control.parse_list(data)}
 
 

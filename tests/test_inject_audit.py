@@ -207,3 +207,12 @@ def test_a_field_of_millions_of_continuation_lines_is_held_in_about_its_own_size
     assert (p.returncode, p.stderr) == (0, b"")
     mess, _, rcpts = only_message(tree)
     assert b"\nX-Folded: a\n" + b" \n" * 5000000 + b"\nbody\n" in mess and rcpts == [b"t@x.example"]
+
+
+def test_qmailmftfile_is_read_to_a_bound(tree):
+    """Defect: QMAILMFTFILE=/dev/zero was read whole: qmail-inject grew until memory ran out."""
+    p = subprocess.run([program("qmail-inject"), "t@x.example"], input=b"To: l@x.example\n\nbody\n",
+                       env=inject_env(tree, QMAILUSER="joe", QMAILMFTFILE="/dev/zero"), capture_output=True,
+                       timeout=60, preexec_fn=limit_memory(200))
+    assert (p.returncode, p.stderr) == (111, b"qmail-inject: fatal: QMAILMFTFILE is longer than 1048576 bytes\n")
+    assert queued(tree) == {}
