@@ -3,10 +3,15 @@ hostile local user, a web form behind `sendmail -F` or a tired administrator's c
 
 Each test here failed before its fix (the defect is named in its docstring)."""
 
+import os
 import resource
 import subprocess
 
 import pytest
+from hypothesis import given, strategies as st
+
+from pyqmail.lib.inject.injectinput import Input, header
+from pyqmail.lib.rfc822 import token822
 
 from conftest import program, queued
 from test_qmail_inject import only_message
@@ -216,3 +221,55 @@ def test_qmailmftfile_is_read_to_a_bound(tree):
                        timeout=60, preexec_fn=limit_memory(200))
     assert (p.returncode, p.stderr) == (111, b"qmail-inject: fatal: QMAILMFTFILE is longer than 1048576 bytes\n")
     assert queued(tree) == {}
+
+
+# ---- the parsers under the bounds, as properties ----
+
+@given(st.binary(max_size=60).map(lambda b: b.replace(b"\\", b"")) | st.lists(
+    st.sampled_from([b"a", b",", b" ", b"(c)", b'"q"', b"[l]", b"<", b">", b"@", b"(", b'"', b"\\"])
+).map(b"".join), st.integers(0, 12))
+def test_token_bound_changes_nothing_below_it(data, limit):
+    """parse(data, limit) is parse(data) when that has at most limit tokens, and refuses when it has more."""
+    whole = token822.parse(data)
+    try:
+        bounded = token822.parse(data, limit)
+    except token822.TooManyTokens:
+        assert whole is None or len(whole) > limit
+        return
+    assert bounded == whole
+    assert whole is None or len(whole) <= limit
+
+
+@given(st.lists(st.sampled_from([b"a: b\n", b" c\n", b"\tc\n", b"From x\n", b"\n", b"body\n", b"x"]),
+                max_size=30), st.integers(1, 7))
+def test_header_fields_are_gathered_whole_whatever_the_reads(lines, size):
+    """Each field reaches on_field with all its continuation lines, and the body starts where it did."""
+    from pyqmail.lib.inject import injectinput
+    data = b"".join(lines)
+    r, w = os.pipe()
+    os.write(w, data)  # at most 210 bytes: the pipe holds it
+    os.close(w)
+    fields = []
+    chunk, injectinput.CHUNK = injectinput.CHUNK, size  # reads cut the lines anywhere
+    try:
+        start = header(Input(r), fields.append)
+    finally:
+        injectinput.CHUNK = chunk
+        os.close(r)
+    expected, body = [], b""
+    text = data + (b"\n" if data and not data.endswith(b"\n") else b"")
+    for line in text.splitlines(keepends=True):
+        if expected and line[:1] in (b" ", b"\t"):
+            expected[-1] += line
+        elif line == b"\n":
+            body = line
+            break
+        elif line.startswith(b"From "):
+            expected.append(b"MBOX-Line: " + line)
+        elif line.find(b":") > 0 and b" " not in line[:line.find(b":")]:
+            expected.append(line)
+        else:
+            body = b"\n" + line
+            break
+    assert fields == expected
+    assert start == body

@@ -55,6 +55,8 @@ def parse(data: bytes, limit: int | None = None) -> list[Token] | None:
             text, i = _atom(data, i)
             quote = any(ch in _QUOTE_IF for ch in text)
             tokens.append((QUOTE if quote else ATOM, text))
+    if limit is not None and len(tokens) > limit:
+        raise TooManyTokens("more than %d tokens" % limit)
     return tokens
 
 
