@@ -273,22 +273,3 @@ def test_header_fields_are_gathered_whole_whatever_the_reads(lines, size):
             break
     assert fields == expected
     assert start == body
-
-
-def test_a_body_line_longer_than_the_header_bound_is_not_header(tree):
-    """Defect: a message without a header whose first line is over 16 MiB (a base64 blob without line breaks)
-    was refused as `message header longer than 16777216 bytes`, though that line is body; it is streamed."""
-    line = b"QUJD" * (5 << 20)  # 20 MiB, no colon: it cannot start a field
-    p = inject(tree, line + b"\nend\n", "t@x.example")
-    assert (p.returncode, p.stderr) == (0, b"")
-    mess, _, rcpts = only_message(tree)
-    assert mess.endswith(b"\n\n" + line + b"\nend\n") and rcpts == [b"t@x.example"]
-
-
-def test_a_header_field_longer_than_the_bound_is_still_refused(tree):
-    """The bound holds for what can be header: one field over 16 MiB, or a continuation line of one."""
-    for message in (b"X-Big: " + b"a" * (17 << 20) + b"\n\nbody\n",
-                    b"X-Big: a\n " + b"a" * (17 << 20) + b"\n\nbody\n"):
-        p = inject(tree, message, "t@x.example")
-        assert (p.returncode, p.stderr) == (100, b"qmail-inject: fatal: message header longer than 16777216 bytes\n")
-    assert queued(tree) == {}

@@ -46,8 +46,7 @@ class Input:
         return True
 
     def line(self) -> bytes | None:
-        """Return the next line with its newline (one is added to a last partial line), or None at the end;
-        past HEADER_MAX, the start of a line that cannot be a header line (the body's, then), without newline."""
+        """Return the next line with its newline (one is added to a last partial line), or None at the end."""
         while True:
             nl = self.buf.find(b"\n", self.pos)
             if nl >= 0:
@@ -55,11 +54,7 @@ class Input:
                 self.pos = nl + 1
                 break
             if self.header_bytes + len(self.buf) - self.pos > HEADER_MAX:
-                partial = self.buf[self.pos:]
-                if partial[:1] in (b" ", b"\t") or partial.startswith(b"From ") or is_field_start(partial):
-                    raise Exit(PERM_FAILURE, "fatal: message header longer than %d bytes" % HEADER_MAX)
-                self.pos = len(self.buf)  # a line that cannot be header starts the body: chunks() go on with it
-                return partial
+                raise Exit(PERM_FAILURE, "fatal: message header longer than %d bytes" % HEADER_MAX)
             if not self._read():
                 if self.pos >= len(self.buf):
                     return None
