@@ -273,3 +273,14 @@ def test_header_fields_are_gathered_whole_whatever_the_reads(lines, size):
             break
     assert fields == expected
     assert start == body
+
+
+def test_a_header_field_longer_than_the_bound_is_refused(tree):
+    """No defect: one field over 16 MiB, or a continuation line of one, is refused; no other test checks it.
+    (A headerless message whose first line is over 16 MiB is refused too: until its newline or a colon comes,
+    that line could still be a field such as a Bcc, so it cannot be streamed as body.)"""
+    for message in (b"X-Big: " + b"a" * (17 << 20) + b"\n\nbody\n",
+                    b"X-Big: a\n " + b"a" * (17 << 20) + b"\n\nbody\n"):
+        p = inject(tree, message, "t@x.example")
+        assert (p.returncode, p.stderr) == (100, b"qmail-inject: fatal: message header longer than 16777216 bytes\n")
+    assert queued(tree) == {}
