@@ -11,7 +11,7 @@ from pyqmail.lib.inject.injectinput import Input, header
 from pyqmail.lib.inject.injectrw import Rewriter
 from pyqmail.lib.util.program import main
 from pyqmail.lib.util.fdio import write_all
-from pyqmail.lib.rfc822.quote import quote2
+from pyqmail.lib.rfc822.quote import line_safe, quote2
 from pyqmail.lib.util.sgetopt import BadOption, getopt
 
 PROGRAM = "qmail-inject"
@@ -26,6 +26,9 @@ def env(*names):
     return None
 
 
+MFT_MAX = 1 << 20  # bytes of $QMAILMFTFILE: a list of mailing lists, not /dev/zero
+
+
 def followup_lists():
     """Return the lower-cased mailing lists of $QMAILMFTFILE (read before going to QMAILHOME), or None."""
     name = env(b"QMAILMFTFILE")
@@ -33,12 +36,29 @@ def followup_lists():
         return None
     try:
         with open(name, "rb") as f:
-            data = f.read()
+            data = f.read(MFT_MAX + 1)
     except FileNotFoundError:
         return None
     except OSError:
         raise die(111, b"read error\n")
+    if len(data) > MFT_MAX:
+        raise die(111, b"QMAILMFTFILE is longer than %d bytes\n" % MFT_MAX)
     return {line.lower() for line in control.parse_list(data)}
+
+
+def control_value(name):
+    """Return control/name's first line, else control/me's, else the name itself; a line that is empty once
+    its trailing CR and blanks are gone (a file saved with CRLF, or left empty) counts as no file."""
+    for filename in (name, "me"):
+        try:
+            value = control.readline(filename)
+        except OSError:
+            raise die(111, b"read error\n")
+        if value is not None:
+            value = value.rstrip(b"\r \t")
+            if value:
+                return value
+    return name.encode()
 
 
 def controls():
@@ -50,18 +70,14 @@ def controls():
     values = []
     for name, variable in (("defaultdomain", b"QMAILDEFAULTDOMAIN"), ("defaulthost", b"QMAILDEFAULTHOST"),
                            ("plusdomain", b"QMAILPLUSDOMAIN"), ("idhost", b"QMAILIDHOST")):
-        try:
-            value = control.rldef(name, name.encode())
-        except OSError:
-            raise die(111, b"read error\n")
         override = env(variable)
-        values.append(value if override is None else override)
+        values.append(control_value(name) if override is None else override)
     domain, host, plus, idhost = values
     rw = Rewriter(host, domain, plus)
     bad = rw.unparsable()
     if bad is not None:
         raise unparsable(bad)
-    return rw, idhost
+    return rw, line_safe(idhost)  # the Message-ID line is written raw: no CR or LF may end it early
 
 
 def one_address(rw, arg):
@@ -151,7 +167,9 @@ def body(argv):
     out = Output(queue)
     try:
         def make_from():
-            return default_from(rw, user, host, env(b"QMAILNAME", b"MAILNAME", b"NAME"), "c" in flags)
+            name = env(b"QMAILNAME", b"MAILNAME", b"NAME")
+            return default_from(rw, line_safe(user), None if host is None else line_safe(host),
+                                None if name is None else line_safe(name), "c" in flags)
         out.put(head.added(now, pid, idhost, make_from, followup))
         out.put(start)
         for chunk in source.chunks():

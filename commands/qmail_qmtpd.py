@@ -9,7 +9,7 @@ from pyqmail.lib.util.netlog import Log
 from pyqmail.lib.config.rcpthosts import RcptHostsError
 from pyqmail.lib.util.netstring import Reader
 from pyqmail.lib.util.program import call
-from pyqmail.lib.qmtp.qmtpio import ClientGone, Deadline, DeadlineReached, Input, Output
+from pyqmail.lib.qmtp.qmtpio import ClientGone, Deadline, DeadlineReached, Input, Output, WriteTimeout
 from pyqmail.lib.util.exits import TEMP_FAILURE
 
 BATCH = 1000  # overflow responses are written this many at a time
@@ -120,7 +120,7 @@ class Session:
         except qmtp.PackageError as e:
             spool.abort()
             return self.broken(e)
-        except (DeadlineReached, ClientGone, TimeoutError, RcptHostsError) as e:
+        except (DeadlineReached, ClientGone, WriteTimeout, RcptHostsError) as e:
             spool.abort()
             return self.ended(e)
 
@@ -137,7 +137,7 @@ class Session:
         try:
             self.output.add(qmtp.reply(text))
             self.output.flush()
-        except (ClientGone, TimeoutError, DeadlineReached):
+        except (ClientGone, WriteTimeout, DeadlineReached):
             return 100
         from pyqmail.lib.util.timedio import linger
         linger()  # the client may still be sending: do not let close() reset the reply away
@@ -150,7 +150,7 @@ class Session:
             return 0
         if isinstance(error, DeadlineReached):
             self.log("session deadline reached for %s" % self.who)
-        elif isinstance(error, TimeoutError):
+        elif isinstance(error, WriteTimeout):
             self.log("timeout from %s while sending responses" % self.who)
         else:
             self.log("cannot check rcpthosts for %s: %s" % (self.who, error))

@@ -77,8 +77,11 @@ def body(argv):
         raise Exit(PERM_FAILURE, "fatal: please use fastforward/newaliases instead")
     args = ["-H" if header else "-a"]
     if sender is not None:
+        if sender[:1] == "<" and sender[-1:] == ">":
+            sender = sender[1:-1]  # Sendmail's and Postfix's `-f '<>'`, `-f '<a@b>'`
         args += ["-f", sender]
-        set_sender_environment(os.fsencode(sender))
+        if sender:  # the null sender has no address for a From to match
+            set_sender_environment(os.fsencode(sender))
     run_program("qmail-inject", args + ["--"] + operands)
 
 

@@ -24,6 +24,7 @@ if MYPY:  # typing only: never imported at run time
     Rewrite = Callable[[list[Token]], list[Token]]  # one address's tokens -> its rewritten tokens
 
 LINELEN = 80
+TOKENS_MAX = 1000000  # tokens of one address field: 100,000 plain addresses take 600,000
 RESENT = frozenset((b"resent-sender", b"resent-from", b"resent-reply-to", b"resent-to", b"resent-cc",
                     b"resent-bcc", b"resent-date", b"resent-message-id"))
 SENDER_FIELDS = frozenset((b"sender", b"from", b"reply-to", b"return-receipt-to", b"errors-to",
@@ -44,8 +45,13 @@ def die(code: int, text: bytes) -> Exit:
     return Exit(code)
 
 
+SHOWN_MAX = 1000  # bytes of an unparsable line repeated on fd 2: a header field may have megabytes
+
+
 def unparsable(line: bytes) -> Exit:
-    """Return the Exit for a line qmail-inject cannot parse (line shown as it is)."""
+    """Return the Exit for a line qmail-inject cannot parse (shown as it is, cut to SHOWN_MAX bytes)."""
+    if len(line) > SHOWN_MAX:
+        line = line[:SHOWN_MAX] + b"...\n"
     return die(100, b"unable to parse this line:\n" + line)
 
 
@@ -72,7 +78,7 @@ class Header:
         self.sender = sender
         self.header_recipients = header_recipients
         self.seen: set[bytes] = set()
-        self.saved: list[bytes] = []
+        self.saved = bytearray()  # one buffer, not one object per field: millions of tiny fields stay small
         self.lists: dict[str, list[bytes]] = {"hr": [], "hrr": [], "tocc": []}
 
     def field(self, field: bytes) -> None:
@@ -91,7 +97,7 @@ class Header:
         elif name in SENDER_FIELDS:
             field = self._rewrite(field, self.rw.address)
         if name not in DROPPED:
-            self.saved.append(field)
+            self.saved += field
 
     def _rewrite(self, field: bytes, rewrite: Rewrite) -> bytes:
         """Return the field with every address rewritten; a field that does not parse is fatal."""
@@ -150,7 +156,7 @@ class Header:
             out.append(prefix + b"Cc: recipient list not shown: ;\n")
         if not prefix and followup and b"mail-followup-to" not in self.seen:
             out.append(self.followup(followup))
-        return b"".join(out + self.saved)
+        return b"".join(out) + self.saved
 
     def followup(self, lists: Container[bytes]) -> bytes:
         """Return Mail-Followup-To listing the To/Cc addresses if one of them is a known mailing list, else b""."""
@@ -161,8 +167,13 @@ class Header:
 
 
 def rewritten(field: bytes, rewrite: Rewrite) -> bytes | None:
-    """Return the field printed again with each address rewritten, or None if it does not parse."""
-    tokens = token822.parse(field)
+    """Return the field printed again with each address rewritten, or None if it does not parse; a field of
+    more than TOKENS_MAX tokens is fatal (exit 100)."""
+    try:
+        tokens = token822.parse(field, TOKENS_MAX)
+    except token822.TooManyTokens:
+        name = field.split(b":", 1)[0].rstrip(b" \t")
+        raise die(100, b"header field has more than %d address tokens: %s\n" % (TOKENS_MAX, name))
     out = None if tokens is None else token822list.addrlist(tokens, rewrite)
     return None if out is None else token822.unparse(out, LINELEN)
 

@@ -78,24 +78,24 @@ class Input:
 
 def header(source: Input, on_field: Callable[[bytes], object]) -> bytes:
     """Feed each header field to on_field; return the bytes that start the body (b"" if there is none)."""
-    field: list[bytes] | None = None
+    field: bytearray | None = None  # one buffer, not a list of lines: millions of continuation lines stay small
     while True:
         line = source.line()
         if line is None:
             if field is not None:
-                on_field(b"".join(field))
+                on_field(bytes(field))
             return b""
         if field is not None:
             if line[:1] in (b" ", b"\t"):
-                field.append(line)
+                field += line
                 continue
-            on_field(b"".join(field))
+            on_field(bytes(field))
             field = None
         if line == b"\n":
             return line
         if line.startswith(b"From "):
-            field = [b"MBOX-Line: ", line]
+            field = bytearray(b"MBOX-Line: " + line)
         elif is_field_start(line):
-            field = [line]
+            field = bytearray(line)
         else:
             return b"\n" + line

@@ -26,6 +26,10 @@ class ClientGone(Exception):
     """Writing to the client failed: it closed or reset the connection."""
 
 
+class WriteTimeout(Exception):
+    """The client read none of our responses for the timeout (not a TimeoutError: that is a silent client)."""
+
+
 class Deadline:
     """qmail's alarm(3600), raised only while we wait for the client, so a queue write is never cut short."""
 
@@ -61,6 +65,7 @@ class Output:
         self.deadline = deadline
         self.pending: list[bytes] = []
         self.size = 0
+        self.blocking = posix.get_blocking(fd)
         self.poller = select.poll()
         self.poller.register(fd, select.POLLOUT)
 
@@ -72,7 +77,7 @@ class Output:
             self.flush()
 
     def flush(self) -> None:
-        """Write every pending response (TimeoutError if the client stops reading, ClientGone if it left)."""
+        """Write every pending response (WriteTimeout if the client stops reading, ClientGone if it left)."""
         if not self.pending:
             return
         data = memoryview(b"".join(self.pending))
@@ -81,13 +86,20 @@ class Output:
             data = data[self.deadline.wait(self._write_some, data):]
 
     def _write_some(self, data: memoryview) -> int:
-        """Write what the client will take now; return how much."""
+        """Write what the client will take now, without blocking; return how much."""
         if not self.poller.poll(self.timeout_ms):
-            raise TimeoutError("write timeout")
+            raise WriteTimeout("write timeout")
+        if self.blocking:  # a blocking write of more than the free space would wait past every timeout
+            posix.set_blocking(self.fd, False)
         try:
             return posix.write(self.fd, data[:FLUSH_AT])
+        except BlockingIOError:
+            return 0
         except OSError as e:
             raise ClientGone(str(e))
+        finally:
+            if self.blocking:
+                posix.set_blocking(self.fd, True)
 
 
 class Input:

@@ -24,11 +24,19 @@ _ENCLOSE = {QUOTE: (b'"', b'"'), LITERAL: (b"[", b"]"), COMMENT: (b"(", b")"), A
 _CLOSERS = {ord('"'): (QUOTE, ord('"'), None), ord("["): (LITERAL, ord("]"), None), ord("("): (COMMENT, ord(")"), ord("("))}
 
 
-def parse(data: bytes) -> list[Token] | None:
-    """Return the tokens of data, or None if it has an unbalanced `)` or `]` or an unfinished (, " or [."""
+class TooManyTokens(ValueError):
+    """The text has more tokens than the caller's limit: a parse would hold hundreds of bytes per input byte."""
+
+
+def parse(data: bytes, limit: int | None = None) -> list[Token] | None:
+    """Return the tokens of data, or None if it has an unbalanced `)` or `]` or an unfinished (, " or [.
+
+    With limit, raise TooManyTokens as soon as there are more than limit tokens."""
     tokens: list[Token] = []
     i, n = 0, len(data)
     while i < n:
+        if limit is not None and len(tokens) > limit:
+            raise TooManyTokens("more than %d tokens" % limit)
         c = data[i]
         if c in _SPECIALS:
             tokens.append((_SPECIALS[c], b""))
@@ -47,6 +55,8 @@ def parse(data: bytes) -> list[Token] | None:
             text, i = _atom(data, i)
             quote = any(ch in _QUOTE_IF for ch in text)
             tokens.append((QUOTE if quote else ATOM, text))
+    if limit is not None and len(tokens) > limit:
+        raise TooManyTokens("more than %d tokens" % limit)
     return tokens
 
 
