@@ -48,16 +48,14 @@ def followup_lists():
 
 def control_value(name):
     """Return control/name's first line, else control/me's, else the name itself; a line that is empty once
-    its trailing CR and blanks are gone (a file saved with CRLF, or left empty) counts as no file."""
+    its trailing blanks are gone (control.BLANKS: a file saved with CRLF, or left empty) counts as no file."""
     for filename in (name, "me"):
         try:
             value = control.readline(filename)
         except OSError:
             raise die(111, b"read error\n")
-        if value is not None:
-            value = value.rstrip(b"\r \t")
-            if value:
-                return value
+        if value:
+            return value
     return name.encode()
 
 

@@ -14,7 +14,7 @@ TARGET = "qmqpclients.cdb"
 def numbered_lines(data):
     """Yield (line number, pattern) for the meaningful lines of a list control file."""
     for number, line in enumerate(data.split(b"\n"), 1):
-        line = line.rstrip(b" \t\r")
+        line = line.rstrip(control.BLANKS)
         if line and not line.startswith(b"#"):
             yield number, line
 

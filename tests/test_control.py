@@ -34,6 +34,8 @@ def test_qmailhome_default_and_override(monkeypatch):
     (b"mail.example.org\n", b"mail.example.org"),
     (b"mail.example.org", b"mail.example.org"),
     (b"mail.example.org \t \n", b"mail.example.org"),
+    (b"mail.example.org\r\nsecond\r\n", b"mail.example.org"),  # saved with CRLF: the CR is no part of it
+    (b"\r\n", b""),
     (b"first\nsecond\n", b"first"),
     (b"  leading kept\n", b"  leading kept"),
     (b"\n", b""), (b"", b""),
@@ -85,9 +87,11 @@ def test_readint_reads_leading_digits_like_scan_ulong(home, data, value):
     assert control.readint("timeoutconnect", 60) == value
 
 
-def test_readline_keeps_a_carriage_return_as_qmail_does(home):
+def test_readline_drops_a_carriage_return_unlike_qmail(home):
+    """qmail keeps it (`EHLO host.example\r`, a CRLF smtproutes naming no host, tlsdestinations no longer
+    matching): a file saved with CRLF reads as without."""
     put(home, "me", b"host.example\r\n")
-    assert control.readline("me") == b"host.example\r"
+    assert control.readline("me") == b"host.example"
 
 
 def test_readint_absent_keeps_default(home):
@@ -116,10 +120,11 @@ lines = st.lists(st.binary(max_size=20).filter(lambda b: b"\n" not in b and b"\0
 def test_parse_list_property(raw_lines):
     data = b"\n".join(raw_lines)
     got = control.parse_list(data)
-    stripped = [line.rstrip(b" \t") for line in raw_lines]
+    stripped = [line.rstrip(b" \t\r") for line in raw_lines]
     assert got == [line for line in stripped if line and not line.startswith(b"#")]
     for line in got:
-        assert line and line[:1] != b"#" and line[-1:] not in (b" ", b"\t")
+        assert line and line[:1] != b"#" and line[-1:] not in (b" ", b"\t", b"\r")
+    assert control.parse_list(b"\r\n".join(raw_lines)) == got  # the same file saved with CRLF
 
 
 def test_rldef(home):

@@ -127,6 +127,13 @@ def test_rcpthosts_suffixes_morercpthosts_and_addresses_without_at(tree):
     assert smtpd(tree, b"MAIL FROM:<a@b>\r\nRCPT TO:<x@other.example>\r\n")[1].endswith(OK + OK)
 
 
+def test_rcpthosts_saved_with_crlf_reads_as_without(tree):
+    """A CR ending a control line is no part of it (unlike qmail, where `test.example\r` matches no domain)."""
+    (tree / "control" / "rcpthosts").write_bytes(b"test.example\r\n.sub.example\r\n")
+    script = b"MAIL FROM:<a@b>\r\nRCPT TO:<x@test.example>\r\nRCPT TO:<x@a.sub.example>\r\n"
+    assert smtpd(tree, script)[1].endswith(OK + OK + OK)
+
+
 def test_relayclient_skips_rcpthosts_and_is_appended(tree):
     control(tree, rcpthosts="test.example")
     smtpd(tree, MSG.replace(b"c@test.example", b"c@far.example") % b"x", RELAYCLIENT="@relay")

@@ -142,9 +142,12 @@ def read_file(name: str) -> bytes | None:
         posix.close(fd)
 
 
+BLANKS = b" \t\r"  # stripped from a line's end: qmail's spaces and tabs, and a file saved with CRLF's CR
+
+
 def first_line(data: bytes) -> bytes:
-    """Return a control file's first line without its newline and trailing spaces and tabs."""
-    return data.split(b"\n", 1)[0].rstrip(b" \t")
+    """Return a control file's first line without its newline and trailing blanks (BLANKS)."""
+    return data.split(b"\n", 1)[0].rstrip(BLANKS)
 
 
 def scan_ulong(line: bytes, default: T) -> int | T:
@@ -154,7 +157,7 @@ def scan_ulong(line: bytes, default: T) -> int | T:
 
 
 def readline(name: str) -> bytes | None:
-    """Return the first line with trailing newline, spaces and tabs stripped, or None if absent."""
+    """Return the first line with trailing newline and blanks (BLANKS) stripped, or None if absent."""
     data = read_file(name)
     return None if data is None else first_line(data)
 
@@ -182,11 +185,11 @@ def readlist(name: str, default: Iterable[bytes] | None = None) -> list[bytes]:
 
 def parse_list(data: bytes) -> list[bytes]:
     """Return a list control file's entries as qmail's control_readfile and constmap see them: each line
-    with trailing spaces and tabs stripped; a line that is then empty, or starts with `#` or NUL, is
-    skipped; any other line is split at its NULs into entries (`a\\0b` gives `a`, `b`; `a\\0` gives `a`, ``)."""
+    with trailing blanks stripped (BLANKS: a CR too, unlike qmail); a line that is then empty, or starts
+    with `#` or NUL, is skipped; any other line is split at its NULs into entries (`a\\0b` gives `a`, `b`; `a\\0` gives `a`, ``)."""
     entries = []
     for line in data.split(b"\n"):
-        line = line.rstrip(b" \t")
+        line = line.rstrip(BLANKS)
         if line and line[0] != 0x23 and line[0] != 0:  # `#`, NUL: qmail tests the line's first byte only
             entries += line.split(b"\0")  # qmail keeps the lines NUL-terminated in one buffer
     return entries

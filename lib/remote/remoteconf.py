@@ -37,7 +37,7 @@ class Config:
             raise ControlError()
         if helohost is None:
             raise ControlError()
-        self.helohost: bytes = helohost.rstrip(b" \t\r")  # a CRLF file's CR would go out as a bare CR
+        self.helohost: bytes = helohost
 
     def tls_policy(self, host: bytes) -> bytes | None:
         """Return None (opportunistic), b"encrypt" or b"verify" for a recipient domain (smtproutes matching)."""
@@ -52,7 +52,7 @@ def parse_tls_destinations(lines: Iterable[bytes]) -> dict[bytes, bytes]:
     `:` counts (encryption required); of duplicate keys the first one wins; a trailing CR is no part of a line."""
     table: dict[bytes, bytes] = {}
     for line in lines:
-        key, _, value = line.rstrip(b" \t\r").partition(b":")
+        key, _, value = line.rstrip(control.BLANKS).partition(b":")
         table.setdefault(key.lower(), value)
     return table
 
@@ -97,7 +97,7 @@ def auth_for(relay: bytes) -> tuple[bytes, bytes] | None:
     finally:
         os.close(fd)
     for line in control.parse_list(data):
-        fields = parse_auth_line(line.rstrip(b" \t\r"))  # a CRLF file's CR is no part of the password
+        fields = parse_auth_line(line)
         if fields and fields[0] == relay.lower():
             return fields[1], fields[2]
     return None

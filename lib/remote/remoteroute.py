@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pyqmail.lib.config import control
+
 MYPY = False
 if MYPY:  # typing only: never imported at run time
     from collections.abc import Iterable, Mapping
@@ -26,7 +28,7 @@ def parse_routes(lines: Iterable[bytes]) -> dict[bytes, bytes]:
     trailing CR (a file saved with CRLF) is no part of it."""
     table: dict[bytes, bytes] = {}
     for line in lines:
-        key, colon, value = line.rstrip(b" \t\r").partition(b":")
+        key, colon, value = line.rstrip(control.BLANKS).partition(b":")
         if colon:
             table[key.lower()] = value
     return table
