@@ -10,8 +10,9 @@ BMF = b"553 sorry, your envelope sender is in my badmailfrom list (#5.7.1)\r\n"
 
 
 def qmail_readfile(data):
-    """Model of notqmail's control_readfile: getln at LF, striptrailingwhitespace (LF, space, tab),
-    stralloc_0, and the line (with its NUL) appended unless its first byte is NUL or `#`."""
+    """Model of notqmail's control_readfile: getln at LF, striptrailingwhitespace (LF, space, tab; ours also
+    strips CR, control.BLANKS: a file saved with CRLF), stralloc_0, and the line (with its NUL) appended unless
+    its first byte is NUL or `#`."""
     sa, pos = b"", 0
     while True:
         nl = data.find(b"\n", pos)
@@ -20,7 +21,7 @@ def qmail_readfile(data):
         pos = nl + 1 if match else len(data)
         if not match and not line:
             return sa
-        while line and line[-1:] in (b"\n", b" ", b"\t"):
+        while line and line[-1:] in (b"\n", b" ", b"\t", b"\r"):
             line = line[:-1]
         line += b"\0"
         if line[0] != 0 and line[:1] != b"#":
@@ -39,7 +40,7 @@ def constmap_keys(sa):
     return keys
 
 
-BYTES = [b"\0", b"\n", b" ", b"\t", b"#", b"a", b"B", b"."]
+BYTES = [b"\0", b"\n", b" ", b"\t", b"\r", b"#", b"a", b"B", b"."]
 CONTROL_BYTES = st.lists(st.sampled_from(BYTES), max_size=40).map(b"".join)
 
 
