@@ -19,7 +19,8 @@ from hypothesis import given, strategies as st
 
 from conftest import program
 from test_pop3 import MESSAGES, PASSWORD, checkpassword, login, pop, serve  # noqa: F401  (pop is a fixture)
-from test_pop3_tls import REMOTE, cert, children, client_context, rss_kb, serve as tls_serve, written  # noqa: F401
+from test_pop3_tls import (REMOTE, _cmd, cert, children, client_context, rss_kb,  # noqa: F401
+                           serve as tls_serve, written)
 from pyqmail.lib.local import maildirscan
 from pyqmail.lib.pop3 import checkpw, pop3d
 
@@ -280,7 +281,7 @@ def test_a_client_that_never_reads_stops_qmail_pop3d_not_grows_it(procs, pop):  
     found = []
 
     def pop3d_started():
-        found[:] = [k for p in children(server) for k in children(p) if b"qmail-pop3d" in _cmdline(k)]
+        found[:] = [k for p in children(server) for k in children(p) if b"qmail-pop3d" in _cmd(k)]
         return found
     wait_for(pop3d_started, "no qmail-pop3d")
     pid = found[0]
@@ -302,14 +303,6 @@ def test_a_client_that_never_reads_stops_qmail_pop3d_not_grows_it(procs, pop):  
     assert f.readline() == b"+OK \r\n"
     f.close()
     s.close()
-
-
-def _cmdline(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
 
 
 def test_odd_message_numbers_in_one_session(procs, pop):  # noqa: F811
