@@ -59,10 +59,10 @@ def test_readline_other_errors_are_not_absence(home):
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # each example rewrites the file
-@given(st.binary(max_size=40).filter(lambda b: b"\n" not in b), st.text(" \t", max_size=4), st.binary(max_size=20))
+@given(st.binary(max_size=40).filter(lambda b: b"\n" not in b), st.text(" \t\r", max_size=4), st.binary(max_size=20))
 def test_readline_property(home, first, blanks, rest):
     put(home, "x", first + blanks.encode() + b"\n" + rest)
-    assert control.readline("x") == first.rstrip(b" \t")
+    assert control.readline("x") == first.rstrip(control.BLANKS)
 
 
 @pytest.mark.parametrize("data,value", [
