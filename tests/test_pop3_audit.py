@@ -19,8 +19,8 @@ from hypothesis import given, strategies as st
 
 from conftest import program
 from test_pop3 import MESSAGES, PASSWORD, checkpassword, login, pop, serve  # noqa: F401  (pop is a fixture)
-from test_pop3_tls import (REMOTE, _cmd, cert, children, client_context, rss_kb,  # noqa: F401
-                           serve as tls_serve, written)
+from test_pop3_tls import (_cmd, cert, children, client_context, rss_kb,  # noqa: F401
+                           serve as tls_serve, tls_session, written)
 from pyqmail.lib.local import maildirscan
 from pyqmail.lib.pop3 import checkpw, pop3d
 
@@ -425,19 +425,6 @@ def test_maildir2mbox_skips_fifos_and_directories(tmp_path):
 
 
 # ---------------------------------------------------------------- a hostile client under STLS
-
-def tls_session(procs, cert, remote=REMOTE, server="tcpserver"):
-    """Connect, STLS, handshake; return (TLS socket, its file)."""
-    port = tls_serve(procs, cert, remote, server)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
-    f = raw.makefile("rb")
-    assert f.readline().startswith(b"+OK <")
-    raw.sendall(b"STLS\r\n")
-    assert f.readline() == b"+OK Begin TLS negotiation\r\n"
-    t = client_context().wrap_socket(raw)
-    t.settimeout(30)
-    return t, t.makefile("rb")
-
 
 @pytest.mark.parametrize("server", ["tcpserver", "qmail-tcpserver"])
 def test_stls_then_a_whole_session_in_one_record(procs, cert, server):

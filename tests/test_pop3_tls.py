@@ -148,6 +148,19 @@ def written(pid):
     return 0
 
 
+def tls_session(procs, cert, remote=REMOTE, server="tcpserver", timeout=30):
+    """Connect, STLS, handshake; return (TLS socket, its file)."""
+    port = serve(procs, cert, remote, server)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    f = raw.makefile("rb")
+    assert f.readline().startswith(b"+OK <")
+    raw.sendall(b"STLS\r\n")
+    assert f.readline() == b"+OK Begin TLS negotiation\r\n"
+    t = client_context().wrap_socket(raw)
+    t.settimeout(timeout)
+    return t, t.makefile("rb")
+
+
 def test_relay_is_bounded_when_the_client_stops_reading(procs, cert):
     big = b"Subject: big\n\n" + (b"x" * 75 + b"\n") * 200000  # 15 MB
     name = "2000.M9P1.host"
@@ -155,15 +168,7 @@ def test_relay_is_bounded_when_the_client_stops_reading(procs, cert):
     path.write_bytes(big)
     os.utime(path, (time.time() - 50, time.time() - 50))
     os.chown(path, cert.uid, os.stat(cert.maildir).st_gid)
-    port = serve(procs, cert)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
-    s = raw.makefile("rb")
-    assert s.readline().startswith(b"+OK <")
-    raw.sendall(b"STLS\r\n")
-    assert s.readline() == b"+OK Begin TLS negotiation\r\n"
-    t = client_context().wrap_socket(raw)
-    t.settimeout(60)
-    f = t.makefile("rb")
+    t, f = tls_session(procs, cert, timeout=60)
     t.sendall(b"USER alice\r\nPASS " + PASSWORD + b"\r\n")
     assert f.readline() == b"+OK \r\n" and f.readline() == b"+OK \r\n"
     t.sendall(b"RETR 4\r\n")  # then read nothing for a while

@@ -105,7 +105,7 @@ def test_empty_locals_file_does_not_fall_back_to_me():
 
 def test_hup_reload_keeps_envnoathost_and_percenthack():
     old = rw(percenthack=b"relay.example\n")
-    new = old.reloaded(b"new.example\n", b"me.example", b"v2.example:p2\n")
+    new = old.reloaded(b"new.example\n", b"v2.example:p2\n")
     assert new.rewrite(b"x") == ("remote", b"x@test.example")
     assert new.rewrite(b"x@new.example") == ("local", b"x@new.example")
     assert new.rewrite(b"x@virt.example") == ("remote", b"x@virt.example")

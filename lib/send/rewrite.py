@@ -60,9 +60,10 @@ class Rewriter:
         built.me = me
         return built
 
-    def reloaded(self, locals_data: bytes | None, me: bytes | None, virtualdomains_data: bytes | None) -> Rewriter:
-        """Return the Rewriter after HUP: new locals and virtualdomains, same envnoathost and percenthack."""
-        fresh = Rewriter(self.envnoathost, locals_lines(locals_data, me))
+    def reloaded(self, locals_data: bytes | None, virtualdomains_data: bytes | None) -> Rewriter:
+        """Return the Rewriter after HUP: new locals (absent: control/me as read at start) and virtualdomains,
+        same envnoathost and percenthack."""
+        fresh = Rewriter(self.envnoathost, locals_lines(locals_data, self.me))
         fresh.percenthack = self.percenthack
         fresh.me = self.me
         fresh.virtualdomains = virtualdomain_map(parse_list(virtualdomains_data or b""))

@@ -103,7 +103,7 @@ def reread(home: str, rewriter: Rewriter) -> Rewriter:
             log(sendlog.alert("reread_locals"))
             return rewriter
         try:
-            return rewriter.reloaded(locals_data, rewriter.me, control.read_file("virtualdomains"))
+            return rewriter.reloaded(locals_data, control.read_file("virtualdomains"))
         except OSError:
             log(sendlog.alert("reread_virtualdomains"))
             return rewriter
