@@ -9,6 +9,7 @@ from pyqmail.lib.util.errstr import error_str
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main, warn
+from pyqmail.lib.util.regularfile import NotRegularFile, open_regular
 
 FIRST_LINE_MAX = 65536  # bytes of a message's first line looked at for Return-Path; longer: `From XXX`
 OUT_BUFFER = 65536
@@ -18,7 +19,10 @@ SUBDIRS = (b"new", b"cur")
 def fatal(what, e):
     """End with `maildir2mbox: fatal: <what>: <error>` and exit 111."""
     import errno
-    why = "it is a symbolic link" if e.errno == errno.ELOOP else error_str(e.errno)
+    if isinstance(e, NotRegularFile):
+        why = str(e)
+    else:
+        why = "it is a symbolic link" if e.errno == errno.ELOOP else error_str(e.errno)
     raise Exit(TEMP_FAILURE, "fatal: %s: %s" % (what, why))
 
 
@@ -67,13 +71,10 @@ def append_message(out, dirs, path, mtime):
     try:
         # never a FIFO (it would hang us) nor through a symlink (run by root, a link to a file only root may
         # read would copy it into the user's mbox): the listing skipped both, this is for a swap since then
-        fd = os.open(base, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_NOFOLLOW, dir_fd=dirs[sub])
+        fd = open_regular(base, dir_fd=dirs[sub])
     except OSError as e:
         fatal("unable to read $MAILDIR/" + os.fsdecode(path), e)
     try:
-        import stat
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise Exit(TEMP_FAILURE, "fatal: $MAILDIR/%s is not a regular file" % os.fsdecode(path))
         line, rest = first_line(fd, path)
         out.put(maildirscan.from_line(line, mtime))
         quoter = FromQuoter()
@@ -176,13 +177,9 @@ def body(argv):
     # qmail's open_trunc follows a symlink or hard link planted as MAILTMP and truncates what it points to:
     # here MAILTMP must be a regular file of one link (or new), checked on the open file before truncating
     try:
-        new = os.open(mboxtmp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, 0o600)
+        new = open_regular(mboxtmp, os.O_WRONLY | os.O_CREAT, 0o600, one_link=True)
     except OSError as e:
         fatal("unable to create " + tmpname, e)
-    import stat
-    st = os.fstat(new)
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-        raise Exit(TEMP_FAILURE, "fatal: unable to create %s: not a regular file of one link" % tmpname)
     try:
         os.ftruncate(new, 0)
     except OSError as e:

@@ -10,7 +10,7 @@ import time
 from pyqmail.lib.config import control
 from pyqmail.lib.queue import qadmin, qcheck, qlist, qrepair, qshape
 from pyqmail.lib.queue.queue import split_name
-from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.errstr import oserror_str
 from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
@@ -34,7 +34,7 @@ def say(data):
 
 def fatal(what, e):
     """End with `qmail-qctl: fatal: <what>: <error>` on fd 2 and exit 111."""
-    raise Exit(TEMP_FAILURE, "fatal: %s: %s" % (what, error_str(e.errno) if e.errno else e))
+    raise Exit(TEMP_FAILURE, "fatal: %s: %s" % (what, oserror_str(e)))
 
 
 def enter():

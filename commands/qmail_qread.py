@@ -6,7 +6,7 @@ import sys
 
 from pyqmail.lib.config import control
 from pyqmail.lib.queue import qadmin, qlist, qreport
-from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.errstr import error_str, oserror_str
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
 from pyqmail.lib.queue.queue import SPLIT, split_name
@@ -19,7 +19,7 @@ def say(text):
 
 def trouble(n, error):
     """Report a message that cannot be read, and go on."""
-    say(b"warning: trouble with #%d: %s\n" % (n, (error_str(error.errno) if error.errno else str(error)).encode(
+    say(b"warning: trouble with #%d: %s\n" % (n, oserror_str(error).encode(
         "utf-8", "backslashreplace")))
 
 

@@ -2,7 +2,7 @@
 
 import os
 
-from pyqmail.lib.config.control import is_regular
+from pyqmail.lib.util.regularfile import is_regular
 from pyqmail.lib.remote import smtpclient
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main

@@ -4,7 +4,7 @@ import os
 
 from pyqmail.lib.config import control
 from pyqmail.lib.remote import tcpto
-from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.errstr import oserror_str
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
@@ -12,7 +12,7 @@ from pyqmail.lib.util.program import main
 
 def fatal(what, e):
     """End with `qmail-tcpok: fatal: <what>: <error>` on fd 2 and exit 111."""
-    raise Exit(TEMP_FAILURE, "fatal: %s: %s" % (what, error_str(e.errno)))
+    raise Exit(TEMP_FAILURE, "fatal: %s: %s" % (what, oserror_str(e)))
 
 
 def body(argv):

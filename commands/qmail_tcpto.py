@@ -5,7 +5,7 @@ import time
 
 from pyqmail.lib.config import control
 from pyqmail.lib.remote import tcpto
-from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.errstr import oserror_str
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
@@ -13,7 +13,7 @@ from pyqmail.lib.util.program import main
 
 def fatal(what, e):
     """End with qmail-tcpto's `fatal: ...: <error>` line on fd 1 and exit 111."""
-    os.write(1, b"fatal: %s: %s\n" % (what.encode(), error_str(e.errno).encode()))
+    os.write(1, b"fatal: %s: %s\n" % (what.encode(), oserror_str(e).encode()))
     raise Exit(TEMP_FAILURE)
 
 

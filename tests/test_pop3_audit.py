@@ -352,9 +352,9 @@ def test_maildir2mbox_never_writes_through_a_planted_mailtmp(tmp_path, how):
     else:
         os.link(target, tmp_path / "mbox.tmp")
     r = m2m(tmp_path)
-    why = b"it is a symbolic link" if how == "symlink" else b"not a regular file of one link"
-    assert (r.returncode, r.stderr) == (111, b"maildir2mbox: fatal: unable to create %s: %s\n"
-                                        % (bytes(tmp_path / "mbox.tmp"), why))
+    why = b"is a symbolic link" if how == "symlink" else b"has more than one link"
+    tmp = bytes(tmp_path / "mbox.tmp")
+    assert (r.returncode, r.stderr) == (111, b"maildir2mbox: fatal: unable to create %s: %s %s\n" % (tmp, tmp, why))
     assert target.read_bytes() == b"precious\n"
     assert (tmp_path / "mbox").read_bytes() == b""  # created for the lock, nothing more
     assert os.listdir(tmp_path / "Maildir" / "new") == ["1.a"]

@@ -92,7 +92,7 @@ def test_entries_that_are_not_files_are_never_followed_nor_waited_on(live, world
     assert q(tree, "remote", n % 23, n).stat().st_mtime > 1e9  # the message's own file was made due
     code, out, err = qctl(tree, "-p")
     assert code == 111 and b"secret" not in out
-    assert err == b"qmail-qctl: fatal: unable to read message %d: local/%d/%d is not a regular file\n" % (
+    assert err == b"qmail-qctl: fatal: unable to read message %d: local/%d/%d is a symbolic link\n" % (
         n, n % 23, n)
     # a FIFO instead: qmail-qctl -p and -m and qmail-qread waited for a writer forever
     channel.unlink()
@@ -220,3 +220,24 @@ def test_a_bad_name_always_fits_a_directory_entry_with_room_for_a_tail(raw):
     bad = os.fsencode(maildrop.bad_name(os.fsdecode(raw)))
     assert len(bad) + 17 <= 255 and bad.startswith(b"bad.")
     assert bad == b"bad." + raw or len(raw) > maildrop.NAME_MAX
+
+
+@needs_root
+def test_a_bounce_file_planted_as_a_hard_link_is_never_appended_to_nor_given_away(live, world_tmp):
+    # before: root's qmail-qctl -d -b opened bounce/N with O_NOFOLLOW only: a hard link planted there by the
+    # queue's users (qmail-send's, who may write bounce/) made root append to the target and chown it to them
+    tree = live.tree
+    n = deferred(live)
+    assert live.system.stop() == 0
+    victim = world_tmp / "victim"
+    victim.write_bytes(b"root:secret\n")
+    os.chmod(victim, 0o600)
+    os.link(victim, q(tree, "bounce", n))
+    code, out, err = qctl(tree, "-d", str(n), "-b")
+    assert code != 0 and b"bounce/%d has more than one link" % n in out + err, (code, out, err)
+    st = victim.stat()
+    assert victim.read_bytes() == b"root:secret\n" and (st.st_uid, st.st_gid) == (0, 0)
+    assert q(tree, "remote", n % 23, n).read_bytes() == b"Tr@far.example\0"  # still to do: nothing lost
+    os.unlink(q(tree, "bounce", n))  # the administrator removes the planted link: then it works
+    assert qctl(tree, "-d", str(n), "-b") == (0, b"#%d: 1 recipient deleted\n" % n, b"")
+    assert b"r@far.example" in q(tree, "bounce", n).read_bytes()

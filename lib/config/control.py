@@ -9,6 +9,8 @@ from __future__ import annotations
 import posix
 import sys
 
+from pyqmail.lib.util.regularfile import is_regular
+
 MYPY = False
 if MYPY:  # typing only: never imported at run time
     from collections.abc import Callable, Iterable
@@ -51,11 +53,6 @@ def exists(name: str) -> bool:
         return True
     except (OSError, ValueError):
         return False
-
-
-def is_regular(mode: int) -> bool:
-    """True for a regular file's st_mode (stat.S_ISREG, without importing stat)."""
-    return mode & 0o170000 == 0o100000
 
 
 def is_file(name: str) -> bool:

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import NamedTuple  # only qmail-setup uses this module
 
+from pyqmail.lib.util.regularfile import open_regular
+
 KINDS = ("runit", "daemontools", "systemd", "xinetd")
 SERVICES = ("qmail-send", "qmail-smtpd", "qmail-qmqpd", "qmail-qmtpd", "qmail-pop3d")
 LINKS = ("usr/sbin/sendmail", "usr/lib/sendmail", "usr/bin/mailq", "usr/bin/newaliases")  # under the prefix
@@ -130,12 +132,11 @@ def install(item: Item) -> str:
 def same_file(path: Path, data: bytes) -> bool:
     """True if path is a regular file (not a symlink) holding exactly data."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = open_regular(str(path))
     except OSError:
         return False
     try:
-        st = os.fstat(fd)
-        if not (st.st_mode & 0o170000 == 0o100000 and st.st_size == len(data)):
+        if os.fstat(fd).st_size != len(data):
             return False
         return os.read(fd, len(data) + 1) == data
     finally:

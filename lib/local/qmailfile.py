@@ -7,7 +7,7 @@ import errno
 import os
 
 from pyqmail.lib.config import dotqmail
-from pyqmail.lib.config.control import is_regular
+from pyqmail.lib.util.regularfile import is_regular
 from pyqmail.lib.util.errstr import error_str, is_temp
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 

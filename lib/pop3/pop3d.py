@@ -4,8 +4,9 @@ the TRANSACTION commands and their replies, RETR/TOP output, and deletion on QUI
 from __future__ import annotations
 
 import os
-import stat
 import time
+
+from pyqmail.lib.util.regularfile import is_regular, open_regular
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -52,7 +53,7 @@ def scan(now: float) -> list[tuple[bytes, int]]:
                 st = os.stat(path)
             except OSError:
                 continue
-            if stat.S_ISREG(st.st_mode) and int(st.st_mtime) < second:
+            if is_regular(st.st_mode) and int(st.st_mtime) < second:
                 found.append((int(st.st_mtime), len(found), path, st.st_size))
     found.sort()
     return [(path, size) for _, _, path, size in found]
@@ -205,23 +206,14 @@ def seen(path: bytes) -> bytes:
 
 def open_message(path: bytes) -> int:
     """Open a listed message for reading (new/X moved to cur/X:2, by another session's QUIT meanwhile is
-    looked for there): never blocks (a FIFO put there since the listing), and only a regular file; OSError
-    otherwise."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
+    looked for there): never blocks (a FIFO put there since the listing), and only a regular file
+    (regularfile.open_regular; the user's own symbolic links are followed); OSError otherwise."""
     try:
-        fd = os.open(path, flags)
+        return open_regular(path, follow=True)
     except FileNotFoundError:
         if not path.startswith(b"new/"):
             raise
-        fd = os.open(seen(path), flags)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError("not a regular file")
-        os.set_blocking(fd, True)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
+        return open_regular(seen(path), follow=True)
 
 
 def now() -> float:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import posix
 from _socket import AF_INET6, inet_pton
 
+from pyqmail.lib.util.regularfile import open_regular
+
 MYPY = False
 if MYPY:  # typing only: never imported at run time
     Server = tuple[str, int]
@@ -102,16 +104,9 @@ class Memory:
     def open(self, flags: int) -> int | None:
         """Return a descriptor for the file if it is a regular file (never following a symlink), else None."""
         try:
-            fd = posix.open(self.filename, flags | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC)
+            return open_regular(self.filename, flags | posix.O_NONBLOCK | posix.O_CLOEXEC)
         except OSError:
             return None
-        try:
-            if posix.fstat(fd).st_mode & 0o170000 == 0o100000:
-                return fd
-        except OSError:
-            pass
-        posix.close(fd)
-        return None
 
     def recent(self, now: int) -> dict[bytes, int]:
         """Read the file; return its hubs that failed recently."""

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 
-from pyqmail.lib.config.control import is_regular
 from pyqmail.lib.queue import envelope, queue
 from pyqmail.lib.util.exits import HOME, PERM_REFUSED, QUEUE_DIR, QUEUE_PID, READ_ERROR, WRITE_ERROR, Exit
 from pyqmail.lib.util.fdio import write_all
+from pyqmail.lib.util.regularfile import open_regular
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -158,16 +158,11 @@ def parse_trailer(tail: bytes) -> tuple[int, int, int] | None:
 
 def open_drop(name: str) -> tuple[int, os.stat_result] | None:
     """Open a finished drop file safely; return (fd, stat) or None for anything that is not one."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:  # a hard link to someone else's file would be recorded under its owner's uid
+        fd = open_regular(name, one_link=True)
+        return fd, os.fstat(fd)
     except OSError:
         return None
-    st = os.fstat(fd)
-    # a hard link to someone else's file would be recorded under its owner's uid
-    if not (is_regular(st.st_mode) and st.st_nlink == 1):
-        os.close(fd)
-        return None
-    return fd, st
 
 
 def has_holes(fd: int, size: int) -> bool:

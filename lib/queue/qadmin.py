@@ -14,6 +14,8 @@ import time
 
 from pyqmail.lib.queue.queue import SPLIT, split_name
 from pyqmail.lib.util import netstring
+from pyqmail.lib.util.fdio import write_all
+from pyqmail.lib.util.regularfile import open_regular
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -251,7 +253,7 @@ def delete(n: int, wanted: Iterable[bytes] | None, bounce: bool, queue: str = ".
     for c in CHANNELS:
         name = path(queue, split_name(c, n))
         try:
-            fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = open_regular(name, os.O_RDWR, one_link=True)
         except FileNotFoundError:
             continue
         try:
@@ -283,7 +285,7 @@ def reroute(n: int, route: Callable[[bytes], tuple[str, bytes]], queue: str = ".
     changed or removed cannot be recovered. Return the number of recipients moved; OSError on trouble."""
     name = path(queue, split_name("remote", n))
     try:
-        fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = open_regular(name, os.O_RDWR, one_link=True)
     except FileNotFoundError:
         return 0
     try:
@@ -307,15 +309,14 @@ def reroute(n: int, route: Callable[[bytes], tuple[str, bytes]], queue: str = ".
 
 
 def append(name: str, data: bytes) -> None:
-    """Append data to a file (created 0600, owned as its directory when root makes it) and fsync it."""
-    fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    """Append data to a file (created 0600, owned as its directory when root makes it) and fsync it; never
+    through a link planted there (root would append to, and give away, another file)."""
+    fd = open_regular(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600, one_link=True)
     try:
         if os.geteuid() == 0:  # qmail-qctl as root: bounce/N must stay readable by qmail-send's user
             st = os.stat(os.path.dirname(name) or ".")
             os.fchown(fd, st.st_uid, st.st_gid)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -355,7 +356,7 @@ def corrupt_dir(n: int | str, queue: str = ".", now: float | None = None) -> str
 def copy_file(source: str, target: str) -> bool:
     """Copy a file (never through a link) to a new file and fsync it; False if source is missing."""
     try:
-        src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        src = open_regular(source)
     except FileNotFoundError:
         return False
     try:
@@ -369,9 +370,7 @@ def copy_file(source: str, target: str) -> bool:
                 copied += len(chunk)
                 if copied > COPY_MAX:
                     raise OSError(27, "file too large")
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(dst, view):]
+                write_all(dst, chunk)
             os.fsync(dst)
         finally:
             os.close(dst)

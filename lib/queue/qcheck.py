@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from pyqmail.lib.config import tree
 from pyqmail.lib.queue.queue import OSSIFIED, SPLIT
+from pyqmail.lib.util.regularfile import NotRegularFile, open_regular
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -131,12 +132,12 @@ def scan(queue: str) -> Snapshot:
 
 
 def read_content(queue: str, n: Node, contents: dict[str, bytes]) -> None:
-    """Keep the bytes of an envelope file no larger than MAX_CONTENT (O_NOFOLLOW: never through a link)."""
+    """Keep the bytes of an envelope file no larger than MAX_CONTENT (never through a link, never a FIFO)."""
     if n.size > MAX_CONTENT:
         return
     try:
-        fd = os.open(os.path.join(queue, n.path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
+        fd = open_regular(os.path.join(queue, n.path))
+    except (FileNotFoundError, NotRegularFile):  # gone, or a link or FIFO planted since the walk: a defect there
         return
     try:
         data = b""

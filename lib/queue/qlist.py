@@ -5,14 +5,13 @@ Reading is in read_message; records, filters and lines are pure functions."""
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from typing import NamedTuple
 
 from pyqmail.lib.queue.qreport import printable
 from pyqmail.lib.queue.qshape import domain_of
 from pyqmail.lib.queue.queue import SPLIT, date822, split_name
+from pyqmail.lib.util.regularfile import open_regular
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -46,10 +45,6 @@ class TooLarge(OSError):
     """An envelope file larger than MAX_ENVELOPE."""
 
 
-class NotAFile(OSError):
-    """A queue name that holds a symbolic link, a FIFO or anything else but a regular file."""
-
-
 def records(data: bytes) -> list[bytes]:
     """Return the NUL-ended records of a queue file; a last record without its NUL is unfinished: ignored."""
     return data.split(b"\0")[:-1]
@@ -74,18 +69,9 @@ def channel_recipients(channel: str, data: bytes) -> list[Recipient]:
 
 
 def open_file(name: str) -> int:
-    """Open a queue file for reading, never through a symbolic link nor waiting on a FIFO; NotAFile if it is
-    not a regular file (the queue's users, qmail-smtpd's among them, could plant one where root reads)."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as e:
-        if e.errno == errno.ELOOP:  # a symbolic link
-            raise NotAFile("%s is not a regular file" % name)
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise NotAFile("%s is not a regular file" % name)
-    return fd
+    """Open a queue file for reading, never through a symbolic link nor waiting on a FIFO; NotRegularFile if it
+    is not a regular file (the queue's users, qmail-smtpd's among them, could plant one where root reads)."""
+    return open_regular(name)
 
 
 def read_bounded(name: str) -> tuple[bytes, float]:

@@ -15,9 +15,10 @@ import sys
 
 from pyqmail.lib.queue import envelope, queue
 from pyqmail.lib.util.fdio import write_all
-from pyqmail.lib.config.control import is_regular, join
+from pyqmail.lib.config.control import join
 from pyqmail.lib.util.exits import HOME, QUEUE_DIR, QUEUED, READ_ERROR, WRITE_ERROR, Exit, qq_text
 from pyqmail.lib.util.procid import getpid
+from pyqmail.lib.util.regularfile import is_regular
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time

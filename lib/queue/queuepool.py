@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import posix  # not os: start-up cost (lib/config/control)
 
-from pyqmail.lib.config.control import is_regular
+from pyqmail.lib.util.regularfile import is_regular
 
 SLOTS = 64
 TRIES = 8  # slots looked at (slot 0, then random ones) before a taker creates or the giver unlinks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pyqmail.lib.config.control import is_regular
+from pyqmail.lib.util.regularfile import is_regular
 from pyqmail.lib.remote.remotesession import Finish
 
 MYPY = False

@@ -18,22 +18,11 @@ def path() -> str:
 
 
 def open_table(filename: str, flags: int) -> int:
-    """Open the table with flags, never through a symbolic link (ELOOP), nor a file with other links (EMLINK) or not
-    regular (EINVAL): whoever can write queue/lock must not make qmail-remote, qmail-rspawn or root's qmail-tcpok
-    write elsewhere."""
-    import errno
-    import stat
-    fd = os.open(filename, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        if st.st_nlink != 1:
-            raise OSError(errno.EMLINK, "more than one link")
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
+    """Open the table with flags, never through a symbolic link, nor a file with other links or not regular
+    (regularfile.NotRegularFile): whoever can write queue/lock must not make qmail-remote, qmail-rspawn or root's
+    qmail-tcpok write elsewhere."""
+    from pyqmail.lib.util.regularfile import open_regular
+    return open_regular(filename, flags, one_link=True)
 
 
 def ip_bytes(ip: str) -> bytes | None:

@@ -12,6 +12,7 @@ from pyqmail.lib.spawn import spawnproto
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.spawn.spawnproto import Batch, Request, encode_report
+from pyqmail.lib.util.regularfile import is_regular
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -234,7 +235,7 @@ class Spawner:
             st = os.fstat(fd)
         except OSError:
             return b"Zqmail-spawn unable to fstat message. (#4.3.0)\n"
-        if not control.is_regular(st.st_mode):
+        if not is_regular(st.st_mode):
             return b"ZSorry, message has wrong type. (#4.3.5)\n"
         if st.st_uid != self.owner_uid:
             return b"ZSorry, message has wrong owner. (#4.3.5)\n"

@@ -37,6 +37,15 @@ def error_str(code: int | None) -> str:
     return "unknown error" if code is None else os.strerror(code).lower()
 
 
+def oserror_str(e: OSError) -> str:
+    """qmail's wording for an OSError's errno; an OSError of our own that carries a sentence
+    (regularfile.NotRegularFile) or has no errno says its own text instead."""
+    sentence = getattr(e, "sentence", None)
+    if isinstance(sentence, str):
+        return sentence
+    return error_str(e.errno) if e.errno else str(e)
+
+
 def is_temp(code: int | None) -> bool:
     """Return True for the errno values qmail treats as temporary (error_temp.c, the one set every program uses)."""
     return code in _TEMP
