@@ -108,3 +108,23 @@ def test_any_message_and_envelope_round_trip(tree, message, sender, rcpts):
     [(mess, todo)] = queued(tree).values()
     assert mess[RECEIVED.match(mess).end():] == message
     assert todo.split(b"\0", 2)[2] == envelope[:-1]
+
+
+def test_a_directory_on_fd_0_queues_nothing_and_callers_take_it_as_temporary(tree):
+    # CPython refuses a directory as stdin before our code runs (qmail-queue(8) EXIT CODES): exit 1, which
+    # qmail's table does not name, so every caller must report it as a temporary failure, never as accepted
+    import subprocess
+    from conftest import program, qenv
+    from pyqmail.lib.util.exits import qq_text
+    r, w = os.pipe()
+    os.write(w, b"Fme@test.example\0Tyou@test.example\0\0")
+    os.close(w)
+    directory = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        p = subprocess.run([program("qmail-queue")], stdin=directory, stdout=r, env=qenv(tree), stderr=subprocess.PIPE)
+    finally:
+        os.close(directory)
+        os.close(r)
+    assert p.returncode == 1 and b"is a directory" in p.stderr
+    assert not queued(tree) and leftovers(tree) == []
+    assert qq_text(p.returncode).startswith("Z")
