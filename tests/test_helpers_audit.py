@@ -1,0 +1,255 @@
+"""An adversarial audit of the small programs used from .qmail files and scripts (forward, condredirect,
+bouncesaying, except, preline, qreceipt, qbiff, maildirmake, splogger): each test reproduces a defect found by
+running the installed program against hostile input, or pins a protection no other test covers."""
+
+import os
+import pty
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+
+import pytest
+from hypothesis import given, strategies as st
+
+from conftest import need, program, qenv, queued
+from pyqmail.lib.local import biff
+from pyqmail.lib.rfc822 import headerbody
+from test_dotqmail_helpers import LINES, MSG, helper
+from test_qmail_local import dotqmail, home, local  # noqa: F401 (home is a fixture)
+from test_splogger import splogger
+
+ROOT = os.geteuid() == 0
+
+
+# ---------------------------------------------------------------- an empty program name
+
+@pytest.mark.parametrize("name,args,code", [
+    ("bouncesaying", ("go away", ""), 0),  # exec fails permanently (100): "any other exit", so 0
+    ("except", ("",), 0),
+    ("condredirect", ("new@example.net", ""), 0),
+])
+def test_an_empty_program_name_fails_to_run_as_execvp_fails_it(tree, name, args, code):
+    """execvp("") fails with ENOENT (qmail: exit 100 from the child); Python's os.execvp raised ValueError
+    instead, and the child exited 111, so the helper deferred the message for ever."""
+    r = helper(name, *args, tree=tree, SENDER="s@example.org", DTLINE="Delivered-To: joe@test.example\n")
+    assert (r.returncode, r.stderr) == (code, b"")
+    assert queued(tree) == {}
+
+
+def test_preline_with_an_empty_program_name_says_it_cannot_run_it():
+    r = helper("preline", "", **LINES)
+    assert (r.returncode, r.stderr) == (100, b"preline: fatal: unable to run : file does not exist\n")
+
+
+def test_an_empty_program_name_through_qmail_local_lets_the_dot_qmail_go_on(home, tmp_path, tree):  # noqa: F811
+    dotqmail(home, ".qmail", '|bouncesaying "go away" ""\n|echo second\n')
+    r = local(home, tmp_path, tree=tree)
+    assert (r.returncode, r.stdout) == (0, b"second\ndid 0+0+2\n"), r.stderr
+
+
+# ---------------------------------------------------------------- header scanning stays linear
+
+def folded_header(lines):
+    """A message whose first header field goes on for `lines` continuation lines of 3 bytes."""
+    return (b"Notice-Requested-Upon-Delivery-To: joe@test.example\n" + b" x\n" * lines
+            + b"Subject: hi\n\nbody\n")
+
+
+FOLDED = 400000  # 1.2 MB of header: 80 s of CPU each for qbiff and qreceipt before the fix, about 1 s after
+
+
+def timed(name, *args, msg, tree=None, **env):
+    """Run a helper on msg (a seekable fd 0); fail when it takes more than 30 s."""
+    base = qenv(tree) if tree else dict(os.environ)
+    base.update(env)
+    with tempfile.TemporaryFile() as f:
+        f.write(msg)
+        f.seek(0)
+        try:
+            return subprocess.run([program(name), *args], stdin=f, capture_output=True, env=base, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("%s took more than 30 s on a %d-byte header" % (name, len(msg)))
+
+
+def test_qbiff_reads_a_long_folded_header_in_linear_time():
+    """A header field folded over many short lines was joined by repeated bytes concatenation (quadratic up to
+    the 1 MiB field bound): a hostile sender made every qbiff delivery burn a minute and a half of CPU."""
+    r = timed("qbiff", msg=folded_header(FOLDED), USER="nobody-here", SENDER="s@x", LOCAL="joe")
+    assert r.returncode == 0
+
+
+def test_qreceipt_reads_a_long_folded_header_in_linear_time(tree):
+    r = timed("qreceipt", "joe@test.example", tree=tree, msg=folded_header(FOLDED), SENDER="s@example.org")
+    assert (r.returncode, r.stderr) == (0, b"")
+    [(mess, todo)] = queued(tree).values()  # the long field still names the address: the notice goes
+    assert todo.endswith(b"\0F\0Ts@example.org\0")
+
+
+def model_fields(data, limit):
+    """The reference: (kind, bytes) of headerbody.split(headerbody.lines(...)) for data, computed naively."""
+    lines = []
+    for piece in data.split(b"\n"):
+        lines.append(piece + b"\n")
+    lines[-1] = lines[-1][:-1]
+    if not lines[-1]:
+        lines.pop()
+    cut = []
+    for ln in lines:
+        cut.append(ln[:limit] if len(ln) > limit else ln)
+    out = []
+    field = None
+    in_header = True
+    for ln in cut:
+        if in_header:
+            if field is not None and ln[:1] in (b" ", b"\t"):
+                if len(field) < headerbody.FIELD_MAX:
+                    field += ln
+                continue
+            if field is not None:
+                out.append(("field", field))
+                field = None
+            if headerbody.is_field_start(ln):
+                field = ln
+                continue
+            in_header = False
+            if ln in (b"\n", b"\r\n"):
+                continue
+        out.append(("body", ln))
+    if field is not None:
+        out.append(("field", field))
+    return out
+
+
+@given(st.lists(st.sampled_from([b"A: 1\n", b" 2\n", b"\t3\n", b"\n", b"\r\n", b"x\n", b"B:", b"C", b" ",
+                                 b"long: " + b"y" * 90 + b"\n", b"y" * 70]), max_size=30),
+       st.sampled_from([8, 64, 65536]))
+def test_header_reader_matches_the_naive_model(pieces, limit):
+    """lines() and split() give what the naive model gives, however the input arrives (a read per piece)."""
+    data = b"".join(pieces)
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        for piece in pieces:
+            writer.send(piece)
+        writer.close()
+        got = list(headerbody.split(headerbody.lines(reader.fileno(), limit)))
+    finally:
+        reader.close()
+    assert got == model_fields(data, limit)
+
+
+# ---------------------------------------------------------------- qreceipt's notice header
+
+def test_qreceipt_notice_header_keeps_a_hostile_sender_on_one_line(tree):
+    """A CR or LF in SENDER (possible through QMQP) was written into the notice's From and To fields (quote2
+    puts a backslash before it, the line still breaks): the sender could add header fields of its choice."""
+    sender = "a\nBcc: evil@example.net\nSubject: pwned\r\n\r\nfake body@example.org"
+    msg = b"Notice-Requested-Upon-Delivery-To: joe@test.example\n\nbody\n"
+    r = helper("qreceipt", "joe@test.example", tree=tree, msg=msg, SENDER=sender)
+    assert (r.returncode, r.stderr) == (0, b"")
+    [(mess, todo)] = queued(tree).values()
+    header = mess.split(b"\n\n", 1)[0].split(b"\n")[1:]  # after qmail-queue's Received line
+    assert [h.split(b":", 1)[0] for h in header] == [b"From", b"To", b"Subject"]
+    assert b"\r" not in mess.split(b"\n\n", 1)[0]
+    assert todo.endswith(b"\0F\0T" + sender.encode() + b"\0")  # the envelope keeps the address as it is
+
+
+# ---------------------------------------------------------------- maildirmake and a swapped directory
+
+def test_maildirmake_makes_the_subdirectories_in_the_directory_it_made(tmp_path):
+    """maildirmake made dir/tmp, dir/new, dir/cur by path: whoever can write dir's parent could replace dir by
+    a symlink between the first mkdir and the others, and the subdirectories were made wherever it pointed
+    (qmail chdirs into dir). strace holds maildirmake after each mkdir so that the swap happens in between."""
+    need("strace")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    target = tmp_path / "Maildir"
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    p = subprocess.Popen(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=mkdir,mkdirat",
+                          "-e", "inject=mkdir,mkdirat:delay_exit=1500000", program("maildirmake"), str(target)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not target.exists():
+            assert time.monotonic() < deadline and p.poll() is None, p.stderr.read() if p.poll() else ""
+            time.sleep(0.01)
+        target.rename(tmp_path / "moved")
+        target.symlink_to(victim)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert sorted(os.listdir(victim)) == []
+    assert p.returncode == 111 and err.startswith(b"maildirmake: fatal: unable to chdir to " + bytes(target)), err
+
+
+def test_maildirmake_still_makes_a_maildir_under_a_relative_or_slashed_name(tmp_path):
+    for name in ("rel", "slashed/", "deep/er"):
+        if name == "deep/er":
+            (tmp_path / "deep").mkdir()
+        r = subprocess.run([program("maildirmake"), name], cwd=tmp_path, capture_output=True, timeout=30)
+        assert (r.returncode, r.stderr) == (0, b""), name
+        made = tmp_path / name.rstrip("/")
+        assert sorted(os.listdir(made)) == ["cur", "new", "tmp"]
+        assert all(stat.S_IMODE(os.stat(made / d).st_mode) == 0o700 for d in ("", "cur", "new", "tmp"))
+
+
+# ---------------------------------------------------------------- splogger's facility argument
+
+def test_splogger_takes_an_overlong_facility_number_as_qmail_does(tmp_path):
+    """qmail's scan_ulong wraps a facility number too long for an unsigned long; ours raised OverflowError,
+    so splogger exited 111 and logged nothing (qmail-send's log pipe then broken)."""
+    code, err, recs = splogger(tmp_path, b"still logged\n", "qmail", "99999999999999999999999")
+    assert (code, err) == (0, b"")
+    assert [t.split(b" ", 1)[1] for *_, t in recs] == [b"still logged"]
+
+
+# ---------------------------------------------------------------- qbiff and a hostile utmp
+
+UTMP_SCRIPT = 'set -e; mount -t tmpfs tmpfs /run; cp "$1" /run/utmp; shift; exec "$@"'
+
+
+def utmp_record(user, line):
+    """One Linux glibc utmp record: USER_PROCESS, the tty line and the user name."""
+    rec = bytearray(biff.RECORD)
+    rec[0:2] = biff.USER_PROCESS.to_bytes(2, "little")
+    rec[biff.LINE_AT:biff.LINE_AT + len(line)] = line
+    rec[biff.USER_AT:biff.USER_AT + len(user)] = user
+    return bytes(rec)
+
+
+def test_qbiff_writes_only_to_terminals(tmp_path):
+    """qbiff accepts tty names with an inner `/` (pts/N), so a utmp entry can name any file below /dev: `fd/1`
+    is qbiff's own stdout, `shm/x` a user's file. Only a character device is a terminal."""
+    need("unshare", "mount")
+    if not ROOT:
+        pytest.skip("a private mount namespace needs root")
+    master, slave = pty.openpty()
+    tty = os.ttyname(slave)
+    os.chmod(tty, 0o720)  # biff y
+    out = tmp_path / "stdout"
+    out.write_bytes(b"")
+    os.chmod(out, 0o700)  # owned by us, owner-executable: what qbiff takes for "biff y"
+    utmp = tmp_path / "utmp"
+    utmp.write_bytes(utmp_record(b"root", b"fd/1") + utmp_record(b"root", tty[5:].encode()))
+    try:
+        with open(out, "wb") as stdout:
+            r = subprocess.run(["unshare", "-m", "sh", "-c", UTMP_SCRIPT, "sh", str(utmp), program("qbiff")],
+                               input=MSG, stdout=stdout, stderr=subprocess.PIPE,
+                               env=dict(os.environ, USER="root", SENDER="s@example.org", LOCAL="joe"), timeout=60)
+        if r.returncode != 0 and b"unshare" in r.stderr:
+            pytest.skip("no mount namespace here: " + r.stderr.decode(errors="replace"))
+        assert (r.returncode, r.stderr) == (0, b"")
+        import select
+        said = b""
+        deadline = time.monotonic() + 10
+        while b"hello" not in said and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                said += os.read(master, 1000)
+        assert b"*** TO <joe> FROM <s@example.org>" in said  # the terminal got it: the fake utmp was read
+        assert out.read_bytes() == b""
+    finally:
+        os.close(slave)
+        os.close(master)
