@@ -6,6 +6,7 @@ import os
 import pty
 import socket
 import stat
+import sys
 import subprocess
 import tempfile
 import time
@@ -253,3 +254,105 @@ def test_qbiff_writes_only_to_terminals(tmp_path):
     finally:
         os.close(slave)
         os.close(master)
+
+
+# ---------------------------------------------------------------- exit codes no other test pins
+
+DT = "Delivered-To: joe@test.example\n"
+
+
+@pytest.mark.parametrize("code", [99, 100, 64, 2])
+def test_condredirect_forwards_only_on_0_and_passes_on_no_other_code(tree, code):
+    r = helper("condredirect", "new@example.net", "sh", "-c", "exit %d" % code, tree=tree, SENDER="s@x",
+               DTLINE=DT)
+    assert (r.returncode, r.stderr) == (0, b"") and queued(tree) == {}
+
+
+def test_condredirect_program_that_crashes_defers_and_forwards_nothing(tree):
+    r = helper("condredirect", "new@example.net", "sh", "-c", "kill -9 $$", tree=tree, SENDER="s@x", DTLINE=DT)
+    assert (r.returncode, r.stderr) == (111, b"condredirect: fatal: child crashed\n") and queued(tree) == {}
+
+
+@pytest.mark.parametrize("qq_exit,code,text", [
+    (31, 100, b"mail server permanently rejected message (#5.3.0)"),
+    (53, 111, b"qq write error or disk full (#4.3.0)"),
+])
+def test_condredirect_reports_qmail_queues_verdict(tree, tmp_path, qq_exit, code, text):
+    qq = tmp_path / "qq"
+    qq.write_text("#!/bin/sh\ncat >/dev/null; exit %d\n" % qq_exit)
+    qq.chmod(0o755)
+    r = helper("condredirect", "new@example.net", "true", tree=tree, SENDER="s@x", DTLINE=DT, QMAILQUEUE=str(qq))
+    assert (r.returncode, r.stderr) == (code, b"condredirect: fatal: " + text + b"\n")
+
+
+def test_condredirect_program_output_of_a_megabyte_passes_through(tree):
+    """The program's stdout and stderr are its own (inherited): condredirect holds none of it."""
+    r = helper("condredirect", "new@example.net", "sh", "-c",
+               "head -c 1000000 /dev/zero; head -c 1000000 /dev/zero >&2; exit 0", tree=tree, SENDER="s@x",
+               DTLINE=DT)
+    assert r.returncode == 99 and r.stdout == b"\0" * 1000000
+    assert r.stderr.startswith(b"\0" * 1000000) and r.stderr[1000000:].startswith(b"condredirect: qp ")
+    [(mess, todo)] = queued(tree).values()
+    assert mess.endswith(DT.encode() + MSG)
+
+
+def test_forward_and_condredirect_never_take_an_address_as_an_option(tree):
+    """A recipient or sender beginning with `-` is an envelope address, never an argument of qmail-queue."""
+    r = helper("forward", "-f", "--help", tree=tree, NEWSENDER="-oi", DTLINE=DT)
+    assert r.returncode == 0, r.stderr
+    r = helper("condredirect", "-t", "true", tree=tree, SENDER="-bs", DTLINE=DT)
+    assert r.returncode == 99, r.stderr
+    todos = sorted(todo.split(b"\0F", 1)[1] for _, todo in queued(tree).values())
+    assert todos == [b"-bs\0T-t\0", b"-oi\0T-f\0T--help\0"]
+
+
+# ---------------------------------------------------------------- preline and big input
+
+def test_preline_streams_a_100_mb_message_with_a_20_mb_line_in_bounded_memory(tmp_path):
+    """preline copies fd 0 without reading it as lines: 100 MB through a pipe, one line of 20 MB, and its own
+    memory stays small (measured by a fresh parent, so that only preline and its command count)."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import os, resource, subprocess, sys\n"
+        "p = subprocess.Popen([sys.argv[1], 'wc', '-c'], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
+        "chunk = b'x' * (1 << 20)\n"
+        "p.stdin.write(b'Subject: big\\n\\n')\n"
+        "for i in range(100):\n"
+        "    p.stdin.write(chunk if i % 20 else chunk[:-1] + b'\\n')\n"
+        "p.stdin.close()\n"
+        "out = p.stdout.read()\n"
+        "print(p.wait(), int(out), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    env = dict(os.environ, **LINES)
+    r = subprocess.run([sys.executable, str(script), program("preline")], capture_output=True, env=env,
+                       timeout=300)
+    code, count, maxrss_kb = map(int, r.stdout.split())
+    head = sum(len(v) for v in LINES.values()) + len(b"Subject: big\n\n")
+    assert (code, count) == (0, head + 100 * (1 << 20))
+    assert maxrss_kb < 64 * 1024, maxrss_kb
+
+
+def test_preline_command_that_does_not_read_its_input_defers_with_a_reason():
+    """The command exits without reading a big message: preline says so and exits 111 (qmail's preline dies of
+    SIGPIPE, which qmail-local also turns into 111); never a traceback, never killed by the signal."""
+    r = helper("preline", "true", msg=b"Subject: x\n\n" + b"y" * (4 << 20), **LINES)
+    assert (r.returncode, r.stderr) == (111, b"preline: fatal: unable to copy input: broken pipe\n")
+
+
+# ---------------------------------------------------------------- qreceipt reads header fields as qmail does
+
+@pytest.mark.parametrize("field", [
+    b"Notice-Requested-Upon-Delivery-To: other@x,\r\n joe@test.example\r\n",
+    b"notice-requested-upon-delivery-to:\n\tJoe (the user) <joe@test.example>\n",
+])
+def test_qreceipt_finds_the_address_in_a_folded_or_crlf_field(tree, field):
+    msg = b"Subject: s\n" + field + b"\nbody\n"
+    r = helper("qreceipt", "joe@test.example", tree=tree, msg=msg, SENDER="s@example.org")
+    assert (r.returncode, r.stderr) == (0, b"")
+    [(mess, todo)] = queued(tree).values()
+    assert todo.endswith(b"\0F\0Ts@example.org\0")  # one notice, to the envelope sender only
+
+
+def test_qreceipt_ignores_a_field_in_the_body(tree):
+    msg = b"Subject: s\n\nNotice-Requested-Upon-Delivery-To: joe@test.example\n"
+    r = helper("qreceipt", "joe@test.example", tree=tree, msg=msg, SENDER="s@example.org")
+    assert r.returncode == 0 and queued(tree) == {}
