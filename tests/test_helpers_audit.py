@@ -18,7 +18,7 @@ from conftest import need, program, qenv, queued
 from pyqmail.lib.local import biff
 from pyqmail.lib.rfc822 import headerbody
 from test_dotqmail_helpers import LINES, MSG, helper
-from test_qmail_local import dotqmail, home, local  # noqa: F401 (home is a fixture)
+from test_qmail_local import dotqmail, dtree, home, local  # noqa: F401 (home and dtree are fixtures)
 from test_splogger import splogger
 
 ROOT = os.geteuid() == 0
@@ -154,6 +154,20 @@ def test_qreceipt_notice_header_keeps_a_hostile_sender_on_one_line(tree):
     assert [h.split(b":", 1)[0] for h in header] == [b"From", b"To", b"Subject"]
     assert b"\r" not in mess.split(b"\n\n", 1)[0]
     assert todo.endswith(b"\0F\0T" + sender.encode() + b"\0")  # the envelope keeps the address as it is
+
+
+def test_qreceipt_run_by_qmail_local_for_a_hostile_sender(home, tmp_path, dtree):  # noqa: F811
+    """Through a real delivery: qmail-local hands qreceipt the sender's LF in $SENDER; the notice it queues has
+    its three header fields and no more."""
+    dotqmail(home, ".qmail", "|qreceipt joe@test.example\n")
+    msg = b"Notice-Requested-Upon-Delivery-To: joe@test.example\nSubject: s\n\nbody\n"
+    sender = "x\nBcc: evil@example.net\nX: y@example.org"
+    r = local(home, tmp_path, tree=dtree, sender=sender, msg=msg)
+    assert (r.returncode, r.stdout) == (0, b"did 0+0+1\n"), r.stderr
+    [(mess, todo)] = queued(dtree).values()
+    header = mess.split(b"\n\n", 1)[0].split(b"\n")[1:]
+    assert [h.split(b":", 1)[0] for h in header] == [b"From", b"To", b"Subject"]
+    assert todo.endswith(b"\0F\0T" + sender.encode() + b"\0")
 
 
 # ---------------------------------------------------------------- maildirmake and a swapped directory
