@@ -370,3 +370,19 @@ def test_qreceipt_ignores_a_field_in_the_body(tree):
     msg = b"Subject: s\n\nNotice-Requested-Upon-Delivery-To: joe@test.example\n"
     r = helper("qreceipt", "joe@test.example", tree=tree, msg=msg, SENDER="s@example.org")
     assert r.returncode == 0 and queued(tree) == {}
+
+
+# ---------------------------------------------------------------- maildirwatch's output going away
+
+def test_maildirwatch_says_why_when_its_output_goes_away(tmp_path):
+    """The terminal or pipe it writes to is gone: a fatal message, 111, not `internal error: BrokenPipeError`."""
+    md = tmp_path / "Maildir"
+    subprocess.run([program("maildirmake"), str(md)], check=True, timeout=30)
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([program("maildirwatch")], stdout=w, stderr=subprocess.PIPE, timeout=60,
+                           env=dict(os.environ, MAILDIR=str(md)))
+    finally:
+        os.close(w)
+    assert (p.returncode, p.stderr) == (111, b"maildirwatch: fatal: unable to write output: broken pipe\n")
