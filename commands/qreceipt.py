@@ -57,7 +57,7 @@ def body(argv):
         wanted, message_id = scan(target, header_fields(0))
     except OSError:
         raise say_exit(111, "qreceipt: fatal: read error")
-    if not wanted or sender in (b"", b"#@[]"):
+    if not wanted or sender in (b"", b"#@[]", b"<>"):  # `<>`: the null sender as a script may spell it
         return 0
     _, result = queue_message("qreceipt", notice(target, sender, message_id), b"", [sender], fd=None)
     if result[:1] == "D":

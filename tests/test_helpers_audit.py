@@ -366,6 +366,13 @@ def test_qreceipt_finds_the_address_in_a_folded_or_crlf_field(tree, field):
     assert todo.endswith(b"\0F\0Ts@example.org\0")  # one notice, to the envelope sender only
 
 
+def test_qreceipt_sends_no_notice_to_the_null_sender_written_with_brackets(tree):
+    """`<>` is no address: a notice to it would come back as a double bounce to the postmaster."""
+    msg = b"Notice-Requested-Upon-Delivery-To: joe@test.example\n\nbody\n"
+    r = helper("qreceipt", "joe@test.example", tree=tree, msg=msg, SENDER="<>")
+    assert (r.returncode, r.stderr) == (0, b"") and queued(tree) == {}
+
+
 def test_qreceipt_ignores_a_field_in_the_body(tree):
     msg = b"Subject: s\n\nNotice-Requested-Upon-Delivery-To: joe@test.example\n"
     r = helper("qreceipt", "joe@test.example", tree=tree, msg=msg, SENDER="s@example.org")
