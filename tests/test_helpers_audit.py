@@ -310,6 +310,14 @@ def test_condredirect_program_output_of_a_megabyte_passes_through(tree):
     assert mess.endswith(DT.encode() + MSG)
 
 
+def test_forward_with_no_address_bounces_instead_of_dropping_the_message(tree):
+    """`|forward $ADDR` with ADDR unset: qmail's forward queues the message to no recipient and exits 0, so the
+    delivery succeeds and the message is gone. Ours says so and exits 100: the sender gets the message back."""
+    r = helper("forward", tree=tree, NEWSENDER="s@x", DTLINE=DT)
+    assert (r.returncode, r.stderr) == (100, b"forward: usage: forward address [ address ... ]\n")
+    assert queued(tree) == {}
+
+
 def test_forward_and_condredirect_never_take_an_address_as_an_option(tree):
     """A recipient or sender beginning with `-` is an envelope address, never an argument of qmail-queue."""
     r = helper("forward", "-f", "--help", tree=tree, NEWSENDER="-oi", DTLINE=DT)
