@@ -328,6 +328,16 @@ def test_forward_and_condredirect_never_take_an_address_as_an_option(tree):
     assert todos == [b"-bs\0T-t\0", b"-oi\0T-f\0T--help\0"]
 
 
+@pytest.mark.parametrize("who", ["recipient", "sender"])
+def test_forward_of_an_overlong_address_bounces_and_queues_nothing(tree, who):
+    """qmail-queue refuses an address of 1003 bytes or more (exit 11): forward bounces (100), nothing queued."""
+    long = "a" * 100000 + "@example.net"
+    env = dict(NEWSENDER=long if who == "sender" else "s@x", DTLINE=DT)
+    r = helper("forward", long if who == "recipient" else "a@example.net", tree=tree, **env)
+    assert (r.returncode, r.stderr) == (100, b"forward: fatal: envelope address too long for qq (#5.1.3)\n")
+    assert queued(tree) == {}
+
+
 # ---------------------------------------------------------------- preline and big input
 
 def test_preline_streams_a_100_mb_message_with_a_20_mb_line_in_bounded_memory(tmp_path):
@@ -358,6 +368,17 @@ def test_preline_command_that_does_not_read_its_input_defers_with_a_reason():
     SIGPIPE, which qmail-local also turns into 111); never a traceback, never killed by the signal."""
     r = helper("preline", "true", msg=b"Subject: x\n\n" + b"y" * (4 << 20), **LINES)
     assert (r.returncode, r.stderr) == (111, b"preline: fatal: unable to copy input: broken pipe\n")
+
+
+@pytest.mark.parametrize("argv,lines", [
+    (("-d", "-f", "-r", "--", "cat"), ""),
+    (("-r", "sh", "-c", "cat", "-f"), "UFLINE DTLINE"),  # options end at the command: its own -f is its own
+    (("-dD", "-fF", "cat"), "UFLINE RPLINE DTLINE"),
+])
+def test_preline_takes_options_as_qmails_getopt_does(argv, lines):
+    r = helper("preline", *argv, **LINES)
+    expect = b"".join(LINES[k].encode() for k in lines.split()) + MSG
+    assert (r.returncode, r.stdout, r.stderr) == (0, expect, b"")
 
 
 # ---------------------------------------------------------------- qreceipt reads header fields as qmail does
