@@ -14,11 +14,12 @@ import time
 import pytest
 from hypothesis import given, strategies as st
 
-from conftest import need, program, qenv, queued
+from conftest import need, program, qenv, queued, read_screen
 from pyqmail.lib.local import biff
 from pyqmail.lib.rfc822 import headerbody
 from test_dotqmail_helpers import LINES, MSG, helper
 from test_qmail_local import dotqmail, dtree, home, local  # noqa: F401 (home and dtree are fixtures)
+from test_maildirtools import OLD, maildir, put
 from test_splogger import splogger
 
 ROOT = os.geteuid() == 0
@@ -422,3 +423,27 @@ def test_maildirwatch_says_why_when_its_output_goes_away(tmp_path):
     finally:
         os.close(w)
     assert (p.returncode, p.stderr) == (111, b"maildirwatch: fatal: unable to write output: broken pipe\n")
+
+
+def test_maildirwatch_skips_what_is_no_message_in_new(tmp_path, procs):
+    """A directory, a FIFO and a symlink to /dev/zero in new/ (the Maildir's owner can put anything there): each
+    is skipped, the message is shown, and maildirwatch keeps running (read, the directory would end it with
+    111 and /dev/zero would never end)."""
+    md = maildir(tmp_path / "M")
+    (md / "new" / "0dir").mkdir()
+    os.mkfifo(md / "new" / "0fifo")
+    (md / "new" / "0zero").symlink_to("/dev/zero")
+    for name in ("0dir", "0fifo"):
+        os.utime(md / "new" / name, (OLD - 10, OLD - 10))
+    put(md, "new", "1", b"Subject: real\n\nmessage\n", OLD)
+    master, slave = pty.openpty()
+    p = procs.start([program("maildirwatch")], env={"PATH": os.environ["PATH"], "MAILDIR": str(md)},
+                    stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        screen = read_screen(master, b"real/message/\r\n\r\n")
+        assert screen == b"\033[;H\033[;JFROM ? TO <?>\r\nreal/message/\r\n\r\n"
+        assert p.poll() is None
+    finally:
+        procs.stop(p)
+        os.close(master)
