@@ -20,7 +20,7 @@ from pyqmail.lib.rfc822 import headerbody
 from test_dotqmail_helpers import LINES, MSG, helper
 from test_qmail_local import dotqmail, dtree, home, local  # noqa: F401 (home and dtree are fixtures)
 from test_maildirtools import OLD, maildir, put
-from test_splogger import splogger
+from test_splogger import NAMESPACE_SCRIPT, logger_dev, splogger
 
 ROOT = os.geteuid() == 0
 
@@ -49,6 +49,20 @@ def test_an_empty_program_name_through_qmail_local_lets_the_dot_qmail_go_on(home
     dotqmail(home, ".qmail", '|bouncesaying "go away" ""\n|echo second\n')
     r = local(home, tmp_path, tree=tree)
     assert (r.returncode, r.stdout) == (0, b"second\ndid 0+0+2\n"), r.stderr
+
+
+def test_condredirect_through_qmail_local_forwards_and_stops_the_dot_qmail(home, tmp_path, dtree):  # noqa: F811
+    dotqmail(home, ".qmail", "|condredirect new@example.net grep -q secret\n./Mailbox\n")
+    msg = b"Subject: s\n\nthe secret\n"
+    r = local(home, tmp_path, tree=dtree, msg=msg)
+    assert r.returncode == 0 and r.stdout.endswith(b"did 0+0+1\n"), (r.stdout, r.stderr)
+    assert not (home / "Mailbox").exists()  # exit 99: the mbox line never ran
+    [(mess, todo)] = queued(dtree).values()
+    assert mess.endswith(b"\nDelivered-To: joe@test.example\n" + msg)
+    assert todo.endswith(b"\0Fs@example.org\0Tnew@example.net\0")
+    r = local(home, tmp_path, tree=dtree, msg=b"Subject: s\n\nnothing to see\n")
+    assert r.returncode == 0 and (home / "Mailbox").exists()  # exit 0 without forwarding: the next line runs
+    assert len(queued(dtree)) == 1
 
 
 # ---------------------------------------------------------------- header scanning stays linear
@@ -220,6 +234,22 @@ def test_splogger_takes_an_overlong_facility_number_as_qmail_does(tmp_path):
     code, err, recs = splogger(tmp_path, b"still logged\n", "qmail", "99999999999999999999999")
     assert (code, err) == (0, b"")
     assert [(f, t.split(b" ", 1)[1]) for f, _, _, t in recs] == [(1, b"still logged")]  # glibc's default: user
+
+
+def test_splogger_with_nobody_listening_reads_all_its_input_and_exits_0(tmp_path):
+    """syslogd gone (its socket left behind, nobody reading): each line is dropped, as syslog(3) drops it, and
+    splogger goes on reading, so the daemon that writes to it never meets a broken pipe."""
+    need("unshare", "mount")
+    if not ROOT:
+        pytest.skip("a private mount namespace needs root")
+    d, s = logger_dev(tmp_path)
+    s.close()
+    data = b"".join(b"line %d %s\n" % (i, b"x" * (i % 2000)) for i in range(5000)) + b"\0\xff no newline"
+    p = subprocess.run(["unshare", "-m", "sh", "-c", NAMESPACE_SCRIPT, "sh", str(d), program("splogger"), "t"],
+                       input=data, capture_output=True, timeout=120)
+    if p.returncode != 0 and b"unshare" in p.stderr:
+        pytest.skip("no mount namespace here: " + p.stderr.decode(errors="replace"))
+    assert (p.returncode, p.stderr) == (0, b"")
 
 
 # ---------------------------------------------------------------- qbiff and a hostile utmp
