@@ -6,8 +6,8 @@ import os
 import pty
 import socket
 import stat
-import sys
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -18,8 +18,8 @@ from conftest import need, program, qenv, queued, read_screen
 from pyqmail.lib.local import biff
 from pyqmail.lib.rfc822 import headerbody
 from test_dotqmail_helpers import LINES, MSG, helper
-from test_qmail_local import dotqmail, dtree, home, local  # noqa: F401 (home and dtree are fixtures)
 from test_maildirtools import OLD, maildir, put
+from test_qmail_local import dotqmail, dtree, home, local  # noqa: F401 (home and dtree are fixtures)
 from test_splogger import NAMESPACE_SCRIPT, logger_dev, splogger
 
 ROOT = os.geteuid() == 0
@@ -99,7 +99,7 @@ def test_qbiff_reads_a_long_folded_header_in_linear_time():
 def test_qreceipt_reads_a_long_folded_header_in_linear_time(tree):
     r = timed("qreceipt", "joe@test.example", tree=tree, msg=folded_header(FOLDED), SENDER="s@example.org")
     assert (r.returncode, r.stderr) == (0, b"")
-    [(mess, todo)] = queued(tree).values()  # the long field still names the address: the notice goes
+    [(_, todo)] = queued(tree).values()  # the long field still names the address: the notice goes
     assert todo.endswith(b"\0F\0Ts@example.org\0")
 
 
@@ -111,9 +111,7 @@ def model_fields(data, limit):
     lines[-1] = lines[-1][:-1]
     if not lines[-1]:
         lines.pop()
-    cut = []
-    for ln in lines:
-        cut.append(ln[:limit] if len(ln) > limit else ln)
+    cut = [ln[:limit] for ln in lines]  # a line longer than limit keeps its first limit bytes
     out = []
     field = None
     in_header = True
@@ -202,11 +200,11 @@ def test_maildirmake_makes_the_subdirectories_in_the_directory_it_made(tmp_path)
     try:
         deadline = time.monotonic() + 30
         while not target.exists():
-            assert time.monotonic() < deadline and p.poll() is None, p.stderr.read() if p.poll() else ""
+            assert time.monotonic() < deadline and p.poll() is None, "maildirmake made nothing"
             time.sleep(0.01)
         target.rename(tmp_path / "moved")
         target.symlink_to(victim)
-        out, err = p.communicate(timeout=60)
+        _, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
             p.kill()
@@ -288,12 +286,7 @@ def test_qbiff_writes_only_to_terminals(tmp_path):
         if r.returncode != 0 and b"unshare" in r.stderr:
             pytest.skip("no mount namespace here: " + r.stderr.decode(errors="replace"))
         assert (r.returncode, r.stderr) == (0, b"")
-        import select
-        said = b""
-        deadline = time.monotonic() + 10
-        while b"hello" not in said and time.monotonic() < deadline:
-            if select.select([master], [], [], 0.1)[0]:
-                said += os.read(master, 1000)
+        said = read_screen(master, [b"*** TO <joe> FROM <s@example.org>", b"hello/body/"], timeout=10)
         assert b"*** TO <joe> FROM <s@example.org>" in said  # the terminal got it: the fake utmp was read
         assert out.read_bytes() == b""
     finally:
@@ -422,7 +415,7 @@ def test_qreceipt_finds_the_address_in_a_folded_or_crlf_field(tree, field):
     msg = b"Subject: s\n" + field + b"\nbody\n"
     r = helper("qreceipt", "joe@test.example", tree=tree, msg=msg, SENDER="s@example.org")
     assert (r.returncode, r.stderr) == (0, b"")
-    [(mess, todo)] = queued(tree).values()
+    [(_, todo)] = queued(tree).values()
     assert todo.endswith(b"\0F\0Ts@example.org\0")  # one notice, to the envelope sender only
 
 
