@@ -200,7 +200,12 @@ def test_maildirmake_makes_the_subdirectories_in_the_directory_it_made(tmp_path)
     try:
         deadline = time.monotonic() + 30
         while not target.exists():
-            assert time.monotonic() < deadline and p.poll() is None, "maildirmake made nothing"
+            if p.poll() is not None:
+                err = p.stderr.read()
+                if err.startswith(b"strace:"):  # an strace without system call delays (before 4.22)
+                    pytest.skip(err.decode(errors="replace"))
+                pytest.fail("maildirmake made nothing: %r" % err)
+            assert time.monotonic() < deadline, "maildirmake made nothing in 30 s"
             time.sleep(0.01)
         target.rename(tmp_path / "moved")
         target.symlink_to(victim)
