@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tty
 
 import pytest
 from hypothesis import given, strategies as st
@@ -276,23 +277,25 @@ def test_qbiff_writes_only_to_terminals(tmp_path):
     if not ROOT:
         pytest.skip("a private mount namespace needs root")
     master, slave = pty.openpty()
-    tty = os.ttyname(slave)
-    os.chmod(tty, 0o720)  # biff y
+    tty.setraw(slave)  # the bytes as qbiff writes them, no CR added before LF
+    terminal = os.ttyname(slave)
+    os.chmod(terminal, 0o720)  # biff y
     out = tmp_path / "stdout"
     out.write_bytes(b"")
     os.chmod(out, 0o700)  # owned by us, owner-executable: what qbiff takes for "biff y"
     utmp = tmp_path / "utmp"
-    utmp.write_bytes(utmp_record(b"root", b"fd/1") + utmp_record(b"root", tty[5:].encode()))
+    utmp.write_bytes(utmp_record(b"root", b"fd/1") + utmp_record(b"root", terminal[5:].encode()))
+    subject = b"s" * 100  # longer than the preview: it fills it, and no body text follows
     try:
         with open(out, "wb") as stdout:
             r = subprocess.run(["unshare", "-m", "sh", "-c", UTMP_SCRIPT, "sh", str(utmp), program("qbiff")],
-                               input=MSG, stdout=stdout, stderr=subprocess.PIPE,
+                               input=b"Subject: " + subject + b"\n\nbody\n", stdout=stdout, stderr=subprocess.PIPE,
                                env=dict(os.environ, USER="root", SENDER="s@example.org", LOCAL="joe"), timeout=60)
         if r.returncode != 0 and b"unshare" in r.stderr:
             pytest.skip("no mount namespace here: " + r.stderr.decode(errors="replace"))
         assert (r.returncode, r.stderr) == (0, b"")
-        said = read_screen(master, [b"*** TO <joe> FROM <s@example.org>", b"hello/body/"], timeout=10)
-        assert b"*** TO <joe> FROM <s@example.org>" in said  # the terminal got it: the fake utmp was read
+        said = read_screen(master, b"s" * 74 + b"\r\n", timeout=10)  # the terminal got it: the fake utmp was read
+        assert said == b"\r\n\a*** TO <joe> FROM <s@example.org>\r\n    " + subject[:74] + b"\r\n"
         assert out.read_bytes() == b""
     finally:
         os.close(slave)

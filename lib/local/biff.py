@@ -16,6 +16,7 @@ LINE_AT, LINE_LEN = 8, 32
 USER_AT, USER_LEN = 44, 32
 USER_PROCESS = 7
 TEXT_MAX = 78
+LINE_MAX = 1024  # bytes read of each line: a Subject line cut there still fills the preview
 
 
 def printable(data: bytes, replacement: int) -> bytes:
