@@ -6,9 +6,14 @@ from pyqmail.lib.util.program import main
 from pyqmail.lib.local.runchild import fatal, queue_message, queued_or_exit, say_exit
 from pyqmail.lib.util.exits import TEMP_FAILURE
 
+USAGE = "forward: usage: forward address [ address ... ]"
+
 
 def body(argv):
-    """Queue fd 0 to the addresses; print `forward: qp <pid>`."""
+    """Queue fd 0 to the addresses; print `forward: qp <pid>`. No address is a usage error, never a message
+    queued to nobody (a successful delivery that loses it)."""
+    if not argv:
+        raise say_exit(100, USAGE)
     sender = os.environb.get(b"NEWSENDER")
     if sender is None:
         raise fatal("forward", 100, "NEWSENDER not set")

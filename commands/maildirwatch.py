@@ -6,7 +6,8 @@ import os
 import time
 
 from pyqmail.lib.local import maildirscan
-from pyqmail.lib.util.exits import TEMP_FAILURE
+from pyqmail.lib.util.errstr import error_str
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
 
@@ -32,10 +33,17 @@ def summary(path):
                 s.body(data)
         return s.render()
     except OSError:
-        from pyqmail.lib.util.exits import Exit
         raise Exit(TEMP_FAILURE, "fatal: trouble reading new message")
     finally:
         os.close(fd)
+
+
+def show(data):
+    """Write data to fd 1; its failure (the terminal or pipe gone) ends the run with 111."""
+    try:
+        write_all(1, data)
+    except OSError as e:
+        raise Exit(TEMP_FAILURE, "fatal: unable to write output: " + error_str(e.errno))
 
 
 def body(argv):
@@ -46,11 +54,11 @@ def body(argv):
     while True:
         maildirscan.clean_tmp()
         messages = maildirscan.scan((b"new",))
-        write_all(1, CLEAR)
+        show(CLEAR)
         for _, path in messages:
             text = summary(path)
             if text:
-                write_all(1, text)
+                show(text)
         watch.wait(INTERVAL)
         time.sleep(1 - time.time() % 1)  # a message of this very second is listed only once it is over
 

@@ -7,7 +7,7 @@ from pyqmail.lib.util.errstr import error_str, is_temp
 from pyqmail.lib.util.fdio import write_all
 from pyqmail.lib.util.program import main
 from pyqmail.lib.util.sgetopt import BadOption, options
-from pyqmail.lib.local.runchild import fatal, say_exit, wait_code
+from pyqmail.lib.local.runchild import execvp, fatal, say_exit, wait_code
 from pyqmail.lib.util.program import default_signals
 from pyqmail.lib.util.exits import TEMP_FAILURE
 
@@ -45,7 +45,7 @@ def start(command):
             os.close(failed_r)
             os.dup2(r, 0)
             default_signals()
-            os.execvp(command[0], command)
+            execvp(command)
         except OSError as e:
             text = "preline: fatal: unable to run %s: %s\n" % (os.fsdecode(command[0]), error_str(e.errno))
             os.write(2, text.encode("utf-8", "surrogateescape"))

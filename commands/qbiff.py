@@ -23,7 +23,7 @@ def body(argv):
     if user is None or sender is None or local is None:
         return 0
     try:
-        text = biff.preview(headerbody.split(headerbody.lines(0, biff.TEXT_MAX)))
+        text = biff.preview(headerbody.split(headerbody.lines(0, biff.LINE_MAX)))
     except OSError:
         return 0
     data = biff.notice(local, sender, text)

@@ -4,7 +4,7 @@ import os
 
 from pyqmail.lib.rfc822 import addrlist, headerbody
 from pyqmail.lib.util.program import main
-from pyqmail.lib.rfc822.quote import quote2
+from pyqmail.lib.rfc822.quote import line_safe, quote2
 from pyqmail.lib.local.runchild import queue_message, say_exit
 from pyqmail.lib.util.exits import TEMP_FAILURE
 
@@ -26,8 +26,9 @@ def scan(target, fields):
 
 
 def notice(target, sender, message_id):
-    """Return the success notice qreceipt sends back to the sender."""
-    quoted = quote2(sender)
+    """Return the success notice qreceipt sends back to the sender (a CR, LF or NUL of it written as `_`, as
+    qmail-local writes Return-Path: the address cannot add header fields)."""
+    quoted = line_safe(quote2(sender))
     text = (b"From: DELIVERY NOTICE SYSTEM <" + quoted + b">\nTo: <" + quoted + b">\n"
             b"Subject: success notice\n\nHi! This is the qreceipt program. Your message was delivered to the\n"
             b"following address: " + target + b". Thanks for asking.\n")
@@ -56,7 +57,7 @@ def body(argv):
         wanted, message_id = scan(target, header_fields(0))
     except OSError:
         raise say_exit(111, "qreceipt: fatal: read error")
-    if not wanted or sender in (b"", b"#@[]"):
+    if not wanted or sender in (b"", b"#@[]", b"<>"):  # `<>`: the null sender as a script may spell it
         return 0
     _, result = queue_message("qreceipt", notice(target, sender, message_id), b"", [sender], fd=None)
     if result[:1] == "D":

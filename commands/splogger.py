@@ -10,13 +10,15 @@ MAIL = 2  # syslog's LOG_MAIL facility number
 
 
 def facility(arg):
-    """Return qmail's scan_ulong of arg (its leading digits, 0 if none), shifted into a facility."""
+    """Return qmail's scan_ulong of arg (its leading digits, 0 if none), shifted into a facility: wrapped as C
+    wraps it (a 64-bit unsigned long, then openlog's int), so an overlong number is glibc's to refuse."""
     digits = ""
     for ch in arg:
         if not "0" <= ch <= "9":
             break
         digits += ch
-    return (int(digits) if digits else 0) << 3
+    value = ((int(digits) if digits else 0) << 3) & 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def stamp():

@@ -12,6 +12,7 @@ RUN_PACKAGES="python3 python3-venv ucspi-tcp|ucspi-tcp-ipv6 daemontools"
 # mutt, fetchmail, getmail), tinycdb, dnsmasq for DNS, openssl, xinetd, runit. Never installed by scripts/run:
 # on a live server Postfix would replace the MTA that is there.
 TEST_PACKAGES="$RUN_PACKAGES postfix tinycdb swaks mutt dnsmasq-base openssl xinetd fetchmail getmail6 runit"
+TEST_PACKAGES="$TEST_PACKAGES strace"  # tests/test_helpers_audit.py holds a program between two system calls
 APT_PACKAGES=$TEST_PACKAGES
 
 as_root() {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 
 MYPY = False
@@ -15,6 +16,7 @@ LINE_AT, LINE_LEN = 8, 32
 USER_AT, USER_LEN = 44, 32
 USER_PROCESS = 7
 TEXT_MAX = 78
+LINE_MAX = 1024  # bytes read of each line: a Subject line cut there still fills the preview
 
 
 def printable(data: bytes, replacement: int) -> bytes:
@@ -62,14 +64,16 @@ def tty_lines(utmp: bytes, user: bytes) -> list[bytes]:
 
 
 def write_tty(name: bytes, data: bytes, uid: int) -> bool:
-    """Append data to /dev/<name> if it is ours and owner-executable (biff y); never block."""
+    """Append data to /dev/<name> if it is a terminal (a character device: a name with an inner `/` could
+    reach any file below /dev, /dev/fd/N and /dev/shm among them) that is ours and owner-executable (biff y);
+    never block."""
     try:
         fd = os.open(b"/dev/" + name, os.O_WRONLY | os.O_APPEND | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError:
         return False
     try:
         st = os.fstat(fd)
-        if not st.st_mode & 0o100 or st.st_uid != uid:
+        if not stat.S_ISCHR(st.st_mode) or not st.st_mode & 0o100 or st.st_uid != uid:
             return False
         os.write(fd, data)
         return True

@@ -29,13 +29,21 @@ def say_exit(code: int, text: str) -> Exit:
     return Exit(code)
 
 
+def execvp(argv: list[bytes]) -> NoReturn:
+    """os.execvp(argv[0], argv), failing on an empty name as execvp(3) does (ENOENT), not with ValueError."""
+    if not argv[0]:
+        import errno
+        raise OSError(errno.ENOENT, "empty file name")
+    os.execvp(argv[0], argv)
+
+
 def exec_or_exit(argv: list[bytes], stdin_fd: int | None = None) -> NoReturn:
     """In a child: exec argv via PATH; if that fails exit 111 for a temporary error, else 100."""
     try:
         default_signals()
         if stdin_fd is not None:
             os.dup2(stdin_fd, 0)
-        os.execvp(argv[0], argv)
+        execvp(argv)
     except OSError as e:
         os._exit(111 if is_temp(e.errno) else 100)
     finally:

@@ -35,32 +35,34 @@ def field_value_start(field: bytes) -> int:
 
 
 def lines(fd: int, limit: int = FIELD_MAX) -> Iterator[bytes]:
-    """Yield the lines of fd (each with its `\\n` if it had one), each cut to limit bytes."""
+    """Yield the lines of fd (each with its `\\n` if it had one), each cut to its first limit bytes."""
     buf = b""
-    dropping = False
+    dropping = False  # the line being read was already cut: skip to its end
     while True:
         data = os.read(fd, 65536)
         if not data:
             if buf and not dropping:
-                yield buf
+                yield buf[:limit]
             return
-        buf += data
+        buf = buf + data if buf else data
+        start = 0  # each line is sliced once: no copying the rest of the buffer per line
         while True:
-            nl = buf.find(b"\n")
+            nl = buf.find(b"\n", start)
             if nl < 0:
-                if len(buf) > limit:
-                    if not dropping:
-                        yield buf[:limit]
-                    dropping, buf = True, b""
                 break
             if not dropping:
-                yield buf[:nl + 1]
-            dropping, buf = False, buf[nl + 1:]
+                yield buf[start:min(nl + 1, start + limit)]
+            dropping, start = False, nl + 1
+        buf = buf[start:]
+        if len(buf) > limit:
+            if not dropping:
+                yield buf[:limit]
+            dropping, buf = True, b""
 
 
 def split(line_source: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
     """Yield ("field", bytes) for each header field, then ("body", line) for each body line."""
-    field: bytes | None = None
+    field: bytearray | None = None  # grown in place: joining a long folded field never copies it again
     in_header = True
     for line in line_source:
         if in_header:
@@ -69,14 +71,14 @@ def split(line_source: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
                     field += line
                 continue
             if field is not None:
-                yield "field", field
+                yield "field", bytes(field)
                 field = None
             if is_field_start(line):
-                field = line
+                field = bytearray(line)
                 continue
             in_header = False
             if line in (b"\n", b"\r\n"):
                 continue
         yield "body", line
     if field is not None:
-        yield "field", field
+        yield "field", bytes(field)
