@@ -19,7 +19,8 @@ from conftest import need, program, qenv, queued, read_screen
 from pyqmail.lib.local import biff
 from pyqmail.lib.rfc822 import headerbody
 from test_dotqmail_helpers import LINES, MSG, helper
-from test_maildirtools import OLD, maildir, put
+from test_inject import fake_queue
+from test_maildirtools import OLD, maildir, maildirwatch_on_pty, put
 from test_qmail_local import dotqmail, dtree, home, local  # noqa: F401 (home and dtree are fixtures)
 from test_splogger import NAMESPACE_SCRIPT, logger_dev, splogger
 
@@ -324,10 +325,8 @@ def test_condredirect_program_that_crashes_defers_and_forwards_nothing(tree):
     (53, 111, b"qq write error or disk full (#4.3.0)"),
 ])
 def test_condredirect_reports_qmail_queues_verdict(tree, tmp_path, qq_exit, code, text):
-    qq = tmp_path / "qq"
-    qq.write_text("#!/bin/sh\ncat >/dev/null; exit %d\n" % qq_exit)
-    qq.chmod(0o755)
-    r = helper("condredirect", "new@example.net", "true", tree=tree, SENDER="s@x", DTLINE=DT, QMAILQUEUE=str(qq))
+    qq = fake_queue(tmp_path, "cat >/dev/null; exit %d\n" % qq_exit)
+    r = helper("condredirect", "new@example.net", "true", tree=tree, SENDER="s@x", DTLINE=DT, QMAILQUEUE=qq)
     assert (r.returncode, r.stderr) == (code, b"condredirect: fatal: " + text + b"\n")
 
 
@@ -467,10 +466,7 @@ def test_maildirwatch_skips_what_is_no_message_in_new(tmp_path, procs):
     for name in ("0dir", "0fifo"):
         os.utime(md / "new" / name, (OLD - 10, OLD - 10))
     put(md, "new", "1", b"Subject: real\n\nmessage\n", OLD)
-    master, slave = pty.openpty()
-    p = procs.start([program("maildirwatch")], env={"PATH": os.environ["PATH"], "MAILDIR": str(md)},
-                    stdout=slave, stderr=subprocess.PIPE)
-    os.close(slave)
+    p, master = maildirwatch_on_pty(procs, md)
     try:
         screen = read_screen(master, b"real/message/\r\n\r\n")
         assert screen == b"\033[;H\033[;JFROM ? TO <?>\r\nreal/message/\r\n\r\n"

@@ -197,16 +197,22 @@ def test_summary_stays_bounded_and_printable(pieces):
 
 # ---------------------------------------------------------------- maildirwatch
 
+def maildirwatch_on_pty(procs, md):
+    """Start the installed maildirwatch for md with a pseudo-terminal as its output; return (process, master)."""
+    master, slave = pty.openpty()
+    p = procs.start([program("maildirwatch")], env={"PATH": os.environ["PATH"], "MAILDIR": str(md)},
+                    stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    return p, master
+
+
 def test_maildirwatch_shows_new_messages_on_a_terminal(tmp_path, procs):
     md = maildir(tmp_path / "M")
     put(md, "new", "1", b"Return-Path: <ann@x.example>\nDelivered-To: bob@y.example\nFrom: Ann <ann@x.example>\n"
         b"Subject: lunch\n\nat noon\x01ok\n", OLD)
     put(md, "new", "2", b"Subject: second\n\n" + b"z" * 400 + b"\n", OLD + 1)
     put(md, "cur", "3", b"Subject: seen\n\nold\n", OLD)
-    master, slave = pty.openpty()
-    p = procs.start([program("maildirwatch")], env={"PATH": os.environ["PATH"], "MAILDIR": str(md)},
-                    stdout=slave, stderr=subprocess.PIPE)
-    os.close(slave)
+    p, master = maildirwatch_on_pty(procs, md)
     try:
         screen = read_screen(master, b"zzz\r\n\r\n")
     finally:
@@ -222,10 +228,7 @@ def test_maildirwatch_redraws_as_soon_as_mail_arrives(tmp_path, procs):
     """new/ is watched with inotify (pyinotify): a new message is shown within seconds, not after qmail's 30."""
     md = maildir(tmp_path / "M")
     put(md, "new", "1", b"Subject: first\n\none\n", OLD)
-    master, slave = pty.openpty()
-    p = procs.start([program("maildirwatch")], env={"PATH": os.environ["PATH"], "MAILDIR": str(md)},
-                    stdout=slave, stderr=subprocess.PIPE)
-    os.close(slave)
+    p, master = maildirwatch_on_pty(procs, md)
     try:
         assert b"first/one/" in read_screen(master, b"first/one/")
         start = time.time()
