@@ -1,0 +1,213 @@
+"""The administrator's tools under a tired administrator and a hostile local user: qmail-setup re-run over a
+tree whose user-writable parts hold planted symlinks, the cdb builders (qmail-newu, qmail-newmrh,
+qmail-newqmqpclients) with planted .tmp files, and users/assign as administrators write it."""
+
+import os
+import stat
+import subprocess
+
+import pytest
+
+from conftest import make_tree, program, qenv
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to plant a link owned by another user")
+
+
+def setup(tree):
+    """Run the real qmail-setup again over tree (single-user); return the completed process."""
+    return subprocess.run([program("qmail-setup"), "--single-user", "--me", "test.example", str(tree)],
+                          capture_output=True)
+
+
+def victim(world_tmp, data=b"precious\n", mode=0o600):
+    """A file outside the tree that no step of ours may write, chmod or chown."""
+    path = world_tmp / "victim"
+    path.write_bytes(data)
+    os.chmod(path, mode)
+    return path
+
+
+def untouched(path, data=b"precious\n", mode=0o600):
+    """Assert the victim still holds data with mode."""
+    st = os.stat(path)
+    assert path.read_bytes() == data and stat.S_IMODE(st.st_mode) == mode and st.st_nlink == 1
+
+
+# --- qmail-setup re-run: the alias account owns alias/, qmailq owns queue/ ------------------------------
+
+def test_setup_never_writes_through_a_planted_tmp_symlink(tree, world_tmp):
+    # the alias account (whose .qmail programs run as alias) removes .qmail-root and plants .qmail-root.tmp
+    v = victim(world_tmp)
+    (tree / "alias" / ".qmail-root").unlink()
+    (tree / "alias" / ".qmail-root.tmp").symlink_to(v)
+    p = setup(tree)
+    assert p.returncode == 0, p.stderr
+    untouched(v)
+    made = tree / "alias" / ".qmail-root"
+    assert not made.is_symlink() and made.read_bytes() == b"" and stat.S_IMODE(made.stat().st_mode) == 0o644
+
+
+def test_setup_never_writes_through_a_planted_tmp_hard_link(tree, world_tmp):
+    v = victim(world_tmp)
+    (tree / "queue" / "lock" / "sendmutex").unlink()
+    os.link(v, tree / "queue" / "lock" / "sendmutex.tmp")
+    assert setup(tree).returncode == 0
+    assert v.read_bytes() == b"precious\n" and stat.S_IMODE(v.stat().st_mode) == 0o600
+    assert (tree / "queue" / "lock" / "sendmutex").read_bytes() == b""
+
+
+def test_setup_refuses_a_trigger_replaced_by_a_symlink(tree, world_tmp):
+    v = victim(world_tmp)
+    trigger = tree / "queue" / "lock" / "trigger"
+    trigger.unlink()
+    trigger.symlink_to(v)
+    p = setup(tree)
+    assert p.returncode == 111 and b"lock/trigger" in p.stderr and b"not a named pipe" in p.stderr, p.stderr
+    assert b"Traceback" not in p.stderr and b"internal error" not in p.stderr
+    untouched(v)  # qmail's install would make it 0622: world-writable
+    trigger.unlink()
+    assert setup(tree).returncode == 0 and stat.S_ISFIFO(os.lstat(trigger).st_mode)
+
+
+@ROOT_ONLY
+def test_setup_refuses_a_directory_replaced_by_another_users_symlink(tree, world_tmp):
+    elsewhere = world_tmp / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    os.chmod(elsewhere, 0o755)
+    tmp = tree / "alias" / "Maildir" / "tmp"
+    tmp.rmdir()
+    tmp.symlink_to(elsewhere)
+    os.lchown(tmp, 65534, 65534)  # planted by another account (alias, in a qmail tree)
+    p = setup(tree)
+    assert p.returncode == 111 and b"alias/Maildir/tmp" in p.stderr and b"symbolic link" in p.stderr, p.stderr
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o755 and elsewhere.stat().st_uid == 0
+
+
+def test_setup_follows_the_administrators_own_queue_symlink(world_tmp):
+    # a queue on another disk, linked by the administrator: kept, given qmail's modes, still a link after a re-run
+    disk = world_tmp / "disk" / "queue"
+    disk.mkdir(parents=True)
+    os.chmod(disk, 0o777)
+    root = world_tmp / "qmail"
+    root.mkdir()
+    (root / "queue").symlink_to(disk)
+    for _ in range(2):
+        make_tree(root, "--single-user", "--me", "test.example")
+        assert (root / "queue").is_symlink() and os.lstat(root / "queue").st_uid == os.geteuid()
+        assert stat.S_IMODE(disk.stat().st_mode) == 0o750 and (disk / "mess" / "22").is_dir()
+
+
+def test_setup_reports_a_file_where_a_directory_belongs(tree):
+    (tree / "queue" / "bounce").rmdir()
+    (tree / "queue" / "bounce").write_bytes(b"")
+    p = setup(tree)
+    assert p.returncode == 111 and b"queue/bounce" in p.stderr and b"internal error" not in p.stderr, p.stderr
+
+
+# --- the cdb builders: a planted .tmp never makes them write elsewhere ----------------------------------
+
+BUILDERS = [  # program, source file, its content, the planted temporary, the table
+    ("qmail-newu", "users/assign", b"=joe:joe:1000:1000:/home/joe:::\n.\n", "users/cdb.tmp", "users/cdb"),
+    ("qmail-newmrh", "control/morercpthosts", b"example.com\n", "control/morercpthosts.tmp",
+     "control/morercpthosts.cdb"),
+    ("qmail-newqmqpclients", "control/qmqpclients", b"127.0.0.1\n", "control/qmqpclients.tmp",
+     "control/qmqpclients.cdb"),
+]
+
+
+@pytest.mark.parametrize("plant", ["symlink", "hardlink", "dangling"])
+@pytest.mark.parametrize("name,source,content,temp,table", BUILDERS)
+def test_cdb_builders_never_write_through_a_planted_tmp(tree, world_tmp, plant, name, source, content, temp, table):
+    import cdbx
+    (tree / source).write_bytes(content)
+    v = victim(world_tmp, mode=0o644)
+    if plant == "symlink":
+        (tree / temp).symlink_to(v)
+    elif plant == "hardlink":
+        os.link(v, tree / temp)
+    else:
+        (tree / temp).symlink_to(world_tmp / "absent")
+    p = subprocess.run([program(name)], env=qenv(tree), capture_output=True)
+    assert p.returncode == 0, p.stderr
+    assert v.read_bytes() == b"precious\n" and stat.S_IMODE(v.stat().st_mode) == 0o644
+    assert not (world_tmp / "absent").exists()
+    made = tree / table
+    assert not made.is_symlink() and os.stat(made).st_nlink == 1 and not (tree / temp).exists()
+    assert len(list(cdbx.CDB(str(made)).keys())) >= 1
+
+
+# --- control files saved with CRLF: morercpthosts as rcpthosts --------------------------------------
+
+def test_newmrh_strips_a_crlf_files_cr_as_rcpthosts_does(tree):
+    import cdbx
+    (tree / "control" / "morercpthosts").write_bytes(b"Example.COM\r\n.sub.example.org \r\n#c\r\n\r\n")
+    p = subprocess.run([program("qmail-newmrh")], env=qenv(tree), capture_output=True)
+    assert p.returncode == 0, p.stderr
+    keys = list(cdbx.CDB(str(tree / "control" / "morercpthosts.cdb")).keys())
+    assert keys == [b"example.com", b".sub.example.org"]
+
+
+# --- users/assign as administrators write it ---------------------------------------------------------
+
+def newu(tree, assign):
+    """Write users/assign and run the real qmail-newu."""
+    (tree / "users" / "assign").write_bytes(assign)
+    return subprocess.run([program("qmail-newu")], env=qenv(tree), capture_output=True)
+
+
+@pytest.mark.parametrize("line,why", [
+    (b"=joe:joe:abc:100:/home/joe:::", b"uid"),
+    (b"=joe:joe:-5:100:/home/joe:::", b"uid"),
+    (b"=joe:joe::100:/home/joe:::", b"uid"),
+    (b"=joe:joe:4294967296:100:/home/joe:::", b"uid"),  # cut to 32 bits by setuid: root
+    (b"=joe:joe:0:100:/home/joe:::", b"uid"),  # qmail-lspawn never delivers as root
+    (b"=joe:joe:1000:x:/home/joe:::", b"gid"),
+    (b"=joe:joe:1000:4294967296:/home/joe:::", b"gid"),
+    (b"+joe-:joe:1000:100:home/joe:-::", b"home"),
+    (b"=joe:joe:1000:100::::", b"home"),
+])
+def test_newu_refuses_assignments_no_delivery_could_use(tree, line, why):
+    assert newu(tree, b"=old:old:1:1:/o:::\n.\n").returncode == 0
+    before = (tree / "users" / "cdb").read_bytes()
+    p = newu(tree, b"=ok:ok:1:1:/ok:::\r\n" + line + b"\n.\n")
+    assert p.returncode == 111, p.stderr
+    assert p.stderr.startswith(b"qmail-newu: fatal: bad format in users/assign: line 2: ") and why in p.stderr
+    assert p.stderr.count(b"\n") == 1
+    assert (tree / "users" / "cdb").read_bytes() == before and not (tree / "users" / "cdb.tmp").exists()
+
+
+def test_newu_takes_what_qmail_takes(tree):
+    import cdbx
+    assign = (b"=joe:joe:1000:100:/home/joe:::\r\n"  # CRLF: the CR is after the sixth colon, ignored
+              b"=max:max:4294967294:0:/home/max:::\n"
+              b"+:alias:7790:2108:/var/qmail/alias:-::\n"
+              b".\r\n"
+              b"=after:the:dot:line:is:ignored\n")
+    assert newu(tree, assign).returncode == 0
+    db = cdbx.CDB(str(tree / "users" / "cdb"))
+    assert db.get(b"!joe\0") == b"joe\x001000\x00100\x00/home/joe\0\0"
+    assert db.get(b"!max\0") == b"max\x004294967294\x000\x00/home/max\0\0"
+
+
+def test_newu_100000_lines_and_a_1mb_line(tree):
+    lines = b"".join(b"=u%d:u%d:%d:100:/home/u%d:::\n" % (i, i, 1000 + i, i) for i in range(100000))
+    assert newu(tree, lines + b".\n").returncode == 0
+    from pyqmail.lib.config import users
+    assert users.lookup(str(tree), b"u99999") == users.Assignment(b"u99999", 100999, 100, b"/home/u99999", b"", b"")
+    p = newu(tree, b"=big:big:1000:100:/" + b"h" * (1 << 20) + b":::\n.\n")
+    assert p.returncode == 0
+    assert users.lookup(str(tree), b"big").homedir == b"/" + b"h" * (1 << 20)
+
+
+def test_newu_write_error_keeps_the_old_table(tree):
+    import resource
+    assert newu(tree, b"=old:old:1:1:/o:::\n.\n").returncode == 0
+    before = (tree / "users" / "cdb").read_bytes()
+    (tree / "users" / "assign").write_bytes(b"".join(b"=u%d:u:1:1:/h:::\n" % i for i in range(5000)) + b".\n")
+
+    def small_files():
+        """A file size limit: writing users/cdb.tmp fails as on a full disk."""
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+    p = subprocess.run([program("qmail-newu")], env=qenv(tree), capture_output=True, preexec_fn=small_files)
+    assert (p.returncode, p.stderr) == (111, b"qmail-newu: fatal: unable to write users/cdb.tmp\n")
+    assert (tree / "users" / "cdb").read_bytes() == before
