@@ -2,7 +2,7 @@
 
 import os
 
-from pyqmail.lib.config import access, control
+from pyqmail.lib.config import access, cdbmake, control
 from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
 
@@ -33,7 +33,7 @@ def write_cdb(records):
     import cdbx
     temp, target = control.path("control", TEMP), control.path("control", TARGET)
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = cdbmake.create(temp)  # never through a planted link
     except OSError as e:
         raise Exit(TEMP_FAILURE, "fatal: unable to write control/%s: %s" % (TEMP, e.strerror))
     try:

@@ -80,6 +80,22 @@ def parse_assign(data: bytes) -> list[Entry]:
         start = end + 1
 
 
+MAX_ID = 0xFFFFFFFE  # the largest uid_t/gid_t; 0xFFFFFFFF is (uid_t)-1, "no change" to setuid
+
+
+def unusable(entry: Entry) -> str | None:
+    """Return why no delivery could use entry (a uid or gid that is no 32-bit number, uid 0, a home that is
+    not absolute), or None; qmail-newu refuses these, qmail's accepts them."""
+    user, uid, gid, homedir = entry.fields[:4]
+    if not uid.isdigit() or len(uid) > 10 or not 0 < int(uid) <= MAX_ID:
+        return "uid %r is not a number from 1 to %d" % (uid[:20].decode("latin-1"), MAX_ID)
+    if not gid.isdigit() or len(gid) > 10 or int(gid) > MAX_ID:
+        return "gid %r is not a number from 0 to %d" % (gid[:20].decode("latin-1"), MAX_ID)
+    if homedir[:1] != b"/":
+        return "home %r is not an absolute path" % homedir[:60].decode("latin-1")
+    return None
+
+
 def cdb_records(entries: list[Entry]) -> list[tuple[bytes, bytes]]:
     """Return users/cdb's (key, value) pairs in qmail-newu's order, the wildcard-character record last."""
     records = []
