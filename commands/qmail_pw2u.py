@@ -148,7 +148,10 @@ def body(argv):
     subusers = read_users_file("subusers")
     for line in (subusers.split(b"\n") if subusers is not None else []):
         out += subuser_lines(line, s, allusers)
-    out += [read_users_file("append") or b"", b".\n"]
+    append = read_users_file("append") or b""
+    if append and not append.endswith(b"\n"):
+        append += b"\n"  # else the `.` line would be glued to its last line
+    out += [append, b".\n"]
     try:
         sys.stdout.buffer.write(b"".join(out))
         sys.stdout.buffer.flush()

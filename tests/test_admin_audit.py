@@ -211,3 +211,17 @@ def test_newu_write_error_keeps_the_old_table(tree):
     p = subprocess.run([program("qmail-newu")], env=qenv(tree), capture_output=True, preexec_fn=small_files)
     assert (p.returncode, p.stderr) == (111, b"qmail-newu: fatal: unable to write users/cdb.tmp\n")
     assert (tree / "users" / "cdb").read_bytes() == before
+
+
+# --- qmail-pw2u's users/ files as administrators write them --------------------------------------------
+
+def test_pw2u_append_without_final_newline_still_ends_with_a_dot_line(tree, world_tmp):
+    home = world_tmp / "alias-home"
+    home.mkdir()
+    (tree / "users" / "append").write_bytes(b"=extra:alias:7790:2108:/x:::")  # an editor that adds no newline
+    passwd = b"alias:x:7790:2108::%s:/bin/false\n" % os.fsencode(home)
+    p = subprocess.run([program("qmail-pw2u"), "-H"], input=passwd, env=qenv(tree), capture_output=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.endswith(b"=extra:alias:7790:2108:/x:::\n.\n")
+    (tree / "users" / "assign").write_bytes(p.stdout)
+    assert subprocess.run([program("qmail-newu")], env=qenv(tree), capture_output=True).returncode == 0
