@@ -225,3 +225,15 @@ def test_pw2u_append_without_final_newline_still_ends_with_a_dot_line(tree, worl
     assert p.stdout.endswith(b"=extra:alias:7790:2108:/x:::\n.\n")
     (tree / "users" / "assign").write_bytes(p.stdout)
     assert subprocess.run([program("qmail-newu")], env=qenv(tree), capture_output=True).returncode == 0
+
+
+# --- qmail-showctl on control files that are no files ------------------------------------------------
+
+def test_showctl_reports_a_named_pipe_or_a_device_and_finishes(tree):
+    control = tree / "control"
+    os.mkfifo(control / "smtpgreeting")  # no writer: reading would wait forever
+    (control / "helohost").symlink_to("/dev/zero")  # endless
+    p = subprocess.run([program("qmail-showctl")], env=qenv(tree), capture_output=True, timeout=20)
+    assert p.returncode == 0 and p.stderr == b""
+    assert b"\nsmtpgreeting: Oops! Trouble reading this file.\n" in p.stdout
+    assert b"\nhelohost: Oops! Trouble reading this file.\n" in p.stdout
