@@ -237,3 +237,24 @@ def test_showctl_reports_a_named_pipe_or_a_device_and_finishes(tree):
     assert p.returncode == 0 and p.stderr == b""
     assert b"\nsmtpgreeting: Oops! Trouble reading this file.\n" in p.stdout
     assert b"\nhelohost: Oops! Trouble reading this file.\n" in p.stdout
+
+
+def test_setup_gives_the_queue_lock_files_their_modes_back(tree):
+    lock = tree / "queue" / "lock"
+    (lock / "tcpto").write_bytes(b"\1" * 1024)
+    for name in ("sendmutex", "tcpto", "trigger"):
+        os.chmod(lock / name, 0o400)  # say a restore, or a `chmod -R` too many
+    assert setup(tree).returncode == 0
+    modes = {name: stat.S_IMODE(os.lstat(lock / name).st_mode) for name in ("sendmutex", "tcpto", "trigger")}
+    assert modes == {"sendmutex": 0o600, "tcpto": 0o644, "trigger": 0o622}
+    assert (lock / "tcpto").read_bytes() == b"\1" * 1024  # its contents are qmail-remote's memory: kept
+
+
+def test_setup_reset_never_follows_a_planted_lock_file_symlink(tree, world_tmp):
+    v = victim(world_tmp)
+    mutex = tree / "queue" / "lock" / "sendmutex"
+    mutex.unlink()
+    mutex.symlink_to(v)
+    p = setup(tree)
+    assert p.returncode == 111 and b"lock/sendmutex" in p.stderr, p.stderr
+    untouched(v)

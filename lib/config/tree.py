@@ -117,11 +117,23 @@ def directory(path: str | Path, ids: Ids, mode: int) -> None:
         os.close(fd)
 
 
-def new_file(path: str | Path, ids: Ids, mode: int, data: bytes = b"") -> None:
+def new_file(path: str | Path, ids: Ids, mode: int, data: bytes = b"", reset: bool = False) -> None:
     """Create a file with data unless it exists, through path.tmp made afresh (a planted link is removed,
-    never written through)."""
+    never written through); with reset, an existing regular file gets owner and mode back (not its data)."""
     path = Path(path)
     if path.exists() or path.is_symlink():
+        if reset:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            except OSError as e:
+                raise refuse(path, "is not a regular file: %s" % e.strerror)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise refuse(path, "is not a regular file: not touched (remove it)")
+                fchown(fd, ids)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
         return
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -200,8 +212,8 @@ def make_queue(q: Path, o: Owners) -> None:
         for name in ("info", "local", "remote"):
             directory(q / name / str(n), o.send, 0o700)
     directory(q / "lock", o.queue, 0o750)
-    new_file(q / "lock" / "sendmutex", o.send, 0o600)
-    new_file(q / "lock" / "tcpto", o.remote, 0o644, bytes(1024))
+    new_file(q / "lock" / "sendmutex", o.send, 0o600, reset=True)  # qmail-send opens it for writing
+    new_file(q / "lock" / "tcpto", o.remote, 0o644, bytes(1024), reset=True)  # qmail-remote writes it
     fifo(q / "lock" / "trigger", o.send, 0o622)
     directory(q / "lock" / "qctl", o.send, 0o700)  # qmail-send's control socket: for root and qmail-send only
 
