@@ -258,3 +258,13 @@ def test_setup_reset_never_follows_a_planted_lock_file_symlink(tree, world_tmp):
     p = setup(tree)
     assert p.returncode == 111 and b"lock/sendmutex" in p.stderr, p.stderr
     untouched(v)
+
+
+@ROOT_ONLY
+def test_setup_as_a_plain_user_over_roots_tree_says_why(tree):
+    os.chmod(tree.parent, 0o755)
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", program("qmail-setup"),
+                        "--me", "test.example", str(tree)], capture_output=True)
+    assert p.returncode == 111 and b"internal error" not in p.stderr, p.stderr
+    assert p.stderr == b"qmail-setup: fatal: %s cannot be given owner 65534:65534 and mode 0755: Operation not " \
+                       b"permitted\n" % bytes(tree)

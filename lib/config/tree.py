@@ -113,6 +113,8 @@ def directory(path: str | Path, ids: Ids, mode: int) -> None:
     try:
         fchown(fd, ids)
         os.fchmod(fd, mode)
+    except OSError as e:  # say another account's tree, run as a plain user
+        raise refuse(path, "cannot be given owner %d:%d and mode %04o: %s" % (ids[0], ids[1], mode, e.strerror))
     finally:
         os.close(fd)
 
