@@ -137,7 +137,10 @@ def install_services(root, kind, prefix):
         raise Exit(PERM_FAILURE, "unknown service kind %s (runit, daemontools, systemd or xinetd)" % kind)
     if not (root / "queue").is_dir() or not (root / "bin" / "qmail-start").exists():
         raise Exit(TEMP_FAILURE, "%s is not a full qmail tree: run qmail-setup %s first" % (root, root))
-    me = (root / "control" / "me").read_text().split("\n")[0].strip()
+    try:
+        me = os.fsdecode((root / "control" / "me").read_bytes().split(b"\n")[0].strip())
+    except OSError as e:
+        raise Exit(TEMP_FAILURE, "unable to read %s: %s" % (root / "control" / "me", e.strerror))
     accounts = tree_accounts(root)
     for value in (str(root), me) + tuple(accounts):
         if not services.safe(value):

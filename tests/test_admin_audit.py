@@ -268,3 +268,22 @@ def test_setup_as_a_plain_user_over_roots_tree_says_why(tree):
     assert p.returncode == 111 and b"internal error" not in p.stderr, p.stderr
     assert p.stderr == b"qmail-setup: fatal: %s cannot be given owner 65534:65534 and mode 0755: Operation not " \
                        b"permitted\n" % bytes(tree)
+
+
+# --- qmail-setup --services on a tree whose control/me is missing or odd --------------------------------
+
+@pytest.mark.parametrize("me,code,said", [
+    (None, 111, b"unable to read "),
+    (b"h\xffx\n", 100, b"cannot write 'h\\udcffx' into a service definition"),
+    (b"mail.example\r\n", 0, b""),
+])
+def test_setup_services_with_an_odd_control_me(tree, world_tmp, me, code, said):
+    if me is None:
+        (tree / "control" / "me").unlink()
+    else:
+        (tree / "control" / "me").write_bytes(me)
+    p = subprocess.run([program("qmail-setup"), "--services=runit", "--destdir", str(world_tmp / "dest"), str(tree)],
+                       capture_output=True)
+    assert p.returncode == code and said in p.stderr and b"internal error" not in p.stderr, p.stderr
+    if code == 0:
+        assert b"-l mail.example " in (world_tmp / "dest" / "etc" / "sv" / "qmail-smtpd" / "run").read_bytes()
