@@ -287,3 +287,26 @@ def test_setup_services_with_an_odd_control_me(tree, world_tmp, me, code, said):
     assert p.returncode == code and said in p.stderr and b"internal error" not in p.stderr, p.stderr
     if code == 0:
         assert b"-l mail.example " in (world_tmp / "dest" / "etc" / "sv" / "qmail-smtpd" / "run").read_bytes()
+
+
+@ROOT_ONLY
+def test_newu_on_a_full_then_read_only_users_directory_keeps_the_old_table(tree):
+    users_dir = tree / "users"
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(users_dir)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        assert newu(tree, b"=old:old:1:1:/o:::\n.\n").returncode == 0
+        before = (users_dir / "cdb").read_bytes()
+        big = b"".join(b"=user%04d:u:1000:100:/home/u:::\n" % i for i in range(1000)) + b".\n"  # 33 KB
+        p = newu(tree, big)  # its cdb (about 60 KB) does not fit in what is left
+        assert (p.returncode, p.stderr) == (111, b"qmail-newu: fatal: unable to write users/cdb.tmp\n")
+        assert (users_dir / "cdb").read_bytes() == before
+        (users_dir / "cdb.tmp").unlink()
+        (users_dir / "assign").write_bytes(b"=new:new:1:1:/n:::\n.\n")
+        subprocess.run(["mount", "-o", "remount,ro", str(users_dir)], check=True)
+        p = subprocess.run([program("qmail-newu")], env=qenv(tree), capture_output=True)
+        assert (p.returncode, p.stderr) == (111, b"qmail-newu: fatal: unable to open users/cdb.tmp\n")
+        assert (users_dir / "cdb").read_bytes() == before
+    finally:
+        subprocess.run(["umount", str(users_dir)], check=True)
