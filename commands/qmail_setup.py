@@ -81,16 +81,38 @@ def write_launcher(path, text, owner):
     os.replace(temporary, path)
 
 
+def set_aside(link):
+    """Move a program that is not pyqmail's (qmail's own, in a tree qmail installed) to NAME.before-pyqmail;
+    return False, leaving it alone, when that name is taken."""
+    if link.is_symlink() or not link.is_file():
+        return True
+    with open(link, "rb") as f:
+        if b"pyqmail" in f.read(launcher.MAX_SIZE):  # a launcher of ours, maybe of another install
+            return True
+    saved = link.with_name(link.name + services.SAVED)
+    if os.path.lexists(saved):
+        warn("qmail-setup", "left %s alone: it is not pyqmail's, and %s is taken" % (link, saved.name))
+        return False
+    os.rename(link, saved)
+    print("qmail-setup: kept %s as %s (not pyqmail's)" % (link, saved.name))
+    return True
+
+
 def link_programs(root, owner, mini):
     """Point bin/<program> at each installed console script (or write its fast launcher); in mini-qmail,
-    qmail-queue is qmail-qmqpc."""
+    qmail-queue is qmail-qmqpc. Another program's file there is kept as NAME.before-pyqmail; return the
+    number left alone because that name was taken."""
     bindir = root / "bin"
     source = scripts_dir()
     paths = site_free_paths()
+    left = 0
     for name in PROGRAMS:
         target = source / ("qmail-qmqpc" if mini and name == "qmail-queue" else name)
         link = bindir / name
         if not target.exists():
+            continue
+        if not set_aside(link):
+            left += 1
             continue
         if paths is not None and name in FAST_START:
             write_launcher(link, launcher.text(target.name, paths), owner)
@@ -101,6 +123,7 @@ def link_programs(root, owner, mini):
             link.unlink()
         link.symlink_to(target)
         tree.lchown(link, owner.root)
+    return left
 
 
 def resolve_owners(single_user, account):
@@ -230,11 +253,11 @@ def body(argv):
             warning = tree.alias_home_warning(root)
             if warning:
                 warn("qmail-setup", "warning: " + warning)
-    link_programs(root, owners, mini)
+    left = link_programs(root, owners, mini)
     print("qmail-setup: %s tree at %s (me = %s)" % (
         "mini-qmail" if mini else ("single-user" if owners.single else "qmail"), root,
         (root / "control" / "me").read_text().strip()))
-    return 0
+    return PERM_FAILURE if left else 0
 
 
 def run():

@@ -310,3 +310,28 @@ def test_newu_on_a_full_then_read_only_users_directory_keeps_the_old_table(tree)
         assert (users_dir / "cdb").read_bytes() == before
     finally:
         subprocess.run(["umount", str(users_dir)], check=True)
+
+
+# --- qmail-setup over a tree qmail installed: qmail's programs are kept, not deleted ---------------------
+
+def test_setup_over_qmails_tree_keeps_its_programs(world_tmp):
+    root = world_tmp / "qmail"
+    (root / "bin").mkdir(parents=True)
+    elf = b"\x7fELF qmail-send as qmail's make setup built it"
+    (root / "bin" / "qmail-send").write_bytes(elf)
+    (root / "bin" / "qmail-queue").write_bytes(elf + b" (setuid qmailq)")
+    p = setup(root)
+    assert p.returncode == 0, p.stderr
+    assert (root / "bin" / "qmail-send.before-pyqmail").read_bytes() == elf
+    assert (root / "bin" / "qmail-queue.before-pyqmail").read_bytes() == elf + b" (setuid qmailq)"
+    assert os.path.samefile(root / "bin" / "qmail-send", program("qmail-send"))
+    assert b"pyqmail" in (root / "bin" / "qmail-queue").read_bytes()
+    assert setup(root).returncode == 0  # pyqmail's own programs are never set aside
+    assert sorted(p.name for p in (root / "bin").glob("*.before-pyqmail")) == [
+        "qmail-queue.before-pyqmail", "qmail-send.before-pyqmail"]
+    (root / "bin" / "qmail-send").unlink()
+    (root / "bin" / "qmail-send").write_bytes(b"another one")
+    p = setup(root)
+    assert p.returncode == 100 and b"left %s alone" % bytes(root / "bin" / "qmail-send") in p.stderr
+    assert (root / "bin" / "qmail-send").read_bytes() == b"another one"
+    assert (root / "bin" / "qmail-send.before-pyqmail").read_bytes() == elf
