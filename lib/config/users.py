@@ -84,11 +84,12 @@ MAX_ID = 0xFFFFFFFE  # the largest uid_t/gid_t; 0xFFFFFFFF is (uid_t)-1, "no cha
 
 
 def unusable(entry: Entry) -> str | None:
-    """Return why no delivery could use entry (a uid or gid that is no 32-bit number, uid 0, a home that is
-    not absolute), or None; qmail-newu refuses these, qmail's accepts them."""
+    """Return why entry is a typo no delivery could use (a uid or gid that is no 32-bit number, a home that
+    is not absolute), or None; qmail-newu refuses these, qmail's accepts them. An explicit uid 0 passes:
+    qmail-lspawn refuses to deliver as root, as qmail's does."""
     user, uid, gid, homedir = entry.fields[:4]
-    if not uid.isdigit() or len(uid) > 10 or not 0 < int(uid) <= MAX_ID:
-        return "uid %r is not a number from 1 to %d" % (uid[:20].decode("latin-1"), MAX_ID)
+    if not uid.isdigit() or len(uid) > 10 or int(uid) > MAX_ID:
+        return "uid %r is not a number from 0 to %d" % (uid[:20].decode("latin-1"), MAX_ID)
     if not gid.isdigit() or len(gid) > 10 or int(gid) > MAX_ID:
         return "gid %r is not a number from 0 to %d" % (gid[:20].decode("latin-1"), MAX_ID)
     if homedir[:1] != b"/":
