@@ -335,3 +335,31 @@ def test_setup_over_qmails_tree_keeps_its_programs(world_tmp):
     assert p.returncode == 100 and b"left %s alone" % bytes(root / "bin" / "qmail-send") in p.stderr
     assert (root / "bin" / "qmail-send").read_bytes() == b"another one"
     assert (root / "bin" / "qmail-send.before-pyqmail").read_bytes() == elf
+
+
+# --- property: qmail-newu's check of an assignment never raises, and passes exactly the usable ones -------
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from pyqmail.lib.config import users as assign  # noqa: E402
+
+number = st.one_of(st.integers(0, 2**40).map(lambda n: b"%d" % n), st.binary(max_size=12))
+fieldbytes = st.binary(max_size=12).filter(lambda b: b":" not in b and b"\0" not in b and b"\n" not in b)
+
+
+@given(number, number, st.one_of(fieldbytes, fieldbytes.map(lambda b: b"/" + b)))
+def test_unusable_accepts_exactly_32_bit_ids_and_absolute_homes(uid, gid, home):
+    entry = assign.Entry(False, b"joe", (b"joe", uid, gid, home, b"", b""))
+    why = assign.unusable(entry)
+
+    def good(n):
+        """A decimal uid_t/gid_t other than (uid_t)-1."""
+        return n.isdigit() and int(n) <= 0xFFFFFFFE
+    assert (why is None) == (good(uid) and good(gid) and home[:1] == b"/")
+    assert why is None or why.isprintable()
+
+
+def test_unusable_reads_leading_zeros_as_scan_ulong_does():
+    entry = assign.Entry(False, b"joe", (b"joe", b"0" * 5000 + b"1000", b"0100", b"/h", b"", b""))
+    assert assign.unusable(entry) is None
+    assert "uid" in assign.unusable(entry._replace(fields=(b"joe", b"0" * 20 + b"4294967295", b"1", b"/h", b"", b"")))
