@@ -30,7 +30,7 @@ from pathlib import Path
 from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main, warn
 from pyqmail.lib.config import services, tree
-from pyqmail.lib.util import launcher
+from pyqmail.lib.util import fdio, launcher
 
 PROGRAMS = (
     "qmail-queue", "qmail-pickup", "qmail-qmqpd", "qmail-qmqpc", "qmail-newqmqpclients",
@@ -75,8 +75,13 @@ def write_launcher(path, text, owner):
         return
     temporary = path.with_name(path.name + ".new")
     temporary.unlink(missing_ok=True)
-    temporary.write_text(text)
-    os.chmod(temporary, 0o755)
+    # created afresh, never through a link planted meanwhile (bin/ is the account's in a --user tree)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        fdio.write_all(fd, text.encode())
+        os.fchmod(fd, 0o755)
+    finally:
+        os.close(fd)
     tree.lchown(temporary, owner.root)
     os.replace(temporary, path)
 
