@@ -52,7 +52,7 @@ def test_setup_never_writes_through_a_planted_tmp_hard_link(tree, world_tmp):
     (tree / "queue" / "lock" / "sendmutex").unlink()
     os.link(v, tree / "queue" / "lock" / "sendmutex.tmp")
     assert setup(tree).returncode == 0
-    assert v.read_bytes() == b"precious\n" and stat.S_IMODE(v.stat().st_mode) == 0o600
+    assert v.read_bytes() == b"precious\n" and stat.S_IMODE(v.stat().st_mode) == 0o640
     assert (tree / "queue" / "lock" / "sendmutex").read_bytes() == b""
 
 
@@ -250,14 +250,15 @@ def test_setup_gives_the_queue_lock_files_their_modes_back(tree):
     assert (lock / "tcpto").read_bytes() == b"\1" * 1024  # its contents are qmail-remote's memory: kept
 
 
-def test_setup_reset_never_follows_a_planted_lock_file_symlink(tree, world_tmp):
-    v = victim(world_tmp)
+@pytest.mark.parametrize("how", ["symlink", "hardlink"])
+def test_setup_reset_never_follows_a_planted_lock_file_link(tree, world_tmp, how):
+    v = victim(world_tmp, mode=0o640)  # the reset would make it 0600
     mutex = tree / "queue" / "lock" / "sendmutex"
     mutex.unlink()
-    mutex.symlink_to(v)
+    mutex.symlink_to(v) if how == "symlink" else os.link(v, mutex)
     p = setup(tree)
     assert p.returncode == 111 and b"lock/sendmutex" in p.stderr, p.stderr
-    untouched(v)
+    assert v.read_bytes() == b"precious\n" and stat.S_IMODE(v.stat().st_mode) == 0o640
 
 
 @ROOT_ONLY

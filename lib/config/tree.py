@@ -130,8 +130,9 @@ def new_file(path: str | Path, ids: Ids, mode: int, data: bytes = b"", reset: bo
             except OSError as e:
                 raise refuse(path, "is not a regular file: %s" % e.strerror)
             try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise refuse(path, "is not a regular file: not touched (remove it)")
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link: maybe to a file elsewhere
+                    raise refuse(path, "is not a regular file with one name: not touched (remove it)")
                 fchown(fd, ids)
                 os.fchmod(fd, mode)
             finally:
@@ -163,8 +164,9 @@ def fifo(path: str | Path, ids: Ids, mode: int) -> None:
         raise refuse(path, "exists and is not a named pipe: not touched (remove it)")
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     try:
-        if not stat.S_ISFIFO(os.fstat(fd).st_mode):  # replaced since the lstat
-            raise refuse(path, "exists and is not a named pipe: not touched (remove it)")
+        st = os.fstat(fd)
+        if not stat.S_ISFIFO(st.st_mode) or st.st_nlink != 1:  # replaced since the lstat, or a hard link
+            raise refuse(path, "exists and is not a named pipe with one name: not touched (remove it)")
         fchown(fd, ids)
         os.fchmod(fd, mode)
     finally:
