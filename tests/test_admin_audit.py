@@ -48,7 +48,7 @@ def test_setup_never_writes_through_a_planted_tmp_symlink(tree, world_tmp):
 
 
 def test_setup_never_writes_through_a_planted_tmp_hard_link(tree, world_tmp):
-    v = victim(world_tmp)
+    v = victim(world_tmp, mode=0o640)  # sendmutex is made 0600
     (tree / "queue" / "lock" / "sendmutex").unlink()
     os.link(v, tree / "queue" / "lock" / "sendmutex.tmp")
     assert setup(tree).returncode == 0
