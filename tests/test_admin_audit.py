@@ -364,3 +364,27 @@ def test_unusable_reads_leading_zeros_as_scan_ulong_does():
     entry = assign.Entry(False, b"joe", (b"joe", b"0" * 5000 + b"1000", b"0100", b"/h", b"", b""))
     assert assign.unusable(entry) is None
     assert "uid" in assign.unusable(entry._replace(fields=(b"joe", b"0" * 20 + b"4294967295", b"1", b"/h", b"", b"")))
+
+
+# --- control/defaultdelivery saved with CRLF: rc (and the run scripts) pass its CR to qmail-start -----------
+
+def test_a_crlf_defaultdelivery_still_delivers_into_the_maildir(procs, world_tmp):
+    import time
+    from conftest import queue_message
+    from mailsystem import ROOT as AS_ROOT, assign_users, children, make_home
+    tree = make_tree(world_tmp / "qmail", *([] if AS_ROOT else ["--single-user"]), "--me", "test.example")
+    home = make_home(world_tmp)
+    assign_users(tree, [("=", "joe", home, "", "")])
+    (tree / "control" / "defaultdelivery").write_bytes(b"./Maildir/\r\n")  # saved by a Windows editor
+    out = tree / "rc.out"
+    with open(out, "wb") as f:
+        p = procs.start([str(tree / "rc"), "cat"], stdout=f, stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+    assert queue_message(tree, b"Subject: crlf\n\nhello\n", b"Fsender@example.org\0Tjoe@test.example\0\0") == 0
+    deadline = time.time() + 30
+    while b"end msg" not in out.read_bytes() and time.time() < deadline:
+        time.sleep(0.05)
+    assert b"delivery 1: success: did_1+0+0/" in out.read_bytes(), out.read_bytes()
+    assert len(list((home / "Maildir" / "new").iterdir())) == 1  # not an mbox named CR inside the Maildir
+    assert not (home / "Maildir" / "\r").exists()
+    lspawn = [pid for pid in children(p.pid) if open("/proc/%d/comm" % pid).read().strip() == "qmail-lspawn"]
+    assert open("/proc/%d/cmdline" % lspawn[0], "rb").read().endswith(b"qmail-lspawn\0./Maildir/\0")
