@@ -388,3 +388,22 @@ def test_a_crlf_defaultdelivery_still_delivers_into_the_maildir(procs, world_tmp
     assert not (home / "Maildir" / "\r").exists()
     lspawn = [pid for pid in children(p.pid) if open("/proc/%d/comm" % pid).read().strip() == "qmail-lspawn"]
     assert open("/proc/%d/cmdline" % lspawn[0], "rb").read().endswith(b"qmail-lspawn\0./Maildir/\0")
+
+
+@ROOT_ONLY
+def test_setup_gives_a_damaged_qmail_queue_its_owners_and_modes_back(world_tmp):
+    import pwd
+    root = make_tree(world_tmp / "qmail", "--me", "test.example")  # qmail's accounts
+    q = root / "queue"
+    for path in (q / "info" / "5", q / "mess" / "3", q / "lock" / "sendmutex", q / "todo"):
+        os.chown(path, 0, 0)  # say a restore by a tool that kept no owners, and a chmod -R
+        os.chmod(path, 0o777)
+    make_tree(root, "--me", "test.example")
+
+    def owner_mode(path):
+        st = os.lstat(path)
+        return pwd.getpwuid(st.st_uid).pw_name, stat.S_IMODE(st.st_mode)
+    assert owner_mode(q / "info" / "5") == ("qmails", 0o700)
+    assert owner_mode(q / "mess" / "3") == ("qmailq", 0o750)
+    assert owner_mode(q / "todo") == ("qmailq", 0o750)
+    assert owner_mode(q / "lock" / "sendmutex") == ("qmails", 0o600)
