@@ -42,10 +42,13 @@ def write_cdb(records):
             maker.add(key, value)
         maker.commit().close()
         os.fsync(fd)
+        ours = cdbmake.is_ours(fd, temp)
     except OSError as e:
         raise Exit(TEMP_FAILURE, "fatal: unable to write control/%s: %s" % (TEMP, e.strerror or e))
     finally:
         os.close(fd)
+    if not ours:  # a second run at once removed ours and writes its own there: the table is left to it
+        raise Exit(TEMP_FAILURE, "fatal: unable to move control/%s to control/%s: replaced meanwhile" % (TEMP, TARGET))
     try:
         os.rename(temp, target)
     except OSError as e:

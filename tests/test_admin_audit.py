@@ -407,3 +407,26 @@ def test_setup_gives_a_damaged_qmail_queue_its_owners_and_modes_back(world_tmp):
     assert owner_mode(q / "mess" / "3") == ("qmailq", 0o750)
     assert owner_mode(q / "todo") == ("qmailq", 0o750)
     assert owner_mode(q / "lock" / "sendmutex") == ("qmails", 0o600)
+
+
+# --- two builders at once: the one whose .tmp was replaced never renames the other's half-written file -----
+
+def test_a_builder_whose_tmp_was_replaced_meanwhile_leaves_the_table_alone(world_tmp):
+    from pyqmail.lib.config import cdbmake
+    from pyqmail.lib.util.exits import Exit
+    temp, target = str(world_tmp / "cdb.tmp"), str(world_tmp / "cdb")
+    with open(target, "wb") as f:
+        f.write(b"the old table")
+
+    def records():
+        """Our records; midway a second run removes our cdb.tmp and starts writing its own."""
+        yield b"a", b"1"
+        os.unlink(temp)
+        with open(temp, "wb") as f:
+            f.write(b"the other run's first bytes")
+        yield b"b", b"2"
+    with pytest.raises(Exit) as e:
+        cdbmake.replace(temp, target, records(), "unable to open cdb.tmp", "unable to write cdb.tmp")
+    assert e.value.code == 111 and e.value.message == "fatal: unable to move %s to %s" % (temp, target)
+    assert open(target, "rb").read() == b"the old table"
+    assert open(temp, "rb").read() == b"the other run's first bytes"  # left for the other run to finish
