@@ -105,7 +105,8 @@ def directory(path: str | Path, ids: Ids, mode: int) -> None:
     if not stat.S_ISLNK(st.st_mode):
         flags |= os.O_NOFOLLOW
     elif st.st_uid != os.geteuid():
-        raise refuse(path, "is a symbolic link owned by uid %d, not by us: not followed (remove it)" % st.st_uid)
+        raise refuse(path, "is a symbolic link owned by uid %d, not by us: not followed (if it is yours, "
+                           "chown -h %d it; else remove it)" % (st.st_uid, os.geteuid()))
     try:
         fd = os.open(path, flags)
     except OSError as e:
