@@ -90,6 +90,8 @@ def account_lines(line, s, include, exclude, mailnames, allusers):
     uid = control.scan_ulong(uidstr, 0)
     if uid == 0 or (s.no_upper and user != user.lower()):
         return []
+    if users.unusable(users.Entry(False, user, (user, uidstr, gidstr, home, b"", b""))) is not None:
+        return []  # qmail-newu would refuse the whole file for it (a relative home, a uid beyond 32 bits)
     if include is not None and users.lower(user) not in include:
         return []
     if exclude is not None and users.lower(user) in exclude:

@@ -430,3 +430,18 @@ def test_a_builder_whose_tmp_was_replaced_meanwhile_leaves_the_table_alone(world
     assert e.value.code == 111 and e.value.message == "fatal: unable to move %s to %s" % (temp, target)
     assert open(target, "rb").read() == b"the old table"
     assert open(temp, "rb").read() == b"the other run's first bytes"  # left for the other run to finish
+
+
+def test_pw2u_skips_accounts_qmail_newu_would_refuse(tree):
+    passwd = (b"alias:x:7790:2108::/var/qmail/alias:/bin/false\n"
+              b"joe:x:1000:100:Joe:/home/joe:/bin/sh\n"
+              b"nohome:x:1001:100:::/bin/sh\n"               # an empty home
+              b"rel:x:1002:100::home/rel:/bin/sh\n"          # a relative one
+              b"big:x:4294967296:100::/home/big:/bin/sh\n"   # cut to root by a C setuid
+              b"badgid:x:1003:x::/home/badgid:/bin/sh\n")
+    p = subprocess.run([program("qmail-pw2u"), "-H"], input=passwd, env=qenv(tree), capture_output=True)
+    assert p.returncode == 0, p.stderr
+    locals_ = [line.split(b":")[0] for line in p.stdout.split(b"\n")]
+    assert locals_ == [b"+", b"=alias", b"+alias-", b"=joe", b"+joe-", b"."] + [b""]
+    (tree / "users" / "assign").write_bytes(p.stdout)
+    assert subprocess.run([program("qmail-newu")], env=qenv(tree), capture_output=True).returncode == 0
