@@ -248,6 +248,9 @@ def body(argv):
         owners = tree.qmail_owners(root)
     tree.make_base(root, owners)
     tree.install_controls(root, owners, me, mini)
+    hubs = root / "control" / "qmqpservers"
+    if mini and hubs.read_bytes() != "".join(hub + "\n" for hub in mini).encode():
+        warn("qmail-setup", "kept %s: it exists and lists other hubs than --mini's (not overwritten)" % hubs)
     if mini:  # qmail-qmqpc's memory of failed hubs: every local user's injections write it (qmail-qmqpc(8))
         tree.directory(root / "lock", owners.root, 0o755)
         tree.new_file(root / "lock" / "qmqpto", owners.root, 0o644 if owners.single else 0o666)

@@ -445,3 +445,14 @@ def test_pw2u_skips_accounts_qmail_newu_would_refuse(tree):
     assert locals_ == [b"+", b"=alias", b"+alias-", b"=joe", b"+joe-", b"."] + [b""]
     (tree / "users" / "assign").write_bytes(p.stdout)
     assert subprocess.run([program("qmail-newu")], env=qenv(tree), capture_output=True).returncode == 0
+
+
+def test_setup_mini_says_when_it_keeps_other_hubs(world_tmp):
+    root = world_tmp / "mini"
+    args = [program("qmail-setup"), "--single-user", "--me", "leaf.example", "--mini"]
+    assert subprocess.run(args + ["127.0.0.1:6001", str(root)], capture_output=True).stderr == b""
+    assert subprocess.run(args + ["127.0.0.1:6001", str(root)], capture_output=True).stderr == b""
+    p = subprocess.run(args + ["127.0.0.1:6002", str(root)], capture_output=True)  # say scripts/run on another port
+    assert p.returncode == 0 and p.stderr == b"qmail-setup: kept %s: it exists and lists other hubs than " \
+                                             b"--mini's (not overwritten)\n" % bytes(root / "control" / "qmqpservers")
+    assert (root / "control" / "qmqpservers").read_text() == "127.0.0.1:6001\n"
