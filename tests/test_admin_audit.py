@@ -7,8 +7,10 @@ import stat
 import subprocess
 
 import pytest
+from hypothesis import given, strategies as st
 
 from conftest import make_tree, program, qenv
+from pyqmail.lib.config import users as assign
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to plant a link owned by another user")
 
@@ -339,10 +341,6 @@ def test_setup_over_qmails_tree_keeps_its_programs(world_tmp):
 
 
 # --- property: qmail-newu's check of an assignment never raises, and passes exactly the usable ones -------
-
-from hypothesis import given, strategies as st  # noqa: E402
-
-from pyqmail.lib.config import users as assign  # noqa: E402
 
 number = st.one_of(st.integers(0, 2**40).map(lambda n: b"%d" % n), st.binary(max_size=12))
 fieldbytes = st.binary(max_size=12).filter(lambda b: b":" not in b and b"\0" not in b and b"\n" not in b)
