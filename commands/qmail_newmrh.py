@@ -15,8 +15,9 @@ def fatal(text):
 
 
 def domains(data):
-    """Return the keys: each line lowercased, trailing spaces and tabs stripped, blank and # lines skipped."""
-    lines = (line.rstrip(b" \t").lower() for line in data.split(b"\n"))
+    """Return the keys: each line lowercased, trailing blanks (a CRLF file's CR too) stripped, blank and # lines
+    skipped."""
+    lines = (line.rstrip(control.BLANKS).lower() for line in data.split(b"\n"))
     return [line for line in lines if line and not line.startswith(b"#")]
 
 

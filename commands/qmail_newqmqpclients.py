@@ -2,7 +2,7 @@
 
 import os
 
-from pyqmail.lib.config import access, control
+from pyqmail.lib.config import access, cdbmake, control
 from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
 
@@ -33,7 +33,7 @@ def write_cdb(records):
     import cdbx
     temp, target = control.path("control", TEMP), control.path("control", TARGET)
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = cdbmake.create(temp)  # never through a planted link
     except OSError as e:
         raise Exit(TEMP_FAILURE, "fatal: unable to write control/%s: %s" % (TEMP, e.strerror))
     try:
@@ -42,10 +42,13 @@ def write_cdb(records):
             maker.add(key, value)
         maker.commit().close()
         os.fsync(fd)
+        ours = cdbmake.is_ours(fd, temp)
     except OSError as e:
         raise Exit(TEMP_FAILURE, "fatal: unable to write control/%s: %s" % (TEMP, e.strerror or e))
     finally:
         os.close(fd)
+    if not ours:  # a second run at once removed ours and writes its own there: the table is left to it
+        raise Exit(TEMP_FAILURE, "fatal: unable to move control/%s to control/%s: replaced meanwhile" % (TEMP, TARGET))
     try:
         os.rename(temp, target)
     except OSError as e:

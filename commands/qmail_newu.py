@@ -45,6 +45,10 @@ def body(argv):
         entries = users.parse_assign(data)
     except users.AssignError:
         raise fatal("bad format in users/assign")
+    for number, entry in enumerate(entries, 1):  # entries are the lines before the `.`, one each
+        why = users.unusable(entry)
+        if why is not None:
+            raise fatal("bad format in users/assign: line %d: %s" % (number, why))
     write_cdb(users.cdb_records(entries))
     return 0
 

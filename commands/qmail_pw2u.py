@@ -90,6 +90,8 @@ def account_lines(line, s, include, exclude, mailnames, allusers):
     uid = control.scan_ulong(uidstr, 0)
     if uid == 0 or (s.no_upper and user != user.lower()):
         return []
+    if users.unusable(users.Entry(False, user, (user, uidstr, gidstr, home, b"", b""))) is not None:
+        return []  # qmail-newu would refuse the whole file for it (a relative home, a uid beyond 32 bits)
     if include is not None and users.lower(user) not in include:
         return []
     if exclude is not None and users.lower(user) in exclude:
@@ -148,7 +150,10 @@ def body(argv):
     subusers = read_users_file("subusers")
     for line in (subusers.split(b"\n") if subusers is not None else []):
         out += subuser_lines(line, s, allusers)
-    out += [read_users_file("append") or b"", b".\n"]
+    append = read_users_file("append") or b""
+    if append and not append.endswith(b"\n"):
+        append += b"\n"  # else the `.` line would be glued to its last line
+    out += [append, b".\n"]
     try:
         sys.stdout.buffer.write(b"".join(out))
         sys.stdout.buffer.flush()

@@ -30,7 +30,7 @@ from pathlib import Path
 from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main, warn
 from pyqmail.lib.config import services, tree
-from pyqmail.lib.util import launcher
+from pyqmail.lib.util import fdio, launcher
 
 PROGRAMS = (
     "qmail-queue", "qmail-pickup", "qmail-qmqpd", "qmail-qmqpc", "qmail-newqmqpclients",
@@ -75,22 +75,49 @@ def write_launcher(path, text, owner):
         return
     temporary = path.with_name(path.name + ".new")
     temporary.unlink(missing_ok=True)
-    temporary.write_text(text)
-    os.chmod(temporary, 0o755)
+    # created afresh, never through a link planted meanwhile (bin/ is the account's in a --user tree)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        fdio.write_all(fd, text.encode())
+        os.fchmod(fd, 0o755)
+    finally:
+        os.close(fd)
     tree.lchown(temporary, owner.root)
     os.replace(temporary, path)
 
 
+def set_aside(link):
+    """Move a program that is not pyqmail's (qmail's own, in a tree qmail installed) to NAME.before-pyqmail;
+    return False, leaving it alone, when that name is taken."""
+    if link.is_symlink() or not link.is_file():
+        return True
+    with open(link, "rb") as f:
+        if b"pyqmail" in f.read(launcher.MAX_SIZE):  # a launcher of ours, maybe of another install
+            return True
+    saved = link.with_name(link.name + services.SAVED)
+    if os.path.lexists(saved):
+        warn("qmail-setup", "left %s alone: it is not pyqmail's, and %s is taken" % (link, saved.name))
+        return False
+    os.rename(link, saved)
+    print("qmail-setup: kept %s as %s (not pyqmail's)" % (link, saved.name))
+    return True
+
+
 def link_programs(root, owner, mini):
     """Point bin/<program> at each installed console script (or write its fast launcher); in mini-qmail,
-    qmail-queue is qmail-qmqpc."""
+    qmail-queue is qmail-qmqpc. Another program's file there is kept as NAME.before-pyqmail; return the
+    number left alone because that name was taken."""
     bindir = root / "bin"
     source = scripts_dir()
     paths = site_free_paths()
+    left = 0
     for name in PROGRAMS:
         target = source / ("qmail-qmqpc" if mini and name == "qmail-queue" else name)
         link = bindir / name
         if not target.exists():
+            continue
+        if not set_aside(link):
+            left += 1
             continue
         if paths is not None and name in FAST_START:
             write_launcher(link, launcher.text(target.name, paths), owner)
@@ -101,6 +128,7 @@ def link_programs(root, owner, mini):
             link.unlink()
         link.symlink_to(target)
         tree.lchown(link, owner.root)
+    return left
 
 
 def resolve_owners(single_user, account):
@@ -137,7 +165,10 @@ def install_services(root, kind, prefix):
         raise Exit(PERM_FAILURE, "unknown service kind %s (runit, daemontools, systemd or xinetd)" % kind)
     if not (root / "queue").is_dir() or not (root / "bin" / "qmail-start").exists():
         raise Exit(TEMP_FAILURE, "%s is not a full qmail tree: run qmail-setup %s first" % (root, root))
-    me = (root / "control" / "me").read_text().split("\n")[0].strip()
+    try:
+        me = os.fsdecode((root / "control" / "me").read_bytes().split(b"\n")[0].strip())
+    except OSError as e:
+        raise Exit(TEMP_FAILURE, "unable to read %s: %s" % (root / "control" / "me", e.strerror))
     accounts = tree_accounts(root)
     for value in (str(root), me) + tuple(accounts):
         if not services.safe(value):
@@ -217,6 +248,9 @@ def body(argv):
         owners = tree.qmail_owners(root)
     tree.make_base(root, owners)
     tree.install_controls(root, owners, me, mini)
+    hubs = root / "control" / "qmqpservers"
+    if mini and hubs.read_bytes() != "".join(hub + "\n" for hub in mini).encode():
+        warn("qmail-setup", "kept %s: it exists and lists other hubs than --mini's (not overwritten)" % hubs)
     if mini:  # qmail-qmqpc's memory of failed hubs: every local user's injections write it (qmail-qmqpc(8))
         tree.directory(root / "lock", owners.root, 0o755)
         tree.new_file(root / "lock" / "qmqpto", owners.root, 0o644 if owners.single else 0o666)
@@ -227,11 +261,11 @@ def body(argv):
             warning = tree.alias_home_warning(root)
             if warning:
                 warn("qmail-setup", "warning: " + warning)
-    link_programs(root, owners, mini)
+    left = link_programs(root, owners, mini)
     print("qmail-setup: %s tree at %s (me = %s)" % (
         "mini-qmail" if mini else ("single-user" if owners.single else "qmail"), root,
         (root / "control" / "me").read_text().strip()))
-    return 0
+    return PERM_FAILURE if left else 0
 
 
 def run():

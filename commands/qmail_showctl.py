@@ -3,6 +3,7 @@
 import grp
 import os
 import pwd
+import stat
 import sys
 
 from pyqmail.lib.config import control, ctlreport, users
@@ -51,12 +52,16 @@ def qmail_ids(home):
 
 
 def read(name):
-    """Return a control file's bytes, None if absent; other errors raise OSError."""
+    """Return a control file's bytes, None if absent; other errors raise OSError, as does anything but a
+    regular file (a named pipe would hang the report, /dev/zero fill the memory)."""
     try:
-        with open(name, "rb") as f:
-            return f.read()
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file")
+        return f.read()
 
 
 def absent(name):

@@ -148,6 +148,9 @@ def environment(home):
 def body(argv):
     """Start the logger, qmail-lspawn, qmail-rspawn, qmail-clean and qmail-pickup, then become qmail-send."""
     delivery = argv[0] if argv else DEFAULT_DELIVERY
+    # rc and the run scripts pass control/defaultdelivery through `cat`: a CRLF file's CR would end each line,
+    # and `./Maildir/<CR>` is an mbox named CR inside the Maildir (control files drop that CR: control.BLANKS)
+    delivery = "\n".join(line.rstrip("\r") for line in delivery.split("\n"))
     logger = argv[1:]
     try:
         home = environment(control.qmailhome())

@@ -6,9 +6,13 @@ import grp
 import os
 import pwd
 import shlex
+import stat
 import subprocess
 from pathlib import Path
 from typing import NamedTuple  # only qmail-setup uses this module
+
+from pyqmail.lib.util import fdio
+from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 
 SPLIT = 23
 Ids = tuple[int, int]  # (uid, gid)
@@ -72,33 +76,102 @@ def lchown(path: str | Path, ids: Ids) -> None:
         os.lchown(path, *ids)
 
 
+def fchown(fd: int, ids: Ids) -> None:
+    """Set an open file's owner and group; a no-op when nothing would change."""
+    st = os.fstat(fd)
+    if (st.st_uid, st.st_gid) != tuple(ids) and (os.geteuid() == 0 or st.st_uid == ids[0]):
+        os.fchown(fd, *ids)
+
+
+def refuse(path: str | Path, why: str) -> Exit:
+    """Return the Exit (111) for a path qmail-setup will not touch."""
+    return Exit(TEMP_FAILURE, "fatal: %s %s" % (path, why))
+
+
 def directory(path: str | Path, ids: Ids, mode: int) -> None:
-    """Make a directory (if missing) with owner and mode; existing contents are left alone."""
+    """Make a directory (if missing) with owner and mode; existing contents are left alone. A symbolic link
+    there is followed only if it belongs to whoever runs this (the administrator's, say a queue on another
+    disk); one planted by another account (alias owns alias/, qmailq queue/) is refused, never chmod'ed
+    through."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    lchown(path, ids)
-    os.chmod(path, mode)
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise refuse(path, "cannot be made: %s" % e.strerror)
+    st = os.lstat(path)
+    flags = os.O_RDONLY | os.O_DIRECTORY
+    if not stat.S_ISLNK(st.st_mode):
+        flags |= os.O_NOFOLLOW
+    elif st.st_uid != os.geteuid():
+        raise refuse(path, "is a symbolic link owned by uid %d, not by us: not followed (if it is yours, "
+                           "chown -h %d it; else remove it)" % (st.st_uid, os.geteuid()))
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise refuse(path, "is not a directory: %s" % e.strerror)
+    try:
+        fchown(fd, ids)
+        os.fchmod(fd, mode)
+    except OSError as e:  # say another account's tree, run as a plain user
+        raise refuse(path, "cannot be given owner %d:%d and mode %04o: %s" % (ids[0], ids[1], mode, e.strerror))
+    finally:
+        os.close(fd)
 
 
-def new_file(path: str | Path, ids: Ids, mode: int, data: bytes = b"") -> None:
-    """Create a file with data unless it exists."""
+def new_file(path: str | Path, ids: Ids, mode: int, data: bytes = b"", reset: bool = False) -> None:
+    """Create a file with data unless it exists, through path.tmp made afresh (a planted link is removed,
+    never written through); with reset, an existing regular file gets owner and mode back (not its data)."""
     path = Path(path)
     if path.exists() or path.is_symlink():
+        if reset:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            except OSError as e:
+                raise refuse(path, "is not a regular file: %s" % e.strerror)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link: maybe to a file elsewhere
+                    raise refuse(path, "is not a regular file with one name: not touched (remove it)")
+                fchown(fd, ids)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
         return
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    lchown(tmp, ids)
-    os.chmod(tmp, mode)
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        fdio.write_all(fd, data)
+        fchown(fd, ids)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
     os.rename(tmp, path)
 
 
 def fifo(path: str | Path, ids: Ids, mode: int) -> None:
-    """Create a named pipe unless it exists."""
+    """Create a named pipe unless it exists; anything else there (a planted symlink) is refused."""
     path = Path(path)
-    if not path.exists():
-        os.mkfifo(path)
-    lchown(path, ids)
-    os.chmod(path, mode)
+    try:
+        os.mkfifo(path, 0o600)
+    except FileExistsError:
+        pass
+    if not stat.S_ISFIFO(os.lstat(path).st_mode):
+        raise refuse(path, "exists and is not a named pipe: not touched (remove it)")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISFIFO(st.st_mode) or st.st_nlink != 1:  # replaced since the lstat, or a hard link
+            raise refuse(path, "exists and is not a named pipe with one name: not touched (remove it)")
+        fchown(fd, ids)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def make_base(root: Path, o: Owners) -> None:
@@ -144,8 +217,8 @@ def make_queue(q: Path, o: Owners) -> None:
         for name in ("info", "local", "remote"):
             directory(q / name / str(n), o.send, 0o700)
     directory(q / "lock", o.queue, 0o750)
-    new_file(q / "lock" / "sendmutex", o.send, 0o600)
-    new_file(q / "lock" / "tcpto", o.remote, 0o644, bytes(1024))
+    new_file(q / "lock" / "sendmutex", o.send, 0o600, reset=True)  # qmail-send opens it for writing
+    new_file(q / "lock" / "tcpto", o.remote, 0o644, bytes(1024), reset=True)  # qmail-remote writes it
     fifo(q / "lock" / "trigger", o.send, 0o622)
     directory(q / "lock" / "qctl", o.send, 0o700)  # qmail-send's control socket: for root and qmail-send only
 

@@ -80,6 +80,29 @@ def parse_assign(data: bytes) -> list[Entry]:
         start = end + 1
 
 
+MAX_ID = 0xFFFFFFFE  # the largest uid_t/gid_t; 0xFFFFFFFF is (uid_t)-1, "no change" to setuid
+
+
+def is_id(field: bytes) -> bool:
+    """True if field is decimal digits worth at most MAX_ID (leading zeros allowed, as scan_ulong reads them)."""
+    digits = field.lstrip(b"0")
+    return field.isdigit() and len(digits) <= 10 and int(digits or b"0") <= MAX_ID
+
+
+def unusable(entry: Entry) -> str | None:
+    """Return why entry is a typo no delivery could use (a uid or gid that is no 32-bit number, a home that
+    is not absolute), or None; qmail-newu refuses these, qmail's accepts them. An explicit uid 0 passes:
+    qmail-lspawn refuses to deliver as root, as qmail's does."""
+    user, uid, gid, homedir = entry.fields[:4]
+    if not is_id(uid):
+        return "uid %r is not a number from 0 to %d" % (uid[:20].decode("latin-1"), MAX_ID)
+    if not is_id(gid):
+        return "gid %r is not a number from 0 to %d" % (gid[:20].decode("latin-1"), MAX_ID)
+    if homedir[:1] != b"/":
+        return "home %r is not an absolute path" % homedir[:60].decode("latin-1")
+    return None
+
+
 def cdb_records(entries: list[Entry]) -> list[tuple[bytes, bytes]]:
     """Return users/cdb's (key, value) pairs in qmail-newu's order, the wildcard-character record last."""
     records = []
