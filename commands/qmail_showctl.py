@@ -3,12 +3,12 @@
 import grp
 import os
 import pwd
-import stat
 import sys
 
 from pyqmail.lib.config import control, ctlreport, users
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
+from pyqmail.lib.util.regularfile import open_regular
 from pyqmail.lib.queue.queue import SPLIT
 
 PATERNALISM = 0o002  # conf-patrn
@@ -55,12 +55,10 @@ def read(name):
     """Return a control file's bytes, None if absent; other errors raise OSError, as does anything but a
     regular file (a named pipe would hang the report, /dev/zero fill the memory)."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+        fd = open_regular(name, follow=True)
     except FileNotFoundError:
         return None
     with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError("not a regular file")
         return f.read()
 
 

@@ -13,6 +13,7 @@ from typing import NamedTuple  # only qmail-setup uses this module
 
 from pyqmail.lib.util import fdio
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
+from pyqmail.lib.util.regularfile import NotRegularFile, open_regular
 
 SPLIT = 23
 Ids = tuple[int, int]  # (uid, gid)
@@ -126,14 +127,13 @@ def new_file(path: str | Path, ids: Ids, mode: int, data: bytes = b"", reset: bo
     path = Path(path)
     if path.exists() or path.is_symlink():
         if reset:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            try:  # a hard link: maybe to a file elsewhere
+                fd = open_regular(str(path), one_link=True)
+            except NotRegularFile:
+                raise refuse(path, "is not a regular file with one name: not touched (remove it)")
             except OSError as e:
                 raise refuse(path, "is not a regular file: %s" % e.strerror)
             try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:  # a hard link: maybe to a file elsewhere
-                    raise refuse(path, "is not a regular file with one name: not touched (remove it)")
                 fchown(fd, ids)
                 os.fchmod(fd, mode)
             finally:
