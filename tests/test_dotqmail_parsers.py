@@ -51,7 +51,7 @@ def test_candidates_examples():
     assert dotqmail.candidates(b"-", b"x-Default")[0] == (b".qmail-x-default", b"Default")
 
 
-line_text = st.text(alphabet="./|&#+ \tab@-\0list", max_size=20).map(str.encode)
+line_text = st.text(alphabet="./|&#+ \t\rab@-\0list", max_size=20).map(str.encode)
 
 
 @given(st.lists(line_text, max_size=8), st.booleans())
@@ -61,7 +61,7 @@ def test_parse_lines(lines, final_newline):
     expected = text.split(b"\n") if not text.endswith(b"\n") else text.split(b"\n")[:-1]
     assert len(parsed) == len(expected)
     for n, ((kind, value, shown), raw) in enumerate(zip(parsed, expected)):
-        line = raw.rstrip(b" \t")
+        line = raw.rstrip(b" \t\r")
         assert b"\0" not in value or kind in (dotqmail.COMMENT, dotqmail.PLUS, dotqmail.LIST)
         if kind == dotqmail.FIRST_BLANK:
             assert n == 0
@@ -78,6 +78,13 @@ def test_classify_examples():
         ("maildir", b"./Maildir/", b"./Maildir/"), ("mbox", b"./Mbox", b"./Mbox"),
         ("program", b"cmd x", b"cmd x"), ("forward", b"a@b", b"a@b"), ("forward", b"c@d", b"c@d"),
         ("+list", b"+list", b"+list"), ("plus", b"+x", b"+x"), ("comment", b"#c", b"#c"), ("blank", b"", b"")]
+
+
+def test_a_crlf_dot_qmail_means_what_its_lf_twin_means():
+    # qmail kept the CR: `./Maildir/<CR>` was an mbox named CR inside the Maildir, logged as a success
+    lf = b"./Maildir/\n|cmd x\n&a@b\n./Mbox\n"
+    assert dotqmail.parse(lf.replace(b"\n", b"\r\n")) == dotqmail.parse(lf)
+    assert dotqmail.parse(b"./Maildir/ \t\r\n")[0][:2] == ("maildir", b"./Maildir/")
     assert dotqmail.parse(b"\n")[0][0] == dotqmail.FIRST_BLANK
 
 

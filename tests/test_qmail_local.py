@@ -102,6 +102,15 @@ def test_maildir_delivery_read_back(home, tmp_path):
     assert message.get_payload().startswith("From the start\n")
 
 
+def test_a_dot_qmail_saved_with_crlf_delivers_where_its_lines_say(home, tmp_path):
+    # qmail kept the CR: an mbox named CR inside the Maildir got the message, logged as a success
+    md = make_maildir(home / "Maildir")
+    dotqmail(home, ".qmail", "./Maildir/\r\n")
+    r = local(home, tmp_path)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"did 1+0+0\n", b"")
+    assert len(os.listdir(md / "new")) == 1 and sorted(os.listdir(md)) == ["cur", "new", "tmp"]
+
+
 def test_maildir_delivery_never_names_a_file_in_tmp(home, tmp_path):
     """The message is written into an unnamed file (O_TMPFILE) and linked straight into new/: tmp/ is not
     touched at all (its mtime stays where the test put it), so its fsync is not paid for."""

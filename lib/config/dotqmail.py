@@ -4,6 +4,9 @@ from __future__ import annotations
 
 DEFAULT = b"default"
 QMAIL_MAX = 1 << 20  # a .qmail file larger than this is refused (qmail has no limit)
+# qmail strips spaces and tabs; a CR too here, so that a .qmail saved with CRLF line ends does not deliver to an
+# mbox named `Maildir/<CR>`, forward to `addr<CR>` or run `cmd<CR>` (the control files' rule, control.BLANKS)
+TRAILING = b" \t\r"
 
 # instruction kinds, in dot-qmail(5) terms
 BLANK, FIRST_BLANK, COMMENT, MBOX, MAILDIR, PROGRAM, FORWARD, LIST, PLUS = (
@@ -70,7 +73,7 @@ def _cstring(value: bytes) -> bytes:
 
 
 def classify(line: bytes, first: bool) -> tuple[str, bytes]:
-    """Return (kind, value) for one .qmail line whose trailing spaces and tabs are already stripped."""
+    """Return (kind, value) for one .qmail line whose trailing spaces, tabs and CRs are already stripped."""
     head = line[:1]
     if head in (b"", b"\0"):
         return (FIRST_BLANK if first else BLANK), b""
@@ -93,7 +96,7 @@ def parse(text: bytes) -> list[tuple[str, bytes, bytes]]:
         text += b"\n"
     out = []
     for n, raw in enumerate(text.split(b"\n")[:-1]):
-        line = raw.rstrip(b" \t")
+        line = raw.rstrip(TRAILING)
         kind, value = classify(line, n == 0)
         shown = line[1:] if kind == PROGRAM or (kind == FORWARD and line[:1] == b"&") else line
         out.append((kind, value, shown))
