@@ -36,8 +36,14 @@ class Listener:
         self.o, self.sock, self.entry = o, sock, entry
         self.module = module  # the pre-loaded program's module: its WARM is made again before each worker
         self.children = 0
-        self.pool = tcppool.Pool() if reuse else None  # workers serving many connections each
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pool = tcppool.Pool() if reuse else None  # workers serving many connections each
+        if self.pool and not tcppool.fits(max(self.pool.status_r, self.pool.status_w)):
+            say("tcpserver: warning: descriptor limit %d too low for reused workers: one child per connection"
+                % os.sysconf("SC_OPEN_MAX"))
+            os.close(self.pool.status_r)
+            os.close(self.pool.status_w)
+            self.pool = None
 
     def status(self):
         """Log the number of children at -v."""

@@ -32,6 +32,7 @@ RECORD = 9  # the worker's pid in 8 hex digits, then B (busy) or I (idle)
 KEEP_FD = 900  # a worker's own descriptors are moved here; 3 up to this are closed after each connection
 TRIM_OVER = 512 << 10  # private resident bytes a connection may add before the worker calls malloc_trim
 GROWTH_MAX = 8 << 20  # private resident bytes a worker may gain over its size when forked; past it, it exits
+PROGRAM_FDS = 16  # descriptors a program must have below a worker's own (qmail-qmqpd's queueing needs 12)
 
 
 class Pool:
@@ -147,6 +148,18 @@ def exclusive_waiter(listen_fd: int, keep: Callable[[int, int], int]) -> select.
         return None
 
 
+def keep_base() -> int:
+    """Return the lowest descriptor a worker keeps its own at (KEEP_FD, or lower under a small RLIMIT_NOFILE)."""
+    return max(3, min(KEEP_FD, os.sysconf("SC_OPEN_MAX") - 8))
+
+
+def fits(highest_fd: int) -> bool:
+    """True if a worker forked by a listener whose descriptors end at highest_fd can move its own above them
+    and leave its program PROGRAM_FDS descriptors (a small RLIMIT_NOFILE leaves no room: the worker's own would
+    overwrite the listener's, or the program could not open what it needs)."""
+    return keep_base() - highest_fd - 1 >= PROGRAM_FDS
+
+
 class Worker:
     """The worker's loop: accept, serve in this process, clean up, say idle; exit after MAX_USE, or after a
     connection that left it GROWTH_MAX bigger than it was forked, even after malloc_trim (Python keeps
@@ -156,7 +169,7 @@ class Worker:
                  say_end: Callable[[int, int], None], keep_env: frozenset[bytes] = frozenset()) -> None:
         self.serve, self.say_end, self.keep_env = serve, say_end, keep_env
         self.busy = self.stopping = False
-        self.base = max(3, min(KEEP_FD, os.sysconf("SC_OPEN_MAX") - 8))
+        self.base = keep_base()
         self.status_w = self.keep(status_w, 0)
         self.listen_fd = self.keep(listen_fd, 1)
         null = os.open(os.devnull, os.O_RDWR)
