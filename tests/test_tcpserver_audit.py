@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from conftest import program, qenv
-from test_tcppool import qmqp
+from test_tcppool import qmqp, request
 from pyqmail.lib.tcpserver import tcpserve
 
 
@@ -152,3 +152,138 @@ def test_a_small_descriptor_limit_serves_with_a_child_per_connection_and_never_s
     time.sleep(1)
     assert cpu_ticks(p.pid) - before <= 10  # was: workers forked, died at start and forked again, all silently
     assert not [pid for pid, state in children(p.pid).items() if state == "Z"]
+
+
+# --- hostile clients against reused workers ---
+
+def test_workers_keep_the_limit_under_held_and_reset_connections_and_leak_nothing(procs, tree):
+    (tree / "control" / "qmqpderrordelay").write_text("0\n")
+    p, port, log = start(procs, qenv(tree), [program("qmail-qmqpd")], ["-c", "2"])
+    assert qmqp(port).startswith(b"Kok ")
+    wait_for(lambda: "tcpserver: end " in text(log), what="the first end line")
+    fds = len(os.listdir("/proc/%d/fd" % p.pid))
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]  # never send
+    wait_for(lambda: text(log).count("tcpserver: ok ") == 3, what="both held connections taken")
+    third = socket.create_connection(("127.0.0.1", port), timeout=0.7)
+    third.sendall(request(b"Subject: third\n\nbody\n"))  # a whole request: it waits for a worker
+    with pytest.raises(socket.timeout):
+        third.recv(100)
+    assert len(children(p.pid)) <= 2 and "status: 3/2" not in text(log)
+    held[0].close()
+    third.settimeout(20)
+    assert b":Kok " in third.recv(100)  # served once a worker is free
+    third.close()
+    held[1].close()
+    for i in range(200):  # connect and reset at once, or in the middle of a request
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.connect(("127.0.0.1", port))
+        if i % 4 == 0:
+            s.sendall(b"100:Subject")
+        s.close()
+    for _ in range(500):
+        os.kill(p.pid, signal.SIGCHLD)  # a storm of false wake-ups
+    idle = [pid for pid, state in children(p.pid).items()]
+    os.kill(idle[-1], signal.SIGKILL)  # an idle (or just busy) worker killed by an administrator
+    for i in range(200):
+        assert qmqp(port).startswith(b"Kok ")
+    assert p.poll() is None and len(os.listdir("/proc/%d/fd" % p.pid)) == fds
+    wait_for(lambda: all(state != "Z" for state in children(p.pid).values()), what="no zombie")
+    assert len(children(p.pid)) <= 2
+    assert "Traceback" not in text(log) and "internal error" not in text(log)
+
+
+# --- rules and addresses ---
+
+def have_ipv6():
+    """True if ::1 can be bound here."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_an_ipv4_client_of_a_dual_stack_listener_is_judged_and_shown_as_ipv4(procs, tree):
+    if not have_ipv6():
+        pytest.skip("no ::1")
+    from test_qmail_tcpserver import tcprules_cdb
+    rules = tcprules_cdb(tree, '127.0.0.2:deny\n127.0.0.1:allow,WHO="v4"\n:deny\n')
+    p, port, log = start(procs, qenv(tree), ["/usr/bin/env"], ["-x", str(rules)], host="::")
+    env = {}
+    with socket.socket() as s:  # from 127.0.0.1 to the "::" listener: ::ffff:127.0.0.1 on the server's side
+        s.settimeout(10)
+        s.connect(("127.0.0.1", port))
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        local = s.getsockname()
+    env = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+    assert (env["WHO"], env["PROTO"], env["TCPREMOTEIP"], env["TCPLOCALIP"], env["TCPREMOTEPORT"]) == \
+        ("v4", "TCP", "127.0.0.1", "127.0.0.1", str(local[1]))
+    with socket.socket() as s:
+        s.settimeout(10)
+        s.bind(("127.0.0.2", 0))
+        s.connect(("127.0.0.1", port))
+        assert s.recv(100) == b""
+    assert read_all(port, host="::1") == b""  # ::1 falls to the `:deny` line
+    wait_for(lambda: re.search(r"^tcpserver: deny \d+ 0:127\.0\.0\.1:%d :127\.0\.0\.2::\d+$" % port, text(log), re.M),
+             what="the IPv4 deny line")
+    wait_for(lambda: re.search(r"^tcpserver: deny \d+ 0:::1:%d :::1::\d+$" % port, text(log), re.M),
+             what="the IPv6 deny line")
+
+
+def test_rules_renamed_into_place_apply_to_the_next_connection_of_the_same_worker(procs, tree):
+    from test_qmail_tcpserver import tcprules_cdb
+    (tree / "control" / "qmqpderrordelay").write_text("0\n")
+    rules = tcprules_cdb(tree, "127.0.0.1:allow\n:deny\n")
+    p, port, log = start(procs, qenv(tree), [program("qmail-qmqpd")], ["-c", "1", "-x", str(rules)])
+    assert qmqp(port).startswith(b"Kok ")
+    tcprules_cdb(tree, "127.0.0.1:deny\n:allow\n")  # tcprules writes rules.tmp and renames it over rules.cdb
+    try:
+        assert qmqp(port) == b""
+    except ConnectionResetError:
+        pass  # closed with the request unread: a reset
+    wait_for(lambda: "tcpserver: deny " in text(log), what="the deny line")
+    tcprules_cdb(tree, ":allow\n")
+    assert qmqp(port).startswith(b"Kok ")
+    pids = re.findall(r"^tcpserver: (?:ok|deny) (\d+) ", text(log), re.M)
+    assert len(pids) == 3 and len(set(pids)) == 1, text(log)  # one worker saw all three files
+
+
+# --- tcp-env ---
+
+def tcp_env_on(sock):
+    """Run tcp-env -R env with sock as fd 0; return (exit code, environment dict, stderr)."""
+    r = subprocess.run([program("tcp-env"), "-R", "env"], stdin=sock, capture_output=True, timeout=60,
+                       env={"PATH": os.environ["PATH"]})
+    env = dict(line.split("=", 1) for line in r.stdout.decode().splitlines() if "=" in line)
+    return r.returncode, env, r.stderr
+
+
+def test_tcp_env_on_ipv6_and_ipv4_mapped_connections_and_on_sockets_that_are_no_tcp_connection():
+    if not have_ipv6():
+        pytest.skip("no ::1")
+    for listen, connect in (("::1", "::1"), ("::", "127.0.0.1")):
+        with socket.socket(socket.AF_INET6) as lst:
+            lst.bind((listen, 0))
+            lst.listen(1)
+            with socket.create_connection((connect, lst.getsockname()[1]), timeout=10) as cli:
+                srv, _ = lst.accept()
+                with srv:
+                    code, env, err = tcp_env_on(srv)
+                assert (code, err) == (0, b"")
+                assert (env["PROTO"], env["TCPREMOTEIP"], env["TCPLOCALIP"], env["TCPREMOTEPORT"],
+                        env["TCPLOCALPORT"]) == ("TCP", connect, connect, str(cli.getsockname()[1]),
+                                                 str(lst.getsockname()[1]))
+    a, b = socket.socketpair()
+    with socket.socket() as lst, a, b:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        for sock in (a, lst):  # a Unix socket, a listening socket: silently 111, as qmail's
+            code, env, err = tcp_env_on(sock)
+            assert (code, err) == (111, b"") and "PROTO" not in env
