@@ -287,3 +287,21 @@ def test_tcp_env_on_ipv6_and_ipv4_mapped_connections_and_on_sockets_that_are_no_
         for sock in (a, lst):  # a Unix socket, a listening socket: silently 111, as qmail's
             code, env, err = tcp_env_on(sock)
             assert (code, err) == (111, b"") and "PROTO" not in env
+
+
+@pytest.mark.root
+def test_workers_start_as_the_u_user_in_a_working_directory_it_cannot_read(procs, tree, world_tmp):
+    if os.getuid() != 0:
+        pytest.skip("needs root to switch to nobody")
+    private = world_tmp / "private"
+    private.mkdir(mode=0o700)  # root's, as /root: the listener starts here, then becomes nobody
+    env = qenv(tree)
+    p = procs.start([program("qmail-tcpserver"), "-1", "-v", "-u", "65534", "-g", "65534", "127.0.0.1", "0",
+                     program("qmail-qmqpd")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=private)
+    assert select.select([p.stdout], [], [], 30)[0]
+    port = int(p.stdout.readline())
+    reply = qmqp(port)  # was: no reply ever; each worker died opening "." and the listener forked the next at once
+    assert reply[:1] in (b"K", b"Z"), reply  # nobody may not be able to queue here: a reply, never silence
+    before = cpu_ticks(p.pid)
+    time.sleep(1)
+    assert cpu_ticks(p.pid) - before <= 10
