@@ -32,13 +32,14 @@ def say(line):
 class Listener:
     """The accept loop: at most limit children, reaped and logged as tcpserver does."""
 
-    def __init__(self, o, sock, entry, reuse=False, module=None):
+    def __init__(self, o, sock, entry, reuse=False, module=None, here=None):
         self.o, self.sock, self.entry = o, sock, entry
+        self.here = here  # the working directory, opened before -u: workers return to it after each connection
         self.module = module  # the pre-loaded program's module: its WARM is made again before each worker
         self.children = 0
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.pool = tcppool.Pool() if reuse else None  # workers serving many connections each
-        if self.pool and not tcppool.fits(max(self.pool.status_r, self.pool.status_w)):
+        if self.pool and not tcppool.fits(max(self.pool.status_r, self.pool.status_w, self.here or 0)):
             say("tcpserver: warning: descriptor limit %d too low for reused workers: one child per connection"
                 % os.sysconf("SC_OPEN_MAX"))
             os.close(self.pool.status_r)
@@ -141,6 +142,8 @@ class Listener:
             signal.signal(signum, signal.SIG_DFL)
         os.close(self.wake_r)
         os.close(self.wake_w)
+        if self.here is not None and not self.pool:
+            os.close(self.here)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
     def child(self, conn, remote):
@@ -169,7 +172,7 @@ class Listener:
             try:
                 self.forked()
                 worker = tcppool.Worker(self.sock.detach(), self.pool.status_w, self.serve_safely, self.say_end,
-                                        tcpserve.ENVIRONMENT)
+                                        tcpserve.ENVIRONMENT, self.here)
                 worker.run(listener)
             finally:
                 os._exit(111)
@@ -251,6 +254,10 @@ def body(argv):
         raise Exit(PERM_FAILURE, "%s\ntcpserver: %s" % (e, tcpserve.USAGE))
     envsnapshot.undo_locale_coercion()  # programs get tcpserver's environment, not the interpreter's LC_CTYPE
     sock = tcpserve.listen(o)
+    try:  # for reused workers, before -u: a uid that cannot search this directory could not open it
+        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        here = None  # the workers try again, as the -u user
     tcpserve.drop_privileges(o)
     module = inprocess.recognise(o.argv[0])
     loaded = inprocess.load(module) if module else None
@@ -265,7 +272,7 @@ def body(argv):
         import ctypes  # noqa: F401 -- for the workers' prctl, imported once here
     import gc
     gc.freeze()  # what is loaded now stays out of the collector: children neither scan nor copy it
-    Listener(o, sock, entry, reuse=hasattr(loaded, "connection"), module=module).run()
+    Listener(o, sock, entry, reuse=hasattr(loaded, "connection"), module=module, here=here).run()
 
 
 def run():

@@ -166,7 +166,8 @@ class Worker:
     blocks it freed for reuse: a fresh worker is the sure way back to the idle size)."""
 
     def __init__(self, listen_fd: int, status_w: int, serve: Callable[[_socket.socket, SocketAddress], int],
-                 say_end: Callable[[int, int], None], keep_env: frozenset[bytes] = frozenset()) -> None:
+                 say_end: Callable[[int, int], None], keep_env: frozenset[bytes] = frozenset(),
+                 cwd_fd: int | None = None) -> None:
         self.serve, self.say_end, self.keep_env = serve, say_end, keep_env
         self.busy = self.stopping = False
         self.base = keep_base()
@@ -174,7 +175,8 @@ class Worker:
         self.listen_fd = self.keep(listen_fd, 1)
         null = os.open(os.devnull, os.O_RDWR)
         self.null = self.keep(null, 2)
-        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        # cwd_fd: the listener's, opened before -u (a uid that cannot search its directory cannot open ".")
+        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY) if cwd_fd is None else cwd_fd
         self.cwd = self.keep(here, 3)
         os.closerange(3, self.base)  # the listener's socket object, pipes and anything else it had open
         self.environ, self.argv = envsnapshot.take(), list(sys.argv)
