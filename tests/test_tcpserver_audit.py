@@ -19,12 +19,12 @@ from test_tcppool import qmqp, request
 from pyqmail.lib.tcpserver import tcpserve
 
 
-def start(procs, env, argv, options=(), host="127.0.0.1", nofile=None, log=None):
-    """Start qmail-tcpserver -v -1 on port 0 (it prints the port it got); return (process, port, log path)."""
+def start(procs, env, argv, options=(), host="127.0.0.1", nofile=None, log=None, port=0):
+    """Start qmail-tcpserver -v -1 on port (0: it prints the port it got); return (process, port, log path)."""
     log = log or os.path.join(env["QMAILHOME"] if "QMAILHOME" in env else "/tmp", "tcpserver-%d.log" % time.time_ns())
     limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None
     with open(log, "ab") as f:
-        p = procs.start([program("qmail-tcpserver"), "-1", "-v", "-H", "-R", "-l", "0", *options, host, "0", *argv],
+        p = procs.start([program("qmail-tcpserver"), "-1", "-v", "-H", "-R", "-l", "0", *options, host, str(port), *argv],
                         stdout=subprocess.PIPE, stderr=f, env=env, preexec_fn=limit)
     ready = select.select([p.stdout], [], [], 30)[0]
     assert ready, "qmail-tcpserver printed no port"
@@ -305,3 +305,30 @@ def test_workers_start_as_the_u_user_in_a_working_directory_it_cannot_read(procs
     before = cpu_ticks(p.pid)
     time.sleep(1)
     assert cpu_ticks(p.pid) - before <= 10
+
+
+def test_after_term_a_busy_worker_frees_the_port_for_the_restarted_listener_and_finishes(procs, tree):
+    (tree / "control" / "qmqpderrordelay").write_text("0\n")
+    p, port, log = start(procs, qenv(tree), [program("qmail-qmqpd")], ["-c", "3"])
+    held = socket.create_connection(("127.0.0.1", port), timeout=20)  # a session in progress
+    wait_for(lambda: "tcpserver: ok " in text(log), what="the held session's ok line")
+    p.send_signal(signal.SIGTERM)  # svc -t: the supervisor starts a new listener at once
+    assert p.wait(10) == 0
+    # was: the busy worker kept the listening socket, and the new listener failed with `unable to bind: address
+    # already in use` for as long as that session lasted (qmail-qmqpd's: up to an hour)
+    again, port2, log2 = start(procs, qenv(tree), [program("qmail-qmqpd")], ["-c", "3"], port=port,
+                               log=str(tree / "again.log"))
+    assert port2 == port and qmqp(port).startswith(b"Kok ")
+    held.sendall(request(b"Subject: held\n\nbody\n"))  # the old worker still finishes its session
+    assert b":Kok " in rest(held)
+    held.close()
+
+
+def rest(sock):
+    """Read a socket until the peer closes it."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
