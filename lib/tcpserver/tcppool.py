@@ -192,10 +192,12 @@ class Worker:
         os.write(self.status_w, self.record + state)
 
     def on_term(self, signum: int, frame: FrameType | None) -> None:
-        """TERM: an idle worker exits at once, a busy one after its connection."""
+        """TERM: an idle worker exits at once, a busy one after its connection; it lets the listening socket go
+        now, so that a listener restarted at once (svc -t) can bind the port, as tcpserver's children hold none."""
         if not self.busy:
             os._exit(0)
         self.stopping = True
+        os.dup2(self.null, self.listen_fd)  # the socket closed, its descriptor number kept: nothing reuses it
 
     def on_alarm(self, signum: int, frame: FrameType | None) -> None:
         """No connection for MAX_IDLE seconds: exit (the listener forks anew when it needs to)."""
