@@ -117,11 +117,15 @@ def test_numeric_options_parse_within_their_bounds_or_are_usage_errors(flag, dig
 
 # --- the rules file ---
 
-@pytest.mark.parametrize("kind", ["fifo", "directory"])
+@pytest.mark.parametrize("kind", ["fifo", "directory", "empty", "truncated"])
 @pytest.mark.parametrize("reused", [False, True])
-def test_rules_that_are_a_fifo_or_a_directory_drop_the_connection_at_once(procs, tree, kind, reused):
+def test_rules_that_are_a_fifo_a_directory_or_no_whole_cdb_drop_the_connection_at_once(procs, tree, kind, reused):
     rules = tree / "rules.cdb"
-    os.mkfifo(rules) if kind == "fifo" else rules.mkdir()
+    if kind in ("empty", "truncated"):
+        from test_qmail_tcpserver import tcprules_cdb
+        whole = tcprules_cdb(tree, "127.0.0.1:allow\n:deny\n").read_bytes()
+        rules.write_bytes(whole[:2060] if kind == "truncated" else b"")  # cut inside the records
+    os.mkfifo(rules) if kind == "fifo" else rules.mkdir() if kind == "directory" else None
     argv = [program("qmail-qmqpd")] if reused else ["/bin/echo", "served"]
     p, port, log = start(procs, qenv(tree), argv, ["-X", "-x", str(rules)])
     for _ in range(3):  # more than one: a child stuck on the FIFO would hold its slot for ever
