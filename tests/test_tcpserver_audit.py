@@ -336,3 +336,24 @@ def rest(sock):
         if not chunk:
             return data
         data += chunk
+
+
+@pytest.mark.root
+def test_a_worker_that_cannot_start_says_why_and_is_not_forked_again_in_a_tight_loop(procs, tree, world_tmp):
+    if os.getuid() != 0:
+        pytest.skip("needs root to start the listener as nobody inside root's private directory")
+    private = world_tmp / "private"
+    private.mkdir(mode=0o700)  # the listener itself (not only -u) cannot open its working directory
+    log = world_tmp / "log"
+    with open(log, "ab") as f:
+        p = procs.start([program("qmail-tcpserver"), "-1", "127.0.0.1", "0", program("qmail-qmqpd")],
+                        stdout=subprocess.PIPE, stderr=f, env=qenv(tree), cwd=private, user=65534, group=65534)
+    assert select.select([p.stdout], [], [], 30)[0]
+    port = int(p.stdout.readline())
+    waiting = socket.create_connection(("127.0.0.1", port), timeout=10)  # a connection waits: workers are forked
+    wait_for(lambda: "tcpserver: warning: unable to start a worker: PermissionError: " in text(log),
+             what="the worker's own reason")  # was: nothing at all
+    before = cpu_ticks(p.pid)
+    time.sleep(2)
+    assert cpu_ticks(p.pid) - before <= 20  # was: each worker forked at once after the last one died
+    waiting.close()
