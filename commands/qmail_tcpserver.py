@@ -103,6 +103,8 @@ class Listener:
             if not pid:
                 return
             if self.pool and not self.pool.ended(pid):
+                if wstat:  # an idle worker failed, at its start perhaps: no fork loop faster than ten a second
+                    select.select([], [], [], 0.1)
                 continue  # an idle worker ended: no connection ended with it
             lines = tcpserve.end_lines(pid, wstat)
             for line in lines if self.o.verbosity >= 2 else lines[1:] if self.o.verbosity else ():
@@ -173,6 +175,10 @@ class Listener:
                 self.forked()
                 worker = tcppool.Worker(self.sock.detach(), self.pool.status_w, self.serve_safely, self.say_end,
                                         tcpserve.ENVIRONMENT, self.here)
+            except BaseException as e:  # one line, not a silent death the listener would answer with a new fork
+                say("tcpserver: warning: unable to start a worker: %s: %s" % (type(e).__name__, e))
+                os._exit(111)
+            try:
                 worker.run(listener)
             finally:
                 os._exit(111)
