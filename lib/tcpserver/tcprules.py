@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 
-
 MYPY = False
 if MYPY:  # typing only: never imported at run time
     from collections.abc import Callable
