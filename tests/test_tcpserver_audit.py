@@ -357,3 +357,24 @@ def test_a_worker_that_cannot_start_says_why_and_is_not_forked_again_in_a_tight_
     time.sleep(2)
     assert cpu_ticks(p.pid) - before <= 20  # was: each worker forked at once after the last one died
     waiting.close()
+
+
+SHOW_OPTIONS = ("import socket, sys; s = socket.socket(fileno=0); "
+                "sys.stdout.buffer.write(s.getsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, 40).hex().encode() + b'.')")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::"])
+def test_ip_options_of_an_ipv4_client_are_killed_on_a_dual_stack_listener_too(procs, tree, host):
+    if host == "::" and not have_ipv6():
+        pytest.skip("no IPv6")
+    import sys
+    record_route = b"\x07\x07\x04" + b"\0" * 5  # the client asks every hop to record itself
+    for options, kept in ((["-o"], True), ([], False)):  # -O is the default, as in tcpserver
+        p, port, log = start(procs, qenv(tree), [sys.executable, "-c", SHOW_OPTIONS], options, host=host)
+        with socket.socket() as s:
+            s.settimeout(10)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, record_route)
+            s.connect(("127.0.0.1", port))
+            seen = rest(s)
+        assert seen.endswith(b".") and (seen != b".") == kept, (options, seen)  # was: kept on "::" without -o
+        procs.stop(p)
