@@ -210,10 +210,16 @@ class Listener:
         env = tcpserve.environment(conn.getsockname(), remote, o.localname)
         if o.verbosity >= 2:
             say(tcpserve.pid_line(pid, env["TCPREMOTEIP"]))
-        if o.kill_ipoptions and conn.family == socket.AF_INET:
-            conn.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+        if o.kill_ipoptions and env["PROTO"] == "TCP":  # IPv4, on an IPv6 socket too (a client of "::")
+            try:
+                conn.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+            except OSError:
+                pass  # as tcpserver, which ignores it
         if o.nodelay:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         if o.banner:
             try:
                 conn.sendall(o.banner)
