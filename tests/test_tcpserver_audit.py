@@ -378,3 +378,21 @@ def test_ip_options_of_an_ipv4_client_are_killed_on_a_dual_stack_listener_too(pr
             seen = rest(s)
         assert seen.endswith(b".") and (seen != b".") == kept, (options, seen)  # was: kept on "::" without -o
         procs.stop(p)
+
+
+def test_a_worker_out_of_descriptors_logs_and_waits_then_recovers(procs, tree):
+    (tree / "control" / "qmqpderrordelay").write_text("0\n")
+    p, port, log = start(procs, qenv(tree), [program("qmail-qmqpd")], ["-c", "1"])
+    assert qmqp(port).startswith(b"Kok ")
+    worker = int(wait_for(lambda: re.search(r"^tcpserver: end (\d+) ", text(log), re.M), what="an end").group(1))
+    limits = resource.prlimit(worker, resource.RLIMIT_NOFILE)
+    resource.prlimit(worker, resource.RLIMIT_NOFILE, (3, limits[1]))  # fds 0-2 open: accept(2) gets EMFILE
+    waiting = socket.create_connection(("127.0.0.1", port), timeout=30)
+    wait_for(lambda: "tcpserver: warning: unable to accept: " in text(log), what="the worker's warning")
+    before = cpu_ticks(worker)
+    time.sleep(1)
+    assert cpu_ticks(worker) - before <= 20  # was: a silent accept loop at 100 % CPU
+    resource.prlimit(worker, resource.RLIMIT_NOFILE, limits)  # descriptors again: the waiting client is served
+    waiting.sendall(request(b"Subject: waited\n\nbody\n"))
+    assert b":Kok " in rest(waiting)
+    waiting.close()
