@@ -174,7 +174,7 @@ class Listener:
             try:
                 self.forked()
                 worker = tcppool.Worker(self.sock.detach(), self.pool.status_w, self.serve_safely, self.say_end,
-                                        tcpserve.ENVIRONMENT, self.here)
+                                        tcpserve.ENVIRONMENT, self.here, say)
             except BaseException as e:  # one line, not a silent death the listener would answer with a new fork
                 say("tcpserver: warning: unable to start a worker: %s: %s" % (type(e).__name__, e))
                 os._exit(111)

@@ -167,8 +167,8 @@ class Worker:
 
     def __init__(self, listen_fd: int, status_w: int, serve: Callable[[_socket.socket, SocketAddress], int],
                  say_end: Callable[[int, int], None], keep_env: frozenset[bytes] = frozenset(),
-                 cwd_fd: int | None = None) -> None:
-        self.serve, self.say_end, self.keep_env = serve, say_end, keep_env
+                 cwd_fd: int | None = None, warn: Callable[[str], None] | None = None) -> None:
+        self.serve, self.say_end, self.keep_env, self.warn = serve, say_end, keep_env, warn
         self.busy = self.stopping = False
         self.base = keep_base()
         self.status_w = self.keep(status_w, 0)
@@ -198,6 +198,15 @@ class Worker:
             os._exit(0)
         self.stopping = True
         os.dup2(self.null, self.listen_fd)  # the socket closed, its descriptor number kept: nothing reuses it
+
+    def rest(self, e: OSError) -> None:
+        """accept(2) failed for want of descriptors or memory: one warning line, then a tenth of a second's rest
+        (the connection stays ready: retried at once, it would fail again at once)."""
+        import select
+        from pyqmail.lib.util.errstr import error_str
+        if self.warn is not None:
+            self.warn("tcpserver: warning: unable to accept: %s" % error_str(e.errno))
+        select.select([], [], [], 0.1)
 
     def on_alarm(self, signum: int, frame: FrameType | None) -> None:
         """No connection for MAX_IDLE seconds: exit (the listener forks anew when it needs to)."""
@@ -232,7 +241,10 @@ class Worker:
                 if waiter is not None and not waiter.poll(MAX_IDLE):
                     os._exit(0)  # idle for MAX_IDLE seconds (the epoll wait's own timeout: no alarm calls)
                 fd, remote = sock._accept()  # type: ignore[attr-defined]  # CPython's, not in typeshed
-            except OSError:  # BlockingIOError: another worker woken with this one took the connection
+            except (BlockingIOError, ConnectionAbortedError):  # another worker took it, or the client left
+                continue
+            except OSError as e:  # out of descriptors or memory: say so and rest, never spin
+                self.rest(e)
                 continue
             served += 1
             conn = _socket.socket(*kind, fileno=fd)
