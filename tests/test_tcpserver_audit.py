@@ -19,13 +19,19 @@ from test_tcppool import qmqp, request
 from pyqmail.lib.tcpserver import tcpserve
 
 
-def start(procs, env, argv, options=(), host="127.0.0.1", nofile=None, log=None, port=0):
+def start(procs, env, argv, options=(), host="127.0.0.1", nofile=None, log=None, port=0, close=None):
     """Start qmail-tcpserver -v -1 on port (0: it prints the port it got); return (process, port, log path)."""
     log = log or os.path.join(env["QMAILHOME"], "tcpserver-%d.log" % time.time_ns())
-    limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None
+
+    def prepare():
+        """In the child: the descriptor limit, and a descriptor closed, as asked."""
+        if nofile:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        if close is not None:
+            os.close(close)
     with open(log, "ab") as f:
         p = procs.start([program("qmail-tcpserver"), "-1", "-v", "-H", "-R", "-l", "0", *options, host, str(port),
-                         *argv], stdout=subprocess.PIPE, stderr=f, env=env, preexec_fn=limit)
+                         *argv], stdout=subprocess.PIPE, stderr=f, env=env, preexec_fn=prepare)
     assert select.select([p.stdout], [], [], 30)[0], "qmail-tcpserver printed no port"
     line = p.stdout.readline()
     assert line.strip().isdigit(), "qmail-tcpserver did not start: %s" % text(log)
@@ -311,11 +317,15 @@ def test_workers_start_as_the_u_user_in_a_working_directory_it_cannot_read(procs
     assert cpu_ticks(p.pid) - before <= 10
 
 
-def test_after_term_a_busy_worker_frees_the_port_for_the_restarted_listener_and_finishes(procs, tree):
+@pytest.mark.parametrize("closed", [None, 2])
+def test_after_term_a_busy_worker_frees_the_port_for_the_restarted_listener_and_finishes(procs, tree, closed):
     (tree / "control" / "qmqpderrordelay").write_text("0\n")
-    p, port, log = start(procs, qenv(tree), [program("qmail-qmqpd")], ["-c", "3"])
+    # closed 2: started with fd 2 closed (2>&-), the listening socket was fd 2, kept by every worker as its stderr
+    p, port, log = start(procs, qenv(tree), [program("qmail-qmqpd")], ["-c", "3"], close=closed)
     held = socket.create_connection(("127.0.0.1", port), timeout=20)  # a session in progress
-    wait_for(lambda: "tcpserver: ok " in text(log), what="the held session's ok line")
+    req = request(b"Subject: held\n\nbody\n")
+    held.sendall(req[:1])
+    wait_for(lambda: any(serving(pid) for pid in children(p.pid)), what="a worker serving it")
     p.send_signal(signal.SIGTERM)  # svc -t: the supervisor starts a new listener at once
     assert p.wait(10) == 0
     # was: the busy worker kept the listening socket, and the new listener failed with `unable to bind: address
@@ -323,9 +333,17 @@ def test_after_term_a_busy_worker_frees_the_port_for_the_restarted_listener_and_
     again, port2, log2 = start(procs, qenv(tree), [program("qmail-qmqpd")], ["-c", "3"], port=port,
                                log=str(tree / "again.log"))
     assert port2 == port and qmqp(port).startswith(b"Kok ")
-    held.sendall(request(b"Subject: held\n\nbody\n"))  # the old worker still finishes its session
+    held.sendall(req[1:])  # the old worker still finishes its session
     assert b":Kok " in rest(held)
     held.close()
+
+
+def serving(pid):
+    """True if a worker's fd 0 is a connection (it is /dev/null between connections)."""
+    try:
+        return os.readlink("/proc/%d/fd/0" % pid).startswith("socket:")
+    except OSError:
+        return False
 
 
 def rest(sock):
