@@ -265,6 +265,7 @@ def body(argv):
     except tcpserve.UsageError as e:
         raise Exit(PERM_FAILURE, "%s\ntcpserver: %s" % (e, tcpserve.USAGE))
     envsnapshot.undo_locale_coercion()  # programs get tcpserver's environment, not the interpreter's LC_CTYPE
+    tcpserve.open_standard_fds()
     sock = tcpserve.listen(o)
     try:  # for reused workers, before -u: a uid that cannot search this directory could not open it
         here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

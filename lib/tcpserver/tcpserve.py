@@ -137,6 +137,16 @@ def end_lines(pid: int, wstat: int) -> list[str]:
     return lines
 
 
+def open_standard_fds() -> None:
+    """Open /dev/null on any of fds 0, 1, 2 that is closed, so that no socket or pipe of ours takes its number
+    (the listening socket as fd 2 would be every child's stderr, and every worker's for good)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd, as the ones below are open
+
+
 def listen(o: Options) -> socket.socket:
     """Return the bound, listening socket for host and port, as tcpserver makes it."""
     host = {"0": "::" if o.family == 6 else "0.0.0.0"}.get(o.host, o.host)
