@@ -32,12 +32,19 @@ def say(line):
 class Listener:
     """The accept loop: at most limit children, reaped and logged as tcpserver does."""
 
-    def __init__(self, o, sock, entry, reuse=False, module=None):
+    def __init__(self, o, sock, entry, reuse=False, module=None, here=None):
         self.o, self.sock, self.entry = o, sock, entry
+        self.here = here  # the working directory, opened before -u: workers return to it after each connection
         self.module = module  # the pre-loaded program's module: its WARM is made again before each worker
         self.children = 0
-        self.pool = tcppool.Pool() if reuse else None  # workers serving many connections each
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pool = tcppool.Pool() if reuse else None  # workers serving many connections each
+        if self.pool and not tcppool.fits(max(self.pool.status_r, self.pool.status_w, self.here or 0)):
+            say("tcpserver: warning: descriptor limit %d too low for reused workers: one child per connection"
+                % os.sysconf("SC_OPEN_MAX"))
+            os.close(self.pool.status_r)
+            os.close(self.pool.status_w)
+            self.pool = None
 
     def status(self):
         """Log the number of children at -v."""
@@ -96,6 +103,8 @@ class Listener:
             if not pid:
                 return
             if self.pool and not self.pool.ended(pid):
+                if wstat:  # an idle worker failed, at its start perhaps: no fork loop faster than ten a second
+                    select.select([], [], [], 0.1)
                 continue  # an idle worker ended: no connection ended with it
             lines = tcpserve.end_lines(pid, wstat)
             for line in lines if self.o.verbosity >= 2 else lines[1:] if self.o.verbosity else ():
@@ -135,6 +144,8 @@ class Listener:
             signal.signal(signum, signal.SIG_DFL)
         os.close(self.wake_r)
         os.close(self.wake_w)
+        if self.here is not None and not self.pool:
+            os.close(self.here)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
     def child(self, conn, remote):
@@ -163,7 +174,11 @@ class Listener:
             try:
                 self.forked()
                 worker = tcppool.Worker(self.sock.detach(), self.pool.status_w, self.serve_safely, self.say_end,
-                                        tcpserve.ENVIRONMENT)
+                                        tcpserve.ENVIRONMENT, self.here, say)
+            except BaseException as e:  # one line, not a silent death the listener would answer with a new fork
+                say("tcpserver: warning: unable to start a worker: %s: %s" % (type(e).__name__, e))
+                os._exit(111)
+            try:
                 worker.run(listener)
             finally:
                 os._exit(111)
@@ -195,10 +210,16 @@ class Listener:
         env = tcpserve.environment(conn.getsockname(), remote, o.localname)
         if o.verbosity >= 2:
             say(tcpserve.pid_line(pid, env["TCPREMOTEIP"]))
-        if o.kill_ipoptions and conn.family == socket.AF_INET:
-            conn.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+        if o.kill_ipoptions and env["PROTO"] == "TCP":  # IPv4, on an IPv6 socket too (a client of "::")
+            try:
+                conn.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+            except OSError:
+                pass  # as tcpserver, which ignores it
         if o.nodelay:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         if o.banner:
             try:
                 conn.sendall(o.banner)
@@ -244,7 +265,12 @@ def body(argv):
     except tcpserve.UsageError as e:
         raise Exit(PERM_FAILURE, "%s\ntcpserver: %s" % (e, tcpserve.USAGE))
     envsnapshot.undo_locale_coercion()  # programs get tcpserver's environment, not the interpreter's LC_CTYPE
+    tcpserve.open_standard_fds()
     sock = tcpserve.listen(o)
+    try:  # for reused workers, before -u: a uid that cannot search this directory could not open it
+        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        here = None  # the workers try again, as the -u user
     tcpserve.drop_privileges(o)
     module = inprocess.recognise(o.argv[0])
     loaded = inprocess.load(module) if module else None
@@ -259,7 +285,7 @@ def body(argv):
         import ctypes  # noqa: F401 -- for the workers' prctl, imported once here
     import gc
     gc.freeze()  # what is loaded now stays out of the collector: children neither scan nor copy it
-    Listener(o, sock, entry, reuse=hasattr(loaded, "connection"), module=module).run()
+    Listener(o, sock, entry, reuse=hasattr(loaded, "connection"), module=module, here=here).run()
 
 
 def run():

@@ -32,6 +32,7 @@ RECORD = 9  # the worker's pid in 8 hex digits, then B (busy) or I (idle)
 KEEP_FD = 900  # a worker's own descriptors are moved here; 3 up to this are closed after each connection
 TRIM_OVER = 512 << 10  # private resident bytes a connection may add before the worker calls malloc_trim
 GROWTH_MAX = 8 << 20  # private resident bytes a worker may gain over its size when forked; past it, it exits
+PROGRAM_FDS = 16  # descriptors a program must have below a worker's own (qmail-qmqpd's queueing needs 12)
 
 
 class Pool:
@@ -147,21 +148,35 @@ def exclusive_waiter(listen_fd: int, keep: Callable[[int, int], int]) -> select.
         return None
 
 
+def keep_base() -> int:
+    """Return the lowest descriptor a worker keeps its own at (KEEP_FD, or lower under a small RLIMIT_NOFILE)."""
+    return max(3, min(KEEP_FD, os.sysconf("SC_OPEN_MAX") - 8))
+
+
+def fits(highest_fd: int) -> bool:
+    """True if a worker forked by a listener whose descriptors end at highest_fd can move its own above them
+    and leave its program PROGRAM_FDS descriptors (a small RLIMIT_NOFILE leaves no room: the worker's own would
+    overwrite the listener's, or the program could not open what it needs)."""
+    return keep_base() - highest_fd - 1 >= PROGRAM_FDS
+
+
 class Worker:
     """The worker's loop: accept, serve in this process, clean up, say idle; exit after MAX_USE, or after a
     connection that left it GROWTH_MAX bigger than it was forked, even after malloc_trim (Python keeps
     blocks it freed for reuse: a fresh worker is the sure way back to the idle size)."""
 
     def __init__(self, listen_fd: int, status_w: int, serve: Callable[[_socket.socket, SocketAddress], int],
-                 say_end: Callable[[int, int], None], keep_env: frozenset[bytes] = frozenset()) -> None:
-        self.serve, self.say_end, self.keep_env = serve, say_end, keep_env
+                 say_end: Callable[[int, int], None], keep_env: frozenset[bytes] = frozenset(),
+                 cwd_fd: int | None = None, warn: Callable[[str], None] | None = None) -> None:
+        self.serve, self.say_end, self.keep_env, self.warn = serve, say_end, keep_env, warn
         self.busy = self.stopping = False
-        self.base = max(3, min(KEEP_FD, os.sysconf("SC_OPEN_MAX") - 8))
+        self.base = keep_base()
         self.status_w = self.keep(status_w, 0)
         self.listen_fd = self.keep(listen_fd, 1)
         null = os.open(os.devnull, os.O_RDWR)
         self.null = self.keep(null, 2)
-        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        # cwd_fd: the listener's, opened before -u (a uid that cannot search its directory cannot open ".")
+        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY) if cwd_fd is None else cwd_fd
         self.cwd = self.keep(here, 3)
         os.closerange(3, self.base)  # the listener's socket object, pipes and anything else it had open
         self.environ, self.argv = envsnapshot.take(), list(sys.argv)
@@ -177,10 +192,21 @@ class Worker:
         os.write(self.status_w, self.record + state)
 
     def on_term(self, signum: int, frame: FrameType | None) -> None:
-        """TERM: an idle worker exits at once, a busy one after its connection."""
+        """TERM: an idle worker exits at once, a busy one after its connection; it lets the listening socket go
+        now, so that a listener restarted at once (svc -t) can bind the port, as tcpserver's children hold none."""
         if not self.busy:
             os._exit(0)
         self.stopping = True
+        os.dup2(self.null, self.listen_fd)  # the socket closed, its descriptor number kept: nothing reuses it
+
+    def rest(self, e: OSError) -> None:
+        """accept(2) failed for want of descriptors or memory: one warning line, then a tenth of a second's rest
+        (the connection stays ready: retried at once, it would fail again at once)."""
+        import select
+        from pyqmail.lib.util.errstr import error_str
+        if self.warn is not None:
+            self.warn("tcpserver: warning: unable to accept: %s" % error_str(e.errno))
+        select.select([], [], [], 0.1)
 
     def on_alarm(self, signum: int, frame: FrameType | None) -> None:
         """No connection for MAX_IDLE seconds: exit (the listener forks anew when it needs to)."""
@@ -215,7 +241,10 @@ class Worker:
                 if waiter is not None and not waiter.poll(MAX_IDLE):
                     os._exit(0)  # idle for MAX_IDLE seconds (the epoll wait's own timeout: no alarm calls)
                 fd, remote = sock._accept()  # type: ignore[attr-defined]  # CPython's, not in typeshed
-            except OSError:  # BlockingIOError: another worker woken with this one took the connection
+            except (BlockingIOError, ConnectionAbortedError):  # another worker took it, or the client left
+                continue
+            except OSError as e:  # out of descriptors or memory: say so and rest, never spin
+                self.rest(e)
                 continue
             served += 1
             conn = _socket.socket(*kind, fileno=fd)

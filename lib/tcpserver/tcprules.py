@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import errno
 
-from pyqmail.lib.config.access import NotCdb, open_cdb
-
 MYPY = False
 if MYPY:  # typing only: never imported at run time
     from collections.abc import Callable
@@ -87,14 +85,26 @@ def settable(name: bytes) -> bool:
 
 def read(filename: str, ip: str, optional: bool = False) -> Rule | None:
     """Return the Rule for ip from a rules.cdb, None without a match (or file, if optional); else Unreadable."""
+    import os
+    import stat
     from pyqmail.lib.util.errstr import error_str
     try:
-        table = open_cdb(filename)
+        # non-blocking, as tcpserver's open_read: a FIFO given by mistake must not hold the connection for ever
+        fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
         if e.errno == errno.ENOENT and optional:
             return None
         raise Unreadable("unable to read %s: %s" % (filename, error_str(e.errno)))
-    except NotCdb:
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # tcprules writes a file; a FIFO or device is a mistake
+            raise Unreadable("unable to read %s: not a regular file" % filename)
+        import cdbx
+        table = cdbx.CDB(fd, close=False)
+    except Unreadable:
+        os.close(fd)
+        raise
+    except Exception:  # cdbx reports a corrupt file as OSError("Format Error")
+        os.close(fd)
         raise Unreadable("unable to read %s: format error" % filename)
     try:
         return lookup(table.get, ip.encode("ascii"))
@@ -102,3 +112,4 @@ def read(filename: str, ip: str, optional: bool = False) -> Rule | None:
         raise Unreadable("unable to read %s: format error" % filename)
     finally:
         table.close()
+        os.close(fd)

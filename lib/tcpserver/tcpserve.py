@@ -22,6 +22,9 @@ USAGE = ("usage: tcpserver [ -146jUXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb 
 FLAGS = "146jUXpPhHrRoOdDqQv"
 WITH_ARGUMENT = "cxBgublt"
 NUMERIC = {"c": "limit", "b": "backlog", "u": "uid", "g": "gid", "t": "timeout"}  # -t: ident, never asked
+# what listen(2) (an int) and setuid/setgid (uid_t, (uid_t)-1 meaning none) take; tcpserver would wrap silently
+BOUNDS = {"b": 2 ** 31 - 1, "u": 2 ** 32 - 2, "g": 2 ** 32 - 2, "U": 2 ** 32 - 2}
+PORT_MAX = 65535
 
 
 class UsageError(ValueError):
@@ -47,10 +50,13 @@ class Options:
 
 
 def _number(flag: str, text: str) -> int:
-    """Return a non-negative decimal option argument."""
+    """Return a non-negative decimal option argument, at most its BOUNDS."""
     if not text.isdigit() or not text.isascii():
         raise UsageError("option -%s wants a number, not %r" % (flag, text))
-    return int(text)
+    n = int(text)
+    if n > BOUNDS.get(flag, n):
+        raise UsageError("option -%s wants a number up to %d, not %s" % (flag, BOUNDS[flag], text))
+    return n
 
 
 def parse(argv: list[str], environ: Mapping[str, str]) -> Options:
@@ -131,12 +137,24 @@ def end_lines(pid: int, wstat: int) -> list[str]:
     return lines
 
 
+def open_standard_fds() -> None:
+    """Open /dev/null on any of fds 0, 1, 2 that is closed, so that no socket or pipe of ours takes its number
+    (the listening socket as fd 2 would be every child's stderr, and every worker's for good)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd, as the ones below are open
+
+
 def listen(o: Options) -> socket.socket:
     """Return the bound, listening socket for host and port, as tcpserver makes it."""
     host = {"0": "::" if o.family == 6 else "0.0.0.0"}.get(o.host, o.host)
     try:
-        port = int(o.port) if o.port.isdigit() else socket.getservbyname(o.port, "tcp")
-    except OSError:
+        port = int(o.port) if o.port.isdigit() and o.port.isascii() else socket.getservbyname(o.port, "tcp")
+        if port > PORT_MAX:  # tcpserver keeps the low 16 bits: 99999 would listen on 34463
+            raise OSError("no such port")
+    except (OSError, UnicodeError):
         raise Exit(TEMP_FAILURE, "fatal: unable to figure out port number for %s" % o.port)
     want = socket.AF_INET if o.family == 4 else socket.AF_INET6 if o.family == 6 else socket.AF_UNSPEC
     try:  # a name is resolved once here, by the system resolver; an address never is
