@@ -127,6 +127,16 @@ def test_rcpthosts_suffixes_morercpthosts_and_addresses_without_at(tree):
     assert smtpd(tree, b"MAIL FROM:<a@b>\r\nRCPT TO:<x@other.example>\r\n")[1].endswith(OK + OK)
 
 
+def test_a_fifo_as_morercpthosts_cdb_is_a_temporary_failure_not_a_hang(tree):
+    """Before: the cdb was opened blocking, so each session waited for a writer for ever (a tcpserver slot
+    gone); now anything but a regular file there is unreadable controls."""
+    control(tree, rcpthosts="test.example\n")
+    os.mkfifo(tree / "control" / "morercpthosts.cdb")
+    code, out = smtpd(tree, b"MAIL FROM:<a@b>\r\nRCPT TO:<x@other.example>\r\n", timeout=20)
+    assert out.split(b"\r\n")[0][:1] == b"4" or out.split(b"\r\n")[-2][:1] == b"4", out
+    assert messages(tree) == []
+
+
 def test_rcpthosts_saved_with_crlf_reads_as_without(tree):
     """A CR ending a control line is no part of it (unlike qmail, where `test.example\r` matches no domain)."""
     (tree / "control" / "rcpthosts").write_bytes(b"test.example\r\n.sub.example\r\n")

@@ -202,9 +202,11 @@ class NotCdb(Exception):
 
 
 def open_cdb(filename: str) -> Cdb:
-    """Return an open cdbx.CDB; OSError if the file cannot be opened, NotCdb if it is no cdb."""
+    """Return an open cdbx.CDB; OSError if the file cannot be opened or is not a regular file (a FIFO would
+    hold the connection for ever), NotCdb if it is no cdb."""
     import posix  # not os: a client without a table must not pay its import (start-up cost, lib/config/control)
-    fd = posix.open(filename, posix.O_RDONLY)
+    from pyqmail.lib.util.regularfile import open_regular
+    fd = open_regular(filename, follow=True)
     try:
         import cdbx
         return cdbx.CDB(fd, close=True)

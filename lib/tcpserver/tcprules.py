@@ -86,23 +86,21 @@ def settable(name: bytes) -> bool:
 def read(filename: str, ip: str, optional: bool = False) -> Rule | None:
     """Return the Rule for ip from a rules.cdb, None without a match (or file, if optional); else Unreadable."""
     import os
-    import stat
     from pyqmail.lib.util.errstr import error_str
+    from pyqmail.lib.util.regularfile import NotRegularFile, open_regular
     try:
-        # non-blocking, as tcpserver's open_read: a FIFO given by mistake must not hold the connection for ever
-        fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK)
+        # never waiting, as tcpserver's open_read: a FIFO given by mistake must not hold the connection for ever;
+        # tcprules writes a regular file, so a FIFO or a device is a mistake
+        fd = open_regular(filename, follow=True)
+    except NotRegularFile:
+        raise Unreadable("unable to read %s: not a regular file" % filename)
     except OSError as e:
         if e.errno == errno.ENOENT and optional:
             return None
         raise Unreadable("unable to read %s: %s" % (filename, error_str(e.errno)))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # tcprules writes a file; a FIFO or device is a mistake
-            raise Unreadable("unable to read %s: not a regular file" % filename)
         import cdbx
         table = cdbx.CDB(fd, close=False)
-    except Unreadable:
-        os.close(fd)
-        raise
     except Exception:  # cdbx reports a corrupt file as OSError("Format Error")
         os.close(fd)
         raise Unreadable("unable to read %s: format error" % filename)
