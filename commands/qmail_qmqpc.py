@@ -91,10 +91,12 @@ def read_envelope():
 def read_servers():
     """Return the usable servers of control/qmqpservers; missing or unreadable → exit 55."""
     try:
-        with open("control/qmqpservers", "rb") as f:
-            return qmqpservers.parse(f.read())
+        data = control.read_file("qmqpservers")  # bounded, and never waiting on a FIFO
     except OSError:
         raise Exit(CONFIG)
+    if data is None:
+        raise Exit(CONFIG)
+    return qmqpservers.parse(data)
 
 
 def timeout(name, default):

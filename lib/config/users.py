@@ -177,11 +177,17 @@ def lookup(home: str, local: bytes | str) -> Assignment | None:
 def read_answer(path: str, local: bytes) -> Assignment | None:
     """Search users/cdb at path for local (UsersCdbError when it cannot be read)."""
     import cdbx
+    from pyqmail.lib.util.regularfile import open_regular
     try:
-        db = cdbx.CDB(path, mmap=False)
+        fd = open_regular(path, follow=True)  # a FIFO there must not hold every local delivery
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise UsersCdbError("unable to read users/cdb: %s" % e)
+    try:
+        db = cdbx.CDB(fd, mmap=False, close=True)
     except (OSError, ValueError) as e:
+        os.close(fd)
         raise UsersCdbError("unable to read users/cdb: %s" % e)
     try:
         return search(db.get, local)

@@ -6,6 +6,7 @@ import os
 
 from pyqmail.lib.config import control
 from pyqmail.lib.remote.remoteroute import parse_routes, route_keys
+from pyqmail.lib.util.regularfile import open_regular
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -78,7 +79,7 @@ def auth_for(relay: bytes) -> tuple[bytes, bytes] | None:
     """Return (user, password) for a relay from control/remoteauth, or None; refuse a file others can read."""
     name = control.path("control", AUTH_FILE)
     try:
-        fd = os.open(name, os.O_RDONLY)
+        fd = open_regular(name, follow=True)  # a FIFO there must not hold qmail-remote for ever
     except FileNotFoundError:
         return None
     except OSError:
@@ -86,12 +87,16 @@ def auth_for(relay: bytes) -> tuple[bytes, bytes] | None:
     try:
         if os.fstat(fd).st_mode & 0o077:
             raise AuthFileExposed()
-        data = b""
+        chunks, size = [], 0
         while True:
             chunk = os.read(fd, 65536)
             if not chunk:
                 break
-            data += chunk
+            size += len(chunk)
+            if size > control.FILE_MAX:
+                raise ControlError()
+            chunks.append(chunk)
+        data = b"".join(chunks)
     except OSError:
         raise ControlError()
     finally:
