@@ -474,3 +474,18 @@ def test_a_passwd_lookup_that_hangs_holds_up_only_its_own_delivery(procs, users,
                 s.buf += os.read(s.out, 4096)
     assert s.report()[0] == 1  # the hung delivery is answered once its lookup returns
     assert s.finish()[0] == 0
+
+
+def test_a_fifo_planted_as_the_message_is_refused_not_waited_on(procs, users):  # noqa: F811
+    # qmail's spawn.c opens the message with O_NDELAY; a blocking open held qmail-lspawn (root, every local
+    # delivery) for ever on a FIFO the queue's owner put in mess/
+    messid, _ = queue_message(users)
+    mess = users / "queue" / "mess" / os.fsdecode(messid)
+    st = mess.stat()
+    mess.unlink()
+    os.mkfifo(mess)
+    os.chown(mess, st.st_uid, st.st_gid)
+    s = lspawn(procs, users)
+    s.send(0, messid, b"s@example.org", b"joe@test.example")
+    assert s.report(timeout=20) == (0, b"ZSorry, message has wrong type. (#4.3.5)\n")
+    assert s.finish()[0] == 0

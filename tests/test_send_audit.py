@@ -349,3 +349,21 @@ def test_a_stray_todo_name_with_leading_zeros_is_left_alone(procs, tree):
     assert (qdir / "todo" / "0042").exists()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
+
+
+def test_a_fifo_planted_as_mess_n_never_hangs_the_bounce(procs, tree):
+    # mess/N belongs to the queue's owner (the network servers' account when they queue in-process), not to
+    # qmail-send: a FIFO put there held qmail-send's open for ever when it made the bounce; now the bounce is
+    # put off (qmail-send's usual warning) and qmail-send goes on
+    proc, log = start_send(procs, tree, lspawn=scripted("sleep:3", "#Dno\\0"))
+    assert queue_message(tree, b"Subject: x\n\nbody\n", b"Fs@test.example\0Tjoe@test.example\0\0") == 0
+    n = int(re.search(rb"new msg (\d+)", wait_for(log, b"starting delivery ")).group(1))
+    mess = tree / "queue" / "mess" / str(n % 23) / str(n)
+    st = mess.stat()
+    mess.unlink()
+    os.mkfifo(mess)
+    os.chown(mess, st.st_uid, st.st_gid)
+    wait_for(log, b"warning: trouble injecting bounce message, will try later\n", timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert (tree / "queue" / "bounce" / str(n)).exists()  # kept for the next try: nothing lost

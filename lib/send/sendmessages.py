@@ -14,6 +14,7 @@ from pyqmail.lib.send.qmgr import collapse_triggers
 from pyqmail.lib.send.channel import CHANNELS, REMOTE
 from pyqmail.lib.queue.queuehere import open_queue
 from pyqmail.lib.queue.queue import SPLIT, split_name
+from pyqmail.lib.util.regularfile import open_regular
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -349,7 +350,8 @@ def inject_bounce(send: SendState, id: int) -> bool:
             send.log(sendlog.fixed_warning("start_qq"))
             return False
         try:
-            with open(name, "rb") as text, open(split_name("mess", id), "rb") as mess:
+            # mess/N belongs to the queue's owner, not to us: never a FIFO to wait on, nor a link to follow
+            with open(name, "rb") as text, open(open_regular(split_name("mess", id)), "rb") as mess:
                 # bounce/N in pieces, as the message: its reports (10,000 recipients, up to 10 kB each from a
                 # hostile server) never sit in qmail-send's memory at once
                 qq.put(bounce.header(plan, send.bounce_controls, time.time()))

@@ -133,7 +133,7 @@ class Spawner:
         if text:
             return self.refuse(req.delnum, text)
         try:
-            fdmess = os.open(req.messid, os.O_RDONLY)
+            fdmess = os.open(req.messid, os.O_RDONLY | os.O_NONBLOCK)  # spawn.c's open_read: a FIFO never waits
         except OSError:
             return self.refuse(req.delnum, b"Zqmail-spawn unable to open message. (#4.3.0)\n")
         try:
@@ -189,7 +189,7 @@ class Spawner:
         if not run:
             return self.refuse_all(b.delnum, [t or b"" for t in own])
         try:
-            fdmess = os.open(b.messid, os.O_RDONLY)
+            fdmess = os.open(b.messid, os.O_RDONLY | os.O_NONBLOCK)
         except OSError:
             return self.refuse_all(b.delnum, [b"Zqmail-spawn unable to open message. (#4.3.0)\n"] * b.total)
         try:
