@@ -86,22 +86,18 @@ def delivery_child(home, aliasempty):
     return child
 
 
-def worker_launch(home, aliasempty, workers, fork_child):
-    """Return the Spawner's launch for reused workers: a users/cdb user is found here and delivered in their
-    worker; any other local part goes to fork_child, whose child runs the passwd lookup, as qmail's qmail-getpw
-    runs in a child per delivery (an NSS source or NFS home that hangs holds up only that delivery)."""
+def worker_launch(home, aliasempty, workers):
+    """Return the Spawner's launch for reused workers: look the user up here, deliver in their worker."""
     def launch(req, fdmess, fdout):
         local, domain = spawnproto.split_recipient(req.recipient)
         if not local:
             return 0, 0  # the trash address <@host>
         try:
-            a = users.lookup(home, local)
-        except users.UsersCdbError as e:
+            a = assignment(home, local)
+        except Exit as e:
             return 0, (e.code & 0xFF) << 8
         except MemoryError:
             return 0, QLX_NOMEM << 8
-        if a is None:
-            return fork_child(req, fdmess, fdout)
         if a.uid == 0:
             return 0, QLX_ROOT << 8
         argv = local_argv(a, local, domain, req.sender, aliasempty)
@@ -133,15 +129,13 @@ def body(argv):
     from pyqmail.lib.spawn.spawner import Spawner, enter_mess
     home, owner = enter_mess()
     preload()
-    workers = None
+    launch = workers = None
     if not os.environb.get(OVERRIDE.encode()):  # $QMAILLOCAL is exec'd in a child per delivery, as before
         from pyqmail.lib.spawn.localworkers import LocalWorkers
         workers = LocalWorkers(become_code, serve_local, idle_code=QLX_SYS)  # a request its idle end met: deferred
-    spawner = Spawner(delivery_child(home, aliasempty), spawnproto.local_report, spawnproto.LOCAL_TRUNC, owner,
-                      child_crash=QLX_SYS, workers=workers)
-    if workers is not None:
-        spawner.launch = worker_launch(home, aliasempty, workers, spawner.fork_child)
-    return spawner.serve()
+        launch = worker_launch(home, aliasempty, workers)
+    return Spawner(delivery_child(home, aliasempty), spawnproto.local_report, spawnproto.LOCAL_TRUNC, owner,
+                   child_crash=QLX_SYS, launch=launch, workers=workers).serve()
 
 
 def run():

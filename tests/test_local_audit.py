@@ -444,38 +444,6 @@ def test_a_worker_that_cannot_become_its_user_reports_why_however_late_the_reque
         stop_worker(w)
 
 
-@pytest.mark.skipif(not ROOT, reason="needs root: a mount namespace whose /etc/passwd is a FIFO")
-def test_a_passwd_lookup_that_hangs_holds_up_only_its_own_delivery(procs, users, home, world_tmp):
-    # before: with reused workers qmail-lspawn ran the passwd lookup in its own loop, so one lookup that did
-    # not return (an NSS source or NFS home that hangs; here /etc/passwd is a FIFO without a writer) held up
-    # every local delivery; as qmail's qmail-getpw, it now runs in the delivery's own child
-    from conftest import need
-    from test_spawners import Spawner
-    need("unshare", "nsenter", "mount", "umount")
-    messid, _ = queue_message(users)
-    s = Spawner(procs, ["unshare", "-m", "--propagation", "private", program("qmail-lspawn"), "./Maildir/"],
-                qenv(users))
-    fifo = world_tmp / "passwd.fifo"
-    os.mkfifo(fifo)
-    ns = ["nsenter", "-t", str(s.p.pid), "-m"]
-    subprocess.run(ns + ["mount", "--bind", str(fifo), "/etc/passwd"], check=True)
-    try:
-        s.send(1, messid, b"s@example.org", b"nosuchuser@test.example")  # not in users/cdb: the passwd rules
-        s.send(2, messid, b"s@example.org", b"joe@test.example")  # users/cdb: no passwd lookup
-        assert s.report(timeout=20) == (2, b"Kdid 1+0+0\n")
-        assert len(list((home / "Maildir" / "new").iterdir())) == 1
-    finally:
-        subprocess.run(ns + ["umount", "-l", "/etc/passwd"], check=True)
-        deadline = time.time() + 30
-        while b"\0" not in s.buf[1:] and time.time() < deadline:  # wake the lookup blocked on the FIFO
-            os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
-            import select
-            if select.select([s.out], [], [], 0.2)[0]:
-                s.buf += os.read(s.out, 4096)
-    assert s.report()[0] == 1  # the hung delivery is answered once its lookup returns
-    assert s.finish()[0] == 0
-
-
 def test_a_fifo_planted_as_the_message_is_refused_not_waited_on(procs, users):  # noqa: F811
     # qmail's spawn.c opens the message with O_NDELAY; a blocking open held qmail-lspawn (root, every local
     # delivery) for ever on a FIFO the queue's owner put in mess/
