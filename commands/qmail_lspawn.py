@@ -23,13 +23,16 @@ def preload():
     gc.freeze()  # the loaded code stays out of the collector: workers neither scan nor copy it
 
 
-def assignment(home, local):
-    """Find who receives local: users/cdb first, then the passwd rules of qmail-getpw."""
+def assignment(home, local, passwd=None):
+    """Find who receives local: users/cdb first, then the passwd rules of qmail-getpw (asked of passwd's helper
+    when given: lib/spawn/passwdlookup)."""
     try:
         found = users.lookup(home, local)
     except users.UsersCdbError as e:
         raise Exit(e.code)
-    return found if found is not None else getpw.assignment(local)
+    if found is not None:
+        return found
+    return passwd.ask(local) if passwd is not None else getpw.assignment(local)
 
 
 def become(uid, gid):
@@ -86,14 +89,15 @@ def delivery_child(home, aliasempty):
     return child
 
 
-def worker_launch(home, aliasempty, workers):
-    """Return the Spawner's launch for reused workers: look the user up here, deliver in their worker."""
+def worker_launch(home, aliasempty, workers, passwd):
+    """Return the Spawner's launch for reused workers: look the user up here (the passwd rules in passwd's
+    helper, so that a lookup that hangs holds this loop for at most its timeout), deliver in their worker."""
     def launch(req, fdmess, fdout):
         local, domain = spawnproto.split_recipient(req.recipient)
         if not local:
             return 0, 0  # the trash address <@host>
         try:
-            a = assignment(home, local)
+            a = assignment(home, local, passwd)
         except Exit as e:
             return 0, (e.code & 0xFF) << 8
         except MemoryError:
@@ -133,7 +137,8 @@ def body(argv):
     if not os.environb.get(OVERRIDE.encode()):  # $QMAILLOCAL is exec'd in a child per delivery, as before
         from pyqmail.lib.spawn.localworkers import LocalWorkers
         workers = LocalWorkers(become_code, serve_local, idle_code=QLX_SYS)  # a request its idle end met: deferred
-        launch = worker_launch(home, aliasempty, workers)
+        from pyqmail.lib.spawn.passwdlookup import PasswdLookups
+        launch = worker_launch(home, aliasempty, workers, PasswdLookups())
     return Spawner(delivery_child(home, aliasempty), spawnproto.local_report, spawnproto.LOCAL_TRUNC, owner,
                    child_crash=QLX_SYS, launch=launch, workers=workers).serve()
 

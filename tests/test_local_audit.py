@@ -457,3 +457,36 @@ def test_a_fifo_planted_as_the_message_is_refused_not_waited_on(procs, users):  
     s.send(0, messid, b"s@example.org", b"joe@test.example")
     assert s.report(timeout=20) == (0, b"ZSorry, message has wrong type. (#4.3.5)\n")
     assert s.finish()[0] == 0
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root: a mount namespace whose /etc/passwd is a FIFO")
+def test_a_passwd_lookup_that_hangs_defers_its_delivery_and_holds_up_the_others_at_most_its_timeout(procs, users, home, world_tmp):
+    # before: with reused workers qmail-lspawn ran the passwd rules in its own loop, so one lookup that did not
+    # return (an NSS source or NFS home that hangs; here /etc/passwd is a FIFO without a writer) held up every
+    # local delivery for ever; now a helper process asks them, and after its timeout the delivery is deferred
+    from conftest import need
+    from pyqmail.lib.spawn.passwdlookup import TIMEOUT
+    from test_spawners import Spawner
+    need("unshare", "nsenter", "mount", "umount")
+    messid, _ = queue_message(users)
+    s = Spawner(procs, ["unshare", "-m", "--propagation", "private", program("qmail-lspawn"), "./Maildir/"],
+                qenv(users))
+    fifo = world_tmp / "passwd.fifo"
+    os.mkfifo(fifo)
+    ns = ["nsenter", "-t", str(s.p.pid), "-m"]
+    subprocess.run(ns + ["mount", "--bind", str(fifo), "/etc/passwd"], check=True)
+    try:
+        start = time.time()
+        s.send(1, messid, b"s@example.org", b"nosuchuser@test.example")  # not in users/cdb: the passwd rules
+        s.send(2, messid, b"s@example.org", b"joe@test.example")  # users/cdb: no passwd lookup
+        reports = dict([s.report(timeout=TIMEOUT + 20), s.report(timeout=TIMEOUT + 20)])
+        assert reports == {1: b"ZTemporary failure in qmail-lspawn.\n", 2: b"Kdid 1+0+0\n"}
+        assert time.time() - start < TIMEOUT + 15
+        assert len(list((home / "Maildir" / "new").iterdir())) == 1
+        s.send(3, messid, b"s@example.org", b"nosuchuser@test.example")  # a new helper, stuck again: deferred
+        assert s.report(timeout=TIMEOUT + 20) == (3, b"ZTemporary failure in qmail-lspawn.\n")
+    finally:
+        subprocess.run(ns + ["umount", "-l", "/etc/passwd"], check=True)
+    s.send(4, messid, b"s@example.org", b"joe@test.example")
+    assert s.report() == (4, b"Kdid 1+0+0\n")
+    assert s.finish()[0] == 0

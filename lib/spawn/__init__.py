@@ -1,4 +1,5 @@
 """qmail-lspawn's and qmail-rspawn's side of qmail-send: the spawn protocol on the pipes (spawnproto), running
-deliveries concurrently and reporting them (spawner), and reused qmail-local and qmail-remote workers (localworkers).
+deliveries concurrently and reporting them (spawner), reused qmail-local and qmail-remote workers (localworkers), and
+qmail-lspawn's passwd lookups in a helper process with a timeout (passwdlookup).
 May import: util, config, queue.
 """
