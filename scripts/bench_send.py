@@ -2,13 +2,14 @@
 qmail-clean over a queue on tmpfs, the spawners replaced by a stand-in that answers every delivery `K` at once.
 
 Usage (root, or a single-user tree when not): python scripts/bench_send.py [-n 1000] [-r 10] [--dir /dev/shm]
-       [--rounds 3] [--baseline DIR] [--profile FILE]
+       [--rounds 3] [--rate 0] [--delay 0] [--baseline DIR] [--profile FILE]
 -n messages of -r local recipients each (smtp-source -r's bench, 2bench, ...@test.example) are queued in this
 process with lib/queue's Injection (as qmail-smtpd queues in its own process), their todo/N names set aside;
 then qmail-send is started wired by hand to a stand-in qmail-lspawn and qmail-rspawn (a small Python program
-speaking the spawner protocol: the limit byte, then `K` for every request at once) and the real qmail-clean.
-Once qmail-send has logged its status line, the todo/N names are put back at once and the trigger pulled; the
-round ends when every message has been logged `end msg` and its files are gone. Prints, per message and per
+speaking the spawner protocol: the limit byte, then `K` for every request, at once or --delay ms after it, so
+that reports come back one by one as qmail-lspawn's do) and the real qmail-clean.
+Once qmail-send has logged its status line, the todo/N names are put back, at once or --rate a second (each
+then with its own trigger pull, as qmail-queue pulls it, so qmail-send takes them as they come); the round ends when every message has been logged `end msg` and its files are gone. Prints, per message and per
 delivery, the user and system CPU qmail-send and qmail-clean used from the release to the end (their start-up
 is not counted). The tree lives under --dir: on tmpfs (the default) fsync costs nothing, so the figure is the
 Python work and the system calls.
@@ -37,32 +38,39 @@ from conftest import program, qenv  # noqa: E402
 from mailsystem import make_system_tree  # noqa: E402
 
 STANDIN = r'''
-import os
+import os, select, sys, time
+delay = float(sys.argv[1])  # seconds each delivery takes (0: answered at once)
 os.write(1, bytes([120]))
-buf = b""
+buf, due = b"", []
 while True:
-    data = os.read(0, 65536)
-    if not data:
-        break
-    buf += data
-    out = []
-    while True:
-        i = buf.find(b"\0", 1)
-        i = buf.find(b"\0", i + 1) if i > 0 else -1
-        i = buf.find(b"\0", i + 1) if i > 0 else -1
-        if i < 0:
+    timeout = None if not due else max(0.0, due[0][0] - time.monotonic())
+    if select.select([0], [], [], timeout)[0]:
+        data = os.read(0, 65536)
+        if not data:
             break
-        out.append(buf[:1] + b"Kdid 0+0+1/\n\0")
-        buf = buf[i + 1:]
+        buf += data
+        now = time.monotonic()
+        while True:
+            i = buf.find(b"\0", 1)
+            i = buf.find(b"\0", i + 1) if i > 0 else -1
+            i = buf.find(b"\0", i + 1) if i > 0 else -1
+            if i < 0:
+                break
+            due.append((now + delay, buf[:1] + b"Kdid 0+0+1/\n\0"))
+            buf = buf[i + 1:]
+    now = time.monotonic()
+    out = []
+    while due and due[0][0] <= now:
+        out.append(due.pop(0)[1])
     if out:
         os.write(1, b"".join(out))
 '''
 
 PROFILED = r'''
-import cProfile, sys
+import cProfile, sys, time
 from pyqmail.commands import qmail_send as m
 from pyqmail.lib.send.sendstart import start
-profile = cProfile.Profile()
+profile = cProfile.Profile(time.process_time)  # CPU, not wall time: a write that wakes a peer is not charged its run
 profile.enable()
 m.serve(m.Send(*start()))
 profile.disable()
@@ -102,13 +110,14 @@ def setup(base, count, recipients):
     return tree, hold
 
 
-def start_send(base, tree, env, profile):
+def start_send(base, tree, env, profile, delay):
     """Start the stand-ins, qmail-clean and qmail-send wired as qmail-start wires them; return (send, clean,
     helpers, log path)."""
     standin = base / "standin.py"
     standin.write_text(STANDIN)
     procs, ends = [], []
-    for argv in ([sys.executable, str(standin)], [sys.executable, str(standin)], [program("qmail-clean")]):
+    standins = [[sys.executable, str(standin), str(delay)]] * 2
+    for argv in standins + [[program("qmail-clean")]]:
         to_r, to_w = os.pipe()
         from_r, from_w = os.pipe()
         procs.append(subprocess.Popen(argv, stdin=to_r, stdout=from_w, env=env))
@@ -167,13 +176,30 @@ def queue_empty(tree):
     return not any(os.listdir(mess / d) for d in os.listdir(mess))
 
 
-def run(base, tree, hold, count, baseline, profile):
+def release(tree, hold, rate):
+    """Put the held todo/N names back and pull the trigger: all at once, or rate messages a second, each
+    with its own pull (as qmail-queue pulls it)."""
+    from pyqmail.lib.queue.queue import pull_trigger
+    todo, trigger = tree / "queue" / "todo", str(tree / "queue" / "lock" / "trigger")
+    start = time.time()
+    for i, name in enumerate(sorted(os.listdir(hold), key=int)):
+        if rate:
+            ahead = start + i / rate - time.time()
+            if ahead > 0:
+                time.sleep(ahead)
+        os.rename(hold / name, todo / name)
+        if rate:
+            pull_trigger(trigger)
+    pull_trigger(trigger)
+
+
+def run(base, tree, hold, count, baseline, profile, rate, delay):
     """One round: start qmail-send, release the messages, wait for the end; return (seconds, send user,
     send system, clean user, clean system)."""
     env = qenv(tree)
     if baseline:
         env["PYTHONPATH"] = baseline
-    send, clean, procs, log = start_send(base, tree, env, profile)
+    send, clean, procs, log = start_send(base, tree, env, profile, delay)
     try:
         counter = LogCount(log)
         counter.count(b"end msg ")
@@ -181,12 +207,7 @@ def run(base, tree, hold, count, baseline, profile):
         s0 = own_cpu(send.pid, user=True), own_cpu(send.pid)
         c0 = own_cpu(clean.pid, user=True), own_cpu(clean.pid)
         start = time.time()
-        todo = tree / "queue" / "todo"
-        for name in os.listdir(hold):
-            os.rename(hold / name, todo / name)
-        fd = os.open(tree / "queue" / "lock" / "trigger", os.O_WRONLY | os.O_NONBLOCK)
-        os.write(fd, b"\0")
-        os.close(fd)
+        release(tree, hold, rate)
         wait_for(lambda: counter.count(b"end msg ") >= count and queue_empty(tree), "every message to end")
         seconds = time.time() - start
         s1 = own_cpu(send.pid, user=True), own_cpu(send.pid)
@@ -201,6 +222,12 @@ def run(base, tree, hold, count, baseline, profile):
         raise SystemExit("bench_send: %d failures, deferrals or warnings in the log" % failed)
     return (seconds, s1[0] - s0[0], (s1[1] - s1[0]) - (s0[1] - s0[0]),
             c1[0] - c0[0], (c1[1] - c1[0]) - (c0[1] - c0[0]))
+
+
+def median(values):
+    """The middle value (the mean of the two middle ones for an even count)."""
+    v = sorted(values)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 
 
 def print_profile(path, top=25):
@@ -218,6 +245,10 @@ def main():
     a.add_argument("-r", type=int, default=10, help="recipients per message (%(default)s)")
     a.add_argument("--dir", default="/dev/shm", help="where the tree goes (%(default)s)")
     a.add_argument("--rounds", type=int, default=3)
+    a.add_argument("--rate", type=float, default=0,
+                   help="messages released a second, each with a trigger pull (0: all at once, the default)")
+    a.add_argument("--delay", type=float, default=0,
+                   help="milliseconds the stand-in takes per delivery (0: answered at once, the default)")
     a.add_argument("--baseline", help="a directory holding another pyqmail package: rounds alternate")
     a.add_argument("--profile", help="cProfile qmail-send into this file (one round)")
     args = a.parse_args()
@@ -227,13 +258,15 @@ def main():
     rounds = 1 if args.profile else args.rounds
     results = {name: [] for name, _ in variants}
     deliveries = args.n * args.r
-    print("qmail-send and qmail-clean alone: %d messages x %d recipients, tree under %s" % (args.n, args.r, args.dir))
+    print("qmail-send and qmail-clean alone: %d messages x %d recipients, released %s, deliveries taking %g ms, "
+          "tree under %s" % (args.n, args.r, "%g a second" % args.rate if args.rate else "at once", args.delay,
+                             args.dir))
     for r in range(rounds):
         for name, baseline in (variants if r % 2 == 0 else variants[::-1]):
             base = Path(tempfile.mkdtemp(prefix="pyqmail-bench-send-", dir=args.dir))
             try:
                 tree, hold = setup(base, args.n, args.r)
-                figures = run(base, tree, hold, args.n, baseline, args.profile)
+                figures = run(base, tree, hold, args.n, baseline, args.profile, args.rate, args.delay / 1000)
             finally:
                 shutil.rmtree(base, ignore_errors=True)
             results[name].append(figures)
@@ -243,11 +276,11 @@ def main():
                   % (r + 1, name, seconds, 1e6 * su / args.n, 1e6 * ss / args.n, 1e6 * su / deliveries,
                      1e6 * ss / deliveries, 1e6 * cu / args.n, 1e6 * cs / args.n), flush=True)
     for name, rows in results.items():
-        med = [sorted(col)[len(col) // 2] for col in zip(*rows)]
+        med = [median(col) for col in zip(*rows)]
+        send, clean = median([su + ss for _, su, ss, _, _ in rows]), median([cu + cs for _, _, _, cu, cs in rows])
         print("median %-9s qmail-send %.0f us/msg (%.0f user, %.0f system; %.1f us/delivery); qmail-clean %.0f us/msg "
-              "(%.0f user, %.0f system)" % (name, 1e6 * (med[1] + med[2]) / args.n, 1e6 * med[1] / args.n,
-                                            1e6 * med[2] / args.n, 1e6 * (med[1] + med[2]) / deliveries,
-                                            1e6 * (med[3] + med[4]) / args.n, 1e6 * med[3] / args.n,
+              "(%.0f user, %.0f system)" % (name, 1e6 * send / args.n, 1e6 * med[1] / args.n, 1e6 * med[2] / args.n,
+                                            1e6 * send / deliveries, 1e6 * clean / args.n, 1e6 * med[3] / args.n,
                                             1e6 * med[4] / args.n))
     if args.profile:
         print_profile(args.profile)
