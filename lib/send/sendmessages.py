@@ -8,6 +8,7 @@ import functools
 import os
 import stat
 import time
+from itertools import filterfalse
 
 from pyqmail.lib.send import bounce, sendlog, todo
 from pyqmail.lib.send.qmgr import collapse_triggers
@@ -187,9 +188,11 @@ class Todo:
                 time.sleep(SLEEP_ALERT)  # qmail's pausedir; the scan is tried again next round
                 return
             self.gone = set()
-            # messages kept in memory keep their todo/N: every scan meets them, so they are left out here at once
-            skip = self.cleaning | send.inmemory.messages.keys()
-            listed = [n for n in [int(s) for s in names if is_queue_name(s)] if n not in skip]
+            # messages kept in memory keep their todo/N: every scan meets them, so they are left out here at once,
+            # by name, before any name is converted (a queue name is its number's str(): the same ones go)
+            cleaning = {str(n) for n in self.cleaning}
+            fresh = filterfalse(send.inmemory.names.__contains__, filterfalse(cleaning.__contains__, names))
+            listed = [int(s) for s in fresh if is_queue_name(s)]
             if self.failing:
                 self.forget_removed(set(listed))
             self.scan = iter(listed)
