@@ -203,7 +203,11 @@ class Todo:
             now = time.monotonic()
             self.rest_until = now + RESCAN_REST * (now - began)
         ids: list[int] = []
-        while len(ids) < TODO_BATCH:
+        room = send.inmemory.room()
+        # while the store is filling, no more entries are taken than it has room for: taken and put back, the
+        # others cost their checks in every round for as long as a backlog lasts
+        limit = room if room < TODO_BATCH and send.inmemory.moving() else TODO_BATCH
+        while len(ids) < limit:
             if self.pending:
                 id: int | None = self.pending.popleft()
             else:
@@ -216,7 +220,6 @@ class Todo:
                 ids.append(id)  # (else qmail-clean has not answered yet, it is being delivered from memory, or damaged)
         results: dict[int, Outcome] = {}
         unwritten: list[todo.Unwritten] = []
-        room = send.inmemory.room()
         for i, id in enumerate(ids):  # reading and planning is quick: here; files and fsyncs: in the thread
             if room <= 0 and send.inmemory.moving():  # the rest waits for room, in todo/
                 self.pending.extendleft(reversed(ids[i:]))  # not a chain around the scan: those nest

@@ -139,9 +139,14 @@ class Unwritten(NamedTuple):
 
 def splitter(queue: str, n: int) -> Split:
     """Return split(directory) -> the path of message n's file in that split directory of the queue."""
-    def split(directory: str) -> str:
+    if queue == ".":  # (qmail-send's: the names as they are, without a join for each of a message's files)
+        def split(directory: str) -> str:
+            return split_name(directory, n)
+        return split
+
+    def joined(directory: str) -> str:
         return os.path.join(queue, split_name(directory, n))
-    return split
+    return joined
 
 
 def prepare(n: int, rewriter: Rewriter, queue: str = ".", keep: bool = False,
@@ -152,7 +157,8 @@ def prepare(n: int, rewriter: Rewriter, queue: str = ".", keep: bool = False,
     split = splitter(queue, n)
     try:
         # O_NONBLOCK as qmail's open_read: a FIFO planted in todo/ reads as empty instead of hanging the loop
-        fd = os.open(os.path.join(queue, "todo", str(n)), os.O_RDONLY | os.O_NONBLOCK)
+        name = "todo/%d" % n if queue == "." else os.path.join(queue, "todo", str(n))
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return failed([], "open", sendlog.flat_fn("todo", n))
     try:
