@@ -1,5 +1,5 @@
 """CPU per message and per delivery of qmail-send and qmail-clean alone (issue 23): the real qmail-send and
-qmail-clean over a queue on tmpfs, the spawners replaced by a stand-in that answers every delivery `K` at once.
+qmail-clean over a queue on tmpfs, the spawners replaced by a stand-in that answers every delivery `K`.
 
 Usage (root, or a single-user tree when not): python scripts/bench_send.py [-n 1000] [-r 10] [--dir /dev/shm]
        [--rounds 3] [--rate 0] [--delay 0] [--baseline DIR] [--profile FILE]
@@ -9,16 +9,18 @@ then qmail-send is started wired by hand to a stand-in qmail-lspawn and qmail-rs
 speaking the spawner protocol: the limit byte, then `K` for every request, at once or --delay ms after it, so
 that reports come back one by one as qmail-lspawn's do) and the real qmail-clean.
 Once qmail-send has logged its status line, the todo/N names are put back, at once or --rate a second (each
-then with its own trigger pull, as qmail-queue pulls it, so qmail-send takes them as they come); the round ends when every message has been logged `end msg` and its files are gone. Prints, per message and per
-delivery, the user and system CPU qmail-send and qmail-clean used from the release to the end (their start-up
-is not counted). The tree lives under --dir: on tmpfs (the default) fsync costs nothing, so the figure is the
+then with its own trigger pull, as qmail-queue pulls it, so qmail-send takes them as they come); the round ends
+when every message has been logged `end msg` and its files are gone. Prints, per message and per delivery,
+the user and system CPU qmail-send and qmail-clean used from the release to the end (their start-up is not
+counted). The tree lives under --dir: on tmpfs (the default) fsync costs nothing, so the figure is the
 Python work and the system calls.
 
 --baseline DIR: a directory holding another `pyqmail` package (e.g. a copy of the installed one made before a
 change); rounds then alternate between it (PYTHONPATH=DIR) and the installed package, and both are printed.
 --profile FILE: run qmail-send (into FILE) and qmail-clean (into FILE.clean) under cProfile, counting CPU time
-(one round, the installed package) and print their top functions; the profiles cover the whole runs, start-up
-included, and the profiler's own cost inflates the figures printed beside them.
+(one round, the installed package, or the one PYTHONPATH names) and print their top functions; the profiles
+cover the whole runs, start-up included, and the profiler's own cost (a clock read per call) inflates the
+figures printed beside them, calls most.
 """
 
 import argparse
@@ -80,9 +82,9 @@ profile.dump_stats(sys.argv[1])
 '''
 
 CLEAN_PROFILED = r'''
-import cProfile, sys
+import cProfile, sys, time
 from pyqmail.commands import qmail_clean as m
-profile = cProfile.Profile()
+profile = cProfile.Profile(time.process_time)
 profile.enable()
 try:
     m.body([])
