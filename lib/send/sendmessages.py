@@ -60,7 +60,7 @@ def is_number(name: str) -> bool:
 
 def is_queue_name(name: str) -> bool:
     """True for a name qmail-queue makes: a number without a leading zero (`0028` is a stray copy of 28's)."""
-    return name.isdigit() and name.isascii() and name[0] != "0"  # (is_number's test: once per name per listing)
+    return is_number(name) and name[0] != "0"
 
 
 def numeric_names(directory: str) -> Iterator[int]:
