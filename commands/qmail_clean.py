@@ -14,8 +14,13 @@ from pyqmail.lib.util.fdio import nul_records, write_all
 CLEANUP_EVERY = 30
 POOL_SWEEP = 3600  # the pool's idle files are looked at hourly, not with every 31st command
 UNLINK_THREADS = 8  # a virtio disk's discards overlap up to about 8 at once (qmail-clean(8))
+SLOW_UNLINK = 0.00025  # seconds: unlinks this slow each (a discard waiting for the disk) run from the threads
+PROBE_EVERY = 64  # batches run in threads before one runs in turn again, timed
 LINE_MAX = 100  # longer commands are answered `x` and their bytes dropped, never stored
 GIVER = queuepool.Giver()  # the pool's one giver is this process
+# messages whose intd/N a todo/N command here removed: their foop/N skips unlinking it again (qmail-clean(8))
+INTD_GONE: set[int] = set()
+INTD_GONE_MAX = 100000  # beyond that many messages between todo/N and foop/N, foop/N unlinks intd/N as qmail
 
 
 def clean_pid_dir(now, pool=True):
@@ -56,10 +61,16 @@ def start(line):
     kind, n = command
     if kind == "foop":
         pool, last = "mess", split_name("mess", n)
+        if n in INTD_GONE:
+            INTD_GONE.discard(n)  # this process removed intd/N; none can be made again while mess/N is there
+        elif not removed("intd/%d" % n):
+            return b"!"
     else:
         pool, last = "intd", "todo/%d" % n
-    if not removed("intd/%d" % n):  # (todo/N's other name, or already gone: no blocks freed)
-        return b"!"
+        if not removed("intd/%d" % n):  # (todo/N's other name, or already gone: no blocks freed)
+            return b"!"
+        if len(INTD_GONE) < INTD_GONE_MAX:
+            INTD_GONE.add(n)
     return b"+" if GIVER.give(pool, last) else last
 
 
@@ -68,16 +79,31 @@ def answer_unlinked(ok):
     return b"+" if ok else b"!"
 
 
-def unlink_all(paths, pool):
-    """Unlink paths, several at once when there are several (pool: a thread pool, made on first need); return
-    each one's outcome, in order. On a file system mounted with `discard` an unlink that frees blocks waits
-    for the device (qmail-clean(8)); in parallel they take a fraction of the time each."""
-    if len(paths) < 2:
-        return [removed(p) for p in paths], pool
-    if pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-        pool = ThreadPoolExecutor(UNLINK_THREADS)
-    return list(pool.map(removed, paths)), pool
+class Unlinks:
+    """The last unlinks of the commands one read brought. On a file system mounted with `discard` an unlink
+    that frees blocks waits for the device (qmail-clean(8)), and in parallel they take a fraction of the time
+    each: there they run from a thread pool (made on first need). Elsewhere the pool's hand-offs cost more
+    CPU than the unlinks, so they run in turn while they are quick, timed, and every PROBE_EVERY-th batch
+    in threads runs in turn again to see whether they still are slow."""
+
+    def __init__(self):
+        self.pool = None
+        self.slow = False  # the last unlinks run in turn took SLOW_UNLINK or more each
+        self.countdown = 0  # batches left to run in threads before the next one in turn
+
+    def run(self, paths):
+        """Unlink paths; return each one's outcome (removed()), in order."""
+        if len(paths) > 1 and self.slow and self.countdown:
+            self.countdown -= 1
+            if self.pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+                self.pool = ThreadPoolExecutor(UNLINK_THREADS)
+            return list(self.pool.map(removed, paths))
+        began = time.monotonic()
+        outcomes = [removed(p) for p in paths]
+        self.slow = time.monotonic() - began >= SLOW_UNLINK * len(paths)
+        self.countdown = PROBE_EVERY
+        return outcomes
 
 
 def batches(fd):
@@ -101,7 +127,7 @@ def body(argv):
     pool_swept = time.time()
     clean_pid_dir(pool_swept)
     countdown = CLEANUP_EVERY
-    pool = None
+    unlinks = Unlinks()
     for batch in batches(0):
         answers = []
         for line in batch:
@@ -116,8 +142,7 @@ def body(argv):
                 countdown = CLEANUP_EVERY
         paths = [a for a in answers if not isinstance(a, bytes)]
         if paths:
-            outcomes, pool = unlink_all(paths, pool)
-            done = iter(outcomes)
+            done = iter(unlinks.run(paths))
             answers = [a if isinstance(a, bytes) else answer_unlinked(next(done)) for a in answers]
         try:
             write_all(1, b"".join(answers))

@@ -57,6 +57,7 @@ class Send:
         self.cleanup = Cleanup(self)
         self.info_damaged: set[int] = set()  # info/N without a sender: warned once, then moved to corrupt/
         self.control = Control(self)  # qmail-qctl's requests (lock/qctl/socket) and damaged messages
+        self.status_lines: dict[tuple[int, int, int, int, bool], bytes] = {}  # at most 121 x 121 x 2 of them
         self.read_batching()
 
     def read_batching(self) -> None:
@@ -84,10 +85,13 @@ class Send:
         return self.jobs_used < self.numjobs + extra
 
     def log_status(self) -> None:
-        """Log the `status:` line."""
-        c = self.channels
-        log(sendlog.status(c[LOCAL].used, c[LOCAL].concurrency, c[REMOTE].used, c[REMOTE].concurrency,
-                           self.exitasap))
+        """Log the `status:` line (two per delivery: each distinct line is formatted once, then reused)."""
+        local, remote = self.channels[LOCAL], self.channels[REMOTE]
+        key = (local.used, local.concurrency, remote.used, remote.concurrency, self.exitasap)
+        line = self.status_lines.get(key)
+        if line is None:
+            line = self.status_lines[key] = sendlog.status(*key)
+        log(line)
 
     def schedule_at_start(self) -> None:
         """Put every message in info/ into its channels' schedules, as qmail's pqstart."""

@@ -67,3 +67,52 @@ def test_a_command_without_nul_is_ignored_at_eof(tree):
     n = queue_one(tree)
     assert clean(tree, b"todo/%d" % n) == (0, b"")
     assert (tree / "queue" / "todo" / str(n)).exists()
+
+
+def answer(p, command):
+    """Write one command to a running qmail-clean and return its one-byte answer."""
+    p.stdin.write(command)
+    p.stdin.flush()
+    return p.stdout.read(1)
+
+
+def test_foop_skips_the_intd_unlink_its_own_todo_did(procs, tree):
+    n = queue_one(tree)
+    q = tree / "queue"
+    intd, mess = q / "intd" / str(n), q / "mess" / str(n % 23) / str(n)
+    p = procs.start([program("qmail-clean")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=qenv(tree))
+    assert answer(p, b"todo/%d\0" % n) == b"+"
+    assert not intd.exists() and not (q / "todo" / str(n)).exists()
+    intd.write_bytes(b"")  # planted by hand meanwhile: qmail-clean(8) says why none can appear otherwise
+    assert answer(p, b"foop/%d\0" % n) == b"+"
+    assert intd.exists() and not mess.exists()  # intd/N was not unlinked a second time
+    p.stdin.close()
+    assert p.wait(30) == 0
+    # a foop/N this process has no todo/N for (another run's) unlinks intd/N as qmail's does
+    m = queue_one(tree)
+    (q / "intd" / str(m)).write_bytes(b"")
+    (q / "todo" / str(m)).unlink()
+    assert clean(tree, b"foop/%d\0" % m) == (0, b"+")
+    assert not (q / "intd" / str(m)).exists() and not (q / "mess" / str(m % 23) / str(m)).exists()
+
+
+def test_unlinks_go_to_threads_only_while_they_are_slow(monkeypatch):
+    from pyqmail.commands import qmail_clean
+    calls = []
+
+    def slow_removed(path):
+        calls.append(path)
+        time.sleep(0.002)
+        return path != "bad"
+    monkeypatch.setattr(qmail_clean, "removed", slow_removed)
+    u = qmail_clean.Unlinks()
+    assert u.run(["a", "bad"]) == [True, False] and u.pool is None  # the first group in turn, timed: slow
+    assert u.slow
+    assert u.run(["c", "d", "bad"]) == [True, True, False] and u.pool is not None  # then in threads
+    for _ in range(qmail_clean.PROBE_EVERY - 1):
+        u.run(["e", "f"])
+    monkeypatch.setattr(qmail_clean, "removed", lambda path: True)
+    assert u.run(["g", "h"]) == [True, True] and not u.slow  # the 65th in turn again: quick now
+    u.pool.shutdown()
+    u.pool = None
+    assert u.run(["i", "j"]) == [True, True] and u.pool is None

@@ -62,6 +62,7 @@ class InMemory:
     def __init__(self, send: SendState) -> None:
         self.send = send
         self.messages: dict[int, KeptMessage] = {}
+        self.names: set[str] = set()  # their todo/ names: a listing of todo/ leaves them out as they come
         self.moved = time.monotonic()  # when a message last left the store (or the store was made)
 
     def room(self) -> int:
@@ -88,6 +89,7 @@ class InMemory:
     def add(self, kept: todo.Kept, now: int) -> None:
         """Keep a todo.Kept and schedule its channel's deliveries now."""
         self.messages[kept.n] = KeptMessage(kept.info, kept.records, now, kept.channel)
+        self.names.add(str(kept.n))
         self.send.channels[kept.channel].schedule.add_new(kept.n, now)
 
     def read(self, id: int) -> tuple[bytes, int, bytes] | None:
@@ -109,6 +111,7 @@ class InMemory:
         """Every delivery succeeded: log `end msg`, have todo/N and then mess/N removed; False if not kept."""
         if self.messages.pop(id, None) is None:
             return False
+        self.names.discard(str(id))
         self.moved = time.monotonic()
         self.send.log(sendlog.end_msg(id))
         self.send.todo.remove(id, then=lambda: self.send.clean.ask("foop/%d" % id))
@@ -120,6 +123,7 @@ class InMemory:
         m = self.messages.pop(id, None)
         if m is None:
             return
+        self.names.discard(str(id))
         self.moved = time.monotonic()
         while True:
             trouble = write_files(id, m)

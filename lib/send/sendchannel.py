@@ -31,10 +31,11 @@ class Job:
     """A message's work in one channel, alive while its pass or any of its deliveries runs. Under qmgr/oqmgr it
     also holds its entries waiting per destination (peers), their rotation and its preemption record (pj)."""
     __slots__ = ("id", "retry", "sender", "numtodo", "hiteof", "dying", "refs", "birth", "peers", "rr", "pj",
-                 "live")
+                 "live", "messid")
 
     def __init__(self, id: int, retry_at: int, sender: bytes, dying: bool, birth: int = 0) -> None:
         self.id, self.retry, self.sender, self.dying, self.birth = id, retry_at, sender, dying, birth
+        self.messid = b"%d/%d" % (id % SPLIT, id)  # the spawners' name for the message, in every request
         self.numtodo, self.hiteof, self.refs = 0, False, 1
         self.peers: dict[str, deque[destinations.Entry[Job]]] = {}
         self.rr: qmgr.RoundRobin[str] = qmgr.RoundRobin()
@@ -174,8 +175,7 @@ class Channel:
         self.slots[delnum] = d
         self.used += 1
         job.refs += 1
-        messid = b"%d/%d" % (job.id % SPLIT, job.id)
-        self.hand_over(encode_request(delnum, messid, verp.delivery_sender(job.sender, recip), recip))
+        self.hand_over(encode_request(delnum, job.messid, verp.delivery_sender(job.sender, recip), recip))
         send.log(sendlog.starting_delivery(d.delid, job.id, self.name, recip))
         send.log_status()
 
@@ -192,8 +192,7 @@ class Channel:
         self.slots[delnum] = Batch(items)
         self.used += 1
         job.refs += 1
-        messid = b"%d/%d" % (job.id % SPLIT, job.id)
-        self.hand_over(encode_batch(delnum, messid, job.sender, [d.recip for d in items]))
+        self.hand_over(encode_batch(delnum, job.messid, job.sender, [d.recip for d in items]))
         for d in items:
             send.log(sendlog.starting_delivery(d.delid, job.id, self.name, d.recip))
         send.log_status()
@@ -380,7 +379,10 @@ class Channel:
         requests go to the spawner in one write at the end, after the log lines of their starts."""
         try:
             self.pass_step(recent)
+            plain = self.dests is None  # (no destination to revive or resume between two starts)
             while not self.qmgr and self.job is not None and self.can_deliver() and not self.send.exitasap:
+                if plain and self.start_next(self.job):
+                    continue
                 used = self.used
                 self.pass_step(recent)
                 if self.used == used:
@@ -390,6 +392,18 @@ class Channel:
             held, self.held = self.held, 0
         if held:
             self.write_pending()
+
+    def start_next(self, job: Job) -> bool:
+        """Start the pass's next record if it is a whole T record, as pass_step would (the common step, without
+        its checks); False leaves anything else to pass_step."""
+        records, pos = self.records, self.pos
+        nul = records.find(b"\0", pos)
+        if nul <= pos or records[pos] != 0x54:  # `T`
+            return False
+        self.pos = nul + 1
+        job.numtodo += 1
+        self.start_delivery(job, pos, records[pos + 1:nul])
+        return True
 
     def pass_step(self, recent: int) -> None:
         """One pass step (qmail's pass_dochan), or a whole pass read in under qmgr."""

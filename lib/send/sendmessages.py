@@ -8,6 +8,7 @@ import functools
 import os
 import stat
 import time
+from itertools import filterfalse
 
 from pyqmail.lib.send import bounce, sendlog, todo
 from pyqmail.lib.send.qmgr import collapse_triggers
@@ -188,9 +189,11 @@ class Todo:
                 time.sleep(SLEEP_ALERT)  # qmail's pausedir; the scan is tried again next round
                 return
             self.gone = set()
-            # messages kept in memory keep their todo/N: every scan meets them, so they are left out here at once
-            skip = self.cleaning | send.inmemory.messages.keys()
-            listed = [n for n in map(int, filter(is_queue_name, names)) if n not in skip]
+            # messages kept in memory keep their todo/N: every scan meets them, so they are left out here at once,
+            # by name, before any name is converted (a queue name is its number's str(): the same ones go)
+            cleaning = {str(n) for n in self.cleaning}
+            fresh = filterfalse(send.inmemory.names.__contains__, filterfalse(cleaning.__contains__, names))
+            listed = [int(s) for s in fresh if is_queue_name(s)]
             if self.failing:
                 self.forget_removed(set(listed))
             self.scan = iter(listed)
@@ -201,7 +204,11 @@ class Todo:
             now = time.monotonic()
             self.rest_until = now + RESCAN_REST * (now - began)
         ids: list[int] = []
-        while len(ids) < TODO_BATCH:
+        room = send.inmemory.room()
+        # while the store is filling, no more entries are taken than it has room for: taken and put back, the
+        # others cost their checks in every round for as long as a backlog lasts
+        limit = room if room < TODO_BATCH and send.inmemory.moving() else TODO_BATCH
+        while len(ids) < limit:
             if self.pending:
                 id: int | None = self.pending.popleft()
             else:
@@ -214,7 +221,6 @@ class Todo:
                 ids.append(id)  # (else qmail-clean has not answered yet, it is being delivered from memory, or damaged)
         results: dict[int, Outcome] = {}
         unwritten: list[todo.Unwritten] = []
-        room = send.inmemory.room()
         for i, id in enumerate(ids):  # reading and planning is quick: here; files and fsyncs: in the thread
             if room <= 0 and send.inmemory.moving():  # the rest waits for room, in todo/
                 self.pending.extendleft(reversed(ids[i:]))  # not a chain around the scan: those nest

@@ -11,6 +11,7 @@ from pyqmail.lib.send.channel import CHANNELS, LOCAL
 from pyqmail.lib.config.control import scan_ulong
 from pyqmail.lib.queue.queue import split_name
 from pyqmail.lib.util.fdio import write_all
+from pyqmail.lib.util.regularfile import is_regular
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
@@ -138,9 +139,14 @@ class Unwritten(NamedTuple):
 
 def splitter(queue: str, n: int) -> Split:
     """Return split(directory) -> the path of message n's file in that split directory of the queue."""
-    def split(directory: str) -> str:
+    if queue == ".":  # (qmail-send's: the names as they are, without a join for each of a message's files)
+        def split(directory: str) -> str:
+            return split_name(directory, n)
+        return split
+
+    def joined(directory: str) -> str:
         return os.path.join(queue, split_name(directory, n))
-    return split
+    return joined
 
 
 def prepare(n: int, rewriter: Rewriter, queue: str = ".", keep: bool = False,
@@ -151,7 +157,8 @@ def prepare(n: int, rewriter: Rewriter, queue: str = ".", keep: bool = False,
     split = splitter(queue, n)
     try:
         # O_NONBLOCK as qmail's open_read: a FIFO planted in todo/ reads as empty instead of hanging the loop
-        fd = os.open(os.path.join(queue, "todo", str(n)), os.O_RDONLY | os.O_NONBLOCK)
+        name = "todo/%d" % n if queue == "." else os.path.join(queue, "todo", str(n))
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return failed([], "open", sendlog.flat_fn("todo", n))
     try:
@@ -164,8 +171,9 @@ def prepare(n: int, rewriter: Rewriter, queue: str = ".", keep: bool = False,
             return stale
         log = [sendlog.new_msg(n)]
         try:
-            key = stat_key(os.fstat(fd))
-            data = read_all(fd)
+            st = os.fstat(fd)
+            key = stat_key(st)
+            data = read_all(fd, st.st_size if is_regular(st.st_mode) else -1)
         except OSError:
             return failed(log, "read", sendlog.flat_fn("todo", n))
     finally:
@@ -181,9 +189,15 @@ def prepare(n: int, rewriter: Rewriter, queue: str = ".", keep: bool = False,
     return Unwritten(n, p, log)
 
 
-def read_all(fd: int) -> bytes:
-    """Read fd to its end."""
+def read_all(fd: int, size: int = -1) -> bytes:
+    """Read fd to its end. size: a regular file's st_size, asked for plus one byte: a regular file's read
+    comes back short only at its end, so then that one read was all (no second read to see the end)."""
     chunks: list[bytes] = []
+    if size >= 0:
+        chunk = os.read(fd, size + 1)
+        if len(chunk) <= size:
+            return chunk
+        chunks.append(chunk)  # it grew meanwhile: on to its end
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:

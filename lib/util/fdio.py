@@ -27,6 +27,12 @@ def nul_records(pending: bytearray, data: bytes, limit: int, head: int = 0) -> l
     done = []
     i, end = 0, len(data)
     while i < end:
+        if not pending:  # a whole record in data: sliced out at once (a spawner's reports, ten at a time)
+            nul = data.find(b"\0", i + head)
+            if nul >= 0:
+                done.append(data[i:min(nul, i + max(limit, head))])
+                i = nul + 1
+                continue
         if len(pending) < head:
             take = min(head - len(pending), end - i)
             pending += data[i:i + take]
