@@ -5,6 +5,7 @@ import os
 from pyqmail.lib.config import access, cdbmake, control
 from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
+from pyqmail.lib.util.regularfile import create_afresh
 
 SOURCE = "qmqpclients"
 TEMP = "qmqpclients.tmp"
@@ -33,7 +34,7 @@ def write_cdb(records):
     import cdbx
     temp, target = control.path("control", TEMP), control.path("control", TARGET)
     try:
-        fd = cdbmake.create(temp)  # never through a planted link
+        fd = create_afresh(temp, 0o644)  # never through a planted link
     except OSError as e:
         raise Exit(TEMP_FAILURE, "fatal: unable to write control/%s: %s" % (TEMP, e.strerror))
     try:

@@ -31,6 +31,7 @@ from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main, warn
 from pyqmail.lib.config import services, tree
 from pyqmail.lib.util import fdio, launcher
+from pyqmail.lib.util.regularfile import create_afresh
 
 PROGRAMS = (
     "qmail-queue", "qmail-pickup", "qmail-qmqpd", "qmail-qmqpc", "qmail-newqmqpclients",
@@ -74,9 +75,8 @@ def write_launcher(path, text, owner):
     if path.is_file() and not path.is_symlink() and path.read_text(errors="replace") == text:
         return
     temporary = path.with_name(path.name + ".new")
-    temporary.unlink(missing_ok=True)
     # created afresh, never through a link planted meanwhile (bin/ is the account's in a --user tree)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = create_afresh(str(temporary))
     try:
         fdio.write_all(fd, text.encode())
         os.fchmod(fd, 0o755)

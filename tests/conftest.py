@@ -58,6 +58,17 @@ def stop_pty_child(pid, terminal, group=False):
     os.close(terminal)
 
 
+def wait_until(condition, timeout=20, what="condition"):
+    """Wait until condition() is true (asked every 20 ms); return its value; AssertionError at the deadline."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("no %s within %s s" % (what, timeout))
+
+
 def wait_port(host, port, timeout=30.0):
     """Wait until host:port accepts connections (a loaded machine may take seconds to start a server)."""
     deadline = time.time() + timeout

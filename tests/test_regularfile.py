@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from pyqmail.lib.util.errstr import oserror_str
-from pyqmail.lib.util.regularfile import NotRegularFile, is_regular, open_regular
+from pyqmail.lib.util.regularfile import NotRegularFile, create_afresh, is_regular, open_regular
 
 
 def opened(path, *args, **kw):
@@ -116,3 +116,19 @@ def test_is_regular():
 def test_oserror_str_words_ordinary_errors_as_qmail_does():
     assert oserror_str(FileNotFoundError(2, "x")) == "file does not exist"
     assert oserror_str(OSError("our own text")) == "our own text"
+
+
+@pytest.mark.parametrize("planted", ["symlink", "hardlink", "dangling"])
+def test_create_afresh_removes_a_planted_link_and_never_writes_through_it(tmp_path, planted):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    tmp = tmp_path / "name.tmp"
+    {"symlink": lambda: tmp.symlink_to(victim), "hardlink": lambda: os.link(victim, tmp),
+     "dangling": lambda: tmp.symlink_to(tmp_path / "made")}[planted]()
+    fd = create_afresh(str(tmp), 0o640)
+    try:
+        os.write(fd, b"new")
+    finally:
+        os.close(fd)
+    assert victim.read_bytes() == b"precious" and not (tmp_path / "made").exists()
+    assert not tmp.is_symlink() and tmp.read_bytes() == b"new" and os.stat(tmp).st_nlink == 1

@@ -4,12 +4,11 @@ the message still needs."""
 
 import os
 import subprocess
-import time
 
 import pytest
 
 import smtpsim
-from conftest import queue_message
+from conftest import queue_message, wait_until
 from mailsystem import MailSystem, make_system_tree
 from smtpsim import Simulator
 
@@ -17,17 +16,6 @@ from pyqmail.lib.send.unlinker import Unlinker
 
 ROOT = os.geteuid() == 0
 MSG = b"Subject: unlinker\n\nA message.\n"
-
-
-def wait(condition, timeout=20):
-    """Wait until condition() is true; return its value."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in %s s" % timeout)
 
 
 def test_each_unlink_reports_its_outcome_in_the_loop(tmp_path):
@@ -38,7 +26,7 @@ def test_each_unlink_reports_its_outcome_in_the_loop(tmp_path):
     u.unlink(str(present), lambda ok: outcomes.append(("present", ok)))
     u.unlink(str(tmp_path / "absent"), lambda ok: outcomes.append(("absent", ok)))
     assert u.busy(str(present)) and not u.idle()
-    wait(lambda: len(u.finished) == 2)
+    wait_until(lambda: len(u.finished) == 2)
     assert outcomes == []  # nothing runs in the threads but the unlink
     assert not present.exists()
     u.run_finished()

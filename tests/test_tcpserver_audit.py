@@ -14,7 +14,7 @@ import time
 import pytest
 from hypothesis import given, strategies as st
 
-from conftest import program, qenv
+from conftest import program, qenv, wait_until
 from test_tcppool import qmqp, request
 from pyqmail.lib.tcpserver import tcpserve
 
@@ -42,17 +42,6 @@ def text(log):
     """Return the log so far."""
     with open(log, "rb") as f:
         return f.read().decode("utf-8", "replace")
-
-
-def wait_for(condition, timeout=20, what="condition"):
-    """Wait until condition() is true; return its value."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("no %s within %ss" % (what, timeout))
 
 
 def cpu_ticks(pid):
@@ -137,7 +126,7 @@ def test_rules_that_are_a_fifo_a_directory_or_no_whole_cdb_drop_the_connection_a
     p, port, log = start(procs, qenv(tree), argv, ["-X", "-x", str(rules)])
     for _ in range(3):  # more than one: a child stuck on the FIFO would hold its slot for ever
         assert read_all(port, timeout=10) == b""
-    wait_for(lambda: text(log).count("tcpserver: warning: dropping connection, unable to read %s: " % rules) == 3,
+    wait_until(lambda: text(log).count("tcpserver: warning: dropping connection, unable to read %s: " % rules) == 3,
              what="three dropped connections")
     assert "Traceback" not in text(log)
     os.rmdir(rules) if kind == "directory" else os.unlink(rules)
@@ -171,10 +160,10 @@ def test_workers_keep_the_limit_under_held_and_reset_connections_and_leak_nothin
     (tree / "control" / "qmqpderrordelay").write_text("0\n")
     p, port, log = start(procs, qenv(tree), [program("qmail-qmqpd")], ["-c", "2"])
     assert qmqp(port).startswith(b"Kok ")
-    wait_for(lambda: "tcpserver: end " in text(log), what="the first end line")
+    wait_until(lambda: "tcpserver: end " in text(log), what="the first end line")
     fds = len(os.listdir("/proc/%d/fd" % p.pid))
     held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]  # never send
-    wait_for(lambda: text(log).count("tcpserver: ok ") == 3, what="both held connections taken")
+    wait_until(lambda: text(log).count("tcpserver: ok ") == 3, what="both held connections taken")
     third = socket.create_connection(("127.0.0.1", port), timeout=0.7)
     third.sendall(request(b"Subject: third\n\nbody\n"))  # a whole request: it waits for a worker
     with pytest.raises(socket.timeout):
@@ -198,7 +187,7 @@ def test_workers_keep_the_limit_under_held_and_reset_connections_and_leak_nothin
     for i in range(200):
         assert qmqp(port).startswith(b"Kok ")
     assert p.poll() is None and len(os.listdir("/proc/%d/fd" % p.pid)) == fds
-    wait_for(lambda: all(state != "Z" for state in children(p.pid).values()), what="no zombie")
+    wait_until(lambda: all(state != "Z" for state in children(p.pid).values()), what="no zombie")
     assert len(children(p.pid)) <= 2
     assert "Traceback" not in text(log) and "internal error" not in text(log)
 
@@ -241,9 +230,9 @@ def test_an_ipv4_client_of_a_dual_stack_listener_is_judged_and_shown_as_ipv4(pro
         s.connect(("127.0.0.1", port))
         assert s.recv(100) == b""
     assert read_all(port, host="::1") == b""  # ::1 falls to the `:deny` line
-    wait_for(lambda: re.search(r"^tcpserver: deny \d+ 0:127\.0\.0\.1:%d :127\.0\.0\.2::\d+$" % port, text(log), re.M),
+    wait_until(lambda: re.search(r"^tcpserver: deny \d+ 0:127\.0\.0\.1:%d :127\.0\.0\.2::\d+$" % port, text(log), re.M),
              what="the IPv4 deny line")
-    wait_for(lambda: re.search(r"^tcpserver: deny \d+ 0:::1:%d :::1::\d+$" % port, text(log), re.M),
+    wait_until(lambda: re.search(r"^tcpserver: deny \d+ 0:::1:%d :::1::\d+$" % port, text(log), re.M),
              what="the IPv6 deny line")
 
 
@@ -258,7 +247,7 @@ def test_rules_renamed_into_place_apply_to_the_next_connection_of_the_same_worke
         assert qmqp(port) == b""
     except ConnectionResetError:
         pass  # closed with the request unread: a reset
-    wait_for(lambda: "tcpserver: deny " in text(log), what="the deny line")
+    wait_until(lambda: "tcpserver: deny " in text(log), what="the deny line")
     tcprules_cdb(tree, ":allow\n")
     assert qmqp(port).startswith(b"Kok ")
     pids = re.findall(r"^tcpserver: (?:ok|deny) (\d+) ", text(log), re.M)
@@ -325,7 +314,7 @@ def test_after_term_a_busy_worker_frees_the_port_for_the_restarted_listener_and_
     held = socket.create_connection(("127.0.0.1", port), timeout=20)  # a session in progress
     req = request(b"Subject: held\n\nbody\n")
     held.sendall(req[:1])
-    wait_for(lambda: any(serving(pid) for pid in children(p.pid)), what="a worker serving it")
+    wait_until(lambda: any(serving(pid) for pid in children(p.pid)), what="a worker serving it")
     p.send_signal(signal.SIGTERM)  # svc -t: the supervisor starts a new listener at once
     assert p.wait(10) == 0
     # was: the busy worker kept the listening socket, and the new listener failed with `unable to bind: address
@@ -369,7 +358,7 @@ def test_a_worker_that_cannot_start_says_why_and_is_not_forked_again_in_a_tight_
     assert select.select([p.stdout], [], [], 30)[0]
     port = int(p.stdout.readline())
     waiting = socket.create_connection(("127.0.0.1", port), timeout=10)  # a connection waits: workers are forked
-    wait_for(lambda: "tcpserver: warning: unable to start a worker: PermissionError: " in text(log),
+    wait_until(lambda: "tcpserver: warning: unable to start a worker: PermissionError: " in text(log),
              what="the worker's own reason")  # was: nothing at all
     before = cpu_ticks(p.pid)
     time.sleep(2)
@@ -402,11 +391,11 @@ def test_a_worker_out_of_descriptors_logs_and_waits_then_recovers(procs, tree):
     (tree / "control" / "qmqpderrordelay").write_text("0\n")
     p, port, log = start(procs, qenv(tree), [program("qmail-qmqpd")], ["-c", "1"])
     assert qmqp(port).startswith(b"Kok ")
-    worker = int(wait_for(lambda: re.search(r"^tcpserver: end (\d+) ", text(log), re.M), what="an end").group(1))
+    worker = int(wait_until(lambda: re.search(r"^tcpserver: end (\d+) ", text(log), re.M), what="an end").group(1))
     limits = resource.prlimit(worker, resource.RLIMIT_NOFILE)
     resource.prlimit(worker, resource.RLIMIT_NOFILE, (3, limits[1]))  # fds 0-2 open: accept(2) gets EMFILE
     waiting = socket.create_connection(("127.0.0.1", port), timeout=30)
-    wait_for(lambda: "tcpserver: warning: unable to accept: " in text(log), what="the worker's warning")
+    wait_until(lambda: "tcpserver: warning: unable to accept: " in text(log), what="the worker's warning")
     before = cpu_ticks(worker)
     time.sleep(1)
     assert cpu_ticks(worker) - before <= 20  # was: a silent accept loop at 100 % CPU

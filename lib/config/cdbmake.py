@@ -8,19 +8,11 @@ from __future__ import annotations
 import os
 
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
+from pyqmail.lib.util.regularfile import create_afresh
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
     from collections.abc import Iterable
-
-
-def create(temp: str) -> int:
-    """Remove whatever temp is (a planted link included) and create it new, mode 0644; OSError on failure."""
-    try:
-        os.unlink(temp)
-    except FileNotFoundError:
-        pass
-    return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
 
 
 def is_ours(fd: int, temp: str) -> bool:
@@ -39,7 +31,7 @@ def replace(temp: str, target: str, records: Iterable[tuple[bytes, bytes]], open
     open_text and write_text are the program's own `fatal:` texts for creating and for writing temp."""
     import cdbx
     try:
-        fd = create(temp)
+        fd = create_afresh(temp, 0o644)
     except OSError:
         raise Exit(TEMP_FAILURE, "fatal: " + open_text)
     try:

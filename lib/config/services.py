@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple  # only qmail-setup uses this module
 
-from pyqmail.lib.util.regularfile import open_regular
+from pyqmail.lib.util.regularfile import create_afresh, open_regular
 
 KINDS = ("runit", "daemontools", "systemd", "xinetd")
 SERVICES = ("qmail-send", "qmail-smtpd", "qmail-qmqpd", "qmail-qmtpd", "qmail-pop3d")
@@ -111,9 +111,7 @@ def install(item: Item) -> str:
     if os.path.lexists(item.path):
         return "unchanged" if same_file(item.path, data) else "kept"
     temporary = item.path.with_name("." + item.path.name + ".qmail-setup")
-    if os.path.lexists(temporary):
-        os.unlink(temporary)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = create_afresh(str(temporary))
     try:
         os.write(fd, data)  # a few KB into a fresh regular file: one write
         os.fchmod(fd, item.mode)

@@ -13,7 +13,7 @@ from typing import NamedTuple  # only qmail-setup uses this module
 
 from pyqmail.lib.util import fdio
 from pyqmail.lib.util.exits import TEMP_FAILURE, Exit
-from pyqmail.lib.util.regularfile import NotRegularFile, open_regular
+from pyqmail.lib.util.regularfile import NotRegularFile, create_afresh, open_regular
 
 SPLIT = 23
 Ids = tuple[int, int]  # (uid, gid)
@@ -140,11 +140,7 @@ def new_file(path: str | Path, ids: Ids, mode: int, data: bytes = b"", reset: bo
                 os.close(fd)
         return
     tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.unlink()
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = create_afresh(str(tmp))
     try:
         fdio.write_all(fd, data)
         fchown(fd, ids)

@@ -394,8 +394,8 @@ class Channel:
             self.write_pending()
 
     def start_next(self, job: Job) -> bool:
-        """Start the pass's next record if it is a whole T record, as pass_step would (the common step, without
-        its checks); False leaves anything else to pass_step."""
+        """Start the pass's next record if it is a whole T record (pass_step's common step, also taken on its
+        own between two starts); False leaves anything else to pass_step."""
         records, pos = self.records, self.pos
         nul = records.find(b"\0", pos)
         if nul <= pos or records[pos] != 0x54:  # `T`
@@ -429,7 +429,7 @@ class Channel:
         if self.qmgr:
             self.read_in(job)
             return
-        if not self.can_deliver():
+        if not self.can_deliver() or self.start_next(job):
             return
         nul = self.records.find(b"\0", self.pos)
         if nul < 0:
@@ -438,13 +438,9 @@ class Channel:
                 send.control.note_damaged(job.id, "last record of %s/%d cut short" % (self.name, job.id))
             self.end_pass(job, not cut)
             return
-        record, mpos = self.records[self.pos:nul], self.pos
+        kind = self.records[self.pos:self.pos + 1]
         self.pos = nul + 1
-        kind = record[:1]
-        if kind == b"T":
-            job.numtodo += 1
-            self.start_delivery(job, mpos, record[1:])
-        elif kind != b"D":
+        if kind != b"D":
             send.log(sendlog.warning("unknown_chan", sendlog.split_fn(self.name, job.id)))
             send.control.note_damaged(job.id, "unknown record type in %s/%d" % (self.name, job.id))
             self.end_pass(job, False)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import errno
 
+from pyqmail.lib.config.access import NotCdb, open_cdb
+
 MYPY = False
 if MYPY:  # typing only: never imported at run time
     from collections.abc import Callable
@@ -85,24 +87,17 @@ def settable(name: bytes) -> bool:
 
 def read(filename: str, ip: str, optional: bool = False) -> Rule | None:
     """Return the Rule for ip from a rules.cdb, None without a match (or file, if optional); else Unreadable."""
-    import os
     from pyqmail.lib.util.errstr import error_str
-    from pyqmail.lib.util.regularfile import NotRegularFile, open_regular
-    try:
-        # never waiting, as tcpserver's open_read: a FIFO given by mistake must not hold the connection for ever;
-        # tcprules writes a regular file, so a FIFO or a device is a mistake
-        fd = open_regular(filename, follow=True)
-    except NotRegularFile:
+    from pyqmail.lib.util.regularfile import NotRegularFile
+    try:  # never waiting, as tcpserver's open_read: a FIFO given by mistake must not hold the connection for ever
+        table = open_cdb(filename)
+    except NotRegularFile:  # tcprules writes a regular file: a FIFO or a device is a mistake
         raise Unreadable("unable to read %s: not a regular file" % filename)
     except OSError as e:
         if e.errno == errno.ENOENT and optional:
             return None
         raise Unreadable("unable to read %s: %s" % (filename, error_str(e.errno)))
-    try:
-        import cdbx
-        table = cdbx.CDB(fd, close=False)
-    except Exception:  # cdbx reports a corrupt file as OSError("Format Error")
-        os.close(fd)
+    except NotCdb:
         raise Unreadable("unable to read %s: format error" % filename)
     try:
         return lookup(table.get, ip.encode("ascii"))
@@ -110,4 +105,3 @@ def read(filename: str, ip: str, optional: bool = False) -> Rule | None:
         raise Unreadable("unable to read %s: format error" % filename)
     finally:
         table.close()
-        os.close(fd)

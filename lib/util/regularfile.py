@@ -1,7 +1,7 @@
 """Opening a name that must be a regular file: never through a symbolic link, never waiting on a FIFO, and where
 a privileged step writes or trusts the file's owner, never a file with other hard links. The one home of that
 check, for root's and the daemons' reads and writes of files others can plant (queue files, lock/tcpto, drops,
-MAILTMP, messages in a Maildir)."""
+MAILTMP, messages in a Maildir); and the one way to make a temporary file where a link may have been planted."""
 
 from __future__ import annotations
 
@@ -58,3 +58,13 @@ def open_regular(name: str | bytes, flags: int = posix.O_RDONLY, mode: int = 0o6
         posix.close(fd)
         raise
     return fd
+
+
+def create_afresh(name: str | bytes, mode: int = 0o600) -> int:
+    """Remove whatever name is (a link planted there included: never written through) and create a new regular
+    file there (O_EXCL, O_NOFOLLOW), open for writing; OSError on failure."""
+    try:
+        posix.unlink(name)
+    except FileNotFoundError:
+        pass
+    return posix.open(name, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW, mode)
