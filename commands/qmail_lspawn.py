@@ -23,16 +23,16 @@ def preload():
     gc.freeze()  # the loaded code stays out of the collector: workers neither scan nor copy it
 
 
-def assignment(home, local, passwd=None):
-    """Find who receives local: users/cdb first, then the passwd rules of qmail-getpw (asked of passwd's helper
-    when given: lib/spawn/passwdlookup)."""
+def assignment(home, local, passwd=None, token=0):
+    """Find who receives local: users/cdb first, then the passwd rules of qmail-getpw (asked of passwd's helpers
+    when given, for the delivery token: None while the answer is on its way; lib/spawn/passwdlookup)."""
     try:
         found = users.lookup(home, local)
     except users.UsersCdbError as e:
         raise Exit(e.code)
     if found is not None:
         return found
-    return passwd.ask(local) if passwd is not None else getpw.assignment(local)
+    return passwd.ask(local, token) if passwd is not None else getpw.assignment(local)
 
 
 def become(uid, gid):
@@ -90,18 +90,21 @@ def delivery_child(home, aliasempty):
 
 
 def worker_launch(home, aliasempty, workers, passwd):
-    """Return the Spawner's launch for reused workers: look the user up here (the passwd rules in passwd's
-    helper, so that a lookup that hangs holds this loop for at most its timeout), deliver in their worker."""
+    """Return the Spawner's launch for reused workers: look the user up here and deliver in their worker; a
+    passwd lookup is sent to passwd's helpers and the launch waits, (0, None), while the loop goes on (the
+    spawner asks again once passwd names the delivery), so that a lookup that hangs holds up only its own."""
     def launch(req, fdmess, fdout):
         local, domain = spawnproto.split_recipient(req.recipient)
         if not local:
             return 0, 0  # the trash address <@host>
         try:
-            a = assignment(home, local, passwd)
+            a = assignment(home, local, passwd, req.delnum)
         except Exit as e:
             return 0, (e.code & 0xFF) << 8
         except MemoryError:
             return 0, QLX_NOMEM << 8
+        if a is None:
+            return 0, None
         if a.uid == 0:
             return 0, QLX_ROOT << 8
         argv = local_argv(a, local, domain, req.sender, aliasempty)
@@ -133,14 +136,15 @@ def body(argv):
     from pyqmail.lib.spawn.spawner import Spawner, enter_mess
     home, owner = enter_mess()
     preload()
-    launch = workers = None
+    launch = workers = passwd = None
     if not os.environb.get(OVERRIDE.encode()):  # $QMAILLOCAL is exec'd in a child per delivery, as before
         from pyqmail.lib.spawn.localworkers import LocalWorkers
         workers = LocalWorkers(become_code, serve_local, idle_code=QLX_SYS)  # a request its idle end met: deferred
         from pyqmail.lib.spawn.passwdlookup import PasswdLookups
-        launch = worker_launch(home, aliasempty, workers, PasswdLookups())
+        passwd = PasswdLookups()
+        launch = worker_launch(home, aliasempty, workers, passwd)
     return Spawner(delivery_child(home, aliasempty), spawnproto.local_report, spawnproto.LOCAL_TRUNC, owner,
-                   child_crash=QLX_SYS, launch=launch, workers=workers).serve()
+                   child_crash=QLX_SYS, launch=launch, workers=workers, waiting=passwd).serve()
 
 
 def run():

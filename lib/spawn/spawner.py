@@ -20,7 +20,8 @@ if MYPY:  # typing only: never imported at run time
     from typing import NoReturn, Protocol
     from pyqmail.lib.spawn.localworkers import LocalWorkers, Worker
 
-    # launch(request, message fd, output pipe's write end) -> (pid, wait status if the delivery is already done)
+    # launch(request, message fd, output pipe's write end) -> (pid, wait status if the delivery is already done);
+    # (0, None): the launch waits for something Waiting decides, and is asked again then
     Launch = Callable[[Request, int, int], tuple[int, int | None]]
     BatchChild = Callable[[bytes, list[bytes]], int]  # batch_child(sender, recipients) -> exit code
     # batch_launch(sender, recipients, message fd, output pipe's write end) -> pid of the process delivering
@@ -38,6 +39,15 @@ if MYPY:  # typing only: never imported at run time
         def timeout(self) -> float | None: ...
         def expire(self) -> None: ...
         def close_all(self) -> None: ...
+
+    class Waiting(Protocol):
+        """What the spawner asks of what launches wait for (qmail-lspawn's passwd lookups: lib/spawn/passwdlookup):
+        it selects on fds() until timeout() with everything else; ready() names the delnums whose launch is to be
+        asked again."""
+
+        def fds(self) -> list[int]: ...
+        def timeout(self) -> float | None: ...
+        def ready(self, fds: list[int]) -> list[int]: ...
 
 COLLECT_READS = 16  # reads of one child's output per turn of the loop
 
@@ -64,6 +74,7 @@ class Delivery:
         self.output = bytearray()
         self.batch: list[bytes | None] | None = None  # a batch: each recipient's refusal, or None if it ran
         self.trunc = 0  # a batch's own output bound (0: the spawner's)
+        self.waits: tuple[Request, int] | None = None  # a launch that waits: its request and message descriptor
 
 
 class Spawner:
@@ -74,7 +85,8 @@ class Spawner:
                  owner_uid: int, limit: int = spawnproto.SPAWN_LIMIT, child_crash: int = 111,
                  launch: Launch | None = None, workers: LocalWorkers | None = None,
                  batch_child: BatchChild | None = None, batch_report: BatchReport | None = None,
-                 batch_launch: BatchLaunch | None = None, cache: ConnCache | None = None) -> None:
+                 batch_launch: BatchLaunch | None = None, cache: ConnCache | None = None,
+                 waiting: Waiting | None = None) -> None:
         self.child = child  # child(sender, recipient) -> exit code; runs with fd 0 = message, fds 1, 2 = pipe
         self.launch = launch or self.fork_child  # launch(req, fdmess, fdout) -> (pid, wait status if done)
         self.workers = workers  # reused delivery workers (lib/spawn/localworkers), if launch uses them
@@ -90,6 +102,7 @@ class Spawner:
         self.writing = True
         self.unsent: list[bytes] = []  # reports of this turn of the loop, written together at its end
         self.cache = cache  # qmail-rspawn's SMTP connection cache, if on
+        self.waiting = waiting  # what launches wait for, if they may
 
     def fork(self, host: bytes) -> int:
         """os.fork(), lending the child a cached connection to host when there is one."""
@@ -128,7 +141,7 @@ class Spawner:
         self.write(encode_report(delnum, text))
 
     def start(self, req: Request) -> None:
-        """Validate a request, open its message and fork its child; refusals are reported at once."""
+        """Validate a request, open its message and launch its delivery; refusals are reported at once."""
         text = spawnproto.request_error(req, self.limit, self.running)
         if text:
             return self.refuse(req.delnum, text)
@@ -136,6 +149,7 @@ class Spawner:
             fdmess = os.open(req.messid, os.O_RDONLY | os.O_NONBLOCK)  # spawn.c's open_read: a FIFO never waits
         except OSError:
             return self.refuse(req.delnum, b"Zqmail-spawn unable to open message. (#4.3.0)\n")
+        waits = False
         try:
             text = self.check_message(fdmess)
             if text:
@@ -145,17 +159,43 @@ class Spawner:
                 os.set_blocking(fdin, False)  # our end only: collect() reads on to EOF without waiting
             except OSError:
                 return self.refuse(req.delnum, b"Zqmail-spawn unable to create pipe. (#4.3.0)\n")
-            try:
-                pid, wstat = self.launch(req, fdmess, fdout)
-            except OSError:
-                os.close(fdin)
-                os.close(fdout)
-                return self.refuse(req.delnum, b"Zqmail-spawn unable to fork. (#4.3.0)\n")
-            d = self.running[req.delnum] = Delivery(pid, fdin, fdout)
-            if wstat is not None:  # answered without a process: the status is known now
-                self.finished(d, wstat)
+            waits = self.begin(req, fdmess, Delivery(0, fdin, fdout))
         finally:
-            os.close(fdmess)
+            if not waits:
+                os.close(fdmess)
+
+    def begin(self, req: Request, fdmess: int, d: Delivery) -> bool:
+        """Launch d's delivery (again, once what it waited for is decided); return True if it waits (fdmess is
+        then kept in d)."""
+        try:
+            pid, wstat = self.launch(req, fdmess, d.fdout)
+        except OSError:
+            self.running.pop(req.delnum, None)
+            os.close(d.fdin)
+            os.close(d.fdout)
+            self.refuse(req.delnum, b"Zqmail-spawn unable to fork. (#4.3.0)\n")
+            return False
+        d.pid = pid
+        self.running[req.delnum] = d
+        if wstat is not None:  # answered without a process: the status is known now
+            self.finished(d, wstat)
+        elif not pid:
+            d.waits = (req, fdmess)
+            return True
+        return False
+
+    def resume(self, delnum: int) -> None:
+        """Launch again a delivery whose launch waited, now that what it waited for is decided."""
+        d = self.running.get(delnum)
+        if d is None or d.waits is None:
+            return
+        (req, fdmess), d.waits = d.waits, None
+        waits = False
+        try:
+            waits = self.begin(req, fdmess, d)
+        finally:
+            if not waits:
+                os.close(fdmess)
 
     def refuse_all(self, delnum: int, texts: list[bytes]) -> None:
         """Answer a batch at once: one report per recipient, in order."""
@@ -327,13 +367,21 @@ class Spawner:
         reading = True
         workers = self.workers
         cache = self.cache
+        waiting = self.waiting
         while reading or self.running:
             self.flush()  # the last turn's reports, before waiting
             socks = workers.busy_socks() if workers is not None else {}
             fds = [wake_r] + [d.fdin for d in self.running.values()] + ([0] if reading else []) + list(socks)
-            fds += cache.fds() if cache is not None else []
+            timeout = None
+            if cache is not None:
+                fds += cache.fds()
+                timeout = cache.timeout()
+            waited = waiting.timeout() if waiting is not None else None
+            if waited is not None and waiting is not None:  # launches wait: their fds and deadline too
+                fds += waiting.fds()
+                timeout = waited if timeout is None else min(timeout, waited)
             try:
-                ready, _, _ = select.select(fds, [], [], cache.timeout() if cache is not None else None)
+                ready, _, _ = select.select(fds, [], [], timeout)
             except InterruptedError:
                 continue
             if cache is not None:
@@ -359,6 +407,9 @@ class Spawner:
                         self.start_batch(req)
                     else:
                         self.start(req)
+            if waited is not None and waiting is not None:
+                for delnum in waiting.ready(ready):
+                    self.resume(delnum)
             for fd, w in socks.items():
                 if fd in ready and workers is not None:
                     self.answered(workers, w)
