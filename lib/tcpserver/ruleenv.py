@@ -2,8 +2,8 @@
 
 glibc's setenv and unsetenv each scan the whole environment, so a rule of 10,000 variables cost a quarter of a
 second to set and as much again to take out of a reused worker. Past BULK changes the process's environment is
-instead replaced at once: a new `environ` array (and os.environ's dict with it), as tcpserver's pathexec builds
-the array it execs with. Where ctypes or glibc's `environ` is missing, every variable is set one by one as before.
+instead replaced at once: a new `environ` array (and os.environ's dict with it), as an exec would be given one.
+Where ctypes or glibc's `environ` is missing, every variable is set one by one as before.
 See qmail-tcpserver(8).
 """
 
