@@ -113,11 +113,12 @@ def features_for(config, host, target, auth):
                     loopback=target.ip.startswith("127.") or target.ip == "::1")
 
 
-def parker(link, key, ip, born, uses):
-    """Return the Session's park callback: hand the connection to qmail-rspawn with its record."""
+def parker(link, key, ip, born, uses, opened):
+    """Return the Session's park callback: hand the connection to qmail-rspawn with its record (opened: what the
+    session was opened with, conncache.session_of)."""
     def park(session):
         from pyqmail.lib.remote import conncache
-        record = conncache.Record(key, ip.encode(), born, uses + 1, session.keywords)
+        record = conncache.Record(key, ip.encode(), born, uses + 1, session.keywords, opened)
         try:
             fd = session.conn.sock.fileno()
         except OSError:
@@ -143,7 +144,7 @@ def reuse(config, lent, sender, recipients, out):
     budget = smtpclient.session_budget(config.timeout, len(recipients))
     conn = Connection(sock, config.timeout, budget, message_size(0))
     features = Features(try_tls=False)  # a cached connection never did TLS, nor may it start it now
-    park = parker(CACHE, record.key, record.ip.decode("ascii", "replace"), record.born, record.uses)
+    park = parker(CACHE, record.key, record.ip.decode("ascii", "replace"), record.born, record.uses, record.session)
     try:
         Session(conn, record.ip.decode("ascii", "replace"), config.helohost, sender, recipients, out, features,
                 reused=record.keywords, park=park).run(0)
@@ -162,8 +163,9 @@ def attempt(config, route, host, target, sock, sender, recipients, out, auth):
     conn = Connection(sock, config.timeout, budget, size)
     park = None
     if CACHE is not None:
-        from pyqmail.lib.remote.conncache import cache_key
-        park = parker(CACHE, cache_key(config.routes, host), target.ip, time.monotonic(), 0)
+        from pyqmail.lib.remote.conncache import cache_key, session_of
+        park = parker(CACHE, cache_key(config.routes, host), target.ip, time.monotonic(), 0,
+                      session_of(config.helohost, route.port, auth))
     try:
         Session(conn, target.ip, config.helohost, sender, recipients, out, features, park=park).run(0)
     except RetryPlain:
@@ -196,9 +198,8 @@ def deliver(host, sender, recipients, out):
     auth = relay_auth(route)
     lent = None
     if CACHE is not None:
-        from pyqmail.lib.remote.conncache import cache_key
-        key = cache_key(config.routes, host)
-        lent = CACHE.take(key)
+        from pyqmail.lib.remote.conncache import cache_key, session_of
+        lent = CACHE.take(cache_key(config.routes, host), session_of(config.helohost, route.port, auth))
     if lent is not None:
         if config.tls_policy(host) is None:
             reuse(config, lent, sender, recipients, out)

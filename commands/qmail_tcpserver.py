@@ -1,13 +1,14 @@
 """qmail-tcpserver: tcpserver's interface and log; pyqmail's own programs run in pre-loaded forked children
 (qmail-tcpserver(8))."""
 
+import errno
 import os
 import select
 import signal
 import socket
 import sys
 
-from pyqmail.lib.tcpserver import tcppool, tcprules, tcpserve
+from pyqmail.lib.tcpserver import ruleenv, tcppool, tcprules, tcpserve
 from pyqmail.lib.tcpserver import inprocess
 from pyqmail.lib.util import envsnapshot
 from pyqmail.lib.util.errstr import error_str
@@ -225,24 +226,20 @@ class Listener:
                 conn.sendall(o.banner)
             except OSError as e:
                 raise Drop("unable to print banner: %s" % error_str(e.errno))
-        environb = os.environb
-        for name, value in env.items():  # bytes: os.environ's str keys and values cost an encode call each
-            key = name.encode()
-            if value is None:
-                environb.pop(key, None)
-            else:
-                value = value.encode("utf-8", "surrogateescape")
-                if environb.get(key) != value:
-                    environb[key] = value
+        # bytes: os.environ's str keys and values cost an encode call each
+        changes = [(name.encode(), None if value is None else value.encode("utf-8", "surrogateescape"))
+                   for name, value in env.items()]
         rule = tcprules.read(o.rules, env["TCPREMOTEIP"], o.rules_optional) if o.rules else None
-        for name, value in rule.env if rule else ():
-            if tcprules.settable(name):
-                os.environb[name] = value
+        if rule:
+            changes += [(name, value) for name, value in rule.env if tcprules.settable(name)]
+        ruleenv.put(changes)
         deny = bool(rule and rule.deny)
         if o.verbosity >= 2:
             say(tcpserve.verdict_line(deny, pid, env))
         if deny:
             return 100
+        if rule and rule.env and self.entry is not None and ruleenv.exec_refuses(o.argv):
+            raise Drop("unable to run %s: %s" % (o.argv[0], error_str(errno.E2BIG)))  # as tcpserver's exec
         fd = conn.detach()
         os.dup2(fd, 0)
         os.dup2(0, 1)

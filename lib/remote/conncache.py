@@ -3,8 +3,9 @@
 A qmail-remote child whose session ended cleanly hands its socket to qmail-rspawn over an AF_UNIX datagram
 socketpair (SCM_RIGHTS) with a record: the cache key (cache_key: `relay:` and the smtproutes relay and
 port, or `domain:` and the host argument, lowercased), the IP address, when the connection was made, how often
-it was used and the EHLO keywords it learnt. qmail-rspawn keeps the sockets for a short idle time and lends one
-to the next child for the same key, which starts at MAIL FROM.
+it was used, the EHLO keywords it learnt and what the session was opened with (session_of: the HELO/EHLO name,
+the port, the AUTH user). qmail-rspawn keeps the sockets for a short idle time and lends one to the next child
+for the same key, which starts at MAIL FROM if its control files still give the same session, else QUITs it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ if MYPY:  # typing only: never imported at run time
 
     Keywords = dict[bytes, list[bytes]]
 
-VERSION = b"1"
+VERSION = b"3"  # the layout of a record: 3 added the session field
 RECORD_MAX = 4096  # bytes of one record; a longer datagram is thrown away with its descriptor
 KEYWORDS_MAX = 64  # EHLO keywords kept in a record
 IDLE_DEFAULT = 2  # seconds a connection may wait in the cache (Postfix's smtp_connection_cache_time_limit)
@@ -51,24 +52,34 @@ def current_routes() -> Mapping[bytes, bytes]:
         return {}
 
 
-class Record:
-    """What travels with a cached socket: key, ip, born (CLOCK_MONOTONIC seconds), uses, EHLO keywords."""
+def session_of(helohost: bytes, port: int, auth: tuple[bytes, bytes] | None) -> bytes:
+    """Return what a connection's session was opened with beyond its key: the HELO/EHLO name (control/helohost,
+    else control/me), the port (a `domain:` key has none) and the AUTH user (control/remoteauth)."""
+    return b"".join(netstring.encode(f) for f in (helohost, b"%d" % port, auth[0] if auth else b""))
 
-    def __init__(self, key: bytes, ip: bytes, born: float, uses: int, keywords: Keywords) -> None:
+
+class Record:
+    """What travels with a cached socket: key, ip, born (CLOCK_MONOTONIC seconds), uses, EHLO keywords, and
+    session (session_of)."""
+
+    def __init__(self, key: bytes, ip: bytes, born: float, uses: int, keywords: Keywords,
+                 session: bytes = b"") -> None:
         self.key = key
         self.ip = ip
         self.born = born
         self.uses = uses
         self.keywords = keywords
+        self.session = session
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Record):
             return NotImplemented
-        return (self.key, self.ip, self.born, self.uses, self.keywords) == (
-            other.key, other.ip, other.born, other.uses, other.keywords)
+        return (self.key, self.ip, self.born, self.uses, self.keywords, self.session) == (
+            other.key, other.ip, other.born, other.uses, other.keywords, other.session)
 
     def __repr__(self) -> str:
-        return "Record(%r, %r, %r, %r, %r)" % (self.key, self.ip, self.born, self.uses, self.keywords)
+        return "Record(%r, %r, %r, %r, %r, %r)" % (self.key, self.ip, self.born, self.uses, self.keywords,
+                                                   self.session)
 
 
 def is_word(word: bytes) -> bool:
@@ -86,7 +97,8 @@ def encode(record: Record) -> bytes | None:
     if not record.key or not record.ip or record.uses < 0 or record.born < 0:
         return None
     data = VERSION + b"".join(netstring.encode(f) for f in (
-        record.key, record.ip, b"%d" % round(record.born * 1000), b"%d" % record.uses, b"\n".join(lines)))
+        record.key, record.ip, b"%d" % round(record.born * 1000), b"%d" % record.uses, b"\n".join(lines),
+        record.session))
     return data if len(data) <= RECORD_MAX else None
 
 
@@ -97,12 +109,12 @@ def decode(data: bytes) -> Record | None:
     fields = []
     rest = data[1:]
     try:
-        for _ in range(5):
+        for _ in range(6):
             field, rest = netstring.decode(rest, RECORD_MAX)
             fields.append(field)
     except netstring.NetstringError:
         return None
-    key, ip, born, uses, blob = fields
+    key, ip, born, uses, blob, session = fields
     if rest or not key or not ip or not (born.isdigit() and born.isascii() and uses.isdigit() and uses.isascii()):
         return None
     if len(born) > 18 or len(uses) > 9:
@@ -113,7 +125,7 @@ def decode(data: bytes) -> Record | None:
         if not all(is_word(w) for w in words) or words[0] in keywords or len(keywords) >= KEYWORDS_MAX:
             return None
         keywords[words[0]] = words[1:]
-    return Record(key, ip, int(born) / 1000, int(uses), keywords)
+    return Record(key, ip, int(born) / 1000, int(uses), keywords, session)
 
 
 def say_quit(fd: int) -> None:
@@ -165,10 +177,11 @@ class Link:
         self.lent = lent
         self.clock = clock
 
-    def take(self, key: bytes) -> Lent | None:
-        """Return the lent connection if it is for key (it is not the child's to keep otherwise), once."""
+    def take(self, key: bytes, session: bytes) -> Lent | None:
+        """Return the lent connection, once, if it is for key and was opened as session (session_of) would open it
+        now; else QUIT it: a changed helohost, port or AUTH user must not wait for the connection's expiry."""
         lent, self.lent = self.lent, None
-        if lent is not None and lent.record.key != key:
+        if lent is not None and (lent.record.key != key or lent.record.session != session):
             say_quit(lent.fd)
             return None
         return lent

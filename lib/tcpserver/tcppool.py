@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 
+from pyqmail.lib.tcpserver import ruleenv
 from pyqmail.lib.util import envsnapshot
 
 MYPY = False
@@ -274,7 +275,7 @@ class Worker:
         os.dup2(self.null, 0)
         os.dup2(self.null, 1)
         os.closerange(3, self.base)
-        envsnapshot.restore(self.environ, self.keep_env)
+        ruleenv.restore(self.environ, self.keep_env)
         sys.argv = list(self.argv)
         os.fchdir(self.cwd)
         os.umask(self.umask)
