@@ -104,6 +104,9 @@ def test_a_client_that_left_frees_its_slot_at_the_bound(procs, pop, hang):  # no
     with socket.create_connection(("127.0.0.1", port), timeout=BOUND + 20) as s:
         assert s.makefile("rb").readline().startswith(b"+OK <")
     wait_until(lambda: gone(pids), what="the stand-in and its child killed")
+    log = log_of(pop, port)
+    assert "qmail-popup: killed %s: nothing said to the client within %d seconds" % (path, BOUND) in log
+    assert "internal error" not in log
     assert sorted(os.listdir(pop.maildir / "new")) == sorted(pop.names)
 
 
