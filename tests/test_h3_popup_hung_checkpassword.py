@@ -159,6 +159,7 @@ def test_a_session_that_has_begun_outlives_the_bound(procs, cert, hang, tls):  #
 
 
 @pytest.mark.parametrize("value, bound", [("", 1200), ("0", 0), ("7", 7), ("x", 1200), ("-1", 1200),
-                                          ("\N{SUPERSCRIPT TWO}", 1200), ("1234567890", 1200), ("999999999", 999999999)])
+                                          ("\N{SUPERSCRIPT TWO}", 1200), ("1234567890", 1200),
+                                          ("999999999", 999999999)])
 def test_checkpasswordtimeout_values(value, bound):
     assert popup.check_timeout({"CHECKPASSWORDTIMEOUT": value} if value else {}) == bound
