@@ -198,7 +198,10 @@ def hand_over(argv: list[bytes], auth: Auth, relay: Callable[[int, float | None]
     if pid == 0:
         try:
             if group:
-                os.setpgid(0, 0)
+                try:
+                    os.setpgid(0, 0)
+                except OSError:
+                    pass  # then it is killed alone
             os.close(w)
             if pair:
                 os.close(pair[0])
