@@ -18,7 +18,7 @@ def retrieve(out, mailbox, arg):
         out.reply(error)
         return
     try:
-        fd = open_message(mailbox.paths[i])
+        fd = open_message(mailbox.path(i))
     except OSError:
         out.err(b"unable to open that message")
         return
@@ -28,7 +28,7 @@ def retrieve(out, mailbox, arg):
             out.put(piece)
         out.flush()
     except OSError as e:  # a read error midway: the reply cannot be ended well; end the session
-        warn("qmail-pop3d", "unable to read %s: %s" % (os.fsdecode(mailbox.paths[i]), e.strerror))
+        warn("qmail-pop3d", "unable to read %s: %s" % (os.fsdecode(mailbox.path(i)), e.strerror))
         raise Closed("read error")
     finally:
         os.close(fd)
@@ -51,7 +51,9 @@ def serve(out, mailbox):
         if verb == b"stat":
             out.reply(mailbox.stat())
         elif verb in (b"list", b"uidl"):
-            out.reply(mailbox.listing(arg, verb == b"uidl"))
+            for piece in mailbox.listing_pieces(arg, verb == b"uidl"):
+                out.put(piece)
+            out.flush()
         elif verb == b"dele":
             out.reply(mailbox.dele(arg))
         elif verb in (b"retr", b"top"):

@@ -6,8 +6,8 @@ import os
 
 from pyqmail.lib.config import control
 from pyqmail.lib.pop3.pop3io import TIMEOUT, Closed, LineReader, LineTooLong, Output, parse
-from pyqmail.lib.pop3.popup import DIE, Popup, hand_over, plaintext_allowed
-from pyqmail.lib.util.program import main
+from pyqmail.lib.pop3.popup import DIE, TIMED_OUT, Popup, check_timeout, hand_over, plaintext_allowed
+from pyqmail.lib.util.program import main, warn
 from pyqmail.lib.util.sgetopt import BadOption, options
 from pyqmail.lib.util.timedio import linger
 
@@ -84,13 +84,20 @@ def body(argv):
                 if tls is not None:
                     session, first = tls, bytes(reader.pending)
 
-                    def relay(fd, session=session, first=first):
+                    def relay(fd, deadline, session=session, first=first):
                         from pyqmail.lib.pop3.tlsrelay import relay as carry
-                        carry(session, fd, first, TIMEOUT)
+                        said = carry(session, fd, first, TIMEOUT, deadline=deadline)
                         session.settimeout(TIMEOUT)  # for a reply after the subprogram ends
-                result = hand_over(child, auth, relay)
-                if result:
-                    out.reply(result)
+                        return said
+                bound = check_timeout(os.environ)
+                result = hand_over(child, auth, relay, bound)
+                try:
+                    if result:
+                        out.reply(result)
+                finally:
+                    if result == TIMED_OUT:  # after the reply: under inetd fd 2 may be the client's socket
+                        warn("qmail-popup", "killed %s: nothing said to the client within %d seconds"
+                             % (os.fsdecode(child[0]), bound))
                 return DIE
             if end:
                 return DIE

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import os
 import time
+from array import array
 
+from pyqmail.lib.local.maildirscan import SCAN_MAX
 from pyqmail.lib.util.regularfile import is_regular, open_regular
 
 MYPY = False
 if MYPY:  # typing only: never imported at run time
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
 OK = b"+OK \r\n"
 ULONG = 1 << 64
 ROOT_EXIT = 1  # qmail-pop3d's one nonzero exit: run as root
 UID_BYTES = bytes(c if 0x21 <= c <= 0x7E else 0x3F for c in range(256))
+NAME_MAX = 255  # bytes of a file name (Linux's NAME_MAX): a longer name in a listing is no message's
+SLOT_MASK = 0xFFFFFFFF
+UNLINK_FAILED = b"-ERR unable to unlink all deleted messages\r\n"
 
 
 class ScanError(Exception):
@@ -34,29 +39,75 @@ def scan_ulong(s: bytes) -> tuple[int, int]:
     return n, used
 
 
-def scan(now: float) -> list[tuple[bytes, int]]:
-    """Return [(path, size)] of new/ then cur/ messages (not dot files) modified before this second,
-    oldest first (qmail's maildir_scan); only regular files (after symlinks): a FIFO, a directory or a
-    device planted there is not a message."""
-    found: list[tuple[int, int, bytes, int]] = []
+class Listing:
+    """A session's messages as qmail keeps them (a name, a size; the deleted flags are Mailbox's), compactly:
+    the paths in one blob with their end offsets, the sizes in an array, and the order of the messages as
+    an array of path slots (a 100,000-message Maildir costs its names plus 16 bytes a message)."""
+
+    def __init__(self) -> None:
+        self.blob = bytearray()
+        self.ends: array[int] = array("I")  # slot j's path is blob[ends[j - 1]:ends[j]]
+        self.sizes: array[int] = array("q")  # by message number - 1
+        self.order: array[int] = array("I")  # message number - 1 -> slot
+
+    def add(self, path: bytes, size: int) -> None:
+        """Append a message after the others."""
+        self.order.append(len(self.ends))
+        self.blob += path
+        self.ends.append(len(self.blob))
+        self.sizes.append(size)
+
+    def sort(self, mtimes: array[int]) -> None:
+        """Number the messages by mtimes (one per slot), oldest first, in slot order among equals."""
+        keys = [(m << 32) | j for j, m in enumerate(mtimes)]  # fewer than 2**32 slots (SCAN_MAX)
+        keys.sort()
+        sizes = self.sizes
+        self.order = array("I", (k & SLOT_MASK for k in keys))  # generators: no second list of n numbers
+        del keys
+        self.sizes = array("q", (sizes[j] for j in self.order))
+
+    def path(self, i: int) -> bytes:
+        """The path (new/X or cur/X) of message i + 1."""
+        j = self.order[i]
+        return bytes(self.blob[self.ends[j - 1] if j else 0:self.ends[j]])
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+        """(path, size) of each message in order."""
+        return ((self.path(i), self.sizes[i]) for i in range(len(self.order)))
+
+
+def scan(now: float, limit: int = SCAN_MAX) -> Listing:
+    """Return the new/ then cur/ messages (not dot files) modified before this second, oldest first (qmail's
+    maildir_scan); only regular files (after symlinks): a FIFO, a directory or a device planted there is not
+    a message. Bounded: names longer than NAME_MAX are skipped, and at most limit messages are listed (the
+    first found: the rest wait for a later session)."""
+    found = Listing()
+    mtimes: array[int] = array("q")
     second = int(now)
     for sub in (b"new", b"cur"):
         try:
-            names = os.listdir(sub)
+            with os.scandir(sub) as entries:  # an iterator: the directory is never held whole as a list
+                for entry in entries:
+                    if len(mtimes) >= limit:
+                        break
+                    name = entry.name
+                    if name.startswith(b".") or len(name) > NAME_MAX:
+                        continue
+                    try:
+                        st = entry.stat()
+                    except OSError:
+                        continue
+                    mtime = int(st.st_mtime)
+                    if is_regular(st.st_mode) and mtime < second:
+                        found.add(sub + b"/" + name, st.st_size)
+                        mtimes.append(mtime)
         except OSError as e:
             raise ScanError(str(e))
-        for name in names:
-            if name.startswith(b"."):
-                continue
-            path = sub + b"/" + name
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            if is_regular(st.st_mode) and int(st.st_mtime) < second:
-                found.append((int(st.st_mtime), len(found), path, st.st_size))
-    found.sort()
-    return [(path, size) for _, _, path, size in found]
+    found.sort(mtimes)
+    return found
 
 
 def blast(read: Callable[[int], bytes], limit: int) -> Iterator[bytes]:
@@ -110,11 +161,21 @@ def blast(read: Callable[[int], bytes], limit: int) -> Iterator[bytes]:
 class Mailbox:
     """One session's messages: numbered from 1 in listing order; deletions kept until QUIT."""
 
-    def __init__(self, messages: list[tuple[bytes, int]]) -> None:
-        self.paths = [p for p, _ in messages]
-        self.sizes = [s for _, s in messages]
-        self.deleted = [False] * len(messages)
+    def __init__(self, messages: Listing | Iterable[tuple[bytes, int]]) -> None:
+        if not isinstance(messages, Listing):
+            listing = Listing()
+            for path, size in messages:
+                listing.add(path, size)
+            messages = listing
+        self.messages = messages
+        self.count = len(messages)
+        self.sizes = messages.sizes
+        self.deleted = bytearray(self.count)
         self.last = 0
+
+    def path(self, i: int) -> bytes:
+        """The path of message i + 1."""
+        return self.messages.path(i)
 
     def number(self, arg: bytes) -> int | bytes:
         """Return the index of message arg, or the -ERR reply (qmail's msgno)."""
@@ -123,7 +184,7 @@ class Mailbox:
             return b"-ERR syntax error\r\n"
         if not n:
             return b"-ERR messages are counted from 1\r\n"
-        if n - 1 >= len(self.paths):
+        if n - 1 >= self.count:
             return b"-ERR not that many messages\r\n"
         if self.deleted[n - 1]:
             return b"-ERR already deleted\r\n"
@@ -132,36 +193,45 @@ class Mailbox:
     def uid(self, i: int) -> bytes:
         """The unique id: the file name after new/ or cur/, up to its first colon, each byte outside
         0x21..0x7E (RFC 1939's range) made `?`: a space, CR or LF in a planted name would break the reply."""
-        return self.paths[i][4:].split(b":", 1)[0].translate(UID_BYTES)
+        return self.path(i)[4:].split(b":", 1)[0].translate(UID_BYTES)
 
     def stat(self) -> bytes:
         """`+OK count octets`: count includes deleted messages, octets do not (qmail's)."""
         total = sum(s for s, d in zip(self.sizes, self.deleted) if not d)
-        return b"+OK %d %d\r\n" % (len(self.paths), total)
+        return b"+OK %d %d\r\n" % (self.count, total)
 
-    def listing(self, arg: bytes, uidl: bool) -> bytes:
-        """LIST or UIDL, of one message or of every undeleted one."""
+    def listing_pieces(self, arg: bytes, uidl: bool) -> Iterator[bytes]:
+        """LIST or UIDL, of one message or of every undeleted one, in pieces (a whole listing is never
+        held at once)."""
         def entry(i: int) -> bytes:
             return b"%d %s\r\n" % (i + 1, self.uid(i) if uidl else b"%d" % self.sizes[i])
         if arg:
             i = self.number(arg)
-            if isinstance(i, bytes):
-                return i
-            return b"+OK " + entry(i)
-        return OK + b"".join(entry(i) for i in range(len(self.paths)) if not self.deleted[i]) + b".\r\n"
+            yield i if isinstance(i, bytes) else b"+OK " + entry(i)
+            return
+        yield OK
+        deleted = self.deleted
+        for i in range(self.count):
+            if not deleted[i]:
+                yield entry(i)
+        yield b".\r\n"
+
+    def listing(self, arg: bytes, uidl: bool) -> bytes:
+        """LIST's or UIDL's whole reply (listing_pieces joined)."""
+        return b"".join(self.listing_pieces(arg, uidl))
 
     def dele(self, arg: bytes) -> bytes:
         """Mark a message deleted; LAST becomes the highest number deleted."""
         i = self.number(arg)
         if isinstance(i, bytes):
             return i
-        self.deleted[i] = True
+        self.deleted[i] = 1
         self.last = max(self.last, i + 1)
         return OK
 
     def rset(self) -> bytes:
         """Undelete everything; LAST goes back to 0."""
-        self.deleted = [False] * len(self.paths)
+        self.deleted = bytearray(self.count)
         self.last = 0
         return OK
 
@@ -179,9 +249,10 @@ class Mailbox:
 
     def quit(self) -> bytes:
         """Unlink deleted messages, move the others from new/X to cur/X:2, and say goodbye."""
-        reply = b""
-        for path, gone in zip(self.paths, self.deleted):
-            if gone:
+        failures = 0
+        for i in range(self.count):
+            path = self.path(i)
+            if self.deleted[i]:
                 try:
                     try:
                         os.unlink(path)
@@ -190,13 +261,13 @@ class Mailbox:
                             raise
                         os.unlink(seen(path))  # another session's QUIT moved it meanwhile
                 except OSError:
-                    reply += b"-ERR unable to unlink all deleted messages\r\n"
+                    failures += 1
             elif path.startswith(b"new/"):
                 try:
                     os.rename(path, seen(path))
                 except OSError:
                     pass  # as qmail: if it fails, bummer
-        return reply + OK
+        return UNLINK_FAILED * failures + OK
 
 
 def seen(path: bytes) -> bytes:

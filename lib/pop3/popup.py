@@ -12,6 +12,9 @@ if MYPY:  # typing only: never imported at run time
 
 OK = b"+OK \r\n"  # qmail's: a space before the CRLF
 DIE = 1  # qmail-popup's every ending: usage, errors, QUIT, and after the hand-over
+CHECK_TIMEOUT = 1200  # seconds the subprogram may take before it says anything (as the client's read timeout)
+TIMED_OUT = b"-ERR unable to authorize in time\r\n"  # in the form of qmail-popup's other temporary failures
+TCP_INFO_LENGTH = 216  # struct tcp_info up to tcpi_bytes_retrans (Linux 4.19)
 STLS_GO = b"+OK Begin TLS negotiation\r\n"
 PLAINTEXT_REFUSED = b"-ERR plaintext login refused without TLS: use STLS\r\n"
 
@@ -31,6 +34,39 @@ def loopback(ip: str) -> bool:
         except ValueError:
             return False
     return False
+
+
+def check_timeout(env: Mapping[str, str]) -> int:
+    """The subprogram's bound in seconds: $CHECKPASSWORDTIMEOUT (digits; 0: none, as qmail), else CHECK_TIMEOUT."""
+    value = env.get("CHECKPASSWORDTIMEOUT", "")
+    if value.isascii() and value.isdigit() and len(value) <= 9:
+        return int(value)
+    return CHECK_TIMEOUT
+
+
+def written(fd: int) -> int | None:
+    """Bytes written so far by anyone into the TCP socket fd (tcp_info: bytes sent less those sent again, plus
+    those not sent yet), or None when fd is no TCP socket or the kernel does not say (before Linux 4.19)."""
+    import _socket
+    import sys
+    try:
+        sock = _socket.socket(fileno=fd)
+    except (OSError, ValueError):
+        return None
+    try:
+        if sock.family not in (_socket.AF_INET, _socket.AF_INET6) or sock.type != _socket.SOCK_STREAM:
+            return None
+        info = sock.getsockopt(_socket.IPPROTO_TCP, _socket.TCP_INFO, 256)
+    except (OSError, AttributeError):  # AttributeError: no TCP_INFO on this system
+        return None
+    finally:
+        sock.detach()
+    if len(info) < TCP_INFO_LENGTH:
+        return None
+
+    def field(offset: int, size: int) -> int:
+        return int.from_bytes(info[offset:offset + size], sys.byteorder)
+    return field(200, 8) - field(208, 8) + field(144, 4)  # tcpi_bytes_sent - tcpi_bytes_retrans + tcpi_notsent_bytes
 
 
 def plaintext_allowed(env: Mapping[str, str], control_value: int) -> bool:
@@ -120,12 +156,25 @@ class Popup:
         return b"-ERR authorization first\r\n", None, False
 
 
-def hand_over(argv: list[bytes], auth: Auth, relay: Callable[[int], None] | None = None) -> bytes:
+def hand_over(argv: list[bytes], auth: Auth, relay: Callable[[int, float | None], bool] | None = None,
+              bound: int = CHECK_TIMEOUT) -> bytes:
     """Run argv with auth's data on fd 3 (fds 0, 1 and 2 shared), wait for it, and return the reply
     qmail-popup then gives: nothing when it exited 0, else `-ERR ...`. With relay (after STLS), argv's
-    fds 0 and 1 are one end of a socketpair instead and relay(other end) carries the bytes until done."""
+    fds 0 and 1 are one end of a socketpair instead and relay(other end, deadline) carries the bytes until done,
+    saying whether argv wrote any. If argv has written nothing to the client bound seconds after the start (a
+    checkpassword program that hangs), its process group is killed and the reply is TIMED_OUT; once it has
+    written (the session has begun), it is waited for without bound. Without relay the bound needs fd 1 to be a
+    TCP socket, to see that it wrote (else no bound, as qmail)."""
     import signal
+    import time
     from pyqmail.lib.util.program import default_signals
+    deadline = time.monotonic() + bound if bound else None
+    spoke: Callable[[], bool] | None = None
+    if deadline is not None and relay is None:
+        before = written(1)
+        if before is not None:
+            spoke = lambda: written(1) != before  # noqa: E731
+    group = not os.isatty(0)  # on a terminal, a process group of its own could not read it
     r, w = os.pipe()
     pair: tuple[int, int] | None = None
     if relay is not None:
@@ -148,6 +197,11 @@ def hand_over(argv: list[bytes], auth: Auth, relay: Callable[[int], None] | None
         return b"-ERR unable to fork\r\n"
     if pid == 0:
         try:
+            if group:
+                try:
+                    os.setpgid(0, 0)
+                except OSError:
+                    pass  # then it is killed alone
             os.close(w)
             if pair:
                 os.close(pair[0])
@@ -165,6 +219,11 @@ def hand_over(argv: list[bytes], auth: Auth, relay: Callable[[int], None] | None
             os.execvp(argv[0], argv)
         finally:
             os._exit(1)
+    if group:
+        try:
+            os.setpgid(pid, pid)  # as the child does: whichever runs first
+        except OSError:
+            pass  # it has exec'd already, having done it itself
     os.close(r)
     if pair:
         os.close(pair[1])
@@ -185,19 +244,67 @@ def hand_over(argv: list[bytes], auth: Auth, relay: Callable[[int], None] | None
         return b"-ERR unable to write pipe\r\n"
     if relay is not None and pair:
         try:
-            relay(pair[0])
+            said = relay(pair[0], deadline)
         finally:
             os.close(pair[0])
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except ChildProcessError:
-            return b""
-        except InterruptedError:
-            continue
+        spoke = lambda: said  # noqa: E731  (the relay is over: nothing more can reach the client)
+    status = wait_child(pid, deadline, spoke)
+    if status is None:
+        kill_group(pid, group)
+        wait_child(pid, None, None)
+        # it may have begun to speak at the last moment: then its words stand alone
+        return b"" if spoke is not None and spoke() else TIMED_OUT
     if os.WIFSIGNALED(status):
         return b"-ERR aack, child crashed\r\n"
     if os.WEXITSTATUS(status):
         return b"-ERR authorization failed\r\n"
     return b""
+
+
+def wait_child(pid: int, deadline: float | None, spoke: Callable[[], bool] | None) -> int | None:
+    """Return pid's wait status once it ends (0 if it is no child of ours); with deadline (time.monotonic())
+    and spoke, None as soon as the deadline passes while spoke() is still false. The deadline needs
+    os.pidfd_open (Linux 5.3): without it the wait has no bound."""
+    if deadline is not None and spoke is not None:
+        import select
+        import time
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            pidfd = -1
+        if pidfd >= 0:
+            try:
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                pause = 0.05  # seconds between looks at spoke(), doubling up to 5
+                while not spoke():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    if poller.poll(int(min(pause, left) * 1000) + 1):
+                        break  # it ended
+                    pause = min(pause * 2, 5.0)
+            finally:
+                os.close(pidfd)
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            return 0
+        except InterruptedError:
+            continue
+
+
+def kill_group(pid: int, group: bool) -> None:
+    """SIGKILL pid's process group (a checkpassword's own children with it), or pid alone when not group."""
+    import signal
+    try:
+        if group:
+            os.killpg(pid, signal.SIGKILL)
+            return
+    except OSError:
+        pass
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass

@@ -50,12 +50,15 @@ def wrap(ctx: ssl.SSLContext, fd: int, timeout: float) -> ssl.SSLSocket:
         raise OSError("TLS handshake failed: %s" % e)
 
 
-def relay(tls: ssl.SSLSocket, fd: int, first: bytes, timeout: float, limit: int = BUFFER) -> None:
+def relay(tls: ssl.SSLSocket, fd: int, first: bytes, timeout: float, limit: int = BUFFER,
+          deadline: float | None = None) -> bool:
     """Carry bytes between tls (the client) and fd (the program's socket) until both directions are
-    closed, or either side errs, or nothing moves for timeout seconds. first: client bytes already read.
+    closed, or either side errs, or nothing moves for timeout seconds, or deadline (time.monotonic()) comes
+    before the program has said anything; return whether it has. first: client bytes already read.
     Each direction holds at most limit bytes (first may exceed it once): while full, that side is not read."""
     import os
     import ssl
+    import time
     tls.setblocking(False)
     os.set_blocking(fd, False)
     to_prog = bytearray(first)
@@ -63,11 +66,18 @@ def relay(tls: ssl.SSLSocket, fd: int, first: bytes, timeout: float, limit: int 
     client_eof = False  # the client sent its close (or TLS EOF): fd gets shutdown(SHUT_WR) once drained
     prog_eof = False  # the program closed its end: done once to_client is delivered
     prog_shut = False
+    spoke = False  # the program has sent a byte
     read_wants_write = False
     write_wants_read = False
     tfd = tls.fileno()
     poller = select.poll()
     while True:
+        wait = timeout
+        if deadline is not None and not spoke:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                return False  # the program is silent still: the caller ends it
+            wait = min(wait, timeout)
         if client_eof and not to_prog and not prog_shut:
             try:
                 _shutdown_write(fd)
@@ -75,7 +85,7 @@ def relay(tls: ssl.SSLSocket, fd: int, first: bytes, timeout: float, limit: int 
                 pass
             prog_shut = True
         if prog_eof and not to_client:
-            return  # the program is done and everything it said is delivered
+            return spoke  # the program is done and everything it said is delivered
         want_client_read = not client_eof and len(to_prog) < limit
         # decrypted bytes already inside the TLS object are not visible to poll
         if want_client_read and tls.pending():
@@ -101,10 +111,12 @@ def relay(tls: ssl.SSLSocket, fd: int, first: bytes, timeout: float, limit: int 
             if pev:
                 poller.register(fd, pev)
             if not tev and not pev:
-                return
-            events = poller.poll(int(timeout * 1000))
+                return spoke
+            events = poller.poll(int(wait * 1000) + 1)
             if not events:
-                return  # idle timeout
+                if wait < timeout:
+                    continue  # the deadline's turn, at the top
+                return spoke  # idle timeout
         for f, ev in events:
             if f == tfd:
                 if want_client_read and (ev & (select.POLLIN | select.POLLHUP | select.POLLERR)
@@ -118,7 +130,7 @@ def relay(tls: ssl.SSLSocket, fd: int, first: bytes, timeout: float, limit: int 
                         read_wants_write = True
                         data = None
                     except (OSError, ValueError):
-                        return
+                        return spoke
                     if data is not None:
                         if data:
                             to_prog += data
@@ -134,7 +146,7 @@ def relay(tls: ssl.SSLSocket, fd: int, first: bytes, timeout: float, limit: int 
                         write_wants_read = True
                         n = 0
                     except (OSError, ValueError):
-                        return
+                        return spoke
                     del to_client[:n]
             else:
                 if not prog_eof and len(to_client) < limit and ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
@@ -147,6 +159,7 @@ def relay(tls: ssl.SSLSocket, fd: int, first: bytes, timeout: float, limit: int 
                     if data is not None:
                         if data:
                             to_client += data
+                            spoke = True
                         else:
                             prog_eof = True
                 if to_prog and not prog_shut and ev & (select.POLLOUT | select.POLLERR | select.POLLHUP):
@@ -155,7 +168,7 @@ def relay(tls: ssl.SSLSocket, fd: int, first: bytes, timeout: float, limit: int 
                     except BlockingIOError:
                         n = 0
                     except OSError:
-                        return  # the program is gone
+                        return spoke  # the program is gone
                     del to_prog[:n]
 
 
