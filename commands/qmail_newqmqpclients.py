@@ -18,9 +18,11 @@ def numbered_lines(data):
 
 
 def read_source():
-    """Return the bytes of control/qmqpclients; exit 111 if it cannot be read."""
+    """Return the bytes of control/qmqpclients; exit 111 if it cannot be read or is not a regular file (a named
+    pipe would hang the run)."""
+    from pyqmail.lib.util.regularfile import open_regular
     try:
-        with open(control.path("control", SOURCE), "rb") as f:
+        with open(open_regular(control.path("control", SOURCE), follow=True), "rb") as f:
             return f.read()
     except OSError as e:
         raise Exit(TEMP_FAILURE, "fatal: unable to read control/%s: %s" % (SOURCE, e.strerror))

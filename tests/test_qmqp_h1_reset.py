@@ -60,8 +60,10 @@ class Server:
         return self.log_path.read_text()[self.start:]
 
     def connect(self):
-        """A connection to the server."""
-        return socket.create_connection(("127.0.0.1", self.port), timeout=20)
+        """A connection to the server, once qmail-qmqpd has started on it."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=20)
+        wait_until(lambda: "qmail-qmqpd: pid" in self.log(), what="qmail-qmqpd's connect line")
+        return s
 
     def ended(self):
         """The log once the session's end line (tcpserver's `end PID status N`) is in it."""
