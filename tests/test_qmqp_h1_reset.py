@@ -40,7 +40,7 @@ def qtree(tree):
 
 
 class Server:
-    """qmail-qmqpd under a tcpserver on loopback, and the part of its log written since mark()."""
+    """qmail-qmqpd under a tcpserver on loopback, and its log after wait_port's probe session."""
 
     def __init__(self, procs, tree, server, **env):
         if server == "tcpserver":
