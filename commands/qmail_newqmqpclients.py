@@ -1,11 +1,8 @@
 """qmail-newqmqpclients: compile control/qmqpclients into control/qmqpclients.cdb, atomically (as qmail-newmrh)."""
 
-import os
-
 from pyqmail.lib.config import access, cdbmake, control
 from pyqmail.lib.util.exits import PERM_FAILURE, TEMP_FAILURE, Exit
 from pyqmail.lib.util.program import main
-from pyqmail.lib.util.regularfile import create_afresh
 
 SOURCE = "qmqpclients"
 TEMP = "qmqpclients.tmp"
@@ -21,44 +18,26 @@ def numbered_lines(data):
 
 
 def read_source():
-    """Return the bytes of control/qmqpclients; exit 111 if it cannot be read."""
+    """Return the bytes of control/qmqpclients; exit 111 if it cannot be read or is not a regular file (a named
+    pipe would hang the run)."""
+    from pyqmail.lib.util.regularfile import open_regular
     try:
-        with open(control.path("control", SOURCE), "rb") as f:
+        with open(open_regular(control.path("control", SOURCE), follow=True), "rb") as f:
             return f.read()
     except OSError as e:
         raise Exit(TEMP_FAILURE, "fatal: unable to read control/%s: %s" % (SOURCE, e.strerror))
 
 
 def write_cdb(records):
-    """Write records to control/qmqpclients.tmp, fsync, and rename it over control/qmqpclients.cdb."""
-    import cdbx
-    temp, target = control.path("control", TEMP), control.path("control", TARGET)
+    """Write records to control/qmqpclients.tmp, fsync, rename it over control/qmqpclients.cdb, fsync control/."""
+    from pyqmail.lib.queue.queue import fsync_dir
+    cdbmake.replace(control.path("control", TEMP), control.path("control", TARGET), records,
+                    "unable to write control/%s" % TEMP, "unable to write control/%s" % TEMP,
+                    move_text="unable to move control/%s to control/%s" % (TEMP, TARGET), reasons=True)
     try:
-        fd = create_afresh(temp, 0o644)  # never through a planted link
+        fsync_dir(control.path("control"))  # the rename survives a crash only once control/ is on disk
     except OSError as e:
-        raise Exit(TEMP_FAILURE, "fatal: unable to write control/%s: %s" % (TEMP, e.strerror))
-    try:
-        maker = cdbx.CDB.make(fd)
-        for key, value in records:
-            maker.add(key, value)
-        maker.commit().close()
-        os.fsync(fd)
-        ours = cdbmake.is_ours(fd, temp)
-    except OSError as e:
-        raise Exit(TEMP_FAILURE, "fatal: unable to write control/%s: %s" % (TEMP, e.strerror or e))
-    finally:
-        os.close(fd)
-    if not ours:  # a second run at once removed ours and writes its own there: the table is left to it
-        raise Exit(TEMP_FAILURE, "fatal: unable to move control/%s to control/%s: replaced meanwhile" % (TEMP, TARGET))
-    try:
-        os.rename(temp, target)
-    except OSError as e:
-        raise Exit(TEMP_FAILURE, "fatal: unable to move control/%s to control/%s: %s" % (TEMP, TARGET, e.strerror))
-    dirfd = os.open(control.path("control"), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
+        raise Exit(TEMP_FAILURE, "fatal: unable to sync control/: %s" % e.strerror)
 
 
 def body(argv):

@@ -35,7 +35,9 @@ class Session:
         try:
             write_all(1, qmqp.reply(text))
         except OSError:
-            self.log("lost connection from %s while sending reply" % self.who)
+            # the reply's text says what became of the message: a K means it is queued (the client, seeing no
+            # reply, may send it again)
+            self.log("lost connection from %s while sending reply: %s" % (self.who, text))
             return 0
         if not text.startswith("K"):  # the client may still be sending: do not let close() reset it
             from pyqmail.lib.util.timedio import linger
