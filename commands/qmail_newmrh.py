@@ -22,9 +22,10 @@ def domains(data):
 
 
 def read_source():
-    """Return control/morercpthosts' bytes."""
+    """Return control/morercpthosts' bytes (a regular file only: a FIFO would hold the run for ever)."""
+    from pyqmail.lib.util.regularfile import open_regular
     try:
-        with open("control/morercpthosts", "rb") as f:
+        with open(open_regular("control/morercpthosts", follow=True), "rb") as f:
             return f.read()
     except OSError:
         raise fatal("unable to read control/morercpthosts")

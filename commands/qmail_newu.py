@@ -15,9 +15,10 @@ def fatal(text):
 
 
 def read_assign():
-    """Return users/assign's bytes."""
+    """Return users/assign's bytes (a regular file only: a FIFO would hold the run for ever)."""
+    from pyqmail.lib.util.regularfile import open_regular
     try:
-        f = open("users/assign", "rb")
+        f = open(open_regular("users/assign", follow=True), "rb")
     except OSError:
         raise fatal("unable to open users/assign")
     with f:

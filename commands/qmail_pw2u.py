@@ -43,9 +43,11 @@ def fatal(text):
 
 
 def read_users_file(name):
-    """Return users/<name>'s bytes, or None if it does not exist."""
+    """Return users/<name>'s bytes, or None if it does not exist (a regular file only: a FIFO would hold the run
+    for ever)."""
+    from pyqmail.lib.util.regularfile import open_regular
     try:
-        with open(os.path.join("users", name), "rb") as f:
+        with open(open_regular(os.path.join("users", name), follow=True), "rb") as f:
             return f.read()
     except FileNotFoundError:
         return None

@@ -5,11 +5,14 @@ program fails as for a control it cannot read. Before, each of these waited for 
 QMQP injection, every delivery through a relay with AUTH."""
 
 import os
+import subprocess
+
+import pytest
 
 from test_qmail_remote import remote, route
 from test_qmqpc import home as qmqpc_home, qmqpc  # noqa: F401 (a fixture)
 from test_spawners import home, lspawn, queue_message, users  # noqa: F401 (fixtures)
-from conftest import free_port
+from conftest import free_port, program, qenv
 
 
 def test_users_cdb_a_fifo_defers_the_delivery(procs, users, home):  # noqa: F811
@@ -33,3 +36,20 @@ def test_remoteauth_a_fifo_defers_without_connecting(tree, world_tmp):
     os.mkfifo(tree / "control" / "remoteauth", 0o600)
     code, out = remote(tree, world_tmp, ["example.com", "a@b", "c@example.com"])
     assert code == 0 and out.startswith(b"Z"), out
+
+
+@pytest.mark.parametrize("prog,source,table", [
+    ("qmail-newmrh", "control/morercpthosts", "control/morercpthosts.cdb"),
+    ("qmail-newu", "users/assign", "users/cdb"),
+    ("qmail-pw2u", "users/include", None),
+])
+def test_a_cdb_builders_fifo_input_is_an_unreadable_file_not_a_wait(tree, prog, source, table):
+    # before: open() of a FIFO nobody writes waited for ever (the run never ended, the old table stayed)
+    if table:
+        (tree / table).write_bytes(b"")
+        before = (tree / table).read_bytes()
+    os.mkfifo(tree / source)
+    p = subprocess.run([program(prog)], input=b"", env=qenv(tree), capture_output=True, timeout=20)
+    assert p.returncode == 111 and b"fatal: unable to" in p.stderr, p
+    if table:
+        assert (tree / table).read_bytes() == before
