@@ -1,0 +1,192 @@
+"""Running out of resources: the installed programs on a small tmpfs (real ENOSPC for blocks and for inodes),
+mounted in a private mount namespace. A message is accepted and kept, or refused with a temporary failure and
+nothing half-written left; once space is back, the same program succeeds."""
+
+import ctypes
+import os
+import re
+import shutil
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import program, qenv, queued
+from test_qmail_local import ids, local, make_maildir, dotqmail
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+CLONE_NEWNS = 0x00020000
+QUEUE_FILES = ("pid", "mess", "intd", "todo")
+TEMP_QUEUE_CODES = {53, 63, 64, 65, 66}  # qmail-queue(8): write error/disk full, trouble creating files in queue
+MSG = b"Subject: full\n\nhello\n"
+ENVELOPE = b"Fa@b.example\0Tc@test.example\0\0"
+_private = []
+
+
+def private_mounts():
+    """Put this test process in a mount namespace of its own (unshare -m), once; skip where that is refused."""
+    if _private:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        pytest.skip("unshare -m refused: %s" % os.strerror(ctypes.get_errno()))
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True, capture_output=True)
+    _private.append(True)
+
+
+@contextmanager
+def small_fs(directory, size="256k", inodes=64):
+    """Move directory's contents onto a fresh tmpfs of that size and inode count mounted over it; unmount after."""
+    private_mounts()
+    directory = Path(directory)
+    saved = directory.parent / (directory.name + ".saved")
+    subprocess.run(["cp", "-a", str(directory), str(saved)], check=True)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,nr_inodes=%d" % (size, inodes), "tmpfs",
+                        str(directory)], capture_output=True)
+    if p.returncode:
+        pytest.skip("cannot mount a tmpfs: %s" % p.stderr.decode())
+    try:
+        st = saved.stat()
+        os.chown(directory, st.st_uid, st.st_gid)
+        os.chmod(directory, st.st_mode & 0o7777)
+        subprocess.run(["cp", "-a", "%s/." % saved, str(directory)], check=True)
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=True)
+        shutil.rmtree(saved, ignore_errors=True)
+
+
+def fill_inodes(directory):
+    """Create empty files in directory until the file system has no inode left; return their paths."""
+    made = []
+    while True:
+        path = Path(directory) / ("filler%d" % len(made))
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError:
+            return made
+        made.append(path)
+
+
+def fill_blocks(directory, leave=0):
+    """Fill the file system with one file until ENOSPC, then give back `leave` bytes; return its path."""
+    path = Path(directory) / "filler"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        while True:
+            try:
+                os.write(fd, b"\0" * 4096)
+            except OSError:
+                break
+        if leave:
+            os.ftruncate(fd, max(0, os.lseek(fd, 0, os.SEEK_END) - leave))
+    finally:
+        os.close(fd)
+    return path
+
+
+def queue_files(tree):
+    """Return every file left under the queue's pid/, mess/, intd/ and todo/."""
+    return sorted(str(p.relative_to(tree)) for d in QUEUE_FILES for p in (tree / "queue" / d).rglob("*")
+                  if p.is_file())
+
+
+def qq(tree, message=MSG):
+    """Run the installed qmail-queue on message and ENVELOPE; return (exit code, stderr)."""
+    f = tree / "envelope"
+    f.write_bytes(ENVELOPE)
+    with open(f, "rb") as envelope:
+        p = subprocess.run([program("qmail-queue")], input=message, stdout=envelope, capture_output=False,
+                           stderr=subprocess.PIPE, env=qenv(tree), timeout=60)
+    return p.returncode, p.stderr
+
+
+# --- 1. qmail-queue -----------------------------------------------------------------------------------------
+
+def test_queue_out_of_inodes_at_each_step_fails_temporarily_and_leaves_nothing(tree):
+    with small_fs(tree / "queue", inodes=200) as q:
+        fillers = fill_inodes(q)
+        seen = []
+        for free in range(0, 8):
+            code, err = qq(tree)
+            seen.append(code)
+            assert b"Traceback" not in err, err
+            if code == 0:
+                break
+            assert code in TEMP_QUEUE_CODES, (free, code, err)
+            assert queue_files(tree) == [], (free, code)
+            fillers.pop().unlink()
+        assert seen[0] == 63 and seen[-1] == 0, seen  # no pid/ file: 63, as qmail's pidopen
+        assert len(queued(tree)) == 1
+
+
+def test_queue_on_a_full_disk_exits_53_and_leaves_nothing_then_recovers(tree):
+    with small_fs(tree / "queue", inodes=200) as q:
+        filler = fill_blocks(q)
+        assert qq(tree) == (53, b"")
+        assert queue_files(tree) == []
+        filler.unlink()
+        filler = fill_blocks(q, leave=8192)
+        big = MSG + (b"x" * 79 + b"\n") * 500  # 40 KB: more than the 8 KB left
+        assert qq(tree, big)[0] == 53
+        assert queue_files(tree) == []
+        filler.unlink()
+        assert qq(tree) == (0, b"")
+        assert len(queued(tree)) == 1
+
+
+def test_smtpd_on_a_full_queue_replies_451_and_the_session_goes_on(tree):
+    with small_fs(tree / "queue", inodes=200) as q:
+        filler = fill_blocks(q)
+        data = b"HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@test.example>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n"
+        p = subprocess.run([program("qmail-smtpd")], input=data + b"QUIT\r\n", capture_output=True,
+                           env=qenv(tree, TCPREMOTEIP="127.0.0.1"), timeout=60)
+        assert b"Traceback" not in p.stderr, p.stderr
+        assert b"451 qq write error or disk full (#4.3.0)\r\n221 " in p.stdout, p.stdout
+        assert queue_files(tree) == []
+        filler.unlink()
+        p = subprocess.run([program("qmail-smtpd")], input=data + b"QUIT\r\n", capture_output=True,
+                           env=qenv(tree, TCPREMOTEIP="127.0.0.1"), timeout=60)
+        assert re.search(rb"250 ok \d+ qp \d+\r\n221 ", p.stdout), p.stdout
+        assert len(queued(tree)) == 1
+
+
+# --- 3. qmail-local -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fill", ["blocks", "inodes"])
+def test_maildir_on_a_full_disk_defers_and_leaves_no_partial_file(world_tmp, tmp_path, fill):
+    home = world_tmp / "home"
+    home.mkdir(mode=0o755)
+    os.chown(home, *ids())
+    with small_fs(home, inodes=64) as h:
+        md = make_maildir(h / "Maildir")
+        dotqmail(h, ".qmail", "./Maildir/\n")
+        filler = fill_blocks(h) if fill == "blocks" else fill_inodes(h)
+        r = local(h, tmp_path, msg=b"Subject: x\n\n" + b"y" * 70000)
+        assert b"Traceback" not in r.stderr, r.stderr
+        assert r.returncode == 111 and r.stderr.startswith(b"Temporary error on maildir delivery."), r
+        assert [os.listdir(md / d) for d in ("new", "cur", "tmp")] == [[], [], []]
+        for f in filler if isinstance(filler, list) else [filler]:
+            f.unlink()
+        r = local(h, tmp_path, msg=b"Subject: x\n\n" + b"y" * 70000)
+        assert r.returncode == 0 and len(os.listdir(md / "new")) == 1, r
+
+
+def test_mbox_on_a_full_disk_is_cut_back_to_its_old_length(world_tmp, tmp_path):
+    home = world_tmp / "home"
+    home.mkdir(mode=0o755)
+    os.chown(home, *ids())
+    with small_fs(home, inodes=64) as h:
+        dotqmail(h, ".qmail", "./Mailbox\n")
+        assert local(h, tmp_path).returncode == 0
+        before = (h / "Mailbox").read_bytes()
+        filler = fill_blocks(h, leave=4096)
+        r = local(h, tmp_path, msg=b"Subject: x\n\n" + b"y\n" * 40000)
+        assert b"Traceback" not in r.stderr, r.stderr
+        assert r.returncode == 111 and r.stderr.startswith(b"Unable to write ./Mailbox: "), r
+        assert (h / "Mailbox").read_bytes() == before
+        filler.unlink()
+        assert local(h, tmp_path).returncode == 0
+        assert (h / "Mailbox").read_bytes().startswith(before) and len((h / "Mailbox").read_bytes()) > len(before)
