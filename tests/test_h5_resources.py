@@ -6,13 +6,16 @@ import ctypes
 import os
 import re
 import shutil
+import signal
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from conftest import program, qenv, queued
+from conftest import program, qenv, queued, wait_until
+from mailsystem import make_system_tree
+from test_e2e_delivery import queue_is_empty, start, users
 from test_qmail_local import ids, local, make_maildir, dotqmail
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -93,13 +96,13 @@ def queue_files(tree):
                   if p.is_file())
 
 
-def qq(tree, message=MSG):
-    """Run the installed qmail-queue on message and ENVELOPE; return (exit code, stderr)."""
-    f = tree / "envelope"
-    f.write_bytes(ENVELOPE)
+def qq(tree, message=MSG, envelope=ENVELOPE, **kw):
+    """Run the installed qmail-queue on message and envelope; return (exit code, stderr)."""
+    f = tree.parent / "envelope"
+    f.write_bytes(envelope)
     with open(f, "rb") as envelope:
         p = subprocess.run([program("qmail-queue")], input=message, stdout=envelope, capture_output=False,
-                           stderr=subprocess.PIPE, env=qenv(tree), timeout=60)
+                           stderr=subprocess.PIPE, env=qenv(tree), timeout=60, **kw)
     return p.returncode, p.stderr
 
 
@@ -190,3 +193,53 @@ def test_mbox_on_a_full_disk_is_cut_back_to_its_old_length(world_tmp, tmp_path):
         filler.unlink()
         assert local(h, tmp_path).returncode == 0
         assert (h / "Mailbox").read_bytes().startswith(before) and len((h / "Mailbox").read_bytes()) > len(before)
+
+
+# --- 2. qmail-send ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def stree(world_tmp):
+    """A tree as installed (qmail's accounts), with joe's Maildir on the ordinary disk."""
+    tree = make_system_tree(world_tmp / "qmail")
+    (world_tmp / "fake-remote").write_text("#!/bin/sh\ncat >/dev/null\nprintf 'Zno network here.\\0'\n")
+    (world_tmp / "fake-remote").chmod(0o755)
+    return tree
+
+
+def test_send_on_a_full_queue_loses_nothing_and_delivers_once_space_is_back(procs, stree, world_tmp):
+    homes = users(stree, world_tmp, "joe")
+    with small_fs(stree / "queue", inodes=200) as q:
+        assert qq(stree, envelope=b"Fa@b.example\0Tjoe@test.example\0\0") == (0, b"")
+        [n] = queued(stree)
+        fillers = [fill_blocks(q)] + fill_inodes(q)
+        system = start(procs, stree)
+        log = system.wait_log(b"status: local ")
+        assert b"Traceback" not in log
+        for f in fillers:
+            f.unlink()
+        assert qq(stree, envelope=b"Fa@b.example\0Tjoe@test.example\0\0") == (0, b"")  # pulls the trigger
+        log = system.wait_log(b"delivery ", 2)
+        wait_until(lambda: system.log().count(b": success: did_1+0+0/") == 2, what="two deliveries")
+        wait_until(lambda: queue_is_empty(stree), what="an empty queue")
+        assert len(os.listdir(homes["joe"] / "Maildir" / "new")) == 2
+        system.stop()
+
+
+def test_a_bounce_on_a_full_queue_waits_in_the_maildrop_and_is_queued_once_space_is_back(procs, stree, world_tmp):
+    homes = users(stree, world_tmp, "joe")
+    (homes["joe"] / ".qmail-x").write_text("|exit 100\n")
+    with small_fs(stree / "queue", inodes=200) as q:
+        assert qq(stree, MSG + (b"x" * 79 + b"\n") * 500, b"Fa@b.example\0Tjoe-x@test.example\0\0") == (0, b"")
+        [n] = queued(stree)
+        filler = fill_blocks(q, leave=16384)  # room for info/N, local/N and bounce/N, none for the 40 KB bounce
+        system = start(procs, stree)
+        log = system.wait_log(b"queueing failed with qmail-queue code 53\n", timeout=60)
+        assert b"Traceback" not in log
+        assert len(os.listdir(stree / "maildrop")) == 1  # the bounce, accepted into the maildrop (not lost)
+        filler.unlink()
+        nobody = {"user": ids()[0], "group": ids()[1], "extra_groups": []}  # a user's drop wakes qmail-pickup
+        assert qq(stree, envelope=b"Fa@b.example\0Tjoe@test.example\0\0", **nobody) == (0, b"")
+        log = system.wait_log(b"info msg ", 3, timeout=60)
+        assert re.search(rb"^info msg \d+: bytes \d+ from <> qp \d+ uid \d+$", log, re.M), log
+        wait_until(lambda: os.listdir(stree / "maildrop") == [], what="an empty maildrop")
+        system.stop()
