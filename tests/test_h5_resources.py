@@ -243,3 +243,85 @@ def test_a_bounce_on_a_full_queue_waits_in_the_maildrop_and_is_queued_once_space
         assert re.search(rb"^info msg \d+: bytes \d+ from <> qp \d+ uid \d+$", log, re.M), log
         wait_until(lambda: os.listdir(stree / "maildrop") == [], what="an empty maildrop")
         system.stop()
+
+
+# --- 4. qmail-pop3d -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fill", ["blocks", "inodes"])
+def test_pop3d_quit_on_a_full_disk_moves_and_deletes(world_tmp, fill):
+    home = world_tmp / "home"
+    home.mkdir(mode=0o755)
+    os.chown(home, *ids())
+    with small_fs(home, inodes=64) as h:
+        md = make_maildir(h / "Maildir")
+        for i, name in enumerate(("1000.M1P1.host", "1001.M1P1.host")):
+            (md / "new" / name).write_bytes(b"Subject: %d\n\nbody\n" % i)
+            os.chown(md / "new" / name, *ids())
+            os.utime(md / "new" / name, (1000 + i, 1000 + i))
+        fillers = [fill_blocks(h)] if fill == "blocks" else fill_inodes(h)
+        r = subprocess.run([program("qmail-pop3d"), "Maildir"], cwd=h, user=ids()[0], group=ids()[1],
+                           extra_groups=[], input=b"RETR 1\r\nDELE 2\r\nQUIT\r\n", capture_output=True, timeout=60)
+        assert (r.returncode, r.stderr) == (0, b""), r
+        assert r.stdout == b"+OK \r\n+OK \r\nSubject: 0\r\n\r\nbody\r\n\r\n.\r\n+OK \r\n+OK \r\n"
+        assert os.listdir(md / "new") == [] and os.listdir(md / "cur") == ["1000.M1P1.host:2,"]
+        for f in fillers:
+            f.unlink()
+
+
+# --- 5. descriptor and process limits ------------------------------------------------------------------------
+
+def helper_pid(system, name):
+    """The pid of qmail-send's helper whose command line names name."""
+    for pid in system.helpers:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            if name.encode() in f.read():
+                return pid
+    raise AssertionError("no %s among %s" % (name, system.helpers))
+
+
+def open_fds(pid):
+    """How many descriptors pid has open."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def start_limited(procs, tree, limit):
+    """Start qmail-start (as MailSystem does) under `prlimit limit`: every program of the system inherits it."""
+    plain = procs.start
+    procs.start = lambda argv, **kw: plain(["prlimit", limit, "--", *map(str, argv)], **kw)
+    try:
+        return start(procs, tree)
+    finally:
+        procs.start = plain
+
+
+def test_send_short_of_descriptors_keeps_the_message_and_finishes_after_a_restart(procs, stree, world_tmp):
+    homes = users(stree, world_tmp, "joe")
+    (homes["joe"] / ".qmail-x").write_text("|exit 100\n")
+    system = start_limited(procs, stree, "--nofile=24")  # enough to start, too few to inject a bounce
+    assert qq(stree, envelope=b"Fa@b.example\0Tjoe-x@test.example\0\0") == (0, b"")
+    [n] = queued(stree)
+    log = system.wait_log(b"will try later\n")
+    assert system.proc.poll() is None and b"end msg %d\n" % n not in log, log
+    assert system.stop() == 0
+    system = start(procs, stree)
+    log = system.wait_log(b"end msg %d\n" % n, timeout=60)
+    assert b"bounce msg %d qp " % n in log
+    system.stop()
+
+
+def test_a_delivery_that_cannot_fork_is_deferred_and_retried(procs, stree, world_tmp):
+    homes = users(stree, world_tmp, "joe")
+    (homes["joe"] / ".qmail-p").write_text("|cat > /dev/null\n./Maildir/\n")
+    limit = 150 + sum(1 for pid in os.listdir("/proc") if pid.isdigit())  # well above root's processes
+    nobody = {"user": ids()[0], "group": ids()[1], "extra_groups": []}
+    sleepers = [procs.start(["sleep", "600"], **nobody) for _ in range(limit)]  # the delivery user at its limit
+    system = start_limited(procs, stree, "--nproc=%d" % limit)
+    assert qq(stree, envelope=b"Fa@b.example\0Tjoe-p@test.example\0\0") == (0, b"")
+    log = system.wait_log(b"\ndelivery 1: ", timeout=60)
+    assert b"delivery 1: deferral: Unable_to_fork:_temporary_failure._(#4.3.0)/\n" in log, log
+    for p in sleepers:
+        procs.stop(p)
+    system.signal(signal.SIGALRM)
+    system.wait_log(b": success: did_1+0+1/", timeout=60)
+    assert len(os.listdir(homes["joe"] / "Maildir" / "new")) == 1
+    system.stop()
