@@ -195,6 +195,21 @@ def test_mbox_on_a_full_disk_is_cut_back_to_its_old_length(world_tmp, tmp_path):
         assert (h / "Mailbox").read_bytes().startswith(before) and len((h / "Mailbox").read_bytes()) > len(before)
 
 
+@pytest.mark.parametrize("fill", ["blocks", "inodes"])
+def test_a_users_drop_on_a_full_maildrop_fails_temporarily_and_leaves_nothing(stree, fill):
+    nobody = {"user": ids()[0], "group": ids()[1], "extra_groups": []}  # not the queue's owner: the maildrop
+    with small_fs(stree / "maildrop", inodes=64) as d:
+        fillers = [fill_blocks(d)] if fill == "blocks" else fill_inodes(d)
+        code, err = qq(stree, MSG + (b"x" * 79 + b"\n") * 100, **nobody)
+        assert b"Traceback" not in err, err
+        assert code == (53 if fill == "blocks" else 63), (code, err)
+        assert sorted(os.listdir(d)) == sorted(f.name for f in fillers)
+        for f in fillers:
+            f.unlink()
+        assert qq(stree, **nobody) == (0, b"")
+        assert len(os.listdir(d)) == 1
+
+
 # --- 2. qmail-send ------------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -222,6 +237,23 @@ def test_send_on_a_full_queue_loses_nothing_and_delivers_once_space_is_back(proc
         wait_until(lambda: system.log().count(b": success: did_1+0+0/") == 2, what="two deliveries")
         wait_until(lambda: queue_is_empty(stree), what="an empty queue")
         assert len(os.listdir(homes["joe"] / "Maildir" / "new")) == 2
+        system.stop()
+
+
+def test_send_unable_to_write_info_after_a_failure_waits_and_bounces_once_space_is_back(procs, stree, world_tmp):
+    homes = users(stree, world_tmp, "joe")
+    (homes["joe"] / ".qmail-x").write_text("|exit 100\n")
+    with small_fs(stree / "queue", inodes=200) as q:
+        assert qq(stree, envelope=b"Fa@b.example\0Tjoe-x@test.example\0\0") == (0, b"")
+        [n] = queued(stree)
+        fillers = fill_inodes(q)  # the failure must be written to info/N and local/N: no inode for them
+        system = start(procs, stree)
+        log = system.wait_log(b"warning: unable to create info/%d/%d\n" % (n % 23, n))
+        assert (q / "todo" / str(n)).exists() and system.proc.poll() is None, log
+        for f in fillers:
+            f.unlink()
+        log = system.wait_log(b"end msg %d\n" % n, timeout=60)  # qmail-send tries again every 10 s
+        assert b"bounce msg %d qp " % n in log and log.count(b"starting delivery ") == 2, log  # the bounce's too
         system.stop()
 
 
