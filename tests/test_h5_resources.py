@@ -15,7 +15,7 @@ import pytest
 
 from conftest import program, qenv, queued, wait_until
 from mailsystem import make_system_tree
-from test_e2e_delivery import queue_is_empty, start, users
+from test_e2e_delivery import FAKE_REMOTE, queue_is_empty, start, users
 from test_qmail_local import ids, local, make_maildir, dotqmail
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -216,8 +216,9 @@ def test_a_users_drop_on_a_full_maildrop_fails_temporarily_and_leaves_nothing(st
 def stree(world_tmp):
     """A tree as installed (qmail's accounts), with joe's Maildir on the ordinary disk."""
     tree = make_system_tree(world_tmp / "qmail")
-    (world_tmp / "fake-remote").write_text("#!/bin/sh\ncat >/dev/null\nprintf 'Zno network here.\\0'\n")
-    (world_tmp / "fake-remote").chmod(0o755)
+    fake = world_tmp / FAKE_REMOTE  # no network: every remote delivery fails at once, for good
+    fake.write_text("#!/bin/sh\ncat >/dev/null\nprintf 'Dno network here.\\0'\n")
+    fake.chmod(0o755)
     return tree
 
 
@@ -254,6 +255,51 @@ def test_send_unable_to_write_info_after_a_failure_waits_and_bounces_once_space_
             f.unlink()
         log = system.wait_log(b"end msg %d\n" % n, timeout=60)  # qmail-send tries again every 10 s
         assert b"bounce msg %d qp " % n in log and log.count(b"starting delivery ") == 2, log  # the bounce's too
+        system.stop()
+
+
+def test_send_unable_to_append_to_a_bounce_waits_and_bounces_once_space_is_back(procs, stree, world_tmp):
+    homes = users(stree, world_tmp, "joe")
+    go = world_tmp / "go"
+    (homes["joe"] / ".qmail-x").write_text("|while [ ! -e %s ]; do sleep 0.05; done; exit 100\n" % go)
+    with small_fs(stree / "queue", inodes=200) as q:
+        system = start(procs, stree)
+        # a local and a remote recipient: preprocessed into info/N, local/N and remote/N, as qmail does
+        assert qq(stree, envelope=b"Fa@b.example\0Tjoe-x@test.example\0Tr@remote.example\0\0") == (0, b"")
+        log = system.wait_log(b"starting delivery ", 2)
+        [n] = [int(x) for x in re.findall(rb"^info msg (\d+):", log, re.M)]
+        fillers = [fill_blocks(q)] + fill_inodes(q)  # while joe-x's delivery runs: no room for bounce/N
+        go.touch()
+        log = system.wait_log(b"alert: unable to append to bounce message; HELP! sleeping...\n", timeout=60)
+        assert (q / "local" / str(n % 23) / str(n)).exists() and system.proc.poll() is None, log
+        for f in fillers:
+            f.unlink()
+        log = system.wait_log(b"bounce msg %d qp " % n, timeout=60)
+        assert log.count(b"delivery 1: failure: ") == 1 and log.count(b"delivery 2: failure: ") == 1, log
+        system.stop()
+
+
+def test_a_bounce_entry_cut_short_by_a_full_disk_goes_on_where_it_stopped(procs, stree, world_tmp):
+    homes = users(stree, world_tmp, "joe")
+    go = world_tmp / "go"
+    (homes["joe"] / ".qmail-x").write_text(
+        "|while [ ! -e %s ]; do sleep 0.05; done; echo %s; exit 100\n" % (go, "local-report-" + "y" * 600))
+    (world_tmp / FAKE_REMOTE).write_text("#!/bin/sh\ncat >/dev/null\nprintf 'D%s\\0'\n" % ("z" * 3800))
+    with small_fs(stree / "queue", inodes=200) as q:
+        system = start(procs, stree)
+        assert qq(stree, envelope=b"Fjoe@test.example\0Tjoe-x@test.example\0Tr@remote.example\0\0") == (0, b"")
+        log = system.wait_log(b"\ndelivery 2: failure: ")
+        [n] = [int(x) for x in re.findall(rb"^info msg (\d+):", log, re.M)]
+        assert 3800 < (q / "bounce" / str(n)).stat().st_size < 4096  # the remote's entry: most of one page
+        filler = fill_blocks(q)  # the local entry fits only in part: the rest of that page
+        go.touch()
+        system.wait_log(b"alert: unable to append to bounce message; HELP! sleeping...\n", timeout=60)
+        filler.unlink()
+        system.wait_log(b"bounce msg %d qp " % n, timeout=60)
+        wait_until(lambda: os.listdir(homes["joe"] / "Maildir" / "new"), timeout=60, what="the bounce")
+        [name] = os.listdir(homes["joe"] / "Maildir" / "new")
+        bounce = (homes["joe"] / "Maildir" / "new" / name).read_bytes()
+        assert bounce.count(b"<joe-x@test.example>:\n") == 1 and bounce.count(b"local-report-") == 1, bounce
         system.stop()
 
 
