@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import program, qenv, queued, wait_until
+from conftest import program, qenv, queued, tcpserver, wait_until
 from mailsystem import make_system_tree
 from test_e2e_delivery import FAKE_REMOTE, queue_is_empty, start, users
 from test_qmail_local import ids, local, make_maildir, dotqmail
@@ -403,3 +403,37 @@ def test_a_delivery_that_cannot_fork_is_deferred_and_retried(procs, stree, world
     system.wait_log(b": success: did_1+0+1/", timeout=60)
     assert len(os.listdir(homes["joe"] / "Maildir" / "new")) == 1
     system.stop()
+
+
+def smtp(port, data):
+    """One SMTP session on 127.0.0.1:port sending data; return everything the server said until it closed."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
+@pytest.mark.parametrize("fill", ["blocks", "inodes"])
+def test_smtpd_queueing_in_process_on_a_full_queue_replies_451_and_leaves_nothing(procs, stree, fill):
+    st = (stree / "queue").stat()
+    data = b"HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@test.example>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n"
+    with small_fs(stree / "queue", inodes=200) as q:
+        # as the queue's owner, qmail-smtpd queues in its own process (lib/queue/queuehere)
+        port = tcpserver(procs, stree, [program("qmail-smtpd")], server=program("qmail-tcpserver"),
+                         options=("-u", str(st.st_uid), "-g", str(st.st_gid)))
+        fillers = [fill_blocks(q)] if fill == "blocks" else fill_inodes(q)
+        out = smtp(port, data)
+        assert re.search(rb"\r\n354 go ahead\r\n451 qq (write error or disk full|trouble creating files in queue) "
+                         rb"\(#4\.3\.0\)\r\n221 ", out), out
+        assert queue_files(stree) == []
+        for f in fillers:
+            f.unlink()
+        assert re.search(rb"\r\n250 ok \d+ qp \d+\r\n221 ", smtp(port, data))
+        assert len(queued(stree)) == 1
+        logs = b"".join(p.read_bytes() for p in stree.glob("tcpserver-*.log"))
+        assert b"Traceback" not in logs and b"internal error" not in logs, logs
