@@ -437,3 +437,25 @@ def test_smtpd_queueing_in_process_on_a_full_queue_replies_451_and_leaves_nothin
         assert len(queued(stree)) == 1
         logs = b"".join(p.read_bytes() for p in stree.glob("tcpserver-*.log"))
         assert b"Traceback" not in logs and b"internal error" not in logs, logs
+
+
+@pytest.mark.parametrize("fill", ["blocks", "inodes"])
+def test_qmqpd_queueing_in_process_on_a_full_queue_replies_z_and_leaves_nothing(procs, stree, fill):
+    from pyqmail.lib.qmqp.qmqp import encode_request
+    st = (stree / "queue").stat()
+    (stree / "control" / "qmqpderrordelay").write_text("0\n")
+    request = encode_request(b"Subject: x\n\nhi\n", b"a@b.example", [b"c@test.example"])
+    with small_fs(stree / "queue", inodes=200) as q:
+        port = tcpserver(procs, stree, [program("qmail-qmqpd")], server=program("qmail-tcpserver"),
+                         options=("-u", str(st.st_uid), "-g", str(st.st_gid)), env=qenv(stree, QMQPCLIENT=""))
+        fillers = [fill_blocks(q)] if fill == "blocks" else fill_inodes(q)
+        reply = smtp(port, request)
+        assert re.fullmatch(rb"\d+:Zqq (write error or disk full|trouble creating files in queue) \(#4\.3\.0\),",
+                            reply), reply
+        assert queue_files(stree) == []
+        for f in fillers:
+            f.unlink()
+        assert re.fullmatch(rb"\d+:Kok \d+ qp \d+,", smtp(port, request))
+        assert len(queued(stree)) == 1
+        logs = b"".join(p.read_bytes() for p in stree.glob("tcpserver-*.log"))
+        assert b"Traceback" not in logs and b"internal error" not in logs, logs
