@@ -12,7 +12,7 @@ from pyqmail.lib.send import bounce, destinations, qmgr, retry, sendlog, verp
 from pyqmail.lib.send.channel import CHANNELS, LOCAL
 from pyqmail.lib.send.qmgrconf import QMGR
 from pyqmail.lib.queue.queue import SPLIT, split_name
-from pyqmail.lib.util.fdio import nul_records, write_all
+from pyqmail.lib.util.fdio import nul_records
 from pyqmail.lib.send.sendmessages import SLEEP_ALERT, SLEEP_SYSFAIL, InfoDamaged, read_info
 from pyqmail.lib.spawn.spawnproto import BATCH_MAX, encode_batch, encode_request
 
@@ -66,20 +66,28 @@ def split_reports(buf: bytearray, data: bytes) -> list[bytes]:
 
 
 def append_bounce(name: str, text: bytes, log: Callable[[bytes], None]) -> None:
-    """Append text to bounce/N and fsync it, sleeping and retrying while that fails, as qmail does."""
-    while True:
-        try:
-            fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600)
+    """Append text to bounce/N and fsync it, sleeping and retrying while that fails, as qmail does: a write cut
+    short (a full disk) goes on where it stopped, so no piece of an entry is written twice."""
+    fd, done = -1, 0
+    try:
+        while True:
             try:
-                write_all(fd, text)
+                if fd < 0:
+                    fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600)
+                while done < len(text):
+                    written = os.write(fd, memoryview(text)[done:])
+                    if not written:
+                        raise OSError("nothing written")
+                    done += written
                 os.fsync(fd)  # qmail does not; we keep the bounce before the record is marked D
-            finally:
-                os.close(fd)
-            return
-        except OSError:
-            log(sendlog.alert("bounce_append"))
-            sendlog.flush_log()
-            time.sleep(SLEEP_ALERT)
+                return
+            except OSError:
+                log(sendlog.alert("bounce_append"))
+                sendlog.flush_log()
+                time.sleep(SLEEP_ALERT)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 class Channel:
