@@ -75,8 +75,8 @@ def start(argv, stdin, stdout, stderr, ids):
     try:
         child = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, close_fds=True,
                                  **credentials(ids))
-    except (OSError, subprocess.SubprocessError, ValueError):
-        raise Exit(TEMP_FAILURE)
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        raise Exit(TEMP_FAILURE, "fatal: unable to run %s: %s" % (argv[0], reason(e)))
     children.append(child)  # kept, so that the subprocess module never reaps it behind qmail-send's back
     return child
 
@@ -110,8 +110,12 @@ def watch_pickup(log, ids, ready):
 
 def guard_pickup(log, ids):
     """Fork the guard that runs qmail-pickup; return when qmail-pickup has started, Exit(TEMP_FAILURE) if it cannot."""
-    ready_r, ready_w = os.pipe()
-    if os.fork() == 0:
+    ready_r, ready_w = pipe()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        raise Exit(TEMP_FAILURE, "fatal: unable to fork: %s" % reason(e))
+    if pid == 0:
         code = 111
         try:
             os.close(ready_r)
@@ -123,7 +127,22 @@ def guard_pickup(log, ids):
     started = os.read(ready_r, 1)
     os.close(ready_r)
     if not started:
-        raise Exit(TEMP_FAILURE)
+        raise Exit(TEMP_FAILURE, "fatal: unable to run qmail-pickup")
+
+
+def reason(e):
+    """The words for why e happened: its strerror, or a KeyError's text (getpwnam's: which account is missing)."""
+    if isinstance(e, KeyError):
+        return str(e.args[0]) if e.args else "an account is missing"
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def pipe():
+    """os.pipe(), or Exit(TEMP_FAILURE) with a line saying why."""
+    try:
+        return os.pipe()
+    except OSError as e:
+        raise Exit(TEMP_FAILURE, "fatal: unable to create pipe: %s" % reason(e))
 
 
 def place(fds):
@@ -156,22 +175,25 @@ def body(argv):
         home = environment(control.qmailhome())
         who = roles(home)
         os.chdir("/")
-    except (OSError, KeyError):
-        raise Exit(TEMP_FAILURE)
+    except (OSError, KeyError) as e:
+        raise Exit(TEMP_FAILURE, "fatal: unable to find the queue or qmail's accounts: %s" % reason(e))
     os.umask(0o077)
     if logger:
-        log_r, log = os.pipe()
+        log_r, log = pipe()
         start(logger, log_r, None, None, who.logger)
         os.close(log_r)
     else:
-        log = os.dup(1)  # EBADF when fd 1 is closed: nowhere to log
+        try:
+            log = os.dup(1)
+        except OSError as e:  # EBADF when fd 1 is closed: nowhere to log
+            raise Exit(TEMP_FAILURE, "fatal: unable to use descriptor 1 for the log: %s" % reason(e))
     guard_pickup(log, who.pickup)  # before the other pipes exist, so that it holds none of them open
-    l_in, l_in_w = os.pipe()
-    l_out_r, l_out = os.pipe()
-    r_in, r_in_w = os.pipe()
-    r_out_r, r_out = os.pipe()
-    c_in, c_in_w = os.pipe()
-    c_out_r, c_out = os.pipe()
+    l_in, l_in_w = pipe()
+    l_out_r, l_out = pipe()
+    r_in, r_in_w = pipe()
+    r_out_r, r_out = pipe()
+    c_in, c_in_w = pipe()
+    c_out_r, c_out = pipe()
     # unlike qmail (which closes their fd 2), the helpers' diagnostics go to the log
     start(["qmail-lspawn", delivery], l_in, l_out, log, who.lspawn)
     start(["qmail-rspawn"], r_in, r_out, log, who.rspawn)
@@ -183,8 +205,12 @@ def body(argv):
         become(who.send)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         os.execvp("qmail-send", ["qmail-send"])
-    except OSError:
-        pass
+    except OSError as e:
+        # descriptor 2 is a helper's pipe now (place): the line goes to the log, descriptor 0, where qmail-send's would
+        try:
+            os.write(0, b"qmail-start: fatal: unable to run qmail-send: %s\n" % reason(e).encode())
+        except OSError:
+            pass
     raise Exit(TEMP_FAILURE)
 
 
