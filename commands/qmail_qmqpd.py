@@ -77,7 +77,12 @@ class Spool:
         from pyqmail.lib.queue.queuehere import open_queue
         from pyqmail.lib.queue.received import received
         peer = self.session.peer
-        self.qq = open_queue()
+        try:
+            self.qq = open_queue()
+        except OSError as e:  # out of descriptors or processes: as qmail's resources(), exit 111 without a reply
+            from pyqmail.lib.util.errstr import error_str
+            self.session.log("unable to start qmail-queue for %s: %s" % (self.session.who, error_str(e.errno)))
+            raise Exit(TEMP_FAILURE)
         self.qq.put(received(b"QMQP", peer.localhost or peer.localip or b"unknown", peer.remoteip or b"unknown",
                              peer.remotehost or b"unknown", peer.remoteinfo))
         if self.session.debug:

@@ -38,14 +38,28 @@ class Listener:
         self.here = here  # the working directory, opened before -u: workers return to it after each connection
         self.module = module  # the pre-loaded program's module: its WARM is made again before each worker
         self.children = 0
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.pool = tcppool.Pool() if reuse else None  # workers serving many connections each
+        try:
+            self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:  # EMFILE under a descriptor limit of a few
+            raise Exit(TEMP_FAILURE, "fatal: unable to create pipe: %s" % error_str(e.errno))
+        try:
+            self.pool = tcppool.Pool() if reuse else None  # workers serving many connections each
+        except OSError:
+            self.pool = None
+            self.too_few_descriptors()
         if self.pool and not tcppool.fits(max(self.pool.status_r, self.pool.status_w, self.here or 0)):
-            say("tcpserver: warning: descriptor limit %d too low for reused workers: one child per connection"
-                % os.sysconf("SC_OPEN_MAX"))
+            self.too_few_descriptors()
             os.close(self.pool.status_r)
             os.close(self.pool.status_w)
             self.pool = None
+        if self.here is not None and not self.pool:  # only workers go back to it: one descriptor more to accept with
+            os.close(self.here)
+            self.here = None
+
+    def too_few_descriptors(self):
+        """Say that reused workers are off for the descriptor limit: a child per connection then."""
+        say("tcpserver: warning: descriptor limit %d too low for reused workers: one child per connection"
+            % os.sysconf("SC_OPEN_MAX"))
 
     def status(self):
         """Log the number of children at -v."""
@@ -145,8 +159,6 @@ class Listener:
             signal.signal(signum, signal.SIG_DFL)
         os.close(self.wake_r)
         os.close(self.wake_w)
-        if self.here is not None and not self.pool:
-            os.close(self.here)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
     def child(self, conn, remote):

@@ -154,6 +154,28 @@ def test_a_small_descriptor_limit_serves_with_a_child_per_connection_and_never_s
     assert not [pid for pid, state in children(p.pid).items() if state == "Z"]
 
 
+def test_too_few_descriptors_for_a_pipe_give_one_clear_line(tree):
+    # before: `internal error: OSError: [Errno 24] Too many open files`
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (6, 6))
+    p = subprocess.run([program("qmail-tcpserver"), "-H", "-R", "-l", "0", "127.0.0.1", "0", program("qmail-qmqpd")],
+                       env=qenv(tree), capture_output=True, preexec_fn=limit, timeout=60)
+    assert (p.returncode, p.stderr) == (111, b"tcpserver: fatal: unable to create pipe: process cannot open more files\n")
+
+
+def test_too_few_descriptors_for_the_pool_serve_with_a_child_per_connection(procs, tree):
+    # before: the pool's pipe failed with EMFILE at start (an internal error, exit 111) instead of this fallback
+    (tree / "control" / "qmqpderrordelay").write_text("0\n")
+    p, port, log = start(procs, qenv(tree), [program("qmail-qmqpd")], nofile=7)
+    # the listener's directory descriptor is closed without workers: the connection is taken (before: unable to
+    # accept, ten times a second for ever); qmail-qmqpd then has too few for qmail-queue's pipes and exits 111
+    # without a reply, as qmail's does (its resources()), saying why
+    assert qmqp(port) == b""
+    wait_until(lambda: "unable to start qmail-queue for " in text(log), what="qmail-qmqpd's line")
+    assert "descriptor limit 7 too low for reused workers: one child per connection" in text(log)
+    assert "internal error" not in text(log) and "unable to accept" not in text(log)
+
+
 # --- hostile clients against reused workers ---
 
 def test_workers_keep_the_limit_under_held_and_reset_connections_and_leak_nothing(procs, tree):
