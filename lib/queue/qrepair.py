@@ -1,6 +1,7 @@
 """qmail-qctl -S: repairing a stopped queue from qcheck's defects without losing a message (qmail-qctl(8)).
 
-In three passes, each over a fresh scan: the layout (directories and lock files made, owners and modes
+In three passes, each over a fresh scan (the second repeated, at most three times, while it changes something:
+a file renamed with its message may have more to fix at its new name): the layout (directories and lock files made, owners and modes
 set as qmail-setup gives them; a wrong kind of entry moved aside), the entries (stray names and non-files
 moved aside, files in the wrong split directory or a split directory beyond 22 moved to theirs, message
 files' owners and modes, a mess/ file not named after its inode renamed with its message, old injection
@@ -22,6 +23,7 @@ ROLE = {"mess": "queue", "intd": "queue", "todo": "queue", "pid": "queue", "info
         "remote": "send", "bounce": "send", "hold": "send"}
 RECORDS = ("last record has no NUL", "envelope has no F", "envelope has a record", "does not start with an F",
            "has a record that is not T")
+ENTRY_PASSES = 3  # the entries pass again while it changed something: a move, then what is found at the new name
 INCOMPLETE = ("todo without mess", "info without mess", "local without info", "remote without info",
               "bounce without info", "hold without mess")
 
@@ -55,7 +57,11 @@ class Repair:
     def run(self) -> list[str]:
         """Repair in three passes; return the report lines."""
         self.layout()
-        self.entries()
+        for _ in range(ENTRY_PASSES):  # a file moved with its message has its other defects at its new name
+            done = len(self.lines)
+            self.entries()
+            if len(self.lines) == done:
+                break
         self.messages()
         return self.lines
 
