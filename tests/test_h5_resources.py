@@ -409,16 +409,12 @@ def test_a_delivery_that_cannot_fork_is_deferred_and_retried(procs, stree, world
 
 
 def smtp(port, data):
-    """One SMTP session on 127.0.0.1:port sending data; return everything the server said until it closed."""
+    """One session on 127.0.0.1:port sending data; return everything the server said until it closed."""
     import socket
+    from test_qmqpd import read_all
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(data)
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out
-            out += chunk
+        return read_all(s, 30)
 
 
 @pytest.mark.parametrize("fill", ["blocks", "inodes"])
